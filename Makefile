@@ -1,0 +1,48 @@
+# tcpdispatch developer entry points. Everything runs from a local .venv.
+PY      ?= python3
+VENV    ?= .venv
+BIN      = $(VENV)/bin
+STAMP    = $(VENV)/.installed
+
+.PHONY: install demo test test-unit lint fuzz soak bench bench-quick clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test,redis,bench]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## The main job: the whole system on loopback (one dispatcher, gateways, clients), no Redis/nginx.
+demo: $(STAMP)
+	$(BIN)/tcpdispatch demo
+
+## The full test suite (integration tests skip when nginx/haproxy/redis are missing, unless
+## TCPDISPATCH_REQUIRE_INTEGRATION=1, which .ci/run sets).
+test: $(STAMP)
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+test-unit: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not integration" $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy src
+
+fuzz: $(STAMP)
+	$(BIN)/pip install -q -e '.[fuzz]'
+	$(BIN)/python -m bench.fuzz_codec --runs $${RUNS:-1000000}
+
+soak: $(STAMP)
+	$(BIN)/python -m bench.soak --minutes $${MINUTES:-10}
+
+bench: $(STAMP)
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+bench-quick: $(STAMP)
+	$(BIN)/python -m bench --quick
+
+clean:
+	rm -rf $(VENV) .pytest_cache build src/*.egg-info

@@ -1,0 +1,3 @@
+from tcpdispatch.cli import main
+
+raise SystemExit(main())
