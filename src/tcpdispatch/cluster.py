@@ -1,0 +1,225 @@
+"""Start a whole tcpdispatch system on loopback: gateways and a dispatcher as child processes.
+
+Used by the demo, the benchmarks and the tests that need a running system.
+Every child runs in its own process group and is killed on ``close()``, so
+nothing is left behind even when the caller is interrupted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from tcpdispatch.tickets import generate_secret
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Child:
+    """One child process and where its output goes."""
+
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def signal(self, sig: int) -> None:
+        if self.alive:
+            os.kill(self.popen.pid, sig)
+
+    def kill_group(self) -> None:
+        if self.alive:
+            try:
+                os.killpg(self.popen.pid, signal.SIGCONT)
+                os.killpg(self.popen.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        try:
+            self.popen.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+
+
+@dataclass
+class GatewayProc:
+    id: str
+    host: str
+    port: int
+    status_port: int
+    weight: int
+    child: Child
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def status_url(self) -> str:
+        return f"http://{self.host}:{self.status_port}/status"
+
+
+@dataclass
+class Cluster:
+    """A dispatcher and its gateways running as child processes in ``workdir``."""
+
+    workdir: Path
+    host: str = "127.0.0.1"
+    gateways: dict[str, GatewayProc] = field(default_factory=dict)
+    dispatcher: Child | None = None
+    dispatcher_url: str = ""
+    children: list[Child] = field(default_factory=list)
+    _tmp: tempfile.TemporaryDirectory[str] | None = None
+
+    @classmethod
+    def temporary(cls) -> Cluster:
+        tmp = tempfile.TemporaryDirectory(prefix="tcpdispatch-")
+        cluster = cls(Path(tmp.name))
+        cluster._tmp = tmp
+        return cluster
+
+    def __post_init__(self) -> None:
+        self.secret_file = self.workdir / "ticket.secret"
+        self.token_file = self.workdir / "admin.token"
+        if not self.secret_file.exists():
+            self.secret_file.write_text(generate_secret() + "\n")
+            self.token_file.write_text(generate_secret() + "\n")
+        self.admin_token = self.token_file.read_text().strip()
+
+    # -- processes -----------------------------------------------------------
+    def _spawn(self, name: str, args: list[str]) -> Child:
+        log = self.workdir / f"{name}.log"
+        fh = open(log, "ab")
+        popen = subprocess.Popen(
+            [sys.executable, "-m", "tcpdispatch", "--log-level", "warning", *args],
+            stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+        fh.close()
+        child = Child(name, popen, log)
+        self.children.append(child)
+        return child
+
+    def start_gateway(self, gid: str, weight: int = 1, *extra: str) -> GatewayProc:
+        port, status = free_port(self.host), free_port(self.host)
+        child = self._spawn(gid, [
+            "gateway", "--id", gid, "--listen", f"{self.host}:{port}",
+            "--status", f"{self.host}:{status}", "--secret-file", str(self.secret_file), *extra,
+        ])
+        gw = GatewayProc(gid, self.host, port, status, weight, child)
+        self.gateways[gid] = gw
+        return gw
+
+    def write_config(self, policy: str = "p2c", extra: str = "") -> Path:
+        port = free_port(self.host)
+        self.dispatcher_url = f"http://{self.host}:{port}"
+        lines = [
+            "[dispatcher]",
+            f'listen = "{self.host}:{port}"',
+            f'policy = "{policy}"',
+            f'secret_file = "{self.secret_file}"',
+            f'admin_token_file = "{self.token_file}"',
+            "",
+            "[health]",
+            "interval = 0.25",
+            "",
+            extra,
+        ]
+        for gw in self.gateways.values():
+            lines += [
+                "[[gateways]]",
+                f'id = "{gw.id}"',
+                f'address = "{gw.address}"',
+                f'check = "{gw.status_url}"',
+                f"weight = {gw.weight}",
+                "",
+            ]
+        path = self.workdir / "dispatcher.toml"
+        path.write_text("\n".join(lines))
+        return path
+
+    def start_dispatcher(self, policy: str = "p2c", extra: str = "") -> Child:
+        config = self.write_config(policy, extra)
+        self.dispatcher = self._spawn("dispatcher", ["dispatcher", "--config", str(config)])
+        return self.dispatcher
+
+    async def wait_ready(self, timeout: float = 30.0) -> None:
+        """Wait until every gateway answers /status and the dispatcher has them all up."""
+        deadline = time.monotonic() + timeout
+        async with aiohttp.ClientSession() as http:
+            while True:
+                dead = [c.name for c in self.children if not c.alive and c.name in self.gateways]
+                if self.dispatcher is not None and not self.dispatcher.alive:
+                    dead.append("dispatcher")
+                if dead:
+                    raise RuntimeError(f"{', '.join(dead)} exited; see logs in {self.workdir}")
+                try:
+                    pool = await self.pool(http)
+                    if pool and all(g.get("healthy") for g in pool.values()):
+                        return
+                except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"cluster not ready after {timeout}s; see logs in {self.workdir}")
+                await asyncio.sleep(0.1)
+
+    # -- HTTP helpers ----------------------------------------------------------
+    async def pool(self, http: aiohttp.ClientSession) -> dict[str, dict[str, Any]]:
+        """The dispatcher's view of the pool, by gateway id."""
+        async with http.get(f"{self.dispatcher_url}/v1/gateways", timeout=aiohttp.ClientTimeout(total=2)) as r:
+            body = await r.json()
+        items = body["gateways"] if isinstance(body, dict) else body
+        return {g["id"]: g for g in items}
+
+    async def gateway_status(self, http: aiohttp.ClientSession, gid: str) -> dict[str, Any] | None:
+        gw = self.gateways[gid]
+        if not gw.child.alive:
+            return None
+        try:
+            async with http.get(gw.status_url, timeout=aiohttp.ClientTimeout(total=1)) as r:
+                return dict(await r.json())
+        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
+            return None
+
+    async def admin(self, http: aiohttp.ClientSession, method: str, path: str, body: Any = None) -> int:
+        """Call the dispatcher's admin API; returns the HTTP status."""
+        headers = {"Authorization": f"Bearer {self.admin_token}"}
+        data = None if body is None else json.dumps(body)
+        if data is not None:
+            headers["Content-Type"] = "application/json"
+        async with http.request(method, f"{self.dispatcher_url}{path}", data=data, headers=headers) as r:
+            await r.read()
+            return r.status
+
+    async def drain_gateway(self, http: aiohttp.ClientSession, gid: str) -> int:
+        """Ask the gateway itself to drain (RECONNECT its clients over its drain window, then exit)."""
+        gw = self.gateways[gid]
+        async with http.post(f"http://{gw.host}:{gw.status_port}/drain") as r:
+            return r.status
+
+    def close(self) -> None:
+        """Kill every child (and its workers); safe to call twice."""
+        for child in self.children:
+            child.kill_group()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
