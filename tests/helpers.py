@@ -92,7 +92,8 @@ class Proc:
         return self.popen.pid
 
     def output(self) -> str:
-        self._fh.flush()
+        if not self._fh.closed:
+            self._fh.flush()
         return self.log.read_text(errors="replace")
 
     def signal(self, sig: int) -> None:

@@ -1,0 +1,458 @@
+"""The asyncio adapter: one :class:`Gateway` per worker process, one small protocol object per connection.
+
+Memory per connection is the point of this module (the target is 100,000
+connections per node at <= 3 KiB each), so:
+
+* :class:`GatewayConnection` is an ``asyncio.Protocol`` with ``__slots__`` and
+  holds only the transport, the sans-I/O :class:`~tcpdispatch.protocol.Connection`,
+  an integer number, the tick of its last activity, and the client id and IP
+  (IP strings are interned, so thousands of connections share one).
+* There is no per-connection timer: a periodic sweep walks the connections
+  and closes those past the handshake or idle deadline. Activity only stores
+  the current tick (a shared int object), so it allocates nothing.
+* Read buffers belong to the event loop; the codec keeps only a partial frame.
+
+All protocol decisions (which frame is allowed when, PING -> PONG, error
+codes) live in the sans-I/O core; this module feeds it bytes and writes what
+it returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import random
+import sys
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from tcpdispatch.errors import ErrorCode, RemoteProtocolError, TicketError
+from tcpdispatch.gateway.config import GatewayConfig
+from tcpdispatch.gateway.handlers import Handler, load_handler_class
+from tcpdispatch.gateway.shm import NodeCounters
+from tcpdispatch.protocol import Bye, Connection, Opcode, Reconnect, Role, State, Welcome
+from tcpdispatch.protocol.frames import Error, encode, encode_data
+
+log = logging.getLogger("tcpdispatch.gateway")
+
+_LIVE = (State.OPEN, State.DRAINING)
+_DATA, _HELLO, _BYE, _ERROR = Opcode.DATA, Opcode.HELLO, Opcode.BYE, Opcode.ERROR
+_REFUSALS = {
+    ErrorCode.OVERLOADED: encode(Error(int(ErrorCode.OVERLOADED), "gateway is at capacity")),
+    ErrorCode.IP_LIMIT: encode(Error(int(ErrorCode.IP_LIMIT), "too many connections from your IP")),
+}
+
+
+class GatewayConnection(asyncio.Protocol):
+    """One client connection; also the ``Session`` handlers see once it is open."""
+
+    __slots__ = (
+        "_admitted",
+        "_client_id",
+        "_conn",
+        "_gw",
+        "_ip",
+        "_num",
+        "_open",
+        "_transport",
+        "last",
+        "user",
+    )
+
+    def __init__(self, gw: Gateway) -> None:
+        self._gw = gw
+        self._transport: Any = None
+        self._conn: Connection | None = None
+        self._num = 0
+        self.last = 0
+        self._client_id: str | None = None
+        self._ip: str | None = None
+        self._open = False
+        self._admitted = False
+        self.user: Any = None  # free for the application handler
+
+    # -- Session API -------------------------------------------------------
+    @property
+    def session_id(self) -> str:
+        return f"{self._gw.session_prefix}{self._num:x}"
+
+    @property
+    def client_id(self) -> str | None:
+        return self._client_id
+
+    @property
+    def peer(self) -> str | None:
+        return self._ip
+
+    @property
+    def is_open(self) -> bool:
+        conn = self._conn
+        return conn is not None and conn.state in _LIVE
+
+    def send(self, payload: bytes) -> bool:
+        """Queue a DATA frame to this client; False if the session is not open."""
+        conn = self._conn
+        if conn is None or conn.state not in _LIVE:
+            return False
+        conn.send_data(payload)
+        self._write(conn.data_to_send())
+        self._gw.messages_out += 1
+        return True
+
+    def close(self) -> None:
+        """End the session with BYE."""
+        conn = self._conn
+        if conn is not None and conn.state is not State.CLOSED:
+            conn.send(Bye())
+            self._write(conn.data_to_send())
+        if self._transport is not None:
+            self._transport.close()
+
+    # -- asyncio callbacks ---------------------------------------------------
+    def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+        gw = self._gw
+        self._transport = transport
+        self.last = gw.tick
+        peer = transport.get_extra_info("peername")
+        self._ip = gw.intern_ip(peer[0]) if peer else None
+        refusal = gw.admit(self)
+        if refusal is not None:
+            transport.write(_REFUSALS[refusal])
+            transport.close()
+            return
+        self._conn = Connection(Role.SERVER, gw.cfg.max_frame)
+
+    def data_received(self, data: bytes) -> None:
+        conn = self._conn
+        if conn is None:
+            return
+        gw = self._gw
+        self.last = gw.tick
+        try:
+            frames = conn.receive_data(data)
+        except RemoteProtocolError as exc:
+            gw.count_error(exc.code, self._open)
+            self._write(conn.data_to_send())
+            self._transport.close()
+            return
+        received = 0
+        for frame in frames:
+            op = frame.opcode
+            if op is _DATA:
+                received += 1
+                gw.call_handler("on_message", self, frame.payload)  # type: ignore[union-attr]
+            elif op is _HELLO:
+                self._hello(frame)  # type: ignore[arg-type]
+            elif op is _BYE or op is _ERROR:
+                break
+            if conn.state is State.CLOSED:
+                break
+        if received:
+            gw.messages_in += received
+        out = conn.data_to_send()
+        if out:
+            self._write(out)
+        if conn.state is State.CLOSED:
+            self._transport.close()
+
+    def eof_received(self) -> bool | None:
+        conn = self._conn
+        if conn is not None:
+            try:
+                conn.receive_eof()
+            except RemoteProtocolError:
+                pass
+        return None  # let the transport close itself
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._gw.forget(self, "connection lost" if exc is None else str(exc))
+        self._transport = None
+
+    def pause_writing(self) -> None:
+        # The peer does not read: stop reading its input too, so echo traffic cannot pile up here.
+        if self._transport is not None:
+            self._transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.resume_reading()
+
+    # -- internals -----------------------------------------------------------
+    def _write(self, data: bytes) -> None:
+        t = self._transport
+        if t is None or t.is_closing():
+            return
+        t.write(data)
+        if t.get_write_buffer_size() > self._gw.max_backlog:
+            log.info("dropping %s: client does not read (write buffer over limit)", self.session_id)
+            t.abort()
+
+    def _hello(self, hello: Any) -> None:
+        gw = self._gw
+        conn = self._conn
+        assert conn is not None
+        code_reason = gw.check_hello(hello.ticket, hello.client_id)
+        if code_reason is not None:
+            self.fail(*code_reason)
+            return
+        self._client_id = hello.client_id or None
+        conn.send(Welcome(self.session_id, gw.heartbeat_ms, gw.idle_ms))
+        self._open = True
+        gw.opened(self)
+
+    def fail(self, code: ErrorCode, reason: str) -> None:
+        """Send ERROR(code, reason) and close; counted as a rejection before WELCOME."""
+        conn = self._conn
+        if conn is None or conn.state is State.CLOSED:
+            return
+        self._gw.count_error(code, self._open)
+        conn.fail(code, reason)
+        self._write(conn.data_to_send())
+        if self._transport is not None:
+            self._transport.close()
+
+
+class Gateway:
+    """One worker's listener, its connections, the sweep and the drain; also the handlers' Hub."""
+
+    def __init__(
+        self,
+        cfg: GatewayConfig,
+        counters: NodeCounters,
+        *,
+        worker: int = 0,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.counters = counters
+        self.worker = worker
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self.session_prefix = f"{cfg.id}.{worker}."
+        self.heartbeat_ms = int(cfg.heartbeat * 1000)
+        self.idle_ms = int(cfg.idle_timeout * 1000)
+        self.max_backlog = max(1 << 20, 16 * cfg.max_frame)
+        # Sweep often enough that a timeout fires at most ~20% late, but never more than 1/s.
+        self.sweep_interval = min(1.0, max(0.02, min(cfg.handshake_timeout, cfg.idle_timeout) / 5))
+        self._hs_ticks = math.ceil(cfg.handshake_timeout / self.sweep_interval)
+        self._idle_ticks = math.ceil(cfg.idle_timeout / self.sweep_interval)
+        self.tick = 0
+        self.conns: dict[int, GatewayConnection] = {}
+        self._next = 0
+        self._ips: dict[str, str] = {}
+        self.draining = False
+        self.messages_in = 0
+        self.messages_out = 0
+        self._verifier: Any = None
+        self._nonces: Any = None
+        if cfg.secrets is not None:
+            from tcpdispatch.tickets import NonceCache, TicketVerifier
+
+            self._verifier = TicketVerifier(list(cfg.secrets))
+            self._nonces = NonceCache()
+        self.handler: Handler = load_handler_class(cfg.handler)(self)
+        self._server: asyncio.AbstractServer | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._empty = asyncio.Event()
+        self._done = asyncio.Event()
+
+    # -- lifecycle -----------------------------------------------------------
+    async def start(self) -> None:
+        """Bind the listener and start the sweep; raises OSError if the port is taken."""
+        loop = asyncio.get_running_loop()
+        host, port = self.cfg.listen
+        self._server = await loop.create_server(
+            lambda: GatewayConnection(self), host, port,
+            reuse_port=self.cfg.workers > 1, backlog=self.cfg.backlog,
+        )
+        self._tasks.append(loop.create_task(self._sweep_loop()))
+
+    async def wait_closed(self) -> None:
+        await self._done.wait()
+
+    def drain(self) -> None:
+        """Start draining (idempotent): stop accepting, RECONNECT everyone over the window, then stop."""
+        if self.draining or self._done.is_set():
+            return
+        self.draining = True
+        self.counters.set_draining()
+        if self._server is not None:
+            self._server.close()
+        log.info("worker %d draining %d connections over %.1fs", self.worker, len(self.conns),
+                 self.cfg.drain_window)
+        self._tasks.append(asyncio.get_running_loop().create_task(self._drain()))
+
+    def stop(self) -> None:
+        """Stop at once: close the listener and every connection."""
+        if self._server is not None:
+            self._server.close()
+        for p in list(self.conns.values()):
+            if p._transport is not None:
+                p._transport.abort()
+        for t in self._tasks:
+            if t is not asyncio.current_task():
+                t.cancel()
+        self._done.set()
+
+    async def _drain(self) -> None:
+        window = self.cfg.drain_window
+        start = self._clock()
+        # Send over the first 90% of the window, so the last clients still have time to leave.
+        spread = window * 0.9
+        targets = [p for p in self.conns.values() if p._open]
+        n = len(targets)
+        sent = 0
+        while sent < n:
+            elapsed = self._clock() - start
+            due = min(n, math.floor(n * elapsed / spread) + 1) if spread > 0 else n
+            for p in targets[sent:due]:
+                conn = p._conn
+                if conn is not None and conn.state is State.OPEN:
+                    delay = self._rng.randrange(0, 250)
+                    conn.send(Reconnect(delay, "gateway draining"))
+                    p._write(conn.data_to_send())
+            sent = due
+            if sent < n:
+                next_at = start + spread * sent / n
+                await asyncio.sleep(max(0.01, next_at - self._clock()))
+        del targets
+        rest = window - (self._clock() - start)
+        if self.conns and rest > 0:
+            try:
+                await asyncio.wait_for(self._empty.wait(), rest)
+            except TimeoutError:
+                pass
+        if self.conns:
+            log.info("drain window over: closing %d remaining connections", len(self.conns))
+            for p in list(self.conns.values()):
+                p.close()
+            try:
+                await asyncio.wait_for(self._empty.wait(), 1.0)
+            except TimeoutError:
+                pass
+        self.stop()
+
+    async def _sweep_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.sweep_interval)
+            self.sweep()
+            self.counters.add_messages(self.messages_in, self.messages_out)
+            self.messages_in = self.messages_out = 0
+            if self.counters.draining and not self.draining:
+                self.drain()  # another process (the supervisor) flagged the node
+
+    def sweep(self) -> int:
+        """Advance the tick and close connections past their deadline; returns how many."""
+        self.tick += 1
+        hs_limit = self.tick - self._hs_ticks
+        idle_limit = self.tick - self._idle_ticks
+        late: list[GatewayConnection] = []
+        for p in self.conns.values():
+            if p.last < (idle_limit if p._open else hs_limit) and p._conn is not None:
+                late.append(p)
+        for p in late:
+            if p._open:
+                p.fail(ErrorCode.IDLE_TIMEOUT, f"no frame for {self.cfg.idle_timeout:g}s")
+            else:
+                p.fail(ErrorCode.HANDSHAKE_TIMEOUT, f"no HELLO within {self.cfg.handshake_timeout:g}s")
+        return len(late)
+
+    # -- called by GatewayConnection -------------------------------------------
+    def intern_ip(self, ip: str) -> str:
+        ips = self._ips
+        got = ips.get(ip)
+        if got is None:
+            if len(ips) > 65536:
+                ips.clear()
+            got = ips[ip] = sys.intern(ip)
+        return got
+
+    def admit(self, p: GatewayConnection) -> ErrorCode | None:
+        refusal = self.counters.admit(self.cfg.capacity, p._ip, self.cfg.per_ip_limit)
+        if refusal is not None:
+            self.counters.add_rejected(refusal)
+            self.counters.add_error(refusal)
+            return refusal
+        p._admitted = True
+        self._next += 1
+        p._num = self._next
+        self.conns[self._next] = p
+        self._empty.clear()
+        return None
+
+    def check_hello(self, ticket: str, client_id: str) -> tuple[ErrorCode, str] | None:
+        if self.draining:
+            return ErrorCode.DRAINING, "gateway is draining; ask the dispatcher for another"
+        if self._verifier is None:
+            return None
+        if not ticket:
+            return ErrorCode.TICKET_REQUIRED, "this gateway requires a ticket"
+        try:
+            claims = self._verifier.verify(ticket, self.cfg.id, client_id)
+            self._nonces.admit(claims)
+        except TicketError as exc:
+            return exc.code, exc.reason
+        return None
+
+    def opened(self, p: GatewayConnection) -> None:
+        self.counters.add_accepted()
+        self.call_handler("on_connect", p)
+
+    def count_error(self, code: ErrorCode, opened: bool) -> None:
+        self.counters.add_error(code)
+        if not opened:
+            self.counters.add_rejected(code)
+
+    def call_handler(self, name: str, p: GatewayConnection, *args: Any) -> None:
+        try:
+            getattr(self.handler, name)(p, *args)
+        except Exception:  # a handler bug fails this session, never the gateway
+            log.exception("handler %s failed for %s", name, p.session_id)
+            if name != "on_close":
+                p.fail(ErrorCode.INTERNAL, "application error")
+
+    def forget(self, p: GatewayConnection, reason: str) -> None:
+        if not p._admitted:
+            return
+        p._admitted = False
+        self.conns.pop(p._num, None)
+        self.counters.release(p._ip, self.cfg.per_ip_limit)
+        if p._open:
+            self.call_handler("on_close", p, reason)
+        if not self.conns:
+            self._empty.set()
+
+    # -- Hub API for handlers ------------------------------------------------
+    def sessions(self) -> Iterator[GatewayConnection]:
+        """Open sessions of this worker."""
+        return (p for p in list(self.conns.values()) if p.is_open)
+
+    def get(self, session_id: str) -> GatewayConnection | None:
+        prefix, _, num = session_id.rpartition(".")
+        if prefix + "." != self.session_prefix:
+            return None
+        try:
+            p = self.conns.get(int(num, 16))
+        except ValueError:
+            return None
+        return p if p is not None and p.is_open else None
+
+    def send(self, session_id: str, payload: bytes) -> bool:
+        p = self.get(session_id)
+        return p.send(payload) if p is not None else False
+
+    def broadcast(self, payload: bytes, exclude: Any = None) -> int:
+        """DATA to every open session of this worker but ``exclude``; returns how many."""
+        frame = encode_data(payload)  # encode once, write to all
+        n = 0
+        for p in list(self.conns.values()):
+            if p is exclude or not p.is_open:
+                continue
+            p._write(frame)
+            n += 1
+        self.messages_out += n
+        return n
+

@@ -1,0 +1,203 @@
+"""Node-wide counters in shared memory, so ``--workers N`` processes act as one gateway.
+
+One anonymous ``MAP_SHARED`` mmap is created before the workers fork and is
+inherited by them. Layout (all signed 64-bit, native order)::
+
+    header: state (0 serving, 1 draining), started_at (unix ms)
+    per worker slot: pid, connections, accepted, messages_in, messages_out,
+                     rejected[len(CODES)], errors[len(CODES)]
+    per worker sketch: DEPTH rows x WIDTH counters (a count-min sketch of source IPs)
+
+Each worker writes only its own slot and sketch; readers sum over slots. The
+admission check (node capacity and per-IP limit) reads every slot and must be
+atomic with the increment, so it runs under one lock shared by the node. A
+worker that dies without cleaning up is cleared by the supervisor
+(:meth:`NodeCounters.clear_worker`), which is why counts live per worker
+instead of in one node-wide cell.
+
+The per-IP limit uses a count-min sketch: an IP's count is the minimum over
+its DEPTH counters, which can only over-estimate (on hash collisions), so the
+limit errs on the safe side and memory stays fixed however many IPs connect.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import mmap
+import os
+import time
+import zlib
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any
+
+from tcpdispatch.errors import ErrorCode
+
+CODES: tuple[ErrorCode, ...] = tuple(ErrorCode)
+_CODE_INDEX = {c: i for i, c in enumerate(CODES)}
+
+_HEADER = 2
+_F_PID, _F_CONN, _F_ACCEPTED, _F_MSG_IN, _F_MSG_OUT = range(5)
+_F_REJECTED = 5
+_F_ERRORS = _F_REJECTED + len(CODES)
+SLOT = _F_ERRORS + len(CODES)
+WIDTH = 4096
+DEPTH = 2
+_SKETCH = WIDTH * DEPTH
+_SEEDS = (0x9E3779B1, 0x85EBCA77)
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Node totals at one moment."""
+
+    draining: bool
+    started_at: float
+    connections: int
+    accepted: int
+    messages_in: int
+    messages_out: int
+    rejected: dict[str, int]
+    errors: dict[str, int]
+    worker_connections: tuple[int, ...]
+
+
+def ip_cells(ip: str) -> tuple[int, ...]:
+    """The sketch columns of ``ip`` (one per row); stable across processes."""
+    raw = ip.encode()
+    return tuple(zlib.crc32(raw, seed) % WIDTH for seed in _SEEDS)
+
+
+class NodeCounters:
+    """Shared counters for ``workers`` processes; create before forking."""
+
+    def __init__(self, workers: int, lock: Any | None = None) -> None:
+        if workers < 1:
+            raise ValueError("workers must be >= 1")
+        self.workers = workers
+        words = _HEADER + workers * (SLOT + _SKETCH)
+        self._mm = mmap.mmap(-1, words * 8)
+        self._v = memoryview(self._mm).cast("q")
+        # A single process needs no cross-process lock.
+        self._lock: AbstractContextManager[Any] = lock if lock is not None else contextlib.nullcontext()
+        self._v[1] = int(time.time() * 1000)
+        self.worker = 0
+
+    # -- layout ------------------------------------------------------------
+    def _slot(self, w: int) -> int:
+        return _HEADER + w * SLOT
+
+    def _sketch(self, w: int) -> int:
+        return _HEADER + self.workers * SLOT + w * _SKETCH
+
+    def bind_worker(self, worker: int) -> None:
+        """Called in a worker process: later updates go to this worker's slot."""
+        self.worker = worker
+        self._v[self._slot(worker) + _F_PID] = os.getpid()
+
+    # -- state -------------------------------------------------------------
+    @property
+    def draining(self) -> bool:
+        return self._v[0] == 1
+
+    def set_draining(self) -> None:
+        self._v[0] = 1
+
+    # -- admission ----------------------------------------------------------
+    def admit(self, capacity: int, ip: str | None, per_ip_limit: int) -> ErrorCode | None:
+        """Count one new connection, or return why it is refused (nothing counted then)."""
+        v = self._v
+        with self._lock:
+            total = 0
+            for w in range(self.workers):
+                total += v[self._slot(w) + _F_CONN]
+            if total >= capacity:
+                return ErrorCode.OVERLOADED
+            if per_ip_limit > 0 and ip is not None:
+                cells = ip_cells(ip)
+                if self._ip_count(cells) >= per_ip_limit:
+                    return ErrorCode.IP_LIMIT
+                base = self._sketch(self.worker)
+                for row, col in enumerate(cells):
+                    v[base + row * WIDTH + col] += 1
+            v[self._slot(self.worker) + _F_CONN] += 1
+        return None
+
+    def _ip_count(self, cells: tuple[int, ...]) -> int:
+        v = self._v
+        best = None
+        for row, col in enumerate(cells):
+            n = 0
+            for w in range(self.workers):
+                n += v[self._sketch(w) + row * WIDTH + col]
+            best = n if best is None else min(best, n)
+        return best or 0
+
+    def ip_count(self, ip: str) -> int:
+        """Estimated open connections from ``ip`` on the node (never under the truth)."""
+        return self._ip_count(ip_cells(ip))
+
+    def release(self, ip: str | None, per_ip_limit: int) -> None:
+        """Undo :meth:`admit` when the connection closes."""
+        v = self._v
+        with self._lock:
+            v[self._slot(self.worker) + _F_CONN] -= 1
+            if per_ip_limit > 0 and ip is not None:
+                base = self._sketch(self.worker)
+                for row, col in enumerate(ip_cells(ip)):
+                    v[base + row * WIDTH + col] -= 1
+
+    # -- plain counters (own slot only, no lock needed) ----------------------
+    def add_accepted(self) -> None:
+        self._v[self._slot(self.worker) + _F_ACCEPTED] += 1
+
+    def add_rejected(self, code: ErrorCode) -> None:
+        self._v[self._slot(self.worker) + _F_REJECTED + _CODE_INDEX[code]] += 1
+
+    def add_error(self, code: ErrorCode) -> None:
+        self._v[self._slot(self.worker) + _F_ERRORS + _CODE_INDEX[code]] += 1
+
+    def add_messages(self, received: int, sent: int) -> None:
+        base = self._slot(self.worker)
+        self._v[base + _F_MSG_IN] += received
+        self._v[base + _F_MSG_OUT] += sent
+
+    def clear_worker(self, worker: int) -> None:
+        """Forget a dead worker's open connections (supervisor side)."""
+        with self._lock:
+            self._v[self._slot(worker) + _F_CONN] = 0
+            base = self._sketch(worker)
+            self._v[base : base + _SKETCH] = memoryview(bytes(_SKETCH * 8)).cast("q")
+
+    # -- reading -----------------------------------------------------------
+    def snapshot(self) -> Snapshot:
+        v = self._v
+        conns, rej, err = [], [0] * len(CODES), [0] * len(CODES)
+        acc = m_in = m_out = 0
+        for w in range(self.workers):
+            base = self._slot(w)
+            conns.append(v[base + _F_CONN])
+            acc += v[base + _F_ACCEPTED]
+            m_in += v[base + _F_MSG_IN]
+            m_out += v[base + _F_MSG_OUT]
+            for i in range(len(CODES)):
+                rej[i] += v[base + _F_REJECTED + i]
+                err[i] += v[base + _F_ERRORS + i]
+        return Snapshot(
+            draining=self.draining,
+            started_at=v[1] / 1000,
+            connections=sum(conns),
+            accepted=acc,
+            messages_in=m_in,
+            messages_out=m_out,
+            rejected={c.slug: n for c, n in zip(CODES, rej) if n},
+            errors={c.slug: n for c, n in zip(CODES, err) if n},
+            worker_connections=tuple(conns),
+        )
+
+    def worker_pids(self) -> Iterator[int]:
+        for w in range(self.workers):
+            pid = self._v[self._slot(w) + _F_PID]
+            if pid:
+                yield pid

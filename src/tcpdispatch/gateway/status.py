@@ -1,0 +1,235 @@
+"""How a gateway node shows its state: HTTP /status and /metrics, POST /drain, the
+HAProxy agent-check port and optional push heartbeats.
+
+It runs in the process that owns the node (the only process with one worker,
+the supervisor with several) and reads node totals from :class:`NodeCounters`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from aiohttp import ClientSession, ClientTimeout, web
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from tcpdispatch import __version__
+from tcpdispatch.gateway.config import GatewayConfig
+from tcpdispatch.gateway.shm import NodeCounters, Snapshot
+
+log = logging.getLogger("tcpdispatch.gateway.status")
+
+
+class CpuSampler:
+    """CPU utilization of the gateway's processes, as a share (0..1) of all the node's cores."""
+
+    def __init__(self, pids: Callable[[], Iterable[int]], clock: Callable[[], float] = time.monotonic):
+        import psutil
+
+        self._psutil = psutil
+        self._pids = pids
+        self._clock = clock
+        self._cores = psutil.cpu_count() or 1
+        self._procs: dict[int, Any] = {}
+        self._last: tuple[float, float] | None = None
+        self.value = 0.0
+
+    def _cpu_seconds(self) -> float:
+        total = 0.0
+        live = {}
+        for pid in self._pids():
+            proc = self._procs.get(pid)
+            try:
+                proc = proc or self._psutil.Process(pid)
+                t = proc.cpu_times()
+            except self._psutil.Error:
+                continue
+            live[pid] = proc
+            total += t.user + t.system
+        self._procs = live
+        return total
+
+    def sample(self) -> float:
+        now, cpu = self._clock(), self._cpu_seconds()
+        if self._last is not None and now > self._last[0]:
+            share = (cpu - self._last[1]) / ((now - self._last[0]) * self._cores)
+            self.value = round(min(1.0, max(0.0, share)), 4)
+        self._last = (now, cpu)
+        return self.value
+
+
+def agent_line(snap: Snapshot, capacity: int) -> bytes:
+    """One HAProxy agent-check reply: ``drain`` or ``up <remaining%> maxconn:<remaining>``."""
+    if snap.draining:
+        return b"drain\n"
+    remaining = max(0, capacity - snap.connections)
+    return f"up {remaining * 100 // capacity}% maxconn:{remaining}\n".encode()
+
+
+class _Collector:
+    def __init__(self, service: StatusService) -> None:
+        self._service = service
+
+    def collect(self) -> Iterable[Any]:
+        s = self._service
+        snap = s.counters.snapshot()
+        cfg = s.cfg
+        labels = ["gateway"]
+
+        def gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
+            g = GaugeMetricFamily(f"tcpdispatch_gateway_{name}", doc, labels=labels)
+            g.add_metric([cfg.id], value)
+            return g
+
+        def counter(name: str, doc: str, value: float) -> CounterMetricFamily:
+            c = CounterMetricFamily(f"tcpdispatch_gateway_{name}", doc, labels=labels)
+            c.add_metric([cfg.id], value)
+            return c
+
+        yield gauge("connections", "Open connections on the node (all workers).", snap.connections)
+        yield gauge("capacity", "Maximum connections on the node.", cfg.capacity)
+        yield gauge("draining", "1 while the node drains.", 1 if snap.draining else 0)
+        yield gauge("workers", "Worker processes.", cfg.workers)
+        yield gauge("cpu_utilization", "Gateway CPU use as a share of all cores (0..1).", s.cpu.value)
+        yield gauge("uptime_seconds", "Seconds since the node started.", time.time() - snap.started_at)
+        yield counter("accepted", "Sessions opened (WELCOME sent).", snap.accepted)
+        yield counter("messages_received", "DATA frames received.", snap.messages_in)
+        yield counter("messages_sent", "DATA frames sent.", snap.messages_out)
+        rej = CounterMetricFamily("tcpdispatch_gateway_rejected", "Connections refused before WELCOME, by reason.",
+                                  labels=["gateway", "reason"])
+        for slug, n in sorted(snap.rejected.items()):
+            rej.add_metric([cfg.id, slug], n)
+        yield rej
+        err = CounterMetricFamily("tcpdispatch_gateway_errors", "ERROR frames sent, by code.",
+                                  labels=["gateway", "code"])
+        for slug, n in sorted(snap.errors.items()):
+            err.add_metric([cfg.id, slug], n)
+        yield err
+        per = GaugeMetricFamily("tcpdispatch_gateway_worker_connections", "Open connections per worker.",
+                                labels=["gateway", "worker"])
+        for w, n in enumerate(snap.worker_connections):
+            per.add_metric([cfg.id, str(w)], n)
+        yield per
+
+
+class StatusService:
+    """The status HTTP server, the agent port and the heartbeat pusher of one node."""
+
+    def __init__(
+        self,
+        cfg: GatewayConfig,
+        counters: NodeCounters,
+        *,
+        on_drain: Callable[[], None],
+        pids: Callable[[], Iterable[int]],
+    ) -> None:
+        self.cfg = cfg
+        self.counters = counters
+        self._on_drain = on_drain
+        self.cpu = CpuSampler(pids)
+        self._registry = CollectorRegistry(auto_describe=False)
+        self._registry.register(_Collector(self))  # type: ignore[arg-type]
+        self._runner: web.AppRunner | None = None
+        self._agent: asyncio.AbstractServer | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def status(self) -> dict[str, Any]:
+        snap = self.counters.snapshot()
+        return {
+            "id": self.cfg.id,
+            "state": "draining" if snap.draining else "serving",
+            "connections": snap.connections,
+            "capacity": self.cfg.capacity,
+            "address": self.cfg.address,
+            "accepted": snap.accepted,
+            "rejected": snap.rejected,
+            "cpu": self.cpu.value,
+            "uptime_s": round(time.time() - snap.started_at, 3),
+            "workers": self.cfg.workers,
+            "version": __version__,
+            "pid": os.getpid(),
+            "worker_connections": list(snap.worker_connections),
+        }
+
+    # -- HTTP ----------------------------------------------------------------
+    async def _get_status(self, request: web.Request) -> web.Response:
+        return web.json_response(self.status())
+
+    async def _get_metrics(self, request: web.Request) -> web.Response:
+        body = generate_latest(self._registry)  # type: ignore[arg-type]
+        return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+    async def _post_drain(self, request: web.Request) -> web.Response:
+        self._on_drain()
+        return web.json_response({"state": "draining", "drain_window_s": self.cfg.drain_window},
+                                 status=202)
+
+    # -- agent ---------------------------------------------------------------
+    async def _agent_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            writer.write(agent_line(self.counters.snapshot(), self.cfg.capacity))
+            await writer.drain()
+        except OSError:
+            pass
+        finally:
+            writer.close()
+
+    # -- lifecycle -----------------------------------------------------------
+    async def start(self) -> None:
+        """Bind the status (and agent) ports; raises OSError when a port is taken."""
+        app = web.Application()
+        app.router.add_get("/status", self._get_status)
+        app.router.add_get("/metrics", self._get_metrics)
+        app.router.add_post("/drain", self._post_drain)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        host, port = self.cfg.status
+        await web.TCPSite(self._runner, host, port).start()
+        if self.cfg.agent is not None:
+            self._agent = await asyncio.start_server(self._agent_client, *self.cfg.agent)
+        loop = asyncio.get_running_loop()
+        self.cpu.sample()
+        self._tasks.append(loop.create_task(self._sample_loop()))
+        if self.cfg.report_to:
+            self._tasks.append(loop.create_task(self._report_loop()))
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._agent is not None:
+            self._agent.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _sample_loop(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            self.cpu.sample()
+
+    async def _report_loop(self) -> None:
+        """Push /status to the dispatcher; a failure is logged once until it recovers."""
+        url = f"{self.cfg.report_to}/v1/heartbeat"
+        headers = {"Authorization": f"Bearer {self.cfg.report_token}", "Content-Type": "application/json"}
+        failing = False
+        timeout = ClientTimeout(total=max(0.5, min(5.0, self.cfg.report_interval * 2)))
+        async with ClientSession(timeout=timeout) as http:
+            while True:
+                try:
+                    async with http.post(url, data=json.dumps(self.status()), headers=headers) as resp:
+                        ok = resp.status < 300
+                        problem = f"HTTP {resp.status}"
+                except Exception as exc:  # noqa: BLE001 - never disturb serving
+                    ok, problem = False, repr(exc)
+                if not ok and not failing:
+                    log.warning("heartbeat to %s failing: %s (logged once until it recovers)", url, problem)
+                elif ok and failing:
+                    log.info("heartbeat to %s recovered", url)
+                failing = not ok
+                await asyncio.sleep(self.cfg.report_interval)

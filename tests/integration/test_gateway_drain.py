@@ -1,0 +1,81 @@
+"""Gateway drain and stop: RECONNECT spread over the window, exit when empty or at window end."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import signal
+import time
+from typing import Any
+
+import pytest
+from helpers import free_port, scaled, wait_until
+
+from tcpdispatch.gateway.testing import GatewayHandle, ProbeClient
+from tcpdispatch.gateway.testing import start_gateway as _start
+from tcpdispatch.protocol import Bye, Reconnect, Welcome
+
+pytestmark = pytest.mark.integration
+
+
+def start_gateway(procs: Any, *extra: str) -> GatewayHandle:
+    return _start(procs, wait_until, free_port, *extra)
+
+
+async def _connect(gw: Any, n: int) -> list[ProbeClient]:
+    clients = [await gw.client() for _ in range(n)]
+    for i, c in enumerate(clients):
+        assert isinstance(await c.hello(client_id=f"c{i}"), Welcome)
+    return clients
+
+
+async def test_sigterm_spreads_reconnects_then_exits(procs: Any) -> None:
+    gw = start_gateway(procs, "--no-ticket", "--drain-window", "2.0")
+    clients = await _connect(gw, 10)
+    arrivals: list[float] = []
+
+    async def follow(c: ProbeClient) -> None:
+        frame = await c.recv(timeout=scaled(5))
+        assert isinstance(frame, Reconnect) and frame.delay_ms < 1000 and frame.reason
+        arrivals.append(time.monotonic())
+        await c.close()  # do what a client does: leave (and reconnect via the dispatcher)
+
+    t0 = time.monotonic()
+    gw.proc.signal(signal.SIGTERM)
+    followers = [asyncio.create_task(follow(c)) for c in clients]
+    wait_until(lambda: gw.status()["state"] == "draining", timeout=2, what="state draining")
+    with pytest.raises(OSError):  # no longer accepting
+        await gw.client()
+    await asyncio.gather(*followers)
+    rel = sorted(a - t0 for a in arrivals)
+    # spread evenly over the first 90% of the 2 s window: one every ~0.18 s, not a stampede
+    assert rel[0] < 0.5 and rel[-1] > 1.2, rel
+    gaps = [b - a for a, b in itertools.pairwise(rel)]
+    assert max(gaps) < 0.6 and sum(g > 0.08 for g in gaps) >= 6, rel
+    assert gw.proc.wait(timeout=5) == 0
+    assert time.monotonic() - t0 < 2.0 + scaled(2)
+
+
+async def test_post_drain_closes_stragglers_at_window_end(procs: Any) -> None:
+    gw = start_gateway(procs, "--no-ticket", "--drain-window", "1.0")
+    clients = await _connect(gw, 3)
+    assert gw.drain() == 202
+    assert gw.status()["state"] == "draining"
+    assert gw.agent() == "drain\n"
+    t0 = time.monotonic()
+    for c in clients:  # these clients ignore RECONNECT and stay
+        frames = await c.recv_all(timeout=scaled(5))
+        assert isinstance(frames[0], Reconnect) and isinstance(frames[-1], Bye), frames
+    assert 0.5 < time.monotonic() - t0 < 1.0 + scaled(2)
+    assert gw.proc.wait(timeout=5) == 0
+
+
+async def test_sigint_stops_at_once(procs: Any) -> None:
+    gw = start_gateway(procs, "--no-ticket", "--drain-window", "30")
+    clients = await _connect(gw, 2)
+    t0 = time.monotonic()
+    gw.proc.signal(signal.SIGINT)
+    assert gw.proc.wait(timeout=5) == 0
+    assert time.monotonic() - t0 < scaled(3)
+    for c in clients:
+        assert await c.recv_all(timeout=scaled(3)) == []

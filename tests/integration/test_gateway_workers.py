@@ -1,0 +1,58 @@
+"""``--workers 2``: node totals, node-wide capacity and per-IP limit, drain of every worker."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+from helpers import free_port, wait_until
+
+from tcpdispatch.errors import ErrorCode
+from tcpdispatch.gateway.testing import GatewayHandle, ProbeClient
+from tcpdispatch.gateway.testing import start_gateway as _start
+from tcpdispatch.protocol import Error, Reconnect, Welcome
+
+pytestmark = pytest.mark.integration
+
+
+def start_gateway(procs: Any, *extra: str) -> GatewayHandle:
+    return _start(procs, wait_until, free_port, *extra)
+
+
+async def test_two_workers_act_as_one_node(procs: Any) -> None:
+    gw = start_gateway(procs, "--no-ticket", "--workers", "2", "--capacity", "24",
+                       "--per-ip-limit", "12", "--drain-window", "1.5")
+    clients: list[ProbeClient] = []
+    for src in ("127.0.0.1", "127.0.0.2"):
+        for i in range(12):
+            c = await gw.client(src)
+            assert isinstance(await c.hello(client_id=f"{src}-{i}"), Welcome)
+            clients.append(c)
+    st = gw.status()
+    assert st["workers"] == 2 and st["connections"] == 24 and st["accepted"] == 24
+    # SO_REUSEPORT spread them: both workers hold some (24 coin flips all alike: p = 1.2e-7)
+    assert len(st["worker_connections"]) == 2 and all(n > 0 for n in st["worker_connections"])
+    assert sum(st["worker_connections"]) == 24
+    assert 'tcpdispatch_gateway_connections{gateway="g1"} 24.0' in gw.metrics()
+    assert gw.agent() == "up 0% maxconn:0\n"
+    # node-wide limits, whichever worker the kernel picks
+    over = await gw.client("127.0.0.1")
+    answer = await over.recv()
+    assert isinstance(answer, Error) and answer.code in (ErrorCode.IP_LIMIT, ErrorCode.OVERLOADED)
+    for _ in range(3):
+        full = await gw.client("127.0.0.3")
+        answer = await full.recv()
+        assert isinstance(answer, Error) and answer.code == ErrorCode.OVERLOADED
+    await clients.pop().close()
+    wait_until(lambda: gw.status()["connections"] == 23, what="23 connections")
+    assert gw.agent() == "up 4% maxconn:1\n"
+    # drain: the supervisor tells every worker; all clients get RECONNECT; every process exits
+    assert gw.drain() == 202
+    assert gw.status()["state"] == "draining"
+    for c in clients:
+        assert isinstance(await c.recv(timeout=5), Reconnect)
+        await c.close()
+    t0 = time.monotonic()
+    assert gw.proc.wait(timeout=10) == 0
+    assert time.monotonic() - t0 < 5
