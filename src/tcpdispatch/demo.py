@@ -1,0 +1,336 @@
+"""``tcpdispatch demo``: the whole system on loopback, acting out a short script.
+
+One dispatcher, three gateways weighted 1:2:3 and a few hundred clients run
+for about a minute, with a live table of connections per gateway. Then:
+
+1. a gateway is killed (SIGKILL): its clients fail over to the others;
+2. a gateway is drained: it tells its clients to reconnect, spread over its
+   drain window, and exits;
+3. a new gateway is added through the admin API: new clients go there.
+
+After each step every client sends one message and must get its echo back, so
+"nothing lost" is checked, not assumed. The last line is a JSON summary
+(``DEMO SUMMARY {...}``); the exit code is 0 only when every check passed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import aiohttp
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from tcpdispatch.aio import run as aio_run
+from tcpdispatch.client import Client
+from tcpdispatch.client.policy import BackoffConfig
+from tcpdispatch.cluster import Cluster
+
+
+@dataclass
+class StepResult:
+    name: str
+    ok: bool
+    seconds: float
+    detail: str
+
+
+@dataclass
+class Summary:
+    clients: int = 0
+    connected: int = 0
+    messages_sent: int = 0
+    messages_echoed: int = 0
+    steps: list[StepResult] = field(default_factory=list)
+    final_shares: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return (
+            self.connected == self.clients
+            and self.messages_echoed == self.messages_sent
+            and len(self.steps) == 5
+            and all(s.ok for s in self.steps)
+        )
+
+
+class DemoClient:
+    """One SDK client plus the bookkeeping to prove its messages come back."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.echoed: set[str] = set()
+        self.sent: list[str] = []
+        self.reader: asyncio.Task[None] | None = None
+
+    async def read_loop(self) -> None:
+        async for message in self.client:
+            self.echoed.add(message.decode(errors="replace"))
+
+    async def check(self, tag: str) -> None:
+        token = f"{self.client.client_id}:{tag}"
+        self.sent.append(token)
+        await self.client.send(token.encode())
+
+
+class Demo:
+    def __init__(self, clients: int, console: Console, live: bool) -> None:
+        self.n_clients = clients
+        self.console = console
+        self.live_enabled = live
+        self.cluster = Cluster.temporary()
+        self.clients: list[DemoClient] = []
+        self.summary = Summary()
+        self.log: list[str] = []
+        self.statuses: dict[str, dict[str, Any] | None] = {}
+        self.pool: dict[str, dict[str, Any]] = {}
+        self.http: aiohttp.ClientSession | None = None
+        self.client_http: aiohttp.ClientSession | None = None
+
+    # -- narration and the live table ------------------------------------------
+    def say(self, text: str) -> None:
+        stamp = time.strftime("%H:%M:%S")
+        self.log.append(f"[{stamp}] {text}")
+        if not self.live_enabled:
+            self.console.print(f"[{stamp}] {text}", highlight=False)
+
+    def render(self) -> Group:
+        table = Table(title="tcpdispatch demo: connections per gateway", expand=False)
+        for col in ("gateway", "address", "weight", "state", "connections", ""):
+            table.add_column(col)
+        total = sum((s or {}).get("connections", 0) for s in self.statuses.values()) or 1
+        for gid, gw in self.cluster.gateways.items():
+            st = self.statuses.get(gid)
+            entry = self.pool.get(gid, {})
+            if st is None:
+                state = "[red]dead[/red]" if not gw.child.alive else "[yellow]?[/yellow]"
+                conns = 0
+            else:
+                state = "[yellow]draining[/yellow]" if st.get("state") == "draining" else "[green]serving[/green]"
+                conns = int(st.get("connections", 0))
+            if entry and not entry.get("healthy", True):
+                state += " (down)"
+            bar = "█" * round(40 * conns / total)
+            table.add_row(gid, gw.address, str(entry.get("weight", gw.weight)), state, str(conns), bar)
+        connected = sum(1 for c in self.clients if c.client.connected)
+        footer = Text(f"clients connected: {connected}/{len(self.clients)}", style="bold")
+        return Group(table, footer, Text("\n".join(self.log[-10:])))
+
+    async def refresh(self) -> None:
+        assert self.http is not None
+        for gid in self.cluster.gateways:
+            self.statuses[gid] = await self.cluster.gateway_status(self.http, gid)
+        try:
+            self.pool = await self.cluster.pool(self.http)
+        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, KeyError):
+            pass
+
+    async def ticker(self, live: Live | None) -> None:
+        while True:
+            await self.refresh()
+            if live is not None:
+                live.update(self.render())
+            await asyncio.sleep(0.3)
+
+    # -- helpers ---------------------------------------------------------------
+    def shares(self) -> Counter[str]:
+        return Counter(c.client.gateway or "-" for c in self.clients if c.client.connected)
+
+    async def wait_all_connected(self, timeout: float, avoid: str | None = None) -> float:
+        """Seconds until every client is connected (and none to ``avoid``); raises on timeout."""
+        start = time.monotonic()
+        while True:
+            if all(c.client.connected and c.client.gateway != avoid for c in self.clients):
+                return time.monotonic() - start
+            if time.monotonic() - start > timeout:
+                raise TimeoutError
+            await asyncio.sleep(0.05)
+
+    async def add_clients(self, count: int, rate: float) -> None:
+        assert self.client_http is not None
+        start = len(self.clients)
+        for i in range(start, start + count):
+            client = Client(
+                dispatchers=[self.cluster.dispatcher_url],
+                client_id=f"demo-{i:04d}",
+                http=self.client_http,
+                backoff=BackoffConfig(initial=0.5, max=5.0),
+            )
+            dc = DemoClient(client)
+            self.clients.append(dc)
+            await client.connect(timeout=15)
+            dc.reader = asyncio.get_running_loop().create_task(dc.read_loop())
+            await asyncio.sleep(1 / rate)
+
+    async def verify_messages(self, tag: str, timeout: float = 10.0) -> tuple[int, int]:
+        """Every client sends ``tag``; returns (sent, echoed) once all came back or at the deadline."""
+        for c in self.clients:
+            await c.check(tag)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if all(t in c.echoed for c in self.clients for t in c.sent):
+                break
+            await asyncio.sleep(0.05)
+        sent = sum(len(c.sent) for c in self.clients)
+        echoed = sum(sum(1 for t in c.sent if t in c.echoed) for c in self.clients)
+        return sent, echoed
+
+    def step(self, name: str, ok: bool, seconds: float, detail: str) -> None:
+        self.summary.steps.append(StepResult(name, ok, round(seconds, 2), detail))
+        self.say(("✔ " if ok else "✘ ") + f"{name}: {detail}")
+
+    def fmt_shares(self) -> str:
+        s = self.shares()
+        return ", ".join(f"{g}={s[g]}" for g in sorted(s))
+
+    # -- the script --------------------------------------------------------------
+    async def run(self) -> Summary:
+        cl = self.cluster
+        async with aiohttp.ClientSession() as self.http, aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=50)
+        ) as self.client_http:
+            live = Live(self.render(), console=self.console, refresh_per_second=4) if self.live_enabled else None
+            if live is not None:
+                live.start()
+            ticker = asyncio.get_running_loop().create_task(self.ticker(live))
+            try:
+                await self.script()
+            finally:
+                ticker.cancel()
+                for c in self.clients:
+                    if c.reader is not None:
+                        c.reader.cancel()
+                    await c.client.close()
+                if live is not None:
+                    await self.refresh()
+                    live.update(self.render())
+                    live.stop()
+                cl.close()
+        return self.summary
+
+    async def script(self) -> None:
+        cl = self.cluster
+        t0 = time.monotonic()
+        self.say("starting 3 gateways (weights 1:2:3) and a dispatcher on loopback")
+        for gid, weight in (("g1", 1), ("g2", 2), ("g3", 3)):
+            cl.start_gateway(gid, weight, "--drain-window", "8", "--heartbeat", "2")
+        cl.start_dispatcher("p2c")
+        await cl.wait_ready()
+        self.say(f"ready in {time.monotonic() - t0:.1f}s; dispatcher at {cl.dispatcher_url}; "
+                 f"logs in {cl.workdir}")
+
+        n = self.n_clients
+        self.say(f"connecting {n} clients through the dispatcher")
+        t = time.monotonic()
+        await self.add_clients(n, rate=150)
+        await self.wait_all_connected(10)
+        sent, echoed = await self.verify_messages("start")
+        self.step("connect", echoed == sent, time.monotonic() - t,
+                  f"{n} clients connected in {time.monotonic() - t:.1f}s, shares {self.fmt_shares()} "
+                  f"(weights 1:2:3 -> expected about {n // 6}/{n // 3}/{n // 2})")
+
+        victim = "g2"
+        moved = self.shares()[victim]
+        self.say(f"killing {victim} with SIGKILL: its {moved} clients must fail over")
+        t = time.monotonic()
+        cl.gateways[victim].child.signal(signal.SIGKILL)
+        took = await self.wait_all_connected(20, avoid=victim)
+        sent, echoed = await self.verify_messages("after-kill")
+        self.step("kill", echoed == sent, time.monotonic() - t,
+                  f"all {len(self.clients)} clients connected again {took:.1f}s after the kill; "
+                  f"messages {echoed}/{sent} echoed; shares {self.fmt_shares()}")
+
+        drained = "g3"
+        before = self.shares()[drained]
+        self.say(f"draining {drained}: it sends RECONNECT to its {before} clients spread over 8s")
+        t = time.monotonic()
+        await cl.drain_gateway(self.http, drained)  # type: ignore[arg-type]
+        curve: list[int] = []
+        while cl.gateways[drained].child.alive and time.monotonic() - t < 15:
+            curve.append(self.shares()[drained])
+            await asyncio.sleep(0.5)
+        took = await self.wait_all_connected(10, avoid=drained)
+        gradual = len(curve) >= 6 and curve[len(curve) // 2] not in (0, before)
+        sent, echoed = await self.verify_messages("after-drain")
+        self.step("drain", echoed == sent and gradual, time.monotonic() - t,
+                  f"{before} clients moved off {drained} gradually ({' '.join(map(str, curve[::2]))}); "
+                  f"messages {echoed}/{sent} echoed; shares {self.fmt_shares()}")
+
+        self.say("adding gateway g4 (weight 3) through the admin API")
+        t = time.monotonic()
+        gw4 = cl.start_gateway("g4", 3, "--heartbeat", "2")
+        status = await cl.admin(self.http, "POST", "/v1/gateways", {  # type: ignore[arg-type]
+            "id": "g4", "address": gw4.address, "check": gw4.status_url, "weight": 3,
+        })
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            pool = await cl.pool(self.http)  # type: ignore[arg-type]
+            if pool.get("g4", {}).get("healthy"):
+                break
+            await asyncio.sleep(0.1)
+        newcomers = max(n // 3, 10)
+        self.say(f"g4 is up (admin API answered {status}); connecting {newcomers} new clients")
+        first_new = len(self.clients)
+        await self.add_clients(newcomers, rate=150)
+        await self.wait_all_connected(10)
+        on_g4 = sum(1 for c in self.clients[first_new:] if c.client.gateway == "g4")
+        self.step("add", status in (200, 201) and on_g4 > newcomers // 2, time.monotonic() - t,
+                  f"{on_g4} of {newcomers} new clients went to the new, empty gateway g4")
+
+        t = time.monotonic()
+        sent, echoed = await self.verify_messages("final")
+        self.summary.clients = len(self.clients)
+        self.summary.connected = sum(1 for c in self.clients if c.client.connected)
+        self.summary.messages_sent, self.summary.messages_echoed = sent, echoed
+        self.summary.final_shares = dict(self.shares())
+        self.step("verify", echoed == sent and self.summary.connected == self.summary.clients,
+                  time.monotonic() - t,
+                  f"{self.summary.connected}/{self.summary.clients} clients connected, "
+                  f"{echoed}/{sent} messages echoed, none lost")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("demo", help="run the whole system on loopback for about a minute")
+    p.add_argument("--clients", type=int, default=300, help="clients to connect first (default 300)")
+    p.add_argument("--no-live", action="store_true", help="plain narration instead of the live table")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    console = Console()
+    live = console.is_terminal and not args.no_live
+    demo = Demo(max(args.clients, 12), console, live)
+    started = time.monotonic()
+    try:
+        summary = aio_run(demo.run())
+    except KeyboardInterrupt:
+        demo.cluster.close()
+        return 130
+    except Exception as exc:  # noqa: BLE001 - report, clean up, fail
+        demo.cluster.close()
+        console.print(f"[red]demo failed: {exc!r}[/red]")
+        return 1
+    if live:
+        for line in demo.log:
+            console.print(line, highlight=False)
+    payload = asdict(summary) | {
+        "ok": summary.ok, "seconds": round(time.monotonic() - started, 1), "workdir": str(demo.cluster.workdir),
+    }
+    print("DEMO SUMMARY " + json.dumps(payload), flush=True)
+    console.print("[green]demo finished: every step passed[/green]" if summary.ok
+                  else "[red]demo finished with failures (see above)[/red]")
+    return 0 if summary.ok else 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(run(argparse.Namespace(clients=300, no_live=False)))
