@@ -1,0 +1,374 @@
+"""Dispatcher configuration: one TOML file -> one frozen, validated ``DispatcherConfig``.
+
+Every problem raises :class:`~tcpdispatch.errors.ConfigError` naming the file,
+the key (``gateways[1].weight``) and the reason; unknown keys are errors too,
+so a typo never silently falls back to a default. Relative paths resolve
+against the directory of the config file. The full key reference with
+defaults is in docs/dispatcher.md.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tcpdispatch.aio import parse_hostport
+from tcpdispatch.errors import ConfigError
+
+POLICY_NAMES = ("round_robin", "random", "ip_hash", "consistent_hash", "least_conn", "p2c", "load")
+ADMIN_TOKEN_ENV = "TCPDISPATCH_ADMIN_TOKEN"
+MAX_ID = 64
+CHECK_KINDS = ("http://", "agent://", "tcp://", "push")
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayConfig:
+    """One ``[[gateways]]`` entry (also the body of ``POST /v1/gateways``)."""
+
+    id: str
+    host: str
+    port: int
+    check: str  # http://H:P/status | agent://H:P | tcp://H:P | push
+    weight: float = 1.0
+    capacity: int | None = None  # None: use what the gateway reports
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class HealthConfig:
+    interval: float = 0.25
+    timeout: float = 0.5
+    rise: int = 2
+    fall: int = 2
+    jitter: float = 0.1
+    ttl: float = 3.0
+
+
+@dataclass(frozen=True, slots=True)
+class BalancingConfig:
+    high_water: float = 1.0
+    slow_start_s: float = 5.0
+    slow_start_min: float = 0.1
+    panic_threshold: float = 0.5
+    hash_epsilon: float = 0.25
+
+
+@dataclass(frozen=True, slots=True)
+class RetryConfig:
+    """Reconnect backoff hints handed to clients in every dispatch answer."""
+
+    initial_s: float = 1.0
+    multiplier: float = 1.6
+    jitter: float = 0.2
+    max_s: float = 120.0
+
+
+@dataclass(frozen=True, slots=True)
+class DispatcherConfig:
+    """Everything the dispatcher process needs, validated."""
+
+    path: Path | None
+    listen_host: str
+    listen_port: int
+    policy: str
+    secrets: tuple[bytes, ...] = field(repr=False)
+    ticket_lifetime: int = 60
+    admin_token: str | None = field(default=None, repr=False)
+    push_token: str | None = field(default=None, repr=False)
+    register_unknown: bool = False
+    alternates: int = 2
+    heartbeat_s: float = 10.0
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    max_body: int = 65536
+    max_client_id: int = 128
+    retry_after_min: int = 1
+    retry_after_max: int = 5
+    health: HealthConfig = HealthConfig()
+    balancing: BalancingConfig = BalancingConfig()
+    retry: RetryConfig = RetryConfig()
+    gateways: tuple[GatewayConfig, ...] = ()
+
+    @property
+    def listen(self) -> str:
+        return f"{self.listen_host}:{self.listen_port}"
+
+
+class _Reader:
+    """Typed access to one TOML table; tracks used keys so leftovers are reported as unknown."""
+
+    def __init__(self, file: str, prefix: str, table: Any) -> None:
+        self.file = file
+        self.prefix = prefix
+        if not isinstance(table, Mapping):
+            raise self.error("", "must be a table")
+        self.table = table
+        self.used: set[str] = set()
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}.{name}" if self.prefix and name else self.prefix or name
+
+    def error(self, name: str, reason: str) -> ConfigError:
+        return ConfigError(reason, file=self.file, key=self.key(name) or None)
+
+    def get(self, name: str) -> Any:
+        self.used.add(name)
+        return self.table.get(name)
+
+    def has(self, name: str) -> bool:
+        return name in self.table
+
+    def number(self, name: str, default: float, lo: float, hi: float, *, lo_open: bool = False) -> float:
+        v = self.get(name)
+        if v is None:
+            return default
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise self.error(name, f"must be a number, got {v!r}")
+        if v < lo or (lo_open and v == lo) or v > hi:
+            lo_txt = f"> {lo}" if lo_open else f">= {lo}"
+            raise self.error(name, f"must be {lo_txt} and <= {hi}, got {v!r}")
+        return float(v)
+
+    def integer(self, name: str, default: int | None, lo: int, hi: int) -> int | None:
+        v = self.get(name)
+        if v is None:
+            return default
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise self.error(name, f"must be an integer, got {v!r}")
+        if not lo <= v <= hi:
+            raise self.error(name, f"must be between {lo} and {hi}, got {v}")
+        return v
+
+    def string(self, name: str, default: str | None = None, *, required: bool = False) -> str | None:
+        v = self.get(name)
+        if v is None:
+            if required:
+                raise self.error(name, "is required")
+            return default
+        if not isinstance(v, str) or not v.strip():
+            raise self.error(name, f"must be a non-empty string, got {v!r}")
+        return v
+
+    def boolean(self, name: str, default: bool) -> bool:
+        v = self.get(name)
+        if v is None:
+            return default
+        if not isinstance(v, bool):
+            raise self.error(name, f"must be true or false, got {v!r}")
+        return v
+
+    def finish(self) -> None:
+        extra = sorted(set(self.table) - self.used)
+        if extra:
+            raise self.error(extra[0], "unknown key" + (f" (also: {', '.join(extra[1:])})" if extra[1:] else ""))
+
+
+def _path(r: _Reader, name: str, base: Path, *, required: bool = False) -> Path | None:
+    text = r.string(name, required=required)
+    if text is None:
+        return None
+    p = Path(text).expanduser()
+    return p if p.is_absolute() else base / p
+
+
+def _read_token(r: _Reader, name: str, path: Path) -> str:
+    try:
+        token = path.read_text("utf-8").strip()
+    except OSError as exc:
+        raise r.error(name, f"cannot read {path}: {exc.strerror}") from None
+    if len(token) < 8:
+        raise r.error(name, f"token in {path} is empty or shorter than 8 characters")
+    return token
+
+
+def valid_id(text: object) -> str | None:
+    """Why ``text`` is not a usable gateway id, or None when it is."""
+    if not isinstance(text, str) or not text:
+        return "must be a non-empty string"
+    if len(text.encode()) > MAX_ID:
+        return f"must be at most {MAX_ID} bytes"
+    if not all(33 <= ord(c) < 127 for c in text) or "/" in text:
+        return "may only contain printable ASCII without spaces or '/'"
+    return None
+
+
+def parse_gateway(table: Any, *, file: str = "", prefix: str = "gateway") -> GatewayConfig:
+    """Validate one gateway entry (config file or admin API body)."""
+    r = _Reader(file, prefix, table)
+    gid = r.get("id")
+    if gid is None:
+        raise r.error("id", "is required")
+    why = valid_id(gid)
+    if why:
+        raise r.error("id", f"{why}, got {gid!r}")
+    addr = r.string("address", required=True)
+    assert addr is not None
+    try:
+        host, port = parse_hostport(addr)
+    except ValueError as exc:
+        raise r.error("address", str(exc)) from None
+    if port == 0:
+        raise r.error("address", "port must not be 0")
+    check = r.string("check", f"tcp://{addr}")
+    assert check is not None
+    _validate_check(r, check)
+    weight = r.number("weight", 1.0, 0.0, 1_000_000.0)  # 0: keep, but hand out no new clients
+    capacity = r.integer("capacity", None, 1, 100_000_000)
+    r.finish()
+    return GatewayConfig(gid, host, port, check, weight, capacity)
+
+
+def _validate_check(r: _Reader, check: str) -> None:
+    if check == "push":
+        return
+    if not check.startswith(CHECK_KINDS):
+        raise r.error("check", f"must be http://HOST:PORT/PATH, agent://HOST:PORT, tcp://HOST:PORT or push, got {check!r}")
+    try:
+        from tcpdispatch.health import parse_check
+    except ImportError:  # health package not importable: keep our own syntax check
+        rest = check.split("://", 1)[1].split("/", 1)[0]
+        try:
+            parse_hostport(rest)
+        except ValueError as exc:
+            raise r.error("check", str(exc)) from None
+        return
+    try:
+        parse_check(check)
+    except (ValueError, ConfigError) as exc:
+        raise r.error("check", getattr(exc, "reason", str(exc))) from None
+
+
+def load_config(path: str | os.PathLike[str], *, env: Mapping[str, str] | None = None) -> DispatcherConfig:
+    """Read and validate a dispatcher config file."""
+    p = Path(path)
+    file = str(p)
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config: {exc.strerror}", file=file) from None
+    try:
+        doc = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"not valid TOML: {exc}", file=file) from None
+    return parse_config(doc, file=file, base=p.resolve().parent, env=os.environ if env is None else env)
+
+
+def parse_config(
+    doc: Mapping[str, Any], *, file: str = "<config>", base: Path | None = None,
+    env: Mapping[str, str] | None = None,
+) -> DispatcherConfig:
+    """Validate an already-parsed TOML document (``base`` resolves relative paths)."""
+    base = base or Path.cwd()
+    env = env or {}
+    top = _Reader(file, "", doc)
+    d = _Reader(file, "dispatcher", top.get("dispatcher") or {})
+    listen = d.string("listen", "127.0.0.1:8080")
+    assert listen is not None
+    try:
+        lhost, lport = parse_hostport(listen, what="listen")
+    except ValueError as exc:
+        raise d.error("listen", str(exc)) from None
+    policy = d.string("policy", "p2c")
+    if policy not in POLICY_NAMES:
+        raise d.error("policy", f"unknown policy {policy!r}; choose one of {', '.join(POLICY_NAMES)}")
+
+    secret_path = _path(d, "secret_file", base, required=True)
+    assert secret_path is not None
+    from tcpdispatch.tickets import load_secrets
+
+    try:
+        secrets = tuple(load_secrets(secret_path))
+    except ConfigError as exc:
+        raise d.error("secret_file", f"{exc.reason} ({secret_path})") from None
+    lifetime = d.integer("ticket_lifetime", 60, 1, 65535)
+
+    admin_path = _path(d, "admin_token_file", base)
+    admin_token = _read_token(d, "admin_token_file", admin_path) if admin_path else None
+    if admin_token is None and env.get(ADMIN_TOKEN_ENV, "").strip():
+        admin_token = env[ADMIN_TOKEN_ENV].strip()
+    push_path = _path(d, "push_token_file", base)
+    push_token = _read_token(d, "push_token_file", push_path) if push_path else admin_token
+
+    proxies_raw = d.get("trusted_proxies") or []
+    if not isinstance(proxies_raw, list):
+        raise d.error("trusted_proxies", "must be a list of CIDR strings")
+    proxies = []
+    for i, cidr in enumerate(proxies_raw):
+        try:
+            proxies.append(ipaddress.ip_network(cidr, strict=False))
+        except (ValueError, TypeError):
+            raise d.error(f"trusted_proxies[{i}]", f"not an IP network: {cidr!r}") from None
+
+    ra_min = d.integer("retry_after_min", 1, 0, 3600)
+    ra_max = d.integer("retry_after_max", 5, 0, 3600)
+    assert ra_min is not None and ra_max is not None
+    if ra_max < ra_min:
+        raise d.error("retry_after_max", f"must be >= retry_after_min ({ra_min})")
+    alternates = d.integer("alternates", 2, 0, 16)
+    heartbeat = d.number("heartbeat_s", 10.0, 0.0, 3600.0, lo_open=True)
+    register_unknown = d.boolean("register_unknown", False)
+    max_body = d.integer("max_body", 65536, 256, 16 * 1024 * 1024)
+    max_client_id = d.integer("max_client_id", 128, 1, 200)
+    d.finish()
+
+    h = _Reader(file, "health", top.get("health") or {})
+    interval = h.number("interval", 0.25, 0.01, 3600.0)
+    health = HealthConfig(
+        interval=interval,
+        timeout=h.number("timeout", 0.5, 0.0, 600.0, lo_open=True),
+        rise=int(h.integer("rise", 2, 1, 100) or 2),
+        fall=int(h.integer("fall", 2, 1, 100) or 2),
+        jitter=h.number("jitter", 0.1, 0.0, 0.99),
+        ttl=h.number("ttl", 3.0, 0.0, 3600.0, lo_open=True),
+    )
+    h.finish()
+
+    b = _Reader(file, "balancing", top.get("balancing") or {})
+    balancing = BalancingConfig(
+        high_water=b.number("high_water", 1.0, 0.0, 10.0, lo_open=True),
+        slow_start_s=b.number("slow_start_s", 5.0, 0.0, 3600.0),
+        slow_start_min=b.number("slow_start_min", 0.1, 0.0, 1.0, lo_open=True),
+        panic_threshold=b.number("panic_threshold", 0.5, 0.0, 1.0),
+        hash_epsilon=b.number("hash_epsilon", 0.25, 0.0, 10.0, lo_open=True),
+    )
+    b.finish()
+
+    rr = _Reader(file, "retry", top.get("retry") or {})
+    retry = RetryConfig(
+        initial_s=rr.number("initial_s", 1.0, 0.0, 3600.0, lo_open=True),
+        multiplier=rr.number("multiplier", 1.6, 1.0, 10.0),
+        jitter=rr.number("jitter", 0.2, 0.0, 1.0),
+        max_s=rr.number("max_s", 120.0, 0.0, 86400.0, lo_open=True),
+    )
+    rr.finish()
+
+    gw_raw = top.get("gateways") or []
+    if not isinstance(gw_raw, list):
+        raise top.error("gateways", "must be an array of tables ([[gateways]])")
+    gateways: list[GatewayConfig] = []
+    seen: dict[str, int] = {}
+    for i, entry in enumerate(gw_raw):
+        gw = parse_gateway(entry, file=file, prefix=f"gateways[{i}]")
+        if gw.id in seen:
+            raise ConfigError(f"duplicate gateway id {gw.id!r} (also gateways[{seen[gw.id]}])", file=file, key=f"gateways[{i}].id")
+        seen[gw.id] = i
+        gateways.append(gw)
+    top.finish()
+
+    return DispatcherConfig(
+        path=Path(file) if file != "<config>" else None,
+        listen_host=lhost, listen_port=lport, policy=policy, secrets=secrets,
+        ticket_lifetime=int(lifetime or 60), admin_token=admin_token, push_token=push_token,
+        register_unknown=register_unknown, alternates=int(alternates or 0), heartbeat_s=heartbeat,
+        trusted_proxies=tuple(proxies), max_body=int(max_body or 65536),
+        max_client_id=int(max_client_id or 128), retry_after_min=ra_min, retry_after_max=ra_max,
+        health=health, balancing=balancing, retry=retry, gateways=tuple(gateways),
+    )

@@ -1,0 +1,319 @@
+"""The dispatcher's HTTP API as one raw ASGI application (no framework: it is the hot path).
+
+``GET /v1/dispatch`` is served by a dedicated fast path: precomputed headers,
+per-gateway JSON fragments cached at picker rebuild, one HMAC per answer, no
+JSON encoder call. Everything else (admin, reports, heartbeats, metrics) goes
+through the general router in :mod:`tcpdispatch.dispatcher.routes`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import random
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import unquote
+
+from tcpdispatch.balancing.base import PickRequest
+from tcpdispatch.config import DispatcherConfig
+from tcpdispatch.dispatcher.pool import Pool
+from tcpdispatch.tickets import TicketSigner
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+JSON_HEADERS = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
+RSGI_JSON_HEADERS = [("content-type", "application/json"), ("cache-control", "no-store")]
+# Policies whose alternates are an unordered sample (hash policies order them along the ring).
+UNORDERED_ALTERNATES = frozenset({"p2c", "random", "round_robin", "least_conn", "load"})
+
+
+def json_body(doc: Any) -> bytes:
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def error_doc(error: str, detail: str, **extra: Any) -> dict[str, Any]:
+    return {"error": error, "detail": detail, **extra}
+
+
+class Stats:
+    """Plain counters on the hot path; exported by the metrics collector at scrape time."""
+
+    __slots__ = ("bad_request", "dispatched", "other", "per_gateway", "unavailable")
+
+    def __init__(self) -> None:
+        self.dispatched = 0
+        self.unavailable = 0
+        self.bad_request = 0
+        self.per_gateway: dict[str, int] = {}
+        self.other: dict[tuple[str, int], int] = {}  # (route, status) -> count
+
+
+class DispatcherApp:
+    """ASGI callable: ``await app(scope, receive, send)``.
+
+    ``rng`` jitters Retry-After; ``clock`` (wall time) goes to the ticket signer.
+    """
+
+    def __init__(
+        self,
+        config: DispatcherConfig,
+        pool: Pool,
+        *,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.time,
+        reload: Callable[[], Awaitable[tuple[bool, str]]] | None = None,
+    ) -> None:
+        from tcpdispatch.dispatcher.routes import Router  # routes imports this module
+
+        self.pool = pool
+        self.rng = rng or random.Random()
+        self.clock = clock
+        self.stats = Stats()
+        self.started = time.monotonic()
+        self.reload_hook = reload
+        self.push_tracker: Any = None  # health.PushTracker, set by the server
+        self.on_passive: Callable[[str], None] | None = None  # e.g. probe that gateway now
+        self._frags: dict[str, bytes] = {}
+        self.router = Router(self)
+        self.configure(config)
+        pool.add_listener(self._refresh_fragments)
+        self._refresh_fragments()
+
+    # ------------------------------------------------------------ configuration
+
+    def configure(self, config: DispatcherConfig) -> None:
+        """Apply a (re)loaded config to the app (tokens, signer, hints, limits)."""
+        self.config = config
+        self.signer = TicketSigner(config.secrets[0], config.ticket_lifetime, clock=self.clock)
+        self._issue = self.signer.issue
+        self.k = 1 + config.alternates
+        self._unordered_alternates = config.policy in UNORDERED_ALTERNATES
+        self.max_client_id = config.max_client_id
+        self.trusted = config.trusted_proxies
+        self._trusted_cache: dict[str, bool] = {}
+        retry = config.retry
+        hints = {
+            "heartbeat_s": config.heartbeat_s,
+            "retry": {"initial_s": retry.initial_s, "multiplier": retry.multiplier,
+                      "jitter": retry.jitter, "max_s": retry.max_s},
+        }
+        self._tail = json_body(hints)[1:]  # '"heartbeat_s":..,"retry":{..}}'
+
+    def _refresh_fragments(self) -> None:
+        frags = {}
+        for c in self.pool.picker.candidates:
+            frags[c.id] = json_body({"id": c.id, "host": c.host, "port": c.port})[:-1]
+        self._frags = frags
+
+    # ------------------------------------------------------------ server entry points
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """ASGI."""
+        if scope["type"] != "http":
+            if scope["type"] == "lifespan":
+                await _lifespan(receive, send)
+            return
+        if scope["path"] == "/v1/dispatch" and scope["method"] == "GET":
+            status, headers, body = self.dispatch(scope)
+        else:
+            status, headers, body = await self.router.handle(scope, receive)
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def __rsgi__(self, scope: Any, protocol: Any) -> None:
+        """RSGI (granian's native interface): same app, one call per response, no ASGI messages."""
+        if scope.proto != "http":
+            return
+        if scope.path == "/v1/dispatch" and scope.method == "GET":
+            client = scope.client
+            status, retry_after, body = self.dispatch_core(
+                scope.query_string, client[: client.rfind(":")].strip("[]"),
+                scope.headers if self.trusted else None,
+            )
+            if status == 200:
+                protocol.response_bytes(200, RSGI_JSON_HEADERS, body)
+            elif retry_after is None:
+                protocol.response_bytes(status, RSGI_JSON_HEADERS, body)
+            else:
+                protocol.response_bytes(status, [*RSGI_JSON_HEADERS, ("retry-after", retry_after)], body)
+            return
+        await self._rsgi_slow(scope, protocol)
+
+    async def _rsgi_slow(self, scope: Any, protocol: Any) -> None:
+        body_read = False
+
+        async def receive() -> dict[str, Any]:
+            nonlocal body_read
+            if body_read:
+                return {"type": "http.disconnect"}
+            body_read = True
+            return {"type": "http.request", "body": await protocol(), "more_body": False}
+
+        host, _, port = scope.client.rpartition(":")
+        asgi_scope = {
+            "type": "http", "method": scope.method, "path": scope.path,
+            "query_string": scope.query_string.encode("latin-1"),
+            "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in scope.headers.items()],
+            "client": (host.strip("[]"), int(port or 0)),
+        }
+        status, headers, body = await self.router.handle(asgi_scope, receive)
+        protocol.response_bytes(status, [(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers], body)
+
+    # ------------------------------------------------------------ hot path
+
+    def dispatch(self, scope: Scope) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """Answer one ASGI dispatch request (synchronous: no I/O)."""
+        try:
+            qs = scope["query_string"].decode("ascii")
+        except UnicodeDecodeError:
+            return self._bytes_response(*self.bad_request("query string must be ASCII (percent-encode other bytes)"))
+        client = scope.get("client")
+        return self._bytes_response(*self.dispatch_core(qs, client[0] if client else "", scope["headers"]))
+
+    @staticmethod
+    def _bytes_response(status: int, retry_after: str | None, body: bytes) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        if retry_after is None:
+            return status, JSON_HEADERS, body
+        return status, [*JSON_HEADERS, (b"retry-after", retry_after.encode())], body
+
+    def dispatch_core(self, qs: str, ip: str, headers: Any) -> tuple[int, str | None, bytes]:
+        """Validate, pick, sign: ``(status, retry_after or None, JSON body)``.
+
+        ``headers`` (ASGI list of byte pairs, or an RSGI header map) is only read
+        for X-Forwarded-For when the peer is a trusted proxy.
+        """
+        if qs[:10] == "client_id=" and "&" not in qs and "%" not in qs and "+" not in qs:
+            client_id = qs[10:]
+        else:
+            client_id, problem = _slow_client_id(qs)
+            if problem:
+                return self.bad_request(problem)
+        if not client_id:
+            return self.bad_request("query parameter client_id is required and must not be empty")
+        if len(client_id) > self.max_client_id or (
+            not client_id.isascii() and len(client_id.encode()) > self.max_client_id
+        ):
+            return self.bad_request(f"client_id is longer than {self.max_client_id} bytes")
+        if not client_id.isprintable():
+            return self.bad_request("client_id must contain only printable characters")
+        if self.trusted and ip and headers is not None:
+            ip = self.client_ip(ip, _xff(headers))
+        picker = self.pool.picker
+        if len(picker.candidates) <= self.k and self._unordered_alternates:
+            # Every other candidate is an alternate anyway: pick the primary only and list the
+            # rest (skipping full ones) instead of sampling them one by one.
+            chosen = picker.pick(PickRequest(client_id, ip), 1)
+            if chosen:
+                first_c = chosen[0]
+                chosen += [c for c in picker.candidates if c is not first_c and not c.full]
+        else:
+            chosen = picker.pick(PickRequest(client_id, ip), self.k)
+        if not chosen:
+            return self.unavailable()
+        stats = self.stats
+        stats.dispatched += 1
+        ids = [c.id for c in chosen]
+        per = stats.per_gateway
+        first = ids[0]
+        per[first] = per.get(first, 0) + 1
+        ticket = self._issue(ids, client_id).encode()
+        frags = self._frags
+        if len(ids) > 1:
+            tq = b',"ticket":"' + ticket + b'"}'
+            alts = b",".join([frags[i] + tq for i in ids[1:]])
+        else:
+            alts = b""
+        return 200, None, b'{"gateway":%b},"ticket":"%b","alternates":[%b],%b' % (frags[first], ticket, alts, self._tail)
+
+    def bad_request(self, detail: str) -> tuple[int, str | None, bytes]:
+        self.stats.bad_request += 1
+        return 400, None, json_body(error_doc("bad_request", detail))
+
+    def unavailable(self) -> tuple[int, str | None, bytes]:
+        self.stats.unavailable += 1
+        cfg = self.config
+        after = self.rng.randint(cfg.retry_after_min, cfg.retry_after_max)
+        counts = self.pool.counts()
+        if not self.pool.gateways:
+            detail = "no gateways are configured"
+        elif counts["up"] == 0:
+            detail = f"no gateway is up ({counts['down']} down, {counts['draining']} draining)"
+        else:
+            detail = f"all {counts['up']} gateways that are up are at capacity"
+        body = json_body(error_doc("no_gateway_available", detail, retry_after_s=after))
+        return 503, str(after), body
+
+    def client_ip(self, peer: str, headers: list[tuple[bytes, bytes]]) -> str:
+        """The client address: X-Forwarded-For is honoured only when the peer is a trusted proxy.
+
+        Walks the header right to left and returns the first address that is not
+        itself a trusted proxy (the leftmost entries are client-controlled).
+        """
+        if not self._is_trusted(peer):
+            return peer
+        xff = [v for k, v in headers if k == b"x-forwarded-for"]
+        if not xff:
+            return peer
+        hops = [h.strip() for h in b",".join(xff).decode("latin-1").split(",") if h.strip()]
+        for hop in reversed(hops):
+            if not self._is_trusted(hop):
+                try:
+                    return str(ipaddress.ip_address(hop))
+                except ValueError:
+                    return peer  # garbage in the header: do not trust any of it
+        return hops[0] if hops else peer
+
+    def _is_trusted(self, addr: str) -> bool:
+        cache = self._trusted_cache
+        hit = cache.get(addr)
+        if hit is None:
+            try:
+                ip = ipaddress.ip_address(addr)
+                hit = any(ip in net for net in self.trusted)
+            except ValueError:
+                hit = False
+            if len(cache) > 10_000:
+                cache.clear()
+            cache[addr] = hit
+        return hit
+
+
+def _xff(headers: Any) -> list[tuple[bytes, bytes]]:
+    if isinstance(headers, list):
+        return headers
+    value = headers.get("x-forwarded-for")
+    return [(b"x-forwarded-for", value.encode("latin-1"))] if value else []
+
+
+def _slow_client_id(text: str) -> tuple[str, str | None]:
+    """Full query parsing for the uncommon shapes; returns (client_id, problem)."""
+    if not text.isascii():
+        return "", "query string must be ASCII (percent-encode other bytes)"
+    found: str | None = None
+    for part in text.split("&"):
+        if not part:
+            continue
+        name, _, value = part.partition("=")
+        if name != "client_id":
+            continue  # unknown parameters are ignored (forward compatibility)
+        if found is not None:
+            return "", "client_id given more than once"
+        try:
+            found = unquote(value.replace("+", " "), errors="strict")
+        except UnicodeDecodeError:
+            return "", "client_id is not valid UTF-8 after percent-decoding"
+    return found or "", None
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        msg = await receive()
+        if msg["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif msg["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return

@@ -1,0 +1,394 @@
+"""The gateway pool: membership, health, drain and load, published as immutable pickers.
+
+Gateways come from the config file (``source="config"``), the admin API
+(``"admin"``) or push registration (``"push"``). Each keeps its
+``HealthState`` and its ``LoadCounter`` across picker swaps. Every change that
+affects picking marks the pool dirty; rebuilds are coalesced (one per loop
+iteration for health/membership/drain, at most one per ``load_coalesce_s``
+for load reports) and also happen at the snapshot's own deadline while a
+gateway is in slow start. The dispatch hot path only reads ``pool.picker``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import random
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from tcpdispatch.balancing.base import LoadCounter, Picker
+from tcpdispatch.balancing.registry import get_policy
+from tcpdispatch.balancing.snapshot import BalancerSettings, GatewayView, build_candidates
+from tcpdispatch.config import BalancingConfig, DispatcherConfig, GatewayConfig, HealthConfig
+from tcpdispatch.health import CheckSpec, HealthState, ProbeResult, parse_check
+
+log = logging.getLogger("tcpdispatch.dispatcher.pool")
+
+
+@dataclass(slots=True, eq=False)
+class Gateway:
+    """Mutable per-gateway state owned by the pool (never seen by pickers directly)."""
+
+    config: GatewayConfig
+    source: str
+    health: HealthState
+    load: LoadCounter = field(default_factory=LoadCounter)
+    admin_drain: bool = False
+    self_drain: bool = False
+    up_since: float | None = None
+    reported_capacity: int | None = None
+    weight_pct: float | None = None  # agent "up N%": scales the weight when no counts are known
+    last_ok: float | None = None
+    last_detail: str = ""
+
+    @property
+    def id(self) -> str:
+        return self.config.id
+
+    @property
+    def push(self) -> bool:
+        return self.config.check == "push"
+
+    def view(self) -> GatewayView:
+        weight = self.config.weight
+        if self.weight_pct is not None:
+            weight *= max(self.weight_pct, 1.0) / 100.0
+        return GatewayView(
+            id=self.id, host=self.config.host, port=self.config.port, weight=weight,
+            capacity=self.config.capacity, reported_capacity=self.reported_capacity,
+            healthy=self.health.up, draining=self.admin_drain or self.self_drain,
+            up_since=self.up_since, load=self.load,
+        )
+
+    def state(self) -> str:
+        if not self.health.up:
+            return "down"
+        if self.admin_drain or self.self_drain:
+            return "draining"
+        return "up"
+
+
+def balancer_settings(b: BalancingConfig) -> BalancerSettings:
+    return BalancerSettings(
+        high_water=b.high_water, slow_start_s=b.slow_start_s,
+        slow_start_min=b.slow_start_min, panic_threshold=b.panic_threshold,
+    )
+
+
+class Pool:
+    """All gateways of one dispatcher and the current picker over them.
+
+    ``clock`` is monotonic seconds (slow start and up_since use it); ``rng``
+    seeds the pickers. ``on_targets`` is called with the active-check targets
+    whenever membership or checks change.
+    """
+
+    def __init__(
+        self,
+        config: DispatcherConfig,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+        on_targets: Callable[[dict[str, CheckSpec]], None] | None = None,
+        load_coalesce_s: float | None = None,
+    ) -> None:
+        self.gateways: dict[str, Gateway] = {}
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.on_targets = on_targets
+        self.load_coalesce_s = load_coalesce_s
+        self.panic = False
+        self.rebuilds = 0
+        self._config = config
+        self._policy = config.policy
+        self._factory = get_policy(config.policy)
+        self._settings = balancer_settings(config.balancing)
+        self._health_cfg = config.health
+        self._dirty = False
+        self._scheduled: asyncio.Handle | asyncio.TimerHandle | None = None
+        self._deadline: asyncio.TimerHandle | None = None
+        self._picker: Picker = self._new_picker(())
+        self._listeners: list[Callable[[], None]] = []
+        self.apply_config(config)
+        # Gateways of the first config were serving before this dispatcher started: no slow start.
+        self._initial: set[str] = set(self.gateways)
+        self.rebuild()
+
+    # ---------------------------------------------------------------- reading
+
+    @property
+    def picker(self) -> Picker:
+        """The current immutable picker (hot path)."""
+        return self._picker
+
+    @property
+    def policy(self) -> str:
+        return self._policy
+
+    def get(self, gateway_id: str) -> Gateway | None:
+        return self.gateways.get(gateway_id)
+
+    def targets(self) -> dict[str, CheckSpec]:
+        """Active health-check targets (push gateways are excluded)."""
+        return {g.id: parse_check(g.config.check) for g in self.gateways.values() if not g.push}
+
+    def add_listener(self, fn: Callable[[], None]) -> None:
+        """Called after every picker rebuild (the app caches per-gateway JSON fragments)."""
+        self._listeners.append(fn)
+
+    # ---------------------------------------------------------------- membership
+
+    def apply_config(self, config: DispatcherConfig) -> None:
+        """Bring the pool in line with a (re)loaded config; keeps health/load of unchanged gateways.
+
+        Gateways added through the admin API or push registration survive a
+        reload unless the file now defines the same id (the file wins).
+        """
+        self._config = config
+        if config.policy != self._policy:
+            self._factory = get_policy(config.policy)
+            self._policy = config.policy
+        self._settings = balancer_settings(config.balancing)
+        health_changed = config.health != self._health_cfg
+        self._health_cfg = config.health
+        wanted = {g.id: g for g in config.gateways}
+        for gid, gw in list(self.gateways.items()):
+            if gw.source == "config" and gid not in wanted:
+                self._remove(gid)
+        for gid, gcfg in wanted.items():
+            self._upsert(gcfg, "config")
+        if health_changed:
+            for gw in self.gateways.values():
+                gw.health.rise, gw.health.fall = config.health.rise, config.health.fall
+        self._targets_changed()
+        self.mark_dirty()
+
+    def add(self, gcfg: GatewayConfig, source: str = "admin") -> Gateway:
+        """Add a gateway (KeyError if the id exists)."""
+        if gcfg.id in self.gateways:
+            raise KeyError(gcfg.id)
+        gw = self._upsert(gcfg, source)
+        self._targets_changed()
+        self.rebuild()
+        return gw
+
+    def remove(self, gateway_id: str) -> bool:
+        self._initial.discard(gateway_id)
+        if not self._remove(gateway_id):
+            return False
+        self._targets_changed()
+        self.rebuild()
+        return True
+
+    def set_weight(self, gateway_id: str, weight: float) -> Gateway:
+        gw = self.gateways[gateway_id]
+        gw.config = replace(gw.config, weight=float(weight))
+        self.rebuild()
+        return gw
+
+    def set_drain(self, gateway_id: str, draining: bool) -> Gateway:
+        gw = self.gateways[gateway_id]
+        if gw.admin_drain and not draining and gw.health.up:
+            gw.up_since = self.clock()  # ramp back up through slow start
+        gw.admin_drain = draining
+        self.rebuild()
+        return gw
+
+    def _upsert(self, gcfg: GatewayConfig, source: str) -> Gateway:
+        h = self._health_cfg
+        old = self.gateways.get(gcfg.id)
+        if old is not None and (old.config.address, old.config.check) == (gcfg.address, gcfg.check):
+            old.config = gcfg
+            old.source = source
+            return old
+        gw = Gateway(gcfg, source, HealthState(h.rise, h.fall))
+        if old is not None:  # same id, new address or check: keep drain, start health afresh
+            gw.admin_drain = old.admin_drain
+        self.gateways[gcfg.id] = gw
+        return gw
+
+    def _remove(self, gateway_id: str) -> bool:
+        return self.gateways.pop(gateway_id, None) is not None
+
+    def _targets_changed(self) -> None:
+        if self.on_targets is not None:
+            self.on_targets(self.targets())
+
+    # ---------------------------------------------------------------- health and load
+
+    def on_result(self, gateway_id: str, result: ProbeResult) -> None:
+        """A probe (or push heartbeat) result for one gateway."""
+        gw = self.gateways.get(gateway_id)
+        if gw is None:
+            return
+        gw.last_detail = result.detail or ""
+        changed = gw.health.observe(bool(result.ok))
+        now = self.clock()
+        if changed:
+            gw.up_since = now if gw.health.up else None
+            if gw.health.up and gw.id in self._initial:
+                gw.up_since = None
+            self._initial.discard(gw.id)
+            log.info("gateway %s is %s%s", gw.id, "up" if gw.health.up else "down",
+                     f" ({gw.last_detail})" if gw.last_detail else "")
+        load_changed = False
+        if result.ok:
+            gw.last_ok = now
+            if result.connections is not None:
+                gw.load.report(int(result.connections), result.utilization)
+                load_changed = True
+            elif result.utilization is not None:
+                gw.load.utilization = result.utilization
+                load_changed = True
+            cap = int(result.capacity) if result.capacity is not None else None
+            pct = result.weight_pct if result.connections is None else None
+            draining = bool(result.draining)
+            if (cap, pct, draining) != (gw.reported_capacity, gw.weight_pct, gw.self_drain):
+                gw.reported_capacity, gw.weight_pct, gw.self_drain = cap, pct, draining
+                changed = True
+        if changed:
+            self.mark_dirty()
+        elif load_changed and self.load_coalesce_s is not None:
+            # Pickers read the shared LoadCounter live, so a load report needs no rebuild;
+            # this optional periodic refresh exists for policies that cache derived load.
+            self.mark_dirty(coalesce=self.load_coalesce_s)
+
+    def passive_failure(self, gateway_id: str) -> bool:
+        """A client could not reach ``gateway_id``; False if unknown."""
+        gw = self.gateways.get(gateway_id)
+        if gw is None:
+            return False
+        if gw.health.passive_failure():
+            gw.up_since = None
+            log.info("gateway %s is down (client reports)", gw.id)
+            self.mark_dirty()
+        return True
+
+    def push_expired(self, gateway_id: str) -> None:
+        """Heartbeats from a push gateway stopped for ``ttl``: down until ``rise`` new ones."""
+        gw = self.gateways.get(gateway_id)
+        if gw is None:
+            return
+        was_up = gw.health.up
+        h = self._health_cfg
+        gw.health = HealthState(h.rise, h.fall)
+        gw.up_since = None
+        gw.last_detail = "heartbeats stopped"
+        if was_up:
+            log.info("gateway %s is down (no heartbeat for %.1fs)", gw.id, h.ttl)
+            self.mark_dirty()
+
+    # ---------------------------------------------------------------- rebuilding
+
+    def mark_dirty(self, coalesce: float = 0.0) -> None:
+        """Schedule a rebuild (synchronous when no event loop runs)."""
+        self._dirty = True
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.rebuild()
+            return
+        if self._scheduled is not None:
+            if coalesce or not isinstance(self._scheduled, asyncio.TimerHandle):
+                return
+            self._scheduled.cancel()  # a health change must not wait for the load timer
+        self._scheduled = (
+            loop.call_later(coalesce, self._run_scheduled) if coalesce else loop.call_soon(self._run_scheduled)
+        )
+
+    def _run_scheduled(self) -> None:
+        self._scheduled = None
+        if self._dirty:
+            self.rebuild()
+
+    def rebuild(self) -> Picker:
+        """Build a new snapshot and picker now."""
+        self._dirty = False
+        if self._scheduled is not None:
+            self._scheduled.cancel()
+            self._scheduled = None
+        now = self.clock()
+        snap = build_candidates([g.view() for g in self.gateways.values()], now, self._settings)
+        self.panic = bool(getattr(snap, "panic", False))
+        self._picker = self._new_picker(snap.candidates)
+        self.rebuilds += 1
+        self._schedule_deadline(_deadline_of(snap), now)
+        for fn in self._listeners:
+            fn()
+        return self._picker
+
+    def _new_picker(self, candidates: Iterable[Any]) -> Picker:
+        kwargs: dict[str, Any] = {"rng": self.rng}
+        if self._policy == "consistent_hash" and "epsilon" in _params(self._factory):
+            kwargs["epsilon"] = self._config.balancing.hash_epsilon
+        return self._factory(tuple(candidates), **kwargs)
+
+    def _schedule_deadline(self, deadline: float | None, now: float) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        if deadline is None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        # Slow start ramps continuously; re-snapshot at least every 0.1 s while it lasts.
+        self._deadline = loop.call_later(max(0.1, deadline - now), self.rebuild)
+
+    def close(self) -> None:
+        for h in (self._scheduled, self._deadline):
+            if h is not None:
+                h.cancel()
+        self._scheduled = self._deadline = None
+
+    # ---------------------------------------------------------------- reporting
+
+    def describe(self, gw: Gateway) -> dict[str, Any]:
+        """JSON view of one gateway for ``GET /v1/gateways``."""
+        cfg = gw.config
+        return {
+            "id": gw.id, "address": cfg.address, "check": cfg.check, "weight": cfg.weight,
+            "state": gw.state(), "healthy": gw.health.up, "draining": gw.admin_drain or gw.self_drain,
+            "admin_drain": gw.admin_drain, "source": gw.source,
+            "connections": gw.load.reported, "issued_since_report": gw.load.issued,
+            "capacity": cfg.capacity if cfg.capacity is not None else gw.reported_capacity,
+            "utilization": gw.load.utilization,
+            "up_for_s": None if gw.up_since is None else round(self.clock() - gw.up_since, 3),
+            "detail": gw.last_detail,
+        }
+
+    def counts(self) -> dict[str, int]:
+        out = {"up": 0, "down": 0, "draining": 0}
+        for gw in self.gateways.values():
+            out[gw.state()] += 1
+        return out
+
+
+def _deadline_of(snap: Any) -> float | None:
+    for name in ("rebuild_at", "next_rebuild", "deadline", "expires_at", "valid_until"):
+        value = getattr(snap, name, None)
+        if value is not None:
+            return float(value)
+    return None
+
+
+_PARAMS: dict[Any, frozenset[str]] = {}
+
+
+def _params(fn: Any) -> frozenset[str]:
+    got = _PARAMS.get(fn)
+    if got is None:
+        try:
+            got = frozenset(inspect.signature(fn).parameters)
+        except (TypeError, ValueError):
+            got = frozenset()
+        _PARAMS[fn] = got
+    return got
+
+
+__all__ = ["Gateway", "HealthConfig", "Pool", "balancer_settings"]

@@ -1,0 +1,288 @@
+"""Every route except the dispatch fast path: pool listing, admin, reports, heartbeats, metrics.
+
+Handlers return ``(status, headers, body)``; bad input always gets a 4xx JSON
+body ``{"error": slug, "detail": text}`` and changes nothing.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from tcpdispatch.config import GatewayConfig, parse_gateway, valid_id
+from tcpdispatch.dispatcher.app import JSON_HEADERS, Receive, Scope, error_doc, json_body
+from tcpdispatch.errors import ConfigError
+
+if TYPE_CHECKING:
+    from tcpdispatch.dispatcher.app import DispatcherApp
+
+log = logging.getLogger("tcpdispatch.dispatcher.api")
+
+Response = tuple[int, list[tuple[bytes, bytes]], bytes]
+
+
+class HTTPError(Exception):
+    """Raised inside handlers; turned into a JSON error response."""
+
+    def __init__(self, status: int, error: str, detail: str, headers: list[tuple[bytes, bytes]] | None = None):
+        super().__init__(detail)
+        self.status, self.error, self.detail = status, error, detail
+        self.headers = headers or []
+
+
+def _json(status: int, doc: Any) -> Response:
+    return status, JSON_HEADERS, json_body(doc)
+
+
+class Router:
+    """Routes by path and method; knows the app for config, pool and stats."""
+
+    def __init__(self, app: DispatcherApp) -> None:
+        self.app = app
+        self.static: dict[str, dict[str, Callable[..., Awaitable[Response]]]] = {
+            "/v1/dispatch": {},  # GET is the fast path in the app; listed so other methods get 405
+            "/v1/gateways": {"GET": self.list_gateways, "POST": self.add_gateway},
+            "/v1/report": {"POST": self.report},
+            "/v1/heartbeat": {"POST": self.heartbeat},
+            "/v1/reload": {"POST": self.reload},
+            "/metrics": {"GET": self.metrics},
+            "/healthz": {"GET": self.healthz},
+        }
+        self.per_gateway: dict[str, dict[str, Callable[..., Awaitable[Response]]]] = {
+            "": {"GET": self.get_gateway, "PATCH": self.patch_gateway, "DELETE": self.delete_gateway},
+            "drain": {"POST": self.drain},
+            "undrain": {"POST": self.undrain},
+        }
+
+    async def handle(self, scope: Scope, receive: Receive) -> Response:
+        path: str = scope["path"]
+        method: str = scope["method"]
+        route = self.static.get(path)
+        args: tuple[str, ...] = ()
+        if route is None and path.startswith("/v1/gateways/"):
+            gid, _, action = path[len("/v1/gateways/"):].partition("/")
+            route = self.per_gateway.get(action)
+            args = (gid,)
+        if path == "/v1/dispatch":
+            route = {"GET": self._never}
+        try:
+            if route is None:
+                raise HTTPError(404, "not_found", f"no route for {path}")
+            handler = route.get(method) or (route.get("GET") if method == "HEAD" else None)
+            if handler is None:
+                allow = ", ".join(sorted(route)).encode()
+                raise HTTPError(405, "method_not_allowed", f"{method} is not allowed on {path}",
+                                [(b"allow", allow)])
+            status, headers, body = await handler(scope, receive, *args)
+        except HTTPError as exc:
+            status = exc.status
+            headers = [*JSON_HEADERS, *exc.headers]
+            body = json_body(error_doc(exc.error, exc.detail))
+        key = (path if not args else "/v1/gateways/{id}", status)
+        self.app.stats.other[key] = self.app.stats.other.get(key, 0) + 1
+        if method == "HEAD":
+            body = b""
+        return status, headers, body
+
+    async def _never(self, scope: Scope, receive: Receive) -> Response:
+        return self.app.dispatch(scope)
+
+    # ------------------------------------------------------------ helpers
+
+    def _bearer(self, scope: Scope, token: str | None, what: str) -> None:
+        if not token:
+            raise HTTPError(401, "unauthorized", f"{what} is disabled: no token is configured",
+                            [(b"www-authenticate", b'Bearer realm="tcpdispatch"')])
+        given = b""
+        for k, v in scope["headers"]:
+            if k == b"authorization":
+                given = v
+                break
+        scheme, _, cred = given.partition(b" ")
+        if scheme.lower() != b"bearer" or not hmac.compare_digest(cred.strip(), token.encode()):
+            raise HTTPError(401, "unauthorized", f"{what} requires 'Authorization: Bearer <token>'",
+                            [(b"www-authenticate", b'Bearer realm="tcpdispatch"')])
+
+    async def _body(self, scope: Scope, receive: Receive) -> Any:
+        """Read and decode a JSON body, enforcing the size limit and the content type."""
+        limit = self.app.config.max_body
+        ctype = b""
+        for k, v in scope["headers"]:
+            if k == b"content-length":
+                try:
+                    if int(v) > limit:
+                        raise HTTPError(413, "body_too_large", f"request body exceeds {limit} bytes")
+                except ValueError:
+                    raise HTTPError(400, "bad_request", "invalid Content-Length") from None
+            elif k == b"content-type":
+                ctype = v
+        if ctype and ctype.split(b";")[0].strip().lower() != b"application/json":
+            raise HTTPError(415, "unsupported_media_type", "request body must be application/json")
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                raise HTTPError(400, "bad_request", "client disconnected while sending the body")
+            chunk = msg.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise HTTPError(413, "body_too_large", f"request body exceeds {limit} bytes")
+            chunks.append(chunk)
+            if not msg.get("more_body"):
+                break
+        raw = b"".join(chunks)
+        if not raw.strip():
+            raise HTTPError(400, "bad_request", "request body is empty; expected a JSON object")
+        try:
+            doc = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise HTTPError(400, "bad_json", f"request body is not valid JSON: {exc}") from None
+        if not isinstance(doc, dict):
+            raise HTTPError(400, "bad_request", "request body must be a JSON object")
+        return doc
+
+    def _gateway(self, gid: str):  # type: ignore[no-untyped-def]
+        gw = self.app.pool.get(gid)
+        if gw is None:
+            raise HTTPError(404, "unknown_gateway", f"no gateway with id {gid!r}")
+        return gw
+
+    # ------------------------------------------------------------ pool and admin
+
+    async def list_gateways(self, scope: Scope, receive: Receive) -> Response:
+        pool = self.app.pool
+        return _json(200, {
+            "policy": pool.policy, "panic": pool.panic,
+            "gateways": [pool.describe(g) for g in pool.gateways.values()],
+        })
+
+    async def get_gateway(self, scope: Scope, receive: Receive, gid: str) -> Response:
+        return _json(200, self.app.pool.describe(self._gateway(gid)))
+
+    async def add_gateway(self, scope: Scope, receive: Receive) -> Response:
+        self._bearer(scope, self.app.config.admin_token, "the admin API")
+        doc = await self._body(scope, receive)
+        try:
+            gcfg = parse_gateway(doc, file="request body", prefix="gateway")
+        except ConfigError as exc:
+            raise HTTPError(400, "bad_gateway_spec", f"{exc.key}: {exc.reason}") from None
+        if self.app.pool.get(gcfg.id) is not None:
+            raise HTTPError(409, "gateway_exists", f"gateway {gcfg.id!r} already exists")
+        gw = self.app.pool.add(gcfg, "admin")
+        log.info("admin: added gateway %s at %s", gcfg.id, gcfg.address)
+        return _json(201, self.app.pool.describe(gw))
+
+    async def patch_gateway(self, scope: Scope, receive: Receive, gid: str) -> Response:
+        self._bearer(scope, self.app.config.admin_token, "the admin API")
+        self._gateway(gid)
+        doc = await self._body(scope, receive)
+        unknown = sorted(set(doc) - {"weight"})
+        if unknown:
+            raise HTTPError(400, "bad_request", f"unknown field {unknown[0]!r}; only 'weight' can be changed")
+        w = doc.get("weight")
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or not 0 <= w <= 1_000_000:
+            raise HTTPError(400, "bad_request", f"weight must be a number from 0 to 1000000, got {w!r}")
+        gw = self.app.pool.set_weight(gid, float(w))
+        log.info("admin: gateway %s weight -> %s", gid, w)
+        return _json(200, self.app.pool.describe(gw))
+
+    async def delete_gateway(self, scope: Scope, receive: Receive, gid: str) -> Response:
+        self._bearer(scope, self.app.config.admin_token, "the admin API")
+        self._gateway(gid)
+        self.app.pool.remove(gid)
+        log.info("admin: removed gateway %s", gid)
+        return _json(200, {"removed": gid})
+
+    async def drain(self, scope: Scope, receive: Receive, gid: str) -> Response:
+        return await self._set_drain(scope, gid, True)
+
+    async def undrain(self, scope: Scope, receive: Receive, gid: str) -> Response:
+        return await self._set_drain(scope, gid, False)
+
+    async def _set_drain(self, scope: Scope, gid: str, draining: bool) -> Response:
+        self._bearer(scope, self.app.config.admin_token, "the admin API")
+        self._gateway(gid)
+        gw = self.app.pool.set_drain(gid, draining)
+        log.info("admin: gateway %s %s", gid, "drained" if draining else "undrained")
+        return _json(200, self.app.pool.describe(gw))
+
+    async def reload(self, scope: Scope, receive: Receive) -> Response:
+        self._bearer(scope, self.app.config.admin_token, "the admin API")
+        if self.app.reload_hook is None:
+            raise HTTPError(409, "no_config_file", "this dispatcher was not started from a config file")
+        ok, detail = await self.app.reload_hook()
+        if not ok:
+            raise HTTPError(422, "reload_refused", detail)
+        return _json(200, {"reloaded": True, "detail": detail})
+
+    # ------------------------------------------------------------ reports from clients and gateways
+
+    async def report(self, scope: Scope, receive: Receive) -> Response:
+        doc = await self._body(scope, receive)
+        gid = doc.get("gateway_id")
+        why = valid_id(gid)
+        if why:
+            raise HTTPError(400, "bad_request", f"gateway_id {why}")
+        err = doc.get("error", "")
+        if not isinstance(err, str) or len(err) > 500:
+            raise HTTPError(400, "bad_request", "error must be a string of at most 500 characters")
+        if not self.app.pool.passive_failure(gid):
+            raise HTTPError(404, "unknown_gateway", f"no gateway with id {gid!r}")
+        if self.app.on_passive is not None:
+            self.app.on_passive(gid)
+        return _json(202, {"accepted": True})
+
+    async def heartbeat(self, scope: Scope, receive: Receive) -> Response:
+        from tcpdispatch.health import status_to_result
+
+        self._bearer(scope, self.app.config.push_token, "push heartbeats")
+        doc = await self._body(scope, receive)
+        gid = doc.get("id")
+        why = valid_id(gid)
+        if why:
+            raise HTTPError(400, "bad_request", f"heartbeat field 'id' {why}")
+        try:
+            result = status_to_result(doc)
+        except ValueError as exc:
+            raise HTTPError(400, "bad_status", str(exc)) from None
+        pool = self.app.pool
+        gw = pool.get(gid)
+        if gw is None:
+            if not self.app.config.register_unknown:
+                raise HTTPError(404, "unknown_gateway",
+                                f"gateway {gid!r} is not in the pool and register_unknown is off")
+            try:
+                gcfg = parse_gateway({"id": gid, "address": result.address or "", "check": "push"},
+                                     file="heartbeat", prefix="heartbeat")
+            except ConfigError as exc:
+                raise HTTPError(400, "bad_status", f"cannot register {gid!r}: {exc.reason}") from None
+            gw = pool.add(gcfg, "push")
+            log.info("push: registered gateway %s at %s", gid, gcfg.address)
+        elif not gw.push:
+            raise HTTPError(409, "not_push", f"gateway {gid!r} is checked by {gw.config.check}, not push")
+        tracker = self.app.push_tracker
+        if tracker is not None:
+            tracker.record(gid)
+        pool.on_result(gid, result)
+        return 204, [], b""
+
+    # ------------------------------------------------------------ observability
+
+    async def metrics(self, scope: Scope, receive: Receive) -> Response:
+        from tcpdispatch.dispatcher.metrics import render
+
+        body, ctype = render(self.app)
+        return 200, [(b"content-type", ctype.encode())], body
+
+    async def healthz(self, scope: Scope, receive: Receive) -> Response:
+        pool = self.app.pool
+        return _json(200, {"status": "ok", "policy": pool.policy, "gateways": pool.counts(),
+                           "panic": pool.panic})
+
+
+__all__ = ["GatewayConfig", "HTTPError", "Router"]

@@ -1,0 +1,192 @@
+"""Dispatcher process lifecycle: one asyncio loop runs granian, the health checker and signals.
+
+granian's embedded server (``granian.server.embed.Server``) serves the ASGI
+app inside the current loop, so health results, push heartbeats, SIGHUP
+reloads and requests all touch the pool from one thread without locks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import logging
+import signal
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from tcpdispatch.config import DispatcherConfig, load_config
+from tcpdispatch.dispatcher.app import DispatcherApp
+from tcpdispatch.dispatcher.pool import Pool
+from tcpdispatch.errors import ConfigError
+from tcpdispatch.health import HealthChecker, HealthSettings, PushTracker
+
+log = logging.getLogger("tcpdispatch.dispatcher")
+
+
+def health_settings(config: DispatcherConfig) -> HealthSettings:
+    h = config.health
+    return HealthSettings(interval=h.interval, timeout=h.timeout, rise=h.rise, fall=h.fall,
+                          jitter=h.jitter, ttl=h.ttl)
+
+
+class DispatcherServer:
+    """Owns the pool, app, health checker, push TTL loop and the HTTP server."""
+
+    def __init__(self, config: DispatcherConfig, *, config_path: Path | None = None,
+                 listen: tuple[str, int] | None = None) -> None:
+        if listen is not None:
+            config = replace(config, listen_host=listen[0], listen_port=listen[1])
+        self.config = config
+        self.config_path = config_path
+        self.listen = (config.listen_host, config.listen_port)
+        self.checker: HealthChecker | None = None
+        self.pool = Pool(config, on_targets=self._set_targets)
+        self.tracker = PushTracker(config.health.ttl)
+        self.app = DispatcherApp(config, self.pool, reload=self.reload if config_path else None)
+        self.app.push_tracker = self.tracker
+        self.app.on_passive = self._on_passive
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[tuple[bool, str]]] = []
+
+    # ------------------------------------------------------------ wiring
+
+    def _set_targets(self, targets: dict) -> None:  # type: ignore[type-arg]
+        if self.checker is not None:
+            self.checker.set_targets(targets)
+
+    def _on_passive(self, gateway_id: str) -> None:
+        if self.checker is not None:
+            self.checker.check_now(gateway_id)
+
+    async def _start_checker(self) -> None:
+        self.checker = HealthChecker(health_settings(self.config), self.pool.on_result)
+        self.checker.set_targets(self.pool.targets())
+        await self.checker.start()
+
+    async def _push_loop(self) -> None:
+        while True:
+            await asyncio.sleep(max(0.05, self.tracker.ttl / 8))
+            for gid in self.tracker.expired():
+                gw = self.pool.get(gid)
+                if gw is None or not gw.push:
+                    self.tracker.forget(gid)
+                    continue
+                self.pool.push_expired(gid)
+
+    # ------------------------------------------------------------ reload
+
+    async def reload(self) -> tuple[bool, str]:
+        """Re-read the config file; on any error keep serving with the current config."""
+        assert self.config_path is not None
+        try:
+            new = load_config(self.config_path)
+        except ConfigError as exc:
+            log.error("reload refused, still serving the previous config: %s", exc)
+            return False, str(exc)
+        if (new.listen_host, new.listen_port) != self.listen:
+            log.warning("reload: listen address changes need a restart; keeping %s:%s", *self.listen)
+        new = replace(new, listen_host=self.listen[0], listen_port=self.listen[1])
+        old = self.config
+        self.config = new
+        self.app.configure(new)
+        self.pool.apply_config(new)
+        if new.health != old.health:
+            if self.checker is not None:
+                await self.checker.close()
+            await self._start_checker()
+            if new.health.ttl != old.health.ttl:
+                fresh = PushTracker(new.health.ttl)
+                for gw in self.pool.gateways.values():
+                    if gw.push:
+                        fresh.record(gw.id)  # grace: one full ttl under the new setting
+                self.tracker = self.app.push_tracker = fresh
+        self.pool.rebuild()
+        detail = f"{len(new.gateways)} gateways in file, {len(self.pool.gateways)} in pool, policy {new.policy}"
+        log.info("reloaded %s: %s", self.config_path, detail)
+        return True, detail
+
+    def _on_sighup(self) -> None:
+        task = asyncio.get_running_loop().create_task(self.reload())
+        self._tasks.append(task)
+        task.add_done_callback(self._tasks.remove)
+
+    # ------------------------------------------------------------ run
+
+    async def serve(self, *, ready: bool = True) -> None:
+        """Serve until SIGTERM/SIGINT (or :meth:`stop`)."""
+        from granian.constants import HTTPModes, Interfaces
+        from granian.log import LogLevels
+        from granian.server.embed import Server
+
+        loop = asyncio.get_running_loop()
+        for sig, fn in ((signal.SIGTERM, self.stop), (signal.SIGINT, self.stop),
+                        (signal.SIGHUP, self._on_sighup)):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(sig, fn)
+        await self._start_checker()
+        push_task = loop.create_task(self._push_loop())
+        host, port = self.listen
+        server = Server(self.app, address=host, port=port, interface=Interfaces.RSGI,
+                        http=HTTPModes.http1, backlog=2048, websockets=False,
+                        log_enabled=True, log_level=LogLevels.error)
+        serve_task = loop.create_task(server.serve())
+        try:
+            await self._wait_listening(serve_task)
+            # Everything allocated so far (modules, config, pool) lives for the whole process:
+            # move it out of the collector's reach so full collections stay cheap under load.
+            gc.collect()
+            gc.freeze()
+            if ready:
+                print(f"READY http://{host}:{port}", flush=True)
+            stop_task = loop.create_task(self._stop.wait())
+            await asyncio.wait({serve_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+            stop_task.cancel()
+        finally:
+            server.stop()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(serve_task, 5)
+            push_task.cancel()
+            if self.checker is not None:
+                await self.checker.close()
+            self.pool.close()
+        if serve_task.done() and not serve_task.cancelled() and serve_task.exception():
+            raise serve_task.exception()  # type: ignore[misc]
+
+    async def _wait_listening(self, serve_task: asyncio.Task[None], timeout: float = 15.0) -> None:
+        host, port = self.listen
+        probe_host = "127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            if serve_task.done():
+                exc = serve_task.exception()
+                raise RuntimeError(f"HTTP server failed to start on {host}:{port}: {exc!r}")
+            try:
+                _, writer = await asyncio.open_connection(probe_host, port)
+                writer.close()
+                return
+            except OSError:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise RuntimeError(f"HTTP server did not listen on {host}:{port}") from None
+                await asyncio.sleep(0.02)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def main(config_path: Path, listen: tuple[str, int] | None) -> int:
+    from tcpdispatch.aio import run
+
+    config = load_config(config_path)
+    server = DispatcherServer(config, config_path=config_path, listen=listen)
+
+    async def go() -> None:
+        await server.serve()
+
+    try:
+        run(go())
+    except RuntimeError as exc:
+        print(f"tcpdispatch dispatcher: {exc}", file=sys.stderr)
+        return 1
+    return 0
