@@ -84,8 +84,9 @@ class DemoClient:
 
 
 class Demo:
-    def __init__(self, clients: int, console: Console, live: bool) -> None:
+    def __init__(self, clients: int, console: Console, live: bool, pace: float = 3.0) -> None:
         self.n_clients = clients
+        self.pace = pace
         self.console = console
         self.live_enabled = live
         self.cluster = Cluster.temporary()
@@ -113,12 +114,14 @@ class Demo:
             st = self.statuses.get(gid)
             entry = self.pool.get(gid, {})
             if st is None:
-                state = "[red]dead[/red]" if not gw.child.alive else "[yellow]?[/yellow]"
+                code = gw.child.popen.poll()
+                state = ("[red]killed[/red]" if code and code < 0 else "[dim]exited[/dim]") if code is not None \
+                    else "[yellow]no answer[/yellow]"
                 conns = 0
             else:
                 state = "[yellow]draining[/yellow]" if st.get("state") == "draining" else "[green]serving[/green]"
                 conns = int(st.get("connections", 0))
-            if entry and not entry.get("healthy", True):
+            if entry and not entry.get("healthy", True) and gw.child.alive:
                 state += " (down)"
             bar = "█" * round(40 * conns / total)
             table.add_row(gid, gw.address, str(entry.get("weight", gw.weight)), state, str(conns), bar)
@@ -185,9 +188,11 @@ class Demo:
         echoed = sum(sum(1 for t in c.sent if t in c.echoed) for c in self.clients)
         return sent, echoed
 
-    def step(self, name: str, ok: bool, seconds: float, detail: str) -> None:
+    async def step(self, name: str, ok: bool, seconds: float, detail: str) -> None:
+        """Record a step's outcome, then pause so a person can read the table."""
         self.summary.steps.append(StepResult(name, ok, round(seconds, 2), detail))
         self.say(("✔ " if ok else "✘ ") + f"{name}: {detail}")
+        await asyncio.sleep(self.pace)
 
     def fmt_shares(self) -> str:
         s = self.shares()
@@ -235,7 +240,7 @@ class Demo:
         await self.add_clients(n, rate=150)
         await self.wait_all_connected(10)
         sent, echoed = await self.verify_messages("start")
-        self.step("connect", echoed == sent, time.monotonic() - t,
+        await self.step("connect", echoed == sent, time.monotonic() - t,
                   f"{n} clients connected in {time.monotonic() - t:.1f}s, shares {self.fmt_shares()} "
                   f"(weights 1:2:3 -> expected about {n // 6}/{n // 3}/{n // 2})")
 
@@ -246,7 +251,7 @@ class Demo:
         cl.gateways[victim].child.signal(signal.SIGKILL)
         took = await self.wait_all_connected(20, avoid=victim)
         sent, echoed = await self.verify_messages("after-kill")
-        self.step("kill", echoed == sent, time.monotonic() - t,
+        await self.step("kill", echoed == sent, time.monotonic() - t,
                   f"all {len(self.clients)} clients connected again {took:.1f}s after the kill; "
                   f"messages {echoed}/{sent} echoed; shares {self.fmt_shares()}")
 
@@ -262,7 +267,7 @@ class Demo:
         took = await self.wait_all_connected(10, avoid=drained)
         gradual = len(curve) >= 6 and curve[len(curve) // 2] not in (0, before)
         sent, echoed = await self.verify_messages("after-drain")
-        self.step("drain", echoed == sent and gradual, time.monotonic() - t,
+        await self.step("drain", echoed == sent and gradual, time.monotonic() - t,
                   f"{before} clients moved off {drained} gradually ({' '.join(map(str, curve[::2]))}); "
                   f"messages {echoed}/{sent} echoed; shares {self.fmt_shares()}")
 
@@ -284,7 +289,7 @@ class Demo:
         await self.add_clients(newcomers, rate=150)
         await self.wait_all_connected(10)
         on_g4 = sum(1 for c in self.clients[first_new:] if c.client.gateway == "g4")
-        self.step("add", status in (200, 201) and on_g4 > newcomers // 2, time.monotonic() - t,
+        await self.step("add", status in (200, 201) and on_g4 > newcomers // 2, time.monotonic() - t,
                   f"{on_g4} of {newcomers} new clients went to the new, empty gateway g4")
 
         t = time.monotonic()
@@ -293,7 +298,7 @@ class Demo:
         self.summary.connected = sum(1 for c in self.clients if c.client.connected)
         self.summary.messages_sent, self.summary.messages_echoed = sent, echoed
         self.summary.final_shares = dict(self.shares())
-        self.step("verify", echoed == sent and self.summary.connected == self.summary.clients,
+        await self.step("verify", echoed == sent and self.summary.connected == self.summary.clients,
                   time.monotonic() - t,
                   f"{self.summary.connected}/{self.summary.clients} clients connected, "
                   f"{echoed}/{sent} messages echoed, none lost")
@@ -303,13 +308,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p = sub.add_parser("demo", help="run the whole system on loopback for about a minute")
     p.add_argument("--clients", type=int, default=300, help="clients to connect first (default 300)")
     p.add_argument("--no-live", action="store_true", help="plain narration instead of the live table")
+    p.add_argument("--pace", type=float, default=3.0, help="seconds to pause after each step (default 3)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     console = Console()
     live = console.is_terminal and not args.no_live
-    demo = Demo(max(args.clients, 12), console, live)
+    demo = Demo(max(args.clients, 12), console, live, max(args.pace, 0.0))
     started = time.monotonic()
     try:
         summary = aio_run(demo.run())
@@ -333,4 +339,4 @@ def run(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(run(argparse.Namespace(clients=300, no_live=False)))
+    sys.exit(run(argparse.Namespace(clients=300, no_live=False, pace=3.0)))

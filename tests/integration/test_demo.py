@@ -15,7 +15,7 @@ pytestmark = pytest.mark.integration
 
 def test_demo_runs_every_step_and_leaves_nothing_behind() -> None:
     proc = subprocess.run(
-        [*TCPDISPATCH, "demo", "--clients", "90", "--no-live"],
+        [*TCPDISPATCH, "demo", "--clients", "90", "--no-live", "--pace", "0.2"],
         capture_output=True, text=True, timeout=scaled(150),
     )
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("DEMO SUMMARY ")]
