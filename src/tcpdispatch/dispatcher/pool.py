@@ -16,7 +16,7 @@ import inspect
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -25,6 +25,7 @@ from tcpdispatch.balancing.registry import get_policy
 from tcpdispatch.balancing.snapshot import BalancerSettings, GatewayView, build_candidates
 from tcpdispatch.config import BalancingConfig, DispatcherConfig, GatewayConfig, HealthConfig
 from tcpdispatch.health import CheckSpec, HealthState, ProbeResult, parse_check
+from tcpdispatch.store.base import SharedGateway
 
 log = logging.getLogger("tcpdispatch.dispatcher.pool")
 
@@ -103,6 +104,7 @@ class Pool:
         self.load_coalesce_s = load_coalesce_s
         self.panic = False
         self.rebuilds = 0
+        self.shared = False  # True: a shared store owns membership/weight/drain (see sync())
         self._config = config
         self._policy = config.policy
         self._factory = get_policy(config.policy)
@@ -155,9 +157,9 @@ class Pool:
         self._settings = balancer_settings(config.balancing)
         health_changed = config.health != self._health_cfg
         self._health_cfg = config.health
-        wanted = {g.id: g for g in config.gateways}
+        wanted = {g.id: g for g in config.gateways} if not self.shared else {}
         for gid, gw in list(self.gateways.items()):
-            if gw.source == "config" and gid not in wanted:
+            if gw.source == "config" and gid not in wanted and not self.shared:
                 self._remove(gid)
         for gid, gcfg in wanted.items():
             self._upsert(gcfg, "config")
@@ -197,6 +199,43 @@ class Pool:
         gw.admin_drain = draining
         self.rebuild()
         return gw
+
+    def sync(self, entries: Mapping[str, SharedGateway], *, initial: bool = False) -> bool:
+        """Make membership, weights and admin drain equal to a shared store's state.
+
+        Health and load of gateways whose address and check are unchanged are
+        kept. ``initial``: gateways new to this pool skip slow start (the first
+        sync before serving, like the first config). Returns True if anything changed.
+        """
+        targets = False
+        changed = False
+        for gid in [g for g in self.gateways if g not in entries]:
+            self._remove(gid)
+            self._initial.discard(gid)
+            targets = True
+        for gid, entry in entries.items():
+            gw = self.gateways.get(gid)
+            if gw is None or gw.config != entry.config or gw.source != entry.source:
+                if gw is None or (gw.config.address, gw.config.check) != (entry.config.address, entry.config.check):
+                    targets = True
+                    if initial:
+                        self._initial.add(gid)
+                gw = self._upsert(entry.config, entry.source)
+                changed = True
+            if gw.admin_drain != entry.drain:
+                if gw.admin_drain and gw.health.up:
+                    gw.up_since = self.clock()  # undrained elsewhere: ramp up here too
+                gw.admin_drain = entry.drain
+                changed = True
+        if targets:
+            self._targets_changed()
+        if changed or targets:
+            self.rebuild()
+        return changed or targets
+
+    def shared_state(self) -> list[SharedGateway]:
+        """The admin-owned state of every gateway (seeds an empty shared store)."""
+        return [SharedGateway(g.config, g.source, g.admin_drain) for g in self.gateways.values()]
 
     def _upsert(self, gcfg: GatewayConfig, source: str) -> Gateway:
         h = self._health_cfg
@@ -241,11 +280,18 @@ class Pool:
             if result.connections is not None:
                 gw.load.report(int(result.connections), result.utilization)
                 load_changed = True
+            elif gw.config.check.startswith("agent://") and (
+                result.capacity is not None or result.weight_pct is not None
+            ):
+                self._agent_load(gw, result)
+                load_changed = True
             elif result.utilization is not None:
                 gw.load.utilization = result.utilization
                 load_changed = True
             cap = int(result.capacity) if result.capacity is not None else None
             pct = result.weight_pct if result.connections is None else None
+            if pct is not None and gw.config.capacity is not None and gw.config.check.startswith("agent://"):
+                pct = None  # _agent_load derived exact connections: do not also scale the weight
             draining = bool(result.draining)
             if (cap, pct, draining) != (gw.reported_capacity, gw.weight_pct, gw.self_drain):
                 gw.reported_capacity, gw.weight_pct, gw.self_drain = cap, pct, draining
@@ -256,6 +302,25 @@ class Pool:
             # Pickers read the shared LoadCounter live, so a load report needs no rebuild;
             # this optional periodic refresh exists for policies that cache derived load.
             self.mark_dirty(coalesce=self.load_coalesce_s)
+
+    @staticmethod
+    def _agent_load(gw: Gateway, result: ProbeResult) -> None:
+        """Reset the load estimate from an agent reply (it carries no connection count).
+
+        Agents report what is *left* (``maxconn:<remaining>``, ``<remaining>%``). With a
+        configured capacity the connections follow exactly; without one the remaining
+        slots become the limit (``reported_capacity``) and the load restarts at 0, so
+        only tickets issued since this reply count against it. Without this reset the
+        issued counter would grow forever and the gateway would look full for good.
+        """
+        cap = gw.config.capacity
+        if cap is not None and result.capacity is not None:
+            connections = max(0, cap - int(result.capacity))
+        elif cap is not None and result.weight_pct is not None:
+            connections = round(cap * (100 - min(100, max(0, result.weight_pct))) / 100)
+        else:
+            connections = 0
+        gw.load.report(connections, result.utilization)
 
     def passive_failure(self, gateway_id: str) -> bool:
         """A client could not reach ``gateway_id``; False if unknown."""

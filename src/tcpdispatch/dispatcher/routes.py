@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from tcpdispatch.config import GatewayConfig, parse_gateway, valid_id
 from tcpdispatch.dispatcher.app import JSON_HEADERS, Receive, Scope, error_doc, json_body
 from tcpdispatch.errors import ConfigError
+from tcpdispatch.store import MemoryStore, SharedGateway, Store, StoreUnavailable
 
 if TYPE_CHECKING:
     from tcpdispatch.dispatcher.app import DispatcherApp
@@ -32,6 +33,9 @@ class HTTPError(Exception):
         super().__init__(detail)
         self.status, self.error, self.detail = status, error, detail
         self.headers = headers or []
+
+
+_MEMORY_STORE = MemoryStore()
 
 
 def _json(status: int, doc: Any) -> Response:
@@ -146,11 +150,32 @@ class Router:
             raise HTTPError(400, "bad_request", "request body must be a JSON object")
         return doc
 
+    @property
+    def store(self) -> Store:
+        """The shared state store (set by the server); the memory store when there is none."""
+        return getattr(self.app, "store", None) or _MEMORY_STORE
+
+    async def _write(self, op: Awaitable[bool], missing: HTTPError) -> None:
+        """Run one admin write through the store first; 503 when it cannot take writes."""
+        try:
+            ok = await op
+        except StoreUnavailable as exc:
+            raise HTTPError(503, "store_unavailable",
+                            f"{exc}; admin changes are refused until it returns "
+                            "(dispatching continues from the last known state)",
+                            [(b"retry-after", b"1")]) from None
+        if not ok:
+            raise missing
+
     def _gateway(self, gid: str):  # type: ignore[no-untyped-def]
         gw = self.app.pool.get(gid)
         if gw is None:
-            raise HTTPError(404, "unknown_gateway", f"no gateway with id {gid!r}")
+            raise self._unknown(gid)
         return gw
+
+    @staticmethod
+    def _unknown(gid: str) -> HTTPError:
+        return HTTPError(404, "unknown_gateway", f"no gateway with id {gid!r}")
 
     # ------------------------------------------------------------ pool and admin
 
@@ -171,9 +196,12 @@ class Router:
             gcfg = parse_gateway(doc, file="request body", prefix="gateway")
         except ConfigError as exc:
             raise HTTPError(400, "bad_gateway_spec", f"{exc.key}: {exc.reason}") from None
+        exists = HTTPError(409, "gateway_exists", f"gateway {gcfg.id!r} already exists")
         if self.app.pool.get(gcfg.id) is not None:
-            raise HTTPError(409, "gateway_exists", f"gateway {gcfg.id!r} already exists")
-        gw = self.app.pool.add(gcfg, "admin")
+            raise exists
+        await self._write(self.store.add(SharedGateway(gcfg, "admin")), exists)
+        # A store sync may have applied it while we awaited the write.
+        gw = self.app.pool.get(gcfg.id) or self.app.pool.add(gcfg, "admin")
         log.info("admin: added gateway %s at %s", gcfg.id, gcfg.address)
         return _json(201, self.app.pool.describe(gw))
 
@@ -187,6 +215,8 @@ class Router:
         w = doc.get("weight")
         if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or not 0 <= w <= 1_000_000:
             raise HTTPError(400, "bad_request", f"weight must be a number from 0 to 1000000, got {w!r}")
+        await self._write(self.store.set_weight(gid, float(w)), self._unknown(gid))
+        self._gateway(gid)
         gw = self.app.pool.set_weight(gid, float(w))
         log.info("admin: gateway %s weight -> %s", gid, w)
         return _json(200, self.app.pool.describe(gw))
@@ -194,6 +224,7 @@ class Router:
     async def delete_gateway(self, scope: Scope, receive: Receive, gid: str) -> Response:
         self._bearer(scope, self.app.config.admin_token, "the admin API")
         self._gateway(gid)
+        await self._write(self.store.remove(gid), self._unknown(gid))
         self.app.pool.remove(gid)
         log.info("admin: removed gateway %s", gid)
         return _json(200, {"removed": gid})
@@ -206,6 +237,8 @@ class Router:
 
     async def _set_drain(self, scope: Scope, gid: str, draining: bool) -> Response:
         self._bearer(scope, self.app.config.admin_token, "the admin API")
+        self._gateway(gid)
+        await self._write(self.store.set_drain(gid, draining), self._unknown(gid))
         self._gateway(gid)
         gw = self.app.pool.set_drain(gid, draining)
         log.info("admin: gateway %s %s", gid, "drained" if draining else "undrained")
@@ -261,7 +294,11 @@ class Router:
                                      file="heartbeat", prefix="heartbeat")
             except ConfigError as exc:
                 raise HTTPError(400, "bad_status", f"cannot register {gid!r}: {exc.reason}") from None
-            gw = pool.add(gcfg, "push")
+            try:  # registration is shared too, but a Redis outage must not refuse heartbeats
+                await self.store.add(SharedGateway(gcfg, "push"))
+            except StoreUnavailable:
+                pass
+            gw = pool.get(gid) or pool.add(gcfg, "push")
             log.info("push: registered gateway %s at %s", gid, gcfg.address)
         elif not gw.push:
             raise HTTPError(409, "not_push", f"gateway {gid!r} is checked by {gw.config.check}, not push")
@@ -269,6 +306,7 @@ class Router:
         if tracker is not None:
             tracker.record(gid)
         pool.on_result(gid, result)
+        self.store.heartbeat(gid, doc, self.app.config.health.ttl)
         return 204, [], b""
 
     # ------------------------------------------------------------ observability
@@ -281,8 +319,10 @@ class Router:
 
     async def healthz(self, scope: Scope, receive: Receive) -> Response:
         pool = self.app.pool
-        return _json(200, {"status": "ok", "policy": pool.policy, "gateways": pool.counts(),
-                           "panic": pool.panic})
+        doc = {"status": "ok", "policy": pool.policy, "gateways": pool.counts(), "panic": pool.panic}
+        if self.store.shared:
+            doc["store"] = self.store.describe()
+        return _json(200, doc)
 
 
 __all__ = ["GatewayConfig", "HTTPError", "Router"]
