@@ -1,6 +1,13 @@
 """Dispatch throughput: our dispatcher vs nginx ``return 200`` with a body of the same size.
 
-Run as ``python -m bench.dispatch_throughput [--duration S] [--rounds R] [--connections N] [--no-pick-cost]``.
+Run as ``python -m bench.dispatch_throughput [--duration S] [--rounds R] [--connections N]
+[--servers uvloop,granian] [--no-baseline] [--no-pick-cost]``.
+
+The dispatcher runs once per HTTP server named in ``--servers`` (the built-in
+asyncio + httptools server, ``uvloop``, and granian over RSGI), each a
+separate process with the same pool. Two do-nothing apps answering the same
+bytes show each server's own floor: ``granian-noop`` and ``uvloop-noop`` (a
+bare asyncio.Protocol + httptools server on uvloop).
 
 Both servers are pinned to CPU 0 (``taskset -c 0``) and wrk to CPU 1, with the
 same wrk run length, once with a new connection per request
@@ -10,7 +17,7 @@ health checks run during the measurement as they would in production. nginx
 answers with the exact bytes of one dispatch answer (gateway + 2 alternates +
 ticket + hints), so both send the same payload.
 
-Runs are interleaved (nginx, dispatcher, nginx, ...) and the best of ``--rounds``
+Runs are interleaved (nginx, dispatchers, no-op apps, nginx, ...) and the best of ``--rounds``
 counts for each, so load from other processes on the shared machine hits both.
 Also prints the p2c pick cost over 10 vs 10,000 gateways.
 """
@@ -129,6 +136,33 @@ async def main():
 uvloop.run(main())
 """
 
+# The floor of the built-in server: asyncio.Protocol + httptools on uvloop, one write per answer.
+UVLOOP_NOOP_APP = """
+import sys, asyncio, uvloop, httptools
+BODY = open(sys.argv[2], "rb").read()
+HEAD = b"HTTP/1.1 200 OK\\r\\ncontent-type: application/json\\r\\ncache-control: no-store\\r\\n"
+KEEP = HEAD + b"content-length: %d\\r\\n\\r\\n" % len(BODY) + BODY
+CLOSE = HEAD + b"connection: close\\r\\ncontent-length: %d\\r\\n\\r\\n" % len(BODY) + BODY
+class Conn(asyncio.Protocol):
+    def connection_made(self, transport):
+        self.transport, self.parser = transport, httptools.HttpRequestParser(self)
+    def data_received(self, data):
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            self.transport.close()
+    def on_message_complete(self):
+        if self.parser.should_keep_alive():
+            self.transport.write(KEEP)
+        else:
+            self.transport.write(CLOSE)
+            self.transport.close()
+async def main():
+    server = await asyncio.get_running_loop().create_server(Conn, "127.0.0.1", int(sys.argv[1]), backlog=2048)
+    await server.serve_forever()
+uvloop.run(main())
+"""
+
 
 def pick_cost() -> tuple[float, float]:
     """Microseconds per p2c pick over 10 and 10,000 candidates (best of 5)."""
@@ -158,8 +192,10 @@ def main() -> int:
     ap.add_argument("--connections", type=int, default=50)
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the best of each counts")
     ap.add_argument("--no-pick-cost", action="store_true")
+    ap.add_argument("--servers", default="uvloop,granian",
+                    help="comma-separated dispatcher HTTP servers to measure ([dispatcher] server)")
     ap.add_argument("--no-baseline", dest="baseline", action="store_false",
-                    help="skip the do-nothing granian app (the server's own floor)")
+                    help="skip the do-nothing apps (each server's own floor)")
     args = ap.parse_args()
     for tool in ("wrk", "taskset"):
         if not shutil.which(tool):
@@ -180,56 +216,61 @@ def main() -> int:
                          "--secret-file", str(secret), "--capacity", "1000000"], tmp / f"gw{i}.log")
             gw_lines.append(f'[[gateways]]\nid = "gw-{i + 1}"\naddress = "127.0.0.1:{lp}"\n'
                             f'check = "http://127.0.0.1:{sp}/status"\nweight = {i + 1}\n')
-        dport = free_port()
-        cfg = tmp / "dispatcher.toml"
-        cfg.write_text(f'[dispatcher]\nlisten = "127.0.0.1:{dport}"\nsecret_file = "ticket.secret"\n'
-                       "[balancing]\nslow_start_s = 0\n" + "\n".join(gw_lines))
-        procs.start(["taskset", "-c", "0", PY, "-m", "tcpdispatch", "dispatcher", "--config", str(cfg)],
-                    tmp / "dispatcher.log")
-        durl = f"http://127.0.0.1:{dport}/v1/dispatch?client_id=bench-client-0001"
-        deadline = time.monotonic() + 30
-        while True:
-            body = wait_http(durl)
-            if len(json.loads(body)["alternates"]) == 2 or time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
+        servers: list[tuple[str, str]] = []
+        body = b""
+        for server in args.servers.split(","):
+            dport = free_port()
+            cfg = tmp / f"dispatcher-{server}.toml"
+            cfg.write_text(f'[dispatcher]\nlisten = "127.0.0.1:{dport}"\nsecret_file = "ticket.secret"\n'
+                           f'server = "{server}"\n[balancing]\nslow_start_s = 0\n' + "\n".join(gw_lines))
+            procs.start(["taskset", "-c", "0", PY, "-m", "tcpdispatch", "dispatcher", "--config", str(cfg)],
+                        tmp / f"dispatcher-{server}.log")
+            durl = f"http://127.0.0.1:{dport}/v1/dispatch?client_id=bench-client-0001"
+            deadline = time.monotonic() + 30
+            while True:
+                body = wait_http(durl)
+                if len(json.loads(body)["alternates"]) == 2 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+            # The default server keeps the plain name (bench/throughput.py reads that line).
+            servers.append(("tcpdispatch" if server == "uvloop" else f"td-{server}", durl))
         nport = free_port()
         conf = nginx_conf(tmp, nport, body.decode())
         procs.start(["taskset", "-c", "0", nginx, "-c", str(conf), "-p", str(tmp)], tmp / "nginx.log")
         nurl = f"http://127.0.0.1:{nport}/v1/dispatch?client_id=bench-client-0001"
         nbody = wait_http(nurl)
         print(f"answer size: dispatcher {len(body)} bytes, nginx {len(nbody)} bytes")
-        servers = [("nginx", nurl), ("tcpdispatch", durl)]
+        servers.insert(0, ("nginx", nurl))
         if args.baseline:
-            # The floor of the server we use: granian (same settings) answering constant bytes.
+            # Each server's floor (same settings) answering constant bytes.
             (tmp / "body.json").write_bytes(body)
-            (tmp / "trivial.py").write_text(TRIVIAL_APP)
-            tport = free_port()
-            procs.start(["taskset", "-c", "0", PY, str(tmp / "trivial.py"), str(tport), str(tmp / "body.json")],
-                        tmp / "trivial.log")
-            turl = f"http://127.0.0.1:{tport}/v1/dispatch?client_id=bench-client-0001"
-            wait_http(turl)
-            servers.append(("granian-noop", turl))
+            for name, code in (("granian-noop", TRIVIAL_APP), ("uvloop-noop", UVLOOP_NOOP_APP)):
+                (tmp / f"{name}.py").write_text(code)
+                tport = free_port()
+                procs.start(["taskset", "-c", "0", PY, str(tmp / f"{name}.py"), str(tport), str(tmp / "body.json")],
+                            tmp / f"{name}.log")
+                turl = f"http://127.0.0.1:{tport}/v1/dispatch?client_id=bench-client-0001"
+                wait_http(turl)
+                servers.append((name, turl))
 
         # Interleaved rounds, best of each: the machine is shared, so noise hits both alike.
         results: dict[tuple[str, str], float] = {}
         for mode, close in (("new connection per request", True), ("keep-alive", False)):
             for name, url in servers:
-                wrk(url, 2, args.connections, close)  # warm-up
+                wrk(url, min(2.0, args.duration), args.connections, close)  # warm-up
             for rnd in range(args.rounds):
                 for name, url in servers:
                     rps = wrk(url, args.duration, args.connections, close)
                     results[(name, mode)] = max(rps, results.get((name, mode), 0.0))
-                    print(f"  round {rnd + 1}: {name:12s} {mode:28s} {rps:10.0f} req/s")
+                    print(f"  round {rnd + 1}: {name:14s} {mode:28s} {rps:10.0f} req/s", flush=True)
             for name, _ in servers:
-                print(f"{name:12s} {mode:28s} {results[(name, mode)]:10.0f} req/s (best of {args.rounds})")
+                print(f"{name:14s} {mode:28s} {results[(name, mode)]:10.0f} req/s (best of {args.rounds})", flush=True)
         for mode, target in (("new connection per request", 0.9), ("keep-alive", 0.5)):
-            ratio = results[("tcpdispatch", mode)] / results[("nginx", mode)]
-            verdict = "meets" if ratio >= target else "below"
-            print(f"ratio {mode:28s} {ratio:5.2f}x nginx (target >= {target}x: {verdict})")
-            if args.baseline:
-                floor = results[("granian-noop", mode)] / results[("nginx", mode)]
-                print(f"      (granian answering constant bytes: {floor:5.2f}x nginx)")
+            print(f"ratio to nginx, {mode} (target >= {target}x):")
+            for name, _ in servers[1:]:
+                ratio = results[(name, mode)] / results[("nginx", mode)]
+                verdict = "" if name.endswith("-noop") else ("meets" if ratio >= target else "below")
+                print(f"    {name:14s} {ratio:5.2f}x {verdict}")
     finally:
         procs.stop()
         shutil.rmtree(tmp, ignore_errors=True)
