@@ -79,3 +79,22 @@ async def test_sigint_stops_at_once(procs: Any) -> None:
     assert time.monotonic() - t0 < scaled(3)
     for c in clients:
         assert await c.recv_all(timeout=scaled(3)) == []
+
+
+def test_post_drain_requires_the_admin_token_when_configured(procs: Any, tmp_path: Any) -> None:
+    import urllib.error
+    import urllib.request
+
+    token = tmp_path / "gw.token"
+    token.write_text("gateway-admin-token-123\n")
+    gw = start_gateway(procs, "--no-ticket", "--admin-token-file", str(token))
+    url = f"http://127.0.0.1:{gw.status_port}/drain"
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "gateway-admin-token-123"}):
+        with pytest.raises(urllib.error.HTTPError) as exc:
+            urllib.request.urlopen(urllib.request.Request(url, method="POST", headers=headers), timeout=5)
+        assert exc.value.code == 401
+    assert gw.status()["state"] == "serving"
+    ok = urllib.request.Request(url, method="POST", headers={"Authorization": "Bearer gateway-admin-token-123"})
+    with urllib.request.urlopen(ok, timeout=5) as r:
+        assert r.status == 202
+    assert gw.proc.wait(timeout=10) == 0  # no clients: drained at once

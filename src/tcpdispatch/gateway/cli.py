@@ -35,6 +35,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--report-to", metavar="URL", help="push heartbeats to URL/v1/heartbeat")
     p.add_argument("--report-token-file", help="bearer token for --report-to")
     p.add_argument("--report-interval", type=float, default=1.0, help="seconds between heartbeats")
+    p.add_argument("--admin-token-file",
+                   help="bearer token required by POST /drain on the status port (default: no token; "
+                        "then bind --status to a private address)")
     p.add_argument("--advertise", metavar="HOST:PORT", help="address reported in /status (default --listen)")
     p.set_defaults(func=run)
     return p

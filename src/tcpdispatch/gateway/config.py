@@ -33,6 +33,7 @@ class GatewayConfig:
     report_interval: float = 1.0
     advertise: str | None = None
     backlog: int = 4096
+    admin_token: str | None = None  # required by POST /drain when set
 
     @property
     def address(self) -> str:
@@ -83,17 +84,13 @@ def from_args(args: argparse.Namespace) -> GatewayConfig:
         raise ConfigError("a ticket secret is required (or pass --no-ticket)", key="--secret-file")
     secrets = None if args.no_ticket else tuple(load_secrets(args.secret_file))
     token = None
+    admin_token = _read_token(args.admin_token_file) if getattr(args, "admin_token_file", None) else None
     if args.report_to:
         if not args.report_to.startswith(("http://", "https://")):
             raise ConfigError("must be an http(s):// URL", key="--report-to")
         if not args.report_token_file:
             raise ConfigError("--report-to needs --report-token-file", key="--report-token-file")
-        try:
-            token = Path(args.report_token_file).read_text("utf-8").strip()
-        except OSError as exc:
-            raise ConfigError(f"cannot read: {exc.strerror}", file=args.report_token_file) from None
-        if not token:
-            raise ConfigError("token file is empty", file=args.report_token_file)
+        token = _read_token(args.report_token_file)
     return GatewayConfig(
         id=args.id, listen=listen, status=status, agent=agent, capacity=args.capacity,
         per_ip_limit=args.per_ip_limit, secrets=secrets, handler=args.handler,
@@ -101,5 +98,15 @@ def from_args(args: argparse.Namespace) -> GatewayConfig:
         handshake_timeout=args.handshake_timeout, drain_window=args.drain_window,
         max_frame=args.max_frame, report_to=args.report_to.rstrip("/") if args.report_to else None,
         report_token=token, report_interval=args.report_interval, advertise=args.advertise,
-        backlog=args.backlog,
+        backlog=args.backlog, admin_token=admin_token,
     )
+
+
+def _read_token(path: str) -> str:
+    try:
+        token = Path(path).read_text("utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read: {exc.strerror}", file=path) from None
+    if not token:
+        raise ConfigError("token file is empty", file=path)
+    return token

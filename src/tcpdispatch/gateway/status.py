@@ -8,6 +8,7 @@ the supervisor with several) and reads node totals from :class:`NodeCounters`.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import logging
 import os
@@ -166,6 +167,13 @@ class StatusService:
         return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 
     async def _post_drain(self, request: web.Request) -> web.Response:
+        expected = self.cfg.admin_token
+        if expected is not None:
+            given = request.headers.get("Authorization", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {expected}".encode()):
+                return web.json_response(
+                    {"error": "unauthorized", "detail": "POST /drain needs Authorization: Bearer <token>"},
+                    status=401, headers={"WWW-Authenticate": "Bearer"})
         self._on_drain()
         return web.json_response({"state": "draining", "drain_window_s": self.cfg.drain_window},
                                  status=202)
