@@ -1,0 +1,138 @@
+"""``tcpdispatch client``: an interactive client (stdin lines out, received DATA in).
+
+Lines read from stdin are sent as DATA frames; every received DATA frame is
+printed on stdout; status changes (connected, reconnecting, gateway changed)
+go to stderr. EOF on stdin (Ctrl-D) closes the client with BYE.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from typing import Any
+
+from tcpdispatch.aio import run as aio_run
+from tcpdispatch.client.client import Client, ClientEvent, EventKind
+from tcpdispatch.client.policy import BackoffConfig
+from tcpdispatch.errors import ConfigError, DispatchError
+
+
+def split_list(text: str | None) -> list[str]:
+    """``"a,b , c"`` -> ``["a", "b", "c"]``; several flags may also be repeated."""
+    return [p.strip() for p in (text or "").split(",") if p.strip()]
+
+
+def add_common_arguments(p: argparse.ArgumentParser) -> None:
+    """Options shared by ``client`` and ``loadgen``."""
+    p.add_argument("--dispatcher", action="append", default=[], metavar="URL[,URL...]",
+                   help="dispatcher base URL(s), tried in order (repeatable or comma-separated)")
+    p.add_argument("--fallback", action="append", default=[], metavar="HOST:PORT[,...]",
+                   help="static gateway list used when no dispatcher answers (the direct IP list)")
+    p.add_argument("--dispatch-timeout", type=float, default=2.0, metavar="S",
+                   help="per-request dispatcher timeout (default 2)")
+    p.add_argument("--handshake-timeout", type=float, default=5.0, metavar="S",
+                   help="HELLO->WELCOME timeout per gateway attempt (default 5)")
+    p.add_argument("--backoff-initial", type=float, default=1.0, metavar="S")
+    p.add_argument("--backoff-max", type=float, default=120.0, metavar="S")
+
+
+def urls_and_fallback(args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    dispatchers = [u for item in args.dispatcher for u in split_list(item)]
+    fallback = [a for item in args.fallback for a in split_list(item)]
+    for url in dispatchers:
+        if not url.startswith(("http://", "https://")):
+            raise ConfigError(f"not an http(s) URL: {url!r}", key="--dispatcher")
+    if not dispatchers and not fallback:
+        raise ConfigError("give at least one --dispatcher URL or --fallback address", key="--dispatcher")
+    return dispatchers, fallback
+
+
+def backoff_from(args: argparse.Namespace) -> BackoffConfig:
+    return BackoffConfig(initial=args.backoff_initial, max=args.backoff_max).clamped()
+
+
+def add_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "client", help="interactive client: stdin lines are sent, received messages printed",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_common_arguments(p)
+    p.add_argument("--client-id", default=None, help="client id sent in HELLO and to the dispatcher")
+    p.add_argument("--cache", default=None, metavar="FILE",
+                   help="file caching the last good dispatch answer (used when no dispatcher answers)")
+    p.add_argument("--ordered-fallback", action="store_true",
+                   help="try --fallback addresses in the given order instead of at random")
+    p.add_argument("--connect-timeout", type=float, default=None, metavar="S",
+                   help="give up (exit 1) if no gateway is reachable within S seconds")
+    p.add_argument("--linger", type=float, default=1.0, metavar="S",
+                   help="after stdin ends, wait up to S seconds for replies (ends early once "
+                        "as many messages came back as were sent) (default 1)")
+    p.set_defaults(func=run)
+
+
+def _status(event: ClientEvent) -> None:
+    k = event.kind
+    if k is EventKind.CONNECTED:
+        msg = f"connected to {event.gateway} (session {event.session_id}, via {event.source}, " \
+              f"{(event.connect_time or 0) * 1000:.0f} ms)"
+    elif k is EventKind.RECONNECTING:
+        msg = f"reconnecting in {event.delay:.2f}s ({event.reason})"
+    elif k is EventKind.GATEWAY_CHANGED:
+        msg = f"gateway changed: {event.previous} -> {event.gateway}"
+    elif k is EventKind.DISCONNECTED:
+        msg = f"disconnected from {event.gateway}: {event.reason}"
+    elif k is EventKind.FALLBACK:
+        msg = f"no dispatcher answered; using {event.reason}"
+    else:
+        msg = k.value
+    print(f"[tcpdispatch] {msg}", file=sys.stderr, flush=True)
+
+
+async def _main(args: argparse.Namespace) -> int:
+    dispatchers, fallback = urls_and_fallback(args)
+    client = Client(
+        dispatchers, fallback, client_id=args.client_id, cache_path=args.cache,
+        backoff=backoff_from(args), dispatch_timeout=args.dispatch_timeout,
+        handshake_timeout=args.handshake_timeout, shuffle_fallback=not args.ordered_fallback,
+    )
+    client.add_listener(_status)
+    try:
+        await client.connect(args.connect_timeout)
+    except DispatchError as exc:
+        print(f"tcpdispatch client: {exc}", file=sys.stderr)
+        await client.close()
+        return 1
+
+    received = 0
+
+    async def printer() -> None:
+        nonlocal received
+        async for msg in client:
+            received += 1
+            sys.stdout.write(msg.decode("utf-8", "replace").rstrip("\n") + "\n")
+            sys.stdout.flush()
+
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    out = loop.create_task(printer())
+    sent = 0
+    try:
+        while line := await reader.readline():
+            await client.send(line.rstrip(b"\r\n"))
+            sent += 1
+        end = loop.time() + args.linger
+        while received < sent and loop.time() < end:
+            await asyncio.sleep(0.02)
+    finally:
+        await client.close()
+        await out
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        return aio_run(_main(args))
+    except KeyboardInterrupt:
+        return 130
