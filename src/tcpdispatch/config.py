@@ -72,6 +72,23 @@ class RetryConfig:
     max_s: float = 120.0
 
 
+STORE_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+@dataclass(frozen=True, slots=True)
+class StoreConfig:
+    """``[store]``: where replicas share admin changes and push heartbeats (docs/scaling.md)."""
+
+    url: str | None = field(default=None, repr=False)  # None: embedded memory store; may hold a password
+    prefix: str = "tcpdispatch:"
+    resync_interval: float = 1.0
+    timeout: float = 0.5
+
+    @property
+    def shared(self) -> bool:
+        return self.url is not None
+
+
 @dataclass(frozen=True, slots=True)
 class DispatcherConfig:
     """Everything the dispatcher process needs, validated."""
@@ -90,12 +107,14 @@ class DispatcherConfig:
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     max_body: int = 65536
     max_client_id: int = 128
+    server: str = "uvloop"  # HTTP server: "uvloop" (built-in, httptools) or "granian"
     retry_after_min: int = 1
     retry_after_max: int = 5
     health: HealthConfig = HealthConfig()
     balancing: BalancingConfig = BalancingConfig()
     retry: RetryConfig = RetryConfig()
     gateways: tuple[GatewayConfig, ...] = ()
+    store: StoreConfig = StoreConfig()
 
     @property
     def listen(self) -> str:
@@ -317,6 +336,9 @@ def parse_config(
     register_unknown = d.boolean("register_unknown", False)
     max_body = d.integer("max_body", 65536, 256, 16 * 1024 * 1024)
     max_client_id = d.integer("max_client_id", 128, 1, 200)
+    server = d.string("server", "uvloop")
+    if server not in ("uvloop", "granian"):
+        raise d.error("server", f"must be \"uvloop\" or \"granian\", got {server!r}")
     d.finish()
 
     h = _Reader(file, "health", top.get("health") or {})
@@ -350,6 +372,8 @@ def parse_config(
     )
     rr.finish()
 
+    store = _parse_store(_Reader(file, "store", top.get("store") or {}))
+
     gw_raw = top.get("gateways") or []
     if not isinstance(gw_raw, list):
         raise top.error("gateways", "must be an array of tables ([[gateways]])")
@@ -369,6 +393,23 @@ def parse_config(
         ticket_lifetime=int(lifetime or 60), admin_token=admin_token, push_token=push_token,
         register_unknown=register_unknown, alternates=int(alternates or 0), heartbeat_s=heartbeat,
         trusted_proxies=tuple(proxies), max_body=int(max_body or 65536),
-        max_client_id=int(max_client_id or 128), retry_after_min=ra_min, retry_after_max=ra_max,
-        health=health, balancing=balancing, retry=retry, gateways=tuple(gateways),
+        max_client_id=int(max_client_id or 128), server=str(server), retry_after_min=ra_min, retry_after_max=ra_max,
+        health=health, balancing=balancing, retry=retry, gateways=tuple(gateways), store=store,
     )
+
+
+def _parse_store(r: _Reader) -> StoreConfig:
+    url = r.string("url")
+    if url is not None and not url.startswith(STORE_SCHEMES):
+        raise r.error("url", f"must start with {', '.join(STORE_SCHEMES)}, got {url.split(':', 1)[0]!r}...")
+    prefix = r.string("prefix", "tcpdispatch:")
+    assert prefix is not None
+    if len(prefix) > 100 or not prefix.isprintable():
+        raise r.error("prefix", "must be at most 100 printable characters")
+    store = StoreConfig(
+        url=url, prefix=prefix,
+        resync_interval=r.number("resync_interval", 1.0, 0.05, 3600.0),
+        timeout=r.number("timeout", 0.5, 0.0, 60.0, lo_open=True),
+    )
+    r.finish()
+    return store

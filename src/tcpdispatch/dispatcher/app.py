@@ -29,6 +29,9 @@ JSON_HEADERS = [(b"content-type", b"application/json"), (b"cache-control", b"no-
 RSGI_JSON_HEADERS = [("content-type", "application/json"), ("cache-control", "no-store")]
 # Policies whose alternates are an unordered sample (hash policies order them along the ring).
 UNORDERED_ALTERNATES = frozenset({"p2c", "random", "round_robin", "least_conn", "load"})
+# Policies that never read the PickRequest: one shared instance spares a frozen-dataclass build per dispatch.
+KEYLESS = frozenset({"p2c", "random", "round_robin", "least_conn", "load"})
+_NO_KEY = PickRequest()
 
 
 def json_body(doc: Any) -> bytes:
@@ -78,6 +81,7 @@ class DispatcherApp:
         self.push_tracker: Any = None  # health.PushTracker, set by the server
         self.on_passive: Callable[[str], None] | None = None  # e.g. probe that gateway now
         self._frags: dict[str, bytes] = {}
+        self._templates: dict[tuple[str, ...], list[bytes]] = {}
         self.router = Router(self)
         self.configure(config)
         pool.add_listener(self._refresh_fragments)
@@ -92,6 +96,7 @@ class DispatcherApp:
         self._issue = self.signer.issue
         self.k = 1 + config.alternates
         self._unordered_alternates = config.policy in UNORDERED_ALTERNATES
+        self._keyless = config.policy in KEYLESS
         self.max_client_id = config.max_client_id
         self.trusted = config.trusted_proxies
         self._trusted_cache: dict[str, bool] = {}
@@ -102,12 +107,14 @@ class DispatcherApp:
                       "jitter": retry.jitter, "max_s": retry.max_s},
         }
         self._tail = json_body(hints)[1:]  # '"heartbeat_s":..,"retry":{..}}'
+        self._templates = {}
 
     def _refresh_fragments(self) -> None:
         frags = {}
         for c in self.pool.picker.candidates:
             frags[c.id] = json_body({"id": c.id, "host": c.host, "port": c.port})[:-1]
         self._frags = frags
+        self._templates = {}
 
     # ------------------------------------------------------------ server entry points
 
@@ -167,12 +174,17 @@ class DispatcherApp:
 
     def dispatch(self, scope: Scope) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
         """Answer one ASGI dispatch request (synchronous: no I/O)."""
-        try:
-            qs = scope["query_string"].decode("ascii")
-        except UnicodeDecodeError:
-            return self._bytes_response(*self.bad_request("query string must be ASCII (percent-encode other bytes)"))
         client = scope.get("client")
-        return self._bytes_response(*self.dispatch_core(qs, client[0] if client else "", scope["headers"]))
+        return self._bytes_response(*self.dispatch_bytes(scope["query_string"], client[0] if client else "",
+                                                         scope["headers"]))
+
+    def dispatch_bytes(self, qs: bytes, ip: str, headers: list[tuple[bytes, bytes]]) -> tuple[int, str | None, bytes]:
+        """:meth:`dispatch_core` for a raw query string (ASGI and the built-in HTTP server)."""
+        try:
+            text = qs.decode("ascii")
+        except UnicodeDecodeError:
+            return self.bad_request("query string must be ASCII (percent-encode other bytes)")
+        return self.dispatch_core(text, ip, headers)
 
     @staticmethod
     def _bytes_response(status: int, retry_after: str | None, body: bytes) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
@@ -203,31 +215,41 @@ class DispatcherApp:
         if self.trusted and ip and headers is not None:
             ip = self.client_ip(ip, _xff(headers))
         picker = self.pool.picker
+        request = _NO_KEY if self._keyless else PickRequest(client_id, ip)
         if len(picker.candidates) <= self.k and self._unordered_alternates:
             # Every other candidate is an alternate anyway: pick the primary only and list the
             # rest (skipping full ones) instead of sampling them one by one.
-            chosen = picker.pick(PickRequest(client_id, ip), 1)
+            chosen = picker.pick(request, 1)
             if chosen:
                 first_c = chosen[0]
                 chosen += [c for c in picker.candidates if c is not first_c and not c.full]
         else:
-            chosen = picker.pick(PickRequest(client_id, ip), self.k)
+            chosen = picker.pick(request, self.k)
         if not chosen:
             return self.unavailable()
         stats = self.stats
         stats.dispatched += 1
-        ids = [c.id for c in chosen]
+        ids = tuple([c.id for c in chosen])
         per = stats.per_gateway
         first = ids[0]
         per[first] = per.get(first, 0) + 1
-        ticket = self._issue(ids, client_id).encode()
+        parts = self._templates.get(ids) or self._template(ids)
+        return 200, None, self._issue(ids, client_id).encode().join(parts)
+
+    def _template(self, ids: tuple[str, ...]) -> list[bytes]:
+        """The answer for this ordered gateway set, cut where the ticket goes (joined by it)."""
         frags = self._frags
+        parts = [b'{"gateway":%b},"ticket":"' % frags[ids[0]]]
         if len(ids) > 1:
-            tq = b',"ticket":"' + ticket + b'"}'
-            alts = b",".join([frags[i] + tq for i in ids[1:]])
+            parts.append(b'","alternates":[%b,"ticket":"' % frags[ids[1]])
+            parts += [b'"},%b,"ticket":"' % frags[i] for i in ids[2:]]
+            parts.append(b'"}],' + self._tail)
         else:
-            alts = b""
-        return 200, None, b'{"gateway":%b},"ticket":"%b","alternates":[%b],%b' % (frags[first], ticket, alts, self._tail)
+            parts.append(b'","alternates":[],' + self._tail)
+        if len(self._templates) >= 4096:  # large pools: many ordered sets; stay bounded
+            self._templates.clear()
+        self._templates[ids] = parts
+        return parts
 
     def bad_request(self, detail: str) -> tuple[int, str | None, bytes]:
         self.stats.bad_request += 1

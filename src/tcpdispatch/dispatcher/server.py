@@ -1,8 +1,10 @@
-"""Dispatcher process lifecycle: one asyncio loop runs granian, the health checker and signals.
+"""Dispatcher process lifecycle: one asyncio loop runs the HTTP server, the health checker and signals.
 
-granian's embedded server (``granian.server.embed.Server``) serves the ASGI
-app inside the current loop, so health results, push heartbeats, SIGHUP
-reloads and requests all touch the pool from one thread without locks.
+The HTTP server is either the built-in one (``httpserver.py``, asyncio +
+httptools, the default) or granian's embedded server over RSGI
+(``[dispatcher] server = "granian"``). Both serve inside the current loop, so
+health results, push heartbeats, SIGHUP reloads and requests all touch the
+pool from one thread without locks.
 """
 
 from __future__ import annotations
@@ -13,14 +15,17 @@ import gc
 import logging
 import signal
 import sys
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from tcpdispatch.config import DispatcherConfig, load_config
 from tcpdispatch.dispatcher.app import DispatcherApp
 from tcpdispatch.dispatcher.pool import Pool
 from tcpdispatch.errors import ConfigError
-from tcpdispatch.health import HealthChecker, HealthSettings, PushTracker
+from tcpdispatch.health import HealthChecker, HealthSettings, PushTracker, status_to_result
+from tcpdispatch.store import SharedGateway, StoreHooks, make_store
 
 log = logging.getLogger("tcpdispatch.dispatcher")
 
@@ -47,6 +52,9 @@ class DispatcherServer:
         self.app = DispatcherApp(config, self.pool, reload=self.reload if config_path else None)
         self.app.push_tracker = self.tracker
         self.app.on_passive = self._on_passive
+        self.store = make_store(config.store)
+        self.pool.shared = self.store.shared
+        self.app.store = self.store  # type: ignore[attr-defined]  # read by the router
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[tuple[bool, str]]] = []
 
@@ -59,6 +67,31 @@ class DispatcherServer:
     def _on_passive(self, gateway_id: str) -> None:
         if self.checker is not None:
             self.checker.check_now(gateway_id)
+
+    def _store_hooks(self) -> StoreHooks:
+        return StoreHooks(
+            snapshot=self.pool.shared_state, apply=self._apply_shared,
+            heartbeat=self._relayed_heartbeat,
+            push_ids=lambda: [g.id for g in self.pool.gateways.values() if g.push],
+        )
+
+    def _apply_shared(self, entries: Mapping[str, SharedGateway], initial: bool) -> None:
+        before = set(self.pool.gateways)
+        self.pool.sync(entries, initial=initial)
+        for gid in before - set(self.pool.gateways):
+            self.app.push_tracker.forget(gid)
+
+    def _relayed_heartbeat(self, gateway_id: str, doc: Mapping[str, Any]) -> None:
+        """A heartbeat another replica received: treat it as if it had come here."""
+        gw = self.pool.get(gateway_id)
+        if gw is None or not gw.push:
+            return  # not (yet) in our pool: the next resync brings it, the next heartbeat counts
+        try:
+            result = status_to_result(doc)
+        except ValueError:
+            return
+        self.app.push_tracker.record(gateway_id)
+        self.pool.on_result(gateway_id, result)
 
     async def _start_checker(self) -> None:
         self.checker = HealthChecker(health_settings(self.config), self.pool.on_result)
@@ -87,8 +120,13 @@ class DispatcherServer:
             return False, str(exc)
         if (new.listen_host, new.listen_port) != self.listen:
             log.warning("reload: listen address changes need a restart; keeping %s:%s", *self.listen)
-        new = replace(new, listen_host=self.listen[0], listen_port=self.listen[1])
+        if new.server != self.config.server:
+            log.warning("reload: a server change needs a restart; keeping %s", self.config.server)
+        new = replace(new, listen_host=self.listen[0], listen_port=self.listen[1], server=self.config.server)
         old = self.config
+        if new.store != old.store:
+            log.warning("reload: [store] changes need a restart; keeping the current store")
+            new = replace(new, store=old.store)
         self.config = new
         self.app.configure(new)
         self.pool.apply_config(new)
@@ -116,17 +154,58 @@ class DispatcherServer:
 
     async def serve(self, *, ready: bool = True) -> None:
         """Serve until SIGTERM/SIGINT (or :meth:`stop`)."""
-        from granian.constants import HTTPModes, Interfaces
-        from granian.log import LogLevels
-        from granian.server.embed import Server
-
         loop = asyncio.get_running_loop()
         for sig, fn in ((signal.SIGTERM, self.stop), (signal.SIGINT, self.stop),
                         (signal.SIGHUP, self._on_sighup)):
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.add_signal_handler(sig, fn)
+        await self.store.start(self._store_hooks())
         await self._start_checker()
         push_task = loop.create_task(self._push_loop())
+        try:
+            if self.config.server == "granian":
+                await self._serve_granian(ready)
+            else:
+                await self._serve_uvloop(ready)
+        finally:
+            push_task.cancel()
+            if self.checker is not None:
+                await self.checker.close()
+            await self.store.close()
+            self.pool.close()
+
+    def _ready(self, ready: bool) -> None:
+        # Everything allocated so far (modules, config, pool) lives for the whole process:
+        # move it out of the collector's reach so full collections stay cheap under load.
+        gc.collect()
+        gc.freeze()
+        if ready:
+            host, port = self.listen
+            print(f"READY http://{host}:{port}", flush=True)
+
+    async def _serve_uvloop(self, ready: bool) -> None:
+        """The built-in asyncio + httptools server (see httpserver.py): dispatch answered inline."""
+        from tcpdispatch.dispatcher.httpserver import HTTPServer
+
+        host, port = self.listen
+        http = HTTPServer(self.app.dispatch_bytes, self.app, host, port, max_body=self.config.max_body)
+        try:
+            await http.start()
+        except OSError as exc:
+            raise RuntimeError(f"HTTP server failed to start on {host}:{port}: {exc}") from None
+        try:
+            self._ready(ready)
+            await self._stop.wait()
+        finally:
+            await http.close()
+
+    async def _serve_granian(self, ready: bool) -> None:
+        """granian's embedded server over RSGI, in this loop."""
+        from granian.constants import HTTPModes, Interfaces
+        from granian.log import LogLevels
+        from granian.server.embed import Server
+
+        loop = asyncio.get_running_loop()
         host, port = self.listen
         server = Server(self.app, address=host, port=port, interface=Interfaces.RSGI,
                         http=HTTPModes.http1, backlog=2048, websockets=False,
@@ -134,12 +213,7 @@ class DispatcherServer:
         serve_task = loop.create_task(server.serve())
         try:
             await self._wait_listening(serve_task)
-            # Everything allocated so far (modules, config, pool) lives for the whole process:
-            # move it out of the collector's reach so full collections stay cheap under load.
-            gc.collect()
-            gc.freeze()
-            if ready:
-                print(f"READY http://{host}:{port}", flush=True)
+            self._ready(ready)
             stop_task = loop.create_task(self._stop.wait())
             await asyncio.wait({serve_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
             stop_task.cancel()
@@ -147,10 +221,6 @@ class DispatcherServer:
             server.stop()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(serve_task, 5)
-            push_task.cancel()
-            if self.checker is not None:
-                await self.checker.close()
-            self.pool.close()
         if serve_task.done() and not serve_task.cancelled() and serve_task.exception():
             raise serve_task.exception()  # type: ignore[misc]
 

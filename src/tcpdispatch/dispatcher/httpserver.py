@@ -1,0 +1,476 @@
+"""A small HTTP/1.1 server on asyncio (uvloop) + httptools, built around the dispatch fast path.
+
+``GET /v1/dispatch`` is answered synchronously inside the protocol callback
+(pick and sign are synchronous): no task, no ASGI messages, one
+``transport.write`` per answer. Every other request is handed to an ASGI app
+(the dispatcher's :class:`~tcpdispatch.dispatcher.app.DispatcherApp`) through
+a minimal bridge, as a task; while it runs, later pipelined requests on that
+connection wait in a bounded queue so answers always leave in request order.
+
+Limits, each answered with a JSON error and a closed connection: request
+line + headers over ``max_head`` bytes or ``max_headers`` fields (431), a URL
+over ``max_url`` bytes (414), a body over ``max_body`` bytes (413), bytes that
+are not HTTP/1.x (400). A connection with nothing in flight that sends nothing
+for ``idle_timeout`` seconds is closed (by a sweep every half ``idle_timeout``,
+so after 1 to 1.5 times it). A client that does not read its answers is no
+longer read from until it does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email.utils
+import json
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import unquote
+
+import httptools
+
+log = logging.getLogger("tcpdispatch.dispatcher.http")
+
+# (query_string, client_ip, headers) -> (status, retry_after or None, JSON body)
+FastPath = Callable[[bytes, str, list[tuple[bytes, bytes]]], tuple[int, "str | None", bytes]]
+ASGIApp = Callable[[dict[str, Any], Callable[[], Awaitable[dict[str, Any]]],
+                    Callable[[dict[str, Any]], Awaitable[None]]], Awaitable[None]]
+
+FAST_PATH = b"/v1/dispatch"
+LINGER_S = 2.0  # after an error answer, how long to drain the client's remaining bytes
+MAX_QUEUED = 32  # pipelined requests held behind a slow one before we stop reading
+_STATUS_LINES = {s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode()) for s in HTTPStatus}
+_JSON_HEAD = b"content-type: application/json\r\ncache-control: no-store\r\n"
+_DROP = frozenset({b"content-length", b"connection", b"transfer-encoding", b"keep-alive"})
+
+
+class _Date:
+    """The ``date`` header line, refreshed once per second by a timer rather than per answer."""
+
+    line = b""
+
+    @classmethod
+    def refresh(cls) -> None:
+        cls.line = b"date: " + email.utils.formatdate(usegmt=True).encode() + b"\r\n"
+
+
+def _status_line(status: int) -> bytes:
+    line = _STATUS_LINES.get(status)
+    return line if line is not None else b"HTTP/1.1 %d Unknown\r\n" % status
+
+
+def _error(status: int, slug: str, detail: str) -> bytes:
+    """A complete JSON error answer after which the connection closes."""
+    body = json.dumps({"error": slug, "detail": detail}, separators=(",", ":")).encode()
+    return b"%b%b%bconnection: close\r\ncontent-length: %d\r\n\r\n%b" % (
+        _status_line(status), _Date.line, _JSON_HEAD, len(body), body)
+
+
+class _Limit(Exception):
+    """Raised from a parser callback to stop parsing with an HTTP error."""
+
+    def __init__(self, status: int, slug: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status, self.slug, self.detail = status, slug, detail
+
+
+class _Request:
+    """A parsed request waiting for (or handed to) the ASGI bridge."""
+
+    __slots__ = ("body", "headers", "keep_alive", "method", "url")
+
+    def __init__(self, method: str, url: bytes, headers: list[tuple[bytes, bytes]], body: bytes,
+                 keep_alive: bool) -> None:
+        self.method, self.url, self.headers, self.body, self.keep_alive = method, url, headers, body, keep_alive
+
+
+class HTTPServer:
+    """Listens and owns the connections; ``fast`` answers GET /v1/dispatch, ``app`` the rest."""
+
+    def __init__(self, fast: FastPath, app: ASGIApp, host: str, port: int, *, max_body: int = 65536,
+                 max_head: int = 16384, max_headers: int = 100, max_url: int = 8192,
+                 idle_timeout: float = 60.0, backlog: int = 2048) -> None:
+        self.fast, self.app = fast, app
+        self.host, self.port = host, port
+        self.max_body, self.max_head, self.max_headers, self.max_url = max_body, max_head, max_headers, max_url
+        self.idle_timeout = idle_timeout
+        self.backlog = backlog
+        self.connections: set[_Connection] = set()
+        self._server: asyncio.AbstractServer | None = None
+        self._date_timer: asyncio.TimerHandle | None = None
+        self._sweep_timer: asyncio.TimerHandle | None = None
+
+    async def start(self) -> None:
+        """Bind and start accepting (raises OSError if the address is taken)."""
+        loop = asyncio.get_running_loop()
+        self._tick_date()
+        self._sweep_timer = loop.call_later(self.idle_timeout / 2, self._sweep)
+        self._server = await loop.create_server(lambda: _Connection(self), self.host, self.port,
+                                                backlog=self.backlog, reuse_address=True)
+        if self.port == 0:
+            self.port = self._server.sockets[0].getsockname()[1]
+
+    def _tick_date(self) -> None:
+        _Date.refresh()
+        self._date_timer = asyncio.get_running_loop().call_later(1.0, self._tick_date)
+
+    def _sweep(self) -> None:
+        # One timer for all connections instead of one per connection (cheaper accepts): every
+        # half idle_timeout, a connection quiet for two sweeps in a row is closed, so an idle
+        # connection goes after between 1 and 1.5 x idle_timeout.
+        for conn in list(self.connections):
+            conn.sweep()
+        self._sweep_timer = asyncio.get_running_loop().call_later(self.idle_timeout / 2, self._sweep)
+
+    async def close(self, grace: float = 2.0) -> None:
+        """Stop accepting, close idle connections, give in-flight requests ``grace`` seconds."""
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self.connections):
+            conn.shutdown()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        while self.connections and loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        for conn in list(self.connections):
+            conn.abort()
+        for timer in (self._date_timer, self._sweep_timer):
+            if timer is not None:
+                timer.cancel()
+
+
+class _Connection(asyncio.Protocol):
+    """One client connection: feeds bytes to httptools, answers in request order."""
+
+    __slots__ = (
+        "active",
+        "body",
+        "body_len",
+        "busy",
+        "closing",
+        "head_len",
+        "head_raw",
+        "head_started",
+        "headers",
+        "in_head",
+        "ip",
+        "parser",
+        "peer",
+        "queue",
+        "quiet",
+        "server",
+        "timer",
+        "transport",
+        "url",
+        "write_paused",
+    )
+
+    def __init__(self, server: HTTPServer) -> None:
+        self.server = server
+        self.parser = httptools.HttpRequestParser(self)
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.url = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.body: list[bytes] = []
+        self.body_len = 0
+        self.head_len = 0
+        self.head_raw = 0
+        self.head_started = False
+        self.in_head = False
+        self.busy = False  # an ASGI request of this connection is running
+        self.closing = False
+        self.active = True  # saw bytes since the last sweep
+        self.quiet = 0  # sweeps in a row without bytes or work
+        self.write_paused = False
+        self.queue: deque[_Request | bytes] = deque()
+        self.timer: asyncio.TimerHandle | None = None
+        self.ip = ""
+        self.peer: tuple[str, int] = ("", 0)
+
+    # ------------------------------------------------------------ asyncio callbacks
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        if peer:
+            self.peer = (peer[0], peer[1])
+            self.ip = peer[0]
+        self.server.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = True
+        self.server.connections.discard(self)
+        if self.timer is not None:
+            self.timer.cancel()
+        self.queue.clear()
+
+    def data_received(self, data: bytes) -> None:
+        self.active = True
+        if self.closing:
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self.closing = True  # the request was answered without upgrading; parse no further
+            return
+        except httptools.HttpParserError as exc:
+            limit = exc.__context__ if isinstance(exc.__context__, _Limit) else None
+            if limit is not None:
+                self._fail(limit.status, limit.slug, limit.detail)
+            else:
+                self._fail(400, "bad_request", f"malformed HTTP request: {exc}")
+            return
+        if self.in_head:
+            # httptools buffers a header until its line ends, out of our sight: count the raw bytes
+            # of the chunks that follow the one the request began in (so the bound is max_head
+            # plus one read, whatever preceded the request in its first chunk).
+            if self.head_started:
+                self.head_started = False
+            else:
+                self.head_raw += len(data)
+                if self.head_raw > self.server.max_head:
+                    self._fail(431, "request_header_fields_too_large",
+                               f"request line and headers exceed {self.server.max_head} bytes")
+
+    def pause_writing(self) -> None:
+        # The client does not read its answers: stop reading its requests until it does.
+        self.write_paused = True
+        self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if not self.closing and len(self.queue) < MAX_QUEUED:
+            self.transport.resume_reading()
+
+    # ------------------------------------------------------------ httptools callbacks
+
+    def on_message_begin(self) -> None:
+        self.url = b""
+        self.headers = []
+        self.body = []
+        self.body_len = 0
+        self.head_len = 0
+        self.head_raw = 0
+        self.head_started = True
+        self.in_head = True
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+        self.head_len += len(url)
+        if len(self.url) > self.server.max_url:
+            raise _Limit(414, "uri_too_long", f"request target exceeds {self.server.max_url} bytes")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.head_len += len(name) + len(value) + 4
+        headers = self.headers
+        headers.append((name.lower(), value))
+        if self.head_len > self.server.max_head or len(headers) > self.server.max_headers:
+            raise _Limit(431, "request_header_fields_too_large",
+                         f"request line and headers exceed {self.server.max_head} bytes "
+                         f"or {self.server.max_headers} fields")
+
+    def on_headers_complete(self) -> None:
+        self.in_head = False
+        for name, value in self.headers:
+            if name == b"content-length":
+                try:
+                    size = int(value)
+                except ValueError:
+                    raise _Limit(400, "bad_request", "invalid Content-Length") from None
+                if size > self.server.max_body:
+                    raise _Limit(413, "payload_too_large",
+                                 f"request body is {size} bytes, the limit is {self.server.max_body}")
+            elif name == b"expect" and value.lower() == b"100-continue" and not self.busy and not self.queue:
+                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def on_body(self, body: bytes) -> None:
+        self.body_len += len(body)
+        if self.body_len > self.server.max_body:
+            raise _Limit(413, "payload_too_large", f"request body exceeds {self.server.max_body} bytes")
+        self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        if self.closing:  # more pipelined requests after one that closes the connection
+            return
+        parser = self.parser
+        method = parser.get_method()
+        url = self.url
+        # HTTP/1.0 keep-alive is not offered (it would need a "connection: keep-alive" answer);
+        # an Upgrade is ignored (RFC 9110 allows it) but ends the connection after the answer.
+        keep_alive = parser.should_keep_alive() and not parser.should_upgrade()
+        if keep_alive and parser.get_http_version() == "1.0":
+            keep_alive = False
+        if method == b"GET" and not self.busy and not self.queue:
+            path, _, qs = url.partition(b"?")
+            if path == FAST_PATH:
+                self._answer_fast(qs, self.headers, keep_alive)
+                return
+        req = _Request(method.decode("latin-1"), url, self.headers, b"".join(self.body), keep_alive)
+        if self.busy or self.queue:
+            self.queue.append(req)
+            if len(self.queue) >= MAX_QUEUED:
+                self.transport.pause_reading()
+        else:
+            self._start_asgi(req)
+
+    # ------------------------------------------------------------ answering
+
+    def _answer_fast(self, qs: bytes, headers: list[tuple[bytes, bytes]], keep_alive: bool) -> None:
+        try:
+            status, retry_after, body = self.server.fast(qs, self.ip, headers)
+        except Exception:
+            log.exception("dispatch failed")
+            status, retry_after = 500, None
+            body = b'{"error":"internal_error","detail":"the dispatcher failed to answer; see its log"}'
+        extra = b"" if retry_after is None else b"retry-after: %b\r\n" % retry_after.encode()
+        if keep_alive:
+            self.transport.write(b"%b%b%b%bcontent-length: %d\r\n\r\n%b" % (
+                _status_line(status), _Date.line, _JSON_HEAD, extra, len(body), body))
+        else:
+            self.transport.write(b"%b%b%b%bconnection: close\r\ncontent-length: %d\r\n\r\n%b" % (
+                _status_line(status), _Date.line, _JSON_HEAD, extra, len(body), body))
+            self._close()
+
+    def _fail(self, status: int, slug: str, detail: str) -> None:
+        """A protocol or limit error: answer it after whatever is still in flight, then close."""
+        self.transport.pause_reading()
+        self.closing = True  # parse no more
+        answer = _error(status, slug, detail)
+        if self.busy or self.queue:
+            self.queue.append(answer)
+        else:
+            self._answer_and_linger(answer)
+
+    def _answer_and_linger(self, answer: bytes) -> None:
+        """Write a final answer, then close gently: closing with unread request bytes would
+        send a reset that can destroy the answer before the client reads it (nginx's lingering close)."""
+        transport = self.transport
+        transport.write(answer)
+        if not transport.can_write_eof():
+            transport.close()
+            return
+        transport.write_eof()
+        transport.resume_reading()  # read and drop until the client closes, for a bounded time
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer = asyncio.get_running_loop().call_later(LINGER_S, transport.close)
+
+    def _start_asgi(self, req: _Request) -> None:
+        self.busy = True
+        task = asyncio.get_running_loop().create_task(self._run_asgi(req))
+        task.add_done_callback(_log_task_error)
+
+    async def _run_asgi(self, req: _Request) -> None:
+        try:
+            answer = await self._call_app(req)
+        except Exception:
+            log.exception("request %s %r failed", req.method, req.url)
+            answer = _error(500, "internal_error", "the dispatcher failed to answer; see its log")
+            req.keep_alive = False
+        self.busy = False
+        if self.transport.is_closing():
+            return
+        self.transport.write(answer)
+        if not req.keep_alive:
+            self._close()
+            return
+        self._drain_queue()
+
+    def _drain_queue(self) -> None:
+        """Answer queued pipelined requests in order until one needs the ASGI bridge."""
+        queue = self.queue
+        while queue and not self.busy:
+            item = queue.popleft()
+            if isinstance(item, bytes):  # a queued error answer
+                queue.clear()
+                self._answer_and_linger(item)
+                return
+            path, _, qs = item.url.partition(b"?")
+            if item.method == "GET" and path == FAST_PATH:
+                self._answer_fast(qs, item.headers, item.keep_alive)
+                if not item.keep_alive:
+                    return
+            else:
+                self._start_asgi(item)
+        if not queue and not self.closing and not self.write_paused:
+            self.transport.resume_reading()
+
+    async def _call_app(self, req: _Request) -> bytes:
+        """Run the ASGI app for one request and return the whole answer as bytes."""
+        url = req.url
+        if not url.startswith(b"/"):  # absolute-form target (proxies): keep only path and query
+            parsed = httptools.parse_url(url)
+            url = (parsed.path or b"/") + (b"?" + parsed.query if parsed.query else b"")
+        raw_path, _, qs = url.partition(b"?")
+        scope = {
+            "type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}, "http_version": "1.1",
+            "method": req.method, "scheme": "http", "path": unquote(raw_path.decode("latin-1")),
+            "raw_path": raw_path, "query_string": qs, "root_path": "", "headers": req.headers,
+            "client": self.peer, "server": (self.server.host, self.server.port),
+        }
+        body_sent = False
+
+        async def receive() -> dict[str, Any]:
+            nonlocal body_sent
+            if body_sent:
+                return {"type": "http.disconnect"}
+            body_sent = True
+            return {"type": "http.request", "body": req.body, "more_body": False}
+
+        status = 0
+        head: list[bytes] = []
+        chunks: list[bytes] = []
+
+        async def send(msg: dict[str, Any]) -> None:
+            nonlocal status
+            if msg["type"] == "http.response.start":
+                status = msg["status"]
+                head.extend(b"%b: %b\r\n" % (k, v) for k, v in msg.get("headers", ()) if k.lower() not in _DROP)
+            elif msg["type"] == "http.response.body":
+                chunks.append(msg.get("body", b""))
+
+        await self.server.app(scope, receive, send)
+        if not status:
+            raise RuntimeError("ASGI app returned without starting a response")
+        body = b"".join(chunks)
+        conn = b"" if req.keep_alive else b"connection: close\r\n"
+        return b"%b%b%b%bcontent-length: %d\r\n\r\n%b" % (
+            _status_line(status), _Date.line, b"".join(head), conn, len(body),
+            b"" if req.method == "HEAD" else body)
+
+    # ------------------------------------------------------------ closing
+
+    def sweep(self) -> None:
+        """Called by the server every half idle timeout: close after two quiet sweeps."""
+        if self.active or self.busy or self.queue:
+            self.active = False
+            self.quiet = 0
+        elif not self.closing:
+            self.quiet += 1
+            if self.quiet >= 2:
+                self._close()
+
+    def _close(self) -> None:
+        self.closing = True
+        self.transport.close()
+
+    def shutdown(self) -> None:
+        """Server stop: close now if idle, else after the request in flight."""
+        if not self.busy and not self.queue:
+            self._close()
+        else:
+            self.closing = True  # parse no more; the queue ends with this answer
+            self.transport.pause_reading()
+            self.queue.append(_error(503, "shutting_down", "the dispatcher is stopping"))
+
+    def abort(self) -> None:
+        with contextlib.suppress(Exception):
+            self.transport.abort()
+
+
+def _log_task_error(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("HTTP request task failed", exc_info=task.exception())
+
