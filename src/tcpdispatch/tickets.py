@@ -1,20 +1,24 @@
 """Connect tickets: issued by the dispatcher, verified by the gateway.
 
-A ticket is ``v1.<payload>.<mac>`` in URL-safe base64 without padding. The
-payload is binary (all integers big-endian)::
+A ticket is the ASCII string ``v1.<payload>.<mac>``; ``<payload>`` and
+``<mac>`` are URL-safe base64 without ``=`` padding. The payload is binary
+(all integers big-endian)::
 
     u32 issued_at (unix s) | u16 lifetime (s) | 8 bytes nonce
-    u8 n | n x (u8 len, gateway id) | u8 len, client id
+    u8 n | n x (u8 len, gateway id UTF-8) | u8 len, client id UTF-8
 
-and the MAC is HMAC-SHA256 over ``b"v1." + payload``, truncated to 16 bytes.
-One ticket names the chosen gateway and its alternates, so the dispatcher
-signs once per dispatch. Verification tries every configured secret, so a
-secret can be rotated by listing the new one first in the file, then removing
-the old one after one ticket lifetime.
+The MAC is HMAC-SHA256, keyed with the shared secret, over the ASCII text
+``v1.<payload>`` (prefix and base64 payload exactly as they appear in the
+ticket), truncated to its first 16 bytes (22 base64 characters). One ticket
+names the chosen gateway and its alternates, so the dispatcher signs once per
+dispatch. Verification tries every configured secret, so a secret can be
+rotated by listing the new one first in the file, then removing the old one
+after one ticket lifetime.
 
 Replay rule: a gateway admits each ticket nonce at most once while the ticket
-is valid (see :class:`NonceCache`). A reconnect therefore always goes back
-through the dispatcher for a fresh ticket.
+is valid (see :class:`NonceCache`), so a ticket opens at most one session per
+gateway. A reconnect therefore always goes back through the dispatcher for a
+fresh ticket.
 """
 
 from __future__ import annotations
@@ -22,24 +26,49 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import heapq
 import hmac
 import os
 import random
 import struct
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import partial
-from itertools import islice
 from pathlib import Path
+from typing import Any
 
 from tcpdispatch.errors import ConfigError, ErrorCode, TicketError
 
 PREFIX = b"v1."
 MAC_SIZE = 16
+MAC_B64_SIZE = 22  # base64 characters of a 16-byte MAC without padding
 MIN_SECRET = 16
+MAX_TICKET = 4096  # longest ticket (characters) a HELLO frame may carry
 _HEAD = struct.Struct("!IH8s")
-_HEAD_ISSUE = struct.Struct("!IHQB")  # same bytes as _HEAD + gateway count, nonce as int
+_HEAD_ISSUE = struct.Struct("!IHQ")  # same bytes as _HEAD, nonce as an int
+_TO_URLSAFE = bytes.maketrans(b"+/", b"-_")
+_b2a = binascii.b2a_base64
+_LEN = [bytes((i,)) for i in range(256)]  # u8 length prefixes, prebuilt for issue()
+
+# Every signer's nonce generator, reseeded in forked children: two workers
+# forked from one parent must not issue the same nonce sequence (a gateway
+# would take the second ticket for a replay).
+_NONCE_RNGS: weakref.WeakSet[random.Random] = weakref.WeakSet()
+
+
+def _reseed_nonce_rngs() -> None:
+    for rng in list(_NONCE_RNGS):
+        rng.seed(os.urandom(16))
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reseed_nonce_rngs)
+
+
+def _rand64(rng: random.Random) -> Callable[[], int]:
+    getrandbits = rng.getrandbits
+    return lambda: getrandbits(64)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,20 +85,23 @@ class TicketClaims:
 def load_secrets(path: str | os.PathLike[str]) -> list[bytes]:
     """Read secrets from a file: one per non-empty line, the first signs.
 
-    Raises ConfigError naming the file when it is missing, empty or a secret
-    is shorter than 16 bytes.
+    Surrounding whitespace of each line is ignored. Raises ConfigError naming
+    the file when it is missing, unreadable, not UTF-8, empty, or a secret is
+    shorter than 16 bytes.
     """
     p = Path(path)
     try:
         text = p.read_text("utf-8")
     except OSError as exc:
-        raise ConfigError(f"cannot read secret file: {exc.strerror}", file=str(p)) from None
+        raise ConfigError(f"cannot read secret file: {exc.strerror or exc}", file=str(p)) from None
+    except UnicodeDecodeError:
+        raise ConfigError("secret file is not UTF-8 text", file=str(p)) from None
     secrets = [line.strip().encode() for line in text.splitlines() if line.strip()]
     if not secrets:
         raise ConfigError("secret file is empty", file=str(p))
     for i, s in enumerate(secrets, 1):
         if len(s) < MIN_SECRET:
-            raise ConfigError(f"secret on line {i} is shorter than {MIN_SECRET} bytes", file=str(p))
+            raise ConfigError(f"secret #{i} is shorter than {MIN_SECRET} bytes", file=str(p))
     return secrets
 
 
@@ -79,15 +111,37 @@ def generate_secret() -> str:
 
 
 def _b64(raw: bytes) -> bytes:
-    return base64.urlsafe_b64encode(raw).rstrip(b"=")
+    return _b2a(raw, newline=False).translate(_TO_URLSAFE).rstrip(b"=")
 
 
 def _unb64(raw: bytes) -> bytes:
     return base64.urlsafe_b64decode(raw + b"=" * (-len(raw) % 4))
 
 
-def _mac(secret: bytes, msg: bytes) -> bytes:
-    return hmac.new(secret, msg, hashlib.sha256).digest()[:MAC_SIZE]
+class _Mac:
+    """HMAC-SHA256 with the key schedule done once (RFC 2104 inner/outer states).
+
+    Copying two precomputed hash states is the cheapest HMAC the standard
+    library offers; the result equals ``hmac.new(secret, msg, sha256)``.
+    """
+
+    __slots__ = ("_inner", "_outer")
+
+    def __init__(self, secret: bytes) -> None:
+        key = hashlib.sha256(secret).digest() if len(secret) > 64 else secret
+        key = key.ljust(64, b"\0")
+        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
+        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))
+
+    def b64(self, msg: bytes) -> bytes:
+        """The truncated MAC of ``msg`` in its ticket (base64) form."""
+        inner = self._inner.copy()
+        inner.update(msg)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return _b2a(outer.digest()[:MAC_SIZE], newline=False).translate(_TO_URLSAFE)[
+            :MAC_B64_SIZE
+        ]
 
 
 def _pack_str8(s: str) -> bytes:
@@ -99,6 +153,8 @@ def _pack_str8(s: str) -> bytes:
 
 class TicketSigner:
     """Issues tickets (dispatcher side). ``clock`` and ``nonce`` are injectable for tests."""
+
+    _CACHE_MAX = 4096
 
     def __init__(
         self,
@@ -112,32 +168,49 @@ class TicketSigner:
             raise ValueError(f"secret must be at least {MIN_SECRET} bytes")
         if not 1 <= lifetime <= 65535:
             raise ValueError("lifetime must be between 1 and 65535 seconds")
-        self._secret = secret
         self._lifetime = int(lifetime)
         self._clock = clock
-        # Nonces must be unique, not secret (the MAC covers them): a PRNG seeded from the OS suffices.
-        self._nonce = nonce or partial(random.Random(os.urandom(16)).getrandbits, 64)
-        self._keyed = hmac.new(secret, digestmod=hashlib.sha256)
-        self._encoded_ids: dict[str, bytes] = {}
+        if nonce is None:
+            # Nonces must be unique, not secret (the MAC covers them): an OS-seeded PRNG suffices.
+            rng = random.Random(os.urandom(16))
+            _NONCE_RNGS.add(rng)
+            nonce = _rand64(rng)
+        self._nonce = nonce
+        self._mac = _Mac(secret)
+        # gateway-id tuple -> encoded "u8 n | ids" (the dispatcher repeats the same few sets)
+        self._ids: dict[tuple[str, ...], bytes] = {}
+
+    @property
+    def lifetime(self) -> int:
+        """Seconds a ticket stays valid after issue."""
+        return self._lifetime
+
+    def _encode_ids(self, key: tuple[str, ...]) -> bytes:
+        if not 1 <= len(key) <= 255:
+            raise ValueError("a ticket names 1 to 255 gateways")
+        ids = _LEN[len(key)] + b"".join([_pack_str8(g) for g in key])
+        if len(self._ids) >= self._CACHE_MAX:
+            self._ids.clear()
+        self._ids[key] = ids
+        return ids
 
     def issue(self, gateway_ids: Sequence[str], client_id: str) -> str:
-        """A ticket valid at every gateway in ``gateway_ids`` for ``client_id``."""
-        if not 1 <= len(gateway_ids) <= 255:
-            raise ValueError("a ticket names 1 to 255 gateways")
-        enc = self._encoded_ids
-        try:
-            ids = b"".join([enc[g] for g in gateway_ids])
-        except KeyError:
-            if len(enc) > 100_000:
-                enc.clear()
-            for g in gateway_ids:
-                enc[g] = _pack_str8(g)
-            ids = b"".join([enc[g] for g in gateway_ids])
-        head = _HEAD_ISSUE.pack(int(self._clock()), self._lifetime, self._nonce(), len(gateway_ids))
-        signed = PREFIX + _b64(head + ids + _pack_str8(client_id))
-        mac = self._keyed.copy()
-        mac.update(signed)
-        return (signed + b"." + _b64(mac.digest()[:MAC_SIZE])).decode("ascii")
+        """A ticket valid at every gateway in ``gateway_ids`` for ``client_id``.
+
+        Raises ValueError for 0 or more than 255 gateways, an id longer than
+        255 UTF-8 bytes, or a ticket longer than MAX_TICKET characters.
+        """
+        key = gateway_ids if type(gateway_ids) is tuple else tuple(gateway_ids)
+        ids = self._ids.get(key) or self._encode_ids(key)
+        cid = client_id.encode("utf-8")
+        if len(cid) > 255:
+            raise ValueError(f"client id longer than 255 bytes: {client_id[:40]!r}")
+        head = _HEAD_ISSUE.pack(int(self._clock()), self._lifetime, self._nonce())
+        signed = PREFIX + _b64(b"".join((head, ids, _LEN[len(cid)], cid)))
+        ticket = signed + b"." + self._mac.b64(signed)
+        if len(ticket) > MAX_TICKET:
+            raise ValueError(f"ticket of {len(ticket)} characters exceeds {MAX_TICKET}")
+        return ticket.decode("ascii")
 
 
 def _forged(reason: str) -> TicketError:
@@ -147,7 +220,9 @@ def _forged(reason: str) -> TicketError:
 class TicketVerifier:
     """Verifies tickets (gateway side).
 
-    ``leeway`` tolerates clock skew between dispatcher and gateway hosts.
+    ``secrets`` are tried in order (rotation: new first, old after).
+    ``leeway`` (seconds) tolerates clock skew between dispatcher and gateway
+    hosts, on both the expiry and the issue time.
     """
 
     def __init__(
@@ -160,33 +235,40 @@ class TicketVerifier:
         if not secrets:
             raise ValueError("at least one secret is required")
         self._secrets = list(secrets)
+        self._macs = [_Mac(s) for s in self._secrets]
         self._leeway = leeway
         self._clock = clock
 
-    def verify(self, ticket: str, gateway_id: str, client_id: str | None = None) -> TicketClaims:
-        """Return the claims, or raise TicketError with the precise refusal code."""
+    def verify(self, ticket: Any, gateway_id: str, client_id: str | None = None) -> TicketClaims:
+        """Return the claims, or raise TicketError with the precise refusal code.
+
+        Checks, in order: format and MAC (TICKET_FORGED), expiry
+        (TICKET_EXPIRED), issue time not in the future (TICKET_FORGED), gateway
+        (TICKET_WRONG_GATEWAY), client id when given (TICKET_WRONG_CLIENT).
+        Never raises anything but TicketError, whatever ``ticket`` holds.
+        """
+        if not isinstance(ticket, str):
+            raise _forged("ticket is not a string")
+        if len(ticket) > MAX_TICKET:
+            raise _forged(f"ticket is longer than {MAX_TICKET} characters")
         try:
             raw = ticket.encode("ascii")
         except UnicodeEncodeError:
             raise _forged("ticket is not ASCII") from None
         signed, dot, mac_b64 = raw.rpartition(b".")
-        if not dot or not signed.startswith(PREFIX):
+        if not dot or not signed.startswith(PREFIX) or len(mac_b64) != MAC_B64_SIZE:
             raise _forged("ticket has an unknown format")
-        try:
-            mac = _unb64(mac_b64)
-            payload = _unb64(signed[len(PREFIX) :])
-        except (binascii.Error, ValueError):
-            raise _forged("ticket is not valid base64") from None
-        if not any(hmac.compare_digest(mac, _mac(s, signed)) for s in self._secrets):
+        # Comparing the canonical base64 form rejects every other spelling of the same MAC.
+        if not any(hmac.compare_digest(mac_b64, m.b64(signed)) for m in self._macs):
             raise _forged("ticket signature does not match")
-        claims = _parse(payload)
+        claims = _parse(signed[len(PREFIX) :])
         now = self._clock()
         if now > claims.expires_at + self._leeway:
             raise TicketError(
                 ErrorCode.TICKET_EXPIRED, f"ticket expired {now - claims.expires_at:.0f}s ago"
             )
         if claims.issued_at > now + self._leeway:
-            raise _forged("ticket issued in the future")
+            raise _forged("ticket issued in the future (clock skew?)")
         if gateway_id not in claims.gateway_ids:
             raise TicketError(
                 ErrorCode.TICKET_WRONG_GATEWAY,
@@ -197,9 +279,10 @@ class TicketVerifier:
         return claims
 
 
-def _parse(payload: bytes) -> TicketClaims:
+def _parse(payload_b64: bytes) -> TicketClaims:
     """Decode a payload whose MAC already checked out (so malformed means a bug or old key)."""
     try:
+        payload = _unb64(payload_b64)
         issued, lifetime, nonce = _HEAD.unpack_from(payload)
         pos = _HEAD.size
         n = payload[pos]
@@ -207,13 +290,14 @@ def _parse(payload: bytes) -> TicketClaims:
         ids = []
         for _ in range(n + 1):
             ln = payload[pos]
-            ids.append(payload[pos + 1 : pos + 1 + ln].decode("utf-8"))
-            if len(ids[-1].encode()) != ln:
+            end = pos + 1 + ln
+            if end > len(payload):
                 raise ValueError("short id")
-            pos += 1 + ln
+            ids.append(payload[pos + 1 : end].decode("utf-8"))
+            pos = end
         if pos != len(payload):
             raise ValueError("trailing bytes")
-    except (struct.error, IndexError, ValueError, UnicodeDecodeError):
+    except (struct.error, IndexError, ValueError, binascii.Error):  # UnicodeError is a ValueError
         raise _forged("ticket payload is malformed") from None
     return TicketClaims(tuple(ids[:-1]), ids[-1], issued, issued + lifetime, nonce)
 
@@ -221,30 +305,39 @@ def _parse(payload: bytes) -> TicketClaims:
 class NonceCache:
     """Remembers admitted ticket nonces until their tickets expire (replay guard).
 
-    Memory is bounded by the admission rate times the ticket lifetime; entries
-    are pruned lazily on insert, oldest first.
+    An entry lives until ``expires_at + leeway``; use a leeway at least the
+    verifier's, or an expired-but-tolerated ticket could be replayed. Memory is
+    bounded by the admission rate times the ticket lifetime: stale entries are
+    pruned on every admit, earliest expiry first, whatever the order they
+    arrived in.
     """
 
     def __init__(self, *, clock: Callable[[], float] = time.time, leeway: float = 5.0) -> None:
-        self._seen: dict[bytes, float] = {}
+        self._seen: set[bytes] = set()
+        self._expiry: list[tuple[float, bytes]] = []  # min-heap of (forget at, nonce)
         self._clock = clock
         self._leeway = leeway
 
     def __len__(self) -> int:
         return len(self._seen)
 
+    def __contains__(self, nonce: object) -> bool:
+        return nonce in self._seen
+
+    def prune(self) -> int:
+        """Forget nonces whose tickets can no longer verify; returns how many."""
+        now = self._clock()
+        heap = self._expiry
+        n = 0
+        while heap and heap[0][0] < now:
+            self._seen.discard(heapq.heappop(heap)[1])
+            n += 1
+        return n
+
     def admit(self, claims: TicketClaims) -> None:
         """Record the nonce, or raise TICKET_REPLAYED if it was admitted before."""
-        now = self._clock()
-        seen = self._seen
-        # dicts keep insertion order and expiry mostly grows with it: prune from the front
-        stale = []
-        for key in islice(seen, 64):
-            if seen[key] >= now:
-                break
-            stale.append(key)
-        for key in stale:
-            del seen[key]
-        if claims.nonce in seen:
+        self.prune()
+        if claims.nonce in self._seen:
             raise TicketError(ErrorCode.TICKET_REPLAYED, "ticket was already used at this gateway")
-        seen[claims.nonce] = claims.expires_at + self._leeway
+        self._seen.add(claims.nonce)
+        heapq.heappush(self._expiry, (claims.expires_at + self._leeway, claims.nonce))

@@ -23,7 +23,7 @@ from tcpdispatch.protocol.states import Direction, Role, State, next_state
 class Connection:
     """One end of a tcpdispatch connection (client or server role)."""
 
-    __slots__ = ("role", "state", "_decoder", "_out")
+    __slots__ = ("_decoder", "_out", "role", "state")
 
     def __init__(self, role: Role, max_frame_size: int = f.DEFAULT_MAX_FRAME) -> None:
         self.role = role
@@ -33,12 +33,20 @@ class Connection:
 
     # -- receiving ---------------------------------------------------------
     def receive_data(self, data: bytes) -> list[f.Frame]:
-        """Feed received bytes; return the frames they complete."""
+        """Feed received bytes; return the frames they complete.
+
+        Frames are decoded and checked against the state table one at a time,
+        so the outcome does not depend on how the stream was chunked: bytes
+        after a closing frame (BYE, ERROR) are ignored, and the first violation
+        wins. On a violation, the frames of this call are not returned.
+        """
         if self.state is State.CLOSED:
             return []
+        decoder = self._decoder
+        frames: list[f.Frame] = []
         try:
-            frames = self._decoder.feed(data)
-            for i, frame in enumerate(frames):
+            decoder.receive(data)
+            while (frame := decoder.next_frame()) is not None:
                 new = next_state(self.role, self.state, Direction.RECV, frame.opcode)
                 if new is None:
                     raise RemoteProtocolError(
@@ -46,23 +54,30 @@ class Connection:
                         f"{frame.opcode.name} not allowed in state {self.state.name}",
                     )
                 self.state = new
+                frames.append(frame)
+                if new is State.CLOSED:
+                    break
                 if frame.opcode is f.Opcode.PING and self.role is Role.SERVER:
                     self.send(f.Pong(frame.nonce))  # type: ignore[union-attr]
-                elif new is State.CLOSED:
-                    return frames[: i + 1]
         except RemoteProtocolError as exc:
             self._fail(exc)
             raise
         return frames
 
     def receive_eof(self) -> None:
-        """The peer closed its side. A partial frame raises TRUNCATED_FRAME."""
+        """The peer closed its side; move to CLOSED.
+
+        A partial frame left over raises TRUNCATED_FRAME (RemoteProtocolError),
+        with an ERROR frame queued as for ``receive_data``.
+        """
         if self.state is State.CLOSED:
             return
         try:
             self._decoder.feed_eof()
-        finally:
-            self.state = State.CLOSED
+        except RemoteProtocolError as exc:
+            self._fail(exc)
+            raise
+        self.state = State.CLOSED
 
     def _fail(self, exc: RemoteProtocolError) -> None:
         if self.state is not State.CLOSED:

@@ -9,6 +9,9 @@ Every frame on the wire is::
 ``length`` counts the bytes after itself (``2 + len(payload)``) and may not
 exceed the receiver's maximum frame size. docs/protocol.md is the normative
 description of each payload.
+
+Encoding a frame whose fields do not fit the wire format (an id too long, an
+integer out of range) raises ValueError: that is a local bug, never sent.
 """
 
 from __future__ import annotations
@@ -16,7 +19,6 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Union
 
 from tcpdispatch.errors import ErrorCode, RemoteProtocolError
 
@@ -24,8 +26,8 @@ VERSION = 1
 HEADER = struct.Struct("!IBB")
 HEADER_SIZE = HEADER.size  # 6
 DEFAULT_MAX_FRAME = 64 * 1024
-MAX_CLIENT_ID = 256
-MAX_TICKET = 4096
+MAX_CLIENT_ID = 255  # bytes; the ticket format (tickets.py) holds at most 255
+MAX_TICKET = 4096  # bytes; equals tickets.MAX_TICKET
 
 _U16 = struct.Struct("!H")
 _U32 = struct.Struct("!I")
@@ -36,6 +38,8 @@ _ERROR = struct.Struct("!H")
 
 
 class Opcode(IntEnum):
+    """Frame types; the numbers are part of the wire format."""
+
     HELLO = 1
     WELCOME = 2
     PING = 3
@@ -67,18 +71,24 @@ class Welcome:
 
 @dataclass(frozen=True, slots=True)
 class Ping:
+    """Client -> gateway heartbeat; the gateway answers PONG with the same nonce."""
+
     nonce: int
     opcode = Opcode.PING
 
 
 @dataclass(frozen=True, slots=True)
 class Pong:
+    """Gateway -> client: answer to PING, echoing its nonce."""
+
     nonce: int
     opcode = Opcode.PONG
 
 
 @dataclass(frozen=True, slots=True)
 class Data:
+    """Either side, once open: one application message (opaque bytes)."""
+
     payload: bytes
     opcode = Opcode.DATA
 
@@ -108,7 +118,7 @@ class Bye:
     opcode = Opcode.BYE
 
 
-Frame = Union[Hello, Welcome, Ping, Pong, Data, Reconnect, Error, Bye]
+Frame = Hello | Welcome | Ping | Pong | Data | Reconnect | Error | Bye
 
 
 def _pack_str16(s: str, limit: int, what: str) -> bytes:
@@ -143,9 +153,12 @@ def encode_payload(frame: Frame) -> bytes:
 
 
 def encode(frame: Frame) -> bytes:
-    """Serialize ``frame`` with its header."""
-    payload = encode_payload(frame)
-    return HEADER.pack(len(payload) + 2, VERSION, frame.opcode) + payload
+    """Serialize ``frame`` with its header; ValueError if a field does not fit."""
+    try:
+        payload = encode_payload(frame)
+        return HEADER.pack(len(payload) + 2, VERSION, frame.opcode) + payload
+    except struct.error as exc:
+        raise ValueError(f"cannot encode {frame!r}: {exc}") from None
 
 
 def encode_data(payload: bytes) -> bytes:
@@ -226,10 +239,11 @@ class FrameDecoder:
 
     Raises only :class:`RemoteProtocolError`. After an error the decoder is
     poisoned and every later call re-raises, so a caller cannot resync on
-    garbage by accident.
+    garbage by accident. Header checks (size, version, opcode) happen as soon
+    as a frame's 6 header bytes are in, before its payload arrives.
     """
 
-    __slots__ = ("_buf", "_max", "_failed")
+    __slots__ = ("_buf", "_failed", "_max")
 
     def __init__(self, max_frame_size: int = DEFAULT_MAX_FRAME) -> None:
         if max_frame_size < 2:
@@ -243,47 +257,69 @@ class FrameDecoder:
         """Bytes received but not yet part of a whole frame."""
         return len(self._buf)
 
-    def feed(self, data: bytes) -> list[Frame]:
+    @property
+    def failed(self) -> RemoteProtocolError | None:
+        """The error that poisoned this decoder, if any."""
+        return self._failed
+
+    def receive(self, data: bytes) -> None:
+        """Buffer ``data`` without parsing; pull frames with :meth:`next_frame`."""
         if self._failed is not None:
-            raise self._failed
+            raise self._failed.with_traceback(None)
+        self._buf += data
+
+    def next_frame(self) -> Frame | None:
+        """The next whole frame in the buffer, or None until more bytes arrive."""
+        if self._failed is not None:
+            raise self._failed.with_traceback(None)
         buf = self._buf
-        buf += data
-        frames: list[Frame] = []
-        pos = 0
+        if len(buf) < HEADER_SIZE:
+            return None
         try:
-            while len(buf) - pos >= HEADER_SIZE:
-                length, version, opcode = HEADER.unpack_from(buf, pos)
-                if length > self._max:
-                    raise RemoteProtocolError(
-                        ErrorCode.FRAME_TOO_LARGE,
-                        f"frame of {length} bytes exceeds the maximum of {self._max}",
-                    )
-                if length < 2:
-                    raise RemoteProtocolError(
-                        ErrorCode.TRUNCATED_FRAME, f"frame length {length} is shorter than its header"
-                    )
-                if version != VERSION:
-                    raise RemoteProtocolError(
-                        ErrorCode.BAD_VERSION, f"protocol version {version} (expected {VERSION})"
-                    )
-                if not 1 <= opcode <= 8:
-                    raise RemoteProtocolError(ErrorCode.UNKNOWN_OPCODE, f"unknown opcode {opcode}")
-                end = pos + 4 + length
-                if end > len(buf):
-                    break
-                frames.append(decode_payload(opcode, bytes(buf[pos + HEADER_SIZE : end])))
-                pos = end
+            length, version, opcode = HEADER.unpack_from(buf)
+            if length > self._max:
+                raise RemoteProtocolError(
+                    ErrorCode.FRAME_TOO_LARGE,
+                    f"frame of {length} bytes exceeds the maximum of {self._max}",
+                )
+            if length < 2:
+                raise RemoteProtocolError(
+                    ErrorCode.TRUNCATED_FRAME, f"frame length {length} is shorter than its header"
+                )
+            if version != VERSION:
+                raise RemoteProtocolError(
+                    ErrorCode.BAD_VERSION, f"protocol version {version} (expected {VERSION})"
+                )
+            if not 1 <= opcode <= 8:
+                raise RemoteProtocolError(ErrorCode.UNKNOWN_OPCODE, f"unknown opcode {opcode}")
+            end = 4 + length
+            if end > len(buf):
+                return None
+            frame = decode_payload(opcode, bytes(buf[HEADER_SIZE:end]))
         except RemoteProtocolError as exc:
             self._failed = exc
             buf.clear()
             raise
-        if pos:
-            del buf[:pos]
+        del buf[:end]  # O(1): bytearray deletes from the front by moving its start
+        return frame
+
+    def feed(self, data: bytes) -> list[Frame]:
+        """Add received bytes; return the frames they complete (possibly none).
+
+        On an error, frames completed earlier in the same call are discarded
+        with the rest of the stream.
+        """
+        self.receive(data)
+        frames: list[Frame] = []
+        while (frame := self.next_frame()) is not None:
+            frames.append(frame)
         return frames
 
     def feed_eof(self) -> None:
         """The stream ended; a partial frame left in the buffer is an error."""
-        if self._failed is None and self._buf:
+        if self._failed is not None:
+            raise self._failed.with_traceback(None)
+        if self._buf:
             self._failed = RemoteProtocolError(
                 ErrorCode.TRUNCATED_FRAME, f"stream ended inside a frame ({len(self._buf)} bytes)"
             )
