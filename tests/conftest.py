@@ -7,9 +7,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-
 from helpers import Proc
-
 
 
 @pytest.fixture

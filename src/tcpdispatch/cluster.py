@@ -109,12 +109,11 @@ class Cluster:
     # -- processes -----------------------------------------------------------
     def _spawn(self, name: str, args: list[str]) -> Child:
         log = self.workdir / f"{name}.log"
-        fh = open(log, "ab")
-        popen = subprocess.Popen(
-            [sys.executable, "-m", "tcpdispatch", "--log-level", "warning", *args],
-            stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-        )
-        fh.close()
+        with open(log, "ab") as fh:  # the child keeps its own copy of the descriptor
+            popen = subprocess.Popen(
+                [sys.executable, "-m", "tcpdispatch", "--log-level", "warning", *args],
+                stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            )
         child = Child(name, popen, log)
         self.children.append(child)
         return child
@@ -176,7 +175,7 @@ class Cluster:
                     pool = await self.pool(http)
                     if pool and all(g.get("healthy") for g in pool.values()):
                         return
-                except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
+                except (TimeoutError, aiohttp.ClientError, ValueError):
                     pass
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"cluster not ready after {timeout}s; see logs in {self.workdir}")
@@ -197,7 +196,7 @@ class Cluster:
         try:
             async with http.get(gw.status_url, timeout=aiohttp.ClientTimeout(total=1)) as r:
                 return dict(await r.json())
-        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
+        except (TimeoutError, aiohttp.ClientError, ValueError):
             return None
 
     async def admin(self, http: aiohttp.ClientSession, method: str, path: str, body: Any = None) -> int:

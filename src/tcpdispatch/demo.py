@@ -135,7 +135,7 @@ class Demo:
             self.statuses[gid] = await self.cluster.gateway_status(self.http, gid)
         try:
             self.pool = await self.cluster.pool(self.http)
-        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, KeyError):
+        except (TimeoutError, aiohttp.ClientError, ValueError, KeyError):
             pass
 
     async def ticker(self, live: Live | None) -> None:
