@@ -26,8 +26,9 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import heapq
 import hmac
+import math
+import mmap
 import os
 import random
 import struct
@@ -47,6 +48,7 @@ MIN_SECRET = 16
 MAX_TICKET = 4096  # longest ticket (characters) a HELLO frame may carry
 _HEAD = struct.Struct("!IH8s")
 _HEAD_ISSUE = struct.Struct("!IHQ")  # same bytes as _HEAD, nonce as an int
+_NONCE_INT = struct.Struct("!Q").unpack
 _TO_URLSAFE = bytes.maketrans(b"+/", b"-_")
 _b2a = binascii.b2a_base64
 _LEN = [bytes((i,)) for i in range(256)]  # u8 length prefixes, prebuilt for issue()
@@ -213,6 +215,10 @@ class TicketSigner:
         return ticket.decode("ascii")
 
 
+def _full() -> TicketError:
+    return TicketError(ErrorCode.OVERLOADED, "replay guard is full (too many live tickets); retry later")
+
+
 def _forged(reason: str) -> TicketError:
     return TicketError(ErrorCode.TICKET_FORGED, reason)
 
@@ -305,39 +311,208 @@ def _parse(payload_b64: bytes) -> TicketClaims:
 class NonceCache:
     """Remembers admitted ticket nonces until their tickets expire (replay guard).
 
-    An entry lives until ``expires_at + leeway``; use a leeway at least the
-    verifier's, or an expired-but-tolerated ticket could be replayed. Memory is
-    bounded by the admission rate times the ticket lifetime: stale entries are
-    pruned on every admit, earliest expiry first, whatever the order they
-    arrived in.
+    A fixed-size open-addressing table of ``slots`` entries (a power of two),
+    each ``u64 nonce`` plus ``u32 forget_at`` (unix seconds, rounded up from
+    ``expires_at + leeway``; 0 marks a never-used slot), so memory is fixed:
+    12 bytes per slot, 3 MiB for the default 2**18. Use a leeway at least the
+    verifier's, or an expired-but-tolerated ticket could be replayed.
+
+    A nonce hashes to a home slot; linear probing looks for it, and stores
+    it, within the ``PROBES`` slots from there. An expired entry is free: the
+    probe that meets it reuses it, and every admission sweeps the next
+    ``SWEEP`` slots of the table and deletes expired entries with Knuth's
+    algorithm R (later entries of the run move back), so there are no
+    tombstones and a lookup stops at the first empty slot. One slot always
+    stays empty. When a nonce's window holds only live entries, or the table
+    is one slot from full, :meth:`admit` refuses with ``OVERLOADED`` rather
+    than admit a ticket it could not remember. Keep the live entries
+    (admissions per second x (lifetime + leeway)) under half of ``slots``:
+    refusals are then under 1 in 10,000 (simulated; 0.5% at 70%, 2% at 80%).
+
+    ``buffer`` (at least :meth:`nbytes` bytes, zero-filled) and ``lock`` let
+    several processes share one table: pass a region of a ``MAP_SHARED`` mmap
+    created before forking and a ``multiprocessing.Lock``
+    (see ``tcpdispatch.gateway.shm.NodeCounters.nonce_cache``). Without them
+    the table is private to the process and unlocked.
     """
 
-    def __init__(self, *, clock: Callable[[], float] = time.time, leeway: float = 5.0) -> None:
-        self._seen: set[bytes] = set()
-        self._expiry: list[tuple[float, bytes]] = []  # min-heap of (forget at, nonce)
+    SLOTS = 1 << 18
+    PROBES = 32
+    SWEEP = 8
+    _GOLDEN = 0x9E3779B97F4A7C15  # Fibonacci hashing: spreads sequential nonces too
+
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float] = time.time,
+        leeway: float = 5.0,
+        slots: int = SLOTS,
+        buffer: Any = None,
+        lock: Any = None,
+    ) -> None:
+        if slots < 2 or slots & (slots - 1):
+            raise ValueError("slots must be a power of two >= 2")
+        if buffer is None:
+            buffer = mmap.mmap(-1, self.nbytes(slots), flags=mmap.MAP_PRIVATE)
+        view = memoryview(buffer).cast("B")
+        if len(view) < self.nbytes(slots):
+            raise ValueError(f"buffer holds {len(view)} bytes, {self.nbytes(slots)} needed")
+        self._buffer = buffer  # keep the mapping alive as long as the views
+        self._keys = view[: 8 * slots].cast("Q")
+        self._exp = view[8 * slots : 12 * slots].cast("I")
+        # header: [0] where the clean-up sweep is, [1] non-empty slots (always < slots),
+        # [2] the second of the last full clean-up
+        self._hdr = view[12 * slots : 12 * slots + 24].cast("Q")
+        self._slots = slots
+        self._mask = slots - 1
+        self._shift = 64 - slots.bit_length() + 1
+        self._probes = min(self.PROBES, slots)
+        self._sweep = min(self.SWEEP, slots)  # both powers of two: a block never wraps
         self._clock = clock
-        self._leeway = leeway
+        self._leeway_s = math.ceil(leeway)  # whole seconds: u32 slots, never forget early
+        self._lock = lock
+
+    @staticmethod
+    def nbytes(slots: int = SLOTS) -> int:
+        """Bytes of buffer a table of ``slots`` entries needs."""
+        return 12 * slots + 24
+
+    @property
+    def slots(self) -> int:
+        return self._slots
+
+    def _home(self, n: int) -> int:
+        return ((n * self._GOLDEN) & 0xFFFFFFFFFFFFFFFF) >> self._shift
 
     def __len__(self) -> int:
-        return len(self._seen)
+        """Live entries (a scan of the whole table: for tests and diagnostics)."""
+        now = self._clock()
+        return sum(1 for e in self._exp if e >= now)
 
     def __contains__(self, nonce: object) -> bool:
-        return nonce in self._seen
+        if not isinstance(nonce, bytes) or len(nonce) != 8:
+            return False
+        n = _NONCE_INT(nonce)[0]
+        now = self._clock()
+        keys, exp, mask = self._keys, self._exp, self._mask
+        i = self._home(n)
+        for _ in range(self._probes):
+            e = exp[i]
+            if e == 0:
+                return False
+            if e >= now and keys[i] == n:
+                return True
+            i = (i + 1) & mask
+        return False
 
     def prune(self) -> int:
-        """Forget nonces whose tickets can no longer verify; returns how many."""
+        """Rebuild the table without expired entries; returns how many were dropped.
+
+        Not needed in operation (admissions delete expired entries as they
+        go): a full scan for tests and diagnostics. Takes the lock for the whole rebuild.
+        """
+        if self._lock is None:
+            return self._prune()
+        with self._lock:
+            return self._prune()
+
+    def _prune(self) -> int:
         now = self._clock()
-        heap = self._expiry
-        n = 0
-        while heap and heap[0][0] < now:
-            self._seen.discard(heapq.heappop(heap)[1])
-            n += 1
-        return n
+        keys, exp = self._keys, self._exp
+        live = [(keys[i], e) for i, e in enumerate(exp) if e >= now]
+        used = sum(1 for e in exp if e)
+        exp[:] = memoryview(bytes(4 * self._slots)).cast("I")
+        self._hdr[1] = 0
+        for n, e in live:
+            self._insert(n, e, now)
+        return used - len(live)
 
     def admit(self, claims: TicketClaims) -> None:
-        """Record the nonce, or raise TICKET_REPLAYED if it was admitted before."""
-        self.prune()
-        if claims.nonce in self._seen:
-            raise TicketError(ErrorCode.TICKET_REPLAYED, "ticket was already used at this gateway")
-        self._seen.add(claims.nonce)
-        heapq.heappush(self._expiry, (claims.expires_at + self._leeway, claims.nonce))
+        """Record the nonce, or raise TICKET_REPLAYED if it was admitted before.
+
+        Raises TicketError(OVERLOADED) when the table has no free slot for it
+        (nothing is recorded then).
+        """
+        forget = min(claims.expires_at + self._leeway_s or 1, 0xFFFFFFFF)
+        if self._lock is None:
+            self._insert(_NONCE_INT(claims.nonce)[0], forget, self._clock())
+        else:
+            with self._lock:
+                self._insert(_NONCE_INT(claims.nonce)[0], forget, self._clock())
+
+    def _insert(self, n: int, forget: int, now: float) -> None:
+        keys, exp, mask = self._keys, self._exp, self._mask
+        i = ((n * 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF) >> self._shift  # _home(n), inlined
+        free = -1
+        for _ in range(self._probes):
+            e = exp[i]
+            if e == 0:  # end of the run: n is nowhere further
+                break
+            if e < now:  # expired: free for reuse, but n may still lie beyond it
+                if free < 0:
+                    free = i
+            elif keys[i] == n:
+                raise TicketError(ErrorCode.TICKET_REPLAYED, "ticket was already used at this gateway")
+            i = (i + 1) & mask
+        else:  # the whole window was searched and holds no empty slot
+            if free < 0:
+                raise _full()
+        if free < 0:
+            hdr = self._hdr
+            if hdr[1] + 2 > self._slots:  # keep one slot empty: _delete stops there
+                # Full of entries, maybe expired ones no probe or sweep reached yet:
+                # clear them all, at most once a second (it costs a pass over the table).
+                if hdr[2] == int(now):
+                    raise _full()
+                hdr[2] = int(now)
+                self._delete_expired(0, self._slots, now)
+                self._insert(n, forget, now)
+                return
+            hdr[1] += 1
+            free = i
+        keys[free] = n
+        exp[free] = forget
+        # Sweep a block of slots per admission, so expired entries that no lookup walks
+        # over still go: the whole table is swept every slots / SWEEP admissions.
+        hdr = self._hdr
+        c = hdr[0]
+        self._delete_expired(c, self._sweep, now)
+        hdr[0] = (c + self._sweep) & mask
+
+    def _delete_expired(self, start: int, count: int, now: float) -> None:
+        """Delete the expired entries of slots start .. start + count - 1 (no wrap)."""
+        exp = self._exp
+        for off, e in enumerate(exp[start : start + count].tolist()):
+            if e and e < now:
+                i = start + off
+                e = exp[i]  # re-read: the delete before may have moved another entry here
+                for _ in range(self._slots):
+                    if not e or e >= now:
+                        break
+                    self._delete(i)
+                    e = exp[i]
+
+    def _delete(self, i: int) -> None:
+        """Empty slot i, moving later entries of its run back so none is cut off from its home.
+
+        (Knuth's algorithm R for linear probing: no tombstones, so lookups stop
+        at the first empty slot.) Another slot is always empty and is never
+        filled here, so the scan ends within ``slots`` steps.
+        """
+        keys, exp, mask, shift = self._keys, self._exp, self._mask, self._shift
+        exp[i] = 0
+        self._hdr[1] -= 1
+        j = i
+        for _ in range(self._slots):
+            j = (j + 1) & mask
+            e = exp[j]
+            if e == 0:
+                return
+            k = ((keys[j] * 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF) >> shift
+            # The entry at j stays if its home k lies cyclically in (i, j].
+            if (i < k <= j) if i <= j else (i < k or k <= j):
+                continue
+            keys[i] = keys[j]
+            exp[i] = e
+            exp[j] = 0
+            i = j

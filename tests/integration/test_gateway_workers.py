@@ -1,8 +1,11 @@
-"""``--workers 2``: node totals, node-wide capacity and per-IP limit, drain of every worker."""
+"""``--workers 2``: node totals, node-wide capacity, per-IP limit and ticket replay guard,
+drain of every worker."""
 
 from __future__ import annotations
 
+import asyncio
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,6 +15,7 @@ from tcpdispatch.errors import ErrorCode
 from tcpdispatch.gateway.testing import GatewayHandle, ProbeClient
 from tcpdispatch.gateway.testing import start_gateway as _start
 from tcpdispatch.protocol import Error, Reconnect, Welcome
+from tcpdispatch.tickets import TicketSigner
 
 pytestmark = pytest.mark.integration
 
@@ -56,3 +60,35 @@ async def test_two_workers_act_as_one_node(procs: Any) -> None:
     t0 = time.monotonic()
     assert gw.proc.wait(timeout=10) == 0
     assert time.monotonic() - t0 < 5
+
+
+async def test_a_ticket_opens_one_session_per_node_not_per_worker(procs: Any, secret_file: Path) -> None:
+    """Two connections with one ticket, landing on different workers: one WELCOME, one REPLAYED."""
+    gw = start_gateway(procs, "--secret-file", str(secret_file), "--workers", "2")
+    signer = TicketSigner(secret_file.read_text().strip().encode())
+    for attempt in range(20):  # the kernel picks the worker; 2**-20 to miss the spread every time
+        pair: list[ProbeClient] = []
+        where: list[int] = []
+        for n, src in enumerate(("127.0.0.2", "127.0.0.3"), 1):
+            before = gw.status()["worker_connections"]
+            pair.append(await gw.client(src))
+            wait_until(lambda n=n: gw.status()["connections"] == n, what=f"{n} connections")  # type: ignore[misc]
+            after = gw.status()["worker_connections"]
+            where += [w for w in range(2) if after[w] > before[w]]
+        if where[0] != where[1]:
+            break
+        for c in pair:
+            await c.close()
+        wait_until(lambda: gw.status()["connections"] == 0, what="connections closed")
+    else:
+        raise AssertionError("20 connection pairs all landed on one worker")
+    ticket = signer.issue(["g1"], "alice")
+    answers = await asyncio.gather(*(c.hello(ticket, "alice") for c in pair))
+    welcomes = [a for a in answers if isinstance(a, Welcome)]
+    errors = [a for a in answers if isinstance(a, Error)]
+    assert len(welcomes) == 1 and len(errors) == 1, answers
+    assert errors[0].code == ErrorCode.TICKET_REPLAYED
+    assert gw.status()["rejected"] == {"ticket_replayed": 1}
+    # a fresh ticket still opens a session on either worker
+    again = await gw.client("127.0.0.4")
+    assert isinstance(await again.hello(signer.issue(["g1"], "alice"), "alice"), Welcome)

@@ -249,10 +249,10 @@ class Gateway:
         self._verifier: Any = None
         self._nonces: Any = None
         if cfg.secrets is not None:
-            from tcpdispatch.tickets import NonceCache, TicketVerifier
+            from tcpdispatch.tickets import TicketVerifier
 
             self._verifier = TicketVerifier(list(cfg.secrets))
-            self._nonces = NonceCache()
+            self._nonces = counters.nonce_cache()  # node-wide: shared by every worker
         self.handler: Handler = load_handler_class(cfg.handler)(self)
         self._server: asyncio.AbstractServer | None = None
         self._tasks: list[asyncio.Task[None]] = []

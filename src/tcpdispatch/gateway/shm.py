@@ -7,6 +7,7 @@ inherited by them. Layout (all signed 64-bit, native order)::
     per worker slot: pid, connections, accepted, messages_in, messages_out,
                      rejected[len(CODES)], errors[len(CODES)]
     per worker sketch: DEPTH rows x WIDTH counters (a count-min sketch of source IPs)
+    replay guard: a tickets.NonceCache table (REPLAY_SLOTS x (u64 nonce, u32 forget_at))
 
 Each worker writes only its own slot and sketch; readers sum over slots. The
 admission check (node capacity and per-IP limit) reads every slot and must be
@@ -14,6 +15,10 @@ atomic with the increment, so it runs under one lock shared by the node. A
 worker that dies without cleaning up is cleared by the supervisor
 (:meth:`NodeCounters.clear_worker`), which is why counts live per worker
 instead of in one node-wide cell.
+
+The ticket replay guard is one node-wide table behind the same lock, so a
+ticket nonce is admitted once per node whichever worker the kernel hands the
+connection to (:meth:`NodeCounters.nonce_cache`).
 
 The per-IP limit uses a count-min sketch: an IP's count is the minimum over
 its DEPTH counters, which can only over-estimate (on hash collisions), so the
@@ -27,12 +32,13 @@ import mmap
 import os
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
 from tcpdispatch.errors import ErrorCode
+from tcpdispatch.tickets import NonceCache
 
 CODES: tuple[ErrorCode, ...] = tuple(ErrorCode)
 _CODE_INDEX = {c: i for i, c in enumerate(CODES)}
@@ -46,6 +52,7 @@ WIDTH = 4096
 DEPTH = 2
 _SKETCH = WIDTH * DEPTH
 _SEEDS = (0x9E3779B1, 0x85EBCA77)
+REPLAY_SLOTS = NonceCache.SLOTS  # 2**18 slots, 3 MiB: ~130,000 live tickets node-wide
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,13 +79,17 @@ def ip_cells(ip: str) -> tuple[int, ...]:
 class NodeCounters:
     """Shared counters for ``workers`` processes; create before forking."""
 
-    def __init__(self, workers: int, lock: Any | None = None) -> None:
+    def __init__(self, workers: int, lock: Any | None = None, *, replay_slots: int = REPLAY_SLOTS) -> None:
         if workers < 1:
             raise ValueError("workers must be >= 1")
         self.workers = workers
+        self.replay_slots = replay_slots
         words = _HEADER + workers * (SLOT + _SKETCH)
-        self._mm = mmap.mmap(-1, words * 8)
-        self._v = memoryview(self._mm).cast("q")
+        # Untouched pages of an anonymous mapping cost no memory, so the table is cheap until used.
+        self._mm = mmap.mmap(-1, words * 8 + NonceCache.nbytes(replay_slots))
+        self._v = memoryview(self._mm)[: words * 8].cast("q")
+        self._replay = memoryview(self._mm)[words * 8 :]
+        self._lock_arg = lock
         # A single process needs no cross-process lock.
         self._lock: AbstractContextManager[Any] = lock if lock is not None else contextlib.nullcontext()
         self._v[1] = int(time.time() * 1000)
@@ -95,6 +106,15 @@ class NodeCounters:
         """Called in a worker process: later updates go to this worker's slot."""
         self.worker = worker
         self._v[self._slot(worker) + _F_PID] = os.getpid()
+
+    def nonce_cache(self, *, clock: Callable[[], float] = time.time, leeway: float = 5.0) -> NonceCache:
+        """The node-wide replay guard: every worker's cache is a view of one shared table.
+
+        Admission checks and records a nonce under the node lock, so two workers
+        racing with the same ticket admit it once.
+        """
+        return NonceCache(clock=clock, leeway=leeway, slots=self.replay_slots, buffer=self._replay,
+                          lock=self._lock_arg)
 
     # -- state -------------------------------------------------------------
     @property
