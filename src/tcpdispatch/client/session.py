@@ -232,8 +232,12 @@ class GatewaySession:
     def close(self, bye: bool = True) -> None:
         """Close now (with BYE when the state allows it)."""
         if self._hb_task is not None:
+            # Drop it: the cancelled task keeps a traceback whose frame points back
+            # at this session, a cycle only the full (rare) GC pass would free.
             self._hb_task.cancel()
+            self._hb_task = None
         proto = self._proto
+        proto.on_data = None  # the client's bound method: session <-> client cycle
         if bye:
             try:
                 proto.conn.send(Bye())
@@ -270,6 +274,7 @@ async def open_session(
                 welcome = await proto.welcome
             except _Refused as exc:
                 loss = exc.loss
+                exc.__traceback__ = None  # proto.welcome keeps exc: its frames would hold proto
                 raise HandshakeFailed(endpoint, loss.reason or loss.kind, loss.code) from None
         ok = True
         return GatewaySession(endpoint, proto, welcome, loop.time() - start)
