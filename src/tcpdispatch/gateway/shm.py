@@ -85,10 +85,12 @@ class NodeCounters:
         self.workers = workers
         self.replay_slots = replay_slots
         words = _HEADER + workers * (SLOT + _SKETCH)
-        # Untouched pages of an anonymous mapping cost no memory, so the table is cheap until used.
         self._mm = mmap.mmap(-1, words * 8 + NonceCache.nbytes(replay_slots))
         self._v = memoryview(self._mm)[: words * 8].cast("q")
         self._replay = memoryview(self._mm)[words * 8 :]
+        # Fault the replay table in now: random nonces would otherwise touch its pages one by one,
+        # and RSS would creep up by the table's size over the first minutes (it looks like a leak).
+        self._replay[:] = bytes(len(self._replay))
         self._lock_arg = lock
         # A single process needs no cross-process lock.
         self._lock: AbstractContextManager[Any] = lock if lock is not None else contextlib.nullcontext()
