@@ -14,17 +14,24 @@ import math
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from tcpdispatch.aio import parse_hostport
+from tcpdispatch.balancing.registry import DEFAULT_POLICY, POLICIES
+from tcpdispatch.balancing.snapshot import BalancerSettings
 from tcpdispatch.errors import ConfigError
+from tcpdispatch.health import HealthSettings, parse_check
+from tcpdispatch.httputil import read_token
 
-POLICY_NAMES = ("round_robin", "random", "ip_hash", "consistent_hash", "least_conn", "p2c", "load")
 ADMIN_TOKEN_ENV = "TCPDISPATCH_ADMIN_TOKEN"
 MAX_ID = 64
-CHECK_KINDS = ("http://", "agent://", "tcp://", "push")
+CHECK_KINDS = ("http://", "https://", "agent://", "tcp://", "push")
+# The [health] and [balancing] sections are these dataclasses: defaults and ranges live there.
+HealthConfig = HealthSettings
+BalancingConfig = BalancerSettings
+_S = TypeVar("_S")
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,32 +41,13 @@ class GatewayConfig:
     id: str
     host: str
     port: int
-    check: str  # http://H:P/status | agent://H:P | tcp://H:P | push
+    check: str  # http(s)://H:P/status | agent://H:P | tcp://H:P | push
     weight: float = 1.0
     capacity: int | None = None  # None: use what the gateway reports
 
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
-
-
-@dataclass(frozen=True, slots=True)
-class HealthConfig:
-    interval: float = 0.25
-    timeout: float = 0.5
-    rise: int = 2
-    fall: int = 2
-    jitter: float = 0.1
-    ttl: float = 3.0
-
-
-@dataclass(frozen=True, slots=True)
-class BalancingConfig:
-    high_water: float = 1.0
-    slow_start_s: float = 5.0
-    slow_start_min: float = 0.1
-    panic_threshold: float = 0.5
-    hash_epsilon: float = 0.25
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,8 +98,10 @@ class DispatcherConfig:
     server: str = "uvloop"  # HTTP server: "uvloop" (built-in, httptools) or "granian"
     retry_after_min: int = 1
     retry_after_max: int = 5
-    health: HealthConfig = HealthConfig()
-    balancing: BalancingConfig = BalancingConfig()
+    header_timeout: float = 10.0  # uvloop server: seconds from a request's first byte to its last header
+    body_timeout: float = 30.0  # uvloop server: seconds from the end of the headers to the end of the body
+    health: HealthSettings = field(default_factory=HealthSettings)
+    balancing: BalancerSettings = field(default_factory=BalancerSettings)
     retry: RetryConfig = RetryConfig()
     gateways: tuple[GatewayConfig, ...] = ()
     store: StoreConfig = StoreConfig()
@@ -200,12 +190,33 @@ def _path(r: _Reader, name: str, base: Path, *, required: bool = False) -> Path 
 
 def _read_token(r: _Reader, name: str, path: Path) -> str:
     try:
-        token = path.read_text("utf-8").strip()
-    except OSError as exc:
-        raise r.error(name, f"cannot read {path}: {exc.strerror}") from None
-    if len(token) < 8:
-        raise r.error(name, f"token in {path} is empty or shorter than 8 characters")
-    return token
+        return read_token(path)
+    except ValueError as exc:
+        raise r.error(name, str(exc)) from None
+
+
+def _section(r: _Reader, cls: type[_S]) -> _S:
+    """Read a table straight into the settings dataclass ``cls``: its fields are the keys,
+    its defaults the defaults, and its ``__post_init__`` checks the ranges."""
+    values: dict[str, Any] = {}
+    for f in fields(cls):  # type: ignore[arg-type]
+        v = r.get(f.name)
+        if v is None:
+            continue
+        default = f.default if f.default is not MISSING else None
+        if isinstance(default, int) and not isinstance(default, bool):
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise r.error(f.name, f"must be an integer, got {v!r}")
+        elif isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise r.error(f.name, f"must be a number, got {v!r}")
+        values[f.name] = float(v) if isinstance(default, float) else v
+    r.finish()
+    try:
+        return cls(**values)
+    except ValueError as exc:
+        reason = str(exc)
+        name = reason.split(" ", 1)[0]
+        raise r.error(name if r.has(name) else "", reason) from None
 
 
 def valid_id(text: object) -> str | None:
@@ -249,20 +260,12 @@ def _validate_check(r: _Reader, check: str) -> None:
     if check == "push":
         return
     if not check.startswith(CHECK_KINDS):
-        raise r.error("check", f"must be http://HOST:PORT/PATH, agent://HOST:PORT, tcp://HOST:PORT or push, got {check!r}")
-    try:
-        from tcpdispatch.health import parse_check
-    except ImportError:  # health package not importable: keep our own syntax check
-        rest = check.split("://", 1)[1].split("/", 1)[0]
-        try:
-            parse_hostport(rest)
-        except ValueError as exc:
-            raise r.error("check", str(exc)) from None
-        return
+        raise r.error("check", "must be http(s)://HOST:PORT/PATH, agent://HOST:PORT, tcp://HOST:PORT "
+                               f"or push, got {check!r}")
     try:
         parse_check(check)
-    except (ValueError, ConfigError) as exc:
-        raise r.error("check", getattr(exc, "reason", str(exc))) from None
+    except ValueError as exc:
+        raise r.error("check", str(exc)) from None
 
 
 def load_config(path: str | os.PathLike[str], *, env: Mapping[str, str] | None = None) -> DispatcherConfig:
@@ -295,9 +298,9 @@ def parse_config(
         lhost, lport = parse_hostport(listen, what="listen")
     except ValueError as exc:
         raise d.error("listen", str(exc)) from None
-    policy = d.string("policy", "p2c")
-    if policy not in POLICY_NAMES:
-        raise d.error("policy", f"unknown policy {policy!r}; choose one of {', '.join(POLICY_NAMES)}")
+    policy = str(d.string("policy", DEFAULT_POLICY))
+    if policy not in POLICIES:
+        raise d.error("policy", f"unknown policy {policy!r}; choose one of {', '.join(POLICIES)}")
 
     secret_path = _path(d, "secret_file", base, required=True)
     assert secret_path is not None
@@ -313,6 +316,9 @@ def parse_config(
     admin_token = _read_token(d, "admin_token_file", admin_path) if admin_path else None
     if admin_token is None and env.get(ADMIN_TOKEN_ENV, "").strip():
         admin_token = env[ADMIN_TOKEN_ENV].strip()
+        if len(admin_token) < 8:
+            raise ConfigError(f"the token in ${ADMIN_TOKEN_ENV} is shorter than 8 characters", file=file,
+                              key=ADMIN_TOKEN_ENV)
     push_path = _path(d, "push_token_file", base)
     push_token = _read_token(d, "push_token_file", push_path) if push_path else admin_token
 
@@ -339,29 +345,12 @@ def parse_config(
     server = d.string("server", "uvloop")
     if server not in ("uvloop", "granian"):
         raise d.error("server", f"must be \"uvloop\" or \"granian\", got {server!r}")
+    header_timeout = d.number("header_timeout", 10.0, 0.0, 3600.0, lo_open=True)
+    body_timeout = d.number("body_timeout", 30.0, 0.0, 3600.0, lo_open=True)
     d.finish()
 
-    h = _Reader(file, "health", top.get("health") or {})
-    interval = h.number("interval", 0.25, 0.01, 3600.0)
-    health = HealthConfig(
-        interval=interval,
-        timeout=h.number("timeout", 0.5, 0.0, 600.0, lo_open=True),
-        rise=int(h.integer("rise", 2, 1, 100) or 2),
-        fall=int(h.integer("fall", 2, 1, 100) or 2),
-        jitter=h.number("jitter", 0.1, 0.0, 0.99),
-        ttl=h.number("ttl", 3.0, 0.0, 3600.0, lo_open=True),
-    )
-    h.finish()
-
-    b = _Reader(file, "balancing", top.get("balancing") or {})
-    balancing = BalancingConfig(
-        high_water=b.number("high_water", 1.0, 0.0, 10.0, lo_open=True),
-        slow_start_s=b.number("slow_start_s", 5.0, 0.0, 3600.0),
-        slow_start_min=b.number("slow_start_min", 0.1, 0.0, 1.0, lo_open=True),
-        panic_threshold=b.number("panic_threshold", 0.5, 0.0, 1.0),
-        hash_epsilon=b.number("hash_epsilon", 0.25, 0.0, 10.0, lo_open=True),
-    )
-    b.finish()
+    health = _section(_Reader(file, "health", top.get("health") or {}), HealthSettings)
+    balancing = _section(_Reader(file, "balancing", top.get("balancing") or {}), BalancerSettings)
 
     rr = _Reader(file, "retry", top.get("retry") or {})
     retry = RetryConfig(
@@ -394,6 +383,7 @@ def parse_config(
         register_unknown=register_unknown, alternates=int(alternates or 0), heartbeat_s=heartbeat,
         trusted_proxies=tuple(proxies), max_body=int(max_body or 65536),
         max_client_id=int(max_client_id or 128), server=str(server), retry_after_min=ra_min, retry_after_max=ra_max,
+        header_timeout=header_timeout, body_timeout=body_timeout,
         health=health, balancing=balancing, retry=retry, gateways=tuple(gateways), store=store,
     )
 

@@ -94,15 +94,18 @@ def test_slow_start_ramps_linearly_from_the_minimum() -> None:
     assert slow_start_factor(0, BalancerSettings(slow_start_s=0)) == 1.0
 
 
+S30 = BalancerSettings(slow_start_s=30)  # the arithmetic below assumes a 30 s ramp
+
+
 def test_slow_start_in_the_snapshot_and_rebuild_deadline() -> None:
     pool = [gw(0, weight=2, up_since=NOW - 15), gw(1, weight=2, up_since=NOW - 100), gw(2)]
-    snap = build_candidates(pool, NOW)
+    snap = build_candidates(pool, NOW, S30)
     assert [c.weight for c in snap.candidates] == pytest.approx([1.1, 2, 1])
     assert snap.ramping == ("g0",)
     assert snap.rebuild_at == pytest.approx(NOW + 30 / 20)
-    late = build_candidates(pool, NOW + 14.5)  # the last step ends with the ramp
+    late = build_candidates(pool, NOW + 14.5, S30)  # the last step ends with the ramp
     assert late.rebuild_at == pytest.approx(NOW + 15)
-    done = build_candidates(pool, NOW + 15)
+    done = build_candidates(pool, NOW + 15, S30)
     assert done.rebuild_at is None and done.ramping == ()
 
 
@@ -110,7 +113,7 @@ def test_ramping_gateway_gets_its_reduced_share() -> None:
     # A gateway recovering 3 s ago has 0.1 + 0.9 * 3/30 = 0.19 of its weight.
     for policy in ("p2c", "random", "least_conn", "round_robin"):
         pool = [gw(0, up_since=NOW - 3), gw(1), gw(2)]
-        snap = build_candidates(pool, NOW)
+        snap = build_candidates(pool, NOW, S30)
         picker = make_picker(policy, snap.candidates, rng=random.Random(1))
         got = Counter(picker.pick(PickRequest())[0].id for _ in range(6000))
         assert abs(got["g0"] / 6000 - 0.19 / 2.19) < 0.015, (policy, got)

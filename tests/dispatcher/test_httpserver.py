@@ -161,6 +161,8 @@ async def test_limits_431_414_413(serve: Any) -> None:
         status, headers, body = await c.answer()
         assert status == want, (request[:60], body)
         assert headers["connection"] == "close" and json.loads(body)["detail"]
+        if want == 413:  # one slug for the body limit, whichever layer enforces it
+            assert json.loads(body)["error"] == "body_too_large"
         assert await c.closed()
 
 
@@ -245,3 +247,78 @@ async def test_server_close_closes_idle_keep_alive_connections(serve: Any) -> No
     assert (await c.answer())[0] == 200
     await server.close(grace=0.5)
     assert await c.closed()
+
+
+async def test_head_dispatch_is_405_and_issues_no_ticket(serve: Any, make_app: Any) -> None:
+    app = make_app()
+    _, connect = await serve(app)
+    c = await connect()
+    await c.send(b"HEAD /v1/dispatch?client_id=alice HTTP/1.1\r\nHost: x\r\n\r\n")
+    head = await asyncio.wait_for(c.reader.readuntil(b"\r\n\r\n"), scaled(5))
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:] if ln)}
+    assert lines[0].startswith("HTTP/1.1 405") and headers["allow"] == "GET"
+    await c.send(DISPATCH)  # the HEAD answer had no body: the next answer follows directly
+    status, _, _ = await c.answer()
+    assert status == 200
+    assert app.stats.dispatched == 1 and sum(g.load.issued for g in app.pool.gateways.values()) == 1
+
+
+async def test_a_slow_request_head_gets_408(serve: Any) -> None:
+    _, connect = await serve(header_timeout=0.4, idle_timeout=60)
+    c = await connect()
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    request = b"GET /v1/dispatch?client_id=slowloris HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 200
+    answer = asyncio.ensure_future(c.answer())
+    for byte in request:  # one byte every 20 ms: every byte is "activity", yet the head never ends in time
+        if answer.done():
+            break
+        try:
+            await c.send(bytes([byte]))
+        except ConnectionError:
+            break
+        await asyncio.sleep(0.02)
+    status, headers, body = await answer
+    assert status == 408 and json.loads(body)["error"] == "request_timeout"
+    assert headers["connection"] == "close"
+    assert loop.time() - start < scaled(3.0)
+    assert await c.closed()
+
+
+async def test_a_slow_request_body_gets_408(serve: Any) -> None:
+    _, connect = await serve(body_timeout=0.4, idle_timeout=60)
+    c = await connect()
+    await c.send(b"POST /v1/report HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n{")
+    answer = asyncio.ensure_future(c.answer())
+    for _ in range(200):
+        if answer.done():
+            break
+        try:
+            await c.send(b" ")
+        except ConnectionError:
+            break
+        await asyncio.sleep(0.02)
+    status, _, body = await answer
+    assert status == 408 and json.loads(body)["error"] == "request_timeout"
+
+
+async def test_close_cancels_and_awaits_in_flight_requests(make_app: Any) -> None:
+    app = make_app()
+    entered = asyncio.Event()
+
+    async def hanging(scope: Any, receive: Any, send: Any) -> None:
+        entered.set()
+        await asyncio.sleep(3600)
+
+    server = HTTPServer(app.dispatch_bytes, hanging, "127.0.0.1", 0)
+    await server.start()
+    _, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    await asyncio.wait_for(entered.wait(), scaled(5))
+    assert len(server.tasks) == 1
+    task = next(iter(server.tasks))
+    await server.close(grace=0.1)
+    assert task.cancelled() and not server.tasks
+    assert not [t for t in asyncio.all_tasks() if t.get_coro().__qualname__.endswith("_run_asgi")]
+    writer.close()

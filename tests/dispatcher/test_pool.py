@@ -131,9 +131,12 @@ def test_remove_and_unknown_results(make_config: Any, up: Any) -> None:
     assert not pool.passive_failure("g1")
 
 
-def test_agent_weight_percent_scales_weight(make_config: Any) -> None:
-    pool = Pool(make_config([{"id": "a", "address": "127.0.0.1:1", "weight": 4}]), clock=lambda: 0.0)
+def test_agent_percent_is_load_not_weight(make_config: Any) -> None:
+    # "up N%" is remaining capacity, which moves with every connection: it feeds the live
+    # utilization (read by the `load` policy), never the snapshot's weights.
+    cfg = make_config([{"id": "a", "address": "127.0.0.1:1", "check": "agent://127.0.0.1:2", "weight": 4}])
+    pool = Pool(cfg, clock=lambda: 0.0)
     for _ in range(2):
         pool.on_result("a", ProbeResult(ok=True, weight_pct=25, utilization=0.75))
-    assert pool.picker.candidates[0].weight == 1.0
+    assert pool.picker.candidates[0].weight == 4.0
     assert pool.gateways["a"].load.utilization == 0.75

@@ -179,3 +179,24 @@ def test_push_tracker_forget() -> None:
 def test_push_tracker_rejects_bad_ttl() -> None:
     with pytest.raises(ValueError):
         PushTracker(0)
+
+
+def test_with_fall_1_reports_alone_never_count() -> None:
+    # Regression: with fall = 1 one unauthenticated report used to take the gateway down.
+    s = HealthState(rise=1, fall=1, up=True)
+    assert feed(s, "p" * 10 + "+" + "p" * 10) == [False] * 21
+    assert s.up and s.failures == 0
+    assert feed(s, "-") == [True]  # an active failure still does
+
+
+def test_with_fall_2_one_report_counts_only_next_to_an_active_failure() -> None:
+    s = HealthState(rise=1, fall=2, up=True)
+    assert feed(s, "pppp+pppp+") == [False] * 10 and s.up
+    assert feed(s, "-p") == [False, True]
+
+
+@settings(max_examples=200, deadline=None)
+@given(rise=st.integers(1, 4), fall=st.integers(1, 4), events=st.text(alphabet="+p", max_size=60))
+def test_property_reports_alone_never_down_for_any_fall(rise: int, fall: int, events: str) -> None:
+    s = HealthState(rise=rise, fall=fall, up=True)
+    assert not any(feed(s, events)) and s.up

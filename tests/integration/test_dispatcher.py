@@ -328,13 +328,22 @@ def test_bad_requests_get_clear_json_errors(env_both: dict[str, Any]) -> None:
         assert (got, doc["error"]) == (status, error), (method, path, doc)
         assert headers["content-type"] == "application/json" and doc["detail"]
     assert d.request("POST", "/v1/report", {"gateway_id": "g1", "error": "refused"})[0] == 202
+    # Nesting deep enough to overflow the JSON decoder is bad JSON, not a 500.
+    got, _, doc = d.request("POST", "/v1/report", b"[" * 20_000)
+    assert (got, doc["error"]) == (400, "bad_json"), doc
+    # HEAD must not dispatch (it would issue a ticket and count towards the gateway's load).
+    status, headers, _ = d.request("HEAD", "/v1/dispatch?client_id=head")
+    assert status == 405 and headers["allow"] == "GET"
     status, headers, _ = d.request("GET", "/healthz")
     assert status == 200
     conn = http.client.HTTPConnection("127.0.0.1", d.port, timeout=scaled(5))
     conn.request("GET", "/metrics")
     resp = conn.getresponse()
-    assert resp.status == 200 and b"tcpdispatch_dispatch_requests_total" in resp.read()
+    text = resp.read()
+    assert resp.status == 200 and b"tcpdispatch_dispatch_requests_total" in text
     conn.close()
+    # No request above dispatched anything (the HEAD in particular).
+    assert b'tcpdispatch_dispatch_requests_total{outcome="ok"} 0.0' in text, text[:600]
     d.proc.signal(signal.SIGTERM)
     assert d.proc.wait(10) == 0
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 import math
 import random
 from bisect import bisect_left
+from collections import OrderedDict
 from collections.abc import Collection, Sequence
 from hashlib import blake2b
 from struct import Struct
@@ -54,6 +55,11 @@ MAX_GATEWAYS = 1 << _OWNER_BITS
 # Point lists are cached per gateway id across rebuilds (hashing is a third of the build).
 _POINTS_CACHE_IDS = 100_000
 _points_cache: dict[str, list[float]] = {}
+# Whole rings, keyed by (ids, static weights): a rebuild for health, drain or a slow-start
+# step reuses the ring as long as membership and static weights are unchanged.
+_RING_CACHE_SIZE = 8
+_ring_cache: OrderedDict[tuple[tuple[str, ...], tuple[float, ...]], HashRing] = OrderedDict()
+_FRACTION = 1.0 / (1 << 32)
 
 
 def key_hash(key: str) -> int:
@@ -135,6 +141,20 @@ class HashRing:
         return 0 if pos == len(self.keys) else pos
 
 
+def ring_for(ids: tuple[str, ...], weights: tuple[float, ...]) -> HashRing:
+    """The ring of ``ids`` at static ``weights``, from a small LRU cache (build cost is O(P log P))."""
+    key = (ids, weights)
+    ring = _ring_cache.get(key)
+    if ring is None:
+        ring = HashRing(ids, weights)
+        _ring_cache[key] = ring
+        if len(_ring_cache) > _RING_CACHE_SIZE:
+            _ring_cache.popitem(last=False)
+    else:
+        _ring_cache.move_to_end(key)
+    return ring
+
+
 def normalize_ip(ip: str) -> str:
     """``::ffff:1.2.3.4`` -> ``1.2.3.4`` so a client hashes the same over IPv4 and mapped IPv6."""
     if ip[:7].lower() == "::ffff:" and "." in ip:
@@ -156,7 +176,17 @@ class HashRingPicker(Picker):
     T is summed over the pool exactly every ``max(1, n // 16)`` picks and
     advanced by one per pick in between, so a pick stays O(log P) amortized;
     reports arriving in between are seen at the next refresh.
+
+    The ring is built from membership and *static* weights only (``base_weight``)
+    and shared through ``ring_for``, so health changes and slow-start steps do
+    not rebuild it. A gateway in slow start (``weight < base_weight``) keeps a
+    key only when the key's own fraction (low 32 bits of its hash, independent of
+    its ring position) is below ``weight / base_weight``: it takes that share of
+    its keys, the same keys in every replica, growing as it ramps.
     """
+
+    keyed = True
+    ordered_alternates = True
 
     def __init__(
         self,
@@ -170,7 +200,11 @@ class HashRingPicker(Picker):
         if epsilon is not None and not (epsilon >= 0 and math.isfinite(epsilon)):
             raise ValueError(f"epsilon must be a finite number >= 0 (or None), got {epsilon!r}")
         self.epsilon = epsilon
-        self._ring = HashRing([c.id for c in self.candidates], [c.weight for c in self.candidates])
+        static = tuple(c.weight if c.base_weight is None else c.base_weight for c in self.candidates)
+        self._ring = ring_for(tuple(c.id for c in self.candidates), static)
+        # Slow-start share per candidate; None when nobody ramps (the common case).
+        factors = [min(1.0, c.weight / s) for c, s in zip(self.candidates, static)]
+        self._factors: list[float] | None = factors if any(f < 1.0 for f in factors) else None
         self._weight_sum = sum(c.weight for c in self.candidates)
         self._refresh_every = max(1, len(self.candidates) // 16)
         self._countdown = 0
@@ -200,7 +234,14 @@ class HashRingPicker(Picker):
         if size == 0:
             return None
         key = self._key(request)
-        pos = ring.locate(key_hash(key)) if key else int(self.rng.random() * size) % size
+        if key:
+            h = key_hash(key)
+            pos = ring.locate(h)
+            frac = (h & 0xFFFFFFFF) * _FRACTION
+        else:
+            pos = int(self.rng.random() * size) % size
+            frac = self.rng.random()
+        factors = self._factors
         keys = ring.keys
         cands = self.candidates
         n = len(cands)
@@ -219,7 +260,8 @@ class HashRingPicker(Picker):
             c = cands[idx]
             if not c.full and not (exclude and c.id in exclude):
                 # The 1e-9 keeps float noise (2.0000000001) from adding a slot.
-                if not scale or c.load.current < math.ceil(scale * c.weight - 1e-9):
+                ramped = factors is None or frac < factors[idx]
+                if ramped and (not scale or c.load.current < math.ceil(scale * c.weight - 1e-9)):
                     return c
                 if fallback is None:
                     fallback = c

@@ -17,7 +17,7 @@ from collections.abc import Collection, Sequence
 from itertools import accumulate
 
 from tcpdispatch.balancing._validate import check_candidates
-from tcpdispatch.balancing.base import Candidate, Picker
+from tcpdispatch.balancing.base import Candidate, Picker, PickRequest
 
 # Rejection draws before the exact O(n) fallback. With a fraction f of the
 # weight unusable, the fallback runs with probability f**ATTEMPTS.
@@ -103,3 +103,32 @@ class WeightedSamplingPicker(Picker):
         if not idx:
             return -1
         return weighted_index(self.candidates, idx, self.rng)
+
+    def _draw_one(self, exclude: Collection[str], avoid: int = -1) -> int:
+        """``_draw``, falling back to ``_draw_exact`` when the rejection draws keep failing."""
+        i = self._draw(exclude, avoid)
+        return i if i >= 0 else self._draw_exact(exclude, avoid)
+
+    def _draw_two(self, exclude: Collection[str]) -> tuple[Candidate, Candidate | None] | None:
+        """Two distinct usable candidates drawn by weight; the second is None when only one
+        is usable, and the whole is None when none is."""
+        a = self._draw_one(exclude)
+        if a < 0:
+            return None
+        b = self._draw_one(exclude, avoid=a)
+        return self.candidates[a], (self.candidates[b] if b >= 0 else None)
+
+
+class TwoChoicePicker(WeightedSamplingPicker):
+    """Weighted power of two choices: subclasses only say which of two draws is better."""
+
+    def _better(self, a: Candidate, b: Candidate) -> bool:
+        """True when ``a`` should be taken over ``b`` (ties should favour ``a``)."""
+        raise NotImplementedError
+
+    def _choose(self, request: PickRequest, exclude: Collection[str]) -> Candidate | None:
+        pair = self._draw_two(exclude)
+        if pair is None:
+            return None
+        a, b = pair
+        return a if b is None or self._better(a, b) else b

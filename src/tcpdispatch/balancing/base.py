@@ -26,15 +26,17 @@ class LoadCounter:
     reported: int = 0
     issued: int = 0
     utilization: float | None = None  # 0..1 as reported (CPU or the gateway's own load figure)
+    headroom: int | None = None  # slots left per the last agent reply; ``issued`` counts against it
 
     @property
     def current(self) -> int:
         return self.reported + self.issued
 
-    def report(self, connections: int, utilization: float | None = None) -> None:
+    def report(self, connections: int, utilization: float | None = None, *, headroom: int | None = None) -> None:
         """A fresh status report replaces the estimate."""
         self.reported = connections
         self.issued = 0
+        self.headroom = headroom
         if utilization is not None:
             self.utilization = utilization
 
@@ -49,10 +51,14 @@ class Candidate:
     weight: float  # effective weight (static weight x slow-start factor), > 0
     limit: int | None  # most connections it may hold (capacity x high-water), None = unbounded
     load: LoadCounter = field(compare=False)
+    base_weight: float | None = None  # static weight before slow start; None = same as ``weight``
 
     @property
     def full(self) -> bool:
-        return self.limit is not None and self.load.current >= self.limit
+        load = self.load
+        if self.limit is not None and load.reported + load.issued >= self.limit:
+            return True
+        return load.headroom is not None and load.issued >= load.headroom
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +78,10 @@ class Picker(ABC):
     """
 
     name: str = ""
+    keyed: bool = False  # reads the PickRequest; False lets the caller pass one shared empty request
+    ordered_alternates: bool = False  # alternates come in a meaningful order (the ring walk)
+    # Constructor keyword -> the BalancerSettings field ([balancing] key) it is fed from.
+    options: tuple[tuple[str, str], ...] = ()
 
     def __init__(self, candidates: Sequence[Candidate], *, rng: random.Random | None = None) -> None:
         self.candidates: tuple[Candidate, ...] = tuple(candidates)

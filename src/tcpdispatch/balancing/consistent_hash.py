@@ -31,6 +31,7 @@ class ConsistentHashPicker(HashRingPicker):
     """Weighted consistent hashing of the client id with bounded loads."""
 
     name = "consistent_hash"
+    options = (("epsilon", "hash_epsilon"),)
 
     def __init__(
         self,

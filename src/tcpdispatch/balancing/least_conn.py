@@ -41,9 +41,9 @@ class LeastConnPicker(Picker):
         for c in self.candidates:
             if exclude and c.id in exclude:
                 continue
-            load = c.load.current
-            if c.limit is not None and load >= c.limit:
+            if c.full:
                 continue
+            load = c.load.current
             ratio = load / c.weight
             if best is None or ratio < best_ratio:
                 best, best_ratio, ties = c, ratio, 1

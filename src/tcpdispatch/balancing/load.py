@@ -32,18 +32,19 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 
-from tcpdispatch.balancing._sampling import WeightedSamplingPicker
-from tcpdispatch.balancing.base import Candidate, PickRequest
+from tcpdispatch.balancing._sampling import TwoChoicePicker
+from tcpdispatch.balancing.base import Candidate
 
 DEFAULT_FLOOR = 0.1
 
 
-class LoadPicker(WeightedSamplingPicker):
+class LoadPicker(TwoChoicePicker):
     """Power of two choices on connections x reported utilization per unit of weight."""
 
     name = "load"
+    options = (("floor", "load_floor"),)
 
     def __init__(
         self,
@@ -80,17 +81,5 @@ class LoadPicker(WeightedSamplingPicker):
             u = self._default_utilization()
         return (c.load.current + 1) * max(u, self.floor) / c.weight
 
-    def _choose(self, request: PickRequest, exclude: Collection[str]) -> Candidate | None:
-        a = self._draw(exclude)
-        if a < 0:
-            a = self._draw_exact(exclude)
-            if a < 0:
-                return None
-        b = self._draw(exclude, avoid=a)
-        if b < 0:
-            b = self._draw_exact(exclude, avoid=a)
-            if b < 0:
-                return self.candidates[a]
-        ca = self.candidates[a]
-        cb = self.candidates[b]
-        return ca if self._score(ca) <= self._score(cb) else cb
+    def _better(self, a: Candidate, b: Candidate) -> bool:
+        return self._score(a) <= self._score(b)

@@ -21,31 +21,15 @@ distinct draw keeps returning it.
 
 from __future__ import annotations
 
-from collections.abc import Collection
-
-from tcpdispatch.balancing._sampling import WeightedSamplingPicker
-from tcpdispatch.balancing.base import Candidate, PickRequest
+from tcpdispatch.balancing._sampling import TwoChoicePicker
+from tcpdispatch.balancing.base import Candidate
 
 
-class P2CPicker(WeightedSamplingPicker):
+class P2CPicker(TwoChoicePicker):
     """Weighted power of two choices on connections per unit of weight."""
 
     name = "p2c"
 
-    def _choose(self, request: PickRequest, exclude: Collection[str]) -> Candidate | None:
-        a = self._draw(exclude)
-        if a < 0:
-            a = self._draw_exact(exclude)
-            if a < 0:
-                return None
-        b = self._draw(exclude, avoid=a)
-        if b < 0:
-            b = self._draw_exact(exclude, avoid=a)
-            if b < 0:
-                return self.candidates[a]
-        ca = self.candidates[a]
-        cb = self.candidates[b]
-        # ca.load/ca.weight <= cb.load/cb.weight, without the divisions.
-        if ca.load.current * cb.weight <= cb.load.current * ca.weight:
-            return ca
-        return cb
+    def _better(self, a: Candidate, b: Candidate) -> bool:
+        # a.load/a.weight <= b.load/b.weight, without the divisions.
+        return a.load.current * b.weight <= b.load.current * a.weight

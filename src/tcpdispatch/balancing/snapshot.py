@@ -53,24 +53,42 @@ class GatewayView:
     load: LoadCounter = field(default_factory=LoadCounter, compare=False)
 
 
+# name -> (low, high, low is open): the one place the [balancing] ranges live (config.py reads them).
+_RANGES: dict[str, tuple[float, float, bool]] = {
+    "high_water": (0.0, 10.0, True),
+    "slow_start_s": (0.0, 3600.0, False),
+    "slow_start_min": (0.0, 1.0, True),
+    "panic_threshold": (0.0, 1.0, False),
+    "hash_epsilon": (0.0, 10.0, True),
+    "load_floor": (0.0, 1.0, True),
+}
+
+
 @dataclass(frozen=True, slots=True)
 class BalancerSettings:
-    """Pool-wide balancing knobs (validated; ValueError names the bad field)."""
+    """Pool-wide balancing knobs, the ``[balancing]`` config section (ValueError names the bad field).
+
+    ``slow_start_s`` defaults to 10 s: long enough that a recovered gateway is not
+    handed a whole reconnect storm in its first second (caches cold, JIT/TLS
+    warm-up), short enough that a rolling restart of many gateways is not held
+    back by the ramp (HAProxy's ``slowstart`` is commonly set to 10-60 s, Envoy's
+    slow start window has no default; 10 s sits at the short end on purpose).
+    """
 
     high_water: float = 1.0  # hand out a gateway while connections < capacity x high_water
-    slow_start_s: float = 30.0  # ramp window after joining/recovering; 0 = off
+    slow_start_s: float = 10.0  # ramp window after joining/recovering; 0 = off
     slow_start_min: float = 0.1  # weight fraction at the start of the ramp
     panic_threshold: float = 0.5  # healthy fraction below which all non-draining are used; 0 = off
+    hash_epsilon: float = 0.25  # consistent_hash load bound (1 + epsilon) x average
+    load_floor: float = 0.1  # ``load`` policy: lowest utilization a gateway is scored with
 
     def __post_init__(self) -> None:
-        if not (self.high_water > 0 and math.isfinite(self.high_water)):
-            raise ValueError(f"high_water must be a number > 0, got {self.high_water!r}")
-        if not (self.slow_start_s >= 0 and math.isfinite(self.slow_start_s)):
-            raise ValueError(f"slow_start_s must be a number >= 0, got {self.slow_start_s!r}")
-        if not (0 < self.slow_start_min <= 1):
-            raise ValueError(f"slow_start_min must be in (0, 1], got {self.slow_start_min!r}")
-        if not (0 <= self.panic_threshold <= 1):
-            raise ValueError(f"panic_threshold must be in [0, 1], got {self.panic_threshold!r}")
+        for name, (lo, hi, lo_open) in _RANGES.items():
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ValueError(f"{name} must be a number, got {v!r}")
+            if v < lo or (lo_open and v == lo) or v > hi:
+                raise ValueError(f"{name} must be {'>' if lo_open else '>='} {lo} and <= {hi}, got {v!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +162,7 @@ def build_candidates(
                 weight=g.weight * factor,
                 limit=_limit(g, settings.high_water),
                 load=g.load,
+                base_weight=g.weight,
             )
         )
     return Snapshot(

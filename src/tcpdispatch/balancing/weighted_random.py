@@ -25,9 +25,5 @@ class RandomPicker(WeightedSamplingPicker):
     name = "random"
 
     def _choose(self, request: PickRequest, exclude: Collection[str]) -> Candidate | None:
-        i = self._draw(exclude)
-        if i < 0:
-            i = self._draw_exact(exclude)
-            if i < 0:
-                return None
-        return self.candidates[i]
+        i = self._draw_one(exclude)
+        return self.candidates[i] if i >= 0 else None

@@ -12,14 +12,21 @@ import ipaddress
 import json
 import random
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from tcpdispatch.balancing.base import PickRequest
+from tcpdispatch.balancing.registry import get_policy
 from tcpdispatch.config import DispatcherConfig
 from tcpdispatch.dispatcher.pool import Pool
+from tcpdispatch.httputil import error_body
 from tcpdispatch.tickets import TicketSigner
+
+if TYPE_CHECKING:
+    from tcpdispatch.health import PushTracker
+    from tcpdispatch.store import Store
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -27,19 +34,19 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 JSON_HEADERS = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
 RSGI_JSON_HEADERS = [("content-type", "application/json"), ("cache-control", "no-store")]
-# Policies whose alternates are an unordered sample (hash policies order them along the ring).
-UNORDERED_ALTERNATES = frozenset({"p2c", "random", "round_robin", "least_conn", "load"})
-# Policies that never read the PickRequest: one shared instance spares a frozen-dataclass build per dispatch.
-KEYLESS = frozenset({"p2c", "random", "round_robin", "least_conn", "load"})
+# For policies that never read the PickRequest: one shared instance spares a dataclass build per dispatch.
 _NO_KEY = PickRequest()
+# Answer templates kept per ordered gateway-id tuple (LRU: large pools see many distinct tuples).
+TEMPLATE_CACHE = 4096
 
 
 def json_body(doc: Any) -> bytes:
     return json.dumps(doc, separators=(",", ":")).encode()
 
 
-def error_doc(error: str, detail: str, **extra: Any) -> dict[str, Any]:
-    return {"error": error, "detail": detail, **extra}
+def peer_host(client: str) -> str:
+    """The host of an RSGI ``scope.client`` (``"1.2.3.4:5"``, ``"[::1]:5"``)."""
+    return client[: client.rfind(":")].strip("[]")
 
 
 class Stats:
@@ -78,10 +85,12 @@ class DispatcherApp:
         self.stats = Stats()
         self.started = time.monotonic()
         self.reload_hook = reload
-        self.push_tracker: Any = None  # health.PushTracker, set by the server
+        self.push_tracker: PushTracker | None = None  # set by the server
+        self.store: Store | None = None  # shared state store, set by the server (None: in-memory)
         self.on_passive: Callable[[str], None] | None = None  # e.g. probe that gateway now
         self._frags: dict[str, bytes] = {}
-        self._templates: dict[tuple[str, ...], list[bytes]] = {}
+        self._templates: OrderedDict[tuple[str, ...], list[bytes]] = OrderedDict()
+        self._unavailable: tuple[str, list[bytes]] = ("", [])
         self.router = Router(self)
         self.configure(config)
         pool.add_listener(self._refresh_fragments)
@@ -95,8 +104,9 @@ class DispatcherApp:
         self.signer = TicketSigner(config.secrets[0], config.ticket_lifetime, clock=self.clock)
         self._issue = self.signer.issue
         self.k = 1 + config.alternates
-        self._unordered_alternates = config.policy in UNORDERED_ALTERNATES
-        self._keyless = config.policy in KEYLESS
+        policy = get_policy(config.policy)
+        self._unordered_alternates = not policy.ordered_alternates
+        self._keyless = not policy.keyed
         self.max_client_id = config.max_client_id
         self.trusted = config.trusted_proxies
         self._trusted_cache: dict[str, bool] = {}
@@ -107,14 +117,31 @@ class DispatcherApp:
                       "jitter": retry.jitter, "max_s": retry.max_s},
         }
         self._tail = json_body(hints)[1:]  # '"heartbeat_s":..,"retry":{..}}'
-        self._templates = {}
+        self._templates.clear()
+        self._refresh_unavailable()
 
     def _refresh_fragments(self) -> None:
+        """After a picker rebuild: per-gateway JSON fragments and the 503 answer."""
         frags = {}
         for c in self.pool.picker.candidates:
             frags[c.id] = json_body({"id": c.id, "host": c.host, "port": c.port})[:-1]
         self._frags = frags
-        self._templates = {}
+        self._templates.clear()
+        self._refresh_unavailable()
+
+    def _refresh_unavailable(self) -> None:
+        """Precompute the 503 detail (an O(n) count) so a refusal costs no scan and no encoder call."""
+        counts = self.pool.counts()
+        if not self.pool.gateways:
+            detail = "no gateways are configured"
+        elif counts["up"] == 0:
+            detail = f"no gateway is up ({counts['down']} down, {counts['draining']} draining)"
+        else:
+            detail = f"all {counts['up']} gateways that are up are at capacity"
+        cfg = self.config
+        bodies = [error_body("no_gateway_available", detail, retry_after_s=after)
+                  for after in range(cfg.retry_after_min, cfg.retry_after_max + 1)]
+        self._unavailable = (detail, bodies)
 
     # ------------------------------------------------------------ server entry points
 
@@ -136,10 +163,8 @@ class DispatcherApp:
         if scope.proto != "http":
             return
         if scope.path == "/v1/dispatch" and scope.method == "GET":
-            client = scope.client
             status, retry_after, body = self.dispatch_core(
-                scope.query_string, client[: client.rfind(":")].strip("[]"),
-                scope.headers if self.trusted else None,
+                scope.query_string, peer_host(scope.client), scope.headers if self.trusted else None,
             )
             if status == 200:
                 protocol.response_bytes(200, RSGI_JSON_HEADERS, body)
@@ -160,12 +185,13 @@ class DispatcherApp:
             body_read = True
             return {"type": "http.request", "body": await protocol(), "more_body": False}
 
-        host, _, port = scope.client.rpartition(":")
+        client: str = scope.client
+        port = client[client.rfind(":") + 1:]
         asgi_scope = {
             "type": "http", "method": scope.method, "path": scope.path,
             "query_string": scope.query_string.encode("latin-1"),
             "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in scope.headers.items()],
-            "client": (host.strip("[]"), int(port or 0)),
+            "client": (peer_host(client), int(port) if port.isdigit() else 0),
         }
         status, headers, body = await self.router.handle(asgi_scope, receive)
         protocol.response_bytes(status, [(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers], body)
@@ -233,7 +259,12 @@ class DispatcherApp:
         per = stats.per_gateway
         first = ids[0]
         per[first] = per.get(first, 0) + 1
-        parts = self._templates.get(ids) or self._template(ids)
+        templates = self._templates
+        parts = templates.get(ids)
+        if parts is None:
+            parts = self._template(ids)
+        elif len(templates) > 64:  # small caches need no recency order (and skip its cost)
+            templates.move_to_end(ids)
         return 200, None, self._issue(ids, client_id).encode().join(parts)
 
     def _template(self, ids: tuple[str, ...]) -> list[bytes]:
@@ -246,28 +277,21 @@ class DispatcherApp:
             parts.append(b'"}],' + self._tail)
         else:
             parts.append(b'","alternates":[],' + self._tail)
-        if len(self._templates) >= 4096:  # large pools: many ordered sets; stay bounded
-            self._templates.clear()
-        self._templates[ids] = parts
+        templates = self._templates
+        templates[ids] = parts
+        if len(templates) > TEMPLATE_CACHE:  # large pools: many ordered sets; evict the least recent
+            templates.popitem(last=False)
         return parts
 
     def bad_request(self, detail: str) -> tuple[int, str | None, bytes]:
         self.stats.bad_request += 1
-        return 400, None, json_body(error_doc("bad_request", detail))
+        return 400, None, error_body("bad_request", detail)
 
     def unavailable(self) -> tuple[int, str | None, bytes]:
         self.stats.unavailable += 1
         cfg = self.config
         after = self.rng.randint(cfg.retry_after_min, cfg.retry_after_max)
-        counts = self.pool.counts()
-        if not self.pool.gateways:
-            detail = "no gateways are configured"
-        elif counts["up"] == 0:
-            detail = f"no gateway is up ({counts['down']} down, {counts['draining']} draining)"
-        else:
-            detail = f"all {counts['up']} gateways that are up are at capacity"
-        body = json_body(error_doc("no_gateway_available", detail, retry_after_s=after))
-        return 503, str(after), body
+        return 503, str(after), self._unavailable[1][after - cfg.retry_after_min]
 
     def client_ip(self, peer: str, headers: list[tuple[bytes, bytes]]) -> str:
         """The client address: X-Forwarded-For is honoured only when the peer is a trusted proxy.

@@ -10,10 +10,14 @@ connection wait in a bounded queue so answers always leave in request order.
 Limits, each answered with a JSON error and a closed connection: request
 line + headers over ``max_head`` bytes or ``max_headers`` fields (431), a URL
 over ``max_url`` bytes (414), a body over ``max_body`` bytes (413), bytes that
-are not HTTP/1.x (400). A connection with nothing in flight that sends nothing
-for ``idle_timeout`` seconds is closed (by a sweep every half ``idle_timeout``,
-so after 1 to 1.5 times it). A client that does not read its answers is no
-longer read from until it does.
+are not HTTP/1.x (400), a request head not complete ``header_timeout`` seconds
+after its first byte or a body not complete ``body_timeout`` seconds after the
+head (408: a client trickling a byte at a time cannot hold a connection). A
+connection with nothing in flight that sends nothing for ``idle_timeout``
+seconds is closed. One sweep timer checks every connection (every quarter of
+the shortest deadline, at most every half ``idle_timeout``), so each limit
+fires up to one sweep period late. A client that does not read its answers is
+no longer read from until it does.
 """
 
 from __future__ import annotations
@@ -21,8 +25,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
-import json
 import logging
+import math
 from collections import deque
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
@@ -30,6 +34,8 @@ from typing import Any
 from urllib.parse import unquote
 
 import httptools
+
+from tcpdispatch.httputil import error_body
 
 log = logging.getLogger("tcpdispatch.dispatcher.http")
 
@@ -63,7 +69,7 @@ def _status_line(status: int) -> bytes:
 
 def _error(status: int, slug: str, detail: str) -> bytes:
     """A complete JSON error answer after which the connection closes."""
-    body = json.dumps({"error": slug, "detail": detail}, separators=(",", ":")).encode()
+    body = error_body(slug, detail)
     return b"%b%b%bconnection: close\r\ncontent-length: %d\r\n\r\n%b" % (
         _status_line(status), _Date.line, _JSON_HEAD, len(body), body)
 
@@ -91,13 +97,19 @@ class HTTPServer:
 
     def __init__(self, fast: FastPath, app: ASGIApp, host: str, port: int, *, max_body: int = 65536,
                  max_head: int = 16384, max_headers: int = 100, max_url: int = 8192,
-                 idle_timeout: float = 60.0, backlog: int = 2048) -> None:
+                 idle_timeout: float = 60.0, header_timeout: float = 10.0, body_timeout: float = 30.0,
+                 backlog: int = 2048) -> None:
         self.fast, self.app = fast, app
         self.host, self.port = host, port
         self.max_body, self.max_head, self.max_headers, self.max_url = max_body, max_head, max_headers, max_url
         self.idle_timeout = idle_timeout
+        self.header_timeout, self.body_timeout = header_timeout, body_timeout
+        self.sweep_every = min(idle_timeout / 2, header_timeout / 4, body_timeout / 4)
+        self.idle_sweeps = max(2, math.ceil(idle_timeout / self.sweep_every))  # quiet sweeps before closing
         self.backlog = backlog
         self.connections: set[_Connection] = set()
+        self.tasks: set[asyncio.Task[None]] = set()  # ASGI requests in flight (strong refs)
+        self.time: Callable[[], float] = _no_time  # the loop's clock once started
         self._server: asyncio.AbstractServer | None = None
         self._date_timer: asyncio.TimerHandle | None = None
         self._sweep_timer: asyncio.TimerHandle | None = None
@@ -105,8 +117,9 @@ class HTTPServer:
     async def start(self) -> None:
         """Bind and start accepting (raises OSError if the address is taken)."""
         loop = asyncio.get_running_loop()
+        self.time = loop.time
         self._tick_date()
-        self._sweep_timer = loop.call_later(self.idle_timeout / 2, self._sweep)
+        self._sweep_timer = loop.call_later(self.sweep_every, self._sweep)
         self._server = await loop.create_server(lambda: _Connection(self), self.host, self.port,
                                                 backlog=self.backlog, reuse_address=True)
         if self.port == 0:
@@ -117,28 +130,36 @@ class HTTPServer:
         self._date_timer = asyncio.get_running_loop().call_later(1.0, self._tick_date)
 
     def _sweep(self) -> None:
-        # One timer for all connections instead of one per connection (cheaper accepts): every
-        # half idle_timeout, a connection quiet for two sweeps in a row is closed, so an idle
-        # connection goes after between 1 and 1.5 x idle_timeout.
+        # One timer for all connections instead of one per connection (cheaper accepts): it
+        # enforces the head/body deadlines and closes connections quiet for idle_sweeps sweeps.
+        now = self.time()
         for conn in list(self.connections):
-            conn.sweep()
-        self._sweep_timer = asyncio.get_running_loop().call_later(self.idle_timeout / 2, self._sweep)
+            conn.sweep(now)
+        self._sweep_timer = asyncio.get_running_loop().call_later(self.sweep_every, self._sweep)
 
     async def close(self, grace: float = 2.0) -> None:
-        """Stop accepting, close idle connections, give in-flight requests ``grace`` seconds."""
+        """Stop accepting, close idle connections, give in-flight requests ``grace`` seconds,
+        then abort what is left and cancel (and wait for) the request tasks still running."""
         if self._server is not None:
             self._server.close()
         for conn in list(self.connections):
             conn.shutdown()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
-        while self.connections and loop.time() < deadline:
+        while (self.connections or self.tasks) and loop.time() < deadline:
             await asyncio.sleep(0.02)
         for conn in list(self.connections):
             conn.abort()
+        tasks = list(self.tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
         for timer in (self._date_timer, self._sweep_timer):
             if timer is not None:
                 timer.cancel()
+        if self._server is not None:
+            await self._server.wait_closed()
 
 
 class _Connection(asyncio.Protocol):
@@ -147,9 +168,11 @@ class _Connection(asyncio.Protocol):
     __slots__ = (
         "active",
         "body",
+        "body_deadline",
         "body_len",
         "busy",
         "closing",
+        "head_deadline",
         "head_len",
         "head_raw",
         "head_started",
@@ -179,6 +202,8 @@ class _Connection(asyncio.Protocol):
         self.head_raw = 0
         self.head_started = False
         self.in_head = False
+        self.head_deadline = 0.0  # loop time by which the request head must be complete; 0 = none
+        self.body_deadline = 0.0  # same for the body
         self.busy = False  # an ASGI request of this connection is running
         self.closing = False
         self.active = True  # saw bytes since the last sweep
@@ -255,6 +280,7 @@ class _Connection(asyncio.Protocol):
         self.head_raw = 0
         self.head_started = True
         self.in_head = True
+        self.head_deadline = self.server.time() + self.server.header_timeout
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -273,6 +299,7 @@ class _Connection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self.in_head = False
+        self.head_deadline = 0.0
         for name, value in self.headers:
             if name == b"content-length":
                 try:
@@ -280,18 +307,23 @@ class _Connection(asyncio.Protocol):
                 except ValueError:
                     raise _Limit(400, "bad_request", "invalid Content-Length") from None
                 if size > self.server.max_body:
-                    raise _Limit(413, "payload_too_large",
+                    raise _Limit(413, "body_too_large",
                                  f"request body is {size} bytes, the limit is {self.server.max_body}")
+                if size:
+                    self.body_deadline = self.server.time() + self.server.body_timeout
+            elif name == b"transfer-encoding":
+                self.body_deadline = self.server.time() + self.server.body_timeout
             elif name == b"expect" and value.lower() == b"100-continue" and not self.busy and not self.queue:
                 self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
         self.body_len += len(body)
         if self.body_len > self.server.max_body:
-            raise _Limit(413, "payload_too_large", f"request body exceeds {self.server.max_body} bytes")
+            raise _Limit(413, "body_too_large", f"request body exceeds {self.server.max_body} bytes")
         self.body.append(body)
 
     def on_message_complete(self) -> None:
+        self.body_deadline = 0.0
         if self.closing:  # more pipelined requests after one that closes the connection
             return
         parser = self.parser
@@ -360,6 +392,9 @@ class _Connection(asyncio.Protocol):
     def _start_asgi(self, req: _Request) -> None:
         self.busy = True
         task = asyncio.get_running_loop().create_task(self._run_asgi(req))
+        tasks = self.server.tasks
+        tasks.add(task)  # the loop keeps only a weak reference to a task
+        task.add_done_callback(tasks.discard)
         task.add_done_callback(_log_task_error)
 
     async def _run_asgi(self, req: _Request) -> None:
@@ -442,14 +477,22 @@ class _Connection(asyncio.Protocol):
 
     # ------------------------------------------------------------ closing
 
-    def sweep(self) -> None:
-        """Called by the server every half idle timeout: close after two quiet sweeps."""
-        if self.active or self.busy or self.queue:
+    def sweep(self, now: float) -> None:
+        """Called by the server's sweep timer: enforce the head/body deadlines and the idle timeout."""
+        if self.closing:
+            return
+        if self.head_deadline and now > self.head_deadline:
+            self._fail(408, "request_timeout",
+                       f"request head not received within {self.server.header_timeout:g} s")
+        elif self.body_deadline and now > self.body_deadline:
+            self._fail(408, "request_timeout",
+                       f"request body not received within {self.server.body_timeout:g} s")
+        elif self.active or self.busy or self.queue:
             self.active = False
             self.quiet = 0
-        elif not self.closing:
+        else:
             self.quiet += 1
-            if self.quiet >= 2:
+            if self.quiet >= self.server.idle_sweeps:
                 self._close()
 
     def _close(self) -> None:
@@ -468,6 +511,10 @@ class _Connection(asyncio.Protocol):
     def abort(self) -> None:
         with contextlib.suppress(Exception):
             self.transport.abort()
+
+
+def _no_time() -> float:
+    raise RuntimeError("HTTPServer.start() has not run")
 
 
 def _log_task_error(task: asyncio.Task[None]) -> None:

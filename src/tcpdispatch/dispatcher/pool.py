@@ -2,28 +2,30 @@
 
 Gateways come from the config file (``source="config"``), the admin API
 (``"admin"``) or push registration (``"push"``). Each keeps its
-``HealthState`` and its ``LoadCounter`` across picker swaps. Every change that
-affects picking marks the pool dirty; rebuilds are coalesced (one per loop
-iteration for health/membership/drain, at most one per ``load_coalesce_s``
-for load reports) and also happen at the snapshot's own deadline while a
-gateway is in slow start. The dispatch hot path only reads ``pool.picker``.
+``HealthState`` and its ``LoadCounter`` across picker swaps. Only changes to
+what a snapshot is built from (membership, health, drain, static weight,
+capacity) mark the pool dirty; rebuilds are coalesced to one per loop
+iteration and also happen at the snapshot's own deadline while a gateway is in
+slow start. Load (connection counts, utilization, an agent's remaining slots
+or percentage) lives in the ``LoadCounter`` that pickers read live, so a load
+report never rebuilds. The dispatch hot path only reads ``pool.picker``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
+import math
 import random
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from tcpdispatch.balancing.base import LoadCounter, Picker
-from tcpdispatch.balancing.registry import get_policy
-from tcpdispatch.balancing.snapshot import BalancerSettings, GatewayView, build_candidates
-from tcpdispatch.config import BalancingConfig, DispatcherConfig, GatewayConfig, HealthConfig
+from tcpdispatch.balancing.base import Candidate, LoadCounter, Picker
+from tcpdispatch.balancing.registry import get_policy, policy_options
+from tcpdispatch.balancing.snapshot import GatewayView, build_candidates
+from tcpdispatch.config import DispatcherConfig, GatewayConfig
 from tcpdispatch.health import CheckSpec, HealthState, ProbeResult, parse_check
 from tcpdispatch.store.base import SharedGateway
 
@@ -41,8 +43,7 @@ class Gateway:
     admin_drain: bool = False
     self_drain: bool = False
     up_since: float | None = None
-    reported_capacity: int | None = None
-    weight_pct: float | None = None  # agent "up N%": scales the weight when no counts are known
+    reported_capacity: int | None = None  # total capacity from /status (agents report load instead)
     last_ok: float | None = None
     last_detail: str = ""
 
@@ -55,11 +56,8 @@ class Gateway:
         return self.config.check == "push"
 
     def view(self) -> GatewayView:
-        weight = self.config.weight
-        if self.weight_pct is not None:
-            weight *= max(self.weight_pct, 1.0) / 100.0
         return GatewayView(
-            id=self.id, host=self.config.host, port=self.config.port, weight=weight,
+            id=self.id, host=self.config.host, port=self.config.port, weight=self.config.weight,
             capacity=self.config.capacity, reported_capacity=self.reported_capacity,
             healthy=self.health.up, draining=self.admin_drain or self.self_drain,
             up_since=self.up_since, load=self.load,
@@ -71,13 +69,6 @@ class Gateway:
         if self.admin_drain or self.self_drain:
             return "draining"
         return "up"
-
-
-def balancer_settings(b: BalancingConfig) -> BalancerSettings:
-    return BalancerSettings(
-        high_water=b.high_water, slow_start_s=b.slow_start_s,
-        slow_start_min=b.slow_start_min, panic_threshold=b.panic_threshold,
-    )
 
 
 class Pool:
@@ -95,23 +86,21 @@ class Pool:
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
         on_targets: Callable[[dict[str, CheckSpec]], None] | None = None,
-        load_coalesce_s: float | None = None,
     ) -> None:
         self.gateways: dict[str, Gateway] = {}
         self.clock = clock
         self.rng = rng or random.Random()
         self.on_targets = on_targets
-        self.load_coalesce_s = load_coalesce_s
         self.panic = False
         self.rebuilds = 0
         self.shared = False  # True: a shared store owns membership/weight/drain (see sync())
         self._config = config
         self._policy = config.policy
         self._factory = get_policy(config.policy)
-        self._settings = balancer_settings(config.balancing)
+        self._settings = config.balancing
         self._health_cfg = config.health
         self._dirty = False
-        self._scheduled: asyncio.Handle | asyncio.TimerHandle | None = None
+        self._scheduled: asyncio.Handle | None = None
         self._deadline: asyncio.TimerHandle | None = None
         self._picker: Picker = self._new_picker(())
         self._listeners: list[Callable[[], None]] = []
@@ -154,7 +143,7 @@ class Pool:
         if config.policy != self._policy:
             self._factory = get_policy(config.policy)
             self._policy = config.policy
-        self._settings = balancer_settings(config.balancing)
+        self._settings = config.balancing
         health_changed = config.health != self._health_cfg
         self._health_cfg = config.health
         wanted = {g.id: g for g in config.gateways} if not self.shared else {}
@@ -274,53 +263,48 @@ class Pool:
             self._initial.discard(gw.id)
             log.info("gateway %s is %s%s", gw.id, "up" if gw.health.up else "down",
                      f" ({gw.last_detail})" if gw.last_detail else "")
-        load_changed = False
         if result.ok:
             gw.last_ok = now
-            if result.connections is not None:
-                gw.load.report(int(result.connections), result.utilization)
-                load_changed = True
-            elif gw.config.check.startswith("agent://") and (
-                result.capacity is not None or result.weight_pct is not None
-            ):
+            if gw.config.check.startswith("agent://"):
                 self._agent_load(gw, result)
-                load_changed = True
-            elif result.utilization is not None:
-                gw.load.utilization = result.utilization
-                load_changed = True
-            cap = int(result.capacity) if result.capacity is not None else None
-            pct = result.weight_pct if result.connections is None else None
-            if pct is not None and gw.config.capacity is not None and gw.config.check.startswith("agent://"):
-                pct = None  # _agent_load derived exact connections: do not also scale the weight
+            else:
+                if result.connections is not None:
+                    gw.load.report(int(result.connections), result.utilization)
+                elif result.utilization is not None:
+                    gw.load.utilization = result.utilization
+                cap = int(result.capacity) if result.capacity is not None else None
+                if cap != gw.reported_capacity:
+                    gw.reported_capacity = cap
+                    changed = True
             draining = bool(result.draining)
-            if (cap, pct, draining) != (gw.reported_capacity, gw.weight_pct, gw.self_drain):
-                gw.reported_capacity, gw.weight_pct, gw.self_drain = cap, pct, draining
+            if draining != gw.self_drain:
+                gw.self_drain = draining
                 changed = True
         if changed:
             self.mark_dirty()
-        elif load_changed and self.load_coalesce_s is not None:
-            # Pickers read the shared LoadCounter live, so a load report needs no rebuild;
-            # this optional periodic refresh exists for policies that cache derived load.
-            self.mark_dirty(coalesce=self.load_coalesce_s)
 
-    @staticmethod
-    def _agent_load(gw: Gateway, result: ProbeResult) -> None:
+    def _agent_load(self, gw: Gateway, result: ProbeResult) -> None:
         """Reset the load estimate from an agent reply (it carries no connection count).
 
-        Agents report what is *left* (``maxconn:<remaining>``, ``<remaining>%``). With a
+        Agents report what is *left* (``maxconn:<remaining>``, ``<remaining>%``), which
+        changes with every connection, so it is load, never snapshot input. With a
         configured capacity the connections follow exactly; without one the remaining
-        slots become the limit (``reported_capacity``) and the load restarts at 0, so
-        only tickets issued since this reply count against it. Without this reset the
-        issued counter would grow forever and the gateway would look full for good.
+        slots (x high_water) become the counter's ``headroom`` and the tickets issued
+        since this reply count against it (without the reset the issued counter would
+        grow forever and the gateway would look full for good). ``N%`` also sets the
+        utilization (``1 - N/100``) that the ``load`` policy reads.
         """
         cap = gw.config.capacity
         if cap is not None and result.capacity is not None:
-            connections = max(0, cap - int(result.capacity))
+            gw.load.report(max(0, cap - int(result.capacity)), result.utilization)
         elif cap is not None and result.weight_pct is not None:
             connections = round(cap * (100 - min(100, max(0, result.weight_pct))) / 100)
-        else:
-            connections = 0
-        gw.load.report(connections, result.utilization)
+            gw.load.report(connections, result.utilization)
+        elif result.capacity is not None:
+            headroom = max(0, math.floor(int(result.capacity) * self._settings.high_water + 1e-9))
+            gw.load.report(0, result.utilization, headroom=headroom)
+        elif result.utilization is not None:
+            gw.load.utilization = result.utilization
 
     def passive_failure(self, gateway_id: str) -> bool:
         """A client could not reach ``gateway_id``; False if unknown."""
@@ -349,21 +333,16 @@ class Pool:
 
     # ---------------------------------------------------------------- rebuilding
 
-    def mark_dirty(self, coalesce: float = 0.0) -> None:
-        """Schedule a rebuild (synchronous when no event loop runs)."""
+    def mark_dirty(self) -> None:
+        """Schedule a rebuild for this loop iteration (synchronous when no event loop runs)."""
         self._dirty = True
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             self.rebuild()
             return
-        if self._scheduled is not None:
-            if coalesce or not isinstance(self._scheduled, asyncio.TimerHandle):
-                return
-            self._scheduled.cancel()  # a health change must not wait for the load timer
-        self._scheduled = (
-            loop.call_later(coalesce, self._run_scheduled) if coalesce else loop.call_soon(self._run_scheduled)
-        )
+        if self._scheduled is None:
+            self._scheduled = loop.call_soon(self._run_scheduled)
 
     def _run_scheduled(self) -> None:
         self._scheduled = None
@@ -378,19 +357,16 @@ class Pool:
             self._scheduled = None
         now = self.clock()
         snap = build_candidates([g.view() for g in self.gateways.values()], now, self._settings)
-        self.panic = bool(getattr(snap, "panic", False))
+        self.panic = snap.panic
         self._picker = self._new_picker(snap.candidates)
         self.rebuilds += 1
-        self._schedule_deadline(_deadline_of(snap), now)
+        self._schedule_deadline(snap.rebuild_at, now)
         for fn in self._listeners:
             fn()
         return self._picker
 
-    def _new_picker(self, candidates: Iterable[Any]) -> Picker:
-        kwargs: dict[str, Any] = {"rng": self.rng}
-        if self._policy == "consistent_hash" and "epsilon" in _params(self._factory):
-            kwargs["epsilon"] = self._config.balancing.hash_epsilon
-        return self._factory(tuple(candidates), **kwargs)
+    def _new_picker(self, candidates: Iterable[Candidate]) -> Picker:
+        return self._factory(tuple(candidates), rng=self.rng, **policy_options(self._factory, self._settings))
 
     def _schedule_deadline(self, deadline: float | None, now: float) -> None:
         if self._deadline is not None:
@@ -422,6 +398,7 @@ class Pool:
             "admin_drain": gw.admin_drain, "source": gw.source,
             "connections": gw.load.reported, "issued_since_report": gw.load.issued,
             "capacity": cfg.capacity if cfg.capacity is not None else gw.reported_capacity,
+            "headroom": gw.load.headroom,
             "utilization": gw.load.utilization,
             "up_for_s": None if gw.up_since is None else round(self.clock() - gw.up_since, 3),
             "detail": gw.last_detail,
@@ -434,26 +411,4 @@ class Pool:
         return out
 
 
-def _deadline_of(snap: Any) -> float | None:
-    for name in ("rebuild_at", "next_rebuild", "deadline", "expires_at", "valid_until"):
-        value = getattr(snap, name, None)
-        if value is not None:
-            return float(value)
-    return None
-
-
-_PARAMS: dict[Any, frozenset[str]] = {}
-
-
-def _params(fn: Any) -> frozenset[str]:
-    got = _PARAMS.get(fn)
-    if got is None:
-        try:
-            got = frozenset(inspect.signature(fn).parameters)
-        except (TypeError, ValueError):
-            got = frozenset()
-        _PARAMS[fn] = got
-    return got
-
-
-__all__ = ["Gateway", "HealthConfig", "Pool", "balancer_settings"]
+__all__ = ["Gateway", "Pool"]

@@ -6,7 +6,6 @@ body ``{"error": slug, "detail": text}`` and changes nothing.
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 import math
@@ -14,8 +13,10 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from tcpdispatch.config import GatewayConfig, parse_gateway, valid_id
-from tcpdispatch.dispatcher.app import JSON_HEADERS, Receive, Scope, error_doc, json_body
+from tcpdispatch.dispatcher.app import JSON_HEADERS, Receive, Scope, json_body
+from tcpdispatch.dispatcher.pool import Gateway
 from tcpdispatch.errors import ConfigError
+from tcpdispatch.httputil import check_bearer, error_body
 from tcpdispatch.store import MemoryStore, SharedGateway, Store, StoreUnavailable
 
 if TYPE_CHECKING:
@@ -48,7 +49,6 @@ class Router:
     def __init__(self, app: DispatcherApp) -> None:
         self.app = app
         self.static: dict[str, dict[str, Callable[..., Awaitable[Response]]]] = {
-            "/v1/dispatch": {},  # GET is the fast path in the app; listed so other methods get 405
             "/v1/gateways": {"GET": self.list_gateways, "POST": self.add_gateway},
             "/v1/report": {"POST": self.report},
             "/v1/heartbeat": {"POST": self.heartbeat},
@@ -71,9 +71,12 @@ class Router:
             gid, _, action = path[len("/v1/gateways/"):].partition("/")
             route = self.per_gateway.get(action)
             args = (gid,)
-        if path == "/v1/dispatch":
-            route = {"GET": self._never}
         try:
+            if path == "/v1/dispatch":
+                # GET is answered by the app's fast path before the router; anything else
+                # (HEAD included: it would issue a ticket and count a dispatch) is refused.
+                raise HTTPError(405, "method_not_allowed", f"{method} is not allowed on {path}",
+                                [(b"allow", b"GET")])
             if route is None:
                 raise HTTPError(404, "not_found", f"no route for {path}")
             handler = route.get(method) or (route.get("GET") if method == "HEAD" else None)
@@ -85,15 +88,12 @@ class Router:
         except HTTPError as exc:
             status = exc.status
             headers = [*JSON_HEADERS, *exc.headers]
-            body = json_body(error_doc(exc.error, exc.detail))
+            body = error_body(exc.error, exc.detail)
         key = (path if not args else "/v1/gateways/{id}", status)
         self.app.stats.other[key] = self.app.stats.other.get(key, 0) + 1
         if method == "HEAD":
             body = b""
         return status, headers, body
-
-    async def _never(self, scope: Scope, receive: Receive) -> Response:
-        return self.app.dispatch(scope)
 
     # ------------------------------------------------------------ helpers
 
@@ -106,8 +106,7 @@ class Router:
             if k == b"authorization":
                 given = v
                 break
-        scheme, _, cred = given.partition(b" ")
-        if scheme.lower() != b"bearer" or not hmac.compare_digest(cred.strip(), token.encode()):
+        if not check_bearer(given, token):
             raise HTTPError(401, "unauthorized", f"{what} requires 'Authorization: Bearer <token>'",
                             [(b"www-authenticate", b'Bearer realm="tcpdispatch"')])
 
@@ -146,6 +145,8 @@ class Router:
             doc = json.loads(raw)
         except (ValueError, UnicodeDecodeError) as exc:
             raise HTTPError(400, "bad_json", f"request body is not valid JSON: {exc}") from None
+        except RecursionError:  # e.g. 50,000 nested "[": refuse it like any other bad JSON
+            raise HTTPError(400, "bad_json", "request body is nested too deeply") from None
         if not isinstance(doc, dict):
             raise HTTPError(400, "bad_request", "request body must be a JSON object")
         return doc
@@ -153,7 +154,7 @@ class Router:
     @property
     def store(self) -> Store:
         """The shared state store (set by the server); the memory store when there is none."""
-        return getattr(self.app, "store", None) or _MEMORY_STORE
+        return self.app.store or _MEMORY_STORE
 
     async def _write(self, op: Awaitable[bool], missing: HTTPError) -> None:
         """Run one admin write through the store first; 503 when it cannot take writes."""
@@ -167,7 +168,7 @@ class Router:
         if not ok:
             raise missing
 
-    def _gateway(self, gid: str):  # type: ignore[no-untyped-def]
+    def _gateway(self, gid: str) -> Gateway:
         gw = self.app.pool.get(gid)
         if gw is None:
             raise self._unknown(gid)
@@ -216,7 +217,7 @@ class Router:
         if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or not 0 <= w <= 1_000_000:
             raise HTTPError(400, "bad_request", f"weight must be a number from 0 to 1000000, got {w!r}")
         await self._write(self.store.set_weight(gid, float(w)), self._unknown(gid))
-        self._gateway(gid)
+        self._gateway(gid)  # again: a store sync may have removed it while we awaited the write
         gw = self.app.pool.set_weight(gid, float(w))
         log.info("admin: gateway %s weight -> %s", gid, w)
         return _json(200, self.app.pool.describe(gw))
@@ -239,7 +240,7 @@ class Router:
         self._bearer(scope, self.app.config.admin_token, "the admin API")
         self._gateway(gid)
         await self._write(self.store.set_drain(gid, draining), self._unknown(gid))
-        self._gateway(gid)
+        self._gateway(gid)  # again: a store sync may have removed it while we awaited the write
         gw = self.app.pool.set_drain(gid, draining)
         log.info("admin: gateway %s %s", gid, "drained" if draining else "undrained")
         return _json(200, self.app.pool.describe(gw))

@@ -24,16 +24,12 @@ from tcpdispatch.config import DispatcherConfig, load_config
 from tcpdispatch.dispatcher.app import DispatcherApp
 from tcpdispatch.dispatcher.pool import Pool
 from tcpdispatch.errors import ConfigError
-from tcpdispatch.health import HealthChecker, HealthSettings, PushTracker, status_to_result
+from tcpdispatch.health import CheckSpec, HealthChecker, PushTracker, status_to_result
 from tcpdispatch.store import SharedGateway, StoreHooks, make_store
 
 log = logging.getLogger("tcpdispatch.dispatcher")
-
-
-def health_settings(config: DispatcherConfig) -> HealthSettings:
-    h = config.health
-    return HealthSettings(interval=h.interval, timeout=h.timeout, rise=h.rise, fall=h.fall,
-                          jitter=h.jitter, ttl=h.ttl)
+# granian reads at most this much of a request before answering 413/431 (its default is 408 KiB).
+GRANIAN_MAX_BUFFER = 65536
 
 
 class DispatcherServer:
@@ -54,13 +50,14 @@ class DispatcherServer:
         self.app.on_passive = self._on_passive
         self.store = make_store(config.store)
         self.pool.shared = self.store.shared
-        self.app.store = self.store  # type: ignore[attr-defined]  # read by the router
+        self.app.store = self.store
         self._stop = asyncio.Event()
-        self._tasks: list[asyncio.Task[tuple[bool, str]]] = []
+        self._tasks: set[asyncio.Task[tuple[bool, str]]] = set()
+        self._reload_lock = asyncio.Lock()  # SIGHUP and POST /v1/reload must not interleave
 
     # ------------------------------------------------------------ wiring
 
-    def _set_targets(self, targets: dict) -> None:  # type: ignore[type-arg]
+    def _set_targets(self, targets: dict[str, CheckSpec]) -> None:
         if self.checker is not None:
             self.checker.set_targets(targets)
 
@@ -79,7 +76,7 @@ class DispatcherServer:
         before = set(self.pool.gateways)
         self.pool.sync(entries, initial=initial)
         for gid in before - set(self.pool.gateways):
-            self.app.push_tracker.forget(gid)
+            self.tracker.forget(gid)
 
     def _relayed_heartbeat(self, gateway_id: str, doc: Mapping[str, Any]) -> None:
         """A heartbeat another replica received: treat it as if it had come here."""
@@ -90,13 +87,23 @@ class DispatcherServer:
             result = status_to_result(doc)
         except ValueError:
             return
-        self.app.push_tracker.record(gateway_id)
+        self.tracker.record(gateway_id)
         self.pool.on_result(gateway_id, result)
 
     async def _start_checker(self) -> None:
-        self.checker = HealthChecker(health_settings(self.config), self.pool.on_result)
-        self.checker.set_targets(self.pool.targets())
-        await self.checker.start()
+        """Start a checker for the current settings, swap it in, then close the old one.
+
+        The swap happens before the only await on the old checker, so admin
+        changes arriving meanwhile reach the new one (set_targets on a closed
+        checker is a no-op anyway).
+        """
+        checker = HealthChecker(self.config.health, self.pool.on_result)
+        checker.set_targets(self.pool.targets())
+        await checker.start()
+        old, self.checker = self.checker, checker
+        checker.set_targets(self.pool.targets())  # membership may have changed during start()
+        if old is not None:
+            await old.close()
 
     async def _push_loop(self) -> None:
         while True:
@@ -111,7 +118,14 @@ class DispatcherServer:
     # ------------------------------------------------------------ reload
 
     async def reload(self) -> tuple[bool, str]:
-        """Re-read the config file; on any error keep serving with the current config."""
+        """Re-read the config file; on any error keep serving with the current config.
+
+        Reloads are serialized: a SIGHUP during a POST /v1/reload waits for it.
+        """
+        async with self._reload_lock:
+            return await self._reload()
+
+    async def _reload(self) -> tuple[bool, str]:
         assert self.config_path is not None
         try:
             new = load_config(self.config_path)
@@ -131,8 +145,6 @@ class DispatcherServer:
         self.app.configure(new)
         self.pool.apply_config(new)
         if new.health != old.health:
-            if self.checker is not None:
-                await self.checker.close()
             await self._start_checker()
             if new.health.ttl != old.health.ttl:
                 fresh = PushTracker(new.health.ttl)
@@ -147,8 +159,8 @@ class DispatcherServer:
 
     def _on_sighup(self) -> None:
         task = asyncio.get_running_loop().create_task(self.reload())
-        self._tasks.append(task)
-        task.add_done_callback(self._tasks.remove)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     # ------------------------------------------------------------ run
 
@@ -188,7 +200,9 @@ class DispatcherServer:
         from tcpdispatch.dispatcher.httpserver import HTTPServer
 
         host, port = self.listen
-        http = HTTPServer(self.app.dispatch_bytes, self.app, host, port, max_body=self.config.max_body)
+        cfg = self.config
+        http = HTTPServer(self.app.dispatch_bytes, self.app, host, port, max_body=cfg.max_body,
+                          header_timeout=cfg.header_timeout, body_timeout=cfg.body_timeout)
         try:
             await http.start()
         except OSError as exc:
@@ -202,13 +216,17 @@ class DispatcherServer:
     async def _serve_granian(self, ready: bool) -> None:
         """granian's embedded server over RSGI, in this loop."""
         from granian.constants import HTTPModes, Interfaces
+        from granian.http import HTTP1Settings
         from granian.log import LogLevels
         from granian.server.embed import Server
 
         loop = asyncio.get_running_loop()
         host, port = self.listen
+        # granian has no body deadline; its header deadline is in milliseconds.
+        h1 = HTTP1Settings(header_read_timeout=max(1, round(self.config.header_timeout * 1000)),
+                           max_buffer_size=GRANIAN_MAX_BUFFER)
         server = Server(self.app, address=host, port=port, interface=Interfaces.RSGI,
-                        http=HTTPModes.http1, backlog=2048, websockets=False,
+                        http=HTTPModes.http1, backlog=2048, websockets=False, http1_settings=h1,
                         log_enabled=True, log_level=LogLevels.error)
         serve_task = loop.create_task(server.serve())
         try:

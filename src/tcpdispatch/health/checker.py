@@ -65,7 +65,7 @@ class HealthChecker:
         only remembered.
         """
         if self._closed:
-            raise RuntimeError("HealthChecker is closed")
+            return  # replaced and closed during a reload: the new checker has the targets
         self._targets = dict(targets)
         if not self._started:
             return

@@ -16,18 +16,19 @@ class HealthState:
     Client reports go to :meth:`passive_failure`. They count towards ``fall`` but
     never reset the success streak, so active successes still bring a gateway up after
     ``rise`` whatever clients say. Between two active results at most ``max_passive``
-    passive failures are counted: an unauthenticated client (or one on a broken network)
-    can speed up detection of a gateway the probes already see failing, but a flood of
-    reports cannot take down one the probes keep seeing healthy unless
-    ``max_passive >= fall``.
+    passive failures are counted, by default ``min(1, fall - 1)``: an unauthenticated
+    client (or one on a broken network) can speed up detection of a gateway the probes
+    already see failing, but reports alone never reach ``fall`` (with ``fall = 1`` they
+    are not counted at all), so they cannot take down one the probes keep seeing
+    healthy. An explicit ``max_passive >= fall`` opts into letting them.
     """
 
     __slots__ = ("_passive_since_probe", "failures", "fall", "max_passive", "rise", "successes", "up")
 
-    def __init__(self, rise: int, fall: int, *, up: bool = False, max_passive: int = 1) -> None:
+    def __init__(self, rise: int, fall: int, *, up: bool = False, max_passive: int | None = None) -> None:
         if rise < 1 or fall < 1:
             raise ValueError(f"rise and fall must be >= 1, got rise={rise} fall={fall}")
-        if max_passive < 0:
+        if max_passive is not None and max_passive < 0:
             raise ValueError(f"max_passive must be >= 0, got {max_passive}")
         self.rise = rise
         self.fall = fall
@@ -53,7 +54,8 @@ class HealthState:
 
     def passive_failure(self) -> bool:
         """Record a client's failed connect; True when ``up`` changed (went down)."""
-        if not self.up or self._passive_since_probe >= self.max_passive:
+        limit = min(1, self.fall - 1) if self.max_passive is None else self.max_passive
+        if not self.up or self._passive_since_probe >= limit:
             return False
         self._passive_since_probe += 1
         self.failures += 1
