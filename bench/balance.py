@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import (
+    GatewayHandle,
     HttpDispatcher,
     ProcGroup,
-    RealGateway,
     free_port,
     haproxy_config,
     headline,
@@ -33,7 +33,7 @@ from bench.common import (
     start_dispatcher,
     start_gateway,
     start_haproxy,
-    wait_for,
+    wait_until,
     write_result,
 )
 from tcpdispatch import aio
@@ -82,7 +82,7 @@ async def _dispatch_run(url: str, n: int, ids: list[str], tag: str) -> tuple[dic
     return counts, series, time.monotonic() - t0
 
 
-async def _hold_via_haproxy(front: int, m: int, ids: list[str], gws: list[RealGateway],
+async def _hold_via_haproxy(front: int, m: int, ids: list[str], gws: list[GatewayHandle],
                             rate: float) -> tuple[dict[str, int], list[Any], int]:
     signer = TicketSigner(SECRET.encode(), 120)
     writers: list[asyncio.StreamWriter] = []
@@ -116,8 +116,8 @@ async def _hold_via_haproxy(front: int, m: int, ids: list[str], gws: list[RealGa
     sampler = asyncio.create_task(sample())
     try:
         await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(m))), m / rate + 60)
-        await asyncio.to_thread(wait_for, lambda: sum(int(g.status()["connections"]) for g in gws)
-                                >= m - failed, 20, "gateways report every held connection")
+        await asyncio.to_thread(wait_until, lambda: sum(int(g.status()["connections"]) for g in gws)
+                                >= m - failed, 20, 0.05, "gateways report every held connection")
         final = {g.id: int(g.status()["connections"]) for g in gws}
         await asyncio.sleep(0.6)
     finally:
@@ -159,11 +159,11 @@ def run(quick: bool) -> dict[str, Any]:
                 cfg = haproxy_config(work / f"haproxy-{wname}.cfg", front=front, balance="leastconn",
                                      servers=[(g.id, g.port, w, 0) for g, w in zip(gws, weights)])
                 ha = start_haproxy(group, cfg, name=f"haproxy-{wname}")
-                wait_for(lambda: aio.run(asyncio.open_connection("127.0.0.1", front))[1].close() or True, 10,
-                         "HAProxy listening")
+                wait_until(lambda f=front: aio.run(asyncio.open_connection("127.0.0.1", f))[1].close() or True, 10,
+                           0.05, "HAProxy listening")
                 final, series, failed = aio.run(_hold_via_haproxy(front, m, ids, gws, rate))
                 ha.stop()
-                wait_for(lambda: sum(int(g.status()["connections"]) for g in gws) == 0, 20, "gateways empty")
+                wait_until(lambda: sum(int(g.status()["connections"]) for g in gws) == 0, 20, 0.05, "gateways empty")
                 peer[wname] = _shares(final, weights, ids) | {"series": series, "failed": failed, "held": m}
                 print(f"  haproxy leastconn {wname:6s} shares {peer[wname]['shares_pct']}, "
                       f"max dev {peer[wname]['max_dev_points']} points ({failed} failed)", flush=True)

@@ -2,21 +2,18 @@
 
 Results JSON and small PNG plots under ``bench/results/`` (``bench/results/quick/``
 for ``--quick`` runs, so the test run never overwrites the committed figures),
-the machine's core count, child processes killed by process group, HAProxy and
-nginx config writers, HAProxy's stats socket, a lean keep-alive HTTP client for
-``/v1/dispatch`` and a raw-protocol echo client.
+the machine's core count, HAProxy and nginx config writers, a lean keep-alive
+HTTP client for ``/v1/dispatch``. Processes, ports, waits, HAProxy's stats socket
+and percentiles come from :mod:`tcpdispatch.testing` (re-exported here).
 """
 
 from __future__ import annotations
 
 import asyncio
-import csv
-import io
 import json
 import os
 import platform
 import shutil
-import socket
 import statistics
 import sys
 import time
@@ -24,26 +21,29 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tcpdispatch.client.testing import (
+from tcpdispatch.testing import (
     TCPDISPATCH,
+    GatewayHandle,
+    Proc,
     ProcGroup,
     RealDispatcher,
-    RealGateway,
-    SimpleProc,
     free_port,
     get_json,
+    haproxy_stats,
+    percentile,
     start_dispatcher,
     start_gateway,
+    wait_until,
 )
 
 __all__ = [
     "RESULTS",
     "TCPDISPATCH",
+    "GatewayHandle",
     "HttpDispatcher",
+    "Proc",
     "ProcGroup",
     "RealDispatcher",
-    "RealGateway",
-    "SimpleProc",
     "binary",
     "cores",
     "free_port",
@@ -52,14 +52,14 @@ __all__ = [
     "haproxy_stats",
     "headline",
     "nginx_stream_config",
-    "pct",
+    "percentile",
     "plot",
     "results_dir",
     "start_dispatcher",
     "start_gateway",
     "start_haproxy",
     "start_nginx",
-    "wait_for",
+    "wait_until",
     "write_result",
 ]
 
@@ -132,32 +132,8 @@ def headline(name: str, text: str) -> None:
     print(f"[{name}] {text}  (cores: {cores()})", flush=True)
 
 
-def pct(values: Sequence[float], q: float) -> float | None:
-    """Nearest-rank percentile (q in 0..100) of ``values``; None when empty."""
-    if not values:
-        return None
-    s = sorted(values)
-    k = max(0, min(len(s) - 1, round(q / 100 * len(s) + 0.5) - 1))
-    return s[k]
-
-
 def median(values: Sequence[float]) -> float | None:
     return statistics.median(values) if values else None
-
-
-def wait_for(pred: Any, timeout: float, what: str, interval: float = 0.05) -> Any:
-    """Poll ``pred`` until truthy (exceptions count as false) or raise after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            v = pred()
-        except Exception:  # noqa: BLE001 - the thing is still starting
-            v = None
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(interval)
 
 
 # -- peers ---------------------------------------------------------------------------------
@@ -219,26 +195,12 @@ stream {{
     return conf
 
 
-def start_haproxy(group: ProcGroup, cfg: Path, name: str = "haproxy") -> SimpleProc:
+def start_haproxy(group: ProcGroup, cfg: Path, name: str = "haproxy") -> Proc:
     return group([binary("haproxy", HAPROXY), "-db", "-f", str(cfg)], name=name)
 
 
-def start_nginx(group: ProcGroup, conf: Path, root: Path) -> SimpleProc:
+def start_nginx(group: ProcGroup, conf: Path, root: Path) -> Proc:
     return group([binary("nginx", NGINX), "-c", str(conf), "-p", str(root)], name="nginx")
-
-
-def haproxy_stats(sock_path: Path, backend: str = "gateways") -> dict[str, dict[str, str]]:
-    """HAProxy's ``show stat`` CSV rows of ``backend``'s servers, keyed by server name."""
-    with socket.socket(socket.AF_UNIX) as s:
-        s.settimeout(2)
-        s.connect(str(sock_path))
-        s.sendall(b"show stat\n")
-        data = b""
-        while chunk := s.recv(65536):
-            data += chunk
-    rows = csv.DictReader(io.StringIO(data.decode().lstrip("# ")))
-    return {r["svname"]: r for r in rows if r["pxname"] == backend and r["svname"] not in
-            ("FRONTEND", "BACKEND")}
 
 
 # -- clients -------------------------------------------------------------------------------

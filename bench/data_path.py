@@ -24,12 +24,12 @@ from bench.common import (
     headline,
     nginx_has_stream,
     nginx_stream_config,
-    pct,
+    percentile,
     plot,
     start_gateway,
     start_haproxy,
     start_nginx,
-    wait_for,
+    wait_until,
     write_result,
 )
 from tcpdispatch import aio
@@ -71,7 +71,7 @@ async def _load(port: int, conns: int, seconds: float) -> dict[str, Any]:
     us = [r * 1e6 for r in rtts]
     return {"connections": conns, "messages": sum(counts), "msgs_per_s": round(sum(counts) / elapsed),
             "mib_per_s_each_way": round(sum(counts) * len(PAYLOAD) / elapsed / 2**20, 2),
-            "rtt_us": {"p50": round(pct(us, 50) or 0), "p99": round(pct(us, 99) or 0),
+            "rtt_us": {"p50": round(percentile(us, 50) or 0), "p99": round(percentile(us, 99) or 0),
                        "max": round(max(us, default=0))}}
 
 
@@ -92,7 +92,7 @@ def run(quick: bool) -> dict[str, Any]:
             else:
                 print("  nginx has no stream module (Debian: libnginx-mod-stream): nginx path skipped")
             for port in targets.values():
-                wait_for(lambda p=port: aio.run(_load(p, 1, 0.05)), 15, f"port {port} echoing")
+                wait_until(lambda p=port: aio.run(_load(p, 1, 0.05)), 15, 0.05, f"port {port} echoing")
             runs: dict[str, dict[str, Any]] = {}
             for load, (c, s) in {"latency (1 connection)": (1, seconds / 2), f"throughput ({conns} connections)":
                                  (conns, seconds)}.items():

@@ -28,7 +28,7 @@ from bench.common import (
     plot,
     start_dispatcher,
     start_gateway,
-    wait_for,
+    wait_until,
     write_result,
 )
 from bench.failover import Sampler, draw_series, finish_loadgen, start_loadgen
@@ -64,15 +64,15 @@ def run(quick: bool) -> dict[str, Any]:
             sampler.start()
             ramp, slack = n / rate, (4.0 if quick else 45.0)
             lg = start_loadgen(work, disp.url, n, rate, procs, ramp + slack + window + (4 if quick else 8))
-            wait_for(lambda: sampler.latest().get("g1", 0) >= n, ramp + slack, f"{n} clients on g1", 0.2)
+            wait_until(lambda: sampler.latest().get("g1", 0) >= n, ramp + slack, 0.2, f"{n} clients on g1")
             for g in gws[1:]:
                 _admin_add(disp.url, token, g)
-            wait_for(lambda: all(v.get("healthy") for v in disp.gateways().values()) and len(disp.gateways()) == 3,
-                     10, "g2, g3 healthy in the pool")
+            wait_until(lambda: all(v.get("healthy") for v in disp.gateways().values()) and len(disp.gateways()) == 3,
+                       10, 0.05, "g2, g3 healthy in the pool")
             t0 = time.time()
             gws[0].drain()
-            wait_for(lambda: sampler.latest().get("g1", 0) <= 0 and sum(max(0, v) for v in sampler.latest().values())
-                     >= n, window + 10, "every client moved", 0.2)
+            wait_until(lambda: sampler.latest().get("g1", 0) <= 0 and sum(max(0, v) for v in sampler.latest().values())
+                       >= n, window + 10, 0.2, "every client moved")
             t_done = time.time() - t0
             time.sleep(1.0)
             summary = finish_loadgen(lg, work, window + 60 + n / 1000)

@@ -26,15 +26,15 @@ from typing import Any
 
 from bench.common import (
     TCPDISPATCH,
+    GatewayHandle,
     HttpDispatcher,
     ProcGroup,
-    RealGateway,
     headline,
-    pct,
+    percentile,
     plot,
     start_dispatcher,
     start_gateway,
-    wait_for,
+    wait_until,
     write_result,
 )
 from tcpdispatch import aio
@@ -46,7 +46,7 @@ TARGET_S = 5.0
 class Sampler(threading.Thread):
     """Samples every gateway's ``/status`` connections (-1 when down) in the background."""
 
-    def __init__(self, gws: list[RealGateway], interval: float = 0.1) -> None:
+    def __init__(self, gws: list[GatewayHandle], interval: float = 0.1) -> None:
         super().__init__(daemon=True)
         self.gws, self.interval = gws, interval
         self.rows: list[list[float]] = []  # [wall time, n_g1, n_g2, ...]
@@ -72,14 +72,11 @@ class Sampler(threading.Thread):
 
 
 def start_loadgen(work: Path, url: str, n: int, rate: float, procs: int, duration: float) -> subprocess.Popen[bytes]:
-    out = open(work / "loadgen.json", "wb")
-    err = open(work / "loadgen.err", "wb")
-    p = subprocess.Popen([*TCPDISPATCH, "--log-level", "warning", "loadgen", "--dispatcher", url, "--clients", str(n),
-                          "--rate", str(rate), "--duration", f"{duration:.0f}", "--processes", str(procs), "--json"],
-                         stdout=out, stderr=err, start_new_session=True)
-    out.close()
-    err.close()
-    return p
+    with open(work / "loadgen.json", "wb") as out, open(work / "loadgen.err", "wb") as err:
+        return subprocess.Popen(
+            [*TCPDISPATCH, "--log-level", "warning", "loadgen", "--dispatcher", url, "--clients", str(n),
+             "--rate", str(rate), "--duration", f"{duration:.0f}", "--processes", str(procs), "--json"],
+            stdout=out, stderr=err, start_new_session=True)
 
 
 def finish_loadgen(p: subprocess.Popen[bytes], work: Path, timeout: float) -> dict[str, Any]:
@@ -133,7 +130,7 @@ def run(quick: bool) -> dict[str, Any]:
             ramp = n / rate
             slack = 4.0 if quick else 45.0
             lg = start_loadgen(work, disp.url, n, rate, procs, ramp + slack + settle + after)
-            wait_for(lambda: sum(sampler.latest().values()) >= n, ramp + slack, f"{n} clients connected", 0.2)
+            wait_until(lambda: sum(sampler.latest().values()) >= n, ramp + slack, 0.2, f"{n} clients connected")
             time.sleep(settle)
             before = sampler.latest()
             victim = max(gws, key=lambda g: before[g.id])
@@ -160,8 +157,8 @@ def run(quick: bool) -> dict[str, Any]:
     res = {"clients": n, "capacity_per_gateway": cap, "loadgen_processes": procs, "before_kill": before,
            "killed": victim.id, "moved_clients": moved, "reconnected": len(back),
            "time_to_pct_s": {"50": at(0.5), "99": at(0.99), "100": at(1.0)},
-           "dispatch_latency_ms_during_storm": {"p50": round(pct(lat_ms, 50) or 0, 1),
-                                                "p99": round(pct(lat_ms, 99) or 0, 1), "samples": len(lat_ms)},
+           "dispatch_latency_ms_during_storm": {"p50": round(percentile(lat_ms, 50) or 0, 1),
+                                                "p99": round(percentile(lat_ms, 99) or 0, 1), "samples": len(lat_ms)},
            "survivor_peak": peak, "survivor_peak_vs_capacity": {k: round(v / cap, 3) for k, v in peak.items()},
            "unrepaired": summary.get("unrepaired"), "loadgen_errors": summary.get("errors"),
            "series": [[round(r[0] - t_kill, 2), *r[1:]] for r in sampler.rows[::2]], "ids": [g.id for g in gws]}

@@ -25,7 +25,7 @@ from typing import Any
 
 import psutil
 
-from tcpdispatch.client.testing import TCPDISPATCH, ProcGroup, start_dispatcher, start_gateway
+from tcpdispatch.testing import TCPDISPATCH, ProcGroup, start_dispatcher, start_gateway
 
 
 def main(argv: list[str] | None = None) -> int:

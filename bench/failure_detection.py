@@ -29,9 +29,9 @@ from typing import Any
 
 from bench.common import (
     TCPDISPATCH,
+    GatewayHandle,
     HttpDispatcher,
     ProcGroup,
-    RealGateway,
     free_port,
     get_json,
     haproxy_stats,
@@ -40,7 +40,7 @@ from bench.common import (
     start_dispatcher,
     start_gateway,
     start_haproxy,
-    wait_for,
+    wait_until,
     write_result,
 )
 
@@ -50,7 +50,7 @@ TARGETS = {"SIGKILL": 1.0, "SIGSTOP": 2.0}
 TRIAL_BOUND_S = 15.0
 
 
-def _haproxy_cfg(path: Path, sock: Path, front: int, gws: list[RealGateway]) -> Path:
+def _haproxy_cfg(path: Path, sock: Path, front: int, gws: list[GatewayHandle]) -> Path:
     def backend(name: str, check: str) -> str:
         servers = "\n".join(f"    server {g.id} 127.0.0.1:{g.port} check port {g.status_port} {check}"
                             for g in gws)
@@ -128,27 +128,25 @@ def _pool_up(url: str, gid: str) -> bool:
     return any(g["id"] == gid and g.get("healthy") for g in items)
 
 
-async def _trials(kinds: list[str], trials: int, gws: list[RealGateway], url: str, watch: Watch,
+async def _trials(kinds: list[str], trials: int, gws: list[GatewayHandle], url: str, watch: Watch,
                   group: ProcGroup, secret: Path, budget: float, wait_default: bool) -> list[dict[str, Any]]:
     stop = asyncio.Event()
     tasks = [asyncio.create_task(watch.dispatch_loop(c, stop)) for c in watch.clients]
     tasks.append(asyncio.create_task(watch.haproxy_loop(stop)))
     out = []
     try:
-        n = 0
         t_start = time.monotonic()
-        for t, kind in [(t, k) for t in range(trials) for k in kinds]:
+        for n, (t, kind) in enumerate([(t, k) for t in range(trials) for k in kinds]):
             if time.monotonic() - t_start > budget:
                 print(f"  time budget {budget:g} s spent: stopping after {n} trials", flush=True)
                 break
             g = gws[n % len(gws)]
-            n += 1
 
             def up(gid: str = g.id) -> bool:
                 return (_pool_up(url, gid) and ("default", gid) not in watch.down_since
                         and ("tuned", gid) not in watch.down_since
                         and time.monotonic() - watch.last_named.get(gid, 0) < 0.5)
-            await asyncio.to_thread(wait_for, up, 30, f"{g.id} up everywhere", 0.1)
+            await asyncio.to_thread(wait_until, up, 30, 0.1, f"{g.id} up everywhere")
             t0 = time.monotonic()
             g.signal(signal.SIGKILL if kind == "SIGKILL" else signal.SIGSTOP)
             res: dict[str, Any] = {"kind": kind, "trial": t, "gateway": g.id}
@@ -175,7 +173,7 @@ async def _trials(kinds: list[str], trials: int, gws: list[RealGateway], url: st
                               "--status", f"127.0.0.1:{g.status_port}", "--secret-file", str(secret)],
                              name=g.id)
                 g.proc = proc
-                await asyncio.to_thread(wait_for, lambda p=proc: "READY" in p.output(), 20, f"{g.id} restart")
+                await asyncio.to_thread(wait_until, lambda p=proc: "READY" in p.output(), 20, 0.05, f"{g.id} restart")
     finally:
         stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -196,8 +194,8 @@ def run(quick: bool) -> dict[str, Any]:
             disp = start_dispatcher(group, work, gws, secret, extra_toml="[balancing]\nslow_start_s = 0\n")
             sock = work / "haproxy.sock"
             start_haproxy(group, _haproxy_cfg(work / "haproxy.cfg", sock, free_port(), gws))
-            wait_for(lambda: sock.exists() and all(r["status"] == "UP" for r in haproxy_stats(sock).values()),
-                     20, "HAProxy sees every gateway UP")
+            wait_until(lambda: sock.exists() and all(r["status"] == "UP" for r in haproxy_stats(sock).values()),
+                       20, 0.05, "HAProxy sees every gateway UP")
             watch = Watch(disp.url, sock)
             from tcpdispatch import aio
             rows = aio.run(_trials(list(TARGETS), trials, gws, disp.url, watch, group, secret,

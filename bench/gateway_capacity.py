@@ -26,16 +26,12 @@ import sys
 import time
 from typing import Any
 
+from tcpdispatch.testing import free_port
+
 PER_SOURCE_IP = 12_000  # well under the ~28k ephemeral ports of one (src, dst) pair
 MAX_FDS_PER_CLIENT = 19_000
 IN_FLIGHT = 200
 IP_BIND_ADDRESS_NO_PORT = 24  # Linux: pick the source port at connect(), not bind()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # -- client process -------------------------------------------------------------------
@@ -139,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
     if n / workers > MAX_FDS_PER_CLIENT:
         print(f"note: {n / workers:.0f} connections per worker is over the 20,000-fd limit per process;"
               " raise --workers", file=sys.stderr)
-    port, status_port = _free_port(), _free_port()
+    port, status_port = free_port(), free_port()
     deadline = time.monotonic() + args.timeout
     gw = subprocess.Popen(
         [sys.executable, "-m", "tcpdispatch", "--log-level", "warning", "gateway", "--id", "bench",

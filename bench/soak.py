@@ -227,7 +227,7 @@ async def soak(args: argparse.Namespace) -> int:
         await cluster.wait_ready(timeout=60)
         assert cluster.dispatcher is not None
         series = [Series("dispatcher", cluster.dispatcher.popen.pid)]
-        series += [Series(f"gateway {gid}", gw.child.popen.pid) for gid, gw in cluster.gateways.items()]
+        series += [Series(f"gateway {gid}", gw.proc.popen.pid) for gid, gw in cluster.gateways.items()]
         series.append(Series(DRIVER, os.getpid(), children=False))  # the servers are its children
         fleet = Fleet(cluster.dispatcher_url, args.clients, rng)
         print(f"soak: {args.minutes:g} min, {args.clients} clients, churn {args.churn}/s, "

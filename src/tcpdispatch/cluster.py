@@ -9,11 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -22,61 +17,8 @@ from typing import Any
 
 import aiohttp
 
+from tcpdispatch.testing import TCPDISPATCH, GatewayHandle, Proc, free_port, scaled, start_gateway
 from tcpdispatch.tickets import generate_secret
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class Child:
-    """One child process and where its output goes."""
-
-    name: str
-    popen: subprocess.Popen[bytes]
-    log: Path
-
-    @property
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def signal(self, sig: int) -> None:
-        if self.alive:
-            os.kill(self.popen.pid, sig)
-
-    def kill_group(self) -> None:
-        if self.alive:
-            try:
-                os.killpg(self.popen.pid, signal.SIGCONT)
-                os.killpg(self.popen.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        try:
-            self.popen.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
-
-
-@dataclass
-class GatewayProc:
-    id: str
-    host: str
-    port: int
-    status_port: int
-    weight: int
-    child: Child
-
-    @property
-    def address(self) -> str:
-        return f"{self.host}:{self.port}"
-
-    @property
-    def status_url(self) -> str:
-        return f"http://{self.host}:{self.status_port}/status"
 
 
 @dataclass
@@ -85,10 +27,10 @@ class Cluster:
 
     workdir: Path
     host: str = "127.0.0.1"
-    gateways: dict[str, GatewayProc] = field(default_factory=dict)
-    dispatcher: Child | None = None
+    gateways: dict[str, GatewayHandle] = field(default_factory=dict)
+    dispatcher: Proc | None = None
     dispatcher_url: str = ""
-    children: list[Child] = field(default_factory=list)
+    children: list[Proc] = field(default_factory=list)
     _tmp: tempfile.TemporaryDirectory[str] | None = None
 
     @classmethod
@@ -107,24 +49,16 @@ class Cluster:
         self.admin_token = self.token_file.read_text().strip()
 
     # -- processes -----------------------------------------------------------
-    def _spawn(self, name: str, args: list[str]) -> Child:
-        log = self.workdir / f"{name}.log"
-        with open(log, "ab") as fh:  # the child keeps its own copy of the descriptor
-            popen = subprocess.Popen(
-                [sys.executable, "-m", "tcpdispatch", "--log-level", "warning", *args],
-                stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-            )
-        child = Child(name, popen, log)
+    def _start(self, args: list[str], name: str) -> Proc:
+        """Start a child logging to ``workdir/NAME.log`` (appended: a restarted child keeps its history)."""
+        child = Proc(args, self.workdir / f"{name}.log", name=name, append=True)
         self.children.append(child)
         return child
 
-    def start_gateway(self, gid: str, weight: int = 1, *extra: str) -> GatewayProc:
-        port, status = free_port(self.host), free_port(self.host)
-        child = self._spawn(gid, [
-            "gateway", "--id", gid, "--listen", f"{self.host}:{port}",
-            "--status", f"{self.host}:{status}", "--secret-file", str(self.secret_file), *extra,
-        ])
-        gw = GatewayProc(gid, self.host, port, status, weight, child)
+    def start_gateway(self, gid: str, weight: int = 1, *extra: str) -> GatewayHandle:
+        """Start a gateway (tickets on); :meth:`wait_ready` waits for it."""
+        gw = start_gateway(self._start, gid, *extra, secret_file=self.secret_file, weight=weight,
+                           host=self.host, log_level="warning", wait=False)
         self.gateways[gid] = gw
         return gw
 
@@ -156,14 +90,15 @@ class Cluster:
         path.write_text("\n".join(lines))
         return path
 
-    def start_dispatcher(self, policy: str = "p2c", extra: str = "") -> Child:
+    def start_dispatcher(self, policy: str = "p2c", extra: str = "") -> Proc:
         config = self.write_config(policy, extra)
-        self.dispatcher = self._spawn("dispatcher", ["dispatcher", "--config", str(config)])
+        self.dispatcher = self._start(
+            [*TCPDISPATCH, "--log-level", "warning", "dispatcher", "--config", str(config)], "dispatcher")
         return self.dispatcher
 
     async def wait_ready(self, timeout: float = 30.0) -> None:
         """Wait until every gateway answers /status and the dispatcher has them all up."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + scaled(timeout)
         async with aiohttp.ClientSession() as http:
             while True:
                 dead = [c.name for c in self.children if not c.alive and c.name in self.gateways]
@@ -191,7 +126,7 @@ class Cluster:
 
     async def gateway_status(self, http: aiohttp.ClientSession, gid: str) -> dict[str, Any] | None:
         gw = self.gateways[gid]
-        if not gw.child.alive:
+        if not gw.proc.alive:
             return None
         try:
             async with http.get(gw.status_url, timeout=aiohttp.ClientTimeout(total=1)) as r:
@@ -218,7 +153,7 @@ class Cluster:
     def close(self) -> None:
         """Kill every child (and its workers); safe to call twice."""
         for child in self.children:
-            child.kill_group()
+            child.stop()
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None

@@ -114,14 +114,14 @@ class Demo:
             st = self.statuses.get(gid)
             entry = self.pool.get(gid, {})
             if st is None:
-                code = gw.child.popen.poll()
+                code = gw.proc.popen.poll()
                 state = ("[red]killed[/red]" if code and code < 0 else "[dim]exited[/dim]") if code is not None \
                     else "[yellow]no answer[/yellow]"
                 conns = 0
             else:
                 state = "[yellow]draining[/yellow]" if st.get("state") == "draining" else "[green]serving[/green]"
                 conns = int(st.get("connections", 0))
-            if entry and not entry.get("healthy", True) and gw.child.alive:
+            if entry and not entry.get("healthy", True) and gw.proc.alive:
                 state += " (down)"
             bar = "█" * round(40 * conns / total)
             table.add_row(gid, gw.address, str(entry.get("weight", gw.weight)), state, str(conns), bar)
@@ -248,7 +248,7 @@ class Demo:
         moved = self.shares()[victim]
         self.say(f"killing {victim} with SIGKILL: its {moved} clients must fail over")
         t = time.monotonic()
-        cl.gateways[victim].child.signal(signal.SIGKILL)
+        cl.gateways[victim].proc.signal(signal.SIGKILL)
         took = await self.wait_all_connected(20, avoid=victim)
         sent, echoed = await self.verify_messages("after-kill")
         await self.step("kill", echoed == sent, time.monotonic() - t,
@@ -261,7 +261,7 @@ class Demo:
         t = time.monotonic()
         await cl.drain_gateway(self.http, drained)  # type: ignore[arg-type]
         curve: list[int] = []
-        while cl.gateways[drained].child.alive and time.monotonic() - t < 15:
+        while cl.gateways[drained].proc.alive and time.monotonic() - t < 15:
             curve.append(self.shares()[drained])
             await asyncio.sleep(0.5)
         took = await self.wait_all_connected(10, avoid=drained)

@@ -16,7 +16,6 @@ from tcpdispatch.client.policy import (
     order_candidates,
     parse_retry_after,
     parse_static,
-    percentile,
 )
 from tcpdispatch.errors import DispatchError
 
@@ -170,9 +169,3 @@ def test_static_list_and_candidate_order() -> None:
     firsts = {order_candidates(eps, FailureMemory(clock), shuffle=True, rng=random.Random(s))[0].port
               for s in range(30)}
     assert firsts == {1, 2, 3}
-
-
-def test_percentile() -> None:
-    assert percentile([], 50) is None
-    values = sorted(float(i) for i in range(1, 101))
-    assert (percentile(values, 50), percentile(values, 99), percentile(values, 100)) == (50.0, 99.0, 100.0)

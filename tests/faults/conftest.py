@@ -17,13 +17,11 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import random
 import secrets
 import subprocess
 import time
-import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -32,7 +30,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from helpers import REQUIRE_INTEGRATION, TCPDISPATCH, Proc, free_port, scaled, wait_until
+from helpers import REQUIRE_INTEGRATION, TCPDISPATCH, Proc, free_port, get_json, scaled, wait_until
 
 from tcpdispatch.client import Client, ClientEvent, EventKind
 
@@ -42,11 +40,6 @@ HEALTH = "[health]\ninterval = 0.2\ntimeout = 0.4\nrise = 2\nfall = 2\n"
 # Fast client backoff hints so a test does not wait out production's 1 s x 1.6^n.
 RETRY = "[retry]\ninitial_s = 0.2\nmultiplier = 1.6\njitter = 0.2\nmax_s = 2.0\n"
 BALANCING = "[balancing]\nslow_start_s = 0\n"
-
-
-def get_json(url: str, timeout: float = 2.0) -> Any:
-    with urllib.request.urlopen(url, timeout=timeout) as r:
-        return json.loads(r.read())
 
 
 @dataclass

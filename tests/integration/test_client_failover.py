@@ -15,8 +15,8 @@ from aiohttp import web
 from helpers import async_wait_until, scaled
 
 from tcpdispatch.client import BackoffConfig, Client, EventKind
-from tcpdispatch.client.testing import RealGateway, start_dispatcher, start_gateway
 from tcpdispatch.errors import DispatchError
+from tcpdispatch.testing import GatewayHandle, start_dispatcher, start_gateway
 from tcpdispatch.tickets import TicketSigner, load_secrets
 
 pytestmark = pytest.mark.integration
@@ -35,7 +35,7 @@ async def echo(client: Client, payload: bytes) -> None:
 
 
 @pytest.fixture
-def system(procs: Any, secret_file: Path, tmp_path: Path) -> tuple[list[RealGateway], Any]:
+def system(procs: Any, secret_file: Path, tmp_path: Path) -> tuple[list[GatewayHandle], Any]:
     """Three ticket-checking gateways (heartbeat 1 s) and a dispatcher over them."""
     gws = [start_gateway(procs, f"g{i}", "--heartbeat", "1", secret_file=secret_file) for i in (1, 2, 3)]
     return gws, start_dispatcher(procs, tmp_path, gws, secret_file)

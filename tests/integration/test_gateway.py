@@ -11,9 +11,9 @@ import pytest
 from helpers import TCPDISPATCH, async_wait_until, free_port, scaled, wait_until
 
 from tcpdispatch.errors import ErrorCode
-from tcpdispatch.gateway.testing import GatewayHandle as Gw
-from tcpdispatch.gateway.testing import start_gateway as _start
 from tcpdispatch.protocol import Data, Error, Pong, Welcome
+from tcpdispatch.testing import GatewayHandle as Gw
+from tcpdispatch.testing import start_gateway
 from tcpdispatch.tickets import TicketSigner
 
 pytestmark = pytest.mark.integration
@@ -21,13 +21,9 @@ pytestmark = pytest.mark.integration
 SECRET = b"test-secret-0123456789abcdef"
 
 
-def start_gateway(procs: Any, *extra: str, **kw: Any) -> Gw:
-    return _start(procs, wait_until, free_port, *extra, **kw)
-
-
 @pytest.fixture
 def secret_gw(procs: Any, secret_file: Path) -> Gw:
-    return start_gateway(procs, "--secret-file", str(secret_file))
+    return start_gateway(procs, "g1", secret_file=secret_file)
 
 
 async def test_valid_ticket_handshake_echo_and_ping(secret_gw: Gw) -> None:
@@ -74,7 +70,7 @@ async def test_every_ticket_rejection_names_its_reason(secret_gw: Gw) -> None:
 
 
 async def test_handshake_and_idle_timeouts(procs: Any) -> None:
-    gw = start_gateway(procs, "--no-ticket", "--handshake-timeout", "0.4", "--heartbeat", "0.2",
+    gw = start_gateway(procs, "g1", "--handshake-timeout", "0.4", "--heartbeat", "0.2",
                        "--idle-timeout", "0.8")
     mute = await gw.client()  # never says HELLO
     silent = await gw.client()
@@ -99,7 +95,7 @@ async def test_handshake_and_idle_timeouts(procs: Any) -> None:
 
 
 async def test_capacity_and_per_ip_limit(procs: Any) -> None:
-    gw = start_gateway(procs, "--no-ticket", "--capacity", "3", "--per-ip-limit", "2")
+    gw = start_gateway(procs, "g1", "--capacity", "3", "--per-ip-limit", "2", agent=True)
     a1, a2 = await gw.client("127.0.0.1"), await gw.client("127.0.0.1")
     for c in (a1, a2):
         assert isinstance(await c.hello(), Welcome)
@@ -122,7 +118,7 @@ async def test_capacity_and_per_ip_limit(procs: Any) -> None:
 
 
 async def test_broadcast_chat_room(procs: Any) -> None:
-    gw = start_gateway(procs, "--no-ticket", "--handler", "broadcast")
+    gw = start_gateway(procs, "g1", "--handler", "broadcast")
     clients = [await gw.client() for _ in range(3)]
     for i, c in enumerate(clients):
         assert isinstance(await c.hello(client_id=f"c{i}"), Welcome)
@@ -134,7 +130,7 @@ async def test_broadcast_chat_room(procs: Any) -> None:
 
 
 async def test_status_metrics_and_agent_match_connection_count(procs: Any) -> None:
-    gw = start_gateway(procs, "--no-ticket", "--capacity", "100", "--advertise", "gw.example:9")
+    gw = start_gateway(procs, "g1", "--capacity", "100", "--advertise", "gw.example:9", agent=True)
     clients = [await gw.client() for _ in range(4)]
     for c in clients:
         assert isinstance(await c.hello(), Welcome)
@@ -160,7 +156,7 @@ async def test_user_handler_class(procs: Any, tmp_path: Path) -> None:
         "    def on_message(self, session, payload):\n"
         "        self.hub.send(session.session_id, payload.upper())\n"
     )
-    gw = start_gateway(procs, "--no-ticket", "--handler", "shout_handler:Shout",
+    gw = start_gateway(procs, "g1", "--handler", "shout_handler:Shout",
                        env={"PYTHONPATH": str(tmp_path)})
     c = await gw.client()
     assert isinstance(await c.hello(client_id="zoe"), Welcome)
@@ -170,7 +166,7 @@ async def test_user_handler_class(procs: Any, tmp_path: Path) -> None:
 
 
 async def test_protocol_violation_gets_error_code(procs: Any) -> None:
-    gw = start_gateway(procs, "--no-ticket")
+    gw = start_gateway(procs, "g1")
     c = await gw.client()
     await c.send_raw(b"\x00\x00\x00\x02\x07\x01")  # version 7
     frames = await c.recv_all()
@@ -208,7 +204,7 @@ async def test_push_heartbeats_and_failures_logged_once(procs: Any, tmp_path: Pa
     token = tmp_path / "push.token"
     token.write_text("push-token-1\n")
     try:
-        gw = start_gateway(procs, "--no-ticket", "--report-to", f"http://127.0.0.1:{port}",
+        gw = start_gateway(procs, "g1", "--report-to", f"http://127.0.0.1:{port}",
                            "--report-token-file", str(token), "--report-interval", "0.1")
         await async_wait_until(lambda: len(got) >= 3, what="three heartbeats")
         auth, body = got[-1]

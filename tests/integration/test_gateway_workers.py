@@ -9,24 +9,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import free_port, wait_until
+from helpers import wait_until
 
 from tcpdispatch.errors import ErrorCode
-from tcpdispatch.gateway.testing import GatewayHandle, ProbeClient
-from tcpdispatch.gateway.testing import start_gateway as _start
+from tcpdispatch.gateway.testing import ProbeClient
 from tcpdispatch.protocol import Error, Reconnect, Welcome
+from tcpdispatch.testing import start_gateway
 from tcpdispatch.tickets import TicketSigner
 
 pytestmark = pytest.mark.integration
 
 
-def start_gateway(procs: Any, *extra: str) -> GatewayHandle:
-    return _start(procs, wait_until, free_port, *extra)
-
-
 async def test_two_workers_act_as_one_node(procs: Any) -> None:
-    gw = start_gateway(procs, "--no-ticket", "--workers", "2", "--capacity", "24",
-                       "--per-ip-limit", "12", "--drain-window", "1.5")
+    gw = start_gateway(procs, "g1", "--workers", "2", "--capacity", "24",
+                       "--per-ip-limit", "12", "--drain-window", "1.5", agent=True)
     clients: list[ProbeClient] = []
     for src in ("127.0.0.1", "127.0.0.2"):
         for i in range(12):
@@ -64,7 +60,7 @@ async def test_two_workers_act_as_one_node(procs: Any) -> None:
 
 async def test_a_ticket_opens_one_session_per_node_not_per_worker(procs: Any, secret_file: Path) -> None:
     """Two connections with one ticket, landing on different workers: one WELCOME, one REPLAYED."""
-    gw = start_gateway(procs, "--secret-file", str(secret_file), "--workers", "2")
+    gw = start_gateway(procs, "g1", "--workers", "2", secret_file=secret_file)
     signer = TicketSigner(secret_file.read_text().strip().encode())
     for attempt in range(20):  # the kernel picks the worker; 2**-20 to miss the spread every time
         pair: list[ProbeClient] = []

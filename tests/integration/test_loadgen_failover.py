@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from helpers import TCPDISPATCH, scaled, wait_until
 
-from tcpdispatch.client.testing import start_dispatcher, start_gateway
+from tcpdispatch.testing import start_dispatcher, start_gateway
 
 pytestmark = pytest.mark.integration
 

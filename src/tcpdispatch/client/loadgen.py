@@ -19,7 +19,8 @@ from typing import Any
 import aiohttp
 
 from tcpdispatch.client.client import Client, ClientEvent, EventKind
-from tcpdispatch.client.policy import BackoffConfig, percentile
+from tcpdispatch.client.policy import BackoffConfig
+from tcpdispatch.testing import percentile
 
 Report = dict[str, Any]
 
@@ -193,16 +194,16 @@ def merge(reports: Sequence[Report]) -> Report:
     latencies.sort()
     ttr_s = sorted(b - a for a, b in ttr)
 
-    def pct(values: list[float]) -> dict[str, float | None]:
-        return {f"p{q}": _r(percentile(values, q)) for q in (50, 90, 99)} | {"max": _r(values[-1] if values else None)}
+    def summary(values: list[float]) -> dict[str, float | None]:
+        return {f"p{q}": _r(percentile(values, q)) for q in (50, 90, 99)} | {"max": _r(max(values, default=None))}
 
     return {
         "clients": totals["target"], "started": totals["started"], "connected": totals["connected"],
         "ever_connected": totals["ever_connected"], "reconnects": totals["reconnects"],
         "failed_rounds": totals["failed_rounds"], "dispatch_requests": totals["dispatch_requests"],
         "errors": dict(errors), "dispatch_errors": dict(dispatch_errors), "gateways": dict(sorted(gateways.items())),
-        "connect_latency_s": pct(latencies),
-        "time_to_reconnect_s": {"count": len(ttr_s), **pct(ttr_s)},
+        "connect_latency_s": summary(latencies),
+        "time_to_reconnect_s": {"count": len(ttr_s), **summary(ttr_s)},
         "last_reconnect_at": max((b for _, b in ttr), default=None),
         "reconnect_pairs": [[round(a, 4), round(b, 4)] for a, b in ttr],
         "unrepaired": len(unrepaired), "workers": len(reports),

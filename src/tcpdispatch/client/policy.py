@@ -287,11 +287,3 @@ def order_candidates(
     if shuffle:
         (rng or random.Random()).shuffle(keys)
     return [unique[k] for k in memory.order(keys)]
-
-
-def percentile(sorted_values: Sequence[float], q: float) -> float | None:
-    """Nearest-rank percentile (q in 0..100) of an already sorted sequence."""
-    if not sorted_values:
-        return None
-    rank = max(1, math.ceil(q / 100 * len(sorted_values)))
-    return sorted_values[min(rank, len(sorted_values)) - 1]

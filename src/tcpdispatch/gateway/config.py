@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
-from pathlib import Path
 
 from tcpdispatch.aio import parse_hostport
 from tcpdispatch.errors import ConfigError
+from tcpdispatch.httputil import read_token
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,10 +103,8 @@ def from_args(args: argparse.Namespace) -> GatewayConfig:
 
 
 def _read_token(path: str) -> str:
+    # min_len=1: the gateway has always accepted any non-empty token (the dispatcher asks for 8).
     try:
-        token = Path(path).read_text("utf-8").strip()
-    except OSError as exc:
-        raise ConfigError(f"cannot read: {exc.strerror}", file=path) from None
-    if not token:
-        raise ConfigError("token file is empty", file=path)
-    return token
+        return read_token(path, min_len=1)
+    except ValueError as exc:
+        raise ConfigError(str(exc), file=path) from None

@@ -8,7 +8,6 @@ the supervisor with several) and reads node totals from :class:`NodeCounters`.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
 import os
@@ -23,6 +22,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from tcpdispatch import __version__
 from tcpdispatch.gateway.config import GatewayConfig
 from tcpdispatch.gateway.shm import NodeCounters, Snapshot
+from tcpdispatch.httputil import check_bearer, error_body
 
 log = logging.getLogger("tcpdispatch.gateway.status")
 
@@ -168,12 +168,10 @@ class StatusService:
 
     async def _post_drain(self, request: web.Request) -> web.Response:
         expected = self.cfg.admin_token
-        if expected is not None:
-            given = request.headers.get("Authorization", "")
-            if not hmac.compare_digest(given.encode(), f"Bearer {expected}".encode()):
-                return web.json_response(
-                    {"error": "unauthorized", "detail": "POST /drain needs Authorization: Bearer <token>"},
-                    status=401, headers={"WWW-Authenticate": "Bearer"})
+        if expected is not None and not check_bearer(request.headers.get("Authorization"), expected):
+            return web.Response(
+                body=error_body("unauthorized", "POST /drain needs Authorization: Bearer <token>"),
+                status=401, content_type="application/json", headers={"WWW-Authenticate": "Bearer"})
         self._on_drain()
         return web.json_response({"state": "draining", "drain_window_s": self.cfg.drain_window},
                                  status=202)

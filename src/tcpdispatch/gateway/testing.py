@@ -2,21 +2,23 @@
 
 It speaks the wire protocol through the sans-I/O :class:`Connection` (client
 role) over a plain asyncio stream; it makes no decisions (no reconnects, no
-automatic pings) so tests see exactly what the gateway sends.
+automatic pings) so tests see exactly what the gateway sends. Start gateways with
+:func:`tcpdispatch.testing.start_gateway` (its :class:`GatewayHandle` is re-exported here).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import socket
-import sys
-import urllib.request
 from collections.abc import Callable
 from typing import Any
 
+from tcpdispatch import testing
 from tcpdispatch.errors import RemoteProtocolError
 from tcpdispatch.protocol import Connection, Frame, Hello, Ping, Role, State
+from tcpdispatch.testing import GatewayHandle
+
+__all__ = ["GatewayHandle", "ProbeClient", "start_gateway"]
 
 
 class ProbeClient:
@@ -111,33 +113,6 @@ class ProbeClient:
             pass
 
 
-class GatewayHandle:
-    """A gateway process started by a test, with its ports and blocking status helpers."""
-
-    def __init__(self, proc: Any, port: int, status_port: int, agent_port: int) -> None:
-        self.proc, self.port, self.status_port, self.agent_port = proc, port, status_port, agent_port
-
-    def status(self) -> dict[str, Any]:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.status_port}/status", timeout=5) as r:
-            return json.loads(r.read())
-
-    def metrics(self) -> str:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.status_port}/metrics", timeout=5) as r:
-            return r.read().decode()
-
-    def drain(self) -> int:
-        req = urllib.request.Request(f"http://127.0.0.1:{self.status_port}/drain", method="POST")
-        with urllib.request.urlopen(req, timeout=5) as r:
-            return r.status
-
-    def agent(self) -> str:
-        with socket.create_connection(("127.0.0.1", self.agent_port), timeout=5) as s:
-            return s.makefile().read()
-
-    async def client(self, source: str | None = None) -> ProbeClient:
-        return await ProbeClient.connect("127.0.0.1", self.port, source=source)
-
-
 def start_gateway(
     start: Callable[..., Any],
     wait_until: Callable[..., object],
@@ -146,16 +121,6 @@ def start_gateway(
     gw_id: str = "g1",
     env: dict[str, str] | None = None,
 ) -> GatewayHandle:
-    """Start ``tcpdispatch gateway`` on free loopback ports through the test's process factory
-    ``start(args, name=, env=)`` and wait for its READY line."""
-    port, status, agent = free_port(), free_port(), free_port()
-    proc = start(
-        [sys.executable, "-m", "tcpdispatch", "gateway", "--id", gw_id, "--listen", f"127.0.0.1:{port}",
-         "--status", f"127.0.0.1:{status}", "--agent", f"127.0.0.1:{agent}", *extra],
-        name="gateway", env=env,
-    )
-    wait_until(lambda: "READY" in proc.output() or proc.popen.poll() is not None, timeout=20,
-               what="gateway READY")
-    if proc.popen.poll() is not None or f"READY 127.0.0.1:{port} status=127.0.0.1:{status}" not in proc.output():
-        raise AssertionError(f"gateway did not start:\n{proc.output()}")
-    return GatewayHandle(proc, port, status, agent)
+    """Deprecated signature kept for callers not yet switched; use :func:`tcpdispatch.testing.start_gateway`
+    (``wait_until`` and ``free_port`` are ignored: the shared ones are used)."""
+    return testing.start_gateway(start, gw_id, *extra, agent=True, env=env)
