@@ -28,8 +28,8 @@ from helpers import TCPDISPATCH, Proc, free_port, scaled, wait_until
 
 from tcpdispatch.errors import ErrorCode
 from tcpdispatch.gateway.testing import GatewayHandle, ProbeClient
-from tcpdispatch.gateway.testing import start_gateway as _start_gateway
 from tcpdispatch.protocol import Data, Error, Welcome
+from tcpdispatch.testing import start_gateway as _start_gateway
 
 pytestmark = pytest.mark.integration
 
@@ -48,7 +48,7 @@ def files(tmp_path: Path) -> dict[str, Path]:
 
 
 def start_gateway(procs: Any, *extra: str, gw_id: str = "g1") -> GatewayHandle:
-    return _start_gateway(procs, wait_until, free_port, *extra, gw_id=gw_id)
+    return _start_gateway(procs, gw_id, *extra, agent=True)
 
 
 class Dispatcher:

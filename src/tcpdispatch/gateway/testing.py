@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Callable
-from typing import Any
 
-from tcpdispatch import testing
 from tcpdispatch.errors import RemoteProtocolError
 from tcpdispatch.protocol import Connection, Frame, Hello, Ping, Role, State
 from tcpdispatch.testing import GatewayHandle
 
-__all__ = ["GatewayHandle", "ProbeClient", "start_gateway"]
+__all__ = ["GatewayHandle", "ProbeClient"]
 
 
 class ProbeClient:
@@ -111,16 +108,3 @@ class ProbeClient:
             await self.writer.wait_closed()
         except OSError:
             pass
-
-
-def start_gateway(
-    start: Callable[..., Any],
-    wait_until: Callable[..., object],
-    free_port: Callable[[], int],
-    *extra: str,
-    gw_id: str = "g1",
-    env: dict[str, str] | None = None,
-) -> GatewayHandle:
-    """Deprecated signature kept for callers not yet switched; use :func:`tcpdispatch.testing.start_gateway`
-    (``wait_until`` and ``free_port`` are ignored: the shared ones are used)."""
-    return testing.start_gateway(start, gw_id, *extra, agent=True, env=env)
