@@ -113,7 +113,7 @@ async def _probe(url: str, seconds: float) -> list[float]:
 
 
 def run(quick: bool) -> dict[str, Any]:
-    n, cap, procs, rate = (600, 400, 1, 600.0) if quick else (10_000, 6000, 4, 1000.0)
+    n, cap, procs, rate = (600, 400, 1, 600.0) if quick else (10_000, 6000, 8, 1000.0)
     settle, after = (1.0, 3.0) if quick else (4.0, 8.0)
     with tempfile.TemporaryDirectory(prefix="tcpdsuite-fo-") as tmp:
         work = Path(tmp)
