@@ -1,6 +1,6 @@
-"""Gateway capacity benchmark: N idle connections, RSS per connection and connect rate.
+"""Gateway capacity benchmark: N connections, RSS per connection, connect rate, heartbeat CPU.
 
-    python -m bench.gateway_capacity --connections 100000 --workers 2 --client-processes 7
+    python -m bench.gateway_capacity --connections 100000 --workers 6 --client-processes 7
 
 Starts ``tcpdispatch gateway --workers W --no-ticket`` on free loopback ports,
 measures the node's RSS (supervisor + workers) as a baseline, then opens N
@@ -8,8 +8,19 @@ connections from P client processes. Each connection does the real handshake
 (HELLO -> WELCOME, via the protocol module) and then stays idle. Client
 sockets are bound to distinct source addresses 127.0.0.2, 127.0.0.3, ... so
 no single (source IP, destination) pair runs out of ephemeral ports. It
-reports (RSS after - baseline) / N and the connect rate, then kills
-everything. Every phase is bounded by --timeout.
+reports (RSS after - baseline) / N and the connect rate.
+
+Then the heartbeat cost: the node's CPU time (user + system, supervisor and
+workers, via psutil) over an idle window (connections open, nothing sent) and
+over an equally long window in which every client pings each of its
+connections once per heartbeat interval (``--heartbeat``, the gateway's
+default 10 s, which the gateway also announces in WELCOME), spread evenly over
+the interval, reading and discarding the PONGs. Heartbeat CPU = pinging - idle
+CPU, reported as a share of one core and per PING, with the ping rate reached
+against N / interval. The gateway runs with a long ``--idle-timeout`` so the
+connections survive the connect and idle phases (the sweep interval, 1 s, is
+the same as with the default 30 s). Then it kills everything. Every phase is
+bounded by --timeout.
 """
 
 from __future__ import annotations
@@ -32,13 +43,17 @@ PER_SOURCE_IP = 12_000  # well under the ~28k ephemeral ports of one (src, dst) 
 MAX_FDS_PER_CLIENT = 19_000
 IN_FLIGHT = 200
 IP_BIND_ADDRESS_NO_PORT = 24  # Linux: pick the source port at connect(), not bind()
+PING_TICK = 0.02  # the ping schedule is caught up this often, so no client sends bursts
+RATE_TOLERANCE = 0.10
 
 
 # -- client process -------------------------------------------------------------------
 def _client_main(port: int, count: int, sources: list[str], first: int, conn_out: Any, stop_in: Any) -> None:
-    """Open ``count`` connections, report progress, hold them until told to stop."""
+    """Open ``count`` connections, report progress, hold them (pinging when told) until told to stop."""
     from tcpdispatch import aio
-    from tcpdispatch.protocol import Connection, Hello, Role, Welcome
+    from tcpdispatch.protocol import Connection, Hello, Ping, Pong, Role, Welcome
+
+    pongs = [0]
 
     class Idle(asyncio.Protocol):
         def __init__(self, done: asyncio.Future[bool]) -> None:
@@ -54,7 +69,9 @@ def _client_main(port: int, count: int, sources: list[str], first: int, conn_out
             except Exception:  # noqa: BLE001
                 frames = []
             for f in frames:
-                if isinstance(f, Welcome) and not self.done.done():
+                if isinstance(f, Pong):
+                    pongs[0] += 1
+                elif isinstance(f, Welcome) and not self.done.done():
                     self.done.set_result(True)
             if self.conn.state.name == "CLOSED" and not self.done.done():
                 self.done.set_result(False)
@@ -68,6 +85,7 @@ def _client_main(port: int, count: int, sources: list[str], first: int, conn_out
         sem = asyncio.Semaphore(IN_FLIGHT)
         ok = failed = 0
         transports = []
+        protos: list[Idle] = []
 
         async def one(i: int) -> None:
             nonlocal ok, failed
@@ -86,6 +104,7 @@ def _client_main(port: int, count: int, sources: list[str], first: int, conn_out
                     if await asyncio.wait_for(done, 30):
                         ok += 1
                         transports.append(t)
+                        protos.append(p)
                     else:
                         failed += 1
                         t.close()
@@ -101,7 +120,34 @@ def _client_main(port: int, count: int, sources: list[str], first: int, conn_out
                 conn_out.send(("progress", ok, failed))
                 last = time.monotonic()
         conn_out.send(("done", ok, failed))
-        await loop.run_in_executor(None, stop_in.recv)  # hold the connections until told
+
+        async def ping_window(start: float, duration: float, interval: float) -> None:
+            """Ping connection i at offset i/n of each interval, in [start, start + duration)."""
+            n = len(protos)
+            rate = n / interval
+            sent = idx = 0
+            pongs_before = pongs[0]
+            await asyncio.sleep(max(0.0, start - time.monotonic()))
+            end = start + duration
+            while (now := time.monotonic()) < end:
+                due = min(int((now - start) * rate), int(duration * rate))
+                while sent < due:
+                    p = protos[idx]
+                    idx = (idx + 1) % n
+                    if not p.transport.is_closing():
+                        p.conn.send(Ping(sent))
+                        p.transport.write(p.conn.data_to_send())
+                    sent += 1
+                await asyncio.sleep(PING_TICK)
+            await asyncio.sleep(1.0)  # the last PONGs are still on their way
+            closed = sum(1 for p in protos if p.transport.is_closing())
+            conn_out.send(("pinged", sent, pongs[0] - pongs_before, closed))
+
+        while True:  # hold the connections until told to stop
+            cmd = await loop.run_in_executor(None, stop_in.recv)
+            if cmd[0] != "ping" or not protos:
+                break
+            await ping_window(*cmd[1:])
         for t in transports:
             t.abort()
 
@@ -116,6 +162,15 @@ def _node_rss(pid: int) -> tuple[int, int]:
     root = psutil.Process(pid)
     procs = [root, *root.children(recursive=True)]
     return sum(p.memory_info().rss for p in procs), len(procs)
+
+
+def _node_cpu(procs: list[Any]) -> float:
+    """Sum of user + system CPU seconds of the given processes (gateway supervisor and workers)."""
+    total = 0.0
+    for p in procs:
+        t = p.cpu_times()
+        total += t.user + t.system
+    return total
 
 
 def _status(status_port: int) -> dict[str, Any]:
@@ -140,8 +195,8 @@ def run(args: argparse.Namespace) -> int:
     gw = subprocess.Popen(
         [sys.executable, "-m", "tcpdispatch", "--log-level", "warning", "gateway", "--id", "bench",
          "--listen", f"127.0.0.1:{port}", "--status", f"127.0.0.1:{status_port}", "--no-ticket",
-         "--workers", str(workers), "--capacity", str(n + 1000), "--heartbeat", "3600",
-         "--handshake-timeout", "120"],
+         "--workers", str(workers), "--capacity", str(n + 1000), "--heartbeat", f"{args.heartbeat:g}",
+         "--idle-timeout", "3600", "--handshake-timeout", "120"],
         stdout=subprocess.PIPE, text=True, start_new_session=True,
     )
     ctx = multiprocessing.get_context("fork")
@@ -191,6 +246,11 @@ def run(args: argparse.Namespace) -> int:
         ok_all = ok == n and status["connections"] == n
         if not ok_all:
             print("WARNING: not every connection was established", file=sys.stderr)
+        if ok and args.window > 0:
+            if time.monotonic() + 2 * args.window + 10 < deadline:
+                _heartbeat_cpu(args, gw.pid, pipes, ok)
+            else:
+                print("heartbeat CPU skipped: not enough time left before --timeout", file=sys.stderr)
         for _, stop_w in pipes:
             try:
                 stop_w.send("stop")
@@ -209,15 +269,59 @@ def run(args: argparse.Namespace) -> int:
         gw.wait(timeout=10)
 
 
+def _heartbeat_cpu(args: argparse.Namespace, gw_pid: int, pipes: list[tuple[Any, Any]], n: int) -> None:
+    """Node CPU over an idle window, then over a window of PINGs at N / interval; print both and the difference."""
+    import psutil
+
+    root = psutil.Process(gw_pid)
+    procs = [root, *root.children(recursive=True)]
+    window, interval = args.window, args.heartbeat
+    c0, t0 = _node_cpu(procs), time.monotonic()
+    time.sleep(window)
+    c1, t1 = _node_cpu(procs), time.monotonic()
+    idle = (c1 - c0) / (t1 - t0)
+    start = time.monotonic() + 0.5  # every client starts its schedule at the same instant
+    for _, stop_w in pipes:
+        stop_w.send(("ping", start, window, interval))
+    time.sleep(max(0.0, start - time.monotonic()))
+    c2, t2 = _node_cpu(procs), time.monotonic()
+    time.sleep(max(0.0, start + window - time.monotonic()))
+    c3, t3 = _node_cpu(procs), time.monotonic()
+    busy = (c3 - c2) / (t3 - t2)
+    sent = pongs = closed = 0
+    for up_r, _ in pipes:
+        if up_r.poll(window + 10):
+            _, s, p, c = up_r.recv()
+            sent, pongs, closed = sent + s, pongs + p, closed + c
+    rate, expected = sent / window, n / interval
+    share = busy - idle
+    per_ping_us = share * window / max(sent, 1) * 1e6
+    print(f"heartbeat: interval {interval:g} s, window {window:g} s: {sent} PINGs sent -> {rate:.0f} PINGs/s "
+          f"(expected {expected:.0f}/s, {rate / expected * 100:.1f} %), {pongs} PONGs back, "
+          f"{closed} connections closed")
+    print(f"heartbeat CPU: idle {idle:.3f} cores, pinging {busy:.3f} cores -> {share:.3f} of one core"
+          f" = {per_ping_us:.1f} us per PING")
+    if abs(rate / expected - 1) > RATE_TOLERANCE:
+        print(f"WARNING: ping rate {rate:.0f}/s is off the expected {expected:.0f}/s by more than "
+              f"{RATE_TOLERANCE:.0%}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--connections", type=int, default=10_000)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--client-processes", type=int, default=2)
+    ap.add_argument("--heartbeat", type=float, default=10.0, help="ping interval (s); the gateway default is 10")
+    ap.add_argument("--window", type=float, default=None,
+                    help="length of each heartbeat-CPU window, idle and pinging (s); default 2 x --heartbeat, 0 = skip")
     ap.add_argument("--timeout", type=float, default=600.0, help="bound on the whole run (s)")
     args = ap.parse_args(argv)
     if args.connections < 1 or args.workers < 1 or args.client_processes < 1:
         ap.error("counts must be >= 1")
+    if args.heartbeat <= 0:
+        ap.error("--heartbeat must be > 0")
+    if args.window is None:
+        args.window = 2 * args.heartbeat
     return run(args)
 
 
