@@ -55,8 +55,12 @@ def wait_http(url: str, timeout: float = 20.0) -> bytes:
     raise RuntimeError(f"{url} did not answer: {last!r}")
 
 
+SERVER_CPUS, WRK_CPUS, WRK_THREADS = "0", "1", 1  # --workers N: servers and wrk share CPUs 0..N-1
+
+
 def wrk(url: str, duration: float, connections: int, close: bool) -> float:
-    args = ["taskset", "-c", "1", "wrk", "-t1", f"-c{connections}", f"-d{duration:g}s", "--latency", url]
+    args = ["taskset", "-c", WRK_CPUS, "wrk", f"-t{WRK_THREADS}", f"-c{connections}", f"-d{duration:g}s",
+            "--latency", url]
     if close:
         args[5:5] = ["-H", "Connection: close"]
     out = subprocess.run(args, capture_output=True, text=True, timeout=duration + 60, check=False).stdout
@@ -87,11 +91,11 @@ class Procs:
             p.wait(timeout=10)
 
 
-def nginx_conf(root: Path, port: int, body: str) -> Path:
+def nginx_conf(root: Path, port: int, body: str, workers: int = 1) -> Path:
     escaped = body.replace("\\", "\\\\").replace("'", "\\'")
     conf = root / "nginx.conf"
     conf.write_text(f"""
-worker_processes 1;
+worker_processes {workers};
 daemon off;
 pid {root}/nginx.pid;
 error_log {root}/nginx-error.log warn;
@@ -187,11 +191,19 @@ def main() -> int:
     ap.add_argument("--connections", type=int, default=50)
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the best of each counts")
     ap.add_argument("--no-pick-cost", action="store_true")
+    ap.add_argument("--workers", type=int, default=1,
+                    help="N > 1: nginx with N worker processes vs N dispatcher processes sharing the port "
+                         "(reuse_port, built-in server only), both on CPUs 0..N-1, wrk on the same CPUs")
     ap.add_argument("--servers", default="uvloop,granian",
                     help="comma-separated dispatcher HTTP servers to measure ([dispatcher] server)")
     ap.add_argument("--no-baseline", dest="baseline", action="store_false",
                     help="skip the do-nothing apps (each server's own floor)")
     args = ap.parse_args()
+    global SERVER_CPUS, WRK_CPUS, WRK_THREADS
+    if args.workers > 1:
+        SERVER_CPUS = WRK_CPUS = f"0-{args.workers - 1}"
+        WRK_THREADS = args.workers
+        args.servers, args.baseline = "uvloop", False
     for tool in ("wrk", "taskset"):
         if not shutil.which(tool):
             print(f"{tool} is required", file=sys.stderr)
@@ -216,10 +228,12 @@ def main() -> int:
         for server in args.servers.split(","):
             dport = free_port()
             cfg = tmp / f"dispatcher-{server}.toml"
+            reuse = "reuse_port = true\n" if args.workers > 1 else ""
             cfg.write_text(f'[dispatcher]\nlisten = "127.0.0.1:{dport}"\nsecret_file = "ticket.secret"\n'
-                           f'server = "{server}"\n[balancing]\nslow_start_s = 0\n' + "\n".join(gw_lines))
-            procs.start(["taskset", "-c", "0", PY, "-m", "tcpdispatch", "dispatcher", "--config", str(cfg)],
-                        tmp / f"dispatcher-{server}.log")
+                           f'server = "{server}"\n{reuse}[balancing]\nslow_start_s = 0\n' + "\n".join(gw_lines))
+            for w in range(args.workers):
+                procs.start(["taskset", "-c", SERVER_CPUS, PY, "-m", "tcpdispatch", "dispatcher", "--config",
+                             str(cfg)], tmp / f"dispatcher-{server}-{w}.log")
             durl = f"http://127.0.0.1:{dport}/v1/dispatch?client_id=bench-client-0001"
             deadline = time.monotonic() + 30
             while True:
@@ -230,8 +244,8 @@ def main() -> int:
             # The default server keeps the plain name (bench/throughput.py reads that line).
             servers.append(("tcpdispatch" if server == "uvloop" else f"td-{server}", durl))
         nport = free_port()
-        conf = nginx_conf(tmp, nport, body.decode())
-        procs.start(["taskset", "-c", "0", nginx, "-c", str(conf), "-p", str(tmp)], tmp / "nginx.log")
+        conf = nginx_conf(tmp, nport, body.decode(), args.workers)
+        procs.start(["taskset", "-c", SERVER_CPUS, nginx, "-c", str(conf), "-p", str(tmp)], tmp / "nginx.log")
         nurl = f"http://127.0.0.1:{nport}/v1/dispatch?client_id=bench-client-0001"
         nbody = wait_http(nurl)
         print(f"answer size: dispatcher {len(body)} bytes, nginx {len(nbody)} bytes")

@@ -100,6 +100,7 @@ class DispatcherConfig:
     retry_after_max: int = 5
     header_timeout: float = 10.0  # uvloop server: seconds from a request's first byte to its last header
     body_timeout: float = 30.0  # uvloop server: seconds from the end of the headers to the end of the body
+    reuse_port: bool = False  # uvloop server: SO_REUSEPORT, so several dispatcher processes share the port
     health: HealthSettings = field(default_factory=HealthSettings)
     balancing: BalancerSettings = field(default_factory=BalancerSettings)
     retry: RetryConfig = RetryConfig()
@@ -347,6 +348,9 @@ def parse_config(
         raise d.error("server", f"must be \"uvloop\" or \"granian\", got {server!r}")
     header_timeout = d.number("header_timeout", 10.0, 0.0, 3600.0, lo_open=True)
     body_timeout = d.number("body_timeout", 30.0, 0.0, 3600.0, lo_open=True)
+    reuse_port = d.boolean("reuse_port", False)
+    if reuse_port and server != "uvloop":
+        raise d.error("reuse_port", 'needs server = "uvloop"')
     d.finish()
 
     health = _section(_Reader(file, "health", top.get("health") or {}), HealthSettings)
@@ -383,7 +387,7 @@ def parse_config(
         register_unknown=register_unknown, alternates=int(alternates or 0), heartbeat_s=heartbeat,
         trusted_proxies=tuple(proxies), max_body=int(max_body or 65536),
         max_client_id=int(max_client_id or 128), server=str(server), retry_after_min=ra_min, retry_after_max=ra_max,
-        header_timeout=header_timeout, body_timeout=body_timeout,
+        header_timeout=header_timeout, body_timeout=body_timeout, reuse_port=reuse_port,
         health=health, balancing=balancing, retry=retry, gateways=tuple(gateways), store=store,
     )
 

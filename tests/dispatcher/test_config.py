@@ -93,6 +93,7 @@ def test_default_check_is_tcp_to_the_address(cfgdir: Path) -> None:
         ("[dispatcher]", "[balancing]\npanic_threshold = 2\n[dispatcher]", "balancing.panic_threshold", "<= 1.0"),
         ("[dispatcher]", "[retry]\nmultiplier = 0.5\n[dispatcher]", "retry.multiplier", ">= 1.0"),
         ("[dispatcher]", "[nonsense]\n[dispatcher]", "nonsense", "unknown key"),
+        ("[dispatcher]", '[dispatcher]\nserver = "granian"\nreuse_port = true', "dispatcher.reuse_port", "uvloop"),
     ],
 )
 def test_each_error_names_file_key_and_reason(cfgdir: Path, old: str, new: str, key: str, reason: str) -> None:

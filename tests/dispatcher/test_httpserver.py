@@ -322,3 +322,26 @@ async def test_close_cancels_and_awaits_in_flight_requests(make_app: Any) -> Non
     assert task.cancelled() and not server.tasks
     assert not [t for t in asyncio.all_tasks() if t.get_coro().__qualname__.endswith("_run_asgi")]
     writer.close()
+
+
+async def test_reuse_port_lets_two_servers_share_one_port(make_app: Callable[..., DispatcherApp]) -> None:
+    from helpers import free_port
+
+    port = free_port()
+    first = HTTPServer(make_app().dispatch_bytes, make_app(), "127.0.0.1", port, reuse_port=True)
+    second = HTTPServer(make_app().dispatch_bytes, make_app(), "127.0.0.1", port, reuse_port=True)
+    plain = HTTPServer(make_app().dispatch_bytes, make_app(), "127.0.0.1", port)
+    await first.start()
+    try:
+        await second.start()  # would raise OSError(EADDRINUSE) without SO_REUSEPORT
+        with pytest.raises(OSError):
+            await plain.start()
+        await first.close(grace=0.1)  # the survivor keeps answering on the shared port
+        client = Client(*await asyncio.open_connection("127.0.0.1", port))
+        await client.send(DISPATCH)
+        status, _, body = await client.answer()
+        assert status == 200 and json.loads(body)["gateway"]["id"]
+        client.close()
+    finally:
+        await first.close(grace=0.1)
+        await second.close(grace=0.1)

@@ -98,7 +98,7 @@ class HTTPServer:
     def __init__(self, fast: FastPath, app: ASGIApp, host: str, port: int, *, max_body: int = 65536,
                  max_head: int = 16384, max_headers: int = 100, max_url: int = 8192,
                  idle_timeout: float = 60.0, header_timeout: float = 10.0, body_timeout: float = 30.0,
-                 backlog: int = 2048) -> None:
+                 backlog: int = 2048, reuse_port: bool = False) -> None:
         self.fast, self.app = fast, app
         self.host, self.port = host, port
         self.max_body, self.max_head, self.max_headers, self.max_url = max_body, max_head, max_headers, max_url
@@ -107,6 +107,7 @@ class HTTPServer:
         self.sweep_every = min(idle_timeout / 2, header_timeout / 4, body_timeout / 4)
         self.idle_sweeps = max(2, math.ceil(idle_timeout / self.sweep_every))  # quiet sweeps before closing
         self.backlog = backlog
+        self.reuse_port = reuse_port
         self.connections: set[_Connection] = set()
         self.tasks: set[asyncio.Task[None]] = set()  # ASGI requests in flight (strong refs)
         self.time: Callable[[], float] = _no_time  # the loop's clock once started
@@ -121,7 +122,8 @@ class HTTPServer:
         self._tick_date()
         self._sweep_timer = loop.call_later(self.sweep_every, self._sweep)
         self._server = await loop.create_server(lambda: _Connection(self), self.host, self.port,
-                                                backlog=self.backlog, reuse_address=True)
+                                                backlog=self.backlog, reuse_address=True,
+                                                reuse_port=self.reuse_port or None)
         if self.port == 0:
             self.port = self._server.sockets[0].getsockname()[1]
 

@@ -202,7 +202,8 @@ class DispatcherServer:
         host, port = self.listen
         cfg = self.config
         http = HTTPServer(self.app.dispatch_bytes, self.app, host, port, max_body=cfg.max_body,
-                          header_timeout=cfg.header_timeout, body_timeout=cfg.body_timeout)
+                          header_timeout=cfg.header_timeout, body_timeout=cfg.body_timeout,
+                          reuse_port=cfg.reuse_port)
         try:
             await http.start()
         except OSError as exc:
