@@ -6,7 +6,7 @@ STAMP    = $(VENV)/.installed
 
 .PHONY: install demo test test-unit lint fuzz soak bench bench-quick clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py src/tcpdispatch/_speedups.c
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test,redis,bench]'

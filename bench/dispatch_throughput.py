@@ -194,8 +194,9 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=1,
                     help="N > 1: nginx with N worker processes vs N dispatcher processes sharing the port "
                          "(reuse_port, built-in server only), both on CPUs 0..N-1, wrk on the same CPUs")
-    ap.add_argument("--servers", default="uvloop,granian",
-                    help="comma-separated dispatcher HTTP servers to measure ([dispatcher] server)")
+    ap.add_argument("--servers", default="uvloop,uvloop-python,granian",
+                    help="comma-separated dispatcher HTTP servers to measure ([dispatcher] server; "
+                         "a '-python' suffix also sets speedups = false, the pure-Python hot path)")
     ap.add_argument("--no-baseline", dest="baseline", action="store_false",
                     help="skip the do-nothing apps (each server's own floor)")
     args = ap.parse_args()
@@ -229,8 +230,11 @@ def main() -> int:
             dport = free_port()
             cfg = tmp / f"dispatcher-{server}.toml"
             reuse = "reuse_port = true\n" if args.workers > 1 else ""
+            kind, python_only = server.removesuffix("-python"), server.endswith("-python")
+            speedups = "speedups = false\n" if python_only else ""
             cfg.write_text(f'[dispatcher]\nlisten = "127.0.0.1:{dport}"\nsecret_file = "ticket.secret"\n'
-                           f'server = "{server}"\n{reuse}[balancing]\nslow_start_s = 0\n' + "\n".join(gw_lines))
+                           f'server = "{kind}"\n{reuse}{speedups}[balancing]\nslow_start_s = 0\n'
+                           + "\n".join(gw_lines))
             for w in range(args.workers):
                 procs.start(["taskset", "-c", SERVER_CPUS, PY, "-m", "tcpdispatch", "dispatcher", "--config",
                              str(cfg)], tmp / f"dispatcher-{server}-{w}.log")
@@ -243,6 +247,11 @@ def main() -> int:
                 time.sleep(0.2)
             # The default server keeps the plain name (bench/throughput.py reads that line).
             servers.append(("tcpdispatch" if server == "uvloop" else f"td-{server}", durl))
+            if server == "uvloop" and args.workers == 1:
+                from tcpdispatch.dispatcher import fastpath
+
+                if not fastpath.available():
+                    print("note: tcpdispatch._speedups is not built; the dispatcher runs the Python path")
         nport = free_port()
         conf = nginx_conf(tmp, nport, body.decode(), args.workers)
         procs.start(["taskset", "-c", SERVER_CPUS, nginx, "-c", str(conf), "-p", str(tmp)], tmp / "nginx.log")

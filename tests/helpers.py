@@ -34,6 +34,7 @@ __all__ = [
     "free_port",
     "get_json",
     "require_binary",
+    "require_speedups",
     "scaled",
     "wait_until",
 ]
@@ -50,6 +51,19 @@ def require_binary(name: str) -> str:
     if path:
         return path
     msg = f"{name} is not installed (Debian package; `bash .ci/run` installs it)"
+    if REQUIRE_INTEGRATION:
+        pytest.fail(msg + " and TCPDISPATCH_REQUIRE_INTEGRATION=1")
+    pytest.skip(msg)
+
+
+def require_speedups() -> None:
+    """Skips when the C accelerator is not built; fails under TCPDISPATCH_REQUIRE_INTEGRATION=1."""
+    from tcpdispatch.dispatcher import fastpath
+
+    if fastpath.FastDispatch is not None:
+        return
+    msg = ("tcpdispatch._speedups is not built (needs gcc, the Python headers and libssl-dev; "
+           "`make install` builds it)")
     if REQUIRE_INTEGRATION:
         pytest.fail(msg + " and TCPDISPATCH_REQUIRE_INTEGRATION=1")
     pytest.skip(msg)

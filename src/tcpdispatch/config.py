@@ -101,6 +101,7 @@ class DispatcherConfig:
     header_timeout: float = 10.0  # uvloop server: seconds from a request's first byte to its last header
     body_timeout: float = 30.0  # uvloop server: seconds from the end of the headers to the end of the body
     reuse_port: bool = False  # uvloop server: SO_REUSEPORT, so several dispatcher processes share the port
+    speedups: bool = True  # use the C hot path (tcpdispatch._speedups) when it is built
     health: HealthSettings = field(default_factory=HealthSettings)
     balancing: BalancerSettings = field(default_factory=BalancerSettings)
     retry: RetryConfig = RetryConfig()
@@ -351,6 +352,7 @@ def parse_config(
     reuse_port = d.boolean("reuse_port", False)
     if reuse_port and server != "uvloop":
         raise d.error("reuse_port", 'needs server = "uvloop"')
+    speedups = d.boolean("speedups", True)
     d.finish()
 
     health = _section(_Reader(file, "health", top.get("health") or {}), HealthSettings)
@@ -388,7 +390,7 @@ def parse_config(
         trusted_proxies=tuple(proxies), max_body=int(max_body or 65536),
         max_client_id=int(max_client_id or 128), server=str(server), retry_after_min=ra_min, retry_after_max=ra_max,
         header_timeout=header_timeout, body_timeout=body_timeout, reuse_port=reuse_port,
-        health=health, balancing=balancing, retry=retry, gateways=tuple(gateways), store=store,
+        speedups=bool(speedups), health=health, balancing=balancing, retry=retry, gateways=tuple(gateways), store=store,
     )
 
 

@@ -146,7 +146,8 @@ class _Mac:
         ]
 
 
-def _pack_str8(s: str) -> bytes:
+def pack_id(s: str) -> bytes:
+    """One id as the payload carries it: u8 length, then UTF-8 (ValueError past 255 bytes)."""
     raw = s.encode("utf-8")
     if len(raw) > 255:
         raise ValueError(f"id longer than 255 bytes: {s[:40]!r}")
@@ -190,7 +191,7 @@ class TicketSigner:
     def _encode_ids(self, key: tuple[str, ...]) -> bytes:
         if not 1 <= len(key) <= 255:
             raise ValueError("a ticket names 1 to 255 gateways")
-        ids = _LEN[len(key)] + b"".join([_pack_str8(g) for g in key])
+        ids = _LEN[len(key)] + b"".join([pack_id(g) for g in key])
         if len(self._ids) >= self._CACHE_MAX:
             self._ids.clear()
         self._ids[key] = ids

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
-from helpers import scaled
+from helpers import require_speedups, scaled
 
 from tcpdispatch.dispatcher.app import DispatcherApp
 from tcpdispatch.dispatcher.httpserver import HTTPServer
@@ -44,14 +44,19 @@ class Client:
         self.writer.close()
 
 
-@pytest.fixture
-async def serve(make_app: Callable[..., DispatcherApp]) -> AsyncIterator[Callable[..., Any]]:
+@pytest.fixture(params=["python", "c"])
+async def serve(request: pytest.FixtureRequest,
+                make_app: Callable[..., DispatcherApp]) -> AsyncIterator[Callable[..., Any]]:
+    """Every server test runs twice: all in Python, and with the C fast path in front."""
+    if request.param == "c":
+        require_speedups()
     servers: list[HTTPServer] = []
     clients: list[Client] = []
 
     async def start(app: DispatcherApp | None = None, **limits: Any) -> tuple[HTTPServer, Callable[[], Any]]:
         app = app or make_app()
-        server = HTTPServer(app.dispatch_bytes, app, "127.0.0.1", 0, **limits)
+        raw = {"raw": app.fast_request, "on_date": app.set_date} if request.param == "c" else {}
+        server = HTTPServer(app.dispatch_bytes, app, "127.0.0.1", 0, **limits, **raw)
         await server.start()
         servers.append(server)
 

@@ -74,6 +74,11 @@ class WeightedSamplingPicker(Picker):
         self._prob = array("d", prob)
         self._alias = array("q", alias)
 
+    @property
+    def alias_table(self) -> tuple[array[float], array[int]]:
+        """(probability, alias) per candidate slot, as drawn by ``_draw`` (read by the C hot path)."""
+        return self._prob, self._alias
+
     def _draw(self, exclude: Collection[str], avoid: int = -1) -> int:
         """Index of a weight-drawn usable candidate other than ``avoid``, or -1 after ATTEMPTS."""
         n = self._n

@@ -20,6 +20,7 @@ from urllib.parse import unquote
 from tcpdispatch.balancing.base import PickRequest
 from tcpdispatch.balancing.registry import get_policy
 from tcpdispatch.config import DispatcherConfig
+from tcpdispatch.dispatcher import fastpath
 from tcpdispatch.dispatcher.pool import Pool
 from tcpdispatch.httputil import error_body
 from tcpdispatch.tickets import TicketSigner
@@ -91,6 +92,8 @@ class DispatcherApp:
         self._frags: dict[str, bytes] = {}
         self._templates: OrderedDict[tuple[str, ...], list[bytes]] = OrderedDict()
         self._unavailable: tuple[str, list[bytes]] = ("", [])
+        self.fast: Any = None  # the C hot path (fastpath.FastDispatch) when built and enabled
+        self._fast_body: Callable[[bytes], bytes | None] | None = None
         self.router = Router(self)
         self.configure(config)
         pool.add_listener(self._refresh_fragments)
@@ -119,6 +122,36 @@ class DispatcherApp:
         self._tail = json_body(hints)[1:]  # '"heartbeat_s":..,"retry":{..}}'
         self._templates.clear()
         self._refresh_unavailable()
+        # The C path reads the wall clock itself, so an injected clock (tests) keeps Python's.
+        if config.speedups and self.clock is time.time:
+            if self.fast is None:
+                self.fast = fastpath.create(config, self.stats, self._tail)
+            else:
+                fastpath.configure(self.fast, config, self.stats, self._tail)
+        self._install_fast()
+
+    def _install_fast(self) -> None:
+        fast = self.fast
+        if fast is None or any(c.id not in self._frags for c in self.pool.picker.candidates):
+            return  # first configure(): fragments come with the first refresh
+        fastpath.install(fast, self.pool.picker, self._frags,
+                         enabled=self.config.speedups and self.clock is time.time)
+        self._fast_body = fast.body if fast.active else None
+
+    @property
+    def hot_path(self) -> str:
+        """``"c"`` while plain dispatches are answered by the C accelerator, else ``"python"``."""
+        return "c" if self._fast_body is not None else "python"
+
+    @property
+    def fast_request(self) -> Callable[[bytes], tuple[bytes, bool] | None] | None:
+        """The C recogniser for whole raw requests (the built-in server's fast path), if built."""
+        return None if self.fast is None else self.fast.request
+
+    def set_date(self, line: bytes) -> None:
+        """The server's once-a-second ``date:`` header line, for answers built in C."""
+        if self.fast is not None:
+            self.fast.set_date(line)
 
     def _refresh_fragments(self) -> None:
         """After a picker rebuild: per-gateway JSON fragments and the 503 answer."""
@@ -128,6 +161,7 @@ class DispatcherApp:
         self._frags = frags
         self._templates.clear()
         self._refresh_unavailable()
+        self._install_fast()
 
     def _refresh_unavailable(self) -> None:
         """Precompute the 503 detail (an O(n) count) so a refusal costs no scan and no encoder call."""
@@ -238,6 +272,10 @@ class DispatcherApp:
             return self.bad_request(f"client_id is longer than {self.max_client_id} bytes")
         if not client_id.isprintable():
             return self.bad_request("client_id must contain only printable characters")
+        if self._fast_body is not None:  # keyless policy in C: the client address plays no part
+            body = self._fast_body(client_id.encode())
+            if body is not None:
+                return 200, None, body
         if self.trusted and ip and headers is not None:
             ip = self.client_ip(ip, _xff(headers))
         picker = self.pool.picker

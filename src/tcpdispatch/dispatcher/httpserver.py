@@ -45,6 +45,9 @@ ASGIApp = Callable[[dict[str, Any], Callable[[], Awaitable[dict[str, Any]]],
                     Callable[[dict[str, Any]], Awaitable[None]]], Awaitable[None]]
 
 FAST_PATH = b"/v1/dispatch"
+MAX_HEAD, MAX_HEADERS, MAX_URL = 16384, 100, 8192  # default limits (the C recogniser applies the same)
+# A whole raw request -> (HTTP answer, close after it) or None for "not mine"
+RawPath = Callable[[bytes], "tuple[bytes, bool] | None"]
 LINGER_S = 2.0  # after an error answer, how long to drain the client's remaining bytes
 MAX_QUEUED = 32  # pipelined requests held behind a slow one before we stop reading
 _STATUS_LINES = {s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode()) for s in HTTPStatus}
@@ -96,10 +99,15 @@ class HTTPServer:
     """Listens and owns the connections; ``fast`` answers GET /v1/dispatch, ``app`` the rest."""
 
     def __init__(self, fast: FastPath, app: ASGIApp, host: str, port: int, *, max_body: int = 65536,
-                 max_head: int = 16384, max_headers: int = 100, max_url: int = 8192,
+                 max_head: int = MAX_HEAD, max_headers: int = MAX_HEADERS, max_url: int = MAX_URL,
                  idle_timeout: float = 60.0, header_timeout: float = 10.0, body_timeout: float = 30.0,
-                 backlog: int = 2048, reuse_port: bool = False) -> None:
+                 backlog: int = 2048, reuse_port: bool = False, raw: RawPath | None = None,
+                 on_date: Callable[[bytes], None] | None = None) -> None:
         self.fast, self.app = fast, app
+        # ``raw`` (the C recogniser) applies the default limits; other limits keep every request here.
+        default_limits = (max_head, max_headers, max_url) == (MAX_HEAD, MAX_HEADERS, MAX_URL)
+        self.raw = raw if default_limits else None
+        self.on_date = on_date
         self.host, self.port = host, port
         self.max_body, self.max_head, self.max_headers, self.max_url = max_body, max_head, max_headers, max_url
         self.idle_timeout = idle_timeout
@@ -129,6 +137,8 @@ class HTTPServer:
 
     def _tick_date(self) -> None:
         _Date.refresh()
+        if self.on_date is not None:
+            self.on_date(_Date.line)
         self._date_timer = asyncio.get_running_loop().call_later(1.0, self._tick_date)
 
     def _sweep(self) -> None:
@@ -165,65 +175,56 @@ class HTTPServer:
 
 
 class _Connection(asyncio.Protocol):
-    """One client connection: feeds bytes to httptools, answers in request order."""
+    """One client connection: feeds bytes to httptools, answers in request order.
 
-    __slots__ = (
-        "active",
-        "body",
-        "body_deadline",
-        "body_len",
-        "busy",
-        "closing",
-        "head_deadline",
-        "head_len",
-        "head_raw",
-        "head_started",
-        "headers",
-        "in_head",
-        "ip",
-        "parser",
-        "peer",
-        "queue",
-        "quiet",
-        "server",
-        "timer",
-        "transport",
-        "url",
-        "write_paused",
-    )
+    The class attributes are the per-connection defaults: a connection that the
+    C fast path serves whole (one plain dispatch request, then closed) sets
+    almost nothing up; the parser and the pipelining queue come with the first
+    request it cannot take.
+    """
+
+    parser: httptools.HttpRequestParser | None = None
+    transport: asyncio.Transport
+    url: bytes  # url, headers and body are set when a request begins (on_message_begin)
+    headers: list[tuple[bytes, bytes]]
+    body: list[bytes]
+    body_len = 0
+    head_len = 0
+    head_raw = 0
+    head_started = False
+    in_head = False
+    in_message = False  # httptools is inside a request (the C path must not take bytes then)
+    head_deadline = 0.0  # loop time by which the request head must be complete; 0 = none
+    body_deadline = 0.0  # same for the body
+    busy = False  # an ASGI request of this connection is running
+    closing = False
+    active = True  # saw bytes since the last sweep
+    quiet = 0  # sweeps in a row without bytes or work
+    write_paused = False
+    # An empty tuple until the parser exists (a shared deque here would be shared state).
+    queue: deque[_Request | bytes] = ()  # type: ignore[assignment]
+    timer: asyncio.TimerHandle | None = None
+    _peer: tuple[str, int] | None = None
 
     def __init__(self, server: HTTPServer) -> None:
         self.server = server
-        self.parser = httptools.HttpRequestParser(self)
-        self.transport: asyncio.Transport = None  # type: ignore[assignment]
-        self.url = b""
-        self.headers: list[tuple[bytes, bytes]] = []
-        self.body: list[bytes] = []
-        self.body_len = 0
-        self.head_len = 0
-        self.head_raw = 0
-        self.head_started = False
-        self.in_head = False
-        self.head_deadline = 0.0  # loop time by which the request head must be complete; 0 = none
-        self.body_deadline = 0.0  # same for the body
-        self.busy = False  # an ASGI request of this connection is running
-        self.closing = False
-        self.active = True  # saw bytes since the last sweep
-        self.quiet = 0  # sweeps in a row without bytes or work
-        self.write_paused = False
-        self.queue: deque[_Request | bytes] = deque()
-        self.timer: asyncio.TimerHandle | None = None
-        self.ip = ""
-        self.peer: tuple[str, int] = ("", 0)
+
+    @property
+    def peer(self) -> tuple[str, int]:
+        """The client's (host, port), looked up once, when first needed."""
+        if self._peer is None:
+            peer = self.transport.get_extra_info("peername")
+            self._peer = (peer[0], peer[1]) if peer else ("", 0)
+        return self._peer
+
+    @property
+    def ip(self) -> str:
+        return self.peer[0]
 
     # ------------------------------------------------------------ asyncio callbacks
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        peer = transport.get_extra_info("peername")
-        if peer:
-            self.peer = (peer[0], peer[1])
-            self.ip = peer[0]
         self.server.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -231,14 +232,32 @@ class _Connection(asyncio.Protocol):
         self.server.connections.discard(self)
         if self.timer is not None:
             self.timer.cancel()
-        self.queue.clear()
+        if self.queue:
+            self.queue.clear()
 
     def data_received(self, data: bytes) -> None:
         self.active = True
-        if self.closing:
+        if not (self.in_message or self.busy or self.closing or self.queue):
+            raw = self.server.raw
+            if raw is not None:
+                try:
+                    answer = raw(data)
+                except Exception:
+                    log.exception("C dispatch path failed; answering in Python")
+                    answer = None
+                if answer is not None:
+                    self.transport.write(answer[0])
+                    if answer[1]:
+                        self._close()
+                    return
+        elif self.closing:
             return
+        parser = self.parser
+        if parser is None:
+            parser = self.parser = httptools.HttpRequestParser(self)
+            self.queue = deque()
         try:
-            self.parser.feed_data(data)
+            parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self.closing = True  # the request was answered without upgrading; parse no further
             return
@@ -274,6 +293,7 @@ class _Connection(asyncio.Protocol):
     # ------------------------------------------------------------ httptools callbacks
 
     def on_message_begin(self) -> None:
+        self.in_message = True
         self.url = b""
         self.headers = []
         self.body = []
@@ -325,10 +345,12 @@ class _Connection(asyncio.Protocol):
         self.body.append(body)
 
     def on_message_complete(self) -> None:
+        self.in_message = False
         self.body_deadline = 0.0
         if self.closing:  # more pipelined requests after one that closes the connection
             return
         parser = self.parser
+        assert parser is not None  # this callback comes from it
         method = parser.get_method()
         url = self.url
         # HTTP/1.0 keep-alive is not offered (it would need a "connection: keep-alive" answer);

@@ -55,6 +55,8 @@ class _Collector:
         yield conns
         yield GaugeMetricFamily("tcpdispatch_panic", "1 while in panic mode", value=1.0 if pool.panic else 0.0)
         yield CounterMetricFamily("tcpdispatch_picker_rebuilds", "Picker rebuilds", value=pool.rebuilds)
+        yield GaugeMetricFamily("tcpdispatch_speedups", "1 while plain dispatches are answered in C",
+                                value=1.0 if app.hot_path == "c" else 0.0)
 
 
 def render(app: DispatcherApp) -> tuple[bytes, str]:

@@ -320,7 +320,8 @@ class Router:
 
     async def healthz(self, scope: Scope, receive: Receive) -> Response:
         pool = self.app.pool
-        doc = {"status": "ok", "policy": pool.policy, "gateways": pool.counts(), "panic": pool.panic}
+        doc = {"status": "ok", "policy": pool.policy, "gateways": pool.counts(), "panic": pool.panic,
+               "hot_path": self.app.hot_path}
         if self.store.shared:
             doc["store"] = self.store.describe()
         return _json(200, doc)

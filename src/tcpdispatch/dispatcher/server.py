@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from tcpdispatch.config import DispatcherConfig, load_config
+from tcpdispatch.dispatcher import fastpath
 from tcpdispatch.dispatcher.app import DispatcherApp
 from tcpdispatch.dispatcher.pool import Pool
 from tcpdispatch.errors import ConfigError
@@ -191,6 +192,11 @@ class DispatcherServer:
         # move it out of the collector's reach so full collections stay cheap under load.
         gc.collect()
         gc.freeze()
+        why = ("" if self.app.hot_path == "c" else
+               " (speedups = false)" if not self.config.speedups else
+               " (tcpdispatch._speedups not built, or TCPDISPATCH_SPEEDUPS=0)" if not fastpath.available() else
+               f" (policy {self.config.policy} has no C picker)")
+        log.info("dispatch hot path: %s%s", self.app.hot_path, why)
         if ready:
             host, port = self.listen
             print(f"READY http://{host}:{port}", flush=True)
@@ -203,7 +209,7 @@ class DispatcherServer:
         cfg = self.config
         http = HTTPServer(self.app.dispatch_bytes, self.app, host, port, max_body=cfg.max_body,
                           header_timeout=cfg.header_timeout, body_timeout=cfg.body_timeout,
-                          reuse_port=cfg.reuse_port)
+                          reuse_port=cfg.reuse_port, raw=self.app.fast_request, on_date=self.app.set_date)
         try:
             await http.start()
         except OSError as exc:

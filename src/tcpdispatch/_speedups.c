@@ -1,0 +1,693 @@
+/* tcpdispatch._speedups: the dispatch hot path in C (optional accelerator).
+ *
+ * One FastDispatch object per dispatcher app does, in a single call, what the
+ * pure-Python path does in several: recognise a plain complete
+ * "GET /v1/dispatch?client_id=X" request, pick with p2c or weighted random
+ * over the current snapshot, sign one HMAC-SHA256 ticket (OpenSSL's SHA-256 on
+ * precomputed inner/outer pads) and assemble the whole HTTP answer.
+ *
+ * It is an optimisation only: whenever anything is unusual (another request
+ * shape, a header that changes framing, an encoded client_id, no gateway free,
+ * a keyed policy) it returns None and the Python path answers, with the same
+ * rules. The semantics mirror tcpdispatch/balancing/_sampling.py, p2c.py and
+ * tickets.py; tests/dispatcher/test_speedups.py holds the two side by side.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+#include <time.h>
+#define OPENSSL_SUPPRESS_DEPRECATED /* SHA256_Init & co.: the only way to copy a keyed state cheaply */
+#include <openssl/sha.h>
+
+#define ATTEMPTS 8      /* rejection draws before the exact O(n) scan, as in _sampling.py */
+#define MAX_TICKET 4096 /* tickets.MAX_TICKET */
+#define MAC_SIZE 16
+#define MAC_B64 22
+#define MAX_K 17        /* 1 + the largest [dispatcher] alternates */
+
+enum { POLICY_OFF = -1, POLICY_P2C = 0, POLICY_RANDOM = 1 };
+
+typedef struct {
+    PyObject *load;  /* LoadCounter (reported, issued, headroom) */
+    PyObject *id;    /* str, the key in Stats.per_gateway */
+    PyObject *frag;  /* bytes: {"id":..,"host":..,"port":N   (no closing brace) */
+    PyObject *idenc; /* bytes: u8 length + UTF-8 id, as in the ticket payload */
+    double weight;
+    long long limit; /* -1: unbounded */
+} Cand;
+
+typedef struct {
+    double prob;
+    Py_ssize_t alias;
+} Slot;
+
+typedef struct {
+    PyObject_HEAD
+    SHA256_CTX inner, outer;
+    unsigned lifetime;
+    int k;
+    Py_ssize_t max_client_id, max_head, max_url, max_headers;
+    PyObject *tail;      /* bytes after '],' : "heartbeat_s":..}} */
+    PyObject *date_line; /* bytes: "date: ...\r\n" */
+    PyObject *stats;     /* Stats: .dispatched, .per_gateway */
+    uint64_t rng[4];     /* xoshiro256** */
+    int policy;
+    Py_ssize_t n;
+    Cand *cands;
+    Slot *slots; /* alias table, probability and alias side by side: one cache line per draw */
+    PyObject *weakrefs;
+} FastDispatch;
+
+static PyObject *s_reported, *s_issued, *s_headroom, *s_dispatched, *s_per_gateway, *one;
+
+/* ------------------------------------------------------------------ random */
+
+static inline uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+
+static uint64_t next_u64(uint64_t *s) {
+    uint64_t result = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
+    s[2] ^= s[0]; s[3] ^= s[1]; s[1] ^= s[2]; s[0] ^= s[3]; s[2] ^= t; s[3] = rotl(s[3], 45);
+    return result;
+}
+
+static inline double next_double(uint64_t *s) { return (double)(next_u64(s) >> 11) * 0x1.0p-53; }
+
+static void seed_rng(uint64_t *s, const unsigned char *seed, Py_ssize_t len) {
+    /* splitmix64 over the seed bytes: any seed gives a non-zero state */
+    uint64_t x = 0x9E3779B97F4A7C15ULL;
+    for (Py_ssize_t i = 0; i < len; i++) x = (x ^ seed[i]) * 0x100000001B3ULL;
+    for (int i = 0; i < 4; i++) {
+        uint64_t z = (x += 0x9E3779B97F4A7C15ULL);
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+        s[i] = z ^ (z >> 31);
+    }
+}
+
+/* ------------------------------------------------------------------ load */
+
+static int get_ll(PyObject *obj, PyObject *name, long long *out) {
+    PyObject *v = PyObject_GetAttr(obj, name);
+    if (v == NULL) return -1;
+    *out = PyLong_AsLongLong(v);
+    Py_DECREF(v);
+    return (*out == -1 && PyErr_Occurred()) ? -1 : 0;
+}
+
+/* Candidate.full: 1 full, 0 usable, -1 error. Fills *current (reported + issued). */
+static int cand_full(Cand *c, long long *current) {
+    long long reported, issued;
+    if (get_ll(c->load, s_reported, &reported) < 0 || get_ll(c->load, s_issued, &issued) < 0) return -1;
+    *current = reported + issued;
+    if (c->limit >= 0 && *current >= c->limit) return 1;
+    PyObject *headroom = PyObject_GetAttr(c->load, s_headroom);
+    if (headroom == NULL) return -1;
+    int full = 0;
+    if (headroom != Py_None) {
+        long long h = PyLong_AsLongLong(headroom);
+        if (h == -1 && PyErr_Occurred()) full = -1;
+        else full = issued >= h;
+    }
+    Py_DECREF(headroom);
+    return full;
+}
+
+static int in_set(const Py_ssize_t *set, int n, Py_ssize_t i) {
+    for (int j = 0; j < n; j++)
+        if (set[j] == i) return 1;
+    return 0;
+}
+
+/* One weight-drawn usable candidate (not `avoid`, not in `excl`): index, -1 none, -2 error.
+ * Alias draws first, then an exact O(n) scan, as WeightedSamplingPicker._draw_one. */
+static Py_ssize_t draw_one(FastDispatch *f, const Py_ssize_t *excl, int nexcl, Py_ssize_t avoid,
+                           long long *current) {
+    Py_ssize_t n = f->n;
+    for (int a = 0; a < ATTEMPTS; a++) {
+        double u = next_double(f->rng) * (double)n;
+        Py_ssize_t i = (Py_ssize_t)u;
+        if (i >= n) i = n - 1;
+        if (u - (double)i >= f->slots[i].prob) i = f->slots[i].alias;
+        if (i == avoid || in_set(excl, nexcl, i)) continue;
+        int full = cand_full(&f->cands[i], current);
+        if (full < 0) return -2;
+        if (!full) return i;
+    }
+    double total = 0.0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (i == avoid || in_set(excl, nexcl, i)) continue;
+        long long cur;
+        int full = cand_full(&f->cands[i], &cur);
+        if (full < 0) return -2;
+        if (!full) total += f->cands[i].weight;
+    }
+    if (total <= 0.0) return -1;
+    double target = next_double(f->rng) * total, cum = 0.0;
+    Py_ssize_t last = -1;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (i == avoid || in_set(excl, nexcl, i)) continue;
+        long long cur;
+        int full = cand_full(&f->cands[i], &cur);
+        if (full < 0) return -2;
+        if (full) continue;
+        last = i;
+        cum += f->cands[i].weight;
+        if (target < cum) { *current = cur; return i; }
+    }
+    if (last >= 0) cand_full(&f->cands[last], current);
+    return last;
+}
+
+/* The policy's choice among the usable candidates not in `excl`: index, -1 none, -2 error. */
+static Py_ssize_t choose(FastDispatch *f, const Py_ssize_t *excl, int nexcl) {
+    long long la, lb;
+    Py_ssize_t a = draw_one(f, excl, nexcl, -1, &la);
+    if (a < 0 || f->policy == POLICY_RANDOM) return a;
+    Py_ssize_t b = draw_one(f, excl, nexcl, a, &lb);
+    if (b == -2) return -2;
+    if (b < 0) return a;
+    /* P2CPicker._better: a.load/a.weight <= b.load/b.weight, ties to the first draw */
+    return ((double)la * f->cands[b].weight <= (double)lb * f->cands[a].weight) ? a : b;
+}
+
+/* Primary then alternates into out[]; returns how many (0: none usable), -1 on error. */
+static int pick(FastDispatch *f, Py_ssize_t *out) {
+    Py_ssize_t first = choose(f, NULL, 0);
+    if (first == -2) return -1;
+    if (first < 0) return 0;
+    PyObject *load = f->cands[first].load;
+    long long issued;
+    if (get_ll(load, s_issued, &issued) < 0) return -1;
+    PyObject *v = PyLong_FromLongLong(issued + 1);
+    if (v == NULL || PyObject_SetAttr(load, s_issued, v) < 0) { Py_XDECREF(v); return -1; }
+    Py_DECREF(v);
+    out[0] = first;
+    int count = 1;
+    if (f->n <= f->k) {
+        /* every other candidate is an alternate anyway: list the usable ones in order */
+        for (Py_ssize_t i = 0; i < f->n && count < f->k; i++) {
+            if (i == first) continue;
+            long long cur;
+            int full = cand_full(&f->cands[i], &cur);
+            if (full < 0) return -1;
+            if (!full) out[count++] = i;
+        }
+        return count;
+    }
+    while (count < f->k) {
+        Py_ssize_t alt = choose(f, out, count);
+        if (alt == -2) return -1;
+        if (alt < 0) break;
+        out[count++] = alt;
+    }
+    return count;
+}
+
+/* ------------------------------------------------------------------ ticket */
+
+static const char B64URL[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+static Py_ssize_t b64url_len(Py_ssize_t n) { return (n / 3) * 4 + (n % 3 ? n % 3 + 1 : 0); }
+
+static char *b64url(char *dst, const unsigned char *src, Py_ssize_t n) {
+    Py_ssize_t i = 0;
+    for (; i + 3 <= n; i += 3) {
+        uint32_t v = (uint32_t)src[i] << 16 | (uint32_t)src[i + 1] << 8 | src[i + 2];
+        *dst++ = B64URL[v >> 18]; *dst++ = B64URL[(v >> 12) & 63];
+        *dst++ = B64URL[(v >> 6) & 63]; *dst++ = B64URL[v & 63];
+    }
+    if (n - i == 1) {
+        uint32_t v = (uint32_t)src[i] << 16;
+        *dst++ = B64URL[v >> 18]; *dst++ = B64URL[(v >> 12) & 63];
+    } else if (n - i == 2) {
+        uint32_t v = (uint32_t)src[i] << 16 | (uint32_t)src[i + 1] << 8;
+        *dst++ = B64URL[v >> 18]; *dst++ = B64URL[(v >> 12) & 63]; *dst++ = B64URL[(v >> 6) & 63];
+    }
+    return dst;
+}
+
+/* "v1.<payload>.<mac>" into dst (at least MAX_TICKET + 1 bytes); its length, or -1 if too long. */
+static Py_ssize_t make_ticket(FastDispatch *f, char *dst, const Py_ssize_t *chosen, int count,
+                              const char *cid, Py_ssize_t cid_len) {
+    unsigned char payload[14 + 1 + MAX_K * 256 + 256], *p = payload;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint32_t now = (uint32_t)ts.tv_sec;
+    uint64_t nonce = next_u64(f->rng);
+    *p++ = now >> 24; *p++ = now >> 16; *p++ = now >> 8; *p++ = now;
+    *p++ = f->lifetime >> 8; *p++ = f->lifetime;
+    for (int i = 7; i >= 0; i--) *p++ = (unsigned char)(nonce >> (8 * i));
+    *p++ = (unsigned char)count;
+    for (int i = 0; i < count; i++) {
+        PyObject *enc = f->cands[chosen[i]].idenc;
+        memcpy(p, PyBytes_AS_STRING(enc), PyBytes_GET_SIZE(enc));
+        p += PyBytes_GET_SIZE(enc);
+    }
+    *p++ = (unsigned char)cid_len;
+    memcpy(p, cid, cid_len);
+    p += cid_len;
+    Py_ssize_t plen = p - payload;
+    Py_ssize_t total = 3 + b64url_len(plen) + 1 + MAC_B64;
+    if (total > MAX_TICKET) return -1;
+    memcpy(dst, "v1.", 3);
+    char *end = b64url(dst + 3, payload, plen);
+    unsigned char ih[SHA256_DIGEST_LENGTH], mac[SHA256_DIGEST_LENGTH];
+    SHA256_CTX ctx = f->inner;
+    SHA256_Update(&ctx, dst, end - dst);
+    SHA256_Final(ih, &ctx);
+    ctx = f->outer;
+    SHA256_Update(&ctx, ih, sizeof ih);
+    SHA256_Final(mac, &ctx);
+    *end++ = '.';
+    end = b64url(end, mac, MAC_SIZE);
+    return end - dst;
+}
+
+/* ------------------------------------------------------------------ answer */
+
+#define LIT(s) s, (sizeof(s) - 1)
+static const char JSON_HEAD[] = "content-type: application/json\r\ncache-control: no-store\r\n";
+
+static inline char *put(char *dst, const char *src, Py_ssize_t n) {
+    memcpy(dst, src, n);
+    return dst + n;
+}
+
+static inline char *put_bytes(char *dst, PyObject *b) {
+    return put(dst, PyBytes_AS_STRING(b), PyBytes_GET_SIZE(b));
+}
+
+static int count_dispatch(FastDispatch *f, Py_ssize_t first) {
+    PyObject *v = PyObject_GetAttr(f->stats, s_dispatched);
+    if (v == NULL) return -1;
+    PyObject *w = PyNumber_Add(v, one);
+    Py_DECREF(v);
+    if (w == NULL || PyObject_SetAttr(f->stats, s_dispatched, w) < 0) { Py_XDECREF(w); return -1; }
+    Py_DECREF(w);
+    PyObject *per = PyObject_GetAttr(f->stats, s_per_gateway);
+    if (per == NULL) return -1;
+    PyObject *id = f->cands[first].id;
+    PyObject *old = PyDict_GetItemWithError(per, id); /* borrowed */
+    if (old == NULL && PyErr_Occurred()) { Py_DECREF(per); return -1; }
+    PyObject *nv = old ? PyNumber_Add(old, one) : PyLong_FromLong(1);
+    int rc = (nv == NULL || PyDict_SetItem(per, id, nv) < 0) ? -1 : 0;
+    Py_XDECREF(nv);
+    Py_DECREF(per);
+    return rc;
+}
+
+/* The JSON answer, or with http > 0 the whole HTTP/1.1 answer (http == 2: connection: close).
+ * NULL with no exception set: the Python path should answer. */
+static PyObject *build(FastDispatch *f, const char *cid, Py_ssize_t cid_len, int http) {
+    if (f->policy == POLICY_OFF || f->n == 0 || f->stats == NULL || f->tail == NULL) return NULL;
+    Py_ssize_t chosen[MAX_K];
+    int count = pick(f, chosen);
+    if (count <= 0) return NULL;
+    char ticket[MAX_TICKET + 1];
+    Py_ssize_t tlen = make_ticket(f, ticket, chosen, count, cid, cid_len);
+    if (tlen < 0) return NULL;
+    if (count_dispatch(f, chosen[0]) < 0) return NULL;
+
+    Py_ssize_t body = sizeof("{\"gateway\":},\"ticket\":\"\",\"alternates\":[],") - 1 + tlen
+                      + PyBytes_GET_SIZE(f->cands[chosen[0]].frag) + PyBytes_GET_SIZE(f->tail);
+    for (int i = 1; i < count; i++)
+        body += (i > 1) + PyBytes_GET_SIZE(f->cands[chosen[i]].frag)
+                + sizeof(",\"ticket\":\"\"}") - 1 + tlen;
+    char clen[32];
+    int clen_n = 0;
+    Py_ssize_t size = body;
+    if (http) {
+        clen_n = snprintf(clen, sizeof clen, "content-length: %zd\r\n\r\n", body);
+        size += sizeof("HTTP/1.1 200 OK\r\n") - 1 + PyBytes_GET_SIZE(f->date_line) + sizeof(JSON_HEAD) - 1
+                + (http == 2 ? sizeof("connection: close\r\n") - 1 : 0) + clen_n;
+    }
+    PyObject *out = PyBytes_FromStringAndSize(NULL, size);
+    if (out == NULL) return NULL;
+    char *d = PyBytes_AS_STRING(out);
+    if (http) {
+        d = put(d, LIT("HTTP/1.1 200 OK\r\n"));
+        d = put_bytes(d, f->date_line);
+        d = put(d, JSON_HEAD, sizeof(JSON_HEAD) - 1);
+        if (http == 2) d = put(d, LIT("connection: close\r\n"));
+        d = put(d, clen, clen_n);
+    }
+    d = put(d, LIT("{\"gateway\":"));
+    d = put_bytes(d, f->cands[chosen[0]].frag);
+    d = put(d, LIT("},\"ticket\":\""));
+    d = put(d, ticket, tlen);
+    d = put(d, LIT("\",\"alternates\":["));
+    for (int i = 1; i < count; i++) {
+        if (i > 1) *d++ = ',';
+        d = put_bytes(d, f->cands[chosen[i]].frag);
+        d = put(d, LIT(",\"ticket\":\""));
+        d = put(d, ticket, tlen);
+        d = put(d, LIT("\"}"));
+    }
+    d = put(d, LIT("],"));
+    d = put_bytes(d, f->tail);
+    assert(d == PyBytes_AS_STRING(out) + size);
+    return out;
+}
+
+/* ------------------------------------------------------------------ request recognizer */
+
+static unsigned char TCHAR[256], VALCHAR[256], CIDCHAR[256], TARGETCHAR[256];
+
+static void init_tables(void) {
+    const char *extra = "!#$%&'*+-.^_`|~";
+    for (int c = 0; c < 256; c++) {
+        TCHAR[c] = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
+                   || (c && strchr(extra, c) != NULL);
+        VALCHAR[c] = c == '\t' || (c >= 0x20 && c != 0x7f);
+        TARGETCHAR[c] = c > 0x20 && c < 0x7f;
+        /* what the Python fast form takes as is: printable, no '&', '%', '+' (and no '#') */
+        CIDCHAR[c] = TARGETCHAR[c] && c != '&' && c != '%' && c != '+' && c != '#';
+    }
+}
+
+static int name_is(const char *name, Py_ssize_t n, const char *lower) {
+    Py_ssize_t m = (Py_ssize_t)strlen(lower);
+    if (n != m) return 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        char c = name[i];
+        if (c >= 'A' && c <= 'Z') c += 32;
+        if (c != lower[i]) return 0;
+    }
+    return 1;
+}
+
+/* Parse one complete, plain request in buf[0:len]: 1 with cid set and *close, 0 not ours. */
+static int recognize(FastDispatch *f, const char *buf, Py_ssize_t len, const char **cid,
+                     Py_ssize_t *cid_len, int *close) {
+    static const char START[] = "GET /v1/dispatch?client_id=";
+    const Py_ssize_t start = sizeof(START) - 1;
+    if (len > f->max_head || len < start + 15 || memcmp(buf, START, start) != 0) return 0;
+    Py_ssize_t i = start;
+    while (i < len && CIDCHAR[(unsigned char)buf[i]]) i++;
+    *cid = buf + start;
+    *cid_len = i - start;
+    if (*cid_len == 0 || *cid_len > f->max_client_id || i - 4 > f->max_url) return 0;
+    if (len - i < 12 || memcmp(buf + i, " HTTP/1.1\r\n", 11) != 0) return 0;
+    i += 11;
+    *close = 0;
+    Py_ssize_t headers = 0;
+    for (;;) {
+        if (i + 2 <= len && buf[i] == '\r' && buf[i + 1] == '\n') return i + 2 == len;
+        Py_ssize_t name = i;
+        while (i < len && TCHAR[(unsigned char)buf[i]]) i++;
+        Py_ssize_t name_len = i - name;
+        if (name_len == 0 || i >= len || buf[i] != ':') return 0;
+        i++;
+        while (i < len && (buf[i] == ' ' || buf[i] == '\t')) i++;
+        Py_ssize_t value = i;
+        while (i < len && VALCHAR[(unsigned char)buf[i]]) i++;
+        Py_ssize_t value_end = i;
+        if (i + 2 > len || buf[i] != '\r' || buf[i + 1] != '\n') return 0;
+        i += 2;
+        if (++headers > f->max_headers) return 0;
+        while (value_end > value && (buf[value_end - 1] == ' ' || buf[value_end - 1] == '\t')) value_end--;
+        const char *nm = buf + name;
+        switch (nm[0] | 0x20) { /* only headers that change framing or the connection matter */
+        case 'c':
+            if (name_is(nm, name_len, "content-length")) return 0;
+            if (name_is(nm, name_len, "connection")) {
+                if (name_is(buf + value, value_end - value, "close")) *close = 1;
+                else if (!name_is(buf + value, value_end - value, "keep-alive")) return 0;
+            }
+            break;
+        case 't':
+            if (name_is(nm, name_len, "transfer-encoding")) return 0;
+            break;
+        case 'u':
+            if (name_is(nm, name_len, "upgrade")) return 0;
+            break;
+        case 'e':
+            if (name_is(nm, name_len, "expect")) return 0;
+            break;
+        }
+    }
+}
+
+/* ------------------------------------------------------------------ type */
+
+static int FD_init(FastDispatch *self, PyObject *args, PyObject *kw) {
+    static char *names[] = {"secret", "lifetime", "alternates", "max_client_id", "max_head", "max_url",
+                            "max_headers", "tail", "stats", "seed", NULL};
+    Py_buffer secret, seed;
+    int lifetime, alternates;
+    Py_ssize_t max_client_id, max_head, max_url, max_headers;
+    PyObject *tail, *stats;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "y*iinnnnSOy*", names, &secret, &lifetime, &alternates,
+                                     &max_client_id, &max_head, &max_url, &max_headers, &tail, &stats,
+                                     &seed))
+        return -1;
+    int ok = 0;
+    if (lifetime < 1 || lifetime > 65535) PyErr_SetString(PyExc_ValueError, "lifetime must be 1..65535");
+    else if (alternates < 0 || alternates + 1 > MAX_K) PyErr_SetString(PyExc_ValueError, "alternates must be 0..16");
+    else if (max_client_id > 255) PyErr_SetString(PyExc_ValueError, "max_client_id must be at most 255");
+    else ok = 1;
+    if (ok) {
+        unsigned char key[64] = {0}, pad[64];
+        if (secret.len > 64) SHA256(secret.buf, secret.len, key);
+        else memcpy(key, secret.buf, secret.len);
+        for (int i = 0; i < 64; i++) pad[i] = key[i] ^ 0x36;
+        SHA256_Init(&self->inner);
+        SHA256_Update(&self->inner, pad, 64);
+        for (int i = 0; i < 64; i++) pad[i] = key[i] ^ 0x5c;
+        SHA256_Init(&self->outer);
+        SHA256_Update(&self->outer, pad, 64);
+        self->lifetime = (unsigned)lifetime;
+        self->k = alternates + 1;
+        self->max_client_id = max_client_id;
+        self->max_head = max_head;
+        self->max_url = max_url;
+        self->max_headers = max_headers;
+        Py_INCREF(tail);
+        Py_XSETREF(self->tail, tail);
+        Py_INCREF(stats);
+        Py_XSETREF(self->stats, stats);
+        seed_rng(self->rng, seed.buf, seed.len);
+        if (self->date_line == NULL) self->date_line = PyBytes_FromString("");
+    }
+    PyBuffer_Release(&secret);
+    PyBuffer_Release(&seed);
+    return ok && self->date_line != NULL ? 0 : -1;
+}
+
+static void clear_pool(FastDispatch *self) {
+    for (Py_ssize_t i = 0; i < self->n; i++) {
+        Py_XDECREF(self->cands[i].load);
+        Py_XDECREF(self->cands[i].id);
+        Py_XDECREF(self->cands[i].frag);
+        Py_XDECREF(self->cands[i].idenc);
+    }
+    PyMem_Free(self->cands);
+    PyMem_Free(self->slots);
+    self->cands = NULL;
+    self->slots = NULL;
+    self->n = 0;
+    self->policy = POLICY_OFF;
+}
+
+static void FD_dealloc(FastDispatch *self) {
+    PyObject_GC_UnTrack(self);
+    if (self->weakrefs != NULL) PyObject_ClearWeakRefs((PyObject *)self);
+    clear_pool(self);
+    Py_CLEAR(self->tail);
+    Py_CLEAR(self->date_line);
+    Py_CLEAR(self->stats);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int FD_traverse(FastDispatch *self, visitproc visit, void *arg) {
+    for (Py_ssize_t i = 0; i < self->n; i++) Py_VISIT(self->cands[i].load);
+    Py_VISIT(self->stats);
+    return 0;
+}
+
+static int FD_clear(FastDispatch *self) {
+    clear_pool(self);
+    Py_CLEAR(self->stats);
+    return 0;
+}
+
+PyDoc_STRVAR(set_pool_doc,
+"set_pool(policy, rows, prob, alias)\n--\n\n"
+"Install a snapshot. policy: 0 p2c, 1 random, -1 off (every call returns None).\n"
+"rows: (load, id, fragment, encoded id, weight, limit or None) per candidate, in\n"
+"picker order; prob/alias: the picker's alias table.");
+
+static PyObject *FD_set_pool(FastDispatch *self, PyObject *args) {
+    int policy;
+    PyObject *rows, *prob, *alias;
+    if (!PyArg_ParseTuple(args, "iOOO", &policy, &rows, &prob, &alias)) return NULL;
+    clear_pool(self);
+    if (policy == POLICY_OFF) Py_RETURN_NONE;
+    if (policy != POLICY_P2C && policy != POLICY_RANDOM) {
+        PyErr_SetString(PyExc_ValueError, "policy must be -1, 0 or 1");
+        return NULL;
+    }
+    PyObject *rs = PySequence_Fast(rows, "rows must be a sequence");
+    PyObject *ps = rs ? PySequence_Fast(prob, "prob must be a sequence") : NULL;
+    PyObject *as = ps ? PySequence_Fast(alias, "alias must be a sequence") : NULL;
+    if (as == NULL) goto fail;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(rs);
+    if (PySequence_Fast_GET_SIZE(ps) != n || PySequence_Fast_GET_SIZE(as) != n) {
+        PyErr_SetString(PyExc_ValueError, "rows, prob and alias differ in length");
+        goto fail;
+    }
+    self->cands = PyMem_Calloc(n ? n : 1, sizeof(Cand));
+    self->slots = PyMem_Calloc(n ? n : 1, sizeof(Slot));
+    if (!self->cands || !self->slots) { PyErr_NoMemory(); goto fail; }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *load, *id, *frag, *idenc, *limit;
+        double weight;
+        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(rs, i), "OUSSdO", &load, &id, &frag, &idenc,
+                              &weight, &limit))
+            goto fail;
+        Cand *c = &self->cands[i];
+        c->limit = limit == Py_None ? -1 : PyLong_AsLongLong(limit);
+        if (c->limit == -1 && PyErr_Occurred()) goto fail;
+        c->weight = weight;
+        Py_INCREF(load); c->load = load;
+        Py_INCREF(id); c->id = id;
+        Py_INCREF(frag); c->frag = frag;
+        Py_INCREF(idenc); c->idenc = idenc;
+        self->n = i + 1;
+        self->slots[i].prob = PyFloat_AsDouble(PySequence_Fast_GET_ITEM(ps, i));
+        self->slots[i].alias = PyLong_AsSsize_t(PySequence_Fast_GET_ITEM(as, i));
+        if (PyErr_Occurred()) goto fail;
+        if (self->slots[i].alias < 0 || self->slots[i].alias >= n || PyBytes_GET_SIZE(idenc) > 256) {
+            PyErr_SetString(PyExc_ValueError, "bad alias index or encoded id");
+            goto fail;
+        }
+    }
+    self->policy = policy;
+    Py_DECREF(rs); Py_DECREF(ps); Py_DECREF(as);
+    Py_RETURN_NONE;
+fail:
+    Py_XDECREF(rs); Py_XDECREF(ps); Py_XDECREF(as);
+    clear_pool(self);
+    return NULL;
+}
+
+static PyObject *FD_set_date(FastDispatch *self, PyObject *line) {
+    if (!PyBytes_Check(line)) {
+        PyErr_SetString(PyExc_TypeError, "date line must be bytes");
+        return NULL;
+    }
+    Py_INCREF(line);
+    Py_XSETREF(self->date_line, line);
+    Py_RETURN_NONE;
+}
+
+static PyObject *FD_reseed(FastDispatch *self, PyObject *arg) {
+    Py_buffer seed;
+    if (PyObject_GetBuffer(arg, &seed, PyBUF_SIMPLE) < 0) return NULL;
+    seed_rng(self->rng, seed.buf, seed.len);
+    PyBuffer_Release(&seed);
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(request_doc,
+"request(data) -> (answer, close) or None\n--\n\n"
+"When data is exactly one complete plain GET /v1/dispatch?client_id=X request,\n"
+"the whole HTTP answer and whether to close after it; None leaves it to Python.");
+
+static PyObject *FD_request(FastDispatch *self, PyObject *data) {
+    if (!PyBytes_Check(data) || self->policy == POLICY_OFF) Py_RETURN_NONE;
+    const char *cid;
+    Py_ssize_t cid_len;
+    int close;
+    if (!recognize(self, PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), &cid, &cid_len, &close))
+        Py_RETURN_NONE;
+    PyObject *answer = build(self, cid, cid_len, close ? 2 : 1);
+    if (answer == NULL) {
+        if (PyErr_Occurred()) return NULL;
+        Py_RETURN_NONE;
+    }
+    PyObject *out = PyTuple_Pack(2, answer, close ? Py_True : Py_False);
+    Py_DECREF(answer);
+    return out;
+}
+
+PyDoc_STRVAR(body_doc,
+"body(client_id) -> bytes or None\n--\n\n"
+"The JSON dispatch answer for an already validated client_id (bytes, UTF-8);\n"
+"None when no gateway can take it or the snapshot is not ours.");
+
+static PyObject *FD_body(FastDispatch *self, PyObject *cid) {
+    if (!PyBytes_Check(cid)) {
+        PyErr_SetString(PyExc_TypeError, "client_id must be bytes");
+        return NULL;
+    }
+    if (PyBytes_GET_SIZE(cid) > 255) Py_RETURN_NONE;
+    PyObject *answer = build(self, PyBytes_AS_STRING(cid), PyBytes_GET_SIZE(cid), 0);
+    if (answer == NULL && !PyErr_Occurred()) Py_RETURN_NONE;
+    return answer;
+}
+
+static PyObject *FD_get_active(FastDispatch *self, void *closure) {
+    return PyBool_FromLong(self->policy != POLICY_OFF);
+}
+
+static PyObject *FD_configure(FastDispatch *self, PyObject *args, PyObject *kw) {
+    if (FD_init(self, args, kw) < 0) return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef FD_methods[] = {
+    {"configure", (PyCFunction)(void (*)(void))FD_configure, METH_VARARGS | METH_KEYWORDS,
+     "configure(...): the constructor's arguments again (a config reload)."},
+    {"set_pool", (PyCFunction)FD_set_pool, METH_VARARGS, set_pool_doc},
+    {"set_date", (PyCFunction)FD_set_date, METH_O, "set_date(line): the date header line for answers."},
+    {"reseed", (PyCFunction)FD_reseed, METH_O, "reseed(seed): new random state (after fork)."},
+    {"request", (PyCFunction)FD_request, METH_O, request_doc},
+    {"body", (PyCFunction)FD_body, METH_O, body_doc},
+    {NULL},
+};
+
+static PyGetSetDef FD_getset[] = {
+    {"active", (getter)FD_get_active, NULL, "True while a p2c or random snapshot is installed.", NULL},
+    {NULL},
+};
+
+static PyTypeObject FastDispatchType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "tcpdispatch._speedups.FastDispatch",
+    .tp_basicsize = sizeof(FastDispatch),
+    .tp_weaklistoffset = offsetof(FastDispatch, weakrefs),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "The dispatch hot path in C; see tcpdispatch.dispatcher.fastpath.",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)FD_init,
+    .tp_dealloc = (destructor)FD_dealloc,
+    .tp_traverse = (traverseproc)FD_traverse,
+    .tp_clear = (inquiry)FD_clear,
+    .tp_methods = FD_methods,
+    .tp_getset = FD_getset,
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "tcpdispatch._speedups", "C accelerator for the dispatch hot path.", -1, NULL,
+};
+
+PyMODINIT_FUNC PyInit__speedups(void) {
+    init_tables();
+    if (!(s_reported = PyUnicode_InternFromString("reported")) || !(s_issued = PyUnicode_InternFromString("issued"))
+        || !(s_headroom = PyUnicode_InternFromString("headroom"))
+        || !(s_dispatched = PyUnicode_InternFromString("dispatched"))
+        || !(s_per_gateway = PyUnicode_InternFromString("per_gateway")) || !(one = PyLong_FromLong(1)))
+        return NULL;
+    if (PyType_Ready(&FastDispatchType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL) return NULL;
+    Py_INCREF(&FastDispatchType);
+    if (PyModule_AddObject(m, "FastDispatch", (PyObject *)&FastDispatchType) < 0) {
+        Py_DECREF(&FastDispatchType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
