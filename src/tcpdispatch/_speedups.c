@@ -155,7 +155,7 @@ static Py_ssize_t draw_one(FastDispatch *f, const Py_ssize_t *excl, int nexcl, P
         cum += f->cands[i].weight;
         if (target < cum) { *current = cur; return i; }
     }
-    if (last >= 0) cand_full(&f->cands[last], current);
+    if (last >= 0 && cand_full(&f->cands[last], current) < 0) return -2;
     return last;
 }
 
@@ -171,17 +171,23 @@ static Py_ssize_t choose(FastDispatch *f, const Py_ssize_t *excl, int nexcl) {
     return ((double)la * f->cands[b].weight <= (double)lb * f->cands[a].weight) ? a : b;
 }
 
-/* Primary then alternates into out[]; returns how many (0: none usable), -1 on error. */
+/* One more ticket issued for this candidate (LoadCounter.issued += 1). */
+static int count_issued(Cand *c) {
+    long long issued;
+    if (get_ll(c->load, s_issued, &issued) < 0) return -1;
+    PyObject *v = PyLong_FromLongLong(issued + 1);
+    if (v == NULL || PyObject_SetAttr(c->load, s_issued, v) < 0) { Py_XDECREF(v); return -1; }
+    Py_DECREF(v);
+    return 0;
+}
+
+/* Primary then alternates into out[]; returns how many (0: none usable), -1 on error.
+ * The caller counts the primary's ticket (alternates never include the primary, so
+ * counting it later changes no choice). */
 static int pick(FastDispatch *f, Py_ssize_t *out) {
     Py_ssize_t first = choose(f, NULL, 0);
     if (first == -2) return -1;
     if (first < 0) return 0;
-    PyObject *load = f->cands[first].load;
-    long long issued;
-    if (get_ll(load, s_issued, &issued) < 0) return -1;
-    PyObject *v = PyLong_FromLongLong(issued + 1);
-    if (v == NULL || PyObject_SetAttr(load, s_issued, v) < 0) { Py_XDECREF(v); return -1; }
-    Py_DECREF(v);
     out[0] = first;
     int count = 1;
     if (f->n <= f->k) {
@@ -306,15 +312,15 @@ static PyObject *build(FastDispatch *f, const char *cid, Py_ssize_t cid_len, int
     if (count <= 0) return NULL;
     char ticket[MAX_TICKET + 1];
     Py_ssize_t tlen = make_ticket(f, ticket, chosen, count, cid, cid_len);
-    if (tlen < 0) return NULL;
-    if (count_dispatch(f, chosen[0]) < 0) return NULL;
+    if (tlen < 0) return NULL; /* too long: Python raises the error, nothing was counted */
+    if (count_issued(&f->cands[chosen[0]]) < 0 || count_dispatch(f, chosen[0]) < 0) return NULL;
 
     Py_ssize_t body = sizeof("{\"gateway\":},\"ticket\":\"\",\"alternates\":[],") - 1 + tlen
                       + PyBytes_GET_SIZE(f->cands[chosen[0]].frag) + PyBytes_GET_SIZE(f->tail);
     for (int i = 1; i < count; i++)
         body += (i > 1) + PyBytes_GET_SIZE(f->cands[chosen[i]].frag)
                 + sizeof(",\"ticket\":\"\"}") - 1 + tlen;
-    char clen[32];
+    char clen[48];
     int clen_n = 0;
     Py_ssize_t size = body;
     if (http) {
@@ -382,7 +388,7 @@ static int recognize(FastDispatch *f, const char *buf, Py_ssize_t len, const cha
                      Py_ssize_t *cid_len, int *close) {
     static const char START[] = "GET /v1/dispatch?client_id=";
     const Py_ssize_t start = sizeof(START) - 1;
-    if (len > f->max_head || len < start + 15 || memcmp(buf, START, start) != 0) return 0;
+    if (len > f->max_head || len < start + 14 || memcmp(buf, START, start) != 0) return 0;
     Py_ssize_t i = start;
     while (i < len && CIDCHAR[(unsigned char)buf[i]]) i++;
     *cid = buf + start;
@@ -393,7 +399,10 @@ static int recognize(FastDispatch *f, const char *buf, Py_ssize_t len, const cha
     *close = 0;
     Py_ssize_t headers = 0;
     for (;;) {
-        if (i + 2 <= len && buf[i] == '\r' && buf[i + 1] == '\n') return i + 2 == len;
+        if (i + 2 <= len && buf[i] == '\r' && buf[i + 1] == '\n')
+            /* whole buffer, and within max_head as Python counts it: target + (name + value + 4)
+             * per field, at most one byte per field more than the raw head less its 17 fixed bytes */
+            return i + 2 == len && len - 17 + headers <= f->max_head;
         Py_ssize_t name = i;
         while (i < len && TCHAR[(unsigned char)buf[i]]) i++;
         Py_ssize_t name_len = i - name;
@@ -425,6 +434,9 @@ static int recognize(FastDispatch *f, const char *buf, Py_ssize_t len, const cha
         case 'e':
             if (name_is(nm, name_len, "expect")) return 0;
             break;
+        case 'p': /* llhttp reads Proxy-Connection as Connection */
+            if (name_is(nm, name_len, "proxy-connection")) return 0;
+            break;
         }
     }
 }
@@ -444,7 +456,7 @@ static int FD_init(FastDispatch *self, PyObject *args, PyObject *kw) {
         return -1;
     int ok = 0;
     if (lifetime < 1 || lifetime > 65535) PyErr_SetString(PyExc_ValueError, "lifetime must be 1..65535");
-    else if (alternates < 0 || alternates + 1 > MAX_K) PyErr_SetString(PyExc_ValueError, "alternates must be 0..16");
+    else if (alternates < 0 || alternates > MAX_K - 1) PyErr_SetString(PyExc_ValueError, "alternates must be 0..16");
     else if (max_client_id > 255) PyErr_SetString(PyExc_ValueError, "max_client_id must be at most 255");
     else ok = 1;
     if (ok) {
@@ -475,19 +487,27 @@ static int FD_init(FastDispatch *self, PyObject *args, PyObject *kw) {
     return ok && self->date_line != NULL ? 0 : -1;
 }
 
-static void clear_pool(FastDispatch *self) {
-    for (Py_ssize_t i = 0; i < self->n; i++) {
-        Py_XDECREF(self->cands[i].load);
-        Py_XDECREF(self->cands[i].id);
-        Py_XDECREF(self->cands[i].frag);
-        Py_XDECREF(self->cands[i].idenc);
+static void free_cands(Cand *cands, Slot *slots, Py_ssize_t n) {
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_XDECREF(cands[i].load);
+        Py_XDECREF(cands[i].id);
+        Py_XDECREF(cands[i].frag);
+        Py_XDECREF(cands[i].idenc);
     }
-    PyMem_Free(self->cands);
-    PyMem_Free(self->slots);
+    PyMem_Free(cands);
+    PyMem_Free(slots);
+}
+
+/* Detach the snapshot first, then release it: a decref may run Python code that calls us. */
+static void clear_pool(FastDispatch *self) {
+    Cand *cands = self->cands;
+    Slot *slots = self->slots;
+    Py_ssize_t n = self->n;
     self->cands = NULL;
     self->slots = NULL;
     self->n = 0;
     self->policy = POLICY_OFF;
+    free_cands(cands, slots, n);
 }
 
 static void FD_dealloc(FastDispatch *self) {
@@ -522,12 +542,15 @@ static PyObject *FD_set_pool(FastDispatch *self, PyObject *args) {
     int policy;
     PyObject *rows, *prob, *alias;
     if (!PyArg_ParseTuple(args, "iOOO", &policy, &rows, &prob, &alias)) return NULL;
-    clear_pool(self);
+    clear_pool(self); /* off until the new snapshot is complete: never serve a stale one */
     if (policy == POLICY_OFF) Py_RETURN_NONE;
     if (policy != POLICY_P2C && policy != POLICY_RANDOM) {
         PyErr_SetString(PyExc_ValueError, "policy must be -1, 0 or 1");
         return NULL;
     }
+    Cand *cands = NULL;
+    Slot *slots = NULL;
+    Py_ssize_t filled = 0;
     PyObject *rs = PySequence_Fast(rows, "rows must be a sequence");
     PyObject *ps = rs ? PySequence_Fast(prob, "prob must be a sequence") : NULL;
     PyObject *as = ps ? PySequence_Fast(alias, "alias must be a sequence") : NULL;
@@ -537,38 +560,43 @@ static PyObject *FD_set_pool(FastDispatch *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "rows, prob and alias differ in length");
         goto fail;
     }
-    self->cands = PyMem_Calloc(n ? n : 1, sizeof(Cand));
-    self->slots = PyMem_Calloc(n ? n : 1, sizeof(Slot));
-    if (!self->cands || !self->slots) { PyErr_NoMemory(); goto fail; }
+    /* Built aside and installed at the end: the conversions below may run Python code. */
+    cands = PyMem_Calloc(n ? n : 1, sizeof(Cand));
+    slots = PyMem_Calloc(n ? n : 1, sizeof(Slot));
+    if (!cands || !slots) { PyErr_NoMemory(); goto fail; }
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *load, *id, *frag, *idenc, *limit;
         double weight;
         if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(rs, i), "OUSSdO", &load, &id, &frag, &idenc,
                               &weight, &limit))
             goto fail;
-        Cand *c = &self->cands[i];
-        c->limit = limit == Py_None ? -1 : PyLong_AsLongLong(limit);
-        if (c->limit == -1 && PyErr_Occurred()) goto fail;
-        c->weight = weight;
+        Cand *c = &cands[i];
         Py_INCREF(load); c->load = load;
         Py_INCREF(id); c->id = id;
         Py_INCREF(frag); c->frag = frag;
         Py_INCREF(idenc); c->idenc = idenc;
-        self->n = i + 1;
-        self->slots[i].prob = PyFloat_AsDouble(PySequence_Fast_GET_ITEM(ps, i));
-        self->slots[i].alias = PyLong_AsSsize_t(PySequence_Fast_GET_ITEM(as, i));
+        filled = i + 1;
+        c->weight = weight;
+        c->limit = limit == Py_None ? -1 : PyLong_AsLongLong(limit);
+        if (c->limit == -1 && PyErr_Occurred()) goto fail;
+        slots[i].prob = PyFloat_AsDouble(PySequence_Fast_GET_ITEM(ps, i));
+        slots[i].alias = PyLong_AsSsize_t(PySequence_Fast_GET_ITEM(as, i));
         if (PyErr_Occurred()) goto fail;
-        if (self->slots[i].alias < 0 || self->slots[i].alias >= n || PyBytes_GET_SIZE(idenc) > 256) {
+        if (slots[i].alias < 0 || slots[i].alias >= n || PyBytes_GET_SIZE(idenc) > 256) {
             PyErr_SetString(PyExc_ValueError, "bad alias index or encoded id");
             goto fail;
         }
     }
-    self->policy = policy;
     Py_DECREF(rs); Py_DECREF(ps); Py_DECREF(as);
+    clear_pool(self);
+    self->cands = cands;
+    self->slots = slots;
+    self->n = n;
+    self->policy = policy;
     Py_RETURN_NONE;
 fail:
     Py_XDECREF(rs); Py_XDECREF(ps); Py_XDECREF(as);
-    clear_pool(self);
+    free_cands(cands, slots, filled);
     return NULL;
 }
 
@@ -629,7 +657,7 @@ static PyObject *FD_body(FastDispatch *self, PyObject *cid) {
 }
 
 static PyObject *FD_get_active(FastDispatch *self, void *closure) {
-    return PyBool_FromLong(self->policy != POLICY_OFF);
+    return PyBool_FromLong(self->policy != POLICY_OFF && self->n > 0 && self->stats != NULL);
 }
 
 static PyObject *FD_configure(FastDispatch *self, PyObject *args, PyObject *kw) {

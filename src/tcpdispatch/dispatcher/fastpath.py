@@ -76,9 +76,9 @@ def _settings(config: DispatcherConfig, stats: Any, tail: bytes) -> dict[str, An
 
 def install(fast: Any, picker: Picker, frags: dict[str, bytes], *, enabled: bool = True) -> None:
     """Hand a new snapshot to the accelerator (off for policies it does not implement)."""
+    fast.set_pool(OFF, (), (), ())  # off first: if building the rows fails, no stale snapshot stays
     policy = POLICIES.get(picker.name, OFF) if enabled else OFF
     if policy == OFF or not isinstance(picker, WeightedSamplingPicker):
-        fast.set_pool(OFF, (), (), ())
         return
     rows = [(c.load, c.id, frags[c.id], pack_id(c.id), float(c.weight), c.limit) for c in picker.candidates]
     fast.set_pool(policy, rows, picker.alias_table[0], picker.alias_table[1])
