@@ -88,6 +88,7 @@ class Watch:
         self.down_since: dict[tuple[str, str], float] = {}  # (backend, server) -> first DOWN seen
         self.errors = 0
         self.requests = 0
+        self.ok = 0  # 200 answers
 
     async def dispatch_loop(self, client: HttpDispatcher, stop: asyncio.Event) -> None:
         i = 0
@@ -102,6 +103,7 @@ class Watch:
             now = time.monotonic()
             self.requests += 1
             if status == 200 and body:
+                self.ok += 1
                 for g in [body["gateway"], *body.get("alternates", [])]:
                     self.last_named[g["id"]] = now
             await asyncio.sleep(0.01)
