@@ -30,7 +30,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import TCPDISPATCH, GatewayHandle, ProcGroup, start_dispatcher, start_gateway, wait_until
+from bench.common import (
+    TCPDISPATCH,
+    GatewayHandle,
+    ProcGroup,
+    start_dispatcher,
+    start_gateway,
+    wait_until,
+)
 from bench.failure_detection import Watch, _pool_up
 
 BOUNDS = {"SIGKILL": 1.0, "SIGSTOP": 2.0}
