@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import TCPDISPATCH, Proc, free_port, scaled, wait_until
+from helpers import TCPDISPATCH, Proc, free_port, require_speedups, scaled, wait_until
 
 from tcpdispatch.errors import ErrorCode
 from tcpdispatch.protocol import Connection, Error, Hello, Role, Welcome
@@ -373,3 +373,20 @@ def test_weighted_shares_over_real_http(env_both: dict[str, Any]) -> None:
     conn.close()
     for gid, w in (("g1", 1), ("g2", 2), ("g3", 3)):
         assert abs(counts[gid] / n - w / 6) < 0.04, dict(counts)
+
+
+@pytest.mark.parametrize("speedups", [True, False])
+def test_c_and_python_hot_paths_issue_tickets_the_gateway_accepts(env: dict[str, Any], speedups: bool) -> None:
+    if speedups:
+        require_speedups()
+    g1 = start_gateway(env, "g1")
+    wait_ready(g1.proc)
+    d = start_dispatcher(env, gateway_toml(g1), dispatcher=f"speedups = {str(speedups).lower()}")
+    wait_states(d, {"g1": "up"})
+    assert d.request("GET", "/healthz")[2]["hot_path"] == ("c" if speedups else "python")
+    assert f"dispatch hot path: {'c' if speedups else 'python'}" in d.proc.output()
+    for i in range(3):
+        doc = d.dispatch(f"client-{i}")
+        sock, frame = hello(g1, doc["ticket"], f"client-{i}")
+        sock.close()
+        assert isinstance(frame, Welcome), frame
