@@ -2,7 +2,8 @@
 
 ``GET /v1/dispatch`` is served by a dedicated fast path: precomputed headers,
 per-gateway JSON fragments cached at picker rebuild, one HMAC per answer, no
-JSON encoder call. Everything else (admin, reports, heartbeats, metrics) goes
+JSON encoder call; for ``p2c`` and ``random`` the pick, ticket and answer are
+made in C when the accelerator is built (:mod:`tcpdispatch.dispatcher.fastpath`). Everything else (admin, reports, heartbeats, metrics) goes
 through the general router in :mod:`tcpdispatch.dispatcher.routes`.
 """
 

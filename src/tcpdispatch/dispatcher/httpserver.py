@@ -2,7 +2,10 @@
 
 ``GET /v1/dispatch`` is answered synchronously inside the protocol callback
 (pick and sign are synchronous): no task, no ASGI messages, one
-``transport.write`` per answer. Every other request is handed to an ASGI app
+``transport.write`` per answer. Before httptools sees a read, ``raw`` (the C
+accelerator, see :mod:`tcpdispatch.dispatcher.fastpath`) may answer it whole
+when it is exactly one plain dispatch request and the connection is between
+requests. Every other request is handed to an ASGI app
 (the dispatcher's :class:`~tcpdispatch.dispatcher.app.DispatcherApp`) through
 a minimal bridge, as a task; while it runs, later pipelined requests on that
 connection wait in a bounded queue so answers always leave in request order.
