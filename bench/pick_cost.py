@@ -95,6 +95,7 @@ class CAnswer:
         from tcpdispatch.balancing._sampling import WeightedSamplingPicker
         from tcpdispatch.dispatcher import fastpath
         from tcpdispatch.dispatcher.app import Stats
+        from tcpdispatch.tickets import pack_id
 
         picker = make_picker(policy, candidates, rng=random.Random(seed))
         assert isinstance(picker, WeightedSamplingPicker)
@@ -103,7 +104,7 @@ class CAnswer:
             max_url=8192, max_headers=100, tail=b'"heartbeat_s":10}', stats=Stats(), seed=b"%d" % seed)
         frags = {c.id: b'{"id":"%s","host":"%s","port":%d' % (c.id.encode(), c.host.encode(), c.port)
                  for c in candidates}
-        fastpath.install(self.fast, picker, frags)
+        fastpath.install(self.fast, picker, frags, {c.id: pack_id(c.id) for c in candidates})
 
     def pick(self, request: PickRequest) -> bytes:
         return self.fast.body(request.client_id.encode())

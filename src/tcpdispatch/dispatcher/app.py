@@ -24,7 +24,7 @@ from tcpdispatch.config import DispatcherConfig
 from tcpdispatch.dispatcher import fastpath
 from tcpdispatch.dispatcher.pool import Pool
 from tcpdispatch.httputil import error_body
-from tcpdispatch.tickets import TicketSigner
+from tcpdispatch.tickets import TicketSigner, pack_id
 
 if TYPE_CHECKING:
     from tcpdispatch.health import PushTracker
@@ -90,7 +90,9 @@ class DispatcherApp:
         self.push_tracker: PushTracker | None = None  # set by the server
         self.store: Store | None = None  # shared state store, set by the server (None: in-memory)
         self.on_passive: Callable[[str], None] | None = None  # e.g. probe that gateway now
-        self._frags: dict[str, bytes] = {}
+        self._frags: dict[str, bytes] = {}  # gateway id -> JSON fragment of the current picker's candidates
+        self._packed_ids: dict[str, bytes] = {}  # gateway id -> the id as a ticket payload carries it
+        self._pieces: dict[tuple[str, str, int], tuple[bytes, bytes]] = {}  # (id, host, port) -> both, kept
         self._templates: OrderedDict[tuple[str, ...], list[bytes]] = OrderedDict()
         self._unavailable: tuple[str, list[bytes]] = ("", [])
         self.fast: Any = None  # the C hot path (fastpath.FastDispatch) when built and enabled
@@ -135,7 +137,7 @@ class DispatcherApp:
         fast = self.fast
         if fast is None or any(c.id not in self._frags for c in self.pool.picker.candidates):
             return  # first configure(): fragments come with the first refresh
-        fastpath.install(fast, self.pool.picker, self._frags,
+        fastpath.install(fast, self.pool.picker, self._frags, self._packed_ids,
                          enabled=self.config.speedups and self.clock is time.time)
         self._fast_body = fast.body if fast.active else None
 
@@ -155,11 +157,23 @@ class DispatcherApp:
             self.fast.set_date(line)
 
     def _refresh_fragments(self) -> None:
-        """After a picker rebuild: per-gateway JSON fragments and the 503 answer."""
-        frags = {}
+        """After a picker rebuild: per-gateway JSON fragments and the 503 answer.
+
+        Fragments and ticket-encoded ids are kept per (id, host, port) across rebuilds:
+        slow start rebuilds ten times a second, and encoding 10,000 of them each time
+        cost more than the rebuild itself.
+        """
+        cache = self._pieces
+        frags, ids = {}, {}
         for c in self.pool.picker.candidates:
-            frags[c.id] = json_body({"id": c.id, "host": c.host, "port": c.port})[:-1]
-        self._frags = frags
+            key = (c.id, c.host, c.port)
+            hit = cache.get(key)
+            if hit is None:
+                hit = cache[key] = (json_body({"id": c.id, "host": c.host, "port": c.port})[:-1], pack_id(c.id))
+            frags[c.id], ids[c.id] = hit
+        if len(cache) > 2 * len(frags) + 1024:  # gateways removed or moved: keep only the current ones
+            self._pieces = {(c.id, c.host, c.port): (frags[c.id], ids[c.id]) for c in self.pool.picker.candidates}
+        self._frags, self._packed_ids = frags, ids
         self._templates.clear()
         self._refresh_unavailable()
         self._install_fast()

@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 
 from tcpdispatch.balancing._sampling import WeightedSamplingPicker
 from tcpdispatch.dispatcher.httpserver import MAX_HEAD, MAX_HEADERS, MAX_URL
-from tcpdispatch.tickets import pack_id
 
 if TYPE_CHECKING:
     from tcpdispatch.balancing.base import Picker
@@ -74,11 +73,16 @@ def _settings(config: DispatcherConfig, stats: Any, tail: bytes) -> dict[str, An
     }
 
 
-def install(fast: Any, picker: Picker, frags: dict[str, bytes], *, enabled: bool = True) -> None:
-    """Hand a new snapshot to the accelerator (off for policies it does not implement)."""
+def install(fast: Any, picker: Picker, frags: dict[str, bytes], packed_ids: dict[str, bytes], *,
+            enabled: bool = True) -> None:
+    """Hand a new snapshot to the accelerator (off for policies it does not implement).
+
+    ``frags`` and ``packed_ids`` map each candidate's id to its JSON fragment and to
+    :func:`tcpdispatch.tickets.pack_id` of it.
+    """
     fast.set_pool(OFF, (), (), ())  # off first: if building the rows fails, no stale snapshot stays
     policy = POLICIES.get(picker.name, OFF) if enabled else OFF
     if policy == OFF or not isinstance(picker, WeightedSamplingPicker):
         return
-    rows = [(c.load, c.id, frags[c.id], pack_id(c.id), float(c.weight), c.limit) for c in picker.candidates]
+    rows = [(c.load, c.id, frags[c.id], packed_ids[c.id], float(c.weight), c.limit) for c in picker.candidates]
     fast.set_pool(policy, rows, picker.alias_table[0], picker.alias_table[1])
