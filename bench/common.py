@@ -195,6 +195,14 @@ stream {{
     return conf
 
 
+def restart_gateway(group: ProcGroup, g: GatewayHandle, secret: Path, *extra: str) -> None:
+    """Start a SIGKILLed gateway again on its own ports (blocking until READY)."""
+    g.proc.popen.wait(timeout=5)
+    g.proc = group([*TCPDISPATCH, "gateway", "--id", g.id, "--listen", f"127.0.0.1:{g.port}",
+                    "--status", f"127.0.0.1:{g.status_port}", "--secret-file", str(secret), *extra], name=g.id)
+    wait_until(lambda p=g.proc: "READY" in p.output(), 20, 0.05, f"{g.id} restarted")
+
+
 def start_haproxy(group: ProcGroup, cfg: Path, name: str = "haproxy") -> Proc:
     return group([binary("haproxy", HAPROXY), "-db", "-f", str(cfg)], name=name)
 

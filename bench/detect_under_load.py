@@ -31,9 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import (
-    TCPDISPATCH,
     GatewayHandle,
     ProcGroup,
+    restart_gateway,
     start_dispatcher,
     start_gateway,
     wait_until,
@@ -73,13 +73,7 @@ async def _trials(kinds: list[str], trials: int, gws: list[GatewayHandle], url: 
             if kind == "SIGSTOP":
                 g.signal(signal.SIGCONT)
             else:
-                g.proc.popen.wait(timeout=5)
-                g.proc = group([*TCPDISPATCH, "gateway", "--id", g.id, "--listen", f"127.0.0.1:{g.port}",
-                                "--status", f"127.0.0.1:{g.status_port}", "--secret-file", str(secret),
-                                *CAPACITY],
-                               name=g.id)
-                await asyncio.to_thread(wait_until, lambda p=g.proc: "READY" in p.output(), 20, 0.05,
-                                        f"{g.id} restarted")
+                await asyncio.to_thread(restart_gateway, group, g, secret, *CAPACITY)
     finally:
         stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)

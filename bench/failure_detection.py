@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import (
-    TCPDISPATCH,
     GatewayHandle,
     HttpDispatcher,
     ProcGroup,
@@ -37,6 +36,7 @@ from bench.common import (
     haproxy_stats,
     headline,
     plot,
+    restart_gateway,
     start_dispatcher,
     start_gateway,
     start_haproxy,
@@ -170,12 +170,7 @@ async def _trials(kinds: list[str], trials: int, gws: list[GatewayHandle], url: 
             if kind == "SIGSTOP":
                 g.signal(signal.SIGCONT)
             else:  # restart on the same ports
-                g.proc.popen.wait(timeout=5)
-                proc = group([*TCPDISPATCH, "gateway", "--id", g.id, "--listen", f"127.0.0.1:{g.port}",
-                              "--status", f"127.0.0.1:{g.status_port}", "--secret-file", str(secret)],
-                             name=g.id)
-                g.proc = proc
-                await asyncio.to_thread(wait_until, lambda p=proc: "READY" in p.output(), 20, 0.05, f"{g.id} restart")
+                await asyncio.to_thread(restart_gateway, group, g, secret)
     finally:
         stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -271,6 +271,16 @@ def start_gateway(
     return GatewayHandle(gid, port, status, proc, weight, agent_port, host)
 
 
+def named_gateways(dispatch: Callable[[str], Any], n: int = 20) -> set[str]:
+    """Every gateway id named (as primary or alternate) in ``n`` answers of ``dispatch(client_id)``."""
+    ids: set[str] = set()
+    for i in range(n):
+        doc = dispatch(f"probe-{i}")
+        ids.add(doc["gateway"]["id"])
+        ids.update(a["id"] for a in doc["alternates"])
+    return ids
+
+
 @dataclass
 class RealDispatcher:
     """A started ``tcpdispatch dispatcher``."""

@@ -30,7 +30,16 @@ from typing import Any
 
 import aiohttp
 import pytest
-from helpers import REQUIRE_INTEGRATION, TCPDISPATCH, Proc, free_port, get_json, scaled, wait_until
+from helpers import (
+    REQUIRE_INTEGRATION,
+    TCPDISPATCH,
+    Proc,
+    free_port,
+    get_json,
+    named_gateways,
+    scaled,
+    wait_until,
+)
 
 from tcpdispatch.client import Client, ClientEvent, EventKind
 
@@ -95,12 +104,7 @@ class Disp:
 
     def handed_out(self, n: int = 20) -> set[str]:
         """Every gateway id named (as primary or alternate) in ``n`` dispatch answers."""
-        ids: set[str] = set()
-        for i in range(n):
-            doc = self.dispatch(f"probe-{i}")
-            ids.add(doc["gateway"]["id"])
-            ids.update(a["id"] for a in doc["alternates"])
-        return ids
+        return named_gateways(self.dispatch, n)
 
     def restart(self) -> None:
         self.proc = self.start()

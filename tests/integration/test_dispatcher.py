@@ -18,7 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import TCPDISPATCH, Proc, free_port, require_speedups, scaled, wait_until
+from helpers import (
+    TCPDISPATCH,
+    Proc,
+    free_port,
+    named_gateways,
+    require_speedups,
+    scaled,
+    wait_until,
+)
 
 from tcpdispatch.errors import ErrorCode
 from tcpdispatch.protocol import Connection, Error, Hello, Role, Welcome
@@ -64,12 +72,7 @@ class Dispatcher:
         return {g["id"]: g["state"] for g in self.request("GET", "/v1/gateways")[2]["gateways"]}
 
     def handed_out(self, n: int = 20) -> set[str]:
-        ids: set[str] = set()
-        for i in range(n):
-            doc = self.dispatch(f"probe{i}")
-            ids.add(doc["gateway"]["id"])
-            ids.update(a["id"] for a in doc["alternates"])
-        return ids
+        return named_gateways(self.dispatch, n)
 
 
 @pytest.fixture
