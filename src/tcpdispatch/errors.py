@@ -8,7 +8,16 @@
      │    ├── RemoteProtocolError  the peer sent bad bytes or a frame out of order
      │    └── LocalProtocolError   we tried to send something the state forbids (our bug)
      ├── TicketError              a connect ticket was refused; carries an ErrorCode
-     └── DispatchError            client SDK: no gateway could be obtained from any source
+     ├── DispatchError            client SDK: no gateway could be obtained from any source
+     ├── ClientError              client SDK, per connection
+     │    ├── ClientClosed         the client was closed; nothing more can be sent (client.py)
+     │    └── HandshakeFailed      one connect attempt did not reach WELCOME (session.py)
+     ├── HTTPError                dispatcher: a request gets this status and JSON error (routes.py)
+     └── StoreUnavailable         the shared store cannot take a write now (store/base.py)
+
+Private errors used for control flow inside one module (``_Limit`` in the HTTP server,
+``_Refused`` and ``_RoundFailed`` in the client) descend from this tree too, so that nothing
+the package raises on purpose escapes a caller's ``except TcpDispatchError``.
 
 Every ``ErrorCode`` travels on the wire in ERROR frames, so its numbers are part
 of the protocol (see docs/protocol.md) and must never be reused.
@@ -93,3 +102,7 @@ class TicketError(TcpDispatchError):
 
 class DispatchError(TcpDispatchError):
     """The client could not obtain a usable gateway from any source."""
+
+
+class ClientError(TcpDispatchError):
+    """Base of the client SDK's per-connection errors."""

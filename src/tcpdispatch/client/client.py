@@ -51,7 +51,7 @@ from tcpdispatch.client.session import (
     race,
 )
 from tcpdispatch.client.sources import fetch_dispatch, load_cache, report_gateway, save_cache
-from tcpdispatch.errors import DispatchError
+from tcpdispatch.errors import ClientError, DispatchError
 
 log = logging.getLogger("tcpdispatch.client")
 
@@ -79,7 +79,7 @@ class ClientEvent:
     previous: str | None = None  # GATEWAY_CHANGED: the gateway we left
 
 
-class ClientClosed(Exception):
+class ClientClosed(ClientError):
     """The client was closed; nothing more can be sent."""
 
 
@@ -96,7 +96,7 @@ class ClientStats:
     dispatch_errors: dict[str, int] = field(default_factory=dict)  # dispatcher requests, by kind
 
 
-class _RoundFailed(Exception):
+class _RoundFailed(ClientError):
     def __init__(self, reason: str, hint: float | None = None) -> None:
         self.reason = reason
         self.hint = hint

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from tcpdispatch.client.policy import Endpoint
-from tcpdispatch.errors import ErrorCode, ProtocolError, RemoteProtocolError
+from tcpdispatch.errors import ClientError, ErrorCode, ProtocolError, RemoteProtocolError
 from tcpdispatch.protocol import (
     Bye,
     Connection,
@@ -33,7 +33,7 @@ from tcpdispatch.protocol import (
 _nonces = itertools.count(1)
 
 
-class HandshakeFailed(Exception):
+class HandshakeFailed(ClientError):
     """A connect attempt did not reach WELCOME (refused, timed out, or ERROR frame)."""
 
     def __init__(self, endpoint: Endpoint, reason: str, code: int | None = None) -> None:
@@ -146,7 +146,7 @@ class _Protocol(asyncio.Protocol):
             self.transport.close()
 
 
-class _Refused(Exception):
+class _Refused(ClientError):
     def __init__(self, loss: Loss) -> None:
         self.loss = loss
 

@@ -38,6 +38,7 @@ from urllib.parse import unquote
 
 import httptools
 
+from tcpdispatch.errors import TcpDispatchError
 from tcpdispatch.httputil import error_body
 
 log = logging.getLogger("tcpdispatch.dispatcher.http")
@@ -80,7 +81,7 @@ def _error(status: int, slug: str, detail: str) -> bytes:
         _status_line(status), _Date.line, _JSON_HEAD, len(body), body)
 
 
-class _Limit(Exception):
+class _Limit(TcpDispatchError):
     """Raised from a parser callback to stop parsing with an HTTP error."""
 
     def __init__(self, status: int, slug: str, detail: str) -> None:

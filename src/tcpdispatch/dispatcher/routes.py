@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from tcpdispatch.config import GatewayConfig, parse_gateway, valid_id
 from tcpdispatch.dispatcher.app import JSON_HEADERS, Receive, Scope, json_body
 from tcpdispatch.dispatcher.pool import Gateway
-from tcpdispatch.errors import ConfigError
+from tcpdispatch.errors import ConfigError, TcpDispatchError
 from tcpdispatch.httputil import check_bearer, error_body
 from tcpdispatch.store import MemoryStore, SharedGateway, Store, StoreUnavailable
 
@@ -27,7 +27,7 @@ log = logging.getLogger("tcpdispatch.dispatcher.api")
 Response = tuple[int, list[tuple[bytes, bytes]], bytes]
 
 
-class HTTPError(Exception):
+class HTTPError(TcpDispatchError):
     """Raised inside handlers; turned into a JSON error response."""
 
     def __init__(self, status: int, error: str, detail: str, headers: list[tuple[bytes, bytes]] | None = None):
