@@ -2,17 +2,24 @@
 PY      ?= python3
 VENV    ?= .venv
 BIN      = $(VENV)/bin
-STAMP    = $(VENV)/.installed
+# Two installs into one venv: what the demo needs (the `server` extra), and on top of it what the
+# tests and benchmarks need (test, redis, bench). `make demo` never pulls matplotlib.
+STAMP    = $(VENV)/.installed-server
+TESTSTAMP = $(VENV)/.installed-test
 
 .PHONY: install demo test test-unit lint fuzz soak bench bench-quick clean
 
 $(STAMP): pyproject.toml setup.py src/tcpdispatch/_speedups.c
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test,redis,bench]'
+	$(BIN)/pip install -q -e '.[server]'
 	touch $(STAMP)
 
-install: $(STAMP)
+$(TESTSTAMP): $(STAMP)
+	$(BIN)/pip install -q -e '.[server,test,redis,bench]'
+	touch $(TESTSTAMP)
+
+install: $(TESTSTAMP)
 
 ## The main job: the whole system on loopback (one dispatcher, gateways, clients), no Redis/nginx.
 demo: $(STAMP)
@@ -20,28 +27,28 @@ demo: $(STAMP)
 
 ## The full test suite (integration tests skip when nginx/haproxy/redis are missing, unless
 ## TCPDISPATCH_REQUIRE_INTEGRATION=1, which .ci/run sets).
-test: $(STAMP)
+test: $(TESTSTAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
-test-unit: $(STAMP)
+test-unit: $(TESTSTAMP)
 	$(BIN)/python -m pytest -q -m "not integration" $(PYTEST_ARGS)
 
-lint: $(STAMP)
+lint: $(TESTSTAMP)
 	$(BIN)/pip install -q -e '.[dev]'
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy src
 
-fuzz: $(STAMP)
+fuzz: $(TESTSTAMP)
 	$(BIN)/pip install -q -e '.[fuzz]'
 	$(BIN)/python -m bench.fuzz_codec --runs $${RUNS:-1000000}
 
-soak: $(STAMP)
+soak: $(TESTSTAMP)
 	$(BIN)/python -m bench.soak --minutes $${MINUTES:-10}
 
-bench: $(STAMP)
+bench: $(TESTSTAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
-bench-quick: $(STAMP)
+bench-quick: $(TESTSTAMP)
 	$(BIN)/python -m bench --quick
 
 clean:

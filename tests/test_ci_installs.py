@@ -76,9 +76,10 @@ def binaries_the_code_needs() -> set[str]:
 
 def binaries_ci_installs() -> set[str]:
     text = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
-    block = re.search(r"REQUIRED_BINARIES=\((.*?)\)", text, re.S)
+    block = re.search(r"REQUIRED_BINARIES=\((.*?)\)", text, re.DOTALL)
     assert block, ".ci/run has no REQUIRED_BINARIES=( ... ) list"
-    return {m.group(1) for m in re.finditer(r"^\s*([A-Za-z0-9_.+-]+):[a-z0-9.+-]+", block.group(1), re.M)}
+    return {m.group(1) for m in re.finditer(r"^\s*([A-Za-z0-9_.+-]+):[a-z0-9.+-]+", block.group(1),
+                                                  re.MULTILINE)}
 
 
 def test_scanner_sees_lookups_of_every_shape() -> None:

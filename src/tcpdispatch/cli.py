@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import logging
 import sys
 
@@ -26,6 +27,27 @@ SUBCOMMANDS: dict[str, str] = {
     "secret": "tcpdispatch.secret_cli",
 }
 
+# Top-level modules of the `server` extra; the base install (the client SDK) lacks them.
+SERVER_EXTRA = {"uvloop", "httptools", "prometheus_client", "psutil", "rich", "granian"}
+SERVER_COMMANDS = {"gateway", "dispatcher", "demo"}
+
+
+def _missing_server_module() -> str | None:
+    """The first module of the `server` extra that is not installed, if any."""
+    return next((m for m in sorted(SERVER_EXTRA - {"granian"}) if importlib.util.find_spec(m) is None), None)
+
+
+def _explain_server_extra(name: str, missing: str) -> int:
+    print(f"tcpdispatch {name}: needs the server extra (module {missing!r} is missing); "
+          "install it with: pip install 'tcpdispatch[server]'", file=sys.stderr)
+    return 2
+
+
+def _needs_server_extra(sub: argparse._SubParsersAction, name: str, missing: str) -> None:
+    """Register ``name`` as a command that explains which extra to install, and exits 2."""
+    stub = sub.add_parser(name, help="(needs: pip install 'tcpdispatch[server]')")
+    stub.set_defaults(func=lambda _args: _explain_server_extra(name, missing))
+
 
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -36,14 +58,21 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     # Only import the module of the chosen subcommand (plus all of them for --help).
     wanted = [a for a in argv if a in SUBCOMMANDS][:1] or list(SUBCOMMANDS)
+    missing = _missing_server_module()
     for name, module in SUBCOMMANDS.items():
-        if name in wanted:
+        if name in wanted and name in SERVER_COMMANDS and missing:
+            _needs_server_extra(sub, name, missing)
+        elif name in wanted:
             try:
                 importlib.import_module(module).add_parser(sub)
             except ModuleNotFoundError as exc:
-                if exc.name != module:
+                top = (exc.name or "").partition(".")[0]
+                if top in SERVER_EXTRA:
+                    _needs_server_extra(sub, name, top)
+                elif exc.name == module:
+                    sub.add_parser(name, help="(not available in this build)")
+                else:
                     raise
-                sub.add_parser(name, help="(not available in this build)")
         else:
             sub.add_parser(name, add_help=False)
     return parser
@@ -51,6 +80,10 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    command = next((a for a in argv if a in SUBCOMMANDS), None)
+    missing = _missing_server_module()
+    if command in SERVER_COMMANDS and missing and not {"-h", "--help"} & set(argv):
+        return _explain_server_extra(command, missing)  # before argparse judges its flags
     parser = build_parser(argv)
     args = parser.parse_args(argv)
     logging.basicConfig(

@@ -7,7 +7,7 @@
   its workers by :meth:`Proc.stop`) and :class:`ProcGroup` (a ``start(args, name=)``
   factory for scripts; the test suite's ``procs`` fixture is the pytest twin);
 - :func:`start_gateway` / :func:`start_dispatcher` and their handles;
-- :func:`get_json`, :func:`haproxy_stats`, :func:`percentile`.
+- :func:`get_json`, :func:`haproxy_stats`.
 
 No pytest import: this module is importable from scripts and production code.
 """
@@ -19,7 +19,6 @@ import csv
 import inspect
 import io
 import json
-import math
 import os
 import signal
 import socket
@@ -336,10 +335,3 @@ def haproxy_stats(sock_path: Path, backend: str = "gateways", timeout: float = 2
             if r["pxname"] == backend and r["svname"] not in ("FRONTEND", "BACKEND")}
 
 
-def percentile(values: Sequence[float], q: float) -> float | None:
-    """Nearest-rank percentile (q in 0..100) of ``values`` (any order); None when empty."""
-    if not values:
-        return None
-    s = sorted(values)
-    rank = max(1, math.ceil(q / 100 * len(s)))
-    return s[min(rank, len(s)) - 1]

@@ -11,7 +11,8 @@ import psutil
 import pytest
 
 from tcpdispatch import testing
-from tcpdispatch.testing import Proc, async_wait_until, percentile, scaled, wait_until
+from tcpdispatch.stats import percentile
+from tcpdispatch.testing import Proc, async_wait_until, scaled, wait_until
 
 
 def test_percentile_is_nearest_rank_of_any_order() -> None:

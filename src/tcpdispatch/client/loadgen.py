@@ -20,7 +20,7 @@ import aiohttp
 
 from tcpdispatch.client.client import Client, ClientEvent, EventKind
 from tcpdispatch.client.policy import BackoffConfig
-from tcpdispatch.testing import percentile
+from tcpdispatch.stats import percentile
 
 Report = dict[str, Any]
 

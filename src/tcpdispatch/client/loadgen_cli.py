@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import math
 import multiprocessing as mp
@@ -129,7 +130,7 @@ class _Display:
     def __init__(self, enabled: bool, target: int) -> None:
         self.live = None
         self.target = target
-        if enabled:
+        if enabled and importlib.util.find_spec("rich") is not None:  # rich comes with [server]
             from rich.live import Live
 
             self.live = Live(self._render({}), refresh_per_second=4, transient=False)
