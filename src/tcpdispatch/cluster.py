@@ -56,9 +56,10 @@ class Cluster:
         return child
 
     def start_gateway(self, gid: str, weight: int = 1, *extra: str) -> GatewayHandle:
-        """Start a gateway (tickets on); :meth:`wait_ready` waits for it."""
+        """Start a gateway (tickets on, the cluster's admin token for ``POST /drain``);
+        :meth:`wait_ready` waits for it."""
         gw = start_gateway(self._start, gid, *extra, secret_file=self.secret_file, weight=weight,
-                           host=self.host, log_level="warning", wait=False)
+                           host=self.host, log_level="warning", wait=False, admin_token_file=self.token_file)
         self.gateways[gid] = gw
         return gw
 
@@ -147,7 +148,8 @@ class Cluster:
     async def drain_gateway(self, http: aiohttp.ClientSession, gid: str) -> int:
         """Ask the gateway itself to drain (RECONNECT its clients over its drain window, then exit)."""
         gw = self.gateways[gid]
-        async with http.post(f"http://{gw.host}:{gw.status_port}/drain") as r:
+        headers = {"Authorization": f"Bearer {self.admin_token}"}
+        async with http.post(f"http://{gw.host}:{gw.status_port}/drain", headers=headers) as r:
             return r.status
 
     def close(self) -> None:

@@ -20,9 +20,10 @@ from tcpdispatch.tickets import TicketSigner
 pytestmark = pytest.mark.integration
 
 
-async def test_two_workers_act_as_one_node(procs: Any) -> None:
+async def test_two_workers_act_as_one_node(procs: Any, admin_token_file: Path) -> None:
     gw = start_gateway(procs, "g1", "--workers", "2", "--capacity", "24",
-                       "--per-ip-limit", "12", "--drain-window", "1.5", agent=True)
+                       "--per-ip-limit", "12", "--drain-window", "1.5", agent=True,
+                       admin_token_file=admin_token_file)
     clients: list[ProbeClient] = []
     for src in ("127.0.0.1", "127.0.0.2"):
         for i in range(12):
