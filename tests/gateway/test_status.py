@@ -22,6 +22,7 @@ from tcpdispatch.gateway.status import CpuSampler, StatusService, agent_line
 def service(**cfg: Any) -> StatusService:
     c = GatewayConfig(id="g1", listen=("127.0.0.1", 9001), status=("127.0.0.1", 9101), **cfg)
     counters = NodeCounters(1)
+    counters.bind_worker(0)
     return StatusService(c, counters, on_drain=counters.set_draining, pids=list)
 
 

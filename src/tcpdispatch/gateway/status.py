@@ -124,7 +124,10 @@ class _Collector:
         yield gauge("connections", "Open connections on the node (all workers).", snap.connections)
         yield gauge("capacity", "Maximum connections on the node.", cfg.capacity)
         yield gauge("draining", "1 while the node drains.", 1 if snap.draining else 0)
-        yield gauge("workers", "Worker processes.", cfg.workers)
+        yield gauge("workers", "Worker processes running now.", snap.workers_live)
+        yield gauge("workers_configured", "Worker processes asked for (--workers).", cfg.workers)
+        yield counter("worker_restarts", "Workers restarted after dying (signal or unexpected exit).",
+                      snap.worker_restarts)
         yield gauge("cpu_utilization", "Gateway CPU use as a share of all cores (0..1).", s.cpu.value)
         yield gauge("uptime_seconds", "Seconds since the node started.", time.time() - snap.started_at)
         yield counter("accepted", "Sessions opened (WELCOME sent).", snap.accepted)
@@ -184,7 +187,9 @@ class StatusService:
             "rejected": snap.rejected,
             "cpu": self.cpu.value,
             "uptime_s": round(time.time() - snap.started_at, 3),
-            "workers": self.cfg.workers,
+            "workers": snap.workers_live,
+            "workers_configured": self.cfg.workers,
+            "worker_restarts": snap.worker_restarts,
             "version": __version__,
             "pid": os.getpid(),
             "worker_connections": list(snap.worker_connections),
