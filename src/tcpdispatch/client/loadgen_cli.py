@@ -220,12 +220,28 @@ def run(args: argparse.Namespace) -> int:
                 w.join(timeout=5)
     summary = merge(list(finals.values()))
     summary["missing_workers"] = len(workers) - len(finals)
+    ok, verdict_line = verdict(summary)
+    summary["ok"] = ok
     if args.json:
         json.dump(summary, sys.stdout)
         sys.stdout.write("\n")
     else:
         print_summary(summary)
-    return 0 if not summary["missing_workers"] else 1
+    print(verdict_line, file=sys.stderr if args.json else sys.stdout)  # stdout stays pure JSON
+    return 0 if ok else 1
+
+
+def verdict(s: Report) -> tuple[bool, str]:
+    """Whether the run succeeded (every client connected at the end, every worker reported), and
+    the one line that says so."""
+    problems = []
+    if s["connected"] < s["clients"]:
+        problems.append(f"{s['clients'] - s['connected']} of {s['clients']} clients not connected at the end")
+    if s.get("missing_workers"):
+        problems.append(f"{s['missing_workers']} worker process(es) did not report")
+    if problems:
+        return False, "FAILED: " + "; ".join(problems)
+    return True, f"OK: all {s['clients']} clients connected at the end"
 
 
 def _progress_line(latest: dict[int, Report]) -> Report:
@@ -245,18 +261,19 @@ def print_summary(s: Report) -> None:
     def ms(v: float | None) -> str:
         return "-" if v is None else f"{v * 1000:.0f} ms"
 
+    def counts(d: dict[str, int]) -> str:
+        return ", ".join(f"{k}={v}" for k, v in sorted(d.items())) or "none"
+
     print(f"clients: {s['clients']}  started: {s['started']}  connected at end: {s['connected']}  "
           f"ever connected: {s['ever_connected']}")
     print(f"reconnects: {s['reconnects']}  failed rounds: {s['failed_rounds']}  "
           f"dispatch requests: {s['dispatch_requests']}  still disconnected: {s['unrepaired']}")
-    print("errors: " + (", ".join(f"{k}={v}" for k, v in sorted(s["errors"].items())) or "none"))
-    print("dispatcher errors: " + (", ".join(f"{k}={v}" for k, v in sorted(s["dispatch_errors"].items()))
-                                   or "none"))
-    print("per gateway: " + (", ".join(f"{k}={v}" for k, v in s["gateways"].items()) or "none"))
+    # The two kinds of failure, named alike: dispatcher requests, then gateway connect attempts.
+    print(f"dispatcher request errors: {counts(s['dispatch_errors'])}")
+    print(f"gateway attempt errors: {counts(s['errors'])}")
+    print("connected per gateway: " + (", ".join(f"{k}={v}" for k, v in s["gateways"].items()) or "none"))
     print(f"connect latency: p50 {ms(lat['p50'])}  p90 {ms(lat['p90'])}  p99 {ms(lat['p99'])}  "
           f"max {ms(lat['max'])}")
     if ttr["count"]:
         print(f"time to reconnect ({ttr['count']}): p50 {ms(ttr['p50'])}  p90 {ms(ttr['p90'])}  "
               f"p99 {ms(ttr['p99'])}  max {ms(ttr['max'])}")
-    if s.get("missing_workers"):
-        print(f"WARNING: {s['missing_workers']} worker(s) did not report", file=sys.stderr)
