@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -31,13 +32,13 @@ class Cluster:
     dispatcher: Proc | None = None
     dispatcher_url: str = ""
     children: list[Proc] = field(default_factory=list)
-    _tmp: tempfile.TemporaryDirectory[str] | None = None
+    _owns_workdir: bool = False
 
     @classmethod
     def temporary(cls) -> Cluster:
-        tmp = tempfile.TemporaryDirectory(prefix="tcpdispatch-")
-        cluster = cls(Path(tmp.name))
-        cluster._tmp = tmp
+        """A cluster in a new temporary directory, removed by :meth:`close` (unless kept)."""
+        cluster = cls(Path(tempfile.mkdtemp(prefix="tcpdispatch-")))
+        cluster._owns_workdir = True
         return cluster
 
     def __post_init__(self) -> None:
@@ -152,10 +153,15 @@ class Cluster:
         async with http.post(f"http://{gw.host}:{gw.status_port}/drain", headers=headers) as r:
             return r.status
 
-    def close(self) -> None:
-        """Kill every child (and its workers); safe to call twice."""
+    def stop(self) -> None:
+        """Kill every child (and its workers); the work directory and its logs stay."""
         for child in self.children:
             child.stop()
-        if self._tmp is not None:
-            self._tmp.cleanup()
-            self._tmp = None
+
+    def close(self, *, keep_logs: bool = False) -> None:
+        """Kill every child and remove a temporary work directory unless ``keep_logs``;
+        safe to call twice."""
+        self.stop()
+        if self._owns_workdir and not keep_logs:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self._owns_workdir = False
