@@ -27,14 +27,37 @@ SUBCOMMANDS: dict[str, str] = {
 }
 
 
+LOG_LEVELS = ("debug", "info", "warning", "error")
+_LOG_LEVEL_HELP = "how much to log on stderr (also accepted after the subcommand)"
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """The one help formatter of every subcommand.
+
+    Descriptions keep their own line breaks (they are written as plain text, no reST);
+    an option's default is appended as ``(default: X)`` when it has a real value and the
+    help text does not already say what the default is.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if (not action.option_strings or "default" in text or default is argparse.SUPPRESS
+                or default is None or isinstance(default, bool) or default == []):
+            return text
+        return text + " (default: %(default)s)"
+
+
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
+    """The ``tcpdispatch`` parser; only the subcommand named in ``argv`` is imported
+    (every one when none is named, e.g. for ``--help``)."""
     parser = argparse.ArgumentParser(
-        prog="tcpdispatch", description="Load balancing for long-lived TCP connections."
+        prog="tcpdispatch", description="Load balancing for long-lived TCP connections.",
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"tcpdispatch {__version__}")
-    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--log-level", default="info", choices=LOG_LEVELS, help=_LOG_LEVEL_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    # Only import the module of the chosen subcommand (plus all of them for --help).
     wanted = [a for a in argv if a in SUBCOMMANDS][:1] or list(SUBCOMMANDS)
     for name, module in SUBCOMMANDS.items():
         if name in wanted:
@@ -46,6 +69,12 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
                 sub.add_parser(name, help="(not available in this build)")
         else:
             sub.add_parser(name, add_help=False)
+    for p in sub.choices.values():
+        p.formatter_class = HelpFormatter
+        if p.add_help:  # a real subcommand: also take --log-level after its name
+            # SUPPRESS: when not given here, the value before the subcommand (or "info") stays.
+            p.add_argument("--log-level", choices=LOG_LEVELS, default=argparse.SUPPRESS,
+                           help=_LOG_LEVEL_HELP)
     return parser
 
 

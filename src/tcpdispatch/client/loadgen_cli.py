@@ -32,17 +32,25 @@ SOURCE_ADDRESS_THRESHOLD = 2_000
 WORKER_EXIT_GRACE = 20.0  # seconds a finished worker waits for its report to be read
 
 
+DESCRIPTION = """\
+Hold N client connections, spread over worker processes, for --duration seconds and print
+a summary: connects, reconnects, errors (dispatcher requests and gateway attempts), clients
+per gateway, connect and reconnect latencies. With many clients each worker uses its own
+loopback source address (127.0.0.2, 127.0.0.3, ...). Exits 1 when clients are missing at
+the end (the last line says FAILED and why), 2 on bad arguments."""
+
+
 def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "loadgen", help="hold N client connections and report connects, reconnects, latencies",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=DESCRIPTION,
     )
     add_common_arguments(p)
     p.add_argument("--clients", type=int, required=True, metavar="N", help="connections to hold")
     p.add_argument("--rate", type=float, default=1000.0, metavar="R",
-                   help="new clients started per second, all processes together (default 1000)")
+                   help="new clients started per second, all processes together")
     p.add_argument("--duration", type=float, default=30.0, metavar="S",
-                   help="run time in seconds, ramp-up included (default 30)")
+                   help="run time in seconds, ramp-up included")
     p.add_argument("--processes", type=int, default=None, metavar="P",
                    help=f"worker processes (default: one per 5,000 clients; at most "
                         f"{MAX_CLIENTS_PER_PROCESS} clients each)")
@@ -52,12 +60,13 @@ def add_parser(subparsers: Any) -> None:
                    help="bind each worker to its own 127.0.0.x source address "
                         f"(auto: when more than {SOURCE_ADDRESS_THRESHOLD} clients)")
     p.add_argument("--dispatch-connections", type=int, default=100, metavar="N",
-                   help="keep-alive HTTP connections to the dispatchers per process (default 100)")
+                   help="keep-alive HTTP connections to the dispatchers per process")
     p.add_argument("--progress-file", default=None, metavar="FILE",
                    help="append merged progress as JSON lines (t, started, connected, reconnects, "
                         "gateways) about twice a second, for scripts")
     p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
-    p.add_argument("--seed", type=int, default=None, help="seed the clients' randomness")
+    p.add_argument("--seed", type=int, default=None, metavar="N",
+                   help="seed the clients' randomness (reproducible backoff and choices)")
     p.set_defaults(func=run)
 
 
