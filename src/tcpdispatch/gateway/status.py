@@ -240,6 +240,9 @@ class StatusService:
                                               reuse_address=True)
         if self.cfg.agent is not None:
             self._agent = await asyncio.start_server(self._agent_client, *self.cfg.agent)
+        if self.cfg.admin_token is None:
+            log.info("POST /drain on the status port is disabled (answers 403): no --admin-token-file; "
+                     "SIGTERM drains")
         self.cpu.sample()
         self._tasks.append(loop.create_task(self._sample_loop()))
         if self.cfg.report_to:
