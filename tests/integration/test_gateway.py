@@ -220,9 +220,11 @@ def test_config_errors_exit_2(tmp_path: Path) -> None:
     for extra, needle in (([], "--secret-file"),
                           (["--secret-file", str(tmp_path / "nope")], "nope"),
                           (["--no-ticket", "--handler", "nosuch.module:X"], "--handler"),
-                          (["--no-ticket", "--capacity", "0"], "--capacity")):
+                          (["--no-ticket", "--capacity", "0"], "--capacity"),
+                          (["--no-ticket", "--id", "a/b"], "--id: may only contain printable ASCII"),
+                          (["--no-ticket", "--admin-token-file", str(tmp_path / "none")], "none")):
         r = subprocess.run(base + extra, check=False, capture_output=True, text=True, timeout=scaled(30))
-        assert r.returncode == 2 and needle in r.stderr, (extra, r.stderr)
+        assert r.returncode == 2 and needle in r.stderr and "Traceback" not in r.stderr, (extra, r.stderr)
 
 
 async def test_push_heartbeats_and_failures_logged_once(procs: Any, tmp_path: Path) -> None:
