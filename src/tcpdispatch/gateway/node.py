@@ -119,7 +119,6 @@ def _worker_main(cfg: GatewayConfig, counters: NodeCounters, worker: int, ready_
     if restarted:
         _after_fork_in_restarted_worker()
     signal.signal(signal.SIGINT, signal.SIG_DFL)
-    counters.bind_worker(worker)
 
     async def main() -> int:
         from tcpdispatch.gateway.server import Gateway
@@ -131,6 +130,8 @@ def _worker_main(cfg: GatewayConfig, counters: NodeCounters, worker: int, ready_
             print(f"tcpdispatch gateway: worker {worker}: {_bind_error(exc, '--listen', cfg.listen)}",
                   file=sys.stderr, flush=True)
             return 2
+        # Only now (listening, before the loop runs a callback) is the worker counted as live.
+        counters.bind_worker(worker)
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, gw.drain)
         loop.add_signal_handler(signal.SIGINT, gw.stop)

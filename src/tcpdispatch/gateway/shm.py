@@ -69,7 +69,7 @@ class Snapshot:
     rejected: dict[str, int]
     errors: dict[str, int]
     worker_connections: tuple[int, ...]
-    workers_live: int = 1  # worker slots with a running process
+    workers_live: int = 1  # worker slots whose process is listening (pid set by bind_worker)
     worker_restarts: int = 0  # workers restarted by the supervisor after dying
 
 
@@ -108,7 +108,8 @@ class NodeCounters:
         return _HEADER + self.workers * SLOT + w * _SKETCH
 
     def bind_worker(self, worker: int) -> None:
-        """Called in a worker process: later updates go to this worker's slot."""
+        """Called in a worker process once it listens: later updates go to this worker's slot,
+        and the slot counts as live (its pid is set) until :meth:`clear_worker`."""
         self.worker = worker
         self._v[self._slot(worker) + _F_PID] = os.getpid()
 

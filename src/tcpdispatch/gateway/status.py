@@ -124,7 +124,7 @@ class _Collector:
         yield gauge("connections", "Open connections on the node (all workers).", snap.connections)
         yield gauge("capacity", "Maximum connections on the node.", cfg.capacity)
         yield gauge("draining", "1 while the node drains.", 1 if snap.draining else 0)
-        yield gauge("workers", "Worker processes running now.", snap.workers_live)
+        yield gauge("workers", "Worker processes listening now.", snap.workers_live)
         yield gauge("workers_configured", "Worker processes asked for (--workers).", cfg.workers)
         yield counter("worker_restarts", "Workers restarted after dying (signal or unexpected exit).",
                       snap.worker_restarts)
