@@ -57,7 +57,7 @@ def run(quick: bool) -> dict[str, Any]:
         lg = None
         try:
             gws = [start_gateway(group, f"g{i}", "--capacity", str(n + 1000), "--drain-window", f"{window:g}",
-                                 secret_file=secret) for i in (1, 2, 3)]
+                                 secret_file=secret, admin_token_file=work / "admin.token") for i in (1, 2, 3)]
             disp = start_dispatcher(group, work, gws[:1], secret,
                                     extra_toml=f'admin_token_file = "{work / "admin.token"}"')
             sampler = Sampler(gws)

@@ -35,3 +35,11 @@ def secret_file(tmp_path: Path) -> Path:
     path = tmp_path / "ticket.secret"
     path.write_text("test-secret-0123456789abcdef\n")
     return path
+
+
+@pytest.fixture
+def admin_token_file(tmp_path: Path) -> Path:
+    """A gateway ``--admin-token-file`` (``start_gateway(..., admin_token_file=...)``)."""
+    path = tmp_path / "gateway-admin.token"
+    path.write_text("test-gateway-admin-token-0123\n")
+    return path

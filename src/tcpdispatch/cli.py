@@ -45,18 +45,42 @@ def _explain_server_extra(name: str, missing: str) -> int:
 
 def _needs_server_extra(sub: argparse._SubParsersAction, name: str, missing: str) -> None:
     """Register ``name`` as a command that explains which extra to install, and exits 2."""
-    stub = sub.add_parser(name, help="(needs: pip install 'tcpdispatch[server]')")
+    needs = "needs the server extra: pip install 'tcpdispatch[server]'"
+    stub = sub.add_parser(name, help=f"({needs})", description=f"tcpdispatch {name} {needs}.")
     stub.set_defaults(func=lambda _args: _explain_server_extra(name, missing))
 
 
+LOG_LEVELS = ("debug", "info", "warning", "error")
+_LOG_LEVEL_HELP = "how much to log on stderr (also accepted after the subcommand)"
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """The one help formatter of every subcommand.
+
+    Descriptions keep their own line breaks (they are written as plain text, no reST);
+    an option's default is appended as ``(default: X)`` when it has a real value and the
+    help text does not already say what the default is.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if (not action.option_strings or "default" in text or default is argparse.SUPPRESS
+                or default is None or isinstance(default, bool) or default == []):
+            return text
+        return text + " (default: %(default)s)"
+
+
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
+    """The ``tcpdispatch`` parser; only the subcommand named in ``argv`` is imported
+    (every one when none is named, e.g. for ``--help``)."""
     parser = argparse.ArgumentParser(
-        prog="tcpdispatch", description="Load balancing for long-lived TCP connections."
+        prog="tcpdispatch", description="Load balancing for long-lived TCP connections.",
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"tcpdispatch {__version__}")
-    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--log-level", default="info", choices=LOG_LEVELS, help=_LOG_LEVEL_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    # Only import the module of the chosen subcommand (plus all of them for --help).
     wanted = [a for a in argv if a in SUBCOMMANDS][:1] or list(SUBCOMMANDS)
     missing = _missing_server_module()
     for name, module in SUBCOMMANDS.items():
@@ -75,6 +99,12 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
                     raise
         else:
             sub.add_parser(name, add_help=False)
+    for p in sub.choices.values():
+        p.formatter_class = HelpFormatter
+        if p.add_help:  # a real subcommand: also take --log-level after its name
+            # SUPPRESS: when not given here, the value before the subcommand (or "info") stays.
+            p.add_argument("--log-level", choices=LOG_LEVELS, default=argparse.SUPPRESS,
+                           help=_LOG_LEVEL_HELP)
     return parser
 
 

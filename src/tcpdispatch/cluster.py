@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -31,13 +32,13 @@ class Cluster:
     dispatcher: Proc | None = None
     dispatcher_url: str = ""
     children: list[Proc] = field(default_factory=list)
-    _tmp: tempfile.TemporaryDirectory[str] | None = None
+    _owns_workdir: bool = False
 
     @classmethod
     def temporary(cls) -> Cluster:
-        tmp = tempfile.TemporaryDirectory(prefix="tcpdispatch-")
-        cluster = cls(Path(tmp.name))
-        cluster._tmp = tmp
+        """A cluster in a new temporary directory, removed by :meth:`close` (unless kept)."""
+        cluster = cls(Path(tempfile.mkdtemp(prefix="tcpdispatch-")))
+        cluster._owns_workdir = True
         return cluster
 
     def __post_init__(self) -> None:
@@ -56,9 +57,10 @@ class Cluster:
         return child
 
     def start_gateway(self, gid: str, weight: int = 1, *extra: str) -> GatewayHandle:
-        """Start a gateway (tickets on); :meth:`wait_ready` waits for it."""
+        """Start a gateway (tickets on, the cluster's admin token for ``POST /drain``);
+        :meth:`wait_ready` waits for it."""
         gw = start_gateway(self._start, gid, *extra, secret_file=self.secret_file, weight=weight,
-                           host=self.host, log_level="warning", wait=False)
+                           host=self.host, log_level="warning", wait=False, admin_token_file=self.token_file)
         self.gateways[gid] = gw
         return gw
 
@@ -147,13 +149,19 @@ class Cluster:
     async def drain_gateway(self, http: aiohttp.ClientSession, gid: str) -> int:
         """Ask the gateway itself to drain (RECONNECT its clients over its drain window, then exit)."""
         gw = self.gateways[gid]
-        async with http.post(f"http://{gw.host}:{gw.status_port}/drain") as r:
+        headers = {"Authorization": f"Bearer {self.admin_token}"}
+        async with http.post(f"http://{gw.host}:{gw.status_port}/drain", headers=headers) as r:
             return r.status
 
-    def close(self) -> None:
-        """Kill every child (and its workers); safe to call twice."""
+    def stop(self) -> None:
+        """Kill every child (and its workers); the work directory and its logs stay."""
         for child in self.children:
             child.stop()
-        if self._tmp is not None:
-            self._tmp.cleanup()
-            self._tmp = None
+
+    def close(self, *, keep_logs: bool = False) -> None:
+        """Kill every child and remove a temporary work directory unless ``keep_logs``;
+        safe to call twice."""
+        self.stop()
+        if self._owns_workdir and not keep_logs:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self._owns_workdir = False

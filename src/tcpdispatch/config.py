@@ -24,9 +24,9 @@ from tcpdispatch.balancing.snapshot import BalancerSettings
 from tcpdispatch.errors import ConfigError
 from tcpdispatch.health import HealthSettings, parse_check
 from tcpdispatch.httputil import read_token
+from tcpdispatch.ids import gateway_id_problem
 
 ADMIN_TOKEN_ENV = "TCPDISPATCH_ADMIN_TOKEN"
-MAX_ID = 64
 CHECK_KINDS = ("http://", "https://", "agent://", "tcp://", "push")
 # The [health] and [balancing] sections are these dataclasses: defaults and ranges live there.
 HealthConfig = HealthSettings
@@ -221,24 +221,13 @@ def _section(r: _Reader, cls: type[_S]) -> _S:
         raise r.error(name if r.has(name) else "", reason) from None
 
 
-def valid_id(text: object) -> str | None:
-    """Why ``text`` is not a usable gateway id, or None when it is."""
-    if not isinstance(text, str) or not text:
-        return "must be a non-empty string"
-    if len(text.encode()) > MAX_ID:
-        return f"must be at most {MAX_ID} bytes"
-    if not all(33 <= ord(c) < 127 for c in text) or "/" in text:
-        return "may only contain printable ASCII without spaces or '/'"
-    return None
-
-
 def parse_gateway(table: Any, *, file: str = "", prefix: str = "gateway") -> GatewayConfig:
     """Validate one gateway entry (config file or admin API body)."""
     r = _Reader(file, prefix, table)
     gid = r.get("id")
     if gid is None:
         raise r.error("id", "is required")
-    why = valid_id(gid)
+    why = gateway_id_problem(gid)
     if why:
         raise r.error("id", f"{why}, got {gid!r}")
     addr = r.string("address", required=True)

@@ -9,14 +9,19 @@ for about a minute, with a live table of connections per gateway. Then:
 3. a new gateway is added through the admin API: new clients go there.
 
 After each step every client sends one message and must get its echo back, so
-"nothing lost" is checked, not assumed. The last line is a JSON summary
-(``DEMO SUMMARY {...}``); the exit code is 0 only when every check passed.
+"nothing lost" is checked, not assumed. Narration lines are printed once, above
+the live table (rich prints them there while the table redraws); the table's
+last frame is drawn before the teardown, so it shows the final state. With
+``--json`` the last line is a JSON summary (``DEMO SUMMARY {...}``). The exit
+code is 0 only when every check passed; otherwise the work directory with every
+process's log is kept and its path printed.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import signal
 import sys
@@ -100,10 +105,10 @@ class Demo:
 
     # -- narration and the live table ------------------------------------------
     def say(self, text: str) -> None:
-        stamp = time.strftime("%H:%M:%S")
-        self.log.append(f"[{stamp}] {text}")
-        if not self.live_enabled:
-            self.console.print(f"[{stamp}] {text}", highlight=False)
+        """Narrate once: while the live table runs, rich prints the line above it."""
+        line = f"[{time.strftime('%H:%M:%S')}] {text}"
+        self.log.append(line)
+        self.console.print(line, highlight=False)
 
     def render(self) -> Group:
         table = Table(title="tcpdispatch demo: connections per gateway", expand=False)
@@ -127,7 +132,7 @@ class Demo:
             table.add_row(gid, gw.address, str(entry.get("weight", gw.weight)), state, str(conns), bar)
         connected = sum(1 for c in self.clients if c.client.connected)
         footer = Text(f"clients connected: {connected}/{len(self.clients)}", style="bold")
-        return Group(table, footer, Text("\n".join(self.log[-10:])))
+        return Group(table, footer)
 
     async def refresh(self) -> None:
         assert self.http is not None
@@ -156,7 +161,9 @@ class Demo:
             if all(c.client.connected and c.client.gateway != avoid for c in self.clients):
                 return time.monotonic() - start
             if time.monotonic() - start > timeout:
-                raise TimeoutError
+                missing = sum(1 for c in self.clients if not c.client.connected or c.client.gateway == avoid)
+                raise TimeoutError(f"{missing} of {len(self.clients)} clients not connected"
+                                   f"{f' away from {avoid}' if avoid else ''} within {timeout:g}s")
             await asyncio.sleep(0.05)
 
     async def add_clients(self, count: int, rate: float) -> None:
@@ -212,15 +219,19 @@ class Demo:
                 await self.script()
             finally:
                 ticker.cancel()
+                # The last frame shows the state the script ended in, drawn before the teardown.
+                with contextlib.suppress(Exception):
+                    await self.refresh()
+                if live is not None:
+                    live.update(self.render())
+                    live.stop()
+                else:
+                    self.console.print(self.render())
                 for c in self.clients:
                     if c.reader is not None:
                         c.reader.cancel()
                     await c.client.close()
-                if live is not None:
-                    await self.refresh()
-                    live.update(self.render())
-                    live.stop()
-                cl.close()
+                cl.stop()
         return self.summary
 
     async def script(self) -> None:
@@ -304,11 +315,25 @@ class Demo:
                   f"{echoed}/{sent} messages echoed, none lost")
 
 
+DESCRIPTION = """\
+Run the whole system on loopback for about a minute: one dispatcher, three gateways
+weighted 1:2:3 and a few hundred clients, with a live table of connections per gateway.
+Then a gateway is killed, one is drained and a new one is added through the admin API;
+after each step every client's message must come back. Needs no Redis and no nginx.
+Exit code 0 when every check passed; otherwise the logs are kept and their directory
+printed."""
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("demo", help="run the whole system on loopback for about a minute")
-    p.add_argument("--clients", type=int, default=300, help="clients to connect first (default 300)")
-    p.add_argument("--no-live", action="store_true", help="plain narration instead of the live table")
-    p.add_argument("--pace", type=float, default=3.0, help="seconds to pause after each step (default 3)")
+    p = sub.add_parser("demo", help="run the whole system on loopback for about a minute",
+                       description=DESCRIPTION)
+    p.add_argument("--clients", type=int, default=300, metavar="N",
+                   help="clients to connect first (at least 12)")
+    p.add_argument("--no-live", action="store_true",
+                   help="plain narration and one final table instead of the live table")
+    p.add_argument("--pace", type=float, default=3.0, metavar="S", help="seconds to pause after each step")
+    p.add_argument("--json", action="store_true",
+                   help="end with a one-line JSON summary ('DEMO SUMMARY {...}') for scripts")
     p.set_defaults(func=run)
 
 
@@ -317,26 +342,33 @@ def run(args: argparse.Namespace) -> int:
     live = console.is_terminal and not args.no_live
     demo = Demo(max(args.clients, 12), console, live, max(args.pace, 0.0))
     started = time.monotonic()
+    error: BaseException | None = None
     try:
         summary = aio_run(demo.run())
     except KeyboardInterrupt:
         demo.cluster.close()
         return 130
-    except Exception as exc:  # noqa: BLE001 - report, clean up, fail
-        demo.cluster.close()
-        console.print(f"[red]demo failed: {exc!r}[/red]")
-        return 1
-    if live:
-        for line in demo.log:
-            console.print(line, highlight=False)
-    payload = asdict(summary) | {
-        "ok": summary.ok, "seconds": round(time.monotonic() - started, 1), "workdir": str(demo.cluster.workdir),
-    }
-    print("DEMO SUMMARY " + json.dumps(payload), flush=True)
-    console.print("[green]demo finished: every step passed[/green]" if summary.ok
-                  else "[red]demo finished with failures (see above)[/red]")
-    return 0 if summary.ok else 1
+    except Exception as exc:  # noqa: BLE001 - report, keep the logs, fail
+        error, summary = exc, demo.summary
+    ok = error is None and summary.ok
+    workdir = demo.cluster.workdir
+    demo.cluster.close(keep_logs=not ok)
+    if args.json:
+        payload = asdict(summary) | {
+            "ok": ok, "seconds": round(time.monotonic() - started, 1), "workdir": str(workdir),
+            "logs_kept": not ok, "error": None if error is None else str(error) or type(error).__name__,
+        }
+        print("DEMO SUMMARY " + json.dumps(payload), flush=True)
+    if ok:
+        console.print("[green]demo finished: every step passed[/green]")
+        return 0
+    failed = [s.name for s in summary.steps if not s.ok]
+    why = (f"{type(error).__name__}: {error}" if error is not None
+           else f"failed steps: {', '.join(failed)}" if failed else "not every check passed")
+    console.print(f"[red]demo failed ({why})[/red]", highlight=False, soft_wrap=True)
+    console.print(f"logs kept in {workdir}", highlight=False, soft_wrap=True)
+    return 1
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(run(argparse.Namespace(clients=300, no_live=False, pace=3.0)))
+    sys.exit(run(argparse.Namespace(clients=300, no_live=False, pace=3.0, json=False)))

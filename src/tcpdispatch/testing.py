@@ -197,6 +197,7 @@ class GatewayHandle:
     weight: int = 1
     agent_port: int | None = None
     host: str = "127.0.0.1"
+    admin_token: str | None = None  # the gateway's --admin-token-file content, sent by drain()
 
     @property
     def address(self) -> str:
@@ -214,8 +215,12 @@ class GatewayHandle:
             return str(r.read().decode())
 
     def drain(self) -> int:
-        """``POST /drain``; returns the HTTP status (202)."""
-        return post(f"http://{self.host}:{self.status_port}/drain")
+        """``POST /drain`` with the admin token; returns the HTTP status (202).
+
+        Without an admin token the gateway refuses (403, raised as urllib.error.HTTPError):
+        start it with ``start_gateway(..., admin_token_file=...)``."""
+        headers = {"Authorization": f"Bearer {self.admin_token}"} if self.admin_token else None
+        return post(f"http://{self.host}:{self.status_port}/drain", headers)
 
     def agent(self) -> str:
         """The agent-check line (needs ``start_gateway(..., agent=True)``)."""
@@ -246,12 +251,14 @@ def start_gateway(
     start: Callable[..., Any], gid: str = "g1", *extra: str, secret_file: Path | str | None = None,
     weight: int = 1, agent: bool = False, host: str = "127.0.0.1", env: dict[str, str] | None = None,
     log_level: str | None = None, wait: bool = True, timeout: float = 30.0,
+    admin_token_file: Path | str | None = None,
 ) -> GatewayHandle:
     """Start ``tcpdispatch gateway --id gid`` on free ``host`` ports through ``start(args, name=, env=)``
     (the ``procs`` fixture, a :class:`ProcGroup`, ...) and, with ``wait``, return once it printed READY.
 
     Tickets come from ``secret_file``, else ``--no-ticket`` (unless ``extra`` already names
     ``--secret-file`` or ``--no-ticket``). ``agent=True`` also opens the agent-check port.
+    ``admin_token_file`` enables ``POST /drain`` (:meth:`GatewayHandle.drain` sends the token).
     """
     port, status = free_port(host), free_port(host)
     agent_port = free_port(host) if agent else None
@@ -261,13 +268,17 @@ def start_gateway(
         tickets = ["--secret-file", str(secret_file)] if secret_file else ["--no-ticket"]
     args = [*TCPDISPATCH, *(["--log-level", log_level] if log_level else []), "gateway", "--id", gid,
             "--listen", f"{host}:{port}", "--status", f"{host}:{status}",
-            *(["--agent", f"{host}:{agent_port}"] if agent_port else []), *tickets, *extra]
+            *(["--agent", f"{host}:{agent_port}"] if agent_port else []), *tickets,
+            *(["--admin-token-file", str(admin_token_file)] if admin_token_file else []), *extra]
+    if admin_token_file is None and "--admin-token-file" in extra:
+        admin_token_file = extra[list(extra).index("--admin-token-file") + 1]
+    admin_token = Path(admin_token_file).read_text().strip() if admin_token_file else None
     proc = start(args, name=gid, env=env) if env else start(args, name=gid)
     if wait:
         _wait_ready(proc, f"gateway {gid}", timeout)
         if f"READY {host}:{port} status={host}:{status}" not in proc.output():
             raise AssertionError(f"gateway {gid} printed an unexpected READY line:\n{proc.output()[-2000:]}")
-    return GatewayHandle(gid, port, status, proc, weight, agent_port, host)
+    return GatewayHandle(gid, port, status, proc, weight, agent_port, host, admin_token)
 
 
 def named_gateways(dispatch: Callable[[str], Any], n: int = 20) -> set[str]:

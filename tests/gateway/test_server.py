@@ -177,6 +177,42 @@ async def test_sweep_closes_late_handshakes_and_idle_sessions() -> None:
     assert list(gw.conns.values()) == [busy.proto]
 
 
+async def test_handshake_deadline_counts_from_accept_whatever_arrives() -> None:
+    """A client trickling HELLO one byte per sweep is cut at the deadline, like a silent one."""
+    gw = make(handshake_timeout=0.5, capacity=2)
+    hello = Connection(Role.CLIENT)
+    hello.send(Hello("", "x" * 200))
+    raw = hello.data_to_send()
+    tricklers = [connect(gw), connect(gw)]
+    refused = connect(gw)  # capacity 2: the tricklers hold every slot
+    assert [f.code for f in refused.take()] == [ErrorCode.OVERLOADED]  # type: ignore[union-attr]
+    for i in range(5):  # 0.5 s of sweeps, a byte each: deadline reached, not passed
+        gw.sweep()
+        for t in tricklers:
+            t.proto.data_received(raw[i : i + 1])
+    assert not any(t.frames for t in tricklers)
+    gw.sweep()
+    for t in tricklers:
+        assert [f.code for f in t.take()] == [ErrorCode.HANDSHAKE_TIMEOUT] and t.closed  # type: ignore[union-attr]
+    await settle()
+    assert opened(gw, "valid").proto.is_open  # the slots are free again
+
+
+async def test_idle_deadline_counts_from_welcome() -> None:
+    """A HELLO that took most of the handshake window still gets a full idle timeout."""
+    gw = make(handshake_timeout=0.5, idle_timeout=0.5)
+    t = connect(gw)
+    for _ in range(4):
+        gw.sweep()
+    t.send(Hello("", "slow"))
+    assert isinstance(t.take()[0], Welcome)
+    for _ in range(5):
+        gw.sweep()
+    assert not t.frames
+    gw.sweep()
+    assert [f.code for f in t.take()] == [ErrorCode.IDLE_TIMEOUT]  # type: ignore[union-attr]
+
+
 async def test_protocol_error_and_bye() -> None:
     gw = make()
     t = opened(gw)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import scaled
 
 from tcpdispatch.errors import ConfigError, ErrorCode
 from tcpdispatch.gateway.cli import add_parser
@@ -19,6 +22,7 @@ from tcpdispatch.gateway.status import CpuSampler, StatusService, agent_line
 def service(**cfg: Any) -> StatusService:
     c = GatewayConfig(id="g1", listen=("127.0.0.1", 9001), status=("127.0.0.1", 9101), **cfg)
     counters = NodeCounters(1)
+    counters.bind_worker(0)
     return StatusService(c, counters, on_drain=counters.set_draining, pids=list)
 
 
@@ -88,6 +92,7 @@ def test_config_defaults(tmp_path: Path) -> None:
     (("--no-ticket", "--report-to", "ftp://x"), "--report-to"),
     (("--no-ticket", "--report-to", "http://x"), "--report-token-file"),
     (("--no-ticket", "--agent", "nope"), "--agent"),
+    (("--no-ticket", "--http-timeout", "0"), "--http-timeout"),
 ])
 def test_config_errors_name_the_flag(argv: tuple[str, ...], key: str) -> None:
     with pytest.raises(ConfigError) as exc:
@@ -102,3 +107,135 @@ def test_handler_registry() -> None:
     for bad in ("nope", "no.such.module:X", "tcpdispatch.gateway.handlers:Missing", "json:JSONDecoder"):
         with pytest.raises(ConfigError):
             load_handler_class(bad)
+
+
+@pytest.mark.parametrize("gid", ["a/b", "has space", "x" * 65, "caf\u00e9", ""])
+def test_gateway_id_follows_the_dispatchers_rule(gid: str) -> None:
+    """One rule for both: what the dispatcher's config refuses, ``gateway --id`` refuses too."""
+    from tcpdispatch.config import parse_gateway
+
+    with pytest.raises(ConfigError) as exc:
+        parse_gateway({"id": gid, "address": "127.0.0.1:1"})
+    assert exc.value.key is not None and exc.value.key.endswith("id")
+    args = parse("--no-ticket")
+    args.id = gid
+    with pytest.raises(ConfigError) as exc:
+        from_args(args)
+    assert exc.value.key == "--id"
+
+
+def test_gateway_id_accepts_what_the_dispatcher_accepts() -> None:
+    from tcpdispatch.config import parse_gateway
+
+    for gid in ("g1", "eu-west.gw-07", "x" * 64, "a:b@c"):
+        assert parse_gateway({"id": gid, "address": "127.0.0.1:1"}).id == gid
+        args = parse("--no-ticket")
+        args.id = gid
+        assert from_args(args).id == gid
+
+
+# -- the live status port ------------------------------------------------------------------------
+async def _started(**cfg: Any) -> StatusService:
+    from helpers import free_port
+
+    s = service(**cfg)
+    object.__setattr__(s.cfg, "status", ("127.0.0.1", free_port()))
+    await s.start()
+    return s
+
+
+async def _http(s: StatusService, raw: bytes) -> tuple[int, bytes]:
+    reader, writer = await asyncio.open_connection(*s.cfg.status)
+    writer.write(raw)
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    length = int(next(ln.split(b":")[1] for ln in head.split(b"\r\n") if ln.lower().startswith(b"content-length")))
+    body = await reader.readexactly(length)
+    writer.close()
+    return int(head.split()[1]), body
+
+
+async def test_post_drain_without_an_admin_token_is_refused_with_how_to_enable_it() -> None:
+    s = await _started()
+    try:
+        status, body = await _http(s, b"POST /drain HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+        assert status == 403
+        doc = json.loads(body)
+        assert doc["error"] == "admin_token_not_configured" and "--admin-token-file" in doc["detail"]
+        assert not s.counters.draining
+    finally:
+        await s.stop()
+
+
+async def test_post_drain_with_a_token_needs_the_right_bearer() -> None:
+    s = await _started(admin_token="gw-admin-token")
+    try:
+        req = "POST /drain HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n{}\r\n"
+        assert (await _http(s, req.format("").encode()))[0] == 401
+        assert (await _http(s, req.format("Authorization: Bearer nope\r\n").encode()))[0] == 401
+        assert not s.counters.draining
+        assert (await _http(s, req.format("Authorization: Bearer gw-admin-token\r\n").encode()))[0] == 202
+        assert s.counters.draining
+    finally:
+        await s.stop()
+
+
+async def test_status_port_cuts_a_request_head_that_trickles_past_the_deadline() -> None:
+    """A byte every 0.1 s never completes the head: closed ~0.5 s after connect, not reset by bytes."""
+    s = await _started(http_timeout=0.5)
+    try:
+        loop = asyncio.get_running_loop()
+        reader, writer = await asyncio.open_connection(*s.cfg.status)
+        t0 = loop.time()
+        head = b"GET /status HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 200
+
+        async def trickle() -> None:
+            for b in head:
+                writer.write(bytes([b]))
+                await asyncio.sleep(0.1)
+
+        task = asyncio.create_task(trickle())
+        assert await asyncio.wait_for(reader.read(), scaled(5)) == b""  # closed without an answer
+        took = loop.time() - t0
+        task.cancel()
+        assert 0.45 < took < 0.5 + scaled(0.5), took
+        assert s.deadlines.timeouts == 1
+        # an ordinary request on a fresh connection is answered
+        status, body = await _http(s, b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert status == 200 and json.loads(body)["id"] == "g1"
+    finally:
+        await s.stop()
+
+
+async def test_status_keep_alive_connection_survives_between_quick_requests() -> None:
+    """The deadline restarts after each answer: a client polling faster than it keeps its connection."""
+    s = await _started(http_timeout=0.3)
+    try:
+        reader, writer = await asyncio.open_connection(*s.cfg.status)
+        for _ in range(4):
+            writer.write(b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n")
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            assert head.startswith(b"HTTP/1.1 200")
+            length = int(next(ln.split(b":")[1] for ln in head.split(b"\r\n")
+                              if ln.lower().startswith(b"content-length")))
+            await reader.readexactly(length)
+            await asyncio.sleep(0.2)  # longer than nothing, shorter than the idle allowance
+        writer.close()
+        assert s.deadlines.timeouts == 0
+    finally:
+        await s.stop()
+
+
+async def test_agent_port_answers_at_once_and_reads_nothing() -> None:
+    from helpers import free_port
+
+    s = service(capacity=4)
+    object.__setattr__(s.cfg, "status", ("127.0.0.1", free_port()))
+    object.__setattr__(s.cfg, "agent", ("127.0.0.1", free_port()))
+    await s.start()
+    try:
+        reader, writer = await asyncio.open_connection(*s.cfg.agent)  # type: ignore[misc]
+        writer.write(b"x")  # a client that sends (slowly) does not delay or hold the answer
+        assert await asyncio.wait_for(reader.read(), scaled(2)) == b"up 100% maxconn:4\n"
+        writer.close()
+    finally:
+        await s.stop()

@@ -89,3 +89,35 @@ def test_loadgen_progress_file_and_sigterm_stop(procs: Any, tmp_path: Path) -> N
     assert summary["ever_connected"] == 40 and summary["missing_workers"] == 0
     assert summary["gateways"] == {gw.address: 40}
     wait_until(lambda: gw.status()["connections"] == 0, timeout=10, what="clients said BYE")
+
+
+def test_loadgen_against_a_dead_dispatcher_fails_and_says_so() -> None:
+    """Nobody listens: every client is missing at the end, so the run fails (exit 1), and the
+    summary names dispatcher and gateway errors alike (no 'errors: none' next to failures)."""
+    from helpers import free_port
+
+    res = subprocess.run([*TCPDISPATCH, "loadgen", "--dispatcher", f"http://127.0.0.1:{free_port()}",
+                          "--clients", "5", "--duration", "1.5", "--dispatch-timeout", "0.5",
+                          "--backoff-initial", "0.2"],
+                         capture_output=True, check=False, timeout=scaled(60), text=True)
+    assert res.returncode == 1, (res.stdout, res.stderr)
+    lines = res.stdout.splitlines()
+    assert any(ln.startswith("dispatcher request errors: ") and "none" not in ln for ln in lines), lines
+    assert "gateway attempt errors: none" in lines
+    assert not any(ln.startswith("errors:") for ln in lines)
+    assert lines[-1] == "FAILED: 5 of 5 clients not connected at the end", lines
+    assert "Traceback" not in res.stderr
+
+
+def test_loadgen_json_reports_ok_false_and_exit_1() -> None:
+    import json
+
+    from helpers import free_port
+
+    res = subprocess.run([*TCPDISPATCH, "loadgen", "--dispatcher", f"http://127.0.0.1:{free_port()}",
+                          "--clients", "2", "--duration", "1", "--dispatch-timeout", "0.5", "--json"],
+                         capture_output=True, check=False, timeout=scaled(60), text=True)
+    assert res.returncode == 1
+    summary = json.loads(res.stdout)
+    assert summary["ok"] is False and summary["connected"] == 0
+    assert "FAILED" in res.stderr

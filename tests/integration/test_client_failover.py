@@ -122,8 +122,11 @@ async def test_killed_gateway_client_reconnects_within_2s(system: Any) -> None:
         await echo(c, b"still here")
 
 
-async def test_reconnect_frame_is_followed(procs: Any, secret_file: Path, tmp_path: Path) -> None:
-    gws = [start_gateway(procs, f"d{i}", "--drain-window", "1", secret_file=secret_file) for i in (1, 2)]
+async def test_reconnect_frame_is_followed(
+    procs: Any, secret_file: Path, tmp_path: Path, admin_token_file: Path,
+) -> None:
+    gws = [start_gateway(procs, f"d{i}", "--drain-window", "1", secret_file=secret_file,
+                         admin_token_file=admin_token_file) for i in (1, 2)]
     disp = start_dispatcher(procs, tmp_path, gws, secret_file)
     events: list[Any] = []
     async with Client([disp.url], client_id="mover") as c:

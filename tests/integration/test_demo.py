@@ -1,23 +1,35 @@
-"""`tcpdispatch demo` end to end: every step happens, nothing is lost, no process is left."""
+"""`tcpdispatch demo` end to end: every step happens, nothing is lost, no process is left;
+narration once, a final frame that shows the final state, JSON only with --json, logs kept
+on failure."""
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
+import re
 import subprocess
+from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
 from helpers import TCPDISPATCH, scaled
 
+from tcpdispatch import demo as demo_cli
+
 pytestmark = pytest.mark.integration
 
 
 def test_demo_runs_every_step_and_leaves_nothing_behind() -> None:
+    # TTY_COMPATIBLE=1 makes rich treat the pipe as a terminal: the live table is exercised.
+    env = {**os.environ, "TTY_COMPATIBLE": "1", "COLUMNS": "140"}
     proc = subprocess.run(
-        [*TCPDISPATCH, "demo", "--clients", "90", "--no-live", "--pace", "0.2"],
-        check=False, capture_output=True, text=True, timeout=scaled(150),
+        [*TCPDISPATCH, "demo", "--clients", "90", "--pace", "0.2", "--json"],
+        check=False, capture_output=True, text=True, timeout=scaled(150), env=env,
     )
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("DEMO SUMMARY ")]
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", proc.stdout)  # without rich's terminal codes
+    lines = [ln for ln in plain.splitlines() if ln.startswith("DEMO SUMMARY ")]
     assert lines, f"no summary line; stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
     summary = json.loads(lines[-1][len("DEMO SUMMARY "):])
     assert [s["name"] for s in summary["steps"]] == ["connect", "kill", "drain", "add", "verify"]
@@ -28,9 +40,37 @@ def test_demo_runs_every_step_and_leaves_nothing_behind() -> None:
     assert "g2" not in summary["final_shares"] and "g3" not in summary["final_shares"]
     assert summary["final_shares"].get("g4", 0) > 0
     assert proc.returncode == 0, proc.stdout[-2000:]
+    # narration once (it used to be printed in the live table and again at the end)
+    assert plain.count("killing g2 with SIGKILL") == 1, plain[-3000:]
+    # the last frame shows every client still connected, not the teardown (0/N)
+    frames = re.findall(r"clients connected: (\d+)/(\d+)", plain)
+    assert frames and frames[-1][0] == frames[-1][1] == str(summary["clients"]), frames[-3:]
     workdir = summary["workdir"]
+    assert not Path(workdir).exists() and summary["logs_kept"] is False
     leftovers = [
         p.pid for p in psutil.process_iter(["cmdline"])
         if any(workdir in part for part in (p.info["cmdline"] or []))
     ]
     assert leftovers == [], f"processes left behind: {leftovers}"
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_failed_step_keeps_the_logs_and_says_where(
+    monkeypatch: Any, capsys: pytest.CaptureFixture[str], as_json: bool,
+) -> None:
+    async def failing_script(self: demo_cli.Demo) -> None:
+        self.say("starting (for the test: fails at once)")
+        await self.step("connect", False, 0.0, "0 clients connected")
+
+    monkeypatch.setattr(demo_cli.Demo, "script", failing_script)
+    code = demo_cli.run(argparse.Namespace(clients=12, no_live=True, pace=0.0, json=as_json))
+    out = capsys.readouterr().out
+    assert code == 1
+    kept = re.search(r"logs kept in (\S+)", out)
+    assert kept and Path(kept.group(1)).is_dir(), out
+    assert "failed steps: connect" in out
+    assert ("DEMO SUMMARY " in out) is as_json  # the JSON summary only behind --json
+    assert out.count("fails at once") == 1
+    import shutil
+
+    shutil.rmtree(kept.group(1))

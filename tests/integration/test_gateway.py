@@ -11,7 +11,7 @@ import pytest
 from helpers import TCPDISPATCH, async_wait_until, free_port, scaled, wait_until
 
 from tcpdispatch.errors import ErrorCode
-from tcpdispatch.protocol import Data, Error, Pong, Welcome
+from tcpdispatch.protocol import Connection, Data, Error, Hello, Pong, Role, Welcome
 from tcpdispatch.testing import GatewayHandle as Gw
 from tcpdispatch.testing import start_gateway
 from tcpdispatch.tickets import TicketSigner
@@ -92,6 +92,45 @@ async def test_handshake_and_idle_timeouts(procs: Any) -> None:
     assert pinger.is_open
     assert gw.status()["connections"] == 1
     assert gw.status()["rejected"] == {"handshake_timeout": 1}
+
+
+async def test_tricklers_are_cut_at_the_handshake_deadline_and_free_capacity(procs: Any) -> None:
+    """The audit's attack: a full gateway held by clients trickling a HELLO byte by byte.
+
+    Every byte arrives well inside the deadline, yet each trickler is cut ~1 s after
+    accept, so the valid client that was refused gets in right after."""
+    gw = start_gateway(procs, "g1", "--capacity", "4", "--handshake-timeout", "1")
+    raw = Connection(Role.CLIENT)
+    raw.send(Hello("", "x" * 250))
+    hello = raw.data_to_send()
+    tricklers = [await gw.client() for _ in range(4)]
+    t0 = time.monotonic()
+    refused = await gw.client()
+    assert (await refused.recv()).code == ErrorCode.OVERLOADED  # type: ignore[union-attr]
+
+    async def trickle(c: Any) -> float:
+        for b in hello:
+            try:
+                await c.send_raw(bytes([b]))
+            except OSError:
+                break
+            if c.reader.at_eof():
+                break
+            try:
+                frame = await c.recv(timeout=0.15)
+            except TimeoutError:
+                continue
+            except EOFError:
+                break
+            assert isinstance(frame, Error) and frame.code == ErrorCode.HANDSHAKE_TIMEOUT, frame
+            break
+        return time.monotonic() - t0
+
+    cut_after = await asyncio.wait_for(asyncio.gather(*(trickle(c) for c in tricklers)), scaled(10))
+    assert all(0.9 < t < 1.0 + scaled(1.0) for t in cut_after), cut_after
+    valid = await gw.client()
+    assert isinstance(await valid.hello(client_id="valid"), Welcome)
+    assert gw.status()["rejected"] == {"overloaded": 1, "handshake_timeout": 4}
 
 
 async def test_capacity_and_per_ip_limit(procs: Any) -> None:
@@ -181,9 +220,11 @@ def test_config_errors_exit_2(tmp_path: Path) -> None:
     for extra, needle in (([], "--secret-file"),
                           (["--secret-file", str(tmp_path / "nope")], "nope"),
                           (["--no-ticket", "--handler", "nosuch.module:X"], "--handler"),
-                          (["--no-ticket", "--capacity", "0"], "--capacity")):
+                          (["--no-ticket", "--capacity", "0"], "--capacity"),
+                          (["--no-ticket", "--id", "a/b"], "--id: may only contain printable ASCII"),
+                          (["--no-ticket", "--admin-token-file", str(tmp_path / "none")], "none")):
         r = subprocess.run(base + extra, check=False, capture_output=True, text=True, timeout=scaled(30))
-        assert r.returncode == 2 and needle in r.stderr, (extra, r.stderr)
+        assert r.returncode == 2 and needle in r.stderr and "Traceback" not in r.stderr, (extra, r.stderr)
 
 
 async def test_push_heartbeats_and_failures_logged_once(procs: Any, tmp_path: Path) -> None:

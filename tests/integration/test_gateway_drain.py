@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import signal
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -54,8 +55,8 @@ async def test_sigterm_spreads_reconnects_then_exits(procs: Any) -> None:
     assert time.monotonic() - t0 < 2.0 + scaled(2)
 
 
-async def test_post_drain_closes_stragglers_at_window_end(procs: Any) -> None:
-    gw = start_gateway(procs, "g1", "--drain-window", "1.0", agent=True)
+async def test_post_drain_closes_stragglers_at_window_end(procs: Any, admin_token_file: Path) -> None:
+    gw = start_gateway(procs, "g1", "--drain-window", "1.0", agent=True, admin_token_file=admin_token_file)
     clients = await _connect(gw, 3)
     t0 = time.monotonic()  # before the drain starts: the lower bound below must not depend on HTTP speed
     assert await asyncio.to_thread(gw.drain) == 202
@@ -96,3 +97,19 @@ def test_post_drain_requires_the_admin_token_when_configured(procs: Any, tmp_pat
     with urllib.request.urlopen(ok, timeout=5) as r:
         assert r.status == 202
     assert gw.proc.wait(timeout=10) == 0  # no clients: drained at once
+
+
+def test_post_drain_without_admin_token_is_refused_and_sigterm_still_drains(procs: Any) -> None:
+    """Secure by default: no --admin-token-file, no HTTP drain; the answer says how to enable it."""
+    import json
+    import urllib.error
+
+    gw = start_gateway(procs, "g1", "--drain-window", "1")
+    with pytest.raises(urllib.error.HTTPError) as exc:
+        gw.drain()
+    assert exc.value.code == 403
+    doc = json.loads(exc.value.read())
+    assert doc["error"] == "admin_token_not_configured" and "--admin-token-file" in doc["detail"]
+    assert gw.status()["state"] == "serving"
+    gw.proc.signal(signal.SIGTERM)
+    assert gw.proc.wait(timeout=10) == 0

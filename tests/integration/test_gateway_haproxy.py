@@ -16,9 +16,9 @@ from tcpdispatch.testing import haproxy_stats, start_gateway
 pytestmark = pytest.mark.integration
 
 
-async def test_haproxy_agent_check_sees_drain(procs: Any, tmp_path: Path) -> None:
+async def test_haproxy_agent_check_sees_drain(procs: Any, tmp_path: Path, admin_token_file: Path) -> None:
     haproxy = require_binary("haproxy")
-    gw = start_gateway(procs, "g1", "--drain-window", "30", agent=True)
+    gw = start_gateway(procs, "g1", "--drain-window", "30", agent=True, admin_token_file=admin_token_file)
     front = free_port()
     sock_path = tmp_path / "haproxy.sock"
     cfg = tmp_path / "haproxy.cfg"

@@ -6,7 +6,10 @@
         c.send(b"hi")
         print(c.receive(timeout=5))
 
-The asyncio client runs on its own event loop in a daemon thread.
+The asyncio client runs on its own event loop in a daemon thread. Connecting is
+bounded by ``connect_timeout`` (10 s unless given): against a dead dispatcher
+``with BlockingClient(...)`` raises :class:`~tcpdispatch.errors.DispatchError`
+after that long instead of blocking, and stops its thread.
 """
 
 from __future__ import annotations
@@ -16,25 +19,39 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, Self, TypeVar
 
-from tcpdispatch.client.client import Client
+from tcpdispatch.client.client import Client, ClientClosed, check_payload
 
 T = TypeVar("T")
 
+DEFAULT_CONNECT_TIMEOUT = 10.0
+_MARGIN = 5.0  # the inner asyncio timeout fires first; this only guards against a stuck loop
+
 
 class BlockingClient:
-    """Same constructor arguments as :class:`Client`; every method blocks."""
+    """Same constructor arguments as :class:`Client`, plus ``connect_timeout``; every method blocks."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, connect_timeout: float | None = DEFAULT_CONNECT_TIMEOUT,
+                 **kwargs: Any) -> None:
+        if connect_timeout is not None and connect_timeout <= 0:
+            raise ValueError(f"connect_timeout must be > 0 seconds or None, got {connect_timeout!r}")
+        self.connect_timeout = connect_timeout
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="tcpdispatch-client", daemon=True)
         self._thread.start()
-        self._client: Client = self._call(self._make(args, kwargs))
+        try:
+            self._client: Client = self._call(self._make(args, kwargs))
+        except BaseException:
+            self._stop_loop()
+            raise
 
     @staticmethod
     async def _make(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Client:
         return Client(*args, **kwargs)
 
     def _call(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        if not self._loop.is_running():
+            coro.close()
+            raise ClientClosed("client is closed")
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
 
     @property
@@ -50,10 +67,14 @@ class BlockingClient:
         return self._client.session_id
 
     def connect(self, timeout: float | None = None) -> None:
-        self._call(self._client.connect(timeout))
+        """Wait for the first session, at most ``timeout`` (default ``connect_timeout``) seconds;
+        raises DispatchError when no gateway was reachable in time (the client keeps trying)."""
+        limit = self.connect_timeout if timeout is None else timeout
+        self._call(self._client.connect(limit), None if limit is None else limit + _MARGIN)
 
     def send(self, payload: bytes) -> None:
-        self._call(self._client.send(payload))
+        """Send one message (bytes-like; a ``str`` raises TypeError: encode it first)."""
+        self._call(self._client.send(check_payload(payload)))
 
     def receive(self, timeout: float | None = None) -> bytes:
         """The next message; raises TimeoutError after ``timeout`` seconds."""
@@ -62,12 +83,21 @@ class BlockingClient:
     def close(self) -> None:
         if self._loop.is_running():
             self._call(self._client.close())
+        self._stop_loop()
+
+    def _stop_loop(self) -> None:
+        if self._loop.is_running():
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(5)
+        if not self._loop.is_closed() and not self._loop.is_running():
             self._loop.close()
 
     def __enter__(self) -> Self:
-        self.connect()
+        try:
+            self.connect()
+        except BaseException:
+            self.close()  # __exit__ is not called when __enter__ fails
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -17,6 +17,13 @@ from tcpdispatch.client.client import Client, ClientEvent, EventKind
 from tcpdispatch.client.policy import BackoffConfig
 from tcpdispatch.errors import ConfigError, DispatchError
 
+DESCRIPTION = """\
+An interactive client: it asks the dispatcher(s) for a gateway, connects, and stays
+connected (reconnecting, following RECONNECT, falling back to the cache and --fallback).
+Each line read from stdin is sent as one message; every message received is printed on
+stdout; status changes (connected, reconnecting, gateway changed) go to stderr. End of
+input (Ctrl-D) closes the session with BYE and exits 0."""
+
 
 def split_list(text: str | None) -> list[str]:
     """``"a,b , c"`` -> ``["a", "b", "c"]``; several flags may also be repeated."""
@@ -30,11 +37,14 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fallback", action="append", default=[], metavar="HOST:PORT[,...]",
                    help="static gateway list used when no dispatcher answers (the direct IP list)")
     p.add_argument("--dispatch-timeout", type=float, default=2.0, metavar="S",
-                   help="per-request dispatcher timeout (default 2)")
+                   help="per-request dispatcher timeout in seconds")
     p.add_argument("--handshake-timeout", type=float, default=5.0, metavar="S",
-                   help="HELLO->WELCOME timeout per gateway attempt (default 5)")
-    p.add_argument("--backoff-initial", type=float, default=1.0, metavar="S")
-    p.add_argument("--backoff-max", type=float, default=120.0, metavar="S")
+                   help="HELLO->WELCOME timeout per gateway attempt in seconds")
+    p.add_argument("--backoff-initial", type=float, default=1.0, metavar="S",
+                   help="first wait before reconnecting after a failed round, in seconds; it grows "
+                        "1.6x per failure with 20%% jitter (a dispatcher's retry hints override it)")
+    p.add_argument("--backoff-max", type=float, default=120.0, metavar="S",
+                   help="longest wait between reconnect rounds, in seconds")
 
 
 def urls_and_fallback(args: argparse.Namespace) -> tuple[list[str], list[str]]:
@@ -55,7 +65,7 @@ def backoff_from(args: argparse.Namespace) -> BackoffConfig:
 def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "client", help="interactive client: stdin lines are sent, received messages printed",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=DESCRIPTION,
     )
     add_common_arguments(p)
     p.add_argument("--client-id", default=None, help="client id sent in HELLO and to the dispatcher")
@@ -67,7 +77,7 @@ def add_parser(subparsers: Any) -> None:
                    help="give up (exit 1) if no gateway is reachable within S seconds")
     p.add_argument("--linger", type=float, default=1.0, metavar="S",
                    help="after stdin ends, wait up to S seconds for replies (ends early once "
-                        "as many messages came back as were sent) (default 1)")
+                        "as many messages came back as were sent)")
     p.set_defaults(func=run)
 
 

@@ -106,6 +106,16 @@ class _RoundFailed(ClientError):
 Listener = Callable[[ClientEvent], object]
 
 
+def check_payload(payload: object) -> bytes:
+    """``payload`` as bytes; TypeError naming the type for anything not bytes-like (e.g. ``str``)."""
+    if isinstance(payload, bytes):
+        return payload
+    if isinstance(payload, (bytearray, memoryview)):
+        return bytes(payload)
+    hint = "; encode it first, e.g. text.encode()" if isinstance(payload, str) else ""
+    raise TypeError(f"send() takes bytes, not {type(payload).__name__}{hint}")
+
+
 class Client:
     """A self-healing connection to one of the gateways.
 
@@ -236,7 +246,9 @@ class Client:
             await self._connected.wait()
 
     async def send(self, payload: bytes) -> None:
-        """Send one message. While reconnecting it is queued (bounded) and sent after."""
+        """Send one message (bytes-like; TypeError otherwise). While reconnecting it is queued
+        (bounded) and sent after."""
+        payload = check_payload(payload)
         if self._closing:
             raise ClientClosed("client is closed")
         s = self._session

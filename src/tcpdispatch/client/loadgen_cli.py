@@ -33,17 +33,25 @@ SOURCE_ADDRESS_THRESHOLD = 2_000
 WORKER_EXIT_GRACE = 20.0  # seconds a finished worker waits for its report to be read
 
 
+DESCRIPTION = """\
+Hold N client connections, spread over worker processes, for --duration seconds and print
+a summary: connects, reconnects, errors (dispatcher requests and gateway attempts), clients
+per gateway, connect and reconnect latencies. With many clients each worker uses its own
+loopback source address (127.0.0.2, 127.0.0.3, ...). Exits 1 when clients are missing at
+the end (the last line says FAILED and why), 2 on bad arguments."""
+
+
 def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "loadgen", help="hold N client connections and report connects, reconnects, latencies",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=DESCRIPTION,
     )
     add_common_arguments(p)
     p.add_argument("--clients", type=int, required=True, metavar="N", help="connections to hold")
     p.add_argument("--rate", type=float, default=1000.0, metavar="R",
-                   help="new clients started per second, all processes together (default 1000)")
+                   help="new clients started per second, all processes together")
     p.add_argument("--duration", type=float, default=30.0, metavar="S",
-                   help="run time in seconds, ramp-up included (default 30)")
+                   help="run time in seconds, ramp-up included")
     p.add_argument("--processes", type=int, default=None, metavar="P",
                    help=f"worker processes (default: one per 5,000 clients; at most "
                         f"{MAX_CLIENTS_PER_PROCESS} clients each)")
@@ -53,12 +61,13 @@ def add_parser(subparsers: Any) -> None:
                    help="bind each worker to its own 127.0.0.x source address "
                         f"(auto: when more than {SOURCE_ADDRESS_THRESHOLD} clients)")
     p.add_argument("--dispatch-connections", type=int, default=100, metavar="N",
-                   help="keep-alive HTTP connections to the dispatchers per process (default 100)")
+                   help="keep-alive HTTP connections to the dispatchers per process")
     p.add_argument("--progress-file", default=None, metavar="FILE",
                    help="append merged progress as JSON lines (t, started, connected, reconnects, "
                         "gateways) about twice a second, for scripts")
     p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
-    p.add_argument("--seed", type=int, default=None, help="seed the clients' randomness")
+    p.add_argument("--seed", type=int, default=None, metavar="N",
+                   help="seed the clients' randomness (reproducible backoff and choices)")
     p.set_defaults(func=run)
 
 
@@ -221,12 +230,28 @@ def run(args: argparse.Namespace) -> int:
                 w.join(timeout=5)
     summary = merge(list(finals.values()))
     summary["missing_workers"] = len(workers) - len(finals)
+    ok, verdict_line = verdict(summary)
+    summary["ok"] = ok
     if args.json:
         json.dump(summary, sys.stdout)
         sys.stdout.write("\n")
     else:
         print_summary(summary)
-    return 0 if not summary["missing_workers"] else 1
+    print(verdict_line, file=sys.stderr if args.json else sys.stdout)  # stdout stays pure JSON
+    return 0 if ok else 1
+
+
+def verdict(s: Report) -> tuple[bool, str]:
+    """Whether the run succeeded (every client connected at the end, every worker reported), and
+    the one line that says so."""
+    problems = []
+    if s["connected"] < s["clients"]:
+        problems.append(f"{s['clients'] - s['connected']} of {s['clients']} clients not connected at the end")
+    if s.get("missing_workers"):
+        problems.append(f"{s['missing_workers']} worker process(es) did not report")
+    if problems:
+        return False, "FAILED: " + "; ".join(problems)
+    return True, f"OK: all {s['clients']} clients connected at the end"
 
 
 def _progress_line(latest: dict[int, Report]) -> Report:
@@ -246,18 +271,19 @@ def print_summary(s: Report) -> None:
     def ms(v: float | None) -> str:
         return "-" if v is None else f"{v * 1000:.0f} ms"
 
+    def counts(d: dict[str, int]) -> str:
+        return ", ".join(f"{k}={v}" for k, v in sorted(d.items())) or "none"
+
     print(f"clients: {s['clients']}  started: {s['started']}  connected at end: {s['connected']}  "
           f"ever connected: {s['ever_connected']}")
     print(f"reconnects: {s['reconnects']}  failed rounds: {s['failed_rounds']}  "
           f"dispatch requests: {s['dispatch_requests']}  still disconnected: {s['unrepaired']}")
-    print("errors: " + (", ".join(f"{k}={v}" for k, v in sorted(s["errors"].items())) or "none"))
-    print("dispatcher errors: " + (", ".join(f"{k}={v}" for k, v in sorted(s["dispatch_errors"].items()))
-                                   or "none"))
-    print("per gateway: " + (", ".join(f"{k}={v}" for k, v in s["gateways"].items()) or "none"))
+    # The two kinds of failure, named alike: dispatcher requests, then gateway connect attempts.
+    print(f"dispatcher request errors: {counts(s['dispatch_errors'])}")
+    print(f"gateway attempt errors: {counts(s['errors'])}")
+    print("connected per gateway: " + (", ".join(f"{k}={v}" for k, v in s["gateways"].items()) or "none"))
     print(f"connect latency: p50 {ms(lat['p50'])}  p90 {ms(lat['p90'])}  p99 {ms(lat['p99'])}  "
           f"max {ms(lat['max'])}")
     if ttr["count"]:
         print(f"time to reconnect ({ttr['count']}): p50 {ms(ttr['p50'])}  p90 {ms(ttr['p90'])}  "
               f"p99 {ms(ttr['p99'])}  max {ms(ttr['max'])}")
-    if s.get("missing_workers"):
-        print(f"WARNING: {s['missing_workers']} worker(s) did not report", file=sys.stderr)

@@ -12,11 +12,12 @@ import math
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from tcpdispatch.config import GatewayConfig, parse_gateway, valid_id
+from tcpdispatch.config import GatewayConfig, parse_gateway
 from tcpdispatch.dispatcher.app import JSON_HEADERS, Receive, Scope, json_body
 from tcpdispatch.dispatcher.pool import Gateway
 from tcpdispatch.errors import ConfigError, TcpDispatchError
 from tcpdispatch.httputil import check_bearer, error_body
+from tcpdispatch.ids import gateway_id_problem
 from tcpdispatch.store import MemoryStore, SharedGateway, Store, StoreUnavailable
 
 if TYPE_CHECKING:
@@ -259,7 +260,7 @@ class Router:
     async def report(self, scope: Scope, receive: Receive) -> Response:
         doc = await self._body(scope, receive)
         gid = doc.get("gateway_id")
-        why = valid_id(gid)
+        why = gateway_id_problem(gid)
         if why:
             raise HTTPError(400, "bad_request", f"gateway_id {why}")
         err = doc.get("error", "")
@@ -277,7 +278,7 @@ class Router:
         self._bearer(scope, self.app.config.push_token, "push heartbeats")
         doc = await self._body(scope, receive)
         gid = doc.get("id")
-        why = valid_id(gid)
+        why = gateway_id_problem(gid)
         if why:
             raise HTTPError(400, "bad_request", f"heartbeat field 'id' {why}")
         try:

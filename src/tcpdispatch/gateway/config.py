@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from tcpdispatch.aio import parse_hostport
 from tcpdispatch.errors import ConfigError
 from tcpdispatch.httputil import read_token
+from tcpdispatch.ids import gateway_id_problem
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +34,8 @@ class GatewayConfig:
     report_interval: float = 1.0
     advertise: str | None = None
     backlog: int = 4096
-    admin_token: str | None = None  # required by POST /drain when set
+    admin_token: str | None = None  # required by POST /drain; without one it answers 403
+    http_timeout: float = 10.0  # status port: a request head must be complete this long after connect
 
     @property
     def address(self) -> str:
@@ -59,8 +61,9 @@ def from_args(args: argparse.Namespace) -> GatewayConfig:
     """Validate parsed CLI arguments; raises ConfigError naming the flag (and file)."""
     from tcpdispatch.tickets import load_secrets
 
-    if not args.id or len(args.id.encode()) > 255:
-        raise ConfigError("must be 1 to 255 bytes", key="--id")
+    why = gateway_id_problem(args.id)
+    if why:
+        raise ConfigError(f"{why} (the dispatcher's rule for gateway ids), got {args.id!r}", key="--id")
     listen = _addr(args.listen, "--listen")
     status = _addr(args.status, "--status")
     assert listen is not None and status is not None
@@ -69,7 +72,8 @@ def from_args(args: argparse.Namespace) -> GatewayConfig:
         _addr(args.advertise, "--advertise")
     for key, value in (("--capacity", args.capacity), ("--workers", args.workers),
                        ("--heartbeat", args.heartbeat), ("--handshake-timeout", args.handshake_timeout),
-                       ("--drain-window", args.drain_window), ("--report-interval", args.report_interval)):
+                       ("--drain-window", args.drain_window), ("--report-interval", args.report_interval),
+                       ("--http-timeout", args.http_timeout)):
         _positive(value, key)
     _positive(args.per_ip_limit, "--per-ip-limit", allow_zero=True)
     if args.workers > 64:
@@ -84,7 +88,7 @@ def from_args(args: argparse.Namespace) -> GatewayConfig:
         raise ConfigError("a ticket secret is required (or pass --no-ticket)", key="--secret-file")
     secrets = None if args.no_ticket else tuple(load_secrets(args.secret_file))
     token = None
-    admin_token = _read_token(args.admin_token_file) if getattr(args, "admin_token_file", None) else None
+    admin_token = _read_token(args.admin_token_file) if args.admin_token_file else None
     if args.report_to:
         if not args.report_to.startswith(("http://", "https://")):
             raise ConfigError("must be an http(s):// URL", key="--report-to")
@@ -98,7 +102,7 @@ def from_args(args: argparse.Namespace) -> GatewayConfig:
         handshake_timeout=args.handshake_timeout, drain_window=args.drain_window,
         max_frame=args.max_frame, report_to=args.report_to.rstrip("/") if args.report_to else None,
         report_token=token, report_interval=args.report_interval, advertise=args.advertise,
-        backlog=args.backlog, admin_token=admin_token,
+        backlog=args.backlog, admin_token=admin_token, http_timeout=args.http_timeout,
     )
 
 

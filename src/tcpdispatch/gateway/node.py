@@ -8,6 +8,13 @@ listening, then serves status/metrics/agent with node totals. It forwards
 SIGTERM (drain) and SIGINT (stop) to the workers and exits when they all
 have. Workers are forked before the supervisor imports aiohttp, so they do not
 carry it.
+
+A worker that dies while the node serves (a signal, a crash) is logged once with
+the reason and restarted in its slot after a backoff (0.5 s, doubling to 30 s for
+workers that keep dying within 30 s of their start); restarts are counted
+(``tcpdispatch_gateway_worker_restarts_total``) and ``/status`` reports the
+workers actually running. A restarted worker is forked from the running
+supervisor, so it first drops the supervisor's sockets and loop state.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import multiprocessing
 import os
 import select
 import signal
+import stat
 import sys
 import time
 from typing import Any
@@ -80,10 +88,37 @@ async def _single(cfg: GatewayConfig) -> int:
 
 
 # -- several processes -------------------------------------------------------------
-def _worker_main(cfg: GatewayConfig, counters: NodeCounters, worker: int, ready_fd: int) -> None:
-    """Entry point of a forked worker process."""
+RESTART_BACKOFF_INITIAL = 0.5  # seconds before restarting a worker that died
+RESTART_BACKOFF_MAX = 30.0
+STABLE_AFTER = 30.0  # a worker that ran this long before dying restarts after the initial delay again
+
+
+def _after_fork_in_restarted_worker() -> None:
+    """Drop what a worker forked from the running supervisor inherited but must not keep.
+
+    The supervisor's event loop is still marked running in this thread (Python < 3.12 does
+    not reset it at fork), and its sockets (status and agent listeners, their accepted
+    connections, HTTP clients) are open here too: a connection the supervisor closes would
+    stay open while this copy lives. Sockets are closed by descriptor; stdio is kept.
+    """
+    asyncio.events._set_running_loop(None)
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd <= 2:
+            continue
+        try:
+            if stat.S_ISSOCK(os.fstat(fd).st_mode):
+                os.close(fd)
+        except OSError:
+            pass
+
+
+def _worker_main(cfg: GatewayConfig, counters: NodeCounters, worker: int, ready_fd: int,
+                 restarted: bool = False) -> None:
+    """Entry point of a forked worker process (``ready_fd`` < 0: nobody waits for it)."""
+    if restarted:
+        _after_fork_in_restarted_worker()
     signal.signal(signal.SIGINT, signal.SIG_DFL)
-    counters.bind_worker(worker)
 
     async def main() -> int:
         from tcpdispatch.gateway.server import Gateway
@@ -95,11 +130,14 @@ def _worker_main(cfg: GatewayConfig, counters: NodeCounters, worker: int, ready_
             print(f"tcpdispatch gateway: worker {worker}: {_bind_error(exc, '--listen', cfg.listen)}",
                   file=sys.stderr, flush=True)
             return 2
+        # Only now (listening, before the loop runs a callback) is the worker counted as live.
+        counters.bind_worker(worker)
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, gw.drain)
         loop.add_signal_handler(signal.SIGINT, gw.stop)
-        os.write(ready_fd, b"R")
-        os.close(ready_fd)
+        if ready_fd >= 0:
+            os.write(ready_fd, b"R")
+            os.close(ready_fd)
         await gw.wait_closed()
         return 0
 
@@ -126,27 +164,94 @@ def _wait_ready(procs: list[Any], read_fd: int, timeout: float = 30.0) -> bool:
     return True
 
 
+def exit_reason(exitcode: int) -> str:
+    """``killed by signal SIGKILL`` or ``exited with code 3`` (multiprocessing's exitcode)."""
+    if exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = str(-exitcode)
+        return f"killed by signal {name}"
+    return f"exited with code {exitcode}"
+
+
+def restart_delay(failures: int) -> float:
+    """Backoff before restarting a worker after its ``failures``-th quick death in a row (>= 1)."""
+    return float(min(RESTART_BACKOFF_MAX, RESTART_BACKOFF_INITIAL * 2 ** (max(failures, 1) - 1)))
+
+
+class _Workers:
+    """The worker processes of one node, slot by slot; restarts the dead with backoff."""
+
+    def __init__(self, cfg: GatewayConfig, counters: NodeCounters, ctx: Any) -> None:
+        self.cfg = cfg
+        self.counters = counters
+        self._ctx = ctx
+        self.procs: list[Any] = [None] * cfg.workers
+        self._started = [0.0] * cfg.workers
+        self._failures = [0] * cfg.workers
+        self._restart_at: list[float | None] = [None] * cfg.workers
+
+    def spawn(self, w: int, ready_fd: int, *, restarted: bool = False) -> Any:
+        p = self._ctx.Process(target=_worker_main, args=(self.cfg, self.counters, w, ready_fd, restarted),
+                              name=f"gateway-worker-{w}")
+        p.start()
+        self.procs[w] = p
+        self._started[w] = time.monotonic()
+        return p
+
+    def running(self) -> list[Any]:
+        return [p for p in self.procs if p is not None and p.exitcode is None]
+
+    def kill(self, sig: int) -> None:
+        _kill([p for p in self.procs if p is not None], sig)
+
+    def poll(self, *, restart: bool) -> None:
+        """Reap dead workers (log once, with the reason) and restart those whose delay is over."""
+        now = time.monotonic()
+        for w, p in enumerate(self.procs):
+            due = self._restart_at[w]
+            if p is not None and p.exitcode is not None:
+                self.counters.clear_worker(w)
+                self.procs[w] = None
+                p.join(timeout=0)
+                if not restart:
+                    continue
+                lived = now - self._started[w]
+                self._failures[w] = 1 if lived >= STABLE_AFTER else self._failures[w] + 1
+                delay = restart_delay(self._failures[w])
+                self._restart_at[w] = now + delay
+                log.error("worker %d (pid %s) %s after %.1fs; restarting it in %.1fs",
+                          w, p.pid, exit_reason(p.exitcode), lived, delay)
+            elif p is None and restart and due is not None and now >= due:
+                self._restart_at[w] = None
+                new = self.spawn(w, -1, restarted=True)
+                self.counters.add_worker_restart()
+                log.info("worker %d restarted (pid %s)", w, new.pid)
+
+    def all_gone(self) -> bool:
+        return all(p is None for p in self.procs)
+
+
 def _multi(cfg: GatewayConfig) -> int:
     ctx = multiprocessing.get_context("fork")
     counters = NodeCounters(cfg.workers, lock=ctx.Lock())
+    workers = _Workers(cfg, counters, ctx)
     read_fd, write_fd = os.pipe()
-    procs = []
     for w in range(cfg.workers):
-        p = ctx.Process(target=_worker_main, args=(cfg, counters, w, write_fd), name=f"gateway-worker-{w}")
-        p.start()
-        procs.append(p)
+        workers.spawn(w, write_fd)
     os.close(write_fd)
     try:
-        if not _wait_ready(procs, read_fd):
-            _kill(procs, signal.SIGKILL)
+        if not _wait_ready(list(workers.procs), read_fd):
+            workers.kill(signal.SIGKILL)
             raise ConfigError(f"workers failed to start listening on {cfg.listen[0]}:{cfg.listen[1]}",
                               key="--listen")
     finally:
         os.close(read_fd)
     try:
-        return aio.run(_supervise(cfg, counters, procs))
+        return aio.run(_supervise(cfg, counters, workers))
     finally:
-        _kill(procs, signal.SIGKILL)
+        workers.kill(signal.SIGKILL)
 
 
 def _kill(procs: list[Any], sig: int) -> None:
@@ -158,48 +263,38 @@ def _kill(procs: list[Any], sig: int) -> None:
                 pass
 
 
-async def _supervise(cfg: GatewayConfig, counters: NodeCounters, procs: list[Any]) -> int:
+async def _supervise(cfg: GatewayConfig, counters: NodeCounters, workers: _Workers) -> int:
     stopping: dict[str, float] = {}
 
     def drain() -> None:
         if "drain" not in stopping:
             stopping["drain"] = time.monotonic()
             counters.set_draining()
-            _kill(procs, signal.SIGTERM)
+            workers.kill(signal.SIGTERM)
 
     def stop() -> None:
         if "stop" not in stopping:
             stopping["stop"] = time.monotonic()
-            _kill(procs, signal.SIGINT)
+            workers.kill(signal.SIGINT)
 
     service = await _start_status(
-        cfg, counters, drain, lambda: [os.getpid(), *(p.pid for p in procs if p.exitcode is None)]
+        cfg, counters, drain, lambda: [os.getpid(), *(p.pid for p in workers.running())]
     )
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, drain)
     loop.add_signal_handler(signal.SIGINT, stop)
     _ready_line(cfg)
-    seen_dead: set[int] = set()
-    code = 0
     while True:
         await asyncio.sleep(0.1)
-        for w, p in enumerate(procs):
-            if p.exitcode is not None and w not in seen_dead:
-                seen_dead.add(w)
-                counters.clear_worker(w)
-                if not stopping:
-                    log.error("worker %d exited unexpectedly (code %s)", w, p.exitcode)
-                    code = 1
-        if len(seen_dead) == len(procs):
+        workers.poll(restart=not stopping)
+        if stopping and workers.all_gone():
             break
         # Bound the wait: a worker stuck past its window (or a stop) gets killed.
         now = time.monotonic()
         if ("stop" in stopping and now - stopping["stop"] > 5.0) or (
             "drain" in stopping and now - stopping["drain"] > cfg.drain_window + 5.0
         ):
-            _kill(procs, signal.SIGKILL)
-    for p in procs:
-        p.join(timeout=1.0)
+            workers.kill(signal.SIGKILL)
     await service.stop()
     log.info("gateway %s stopped", cfg.id)
-    return code
+    return 0

@@ -9,7 +9,9 @@ connections per node at <= 3 KiB each), so:
   (IP strings are interned, so thousands of connections share one).
 * There is no per-connection timer: a periodic sweep walks the connections
   and closes those past the handshake or idle deadline. Activity only stores
-  the current tick (a shared int object), so it allocates nothing.
+  the current tick (a shared int object), so it allocates nothing. Before
+  WELCOME that tick is the accept tick and bytes do not move it: the
+  handshake deadline counts from accept whatever arrives.
 * Read buffers belong to the event loop; the codec keeps only a partial frame.
 
 All protocol decisions (which frame is allowed when, PING -> PONG, error
@@ -129,7 +131,10 @@ class GatewayConnection(asyncio.Protocol):
         if conn is None:
             return
         gw = self._gw
-        self.last = gw.tick
+        if self._open:
+            # Before WELCOME ``last`` stays the accept tick: the handshake deadline counts from
+            # accept, so a client trickling a byte at a time cannot hold a slot.
+            self.last = gw.tick
         try:
             frames = conn.receive_data(data)
         except RemoteProtocolError as exc:
@@ -200,6 +205,7 @@ class GatewayConnection(asyncio.Protocol):
         self._client_id = hello.client_id or None
         conn.send(Welcome(self.session_id, gw.heartbeat_ms, gw.idle_ms))
         self._open = True
+        self.last = gw.tick  # from now on ``last`` is the last activity (idle deadline)
         gw.opened(self)
 
     def fail(self, code: ErrorCode, reason: str) -> None:

@@ -3,7 +3,7 @@
 One anonymous ``MAP_SHARED`` mmap is created before the workers fork and is
 inherited by them. Layout (all signed 64-bit, native order)::
 
-    header: state (0 serving, 1 draining), started_at (unix ms)
+    header: state (0 serving, 1 draining), started_at (unix ms), worker restarts
     per worker slot: pid, connections, accepted, messages_in, messages_out,
                      rejected[len(CODES)], errors[len(CODES)]
     per worker sketch: DEPTH rows x WIDTH counters (a count-min sketch of source IPs)
@@ -43,7 +43,8 @@ from tcpdispatch.tickets import NonceCache
 CODES: tuple[ErrorCode, ...] = tuple(ErrorCode)
 _CODE_INDEX = {c: i for i, c in enumerate(CODES)}
 
-_HEADER = 2
+_HEADER = 3
+_H_RESTARTS = 2
 _F_PID, _F_CONN, _F_ACCEPTED, _F_MSG_IN, _F_MSG_OUT = range(5)
 _F_REJECTED = 5
 _F_ERRORS = _F_REJECTED + len(CODES)
@@ -68,6 +69,8 @@ class Snapshot:
     rejected: dict[str, int]
     errors: dict[str, int]
     worker_connections: tuple[int, ...]
+    workers_live: int = 1  # worker slots whose process is listening (pid set by bind_worker)
+    worker_restarts: int = 0  # workers restarted by the supervisor after dying
 
 
 def ip_cells(ip: str) -> tuple[int, ...]:
@@ -105,7 +108,8 @@ class NodeCounters:
         return _HEADER + self.workers * SLOT + w * _SKETCH
 
     def bind_worker(self, worker: int) -> None:
-        """Called in a worker process: later updates go to this worker's slot."""
+        """Called in a worker process once it listens: later updates go to this worker's slot,
+        and the slot counts as live (its pid is set) until :meth:`clear_worker`."""
         self.worker = worker
         self._v[self._slot(worker) + _F_PID] = os.getpid()
 
@@ -186,19 +190,25 @@ class NodeCounters:
         self._v[base + _F_MSG_OUT] += sent
 
     def clear_worker(self, worker: int) -> None:
-        """Forget a dead worker's open connections (supervisor side)."""
+        """Forget a dead worker's open connections and pid (supervisor side)."""
         with self._lock:
             self._v[self._slot(worker) + _F_CONN] = 0
+            self._v[self._slot(worker) + _F_PID] = 0
             base = self._sketch(worker)
             self._v[base : base + _SKETCH] = memoryview(bytes(_SKETCH * 8)).cast("q")
+
+    def add_worker_restart(self) -> None:
+        """Count one worker restarted by the supervisor."""
+        self._v[_H_RESTARTS] += 1
 
     # -- reading -----------------------------------------------------------
     def snapshot(self) -> Snapshot:
         v = self._v
         conns, rej, err = [], [0] * len(CODES), [0] * len(CODES)
-        acc = m_in = m_out = 0
+        acc = m_in = m_out = live = 0
         for w in range(self.workers):
             base = self._slot(w)
+            live += v[base + _F_PID] != 0
             conns.append(v[base + _F_CONN])
             acc += v[base + _F_ACCEPTED]
             m_in += v[base + _F_MSG_IN]
@@ -216,6 +226,8 @@ class NodeCounters:
             rejected={c.slug: n for c, n in zip(CODES, rej) if n},
             errors={c.slug: n for c, n in zip(CODES, err) if n},
             worker_connections=tuple(conns),
+            workers_live=live,
+            worker_restarts=v[_H_RESTARTS],
         )
 
     def worker_pids(self) -> Iterator[int]:

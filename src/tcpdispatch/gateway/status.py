@@ -1,6 +1,11 @@
 """How a gateway node shows its state: HTTP /status and /metrics, POST /drain, the
 HAProxy agent-check port and optional push heartbeats.
 
+State-changing endpoints go through :func:`admin_refusal` (403 until an admin token is
+configured, 401 without the right one). Every status connection has a total deadline
+for its request head (:mod:`tcpdispatch.gateway.http_deadline`); the agent port
+answers at once and closes, reading nothing.
+
 It runs in the process that owns the node (the only process with one worker,
 the supervisor with several) and reads node totals from :class:`NodeCounters`.
 """
@@ -21,6 +26,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from tcpdispatch import __version__
 from tcpdispatch.gateway.config import GatewayConfig
+from tcpdispatch.gateway.http_deadline import HeadDeadlines
 from tcpdispatch.gateway.shm import NodeCounters, Snapshot
 from tcpdispatch.httputil import check_bearer, error_body
 
@@ -73,6 +79,28 @@ def agent_line(snap: Snapshot, capacity: int) -> bytes:
     return f"up {remaining * 100 // capacity}% maxconn:{remaining}\n".encode()
 
 
+def admin_refusal(request: web.Request, token: str | None, action: str) -> web.Response | None:
+    """None when ``request`` may perform the state-changing ``action``, else the answer refusing it.
+
+    Secure by default: with no admin token configured every such request gets 403 with a body
+    saying how to enable it; with one, a missing or wrong ``Authorization: Bearer`` gets 401.
+    """
+    if token is None:
+        return web.Response(
+            body=error_body(
+                "admin_token_not_configured",
+                f"{action} is disabled: start the gateway with --admin-token-file FILE "
+                "(create FILE with `tcpdispatch secret FILE`) and send 'Authorization: Bearer <token>'; "
+                "SIGTERM drains without a token"),
+            status=403, content_type="application/json")
+    if not check_bearer(request.headers.get("Authorization"), token):
+        return web.Response(
+            body=error_body("unauthorized", f"{action} needs 'Authorization: Bearer <token>' "
+                                            "with the token of --admin-token-file"),
+            status=401, content_type="application/json", headers={"WWW-Authenticate": "Bearer"})
+    return None
+
+
 class _Collector:
     def __init__(self, service: StatusService) -> None:
         self._service = service
@@ -96,7 +124,10 @@ class _Collector:
         yield gauge("connections", "Open connections on the node (all workers).", snap.connections)
         yield gauge("capacity", "Maximum connections on the node.", cfg.capacity)
         yield gauge("draining", "1 while the node drains.", 1 if snap.draining else 0)
-        yield gauge("workers", "Worker processes.", cfg.workers)
+        yield gauge("workers", "Worker processes listening now.", snap.workers_live)
+        yield gauge("workers_configured", "Worker processes asked for (--workers).", cfg.workers)
+        yield counter("worker_restarts", "Workers restarted after dying (signal or unexpected exit).",
+                      snap.worker_restarts)
         yield gauge("cpu_utilization", "Gateway CPU use as a share of all cores (0..1).", s.cpu.value)
         yield gauge("uptime_seconds", "Seconds since the node started.", time.time() - snap.started_at)
         yield counter("accepted", "Sessions opened (WELCOME sent).", snap.accepted)
@@ -112,6 +143,8 @@ class _Collector:
         for slug, n in sorted(snap.errors.items()):
             err.add_metric([cfg.id, slug], n)
         yield err
+        yield counter("http_timeouts", "Status-port connections closed because a request head "
+                      "was not complete within --http-timeout.", s.deadlines.timeouts)
         per = GaugeMetricFamily("tcpdispatch_gateway_worker_connections", "Open connections per worker.",
                                 labels=["gateway", "worker"])
         for w, n in enumerate(snap.worker_connections):
@@ -137,6 +170,8 @@ class StatusService:
         self._registry = CollectorRegistry(auto_describe=False)
         self._registry.register(_Collector(self))  # type: ignore[arg-type]
         self._runner: web.AppRunner | None = None
+        self._http: asyncio.AbstractServer | None = None
+        self.deadlines = HeadDeadlines(cfg.http_timeout)
         self._agent: asyncio.AbstractServer | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -152,7 +187,9 @@ class StatusService:
             "rejected": snap.rejected,
             "cpu": self.cpu.value,
             "uptime_s": round(time.time() - snap.started_at, 3),
-            "workers": self.cfg.workers,
+            "workers": snap.workers_live,
+            "workers_configured": self.cfg.workers,
+            "worker_restarts": snap.worker_restarts,
             "version": __version__,
             "pid": os.getpid(),
             "worker_connections": list(snap.worker_connections),
@@ -167,11 +204,10 @@ class StatusService:
         return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 
     async def _post_drain(self, request: web.Request) -> web.Response:
-        expected = self.cfg.admin_token
-        if expected is not None and not check_bearer(request.headers.get("Authorization"), expected):
-            return web.Response(
-                body=error_body("unauthorized", "POST /drain needs Authorization: Bearer <token>"),
-                status=401, content_type="application/json", headers={"WWW-Authenticate": "Bearer"})
+        refusal = admin_refusal(request, self.cfg.admin_token, "POST /drain")
+        if refusal is not None:
+            return refusal
+        log.info("drain requested through POST /drain from %s", request.remote)
         self._on_drain()
         return web.json_response({"state": "draining", "drain_window_s": self.cfg.drain_window},
                                  status=202)
@@ -180,8 +216,8 @@ class StatusService:
     async def _agent_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             writer.write(agent_line(self.counters.snapshot(), self.cfg.capacity))
-            await writer.drain()
-        except OSError:
+            await asyncio.wait_for(writer.drain(), self.cfg.http_timeout)
+        except (OSError, TimeoutError):
             pass
         finally:
             writer.close()
@@ -189,17 +225,24 @@ class StatusService:
     # -- lifecycle -----------------------------------------------------------
     async def start(self) -> None:
         """Bind the status (and agent) ports; raises OSError when a port is taken."""
-        app = web.Application()
+        app = web.Application(middlewares=[self.deadlines.middleware])
         app.router.add_get("/status", self._get_status)
         app.router.add_get("/metrics", self._get_metrics)
         app.router.add_post("/drain", self._post_drain)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
+        loop = asyncio.get_running_loop()
         host, port = self.cfg.status
-        await web.TCPSite(self._runner, host, port).start()
+        # Our own listener (not web.TCPSite) so every connection gets the head deadline.
+        server = self._runner.server
+        assert server is not None  # set by setup()
+        self._http = await loop.create_server(self.deadlines.factory(server), host, port,
+                                              reuse_address=True)
         if self.cfg.agent is not None:
             self._agent = await asyncio.start_server(self._agent_client, *self.cfg.agent)
-        loop = asyncio.get_running_loop()
+        if self.cfg.admin_token is None:
+            log.info("POST /drain on the status port is disabled (answers 403): no --admin-token-file; "
+                     "SIGTERM drains")
         self.cpu.sample()
         self._tasks.append(loop.create_task(self._sample_loop()))
         if self.cfg.report_to:
@@ -211,6 +254,8 @@ class StatusService:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._agent is not None:
             self._agent.close()
+        if self._http is not None:
+            self._http.close()
         if self._runner is not None:
             await self._runner.cleanup()
 
