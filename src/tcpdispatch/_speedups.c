@@ -367,8 +367,9 @@ static void init_tables(void) {
                    || (c && strchr(extra, c) != NULL);
         VALCHAR[c] = c == '\t' || (c >= 0x20 && c != 0x7f);
         TARGETCHAR[c] = c > 0x20 && c < 0x7f;
-        /* what the Python fast form takes as is: printable, no '&', '%', '+' (and no '#') */
-        CIDCHAR[c] = TARGETCHAR[c] && c != '&' && c != '%' && c != '+' && c != '#';
+        /* what the Python fast form takes as is: printable, no '&', '%' (and no '#');
+         * '+' is a literal plus (RFC 3986 query, not an HTML form) */
+        CIDCHAR[c] = TARGETCHAR[c] && c != '&' && c != '%' && c != '#';
     }
 }
 

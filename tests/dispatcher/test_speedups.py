@@ -232,7 +232,6 @@ def test_a_plain_request_is_answered_whole(app: DispatcherApp) -> None:
     PLAIN.replace(b"Host: x", b"Host: x\ry"),
     PLAIN.replace(b"alice", b"al%20ice"),
     PLAIN.replace(b"alice", b"alice&x=1"),
-    PLAIN.replace(b"alice", b"a+b"),
     PLAIN.replace(b"alice", b"a#frag"),
     PLAIN.replace(b"client_id=alice", b"client_id="),
     PLAIN.replace(b"client_id=alice", b"x=1&client_id=alice"),
@@ -306,7 +305,7 @@ def test_whatever_the_recogniser_takes_httptools_reads_the_same_way(
     assert close == (not parsed.keep_alive) and not parsed.upgrade
     names = {n.lower() for n, _ in headers}
     assert not names & {"content-length", "transfer-encoding", "upgrade", "expect"}
-    assert set(cid).isdisjoint("&%+#")
+    assert set(cid).isdisjoint("&%#")  # '+' is a literal plus: nothing to decode
     doc = answer_body(answer)
     verifier().verify(doc["ticket"], doc["gateway"]["id"], cid)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import random
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -273,8 +274,8 @@ class DispatcherApp:
         ``headers`` (ASGI list of byte pairs, or an RSGI header map) is only read
         for X-Forwarded-For when the peer is a trusted proxy.
         """
-        if qs[:10] == "client_id=" and "&" not in qs and "%" not in qs and "+" not in qs:
-            client_id = qs[10:]
+        if qs[:10] == "client_id=" and "&" not in qs and "%" not in qs:
+            client_id = qs[10:]  # nothing to decode ('+' is a literal plus, RFC 3986)
         else:
             client_id, problem = _slow_client_id(qs)
             if problem:
@@ -381,6 +382,9 @@ class DispatcherApp:
         return hit
 
 
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+
+
 def _xff(headers: Any) -> list[tuple[bytes, bytes]]:
     if isinstance(headers, list):
         return headers
@@ -389,7 +393,11 @@ def _xff(headers: Any) -> list[tuple[bytes, bytes]]:
 
 
 def _slow_client_id(text: str) -> tuple[str, str | None]:
-    """Full query parsing for the uncommon shapes; returns (client_id, problem)."""
+    """Full query parsing for the uncommon shapes; returns (client_id, problem).
+
+    The value is percent-decoded by RFC 3986 (not as an HTML form): ``%XX`` escapes
+    become bytes that must form UTF-8, and ``+`` stays a literal plus.
+    """
     if not text.isascii():
         return "", "query string must be ASCII (percent-encode other bytes)"
     found: str | None = None
@@ -401,10 +409,14 @@ def _slow_client_id(text: str) -> tuple[str, str | None]:
             continue  # unknown parameters are ignored (forward compatibility)
         if found is not None:
             return "", "client_id given more than once"
-        try:
-            found = unquote(value.replace("+", " "), errors="strict")
-        except UnicodeDecodeError:
-            return "", "client_id is not valid UTF-8 after percent-decoding"
+        if "%" in value:
+            if _BAD_ESCAPE.search(value):
+                return "", "client_id has a malformed percent-escape ('%' must be followed by two hex digits)"
+            try:
+                value = unquote(value, errors="strict")
+            except UnicodeDecodeError:
+                return "", "client_id is not valid UTF-8 after percent-decoding"
+        found = value
     return found or "", None
 
 
