@@ -158,7 +158,8 @@ async def test_admin_disabled_without_token(make_app: Any, asgi: Any, tmp_path: 
 
     app.configure(replace(app.config, admin_token=None))
     r = await asgi(app, "POST", "/v1/gateways/g1/drain", token=ADMIN)
-    assert r.status == 401 and "no token is configured" in r.json()["detail"]
+    assert r.status == 403 and r.json()["error"] == "forbidden"
+    assert "no token is configured" in r.json()["detail"] and "admin_token_file" in r.json()["detail"]
 
 
 async def test_admin_changes_apply_at_once(make_app: Any, asgi: Any, up: Any) -> None:
