@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import logging
 import random
 import re
 import time
@@ -30,6 +31,8 @@ from tcpdispatch.tickets import TicketSigner, pack_id
 if TYPE_CHECKING:
     from tcpdispatch.health import PushTracker
     from tcpdispatch.store import Store
+
+log = logging.getLogger("tcpdispatch.dispatcher")
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -98,6 +101,7 @@ class DispatcherApp:
         self._unavailable: tuple[str, list[bytes]] = ("", [])
         self.fast: Any = None  # the C hot path (fastpath.FastDispatch) when built and enabled
         self._fast_body: Callable[[bytes], bytes | None] | None = None
+        self._announced: str | None = None  # the hot path last logged (None: not yet announced)
         self.router = Router(self)
         self.configure(config)
         pool.add_listener(self._refresh_fragments)
@@ -141,11 +145,33 @@ class DispatcherApp:
         fastpath.install(fast, self.pool.picker, self._frags, self._packed_ids,
                          enabled=self.config.speedups and self.clock is time.time)
         self._fast_body = fast.body if fast.active else None
+        if self._announced is not None and self._announced != self.hot_path:
+            self.announce_hot_path()
 
     @property
     def hot_path(self) -> str:
         """``"c"`` while plain dispatches are answered by the C accelerator, else ``"python"``."""
         return "c" if self._fast_body is not None else "python"
+
+    def hot_path_reason(self) -> str:
+        """Why plain dispatches are not answered in C right now ("" while they are)."""
+        if self.hot_path == "c":
+            return ""
+        if not self.config.speedups:
+            return "speedups = false"
+        if not fastpath.available():
+            return "tcpdispatch._speedups not built, or TCPDISPATCH_SPEEDUPS=0"
+        if self.clock is not time.time:
+            return "a test clock is injected"
+        if self.config.policy not in fastpath.POLICIES:
+            return f"policy {self.config.policy} has no C picker"
+        return "no gateway can be handed out yet; C takes over with the first one"
+
+    def announce_hot_path(self) -> None:
+        """Log which path answers plain dispatches, and why; later changes are logged again."""
+        self._announced = self.hot_path
+        why = self.hot_path_reason()
+        log.info("dispatch hot path: %s%s", self.hot_path, f" ({why})" if why else "")
 
     @property
     def fast_request(self) -> Callable[[bytes], tuple[bytes, bool] | None] | None:

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 from tcpdispatch.config import DispatcherConfig, load_config
-from tcpdispatch.dispatcher import fastpath
 from tcpdispatch.dispatcher.app import DispatcherApp
 from tcpdispatch.dispatcher.pool import Pool
 from tcpdispatch.errors import ConfigError
@@ -192,11 +191,7 @@ class DispatcherServer:
         # move it out of the collector's reach so full collections stay cheap under load.
         gc.collect()
         gc.freeze()
-        why = ("" if self.app.hot_path == "c" else
-               " (speedups = false)" if not self.config.speedups else
-               " (tcpdispatch._speedups not built, or TCPDISPATCH_SPEEDUPS=0)" if not fastpath.available() else
-               f" (policy {self.config.policy} has no C picker)")
-        log.info("dispatch hot path: %s%s", self.app.hot_path, why)
+        self.app.announce_hot_path()
         if ready:
             host, port = self.listen
             print(f"READY http://{host}:{port}", flush=True)
