@@ -17,6 +17,7 @@ import re
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from time import perf_counter
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
@@ -26,6 +27,7 @@ from tcpdispatch.config import DispatcherConfig
 from tcpdispatch.dispatcher import fastpath
 from tcpdispatch.dispatcher.pool import Pool
 from tcpdispatch.httputil import error_body
+from tcpdispatch.metrics_common import DISPATCH_BUCKETS, PROBE_BUCKETS, LatencyHistogram
 from tcpdispatch.tickets import TicketSigner, pack_id
 
 if TYPE_CHECKING:
@@ -58,7 +60,7 @@ def peer_host(client: str) -> str:
 class Stats:
     """Plain counters on the hot path; exported by the metrics collector at scrape time."""
 
-    __slots__ = ("bad_request", "dispatched", "other", "per_gateway", "unavailable")
+    __slots__ = ("bad_request", "dispatched", "latency", "other", "per_gateway", "probes", "unavailable")
 
     def __init__(self) -> None:
         self.dispatched = 0
@@ -66,6 +68,14 @@ class Stats:
         self.bad_request = 0
         self.per_gateway: dict[str, int] = {}
         self.other: dict[tuple[str, int], int] = {}  # (route, status) -> count
+        # Answer times of dispatches answered through dispatch_core (the C recogniser keeps its own).
+        self.latency = LatencyHistogram(DISPATCH_BUCKETS)
+        # Health probe durations by result ("ok" / "failed").
+        self.probes = {"ok": LatencyHistogram(PROBE_BUCKETS), "failed": LatencyHistogram(PROBE_BUCKETS)}
+
+    def observe_probe(self, ok: bool, seconds: float | None) -> None:
+        if seconds is not None:
+            self.probes["ok" if ok else "failed"].observe(seconds)
 
 
 class DispatcherApp:
@@ -298,8 +308,15 @@ class DispatcherApp:
         """Validate, pick, sign: ``(status, retry_after or None, JSON body)``.
 
         ``headers`` (ASGI list of byte pairs, or an RSGI header map) is only read
-        for X-Forwarded-For when the peer is a trusted proxy.
+        for X-Forwarded-For when the peer is a trusted proxy. The time it takes
+        goes to the answer-time histogram.
         """
+        t0 = perf_counter()
+        answer = self._dispatch(qs, ip, headers)
+        self.stats.latency.observe(perf_counter() - t0)
+        return answer
+
+    def _dispatch(self, qs: str, ip: str, headers: Any) -> tuple[int, str | None, bytes]:
         if qs[:10] == "client_id=" and "&" not in qs and "%" not in qs:
             client_id = qs[10:]  # nothing to decode ('+' is a literal plus, RFC 3986)
         else:

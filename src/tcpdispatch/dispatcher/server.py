@@ -24,7 +24,7 @@ from tcpdispatch.config import DispatcherConfig, load_config
 from tcpdispatch.dispatcher.app import DispatcherApp
 from tcpdispatch.dispatcher.pool import Pool
 from tcpdispatch.errors import ConfigError
-from tcpdispatch.health import CheckSpec, HealthChecker, PushTracker, status_to_result
+from tcpdispatch.health import CheckSpec, HealthChecker, ProbeResult, PushTracker, status_to_result
 from tcpdispatch.store import SharedGateway, StoreHooks, make_store
 
 log = logging.getLogger("tcpdispatch.dispatcher")
@@ -60,6 +60,10 @@ class DispatcherServer:
     def _set_targets(self, targets: dict[str, CheckSpec]) -> None:
         if self.checker is not None:
             self.checker.set_targets(targets)
+
+    def _on_probe(self, gateway_id: str, result: ProbeResult) -> None:
+        self.app.stats.observe_probe(bool(result.ok), result.latency_s)
+        self.pool.on_result(gateway_id, result)
 
     def _on_passive(self, gateway_id: str) -> None:
         if self.checker is not None:
@@ -97,7 +101,7 @@ class DispatcherServer:
         changes arriving meanwhile reach the new one (set_targets on a closed
         checker is a no-op anyway).
         """
-        checker = HealthChecker(self.config.health, self.pool.on_result)
+        checker = HealthChecker(self.config.health, self._on_probe)
         checker.set_targets(self.pool.targets())
         await checker.start()
         old, self.checker = self.checker, checker
