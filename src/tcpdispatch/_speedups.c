@@ -243,11 +243,9 @@ static char *b64url(char *dst, const unsigned char *src, Py_ssize_t n) {
 
 /* "v1.<payload>.<mac>" into dst (at least MAX_TICKET + 1 bytes); its length, or -1 if too long. */
 static Py_ssize_t make_ticket(FastDispatch *f, char *dst, const Py_ssize_t *chosen, int count,
-                              const char *cid, Py_ssize_t cid_len) {
+                              const char *cid, Py_ssize_t cid_len, const struct timespec *ts) {
     unsigned char payload[14 + 1 + MAX_K * 256 + 256], *p = payload;
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    uint32_t now = (uint32_t)ts.tv_sec;
+    uint32_t now = (uint32_t)ts->tv_sec;
     uint64_t nonce = next_u64(f->rng);
     *p++ = now >> 24; *p++ = now >> 16; *p++ = now >> 8; *p++ = now;
     *p++ = f->lifetime >> 8; *p++ = f->lifetime;
@@ -313,13 +311,14 @@ static int count_dispatch(FastDispatch *f, Py_ssize_t first) {
 
 /* The JSON answer, or with http > 0 the whole HTTP/1.1 answer (http == 2: connection: close).
  * NULL with no exception set: the Python path should answer. */
-static PyObject *build(FastDispatch *f, const char *cid, Py_ssize_t cid_len, int http) {
+static PyObject *build(FastDispatch *f, const char *cid, Py_ssize_t cid_len, int http,
+                       const struct timespec *now) {
     if (f->policy == POLICY_OFF || f->n == 0 || f->stats == NULL || f->tail == NULL) return NULL;
     Py_ssize_t chosen[MAX_K];
     int count = pick(f, chosen);
     if (count <= 0) return NULL;
     char ticket[MAX_TICKET + 1];
-    Py_ssize_t tlen = make_ticket(f, ticket, chosen, count, cid, cid_len);
+    Py_ssize_t tlen = make_ticket(f, ticket, chosen, count, cid, cid_len, now);
     if (tlen < 0) return NULL; /* too long: Python raises the error, nothing was counted */
     if (count_issued(&f->cands[chosen[0]]) < 0 || count_dispatch(f, chosen[0]) < 0) return NULL;
 
@@ -452,10 +451,13 @@ static int recognize(FastDispatch *f, const char *buf, Py_ssize_t len, const cha
 
 /* ------------------------------------------------------------------ latency */
 
+/* Seconds since t0, from the wall clock that also dates the ticket (one clock read per answer
+ * saved); a clock step backwards counts as 0. */
 static inline double elapsed(const struct timespec *t0) {
     struct timespec t1;
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    return (double)(t1.tv_sec - t0->tv_sec) + (double)(t1.tv_nsec - t0->tv_nsec) * 1e-9;
+    clock_gettime(CLOCK_REALTIME, &t1);
+    double d = (double)(t1.tv_sec - t0->tv_sec) + (double)(t1.tv_nsec - t0->tv_nsec) * 1e-9;
+    return d > 0.0 ? d : 0.0;
 }
 
 /* Count one answer time: the first bucket whose bound is >= seconds, else +Inf. */
@@ -681,14 +683,14 @@ PyDoc_STRVAR(request_doc,
 
 static PyObject *FD_request(FastDispatch *self, PyObject *data) {
     if (!PyBytes_Check(data) || self->policy == POLICY_OFF) Py_RETURN_NONE;
-    struct timespec t0;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
+    struct timespec t0; /* the ticket's issue time and the start of the answer-time measurement */
+    clock_gettime(CLOCK_REALTIME, &t0);
     const char *cid;
     Py_ssize_t cid_len;
     int close;
     if (!recognize(self, PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), &cid, &cid_len, &close))
         Py_RETURN_NONE;
-    PyObject *answer = build(self, cid, cid_len, close ? 2 : 1);
+    PyObject *answer = build(self, cid, cid_len, close ? 2 : 1, &t0);
     if (answer == NULL) {
         if (PyErr_Occurred()) return NULL;
         Py_RETURN_NONE;
@@ -710,7 +712,9 @@ static PyObject *FD_body(FastDispatch *self, PyObject *cid) {
         return NULL;
     }
     if (PyBytes_GET_SIZE(cid) > 255) Py_RETURN_NONE;
-    PyObject *answer = build(self, PyBytes_AS_STRING(cid), PyBytes_GET_SIZE(cid), 0);
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    PyObject *answer = build(self, PyBytes_AS_STRING(cid), PyBytes_GET_SIZE(cid), 0, &now);
     if (answer == NULL && !PyErr_Occurred()) Py_RETURN_NONE;
     return answer;
 }
