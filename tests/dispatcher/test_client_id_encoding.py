@@ -138,3 +138,17 @@ async def test_plus_over_a_socket(server: HTTPServer) -> None:
                                          b"Connection: close\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 200 ")
     assert ticket_client(answer.partition(b"\r\n\r\n")[2]) == "u+t+ x"
+
+
+def test_the_c_recogniser_applies_the_same_client_id_limit(make_app: Callable[..., DispatcherApp]) -> None:
+    require_speedups()
+    app = make_app()
+    limit = app.config.max_client_id
+
+    def raw(cid: bytes) -> bytes:
+        return b"GET /v1/dispatch?client_id=%b HTTP/1.1\r\nHost: x\r\n\r\n" % cid
+
+    assert app.fast.request(raw(b"a" * limit)) is not None
+    assert app.fast.request(raw(b"a" * (limit + 1))) is None  # left to Python, which answers 400
+    status, _, body = app.dispatch_bytes(b"client_id=" + b"a" * (limit + 1), "10.0.0.1", [])
+    assert status == 400 and f"longer than {limit} bytes" in json.loads(body)["detail"]
