@@ -5,6 +5,7 @@ token guards the address listings while dispatch and health stay open."""
 from __future__ import annotations
 
 import json
+import socket
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -66,3 +67,11 @@ def test_no_admin_token_refuses_with_403_and_read_token_guards_listings(
     assert doc["gateways"][0]["state"] == "up" and not doc["gateways"][0]["admin_drain"]
     assert call(url + "/v1/dispatch?client_id=a")[0] == 200
     assert call(url + "/healthz")[0] == 200
+    # an HTTP/0.9-style request line (no version) gets no ticket from either server
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=scaled(5)) as sock:
+        sock.sendall(b"GET /v1/dispatch?client_id=a\r\n\r\n")
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 400 ") and b"ticket" not in answer, answer[:300]
