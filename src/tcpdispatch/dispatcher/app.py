@@ -15,6 +15,7 @@ import logging
 import random
 import re
 import time
+from bisect import bisect_left
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from time import perf_counter
@@ -113,6 +114,7 @@ class DispatcherApp:
         self._fast_body: Callable[[bytes], bytes | None] | None = None
         self._announced: str | None = None  # the hot path last logged (None: not yet announced)
         self.router = Router(self)
+        self._latency = self.stats.latency
         self.configure(config)
         pool.add_listener(self._refresh_fragments)
         self._refresh_fragments()
@@ -313,7 +315,10 @@ class DispatcherApp:
         """
         t0 = perf_counter()
         answer = self._dispatch(qs, ip, headers)
-        self.stats.latency.observe(perf_counter() - t0)
+        dt = perf_counter() - t0
+        lat = self._latency  # LatencyHistogram.observe, inlined: this runs once per answer
+        lat.counts[bisect_left(lat.bounds, dt)] += 1
+        lat.total += dt
         return answer
 
     def _dispatch(self, qs: str, ip: str, headers: Any) -> tuple[int, str | None, bytes]:
