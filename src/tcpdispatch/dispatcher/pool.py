@@ -295,14 +295,15 @@ class Pool:
     def _log_transition(self, gw: Gateway, now: float, how: str) -> None:
         """Log (once) and count a health change of ``gw``, with its reason."""
         h = gw.health
+        checks = "heartbeats" if gw.push else "probes"
         if h.up:
             gw.transitions["up"] += 1
             if gw.ever_up:
                 down_for = "" if gw.down_since is None else f", down for {now - gw.down_since:.1f} s"
-                log.info("gateway %s came back: %d probes in a row passed (rise = %d)%s",
-                         gw.id, h.successes, h.rise, down_for)
+                log.info("gateway %s came back: %d %s in a row passed (rise = %d)%s",
+                         gw.id, h.successes, checks, h.rise, down_for)
             else:
-                log.info("gateway %s is up: %d probes in a row passed (rise = %d)", gw.id, h.successes, h.rise)
+                log.info("gateway %s is up: %d %s in a row passed (rise = %d)", gw.id, h.successes, checks, h.rise)
             gw.ever_up = True
             gw.down_since = None
             return
