@@ -110,7 +110,6 @@ def test_metrics_carry_build_info_and_the_process_collector() -> None:
     from prometheus_client import generate_latest
 
     from tcpdispatch import __version__
-
     from tcpdispatch.metrics_common import accelerator
 
     text = generate_latest(service()._registry).decode()  # type: ignore[arg-type]
