@@ -4,7 +4,9 @@
  * pure-Python path does in several: recognise a plain complete
  * "GET /v1/dispatch?client_id=X" request, pick with p2c or weighted random
  * over the current snapshot, sign one HMAC-SHA256 ticket (OpenSSL's SHA-256 on
- * precomputed inner/outer pads) and assemble the whole HTTP answer.
+ * precomputed inner/outer pads) and assemble the whole HTTP answer. It counts
+ * how long each answer it builds took in a histogram (bounds given by Python)
+ * that the metrics collector reads at scrape time.
  *
  * It is an optimisation only: whenever anything is unusual (another request
  * shape, a header that changes framing, an encoded client_id, no gateway free,
@@ -25,6 +27,7 @@
 #define MAC_SIZE 16
 #define MAC_B64 22
 #define MAX_K 17        /* 1 + the largest [dispatcher] alternates */
+#define MAX_BOUNDS 32   /* latency histogram buckets (finite bounds) */
 
 enum { POLICY_OFF = -1, POLICY_P2C = 0, POLICY_RANDOM = 1 };
 
@@ -57,6 +60,11 @@ typedef struct {
     Cand *cands;
     Slot *slots; /* alias table, probability and alias side by side: one cache line per draw */
     PyObject *weakrefs;
+    /* answer-time histogram of the requests answered here (bounds given by Python) */
+    int nbounds;
+    double bounds[MAX_BOUNDS];
+    unsigned long long lat_counts[MAX_BOUNDS + 1];
+    double lat_sum;
 } FastDispatch;
 
 static PyObject *s_reported, *s_issued, *s_headroom, *s_dispatched, *s_per_gateway, *one;
@@ -235,11 +243,9 @@ static char *b64url(char *dst, const unsigned char *src, Py_ssize_t n) {
 
 /* "v1.<payload>.<mac>" into dst (at least MAX_TICKET + 1 bytes); its length, or -1 if too long. */
 static Py_ssize_t make_ticket(FastDispatch *f, char *dst, const Py_ssize_t *chosen, int count,
-                              const char *cid, Py_ssize_t cid_len) {
+                              const char *cid, Py_ssize_t cid_len, const struct timespec *ts) {
     unsigned char payload[14 + 1 + MAX_K * 256 + 256], *p = payload;
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    uint32_t now = (uint32_t)ts.tv_sec;
+    uint32_t now = (uint32_t)ts->tv_sec;
     uint64_t nonce = next_u64(f->rng);
     *p++ = now >> 24; *p++ = now >> 16; *p++ = now >> 8; *p++ = now;
     *p++ = f->lifetime >> 8; *p++ = f->lifetime;
@@ -305,13 +311,14 @@ static int count_dispatch(FastDispatch *f, Py_ssize_t first) {
 
 /* The JSON answer, or with http > 0 the whole HTTP/1.1 answer (http == 2: connection: close).
  * NULL with no exception set: the Python path should answer. */
-static PyObject *build(FastDispatch *f, const char *cid, Py_ssize_t cid_len, int http) {
+static PyObject *build(FastDispatch *f, const char *cid, Py_ssize_t cid_len, int http,
+                       const struct timespec *now) {
     if (f->policy == POLICY_OFF || f->n == 0 || f->stats == NULL || f->tail == NULL) return NULL;
     Py_ssize_t chosen[MAX_K];
     int count = pick(f, chosen);
     if (count <= 0) return NULL;
     char ticket[MAX_TICKET + 1];
-    Py_ssize_t tlen = make_ticket(f, ticket, chosen, count, cid, cid_len);
+    Py_ssize_t tlen = make_ticket(f, ticket, chosen, count, cid, cid_len, now);
     if (tlen < 0) return NULL; /* too long: Python raises the error, nothing was counted */
     if (count_issued(&f->cands[chosen[0]]) < 0 || count_dispatch(f, chosen[0]) < 0) return NULL;
 
@@ -367,8 +374,9 @@ static void init_tables(void) {
                    || (c && strchr(extra, c) != NULL);
         VALCHAR[c] = c == '\t' || (c >= 0x20 && c != 0x7f);
         TARGETCHAR[c] = c > 0x20 && c < 0x7f;
-        /* what the Python fast form takes as is: printable, no '&', '%', '+' (and no '#') */
-        CIDCHAR[c] = TARGETCHAR[c] && c != '&' && c != '%' && c != '+' && c != '#';
+        /* what the Python fast form takes as is: printable, no '&', '%' (and no '#');
+         * '+' is a literal plus (RFC 3986 query, not an HTML form) */
+        CIDCHAR[c] = TARGETCHAR[c] && c != '&' && c != '%' && c != '#';
     }
 }
 
@@ -441,21 +449,71 @@ static int recognize(FastDispatch *f, const char *buf, Py_ssize_t len, const cha
     }
 }
 
+/* ------------------------------------------------------------------ latency */
+
+/* Seconds since t0, from the wall clock that also dates the ticket (one clock read per answer
+ * saved); a clock step backwards counts as 0. */
+static inline double elapsed(const struct timespec *t0) {
+    struct timespec t1;
+    clock_gettime(CLOCK_REALTIME, &t1);
+    double d = (double)(t1.tv_sec - t0->tv_sec) + (double)(t1.tv_nsec - t0->tv_nsec) * 1e-9;
+    return d > 0.0 ? d : 0.0;
+}
+
+/* Count one answer time: the first bucket whose bound is >= seconds, else +Inf. */
+static inline void observe(FastDispatch *f, double seconds) {
+    int i = 0;
+    while (i < f->nbounds && seconds > f->bounds[i]) i++;
+    f->lat_counts[i]++;
+    f->lat_sum += seconds;
+}
+
+/* Read the bounds (ascending floats); 0 ok, -1 error. Counts restart when the bounds change. */
+static int set_bounds(FastDispatch *f, PyObject *seq) {
+    PyObject *fast = PySequence_Fast(seq, "latency_bounds must be a sequence");
+    if (fast == NULL) return -1;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
+    double b[MAX_BOUNDS];
+    int rc = 0;
+    if (n > MAX_BOUNDS) {
+        PyErr_SetString(PyExc_ValueError, "at most 32 latency bounds");
+        rc = -1;
+    }
+    for (Py_ssize_t i = 0; rc == 0 && i < n; i++) {
+        b[i] = PyFloat_AsDouble(PySequence_Fast_GET_ITEM(fast, i));
+        if (b[i] == -1.0 && PyErr_Occurred()) rc = -1;
+        else if (i > 0 && !(b[i] > b[i - 1])) {
+            PyErr_SetString(PyExc_ValueError, "latency bounds must be ascending");
+            rc = -1;
+        }
+    }
+    Py_DECREF(fast);
+    if (rc < 0) return -1;
+    if (n != f->nbounds || memcmp(b, f->bounds, n * sizeof(double)) != 0) {
+        memcpy(f->bounds, b, n * sizeof(double));
+        f->nbounds = (int)n;
+        memset(f->lat_counts, 0, sizeof f->lat_counts);
+        f->lat_sum = 0.0;
+    }
+    return 0;
+}
+
 /* ------------------------------------------------------------------ type */
 
 static int FD_init(FastDispatch *self, PyObject *args, PyObject *kw) {
     static char *names[] = {"secret", "lifetime", "alternates", "max_client_id", "max_head", "max_url",
-                            "max_headers", "tail", "stats", "seed", NULL};
+                            "max_headers", "tail", "stats", "seed", "latency_bounds", NULL};
     Py_buffer secret, seed;
     int lifetime, alternates;
     Py_ssize_t max_client_id, max_head, max_url, max_headers;
-    PyObject *tail, *stats;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "y*iinnnnSOy*", names, &secret, &lifetime, &alternates,
+    PyObject *tail, *stats, *bounds;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "y*iinnnnSOy*O", names, &secret, &lifetime, &alternates,
                                      &max_client_id, &max_head, &max_url, &max_headers, &tail, &stats,
-                                     &seed))
+                                     &seed, &bounds))
         return -1;
     int ok = 0;
-    if (lifetime < 1 || lifetime > 65535) PyErr_SetString(PyExc_ValueError, "lifetime must be 1..65535");
+    if (set_bounds(self, bounds) < 0) { /* exception set */ }
+    else if (lifetime < 1 || lifetime > 65535) PyErr_SetString(PyExc_ValueError, "lifetime must be 1..65535");
     else if (alternates < 0 || alternates > MAX_K - 1) PyErr_SetString(PyExc_ValueError, "alternates must be 0..16");
     else if (max_client_id > 255) PyErr_SetString(PyExc_ValueError, "max_client_id must be at most 255");
     else ok = 1;
@@ -625,16 +683,19 @@ PyDoc_STRVAR(request_doc,
 
 static PyObject *FD_request(FastDispatch *self, PyObject *data) {
     if (!PyBytes_Check(data) || self->policy == POLICY_OFF) Py_RETURN_NONE;
+    struct timespec t0; /* the ticket's issue time and the start of the answer-time measurement */
+    clock_gettime(CLOCK_REALTIME, &t0);
     const char *cid;
     Py_ssize_t cid_len;
     int close;
     if (!recognize(self, PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), &cid, &cid_len, &close))
         Py_RETURN_NONE;
-    PyObject *answer = build(self, cid, cid_len, close ? 2 : 1);
+    PyObject *answer = build(self, cid, cid_len, close ? 2 : 1, &t0);
     if (answer == NULL) {
         if (PyErr_Occurred()) return NULL;
         Py_RETURN_NONE;
     }
+    observe(self, elapsed(&t0));
     PyObject *out = PyTuple_Pack(2, answer, close ? Py_True : Py_False);
     Py_DECREF(answer);
     return out;
@@ -651,9 +712,22 @@ static PyObject *FD_body(FastDispatch *self, PyObject *cid) {
         return NULL;
     }
     if (PyBytes_GET_SIZE(cid) > 255) Py_RETURN_NONE;
-    PyObject *answer = build(self, PyBytes_AS_STRING(cid), PyBytes_GET_SIZE(cid), 0);
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    PyObject *answer = build(self, PyBytes_AS_STRING(cid), PyBytes_GET_SIZE(cid), 0, &now);
     if (answer == NULL && !PyErr_Occurred()) Py_RETURN_NONE;
     return answer;
+}
+
+static PyObject *FD_latency(FastDispatch *self, PyObject *unused) {
+    PyObject *counts = PyTuple_New(self->nbounds + 1);
+    if (counts == NULL) return NULL;
+    for (int i = 0; i <= self->nbounds; i++) {
+        PyObject *v = PyLong_FromUnsignedLongLong(self->lat_counts[i]);
+        if (v == NULL) { Py_DECREF(counts); return NULL; }
+        PyTuple_SET_ITEM(counts, i, v);
+    }
+    return Py_BuildValue("(Nd)", counts, self->lat_sum);
 }
 
 static PyObject *FD_get_active(FastDispatch *self, void *closure) {
@@ -673,6 +747,8 @@ static PyMethodDef FD_methods[] = {
     {"reseed", (PyCFunction)FD_reseed, METH_O, "reseed(seed): new random state (after fork)."},
     {"request", (PyCFunction)FD_request, METH_O, request_doc},
     {"body", (PyCFunction)FD_body, METH_O, body_doc},
+    {"latency", (PyCFunction)FD_latency, METH_NOARGS,
+     "latency() -> (counts per bucket then +Inf, sum of seconds) of the answers request() built."},
     {NULL},
 };
 

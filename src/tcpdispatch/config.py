@@ -89,6 +89,7 @@ class DispatcherConfig:
     ticket_lifetime: int = 60
     admin_token: str | None = field(default=None, repr=False)
     push_token: str | None = field(default=None, repr=False)
+    read_token: str | None = field(default=None, repr=False)  # None: GET /v1/gateways and /metrics are open
     register_unknown: bool = False
     alternates: int = 2
     heartbeat_s: float = 10.0
@@ -312,6 +313,8 @@ def parse_config(
                               key=ADMIN_TOKEN_ENV)
     push_path = _path(d, "push_token_file", base)
     push_token = _read_token(d, "push_token_file", push_path) if push_path else admin_token
+    read_path = _path(d, "read_token_file", base)
+    read_token = _read_token(d, "read_token_file", read_path) if read_path else None
 
     proxies_raw = d.get("trusted_proxies") or []
     if not isinstance(proxies_raw, list):
@@ -375,6 +378,7 @@ def parse_config(
         path=Path(file) if file != "<config>" else None,
         listen_host=lhost, listen_port=lport, policy=policy, secrets=secrets,
         ticket_lifetime=int(lifetime or 60), admin_token=admin_token, push_token=push_token,
+        read_token=read_token,
         register_unknown=register_unknown, alternates=int(alternates or 0), heartbeat_s=heartbeat,
         trusted_proxies=tuple(proxies), max_body=int(max_body or 65536),
         max_client_id=int(max_client_id or 128), server=str(server), retry_after_min=ra_min, retry_after_max=ra_max,

@@ -249,7 +249,8 @@ class TicketVerifier:
     def verify(self, ticket: Any, gateway_id: str, client_id: str | None = None) -> TicketClaims:
         """Return the claims, or raise TicketError with the precise refusal code.
 
-        Checks, in order: format and MAC (TICKET_FORGED), expiry
+        Checks, in order: length (MALFORMED_FRAME past MAX_TICKET, as in HELLO),
+        format, MAC and payload layout (TICKET_FORGED: no gateway, lifetime 0), expiry
         (TICKET_EXPIRED), issue time not in the future (TICKET_FORGED), gateway
         (TICKET_WRONG_GATEWAY), client id when given (TICKET_WRONG_CLIENT).
         Never raises anything but TicketError, whatever ``ticket`` holds.
@@ -257,7 +258,8 @@ class TicketVerifier:
         if not isinstance(ticket, str):
             raise _forged("ticket is not a string")
         if len(ticket) > MAX_TICKET:
-            raise _forged(f"ticket is longer than {MAX_TICKET} characters")
+            # The same code a gateway sends when HELLO carries one (the frame check comes first).
+            raise TicketError(ErrorCode.MALFORMED_FRAME, f"ticket is longer than {MAX_TICKET} characters")
         try:
             raw = ticket.encode("ascii")
         except UnicodeEncodeError:
@@ -291,8 +293,12 @@ def _parse(payload_b64: bytes) -> TicketClaims:
     try:
         payload = _unb64(payload_b64)
         issued, lifetime, nonce = _HEAD.unpack_from(payload)
+        if lifetime == 0:
+            raise ValueError("lifetime 0")  # the layout allows 1..65535
         pos = _HEAD.size
         n = payload[pos]
+        if n == 0:
+            raise ValueError("no gateway")  # 1..255 gateway ids
         pos += 1
         ids = []
         for _ in range(n + 1):

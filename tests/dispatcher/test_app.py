@@ -71,9 +71,9 @@ async def test_bad_parameters_get_400_json(make_app: Any, asgi: Any, query: byte
 
 async def test_percent_encoded_and_extra_params_accepted(make_app: Any, asgi: Any) -> None:
     app = make_app()
-    r = await asgi(app, "GET", "/v1/dispatch", b"v=2&client_id=caf%C3%A9+user")
-    assert r.status == 200
-    TicketVerifier([SECRET]).verify(r.json()["ticket"], r.json()["gateway"]["id"], "caf\u00e9 user")
+    r = await asgi(app, "GET", "/v1/dispatch", b"v=2&client_id=caf%C3%A9%20user+x")
+    assert r.status == 200  # RFC 3986: '+' is a literal plus, a space is %20
+    TicketVerifier([SECRET]).verify(r.json()["ticket"], r.json()["gateway"]["id"], "caf\u00e9 user+x")
 
 
 async def test_503_with_jittered_retry_after_when_all_full(make_app: Any, asgi: Any, up: Any) -> None:
@@ -158,7 +158,8 @@ async def test_admin_disabled_without_token(make_app: Any, asgi: Any, tmp_path: 
 
     app.configure(replace(app.config, admin_token=None))
     r = await asgi(app, "POST", "/v1/gateways/g1/drain", token=ADMIN)
-    assert r.status == 401 and "no token is configured" in r.json()["detail"]
+    assert r.status == 403 and r.json()["error"] == "forbidden"
+    assert "no token is configured" in r.json()["detail"] and "admin_token_file" in r.json()["detail"]
 
 
 async def test_admin_changes_apply_at_once(make_app: Any, asgi: Any, up: Any) -> None:

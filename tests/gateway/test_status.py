@@ -239,3 +239,17 @@ async def test_agent_port_answers_at_once_and_reads_nothing() -> None:
         writer.close()
     finally:
         await s.stop()
+
+
+def test_metrics_carry_build_info_and_the_process_collector() -> None:
+    import platform
+
+    from prometheus_client import generate_latest
+
+    from tcpdispatch import __version__
+    from tcpdispatch.metrics_common import accelerator
+
+    text = generate_latest(service()._registry).decode()  # type: ignore[arg-type]
+    assert (f'tcpdispatch_build_info{{accelerator="{accelerator()}",python="{platform.python_version()}",'
+            f'version="{__version__}"}} 1.0') in text
+    assert "process_cpu_seconds_total " in text and "process_resident_memory_bytes " in text

@@ -13,8 +13,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
+import yarl
 
 from tcpdispatch.client.policy import DispatchAnswer, parse_retry_after
 from tcpdispatch.errors import DispatchError
@@ -39,14 +41,24 @@ class DispatchResult:
         return self.answer is not None
 
 
+def dispatch_url(url: str, client_id: str) -> str:
+    """``URL/v1/dispatch?client_id=...`` with the id percent-encoded by RFC 3986.
+
+    Every byte of the UTF-8 id but the unreserved ones (``A-Z a-z 0-9 - . _ ~``)
+    is sent as ``%XX``, so ``+``, ``%``, ``&``, spaces and non-ASCII reach the
+    dispatcher unchanged (it reads ``+`` as a literal plus, never as a space).
+    """
+    return f"{url.rstrip('/')}/v1/dispatch?client_id={quote(client_id, safe='')}"
+
+
 async def fetch_dispatch(
     session: aiohttp.ClientSession, url: str, client_id: str, timeout: float,
 ) -> DispatchResult:
     """Ask one dispatcher for a gateway. Never raises for network or HTTP trouble."""
-    endpoint = url.rstrip("/") + "/v1/dispatch"
+    endpoint = yarl.URL(dispatch_url(url, client_id), encoded=True)
     try:
         async with session.get(
-            endpoint, params={"client_id": client_id},
+            endpoint,
             # Time waiting for a pooled connection is our own queue, not the
             # dispatcher being slow: bound only connecting and each read.
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=timeout, sock_read=timeout),

@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import logging
 import random
+import re
 import time
+from bisect import bisect_left
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from time import perf_counter
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
@@ -24,11 +28,14 @@ from tcpdispatch.config import DispatcherConfig
 from tcpdispatch.dispatcher import fastpath
 from tcpdispatch.dispatcher.pool import Pool
 from tcpdispatch.httputil import error_body
+from tcpdispatch.metrics_common import DISPATCH_BUCKETS, PROBE_BUCKETS, LatencyHistogram
 from tcpdispatch.tickets import TicketSigner, pack_id
 
 if TYPE_CHECKING:
     from tcpdispatch.health import PushTracker
     from tcpdispatch.store import Store
+
+log = logging.getLogger("tcpdispatch.dispatcher")
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -54,7 +61,7 @@ def peer_host(client: str) -> str:
 class Stats:
     """Plain counters on the hot path; exported by the metrics collector at scrape time."""
 
-    __slots__ = ("bad_request", "dispatched", "other", "per_gateway", "unavailable")
+    __slots__ = ("bad_request", "dispatched", "latency", "other", "per_gateway", "probes", "unavailable")
 
     def __init__(self) -> None:
         self.dispatched = 0
@@ -62,6 +69,14 @@ class Stats:
         self.bad_request = 0
         self.per_gateway: dict[str, int] = {}
         self.other: dict[tuple[str, int], int] = {}  # (route, status) -> count
+        # Answer times of dispatches answered through dispatch_core (the C recogniser keeps its own).
+        self.latency = LatencyHistogram(DISPATCH_BUCKETS)
+        # Health probe durations by result ("ok" / "failed").
+        self.probes = {"ok": LatencyHistogram(PROBE_BUCKETS), "failed": LatencyHistogram(PROBE_BUCKETS)}
+
+    def observe_probe(self, ok: bool, seconds: float | None) -> None:
+        if seconds is not None:
+            self.probes["ok" if ok else "failed"].observe(seconds)
 
 
 class DispatcherApp:
@@ -97,7 +112,9 @@ class DispatcherApp:
         self._unavailable: tuple[str, list[bytes]] = ("", [])
         self.fast: Any = None  # the C hot path (fastpath.FastDispatch) when built and enabled
         self._fast_body: Callable[[bytes], bytes | None] | None = None
+        self._announced: str | None = None  # the hot path last logged (None: not yet announced)
         self.router = Router(self)
+        self._latency = self.stats.latency
         self.configure(config)
         pool.add_listener(self._refresh_fragments)
         self._refresh_fragments()
@@ -140,11 +157,33 @@ class DispatcherApp:
         fastpath.install(fast, self.pool.picker, self._frags, self._packed_ids,
                          enabled=self.config.speedups and self.clock is time.time)
         self._fast_body = fast.body if fast.active else None
+        if self._announced is not None and self._announced != self.hot_path:
+            self.announce_hot_path()
 
     @property
     def hot_path(self) -> str:
         """``"c"`` while plain dispatches are answered by the C accelerator, else ``"python"``."""
         return "c" if self._fast_body is not None else "python"
+
+    def hot_path_reason(self) -> str:
+        """Why plain dispatches are not answered in C right now ("" while they are)."""
+        if self.hot_path == "c":
+            return ""
+        if not self.config.speedups:
+            return "speedups = false"
+        if not fastpath.available():
+            return "tcpdispatch._speedups not built, or TCPDISPATCH_SPEEDUPS=0"
+        if self.clock is not time.time:
+            return "a test clock is injected"
+        if self.config.policy not in fastpath.POLICIES:
+            return f"policy {self.config.policy} has no C picker"
+        return "no gateway can be handed out yet; C takes over with the first one"
+
+    def announce_hot_path(self) -> None:
+        """Log which path answers plain dispatches, and why; later changes are logged again."""
+        self._announced = self.hot_path
+        why = self.hot_path_reason()
+        log.info("dispatch hot path: %s%s", self.hot_path, f" ({why})" if why else "")
 
     @property
     def fast_request(self) -> Callable[[bytes], tuple[bytes, bool] | None] | None:
@@ -271,10 +310,20 @@ class DispatcherApp:
         """Validate, pick, sign: ``(status, retry_after or None, JSON body)``.
 
         ``headers`` (ASGI list of byte pairs, or an RSGI header map) is only read
-        for X-Forwarded-For when the peer is a trusted proxy.
+        for X-Forwarded-For when the peer is a trusted proxy. The time it takes
+        goes to the answer-time histogram.
         """
-        if qs[:10] == "client_id=" and "&" not in qs and "%" not in qs and "+" not in qs:
-            client_id = qs[10:]
+        t0 = perf_counter()
+        answer = self._dispatch(qs, ip, headers)
+        dt = perf_counter() - t0
+        lat = self._latency  # LatencyHistogram.observe, inlined: this runs once per answer
+        lat.counts[bisect_left(lat.bounds, dt)] += 1
+        lat.total += dt
+        return answer
+
+    def _dispatch(self, qs: str, ip: str, headers: Any) -> tuple[int, str | None, bytes]:
+        if qs[:10] == "client_id=" and "&" not in qs and "%" not in qs:
+            client_id = qs[10:]  # nothing to decode ('+' is a literal plus, RFC 3986)
         else:
             client_id, problem = _slow_client_id(qs)
             if problem:
@@ -381,6 +430,9 @@ class DispatcherApp:
         return hit
 
 
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+
+
 def _xff(headers: Any) -> list[tuple[bytes, bytes]]:
     if isinstance(headers, list):
         return headers
@@ -389,7 +441,11 @@ def _xff(headers: Any) -> list[tuple[bytes, bytes]]:
 
 
 def _slow_client_id(text: str) -> tuple[str, str | None]:
-    """Full query parsing for the uncommon shapes; returns (client_id, problem)."""
+    """Full query parsing for the uncommon shapes; returns (client_id, problem).
+
+    The value is percent-decoded by RFC 3986 (not as an HTML form): ``%XX`` escapes
+    become bytes that must form UTF-8, and ``+`` stays a literal plus.
+    """
     if not text.isascii():
         return "", "query string must be ASCII (percent-encode other bytes)"
     found: str | None = None
@@ -401,10 +457,14 @@ def _slow_client_id(text: str) -> tuple[str, str | None]:
             continue  # unknown parameters are ignored (forward compatibility)
         if found is not None:
             return "", "client_id given more than once"
-        try:
-            found = unquote(value.replace("+", " "), errors="strict")
-        except UnicodeDecodeError:
-            return "", "client_id is not valid UTF-8 after percent-decoding"
+        if "%" in value:
+            if _BAD_ESCAPE.search(value):
+                return "", "client_id has a malformed percent-escape ('%' must be followed by two hex digits)"
+            try:
+                value = unquote(value, errors="strict")
+            except UnicodeDecodeError:
+                return "", "client_id is not valid UTF-8 after percent-decoding"
+        found = value
     return found or "", None
 
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from tcpdispatch.balancing._sampling import WeightedSamplingPicker
 from tcpdispatch.dispatcher.httpserver import MAX_HEAD, MAX_HEADERS, MAX_URL
+from tcpdispatch.metrics_common import DISPATCH_BUCKETS
 
 if TYPE_CHECKING:
     from tcpdispatch.balancing.base import Picker
@@ -69,7 +70,7 @@ def _settings(config: DispatcherConfig, stats: Any, tail: bytes) -> dict[str, An
         "secret": config.secrets[0], "lifetime": int(config.ticket_lifetime),
         "alternates": config.alternates, "max_client_id": config.max_client_id,
         "max_head": MAX_HEAD, "max_url": MAX_URL, "max_headers": MAX_HEADERS,
-        "tail": tail, "stats": stats, "seed": os.urandom(32),
+        "tail": tail, "stats": stats, "seed": os.urandom(32), "latency_bounds": DISPATCH_BUCKETS,
     }
 
 

@@ -326,6 +326,10 @@ class _Connection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         self.in_head = False
         self.head_deadline = 0.0
+        version = self.parser.get_http_version() if self.parser is not None else "1.1"
+        if not version.startswith("1."):  # llhttp takes "GET /path" with no version as HTTP/0.9
+            raise _Limit(400, "bad_request",
+                         f"HTTP/{version} is not served: the request line must end in HTTP/1.0 or HTTP/1.1")
         for name, value in self.headers:
             if name == b"content-length":
                 try:

@@ -1,7 +1,9 @@
 """Prometheus exposition for the dispatcher, built at scrape time from plain counters.
 
-The hot path only bumps ints on ``app.stats``; this collector turns them and
-the pool's state into metric families when ``/metrics`` is scraped.
+The hot path only bumps ints on ``app.stats`` (and the C accelerator its own
+answer-time buckets); this collector turns them and the pool's state into
+metric families when ``/metrics`` is scraped, next to ``tcpdispatch_build_info``
+and the standard ``process_*`` metrics.
 """
 
 from __future__ import annotations
@@ -12,6 +14,14 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from tcpdispatch.metrics_common import (
+    DISPATCH_BUCKETS,
+    LatencyHistogram,
+    add_process_collector,
+    build_info,
+    histogram_family,
+)
 
 if TYPE_CHECKING:
     from tcpdispatch.dispatcher.app import DispatcherApp
@@ -44,19 +54,45 @@ class _Collector:
         for state, n in pool.counts().items():
             states.add_metric([state], n)
         yield states
-        up = GaugeMetricFamily("tcpdispatch_gateway_up", "1 when the gateway may be handed out",
-                               labels=["gateway"])
-        conns = GaugeMetricFamily("tcpdispatch_gateway_connections",
-                                  "Reported connections plus tickets issued since", labels=["gateway"])
+        up = GaugeMetricFamily("tcpdispatch_gateway_up", "1 while the gateway's health checks pass "
+                               "(what is handed out: tcpdispatch_gateway_in_rotation)", labels=["gateway"])
+        rotation = GaugeMetricFamily("tcpdispatch_gateway_in_rotation", "1 while new clients may be "
+                                     "handed to the gateway (healthy, or any gateway in panic; not "
+                                     "draining; weight > 0)", labels=["gateway"])
+        conns = GaugeMetricFamily("tcpdispatch_gateway_estimated_connections",
+                                  "The dispatcher's load estimate: connections in the gateway's last "
+                                  "report plus tickets issued for it since", labels=["gateway"])
+        changes = CounterMetricFamily("tcpdispatch_gateway_health_changes",
+                                      "Health transitions of each gateway, by new state", labels=["gateway", "to"])
+        in_rotation = pool.in_rotation
         for gw in pool.gateways.values():
-            up.add_metric([gw.id], 1.0 if gw.state() == "up" else 0.0)
+            up.add_metric([gw.id], 1.0 if gw.health.up else 0.0)
+            rotation.add_metric([gw.id], 1.0 if gw.id in in_rotation else 0.0)
             conns.add_metric([gw.id], gw.load.current)
+            for to, n in gw.transitions.items():
+                changes.add_metric([gw.id, to], n)
         yield up
+        yield rotation
         yield conns
-        yield GaugeMetricFamily("tcpdispatch_panic", "1 while in panic mode", value=1.0 if pool.panic else 0.0)
+        yield changes
+        yield GaugeMetricFamily("tcpdispatch_panic", "1 while in panic mode (every non-draining gateway "
+                                "is handed out)", value=1.0 if pool.panic else 0.0)
+        yield CounterMetricFamily("tcpdispatch_panic_changes", "Times panic mode started or ended",
+                                  value=pool.panic_changes)
         yield CounterMetricFamily("tcpdispatch_picker_rebuilds", "Picker rebuilds", value=pool.rebuilds)
         yield GaugeMetricFamily("tcpdispatch_speedups", "1 while plain dispatches are answered in C",
                                 value=1.0 if app.hot_path == "c" else 0.0)
+        answers = LatencyHistogram(DISPATCH_BUCKETS)
+        answers.add(s.latency.counts, s.latency.total)
+        if app.fast is not None:
+            answers.add(*app.fast.latency())
+        yield histogram_family("tcpdispatch_dispatch_duration_seconds",
+                               "Time to build one dispatch answer (validate, pick, sign, encode; "
+                               "200, 400 and 503 alike), in either hot path", [((), answers)])
+        yield histogram_family("tcpdispatch_health_probe_duration_seconds",
+                               "Duration of active health probes, by result",
+                               [((result,), h) for result, h in s.probes.items()], labels=["result"])
+        yield build_info()
 
 
 def render(app: DispatcherApp) -> tuple[bytes, str]:
@@ -65,5 +101,6 @@ def render(app: DispatcherApp) -> tuple[bytes, str]:
     if reg is None:
         reg = CollectorRegistry(auto_describe=False)
         reg.register(_Collector(app))  # type: ignore[arg-type]
+        add_process_collector(reg)
         app._metrics_registry = reg  # type: ignore[attr-defined]
     return generate_latest(reg), CONTENT_TYPE_LATEST

@@ -46,6 +46,10 @@ class Gateway:
     reported_capacity: int | None = None  # total capacity from /status (agents report load instead)
     last_ok: float | None = None
     last_detail: str = ""
+    ever_up: bool = False  # came up at least once since it joined the pool
+    down_since: float | None = None  # when it went down (None: up, or never up)
+    said_not_up: bool = False  # "has not come up" was logged (once per joining)
+    transitions: dict[str, int] = field(default_factory=lambda: {"up": 0, "down": 0})
 
     @property
     def id(self) -> str:
@@ -92,6 +96,8 @@ class Pool:
         self.rng = rng or random.Random()
         self.on_targets = on_targets
         self.panic = False
+        self.panic_changes = 0
+        self.in_rotation: frozenset[str] = frozenset()  # ids the current picker can hand out
         self.rebuilds = 0
         self.shared = False  # True: a shared store owns membership/weight/drain (see sync())
         self._config = config
@@ -261,8 +267,11 @@ class Pool:
             if gw.health.up and gw.id in self._initial:
                 gw.up_since = None
             self._initial.discard(gw.id)
-            log.info("gateway %s is %s%s", gw.id, "up" if gw.health.up else "down",
-                     f" ({gw.last_detail})" if gw.last_detail else "")
+            self._log_transition(gw, now, "probe")
+        elif not gw.ever_up and not gw.said_not_up and gw.health.failures >= gw.health.fall:
+            gw.said_not_up = True
+            log.warning("gateway %s has not come up: %d probes in a row failed (fall = %d): %s",
+                        gw.id, gw.health.failures, gw.health.fall, gw.last_detail or "no detail")
         if result.ok:
             gw.last_ok = now
             if gw.config.check.startswith("agent://"):
@@ -282,6 +291,31 @@ class Pool:
                 changed = True
         if changed:
             self.mark_dirty()
+
+    def _log_transition(self, gw: Gateway, now: float, how: str) -> None:
+        """Log (once) and count a health change of ``gw``, with its reason."""
+        h = gw.health
+        checks = "heartbeats" if gw.push else "probes"
+        if h.up:
+            gw.transitions["up"] += 1
+            if gw.ever_up:
+                down_for = "" if gw.down_since is None else f", down for {now - gw.down_since:.1f} s"
+                log.info("gateway %s came back: %d %s in a row passed (rise = %d)%s",
+                         gw.id, h.successes, checks, h.rise, down_for)
+            else:
+                log.info("gateway %s is up: %d %s in a row passed (rise = %d)", gw.id, h.successes, checks, h.rise)
+            gw.ever_up = True
+            gw.down_since = None
+            return
+        gw.transitions["down"] += 1
+        gw.down_since = now
+        if how == "probe":
+            why = f"{h.failures} probes in a row failed (fall = {h.fall}): {gw.last_detail or 'no detail'}"
+        elif how == "client":
+            why = f"client reports and failed probes reached fall = {h.fall}"
+        else:
+            why = how
+        log.warning("gateway %s went down: %s", gw.id, why)
 
     def _agent_load(self, gw: Gateway, result: ProbeResult) -> None:
         """Reset the load estimate from an agent reply (it carries no connection count).
@@ -313,7 +347,7 @@ class Pool:
             return False
         if gw.health.passive_failure():
             gw.up_since = None
-            log.info("gateway %s is down (client reports)", gw.id)
+            self._log_transition(gw, self.clock(), "client")
             self.mark_dirty()
         return True
 
@@ -328,7 +362,7 @@ class Pool:
         gw.up_since = None
         gw.last_detail = "heartbeats stopped"
         if was_up:
-            log.info("gateway %s is down (no heartbeat for %.1fs)", gw.id, h.ttl)
+            self._log_transition(gw, self.clock(), f"no push heartbeat for {h.ttl:g} s (ttl)")
             self.mark_dirty()
 
     # ---------------------------------------------------------------- rebuilding
@@ -357,7 +391,21 @@ class Pool:
             self._scheduled = None
         now = self.clock()
         snap = build_candidates([g.view() for g in self.gateways.values()], now, self._settings)
+        if snap.panic != self.panic:
+            self.panic_changes += 1
+            if snap.panic:
+                # Before any probe has answered every gateway is down: that is start-up, not an alarm.
+                known = any(g.ever_up or g.health.failures for g in self.gateways.values())
+                log.log(logging.WARNING if known else logging.INFO,
+                        "panic mode on: %d of %d non-draining gateways are healthy (below "
+                        "panic_threshold = %g)%s; handing out all %d", snap.healthy, snap.serving,
+                        self._settings.panic_threshold, "" if known else " before the first health checks",
+                        len(snap.candidates))
+            else:
+                log.info("panic mode off: %d of %d non-draining gateways are healthy; handing out the "
+                         "healthy ones only", snap.healthy, snap.serving)
         self.panic = snap.panic
+        self.in_rotation = frozenset(c.id for c in snap.candidates)
         self._picker = self._new_picker(snap.candidates)
         self.rebuilds += 1
         self._schedule_deadline(snap.rebuild_at, now)

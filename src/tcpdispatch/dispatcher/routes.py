@@ -38,6 +38,16 @@ class HTTPError(TcpDispatchError):
 
 
 _MEMORY_STORE = MemoryStore()
+ENABLE_ADMIN = ("set [dispatcher] admin_token_file (or the TCPDISPATCH_ADMIN_TOKEN environment variable) "
+                "then reload the dispatcher (SIGHUP) or restart it")
+ENABLE_PUSH = "set [dispatcher] push_token_file (or admin_token_file) and reload the dispatcher (SIGHUP)"
+
+
+def _authorization(scope: Scope) -> bytes:
+    for k, v in scope["headers"]:
+        if k == b"authorization":
+            return bytes(v)
+    return b""
 
 
 def _json(status: int, doc: Any) -> Response:
@@ -98,18 +108,32 @@ class Router:
 
     # ------------------------------------------------------------ helpers
 
-    def _bearer(self, scope: Scope, token: str | None, what: str) -> None:
+    def _bearer(self, scope: Scope, token: str | None, what: str, enable: str) -> None:
+        """Secure by default: no token configured refuses everyone (403, saying how to enable
+        it); otherwise a missing or wrong ``Authorization: Bearer`` is 401."""
         if not token:
-            raise HTTPError(401, "unauthorized", f"{what} is disabled: no token is configured",
-                            [(b"www-authenticate", b'Bearer realm="tcpdispatch"')])
-        given = b""
-        for k, v in scope["headers"]:
-            if k == b"authorization":
-                given = v
-                break
-        if not check_bearer(given, token):
+            raise HTTPError(403, "forbidden", f"{what} is disabled because no token is configured; "
+                                              f"to enable it, {enable}")
+        if not check_bearer(_authorization(scope), token):
             raise HTTPError(401, "unauthorized", f"{what} requires 'Authorization: Bearer <token>'",
                             [(b"www-authenticate", b'Bearer realm="tcpdispatch"')])
+
+    def _admin(self, scope: Scope) -> None:
+        self._bearer(scope, self.app.config.admin_token, "the admin API", ENABLE_ADMIN)
+
+    def _reader(self, scope: Scope) -> None:
+        """The optional read token (``read_token_file``) for what lists gateway addresses;
+        the admin token is accepted too. Without a read token these routes are open."""
+        cfg = self.app.config
+        if cfg.read_token is None:
+            return
+        given = _authorization(scope)
+        if check_bearer(given, cfg.read_token) or (cfg.admin_token and check_bearer(given, cfg.admin_token)):
+            return
+        raise HTTPError(401, "unauthorized",
+                        "this endpoint requires 'Authorization: Bearer <token>' with the read token "
+                        "(read_token_file) or the admin token",
+                        [(b"www-authenticate", b'Bearer realm="tcpdispatch"')])
 
     async def _body(self, scope: Scope, receive: Receive) -> Any:
         """Read and decode a JSON body, enforcing the size limit and the content type."""
@@ -182,6 +206,7 @@ class Router:
     # ------------------------------------------------------------ pool and admin
 
     async def list_gateways(self, scope: Scope, receive: Receive) -> Response:
+        self._reader(scope)
         pool = self.app.pool
         return _json(200, {
             "policy": pool.policy, "panic": pool.panic,
@@ -189,10 +214,11 @@ class Router:
         })
 
     async def get_gateway(self, scope: Scope, receive: Receive, gid: str) -> Response:
+        self._reader(scope)
         return _json(200, self.app.pool.describe(self._gateway(gid)))
 
     async def add_gateway(self, scope: Scope, receive: Receive) -> Response:
-        self._bearer(scope, self.app.config.admin_token, "the admin API")
+        self._admin(scope)
         doc = await self._body(scope, receive)
         try:
             gcfg = parse_gateway(doc, file="request body", prefix="gateway")
@@ -208,7 +234,7 @@ class Router:
         return _json(201, self.app.pool.describe(gw))
 
     async def patch_gateway(self, scope: Scope, receive: Receive, gid: str) -> Response:
-        self._bearer(scope, self.app.config.admin_token, "the admin API")
+        self._admin(scope)
         self._gateway(gid)
         doc = await self._body(scope, receive)
         unknown = sorted(set(doc) - {"weight"})
@@ -224,7 +250,7 @@ class Router:
         return _json(200, self.app.pool.describe(gw))
 
     async def delete_gateway(self, scope: Scope, receive: Receive, gid: str) -> Response:
-        self._bearer(scope, self.app.config.admin_token, "the admin API")
+        self._admin(scope)
         self._gateway(gid)
         await self._write(self.store.remove(gid), self._unknown(gid))
         self.app.pool.remove(gid)
@@ -238,7 +264,7 @@ class Router:
         return await self._set_drain(scope, gid, False)
 
     async def _set_drain(self, scope: Scope, gid: str, draining: bool) -> Response:
-        self._bearer(scope, self.app.config.admin_token, "the admin API")
+        self._admin(scope)
         self._gateway(gid)
         await self._write(self.store.set_drain(gid, draining), self._unknown(gid))
         self._gateway(gid)  # again: a store sync may have removed it while we awaited the write
@@ -247,7 +273,7 @@ class Router:
         return _json(200, self.app.pool.describe(gw))
 
     async def reload(self, scope: Scope, receive: Receive) -> Response:
-        self._bearer(scope, self.app.config.admin_token, "the admin API")
+        self._admin(scope)
         if self.app.reload_hook is None:
             raise HTTPError(409, "no_config_file", "this dispatcher was not started from a config file")
         ok, detail = await self.app.reload_hook()
@@ -275,7 +301,7 @@ class Router:
     async def heartbeat(self, scope: Scope, receive: Receive) -> Response:
         from tcpdispatch.health import status_to_result
 
-        self._bearer(scope, self.app.config.push_token, "push heartbeats")
+        self._bearer(scope, self.app.config.push_token, "push heartbeats", ENABLE_PUSH)
         doc = await self._body(scope, receive)
         gid = doc.get("id")
         why = gateway_id_problem(gid)
@@ -316,6 +342,7 @@ class Router:
     async def metrics(self, scope: Scope, receive: Receive) -> Response:
         from tcpdispatch.dispatcher.metrics import render
 
+        self._reader(scope)
         body, ctype = render(self.app)
         return 200, [(b"content-type", ctype.encode())], body
 

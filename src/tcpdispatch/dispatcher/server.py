@@ -21,11 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from tcpdispatch.config import DispatcherConfig, load_config
-from tcpdispatch.dispatcher import fastpath
 from tcpdispatch.dispatcher.app import DispatcherApp
 from tcpdispatch.dispatcher.pool import Pool
 from tcpdispatch.errors import ConfigError
-from tcpdispatch.health import CheckSpec, HealthChecker, PushTracker, status_to_result
+from tcpdispatch.health import CheckSpec, HealthChecker, ProbeResult, PushTracker, status_to_result
 from tcpdispatch.store import SharedGateway, StoreHooks, make_store
 
 log = logging.getLogger("tcpdispatch.dispatcher")
@@ -61,6 +60,10 @@ class DispatcherServer:
     def _set_targets(self, targets: dict[str, CheckSpec]) -> None:
         if self.checker is not None:
             self.checker.set_targets(targets)
+
+    def _on_probe(self, gateway_id: str, result: ProbeResult) -> None:
+        self.app.stats.observe_probe(bool(result.ok), result.latency_s)
+        self.pool.on_result(gateway_id, result)
 
     def _on_passive(self, gateway_id: str) -> None:
         if self.checker is not None:
@@ -98,7 +101,7 @@ class DispatcherServer:
         changes arriving meanwhile reach the new one (set_targets on a closed
         checker is a no-op anyway).
         """
-        checker = HealthChecker(self.config.health, self.pool.on_result)
+        checker = HealthChecker(self.config.health, self._on_probe)
         checker.set_targets(self.pool.targets())
         await checker.start()
         old, self.checker = self.checker, checker
@@ -192,11 +195,7 @@ class DispatcherServer:
         # move it out of the collector's reach so full collections stay cheap under load.
         gc.collect()
         gc.freeze()
-        why = ("" if self.app.hot_path == "c" else
-               " (speedups = false)" if not self.config.speedups else
-               " (tcpdispatch._speedups not built, or TCPDISPATCH_SPEEDUPS=0)" if not fastpath.available() else
-               f" (policy {self.config.policy} has no C picker)")
-        log.info("dispatch hot path: %s%s", self.app.hot_path, why)
+        self.app.announce_hot_path()
         if ready:
             host, port = self.listen
             print(f"READY http://{host}:{port}", flush=True)

@@ -29,6 +29,7 @@ from tcpdispatch.gateway.config import GatewayConfig
 from tcpdispatch.gateway.http_deadline import HeadDeadlines
 from tcpdispatch.gateway.shm import NodeCounters, Snapshot
 from tcpdispatch.httputil import check_bearer, error_body
+from tcpdispatch.metrics_common import add_process_collector, build_info
 
 log = logging.getLogger("tcpdispatch.gateway.status")
 
@@ -150,6 +151,7 @@ class _Collector:
         for w, n in enumerate(snap.worker_connections):
             per.add_metric([cfg.id, str(w)], n)
         yield per
+        yield build_info()
 
 
 class StatusService:
@@ -169,6 +171,7 @@ class StatusService:
         self.cpu = CpuSampler(pids)
         self._registry = CollectorRegistry(auto_describe=False)
         self._registry.register(_Collector(self))  # type: ignore[arg-type]
+        add_process_collector(self._registry)  # this (status-serving) process: the supervisor with --workers
         self._runner: web.AppRunner | None = None
         self._http: asyncio.AbstractServer | None = None
         self.deadlines = HeadDeadlines(cfg.http_timeout)
