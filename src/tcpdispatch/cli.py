@@ -24,6 +24,7 @@ SUBCOMMANDS: dict[str, str] = {
     "loadgen": "tcpdispatch.client.loadgen_cli",
     "demo": "tcpdispatch.demo",
     "secret": "tcpdispatch.secret_cli",
+    "keygen": "tcpdispatch.keygen_cli",
 }
 
 

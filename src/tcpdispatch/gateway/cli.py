@@ -38,6 +38,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--admin-token-file",
                    help="bearer token required by POST /drain on the status port (default: no token; "
                         "then bind --status to a private address)")
+    p.add_argument("--key-file",
+                   help="static key file (`tcpdispatch keygen`): clients must connect encrypted "
+                        "(Noise NK, docs/protocol.md section 9); SIGHUP re-reads it")
+    p.add_argument("--allow-plain", action="store_true",
+                   help="with --key-file: also accept plain clients on the same port (migration)")
+    p.add_argument("--resume-lifetime", type=int, default=3600,
+                   help="seconds a resumption grant stays usable (0 = no resumption)")
     p.add_argument("--advertise", metavar="HOST:PORT", help="address reported in /status (default --listen)")
     p.set_defaults(func=run)
     return p

@@ -72,6 +72,7 @@ async def _single(cfg: GatewayConfig) -> int:
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, gw.drain)
     loop.add_signal_handler(signal.SIGINT, gw.stop)
+    loop.add_signal_handler(signal.SIGHUP, gw.reload_keys)
     _ready_line(cfg)
     await gw.wait_closed()
     await service.stop()
@@ -98,6 +99,7 @@ def _worker_main(cfg: GatewayConfig, counters: NodeCounters, worker: int, ready_
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, gw.drain)
         loop.add_signal_handler(signal.SIGINT, gw.stop)
+        loop.add_signal_handler(signal.SIGHUP, gw.reload_keys)
         os.write(ready_fd, b"R")
         os.close(ready_fd)
         await gw.wait_closed()
@@ -178,6 +180,8 @@ async def _supervise(cfg: GatewayConfig, counters: NodeCounters, procs: list[Any
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, drain)
     loop.add_signal_handler(signal.SIGINT, stop)
+    # SIGHUP: every worker re-reads the key file itself (each keeps its own key objects).
+    loop.add_signal_handler(signal.SIGHUP, lambda: _kill(procs, signal.SIGHUP))
     _ready_line(cfg)
     seen_dead: set[int] = set()
     code = 0
