@@ -31,12 +31,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from noise.backends.default import noise_backend
-
-from tcpdispatch.secure.backend import backend
 from noise.connection import Keypair, NoiseConnection
 
 from tcpdispatch.errors import ErrorCode, RemoteProtocolError, SecureHandshakeError
 from tcpdispatch.protocol.frames import Error, FrameDecoder
+from tcpdispatch.secure.backend import backend
 from tcpdispatch.secure.keys import KEY_ID_SIZE, PublicKey, StaticKey
 from tcpdispatch.secure.resumption import (
     ResumptionGrant,

@@ -26,7 +26,7 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from tcpdispatch.errors import ConfigError
 
@@ -81,7 +81,7 @@ class PublicKey:
 def parse_public_key(text: str) -> PublicKey:
     """Parse the 43-character text form; ValueError says what is wrong."""
     if not isinstance(text, str):
-        raise ValueError("a public key must be a string")
+        raise TypeError("a public key must be a string")
     return PublicKey(_unb64(text, "public key"))
 
 
