@@ -186,6 +186,7 @@ class Client:
         self.grants = ResumptionStore() if resumption else None
         self.ca_file = ca_file
         self.last_failure = ""
+        self._dispatch_failures: dict[str, str] = {}  # dispatcher -> its last failure, for messages
         self.stats = ClientStats()
         self.dispatcher_memory = FailureMemory(clock, base=1.0, factor=2.0, max_ban=30.0)
         self.gateway_memory = FailureMemory(clock, base=1.0, factor=2.0, max_ban=60.0)
@@ -517,6 +518,7 @@ class Client:
             now = self.clock()
             if res.answer is not None:
                 self.dispatcher_memory.succeeded(url)
+                self._dispatch_failures.pop(url, None)
                 self._use_answer(res.answer)
                 return res.answer.endpoints, url
             if res.retry_after is not None:
@@ -528,7 +530,8 @@ class Client:
                 continue
             self.dispatcher_memory.failed(url)
             self._count_dispatch_error(res.kind)
-            errors.append(f"{url}: {res.error}")
+            self._dispatch_failures[url] = msg = f"{url}: {res.error}"
+            errors.append(msg)
             log.debug("client %s: dispatcher %s failed: %s", self.client_id, url, res.error)
         if deferred:
             raise _RoundFailed("dispatchers have no gateway available", hint=min(deferred))
@@ -541,7 +544,9 @@ class Client:
                 detail = f"cached answer ({cached.age(time.time()):.0f}s old)"
         endpoints += self.fallback
         if not endpoints:
-            raise _RoundFailed("no dispatcher answered and there is no fallback: " + "; ".join(errors))
+            # Banned dispatchers were not asked this round: name why they failed last time.
+            why = errors or list(self._dispatch_failures.values())
+            raise _RoundFailed("no dispatcher answered and there is no fallback: " + "; ".join(why))
         if self.dispatchers:
             self._emit(ClientEvent(EventKind.FALLBACK, reason=detail or "static list"))
         return endpoints, None
