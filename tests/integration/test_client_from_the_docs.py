@@ -91,7 +91,7 @@ def test_a_client_written_from_the_spec_connects_securely(
     grant = c.handshake(hello("", "doc-client"))
     lifetime, m = struct.unpack("!IB", grant[:5])
     assert lifetime == 3600 and m == 28 and len(grant) == 5 + m + 32
-    op, payload = c.recv_frame()
+    op, _welcome = c.recv_frame()
     assert op == 2  # WELCOME
     c.send(frame(5, b"written from the docs"))  # DATA, echoed
     assert c.recv_frame() == (5, b"written from the docs")

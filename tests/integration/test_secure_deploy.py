@@ -29,7 +29,7 @@ DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "nginx" / "dispatcher-
 
 def make_ca_and_cert(d: Path) -> tuple[Path, Path, Path]:
     """A throw-away CA and a server certificate for localhost / 127.0.0.1 signed by it."""
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "tcpdispatch test CA")])
     ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)

@@ -225,3 +225,14 @@ async def test_key_reload_keeps_sessions_and_rotates(tmp_path: Path, gateways: A
         assert not gw.reload_keys()  # a bad file keeps the current keys
         await echo(held, b"the held session never noticed")
     assert gw.security is not None and gw.security.current.id == new.id
+
+
+def test_bad_client_settings_are_refused_at_construction(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="ca_file"):
+        Client(["https://127.0.0.1:1"], ca_file=str(tmp_path / "missing.pem"))
+    with pytest.raises(ValueError, match="pinned_keys"):
+        Client(fallback=["127.0.0.1:1"], pinned_keys={"g1": "short"})
+    with pytest.raises(ValueError, match="encryption"):
+        Client(fallback=["127.0.0.1:1"], encryption="maybe")
+    with pytest.raises(ValueError, match="not a gateway public key"):
+        Client(fallback=["nokey@127.0.0.1:1"])

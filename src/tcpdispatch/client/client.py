@@ -185,6 +185,7 @@ class Client:
                 raise ValueError(f"pinned_keys[{name!r}]: {exc}") from None
         self.grants = ResumptionStore() if resumption else None
         self.ca_file = ca_file
+        self._ssl = _ssl_context(ca_file)
         self.last_failure = ""
         self._dispatch_failures: dict[str, str] = {}  # dispatcher -> its last failure, for messages
         self.stats = ClientStats()
@@ -249,7 +250,7 @@ class Client:
             raise ClientClosed("client is closed")
         if self._supervisor is None:
             if self._http is None:
-                self._http = make_http_session(self.ca_file)
+                self._http = make_http_session(self._ssl)
             self._supervisor = asyncio.get_running_loop().create_task(self._supervise())
         try:
             async with asyncio.timeout(timeout):
@@ -597,14 +598,21 @@ def _only(kind: EventKind, cb: Listener) -> Listener:
     return listener
 
 
-def make_http_session(ca_file: str | None = None) -> aiohttp.ClientSession:
-    """The client's HTTP session; with ``ca_file``, HTTPS dispatchers are verified against it.
-
-    Without ``ca_file`` the system's trust store verifies HTTPS (aiohttp's default).
-    """
+def _ssl_context(ca_file: str | None) -> Any:
+    """An SSL context trusting ``ca_file`` (None: aiohttp's default, the system store)."""
     if ca_file is None:
-        return aiohttp.ClientSession()
+        return None
     import ssl
 
-    ctx = ssl.create_default_context(cafile=ca_file)
-    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx))
+    try:
+        return ssl.create_default_context(cafile=ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(f"ca_file {ca_file!r}: {exc}") from None
+
+
+def make_http_session(ssl_context: Any = None) -> aiohttp.ClientSession:
+    """The client's HTTP session; HTTPS dispatchers are verified with ``ssl_context``
+    (see :func:`_ssl_context`), or with the system trust store when it is None."""
+    if ssl_context is None:
+        return aiohttp.ClientSession()
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ssl_context))
