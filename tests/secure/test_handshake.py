@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from noise.connection import Keypair, NoiseConnection
 
 from tcpdispatch.errors import ErrorCode, RemoteProtocolError, SecureHandshakeError
@@ -199,3 +201,27 @@ def test_plain_answer_to_an_encrypted_hello_is_refused() -> None:
     client.first_message()
     with pytest.raises(SecureHandshakeError, match="in clear with WELCOME"):
         client.receive(bytes.fromhex("0000000d01020000271000007530027331"))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.binary(max_size=200), st.sampled_from([b"", b"\xe1", b"\xe2", b"\xe2\x1c"]))
+def test_garbage_only_ever_raises_the_protocol_error(data: bytes, prefix: bytes) -> None:
+    """Whatever a client sends, the gateway's handshake either waits for more, completes,
+    or raises RemoteProtocolError (which the gateway turns into a plain ERROR)."""
+    server = ServerHandshake(ServerSecurity((KEY,)))
+    try:
+        for i in range(0, len(prefix + data), 7):
+            server.receive((prefix + data)[i:i + 7])
+    except RemoteProtocolError:
+        pass
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.binary(max_size=200))
+def test_garbage_answers_only_ever_raise_the_handshake_error(data: bytes) -> None:
+    client = ClientHandshake(KEY.public, HELLO)
+    client.first_message()
+    try:
+        client.receive(data)
+    except SecureHandshakeError:
+        pass

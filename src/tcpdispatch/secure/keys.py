@@ -61,18 +61,16 @@ class PublicKey:
     """A gateway public key as a client pins it."""
 
     raw: bytes
+    id: bytes = field(init=False, repr=False, compare=False)  # key_id(raw), computed once
 
     def __post_init__(self) -> None:
         if len(self.raw) != KEY_SIZE:
             raise ValueError(f"a public key is {KEY_SIZE} bytes")
+        object.__setattr__(self, "id", key_id(self.raw))
 
     @property
     def text(self) -> str:
         return _b64(self.raw)
-
-    @property
-    def id(self) -> bytes:
-        return key_id(self.raw)
 
     def __str__(self) -> str:
         return self.text
