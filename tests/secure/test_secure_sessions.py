@@ -168,6 +168,14 @@ async def test_plain_and_encrypted_clients_side_by_side_during_migration(
         assert await asyncio.wait_for(enc.receive(), scaled(5)) == b"to-all"
         assert await asyncio.wait_for(plain.receive(), scaled(5)) == b"to-all"
     assert gw.handshakes_full == 1 and gw.counters_plain == 1
+    assert gw.counters.snapshot().handshakes == {"plain": 1, "full": 1}
+    from prometheus_client import generate_latest
+
+    from tcpdispatch.gateway.status import StatusService
+
+    status = StatusService(gw.cfg, gw.counters, on_drain=lambda: None, pids=list)
+    text = generate_latest(status._registry).decode()  # type: ignore[arg-type]
+    assert 'tcpdispatch_gateway_handshakes_total{gateway="g1",kind="full"} 1.0' in text
 
 
 async def test_plain_client_refused_once_migration_is_over(tmp_path: Path, gateways: Any) -> None:
@@ -202,6 +210,7 @@ async def test_reconnect_resumes_and_a_forged_grant_falls_back_to_a_full_handsha
         await async_wait_until(lambda: gw.handshakes_full == 2 and c.connected, timeout=5)
         assert c._session is not None and not c._session.resumed
         assert gw.counters.snapshot().rejected.get("resume_rejected") == 1
+        assert gw.counters.snapshot().handshakes == {"full": 2, "resumed": 1}
         await echo(c, b"after fallback")
 
 

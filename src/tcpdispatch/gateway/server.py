@@ -220,6 +220,7 @@ class GatewayConnection(asyncio.Protocol):
                     if security is not None and security.allow_plain:
                         self._sec = None
                         gw.counters_plain += 1
+                        gw.counters.add_handshake("plain")
                         return data
                     raise RemoteProtocolError(
                         ErrorCode.ENCRYPTION_REQUIRED,
@@ -236,8 +237,10 @@ class GatewayConnection(asyncio.Protocol):
         self._sec = done.transport
         if done.resumed:
             gw.handshakes_resumed += 1
+            gw.counters.add_handshake("resumed")
         else:
             gw.handshakes_full += 1
+            gw.counters.add_handshake("full")
         if self._transport is not None:
             self._transport.write(done.reply)
         return done.plaintext

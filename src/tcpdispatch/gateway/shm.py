@@ -5,7 +5,7 @@ inherited by them. Layout (all signed 64-bit, native order)::
 
     header: state (0 serving, 1 draining), started_at (unix ms)
     per worker slot: pid, connections, accepted, messages_in, messages_out,
-                     rejected[len(CODES)], errors[len(CODES)]
+                     handshakes[len(HANDSHAKES)], rejected[len(CODES)], errors[len(CODES)]
     per worker sketch: DEPTH rows x WIDTH counters (a count-min sketch of source IPs)
     replay guard: a tickets.NonceCache table (REPLAY_SLOTS x (u64 nonce, u32 forget_at))
 
@@ -45,7 +45,9 @@ _CODE_INDEX = {c: i for i, c in enumerate(CODES)}
 
 _HEADER = 2
 _F_PID, _F_CONN, _F_ACCEPTED, _F_MSG_IN, _F_MSG_OUT = range(5)
-_F_REJECTED = 5
+HANDSHAKES = ("plain", "full", "resumed")  # how connections started (encrypted gateways)
+_F_HANDSHAKES = 5
+_F_REJECTED = _F_HANDSHAKES + len(HANDSHAKES)
 _F_ERRORS = _F_REJECTED + len(CODES)
 SLOT = _F_ERRORS + len(CODES)
 WIDTH = 4096
@@ -68,6 +70,7 @@ class Snapshot:
     rejected: dict[str, int]
     errors: dict[str, int]
     worker_connections: tuple[int, ...]
+    handshakes: dict[str, int]  # on an encrypted gateway: plain | full | resumed starts
 
 
 def ip_cells(ip: str) -> tuple[int, ...]:
@@ -180,6 +183,10 @@ class NodeCounters:
     def add_error(self, code: ErrorCode) -> None:
         self._v[self._slot(self.worker) + _F_ERRORS + _CODE_INDEX[code]] += 1
 
+    def add_handshake(self, kind: str) -> None:
+        """One connection started: ``plain`` (on an encrypted gateway), ``full`` or ``resumed``."""
+        self._v[self._slot(self.worker) + _F_HANDSHAKES + HANDSHAKES.index(kind)] += 1
+
     def add_messages(self, received: int, sent: int) -> None:
         base = self._slot(self.worker)
         self._v[base + _F_MSG_IN] += received
@@ -196,6 +203,7 @@ class NodeCounters:
     def snapshot(self) -> Snapshot:
         v = self._v
         conns, rej, err = [], [0] * len(CODES), [0] * len(CODES)
+        hs = [0] * len(HANDSHAKES)
         acc = m_in = m_out = 0
         for w in range(self.workers):
             base = self._slot(w)
@@ -203,6 +211,8 @@ class NodeCounters:
             acc += v[base + _F_ACCEPTED]
             m_in += v[base + _F_MSG_IN]
             m_out += v[base + _F_MSG_OUT]
+            for i in range(len(HANDSHAKES)):
+                hs[i] += v[base + _F_HANDSHAKES + i]
             for i in range(len(CODES)):
                 rej[i] += v[base + _F_REJECTED + i]
                 err[i] += v[base + _F_ERRORS + i]
@@ -216,6 +226,7 @@ class NodeCounters:
             rejected={c.slug: n for c, n in zip(CODES, rej) if n},
             errors={c.slug: n for c, n in zip(CODES, err) if n},
             worker_connections=tuple(conns),
+            handshakes={k: n for k, n in zip(HANDSHAKES, hs, strict=True) if n},
         )
 
     def worker_pids(self) -> Iterator[int]:

@@ -112,6 +112,13 @@ class _Collector:
         for slug, n in sorted(snap.errors.items()):
             err.add_metric([cfg.id, slug], n)
         yield err
+        hs = CounterMetricFamily(
+            "tcpdispatch_gateway_handshakes",
+            "Connections started on an encrypted gateway, by kind (plain, full, resumed).",
+            labels=["gateway", "kind"])
+        for kind, n in sorted(snap.handshakes.items()):
+            hs.add_metric([cfg.id, kind], n)
+        yield hs
         per = GaugeMetricFamily("tcpdispatch_gateway_worker_connections", "Open connections per worker.",
                                 labels=["gateway", "worker"])
         for w, n in enumerate(snap.worker_connections):
