@@ -225,3 +225,12 @@ def test_garbage_answers_only_ever_raise_the_handshake_error(data: bytes) -> Non
         client.receive(data)
     except SecureHandshakeError:
         pass
+
+
+def test_low_order_ephemeral_key_fails_the_handshake() -> None:
+    """An all-zero ``e`` makes the X25519 result all zeros; libsodium refuses it."""
+    msg = bytearray(ClientHandshake(KEY.public, HELLO).first_message())
+    msg[11:43] = bytes(32)
+    with pytest.raises(RemoteProtocolError) as err:
+        ServerHandshake(ServerSecurity((KEY,))).receive(bytes(msg))
+    assert err.value.code == ErrorCode.HANDSHAKE_FAILED

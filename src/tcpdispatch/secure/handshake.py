@@ -30,7 +30,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from noise.backends.default import noise_backend
 from noise.connection import Keypair, NoiseConnection
 
 from tcpdispatch.errors import ErrorCode, RemoteProtocolError, SecureHandshakeError
@@ -87,7 +86,7 @@ class ServerSecurity:
             raise ValueError("ServerSecurity needs at least one key")
         object.__setattr__(self, "by_id", {k.id: k for k in self.keys})
         # Loading a private key costs about as much as a DH: do it once, not per handshake.
-        kp = noise_backend.keypairs["25519"]
+        kp = backend.keypairs["25519"]
         object.__setattr__(self, "_keypairs",
                            {k.id: kp.from_private_bytes(k.private) for k in self.keys})
 
