@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from tcpdispatch.errors import ErrorCode, RemoteProtocolError, TicketError
+from tcpdispatch.errors import ConfigError, ErrorCode, RemoteProtocolError, TicketError
 from tcpdispatch.gateway.config import GatewayConfig
 from tcpdispatch.gateway.handlers import Handler, load_handler_class
 from tcpdispatch.gateway.shm import NodeCounters
@@ -219,14 +219,13 @@ class GatewayConnection(asyncio.Protocol):
                 if data[0] != MODE_FULL and data[0] != MODE_RESUME:
                     if security is not None and security.allow_plain:
                         self._sec = None
-                        gw.counters_plain += 1
+                        gw.handshakes_plain += 1
                         gw.counters.add_handshake("plain")
                         return data
                     raise RemoteProtocolError(
                         ErrorCode.ENCRYPTION_REQUIRED,
                         "this gateway accepts encrypted connections only (docs/protocol.md §9)")
-                if security is None:  # keys removed by a reload: refuse, do not crash
-                    raise RemoteProtocolError(ErrorCode.HANDSHAKE_FAILED, "encryption is off")
+                assert security is not None  # _UNDECIDED only exists on encrypted gateways
                 sec = self._sec = ServerHandshake(security)
             done = sec.receive(data)
             if done is None:
@@ -321,7 +320,7 @@ class Gateway:
             self._verifier = TicketVerifier(list(cfg.secrets))
             self._nonces = counters.nonce_cache()  # node-wide: shared by every worker
         self.security: ServerSecurity | None = None
-        self.handshakes_full = self.handshakes_resumed = self.counters_plain = 0
+        self.handshakes_full = self.handshakes_resumed = self.handshakes_plain = 0
         if cfg.key_file is not None:
             self.security = load_security(cfg)
         self.handler: Handler = load_handler_class(cfg.handler)(self)
@@ -436,8 +435,6 @@ class Gateway:
         handshakes see the new set. A bad file keeps the old keys; returns success."""
         if self.cfg.key_file is None:
             return True
-        from tcpdispatch.errors import ConfigError
-
         try:
             security = load_security(self.cfg)
         except ConfigError as exc:
