@@ -166,45 +166,52 @@ def _measure(mode: str, port: int, count: int, pub: str, pids: list[int]) -> dic
             "per_s": round(ok / (t1 - t0), 1), "idle_cores": round(idle_rate, 4)}
 
 
-def handshake_only(count: int) -> dict[str, float]:
+def handshake_only(count: int, rounds: int = 10) -> dict[str, float]:
     """Server-side CPU of the handshake computation alone, in this process (no sockets):
     our Noise responder for NK and NNpsk0, and Python's ssl (TLS 1.3, ECDSA P-256) over
-    memory BIOs, the in-process TLS the issue measured at 418 us."""
+    memory BIOs, the in-process TLS the issue measured at 418 us.
+
+    The three are interleaved in ``rounds`` rounds of ``count`` handshakes each and each
+    figure is its best round: on a shared machine the minimum is the estimate least
+    inflated by other processes, and interleaving exposes all three to the same load.
+    """
     from tcpdispatch.protocol import Hello, encode
     from tcpdispatch.secure.handshake import ClientHandshake, ServerHandshake, ServerSecurity
 
     key = StaticKey.generate()
     sec = ServerSecurity((key,))
     hello = encode(Hello("v1.ticket-for-bench", "bench-client"))
-    full = [ClientHandshake(key.public, hello) for _ in range(count)]
-    firsts = [c.first_message() for c in full]
-    grants = []
-    t0 = time.process_time()
-    for c, m in zip(full, firsts, strict=True):
-        d = ServerHandshake(sec).receive(m)
-        assert d is not None
-        grants.append((c, d.reply))
-    full_us = (time.process_time() - t0) / count * 1e6
-    resumed = []
-    for c, reply in grants:
-        got = c.receive(reply)
-        assert got is not None and got.grant is not None
-        resumed.append(ClientHandshake(key.public, hello, got.grant).first_message())
-    t0 = time.process_time()
-    for m in resumed:
-        ServerHandshake(sec).receive(m)
-    resumed_us = (time.process_time() - t0) / count * 1e6
-    return {"noise_full_us": round(full_us, 1), "noise_resumed_us": round(resumed_us, 1),
-            "python_ssl_tls13_us": round(_python_ssl_us(max(100, count // 3)), 1)}
-
-
-def _python_ssl_us(count: int) -> float:
     with tempfile.TemporaryDirectory(prefix="tcpdsuite-ssl-") as tmp:
         ca, both = _tls_files(Path(tmp))
         sctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         sctx.minimum_version = ssl.TLSVersion.TLSv1_3
         sctx.load_cert_chain(both)
         cctx = ssl.create_default_context(cafile=str(ca))
+    best = {"noise_full_us": 1e9, "noise_resumed_us": 1e9, "python_ssl_tls13_us": 1e9}
+    for _ in range(rounds):
+        clients = [ClientHandshake(key.public, hello) for _ in range(count)]
+        firsts = [c.first_message() for c in clients]
+        t0 = time.process_time()
+        replies = [ServerHandshake(sec).receive(m) for m in firsts]
+        full = time.process_time() - t0
+        resumed = []
+        for c, d in zip(clients, replies, strict=True):
+            assert d is not None
+            got = c.receive(d.reply)
+            assert got is not None and got.grant is not None
+            resumed.append(ClientHandshake(key.public, hello, got.grant).first_message())
+        t0 = time.process_time()
+        for m in resumed:
+            ServerHandshake(sec).receive(m)
+        res = time.process_time() - t0
+        tls = _python_ssl_us(sctx, cctx, count)
+        for k, v in (("noise_full_us", full / count * 1e6), ("noise_resumed_us", res / count * 1e6),
+                     ("python_ssl_tls13_us", tls)):
+            best[k] = min(best[k], round(v, 1))
+    return best
+
+
+def _python_ssl_us(sctx: ssl.SSLContext, cctx: ssl.SSLContext, count: int) -> float:
     spent = 0.0
     for _ in range(count):
         ci, co, si, so = ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO()
@@ -619,7 +626,7 @@ def run(quick: bool) -> dict[str, Any]:
         work = Path(tmp)
         (work / "hs").mkdir()
         res["handshake"] = handshake_cpu(work / "hs", quick)
-        res["handshake_only"] = handshake_only(100 if quick else 2000)
+        res["handshake_only"] = handshake_only(50 if quick else 200, 3 if quick else 10)
         print(f"   handshake computation only: {res['handshake_only']}", flush=True)
         print(f"   handshakes: {res['handshake']}", flush=True)
         res["rss"] = {}
@@ -672,7 +679,7 @@ def table(r: dict[str, Any]) -> str:
     only = r.get("handshake_only")
     if only:
         rows += ["", ("The handshake computation alone, in one process (no sockets; the gateway's "
-                 "half only):\n"), ("| Noise NK (full) | Noise NNpsk0 (resumed) | Python ssl TLS 1.3 "
+                 "half only; best of 10 interleaved rounds of 200):\n"), ("| Noise NK (full) | Noise NNpsk0 (resumed) | Python ssl TLS 1.3 "
                  "(ECDSA P-256) |"), "|---|---|---|",
                  (f"| {only['noise_full_us']} us | {only['noise_resumed_us']} us | "
                  f"{only['python_ssl_tls13_us']} us |")]

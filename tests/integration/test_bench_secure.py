@@ -12,7 +12,7 @@ pytestmark = pytest.mark.integration
 def test_handshake_costs_and_idle_encrypted_connections(tmp_path: Path) -> None:
     from bench import secure
 
-    costs = secure.handshake_only(20)
+    costs = secure.handshake_only(10, rounds=2)
     assert all(v > 0 for v in costs.values()), costs
     res = secure.idle_rss(tmp_path, 60, encrypted=True)
     assert res["connections"] == 60 and res["failed"] == 0, res

@@ -20,7 +20,6 @@ one the resumed handshake hands out.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import os
 import struct
@@ -39,7 +38,7 @@ MAX_LIFETIME = 7 * 24 * 3600  # as TLS 1.3 caps ticket lifetimes
 
 
 def derive_psk(key: StaticKey, grant_id: bytes) -> bytes:
-    return hmac.new(key.resume_key, grant_id, hashlib.sha256).digest()
+    return hmac.digest(key.resume_key, grant_id, "sha256")
 
 
 def issue_grant(key: StaticKey, now: float, lifetime: int) -> bytes:
