@@ -705,7 +705,9 @@ def table(r: dict[str, Any]) -> str:
                       f"{ref.get('connect_all_s')} s; still disconnected: {ref['unrepaired']}.")]
     rows += ["", (f"Failover with encryption: {fo['clients']:,} clients (all connected in "
                   f"{fo.get('connect_all_s')} s), {fo['moved_clients']:,} on the "
-             f"killed gateway: 50 % back in {t['50']} s, 99 % in {t['99']} s, 100 % in {t['100']} s "
+                  f"killed gateway, {fo.get('reconnected', 0):,} back within the "
+                  f"{fo.get('watched_s', 30)} s watched: "
+             f"50 % back in {t['50']} s, 99 % in {t['99']} s, 100 % in {t['100']} s "
              f"(target <= {TARGETS['failover_s']:g} s); still disconnected: {fo['unrepaired']}."),
              "", "Targets met: " + ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in r["met"].items())
              + "\n"]
