@@ -49,6 +49,8 @@ def _hmac_sha256(key: bytes, data: bytes, algorithm: Any = None) -> bytes:
 
 
 class _LazyChaCha(ChaCha20Cipher):  # type: ignore[misc]
+    cipher: ChaCha20Poly1305 | None
+
     def initialize(self, key: bytes) -> None:
         self.cipher = None  # built from ``k`` when first used
 
