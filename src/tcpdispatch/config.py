@@ -44,6 +44,7 @@ class GatewayConfig:
     check: str  # http(s)://H:P/status | agent://H:P | tcp://H:P | push
     weight: float = 1.0
     capacity: int | None = None  # None: use what the gateway reports
+    key: str = ""  # the gateway's public key (``tcpdispatch keygen``); returned in answers
 
     @property
     def address(self) -> str:
@@ -244,8 +245,16 @@ def parse_gateway(table: Any, *, file: str = "", prefix: str = "gateway") -> Gat
     _validate_check(r, check)
     weight = r.number("weight", 1.0, 0.0, 1_000_000.0)  # 0: keep, but hand out no new clients
     capacity = r.integer("capacity", None, 1, 100_000_000)
+    key = r.string("key", "") or ""
+    if key:
+        from tcpdispatch.secure.keys import parse_public_key
+
+        try:
+            parse_public_key(key)
+        except ValueError as exc:
+            raise r.error("key", f"{exc} (the line `tcpdispatch keygen` prints)") from None
     r.finish()
-    return GatewayConfig(gid, host, port, check, weight, capacity)
+    return GatewayConfig(gid, host, port, check, weight, capacity, key)
 
 
 def _validate_check(r: _Reader, check: str) -> None:

@@ -9,6 +9,7 @@
      │    └── LocalProtocolError   we tried to send something the state forbids (our bug)
      ├── TicketError              a connect ticket was refused; carries an ErrorCode
      ├── DispatchError            client SDK: no gateway could be obtained from any source
+     ├── SecureHandshakeError     client: the encrypted handshake failed or was refused (code, reason)
      ├── ClientError              client SDK, per connection
      │    ├── ClientClosed         the client was closed; nothing more can be sent (client.py)
      │    └── HandshakeFailed      one connect attempt did not reach WELCOME (session.py)
@@ -29,7 +30,11 @@ from enum import IntEnum
 
 
 class ErrorCode(IntEnum):
-    """Codes carried by ERROR frames. 1xx: framing, 2xx: tickets, 3xx: limits, 5xx: server."""
+    """Codes carried by ERROR frames.
+
+    1xx: framing, 2xx: tickets, 3xx: limits, 4xx: encryption (docs/protocol.md section 9),
+    5xx: server.
+    """
 
     BAD_VERSION = 100
     UNKNOWN_OPCODE = 101
@@ -50,6 +55,12 @@ class ErrorCode(IntEnum):
     HANDSHAKE_TIMEOUT = 302
     IDLE_TIMEOUT = 303
     DRAINING = 304
+
+    ENCRYPTION_REQUIRED = 400
+    UNKNOWN_SERVER_KEY = 401
+    HANDSHAKE_FAILED = 402
+    RESUME_REJECTED = 403
+    DECRYPT_FAILED = 404
 
     INTERNAL = 500
 
@@ -98,6 +109,21 @@ class TicketError(TcpDispatchError):
         self.code = code
         self.reason = reason
         super().__init__(f"{code.slug}: {reason}")
+
+
+class SecureHandshakeError(TcpDispatchError):
+    """Client side: the gateway refused the encrypted handshake or could not prove its key.
+
+    ``code`` is the ErrorCode number (the gateway's, or HANDSHAKE_FAILED when this side
+    found the answer forged); ``authenticated`` is False for refusals that arrived in clear
+    before any key was proven (an active attacker could have forged them).
+    """
+
+    def __init__(self, code: int, reason: str, *, authenticated: bool = False) -> None:
+        self.code = code
+        self.reason = reason
+        self.authenticated = authenticated
+        super().__init__(reason)
 
 
 class DispatchError(TcpDispatchError):

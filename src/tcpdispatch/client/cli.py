@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from typing import Any
 
@@ -45,6 +46,32 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
                         "1.6x per failure with 20%% jitter (a dispatcher's retry hints override it)")
     p.add_argument("--backoff-max", type=float, default=120.0, metavar="S",
                    help="longest wait between reconnect rounds, in seconds")
+    p.add_argument("--encryption", choices=["auto", "required", "off"], default="auto",
+                   help="encrypt to gateways whose public key is known (auto), refuse the "
+                        "others (required: use it outside loopback), or never (off)")
+    p.add_argument("--pin", action="append", default=[], metavar="ID_OR_HOST:PORT=KEY",
+                   help="pin a gateway's public key (repeatable); --fallback also takes KEY@HOST:PORT")
+    p.add_argument("--ca-file", metavar="PEM",
+                   help="CA bundle that verifies https:// dispatchers (default: system store)")
+
+
+def security_from(args: argparse.Namespace) -> dict[str, Any]:
+    """Client keyword arguments for encryption; ConfigError names a bad --pin or --ca-file."""
+    from tcpdispatch.secure.keys import parse_public_key
+
+    pins: dict[str, str] = {}
+    for item in args.pin:
+        name, eq, key = item.rpartition("=")
+        if not eq or not name:
+            raise ConfigError(f"must be ID_OR_HOST:PORT=KEY, got {item!r}", key="--pin")
+        try:
+            parse_public_key(key)
+        except ValueError as exc:
+            raise ConfigError(f"{item!r}: {exc}", key="--pin") from None
+        pins[name] = key
+    if args.ca_file is not None and not os.access(args.ca_file, os.R_OK):
+        raise ConfigError("cannot read the CA file", key="--ca-file", file=args.ca_file)
+    return {"encryption": args.encryption, "pinned_keys": pins, "ca_file": args.ca_file}
 
 
 def urls_and_fallback(args: argparse.Namespace) -> tuple[list[str], list[str]]:
@@ -105,6 +132,7 @@ async def _main(args: argparse.Namespace) -> int:
         dispatchers, fallback, client_id=args.client_id, cache_path=args.cache,
         backoff=backoff_from(args), dispatch_timeout=args.dispatch_timeout,
         handshake_timeout=args.handshake_timeout, shuffle_fallback=not args.ordered_fallback,
+        **security_from(args),
     )
     client.add_listener(_status)
     try:

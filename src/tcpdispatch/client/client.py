@@ -51,7 +51,9 @@ from tcpdispatch.client.session import (
     race,
 )
 from tcpdispatch.client.sources import fetch_dispatch, load_cache, report_gateway, save_cache
-from tcpdispatch.errors import ClientError, DispatchError
+from tcpdispatch.errors import ClientError, DispatchError, ErrorCode
+from tcpdispatch.secure.keys import PublicKey, parse_public_key
+from tcpdispatch.secure.resumption import ResumptionStore
 
 log = logging.getLogger("tcpdispatch.client")
 
@@ -124,6 +126,14 @@ class Client:
     then the static ``fallback`` addresses are raced. With no dispatchers the
     client does classic client-side balancing over ``fallback`` (random
     order, failover). ``rng`` and ``clock`` are injectable for tests.
+
+    Encryption (docs/client.md, docs/protocol.md section 9): a gateway whose public
+    key is known — ``pinned_keys`` (by gateway id or ``host:port``), a ``KEY@host:port``
+    fallback entry, or the ``key`` of the dispatcher's answer — is connected to
+    encrypted, and must prove it holds that key. ``encryption="required"`` (the setting
+    for anything outside loopback) refuses gateways with no known key;
+    ``"auto"`` (default) connects to those in clear; ``"off"`` never encrypts.
+    ``ca_file`` verifies an HTTPS dispatcher against that CA bundle.
     """
 
     def __init__(
@@ -145,6 +155,10 @@ class Client:
         report_failures: bool = True,
         shuffle_fallback: bool = True,
         local_host: str | None = None,
+        encryption: str = "auto",
+        pinned_keys: dict[str, str] | None = None,
+        resumption: bool = True,
+        ca_file: str | None = None,
         http: aiohttp.ClientSession | None = None,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -170,6 +184,20 @@ class Client:
         self.report_failures = report_failures
         self.shuffle_fallback = shuffle_fallback
         self.local_host = local_host
+        if encryption not in ("auto", "required", "off"):
+            raise ValueError(f"encryption must be auto, required or off, not {encryption!r}")
+        self.encryption = encryption
+        self.pinned_keys: dict[str, PublicKey] = {}
+        for name, text in (pinned_keys or {}).items():
+            try:
+                self.pinned_keys[name] = parse_public_key(text)
+            except ValueError as exc:
+                raise ValueError(f"pinned_keys[{name!r}]: {exc}") from None
+        self.grants = ResumptionStore() if resumption else None
+        self.ca_file = ca_file
+        self._ssl = _ssl_context(ca_file)
+        self.last_failure = ""
+        self._dispatch_failures: dict[str, str] = {}  # dispatcher -> its last failure, for messages
         self.stats = ClientStats()
         self.dispatcher_memory = FailureMemory(clock, base=1.0, factor=2.0, max_ban=30.0)
         self.gateway_memory = FailureMemory(clock, base=1.0, factor=2.0, max_ban=60.0)
@@ -232,13 +260,14 @@ class Client:
             raise ClientClosed("client is closed")
         if self._supervisor is None:
             if self._http is None:
-                self._http = aiohttp.ClientSession()
+                self._http = make_http_session(self._ssl)
             self._supervisor = asyncio.get_running_loop().create_task(self._supervise())
         try:
             async with asyncio.timeout(timeout):
                 await self._connected.wait()
         except TimeoutError:
-            raise DispatchError(f"no gateway reachable within {timeout:g}s") from None
+            why = f": {self.last_failure}" if self.last_failure else ""
+            raise DispatchError(f"no gateway reachable within {timeout:g}s{why}") from None
 
     async def wait_connected(self, timeout: float | None = None) -> None:
         """Wait until a session is open (again)."""
@@ -337,7 +366,7 @@ class Client:
             except _RoundFailed as exc:
                 self.stats.failed_rounds += 1
                 delay = self.backoff.failure_delay(exc.hint)
-                reason = exc.reason
+                reason = self.last_failure = exc.reason
                 log.debug("client %s: round failed: %s; retry in %.2fs", self.client_id, reason, delay)
                 continue
             if old is not None:
@@ -430,10 +459,13 @@ class Client:
                     and _report_due(dispatcher_url, ep.id, self.clock())):
                 self._spawn(report_gateway(self._http, dispatcher_url, ep.id, exc.reason))
 
+        async def attempt(ep: Endpoint) -> GatewaySession:
+            return await open_session(ep, self.client_id, timeout=self.handshake_timeout,
+                                      local_host=self.local_host, key=self.key_for(ep),
+                                      grants=self.grants)
+
         result = await race(
-            ordered,
-            lambda ep: open_session(ep, self.client_id, timeout=self.handshake_timeout,
-                                    local_host=self.local_host),
+            ordered, attempt,
             stagger=self.current_stagger(), max_in_flight=self.max_in_flight,
             on_failure=failed, discard=lambda s: s.close(),
         )
@@ -444,6 +476,31 @@ class Client:
         avg = self._handshake_avg
         self._handshake_avg = took if avg is None else 0.7 * avg + 0.3 * took
         return result.winner[1]
+
+    def key_for(self, ep: Endpoint) -> PublicKey | None:
+        """The public key ``ep`` must prove, None to connect in clear.
+
+        A pinned key wins over the dispatcher's: the pin is the application's own
+        configuration. HandshakeFailed(ENCRYPTION_REQUIRED) when encryption is required
+        and no key is known.
+        """
+        if self.encryption == "off":
+            return None
+        key = self.pinned_keys.get(ep.id) if ep.id else None
+        if key is None:
+            key = self.pinned_keys.get(ep.address)
+        if key is None and ep.key:
+            try:
+                key = parse_public_key(ep.key)
+            except ValueError as exc:
+                raise HandshakeFailed(ep, f"bad public key: {exc}",
+                                      int(ErrorCode.HANDSHAKE_FAILED)) from None
+        if key is None and self.encryption == "required":
+            raise HandshakeFailed(
+                ep, "no public key known for this gateway (neither pinned nor in the "
+                    "dispatcher's answer); refusing to connect in clear (encryption='required')",
+                int(ErrorCode.ENCRYPTION_REQUIRED))
+        return key
 
     def current_stagger(self) -> float:
         """Delay before racing the next candidate: ``stagger``, or twice the usual handshake time.
@@ -474,6 +531,7 @@ class Client:
             now = self.clock()
             if res.answer is not None:
                 self.dispatcher_memory.succeeded(url)
+                self._dispatch_failures.pop(url, None)
                 self._use_answer(res.answer)
                 return res.answer.endpoints, url
             if res.retry_after is not None:
@@ -485,7 +543,8 @@ class Client:
                 continue
             self.dispatcher_memory.failed(url)
             self._count_dispatch_error(res.kind)
-            errors.append(f"{url}: {res.error}")
+            self._dispatch_failures[url] = msg = f"{url}: {res.error}"
+            errors.append(msg)
             log.debug("client %s: dispatcher %s failed: %s", self.client_id, url, res.error)
         if deferred:
             raise _RoundFailed("dispatchers have no gateway available", hint=min(deferred))
@@ -498,7 +557,9 @@ class Client:
                 detail = f"cached answer ({cached.age(time.time()):.0f}s old)"
         endpoints += self.fallback
         if not endpoints:
-            raise _RoundFailed("no dispatcher answered and there is no fallback: " + "; ".join(errors))
+            # Banned dispatchers were not asked this round: name why they failed last time.
+            why = errors or list(self._dispatch_failures.values())
+            raise _RoundFailed("no dispatcher answered and there is no fallback: " + "; ".join(why))
         if self.dispatchers:
             self._emit(ClientEvent(EventKind.FALLBACK, reason=detail or "static list"))
         return endpoints, None
@@ -547,3 +608,23 @@ def _only(kind: EventKind, cb: Listener) -> Listener:
         if event.kind is kind:
             cb(event)
     return listener
+
+
+def _ssl_context(ca_file: str | None) -> Any:
+    """An SSL context trusting ``ca_file`` (None: aiohttp's default, the system store)."""
+    if ca_file is None:
+        return None
+    import ssl
+
+    try:
+        return ssl.create_default_context(cafile=ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(f"ca_file {ca_file!r}: {exc}") from None
+
+
+def make_http_session(ssl_context: Any = None) -> aiohttp.ClientSession:
+    """The client's HTTP session; HTTPS dispatchers are verified with ``ssl_context``
+    (see :func:`_ssl_context`), or with the system trust store when it is None."""
+    if ssl_context is None:
+        return aiohttp.ClientSession()
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ssl_context))

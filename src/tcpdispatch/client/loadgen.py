@@ -41,6 +41,9 @@ class WorkerConfig:
     progress_interval: float = 0.5
     http_connections: int = 100  # pooled keep-alive connections to the dispatchers
     seed: int | None = None
+    encryption: str = "auto"
+    pinned_keys: dict[str, str] = field(default_factory=dict)
+    ca_file: str | None = None
 
 
 class _Tracker:
@@ -86,7 +89,13 @@ async def run_worker(
     t0 = time.time()
     end = time.monotonic() + cfg.duration
     rng = random.Random(cfg.seed)
-    connector = aiohttp.TCPConnector(limit=cfg.http_connections, local_addr=(cfg.local_host, 0) if cfg.local_host else None)
+    ssl_ctx: Any = True
+    if cfg.ca_file is not None:
+        import ssl
+
+        ssl_ctx = ssl.create_default_context(cafile=cfg.ca_file)
+    connector = aiohttp.TCPConnector(limit=cfg.http_connections, ssl=ssl_ctx,
+                                     local_addr=(cfg.local_host, 0) if cfg.local_host else None)
     http = aiohttp.ClientSession(connector=connector)
     clients: list[Client] = []
     trackers: list[_Tracker] = []
@@ -138,6 +147,7 @@ async def run_worker(
                 dispatch_timeout=cfg.dispatch_timeout, handshake_timeout=cfg.handshake_timeout,
                 heartbeat=cfg.heartbeat, local_host=cfg.local_host, http=http,
                 rng=random.Random(rng.getrandbits(64)), report_failures=True,
+                encryption=cfg.encryption, pinned_keys=cfg.pinned_keys,
             )
             client.add_listener(tracker)
             clients.append(client)

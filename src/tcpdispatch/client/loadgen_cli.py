@@ -24,7 +24,12 @@ import time
 from typing import Any
 
 from tcpdispatch.aio import run as aio_run
-from tcpdispatch.client.cli import add_common_arguments, backoff_from, urls_and_fallback
+from tcpdispatch.client.cli import (
+    add_common_arguments,
+    backoff_from,
+    security_from,
+    urls_and_fallback,
+)
 from tcpdispatch.client.loadgen import Report, WorkerConfig, merge, run_worker
 from tcpdispatch.errors import ConfigError
 
@@ -90,6 +95,7 @@ def plan(args: argparse.Namespace) -> list[WorkerConfig]:
         )
     bind = args.source_addresses == "on" or (
         args.source_addresses == "auto" and args.clients > SOURCE_ADDRESS_THRESHOLD)
+    security = security_from(args)
     configs = []
     for i in range(procs):
         n = args.clients // procs + (1 if i < args.clients % procs else 0)
@@ -100,7 +106,7 @@ def plan(args: argparse.Namespace) -> list[WorkerConfig]:
             backoff=backoff_from(args), dispatch_timeout=args.dispatch_timeout,
             handshake_timeout=args.handshake_timeout, heartbeat=args.heartbeat,
             seed=None if args.seed is None else args.seed * 1000 + i,
-            http_connections=max(1, args.dispatch_connections),
+            http_connections=max(1, args.dispatch_connections), **security,
         ))
     return configs
 

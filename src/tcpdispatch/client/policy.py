@@ -18,6 +18,7 @@ from __future__ import annotations
 import email.utils
 import math
 import random
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -168,13 +169,18 @@ class FailureMemory:
 # -- addresses and dispatch answers -------------------------------------------
 @dataclass(frozen=True, slots=True)
 class Endpoint:
-    """One gateway to try: where, and the ticket to present ("" for none)."""
+    """One gateway to try: where, the ticket to present ("" for none) and its public key.
+
+    ``key`` is the gateway's static public key text (docs/protocol.md section 9), from the
+    dispatcher's answer or pinned in a static entry; "" when unknown.
+    """
 
     host: str
     port: int
     id: str = ""
     ticket: str = ""
     source: str = "dispatcher"  # dispatcher | cache | static
+    key: str = ""
 
     @property
     def address(self) -> str:
@@ -241,17 +247,32 @@ def _endpoint(obj: Any, ticket: Any, source: str, where: str) -> Endpoint:
         raise DispatchError(f"dispatch answer: {where}.port is not a port number")
     if not isinstance(ticket, str):
         raise DispatchError(f"dispatch answer: {where}.ticket is not a string")
-    return Endpoint(host, port, str(gid), ticket, source)
+    key = obj.get("key", "")
+    if not isinstance(key, str) or (key and not _KEY_TEXT.fullmatch(key)):
+        raise DispatchError(f"dispatch answer: {where}.key is not a gateway public key")
+    return Endpoint(host, port, str(gid), ticket, source, key)
+
+
+# 32 bytes in URL-safe base64 without padding (tcpdispatch.secure.keys checks it fully).
+_KEY_TEXT = re.compile(r"[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]")
 
 
 def parse_static(addresses: Iterable[str]) -> list[Endpoint]:
-    """``["host:port", ...]`` as ticketless static endpoints; ValueError names a bad one."""
+    """``["host:port", "KEY@host:port", ...]`` as ticketless static endpoints.
+
+    ``KEY@`` pins the gateway's public key (43 characters, as ``tcpdispatch keygen``
+    prints it), so the client connects encrypted and refuses an impostor even when the
+    address was hijacked. ValueError names a bad entry.
+    """
     out = []
     for text in addresses:
         text = text.strip()
         if text:
-            host, port = parse_hostport(text, what="fallback address")
-            out.append(Endpoint(host, port, "", "", "static"))
+            key, at, addr = text.rpartition("@")
+            if at and not _KEY_TEXT.fullmatch(key):
+                raise ValueError(f"fallback address {text!r}: {key!r} is not a gateway public key")
+            host, port = parse_hostport(addr, what="fallback address")
+            out.append(Endpoint(host, port, "", "", "static", key))
     return out
 
 

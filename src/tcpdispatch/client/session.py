@@ -15,7 +15,13 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from tcpdispatch.client.policy import Endpoint
-from tcpdispatch.errors import ClientError, ErrorCode, ProtocolError, RemoteProtocolError
+from tcpdispatch.errors import (
+    ClientError,
+    ErrorCode,
+    ProtocolError,
+    RemoteProtocolError,
+    SecureHandshakeError,
+)
 from tcpdispatch.protocol import (
     Bye,
     Connection,
@@ -29,6 +35,10 @@ from tcpdispatch.protocol import (
     State,
     Welcome,
 )
+from tcpdispatch.secure.handshake import ClientHandshake
+from tcpdispatch.secure.keys import PublicKey
+from tcpdispatch.secure.resumption import ResumptionGrant, ResumptionStore
+from tcpdispatch.secure.transport import SecureTransport
 
 _nonces = itertools.count(1)
 
@@ -52,7 +62,7 @@ class HandshakeFailed(ClientError):
 class Loss:
     """Why an open session ended (or asked us to leave)."""
 
-    kind: str  # eof | error | reconnect | heartbeat | protocol | closed
+    kind: str  # eof | error | reconnect | heartbeat | protocol | secure | closed
     reason: str = ""
     code: int | None = None
     delay: float | None = None  # RECONNECT delay hint, seconds
@@ -76,6 +86,11 @@ class _Protocol(asyncio.Protocol):
         self.early: list[bytes] = []  # DATA that arrived with WELCOME, before on_data is set
         self.last_seen = loop.time()
         self.pongs = 0
+        # Encrypted sessions: the handshake until it completes, then the transport.
+        self.handshake: ClientHandshake | None = None
+        self.secure: SecureTransport | None = None
+        self.grant: ResumptionGrant | None = None
+        self.resumed = False
         self._writable = asyncio.Event()
         self._writable.set()
 
@@ -84,6 +99,10 @@ class _Protocol(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
+        if self.handshake is not None or self.secure is not None:
+            data = self._unwrap(data)
+            if not data:
+                return
         try:
             frames = self.conn.receive_data(data)
         except RemoteProtocolError as exc:
@@ -128,9 +147,35 @@ class _Protocol(asyncio.Protocol):
         self._writable.set()
 
     # helpers
+    def _unwrap(self, data: bytes) -> bytes:
+        hs = self.handshake
+        try:
+            if hs is None:
+                assert self.secure is not None
+                return self.secure.decrypt(data)
+            done = hs.receive(data)
+        except SecureHandshakeError as exc:
+            self.handshake = None
+            self._end(Loss("secure", exc.reason, exc.code))
+            return b""
+        except RemoteProtocolError as exc:
+            self.conn.fail(exc.code, exc.reason)
+            self._flush()
+            self._end(Loss("protocol", exc.reason, int(exc.code)))
+            return b""
+        if done is None:
+            return b""
+        self.handshake = None
+        self.secure = done.transport
+        self.grant = done.grant
+        self.resumed = done.resumed
+        return done.plaintext
+
     def _flush(self) -> None:
         out = self.conn.data_to_send()
         if out and self.transport is not None and not self.transport.is_closing():
+            if self.secure is not None:
+                out = self.secure.encrypt(out)
             self.transport.write(out)
 
     def _signal(self, loss: Loss) -> None:
@@ -164,6 +209,15 @@ class GatewaySession:
     @property
     def session_id(self) -> str:
         return self.welcome.session_id
+
+    @property
+    def encrypted(self) -> bool:
+        return self._proto.secure is not None
+
+    @property
+    def resumed(self) -> bool:
+        """True when this session's handshake used a resumption grant."""
+        return self._proto.resumed
 
     @property
     def open(self) -> bool:
@@ -252,15 +306,43 @@ class GatewaySession:
 async def open_session(
     endpoint: Endpoint, client_id: str, *, timeout: float = 5.0,
     local_host: str | None = None, max_frame: int = 65536,
+    key: PublicKey | None = None, grants: ResumptionStore | None = None,
 ) -> GatewaySession:
-    """Connect, HELLO, await WELCOME; raise HandshakeFailed on any failure."""
+    """Connect, HELLO, await WELCOME; raise HandshakeFailed on any failure.
+
+    With ``key`` the connection is encrypted and the gateway must prove it holds that
+    key (docs/protocol.md section 9). A grant for ``key`` in ``grants`` is used once
+    (resumption); if the gateway rejects it, one full handshake follows at once. The
+    grant the gateway hands out is stored back in ``grants``.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    grant = grants.take(key, loop.time()) if key is not None and grants is not None else None
+    try:
+        session = await _attempt(endpoint, client_id, deadline, timeout, local_host, max_frame,
+                                 key, grant)
+    except HandshakeFailed as exc:
+        if grant is None or exc.code != ErrorCode.RESUME_REJECTED:
+            raise
+        session = await _attempt(endpoint, client_id, deadline, timeout, local_host, max_frame,
+                                 key, None)
+    if grants is not None and session._proto.grant is not None:
+        grants.put(session._proto.grant)
+    return session
+
+
+async def _attempt(
+    endpoint: Endpoint, client_id: str, deadline: float, timeout: float,
+    local_host: str | None, max_frame: int, key: PublicKey | None,
+    grant: ResumptionGrant | None,
+) -> GatewaySession:
     loop = asyncio.get_running_loop()
     start = loop.time()
     conn = Connection(Role.CLIENT, max_frame)
     proto: _Protocol | None = None
     ok = False
     try:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout_at(deadline):
             try:
                 _, proto = await loop.create_connection(
                     lambda: _Protocol(conn), endpoint.host, endpoint.port,
@@ -269,7 +351,14 @@ async def open_session(
             except OSError as exc:
                 raise HandshakeFailed(endpoint, exc.strerror or str(exc)) from None
             conn.send(Hello(endpoint.ticket, client_id))
-            proto._flush()
+            if key is not None:
+                # The HELLO rides in the first handshake message: still one round trip.
+                hs = proto.handshake = ClientHandshake(key, conn.data_to_send(), grant,
+                                                       clock=loop.time)
+                assert proto.transport is not None
+                proto.transport.write(hs.first_message())
+            else:
+                proto._flush()
             try:
                 welcome = await proto.welcome
             except _Refused as exc:

@@ -107,7 +107,7 @@ class DispatcherApp:
         self.on_passive: Callable[[str], None] | None = None  # e.g. probe that gateway now
         self._frags: dict[str, bytes] = {}  # gateway id -> JSON fragment of the current picker's candidates
         self._packed_ids: dict[str, bytes] = {}  # gateway id -> the id as a ticket payload carries it
-        self._pieces: dict[tuple[str, str, int], tuple[bytes, bytes]] = {}  # (id, host, port) -> both, kept
+        self._pieces: dict[tuple[str, str, int, str], tuple[bytes, bytes]] = {}  # (id, host, port, key)
         self._templates: OrderedDict[tuple[str, ...], list[bytes]] = OrderedDict()
         self._unavailable: tuple[str, list[bytes]] = ("", [])
         self.fast: Any = None  # the C hot path (fastpath.FastDispatch) when built and enabled
@@ -204,14 +204,21 @@ class DispatcherApp:
         """
         cache = self._pieces
         frags, ids = {}, {}
+        gateways = self.pool.gateways
+        keys = {}
         for c in self.pool.picker.candidates:
-            key = (c.id, c.host, c.port)
+            gw = gateways.get(c.id)
+            pub = gw.config.key if gw is not None else ""  # the gateway's public key, if encrypted
+            keys[c.id] = key = (c.id, c.host, c.port, pub)
             hit = cache.get(key)
             if hit is None:
-                hit = cache[key] = (json_body({"id": c.id, "host": c.host, "port": c.port})[:-1], pack_id(c.id))
+                doc: dict[str, Any] = {"id": c.id, "host": c.host, "port": c.port}
+                if pub:
+                    doc["key"] = pub
+                hit = cache[key] = (json_body(doc)[:-1], pack_id(c.id))
             frags[c.id], ids[c.id] = hit
         if len(cache) > 2 * len(frags) + 1024:  # gateways removed or moved: keep only the current ones
-            self._pieces = {(c.id, c.host, c.port): (frags[c.id], ids[c.id]) for c in self.pool.picker.candidates}
+            self._pieces = {keys[gid]: (frags[gid], ids[gid]) for gid in frags}
         self._frags, self._packed_ids = frags, ids
         self._templates.clear()
         self._refresh_unavailable()

@@ -53,6 +53,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--http-timeout", type=float, default=10.0, metavar="S",
                    help="status port: a request head must be complete this long after connect (or after the "
                         "first byte of a keep-alive request), else the connection is closed (seconds)")
+    p.add_argument("--key-file", metavar="FILE",
+                   help="static key file (`tcpdispatch keygen`): clients must connect encrypted "
+                        "(Noise NK, docs/protocol.md section 9); SIGHUP re-reads it")
+    p.add_argument("--allow-plain", action="store_true",
+                   help="with --key-file: also accept plain clients on the same port (migration)")
+    p.add_argument("--resume-lifetime", type=int, default=3600, metavar="S",
+                   help="seconds a resumption grant stays usable (0 = no resumption)")
     p.add_argument("--advertise", metavar="HOST:PORT", help="address reported in /status (default --listen)")
     p.set_defaults(func=run)
     return p

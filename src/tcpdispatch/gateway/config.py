@@ -36,6 +36,9 @@ class GatewayConfig:
     backlog: int = 4096
     admin_token: str | None = None  # required by POST /drain; without one it answers 403
     http_timeout: float = 10.0  # status port: a request head must be complete this long after connect
+    key_file: str | None = None  # static key(s): encrypted connections on (docs/protocol.md §9)
+    allow_plain: bool = False  # with key_file: accept plain clients too (migration)
+    resume_lifetime: int = 3600  # seconds a resumption grant stays usable; 0 = no resumption
 
     @property
     def address(self) -> str:
@@ -87,6 +90,17 @@ def from_args(args: argparse.Namespace) -> GatewayConfig:
     if not args.no_ticket and not args.secret_file:
         raise ConfigError("a ticket secret is required (or pass --no-ticket)", key="--secret-file")
     secrets = None if args.no_ticket else tuple(load_secrets(args.secret_file))
+    key_file = getattr(args, "key_file", None)
+    allow_plain = bool(getattr(args, "allow_plain", False))
+    resume_lifetime = getattr(args, "resume_lifetime", 3600)
+    if key_file is not None:
+        from tcpdispatch.secure.keys import load_key_file
+
+        load_key_file(key_file)  # fail fast with the file and line
+    elif allow_plain:
+        raise ConfigError("--allow-plain only makes sense with --key-file", key="--allow-plain")
+    if not 0 <= resume_lifetime <= 7 * 24 * 3600:
+        raise ConfigError("must be between 0 (off) and 604800 s", key="--resume-lifetime")
     token = None
     admin_token = _read_token(args.admin_token_file) if args.admin_token_file else None
     if args.report_to:
@@ -103,6 +117,7 @@ def from_args(args: argparse.Namespace) -> GatewayConfig:
         max_frame=args.max_frame, report_to=args.report_to.rstrip("/") if args.report_to else None,
         report_token=token, report_interval=args.report_interval, advertise=args.advertise,
         backlog=args.backlog, admin_token=admin_token, http_timeout=args.http_timeout,
+        key_file=key_file, allow_plain=allow_plain, resume_lifetime=resume_lifetime,
     )
 
 

@@ -80,6 +80,7 @@ async def _single(cfg: GatewayConfig) -> int:
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, gw.drain)
     loop.add_signal_handler(signal.SIGINT, gw.stop)
+    loop.add_signal_handler(signal.SIGHUP, gw.reload_keys)
     _ready_line(cfg)
     await gw.wait_closed()
     await service.stop()
@@ -135,6 +136,7 @@ def _worker_main(cfg: GatewayConfig, counters: NodeCounters, worker: int, ready_
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, gw.drain)
         loop.add_signal_handler(signal.SIGINT, gw.stop)
+        loop.add_signal_handler(signal.SIGHUP, gw.reload_keys)
         if ready_fd >= 0:
             os.write(ready_fd, b"R")
             os.close(ready_fd)
@@ -283,6 +285,8 @@ async def _supervise(cfg: GatewayConfig, counters: NodeCounters, workers: _Worke
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, drain)
     loop.add_signal_handler(signal.SIGINT, stop)
+    # SIGHUP: every worker re-reads the key file itself (each keeps its own key objects).
+    loop.add_signal_handler(signal.SIGHUP, lambda: workers.kill(signal.SIGHUP))
     _ready_line(cfg)
     while True:
         await asyncio.sleep(0.1)

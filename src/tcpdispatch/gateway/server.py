@@ -30,17 +30,20 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from tcpdispatch.errors import ErrorCode, RemoteProtocolError, TicketError
+from tcpdispatch.errors import ConfigError, ErrorCode, RemoteProtocolError, TicketError
 from tcpdispatch.gateway.config import GatewayConfig
 from tcpdispatch.gateway.handlers import Handler, load_handler_class
 from tcpdispatch.gateway.shm import NodeCounters
 from tcpdispatch.protocol import Bye, Connection, Opcode, Reconnect, Role, State, Welcome
 from tcpdispatch.protocol.frames import Error, encode, encode_data
+from tcpdispatch.secure.handshake import MODE_FULL, MODE_RESUME, ServerHandshake, ServerSecurity
+from tcpdispatch.secure.transport import SecureTransport
 
 log = logging.getLogger("tcpdispatch.gateway")
 
 _LIVE = (State.OPEN, State.DRAINING)
 _DATA, _HELLO, _BYE, _ERROR = Opcode.DATA, Opcode.HELLO, Opcode.BYE, Opcode.ERROR
+_UNDECIDED = "undecided"  # encrypted gateway, no byte from the client yet
 _REFUSALS = {
     ErrorCode.OVERLOADED: encode(Error(int(ErrorCode.OVERLOADED), "gateway is at capacity")),
     ErrorCode.IP_LIMIT: encode(Error(int(ErrorCode.IP_LIMIT), "too many connections from your IP")),
@@ -58,6 +61,7 @@ class GatewayConnection(asyncio.Protocol):
         "_ip",
         "_num",
         "_open",
+        "_sec",
         "_transport",
         "last",
         "user",
@@ -73,6 +77,8 @@ class GatewayConnection(asyncio.Protocol):
         self._ip: str | None = None
         self._open = False
         self._admitted = False
+        # None: plain; _UNDECIDED; a ServerHandshake in progress; then a SecureTransport.
+        self._sec: Any = None
         self.user: Any = None  # free for the application handler
 
     # -- Session API -------------------------------------------------------
@@ -125,6 +131,8 @@ class GatewayConnection(asyncio.Protocol):
             transport.close()
             return
         self._conn = Connection(Role.SERVER, gw.cfg.max_frame)
+        if gw.security is not None:
+            self._sec = _UNDECIDED
 
     def data_received(self, data: bytes) -> None:
         conn = self._conn
@@ -135,6 +143,10 @@ class GatewayConnection(asyncio.Protocol):
             # Before WELCOME ``last`` stays the accept tick: the handshake deadline counts from
             # accept, so a client trickling a byte at a time cannot hold a slot.
             self.last = gw.tick
+        if self._sec is not None:
+            data = self._unwrap(data)
+            if not data:
+                return
         try:
             frames = conn.receive_data(data)
         except RemoteProtocolError as exc:
@@ -189,10 +201,64 @@ class GatewayConnection(asyncio.Protocol):
         t = self._transport
         if t is None or t.is_closing():
             return
+        if type(self._sec) is SecureTransport:
+            data = self._sec.encrypt(data)
         t.write(data)
         if t.get_write_buffer_size() > self._gw.max_backlog:
             log.info("dropping %s: client does not read (write buffer over limit)", self.session_id)
             t.abort()
+
+    def _unwrap(self, data: bytes) -> bytes:
+        """Encrypted gateway: the frame-stream bytes in ``data`` (b"" when none, or closed).
+
+        The first byte decides: a Noise handshake mode byte starts the handshake; any
+        other byte is a plain client, served only with ``--allow-plain``.
+        """
+        sec = self._sec
+        gw = self._gw
+        try:
+            if type(sec) is SecureTransport:
+                return sec.decrypt(data)
+            if sec is _UNDECIDED:
+                security = gw.security
+                if data[0] != MODE_FULL and data[0] != MODE_RESUME:
+                    if security is not None and security.allow_plain:
+                        self._sec = None
+                        gw.handshakes_plain += 1
+                        gw.counters.add_handshake("plain")
+                        return data
+                    raise RemoteProtocolError(
+                        ErrorCode.ENCRYPTION_REQUIRED,
+                        "this gateway accepts encrypted connections only (docs/protocol.md §9)")
+                assert security is not None  # _UNDECIDED only exists on encrypted gateways
+                sec = self._sec = ServerHandshake(security)
+            done = sec.receive(data)
+            if done is None:
+                return b""
+        except RemoteProtocolError as exc:
+            self._sec_failed(exc)
+            return b""
+        self._sec = done.transport
+        if done.resumed:
+            gw.handshakes_resumed += 1
+            gw.counters.add_handshake("resumed")
+        else:
+            gw.handshakes_full += 1
+            gw.counters.add_handshake("full")
+        if self._transport is not None:
+            self._transport.write(done.reply)
+        return done.plaintext
+
+    def _sec_failed(self, exc: RemoteProtocolError) -> None:
+        conn = self._conn
+        self._gw.count_error(exc.code, self._open)
+        if type(self._sec) is not SecureTransport:
+            self._sec = None  # the refusal goes in clear: no keys were agreed
+        if conn is not None:
+            conn.fail(exc.code, exc.reason[:200])
+            self._write(conn.data_to_send())
+        if self._transport is not None:
+            self._transport.close()
 
     def _hello(self, hello: Any) -> None:
         gw = self._gw
@@ -259,6 +325,10 @@ class Gateway:
 
             self._verifier = TicketVerifier(list(cfg.secrets))
             self._nonces = counters.nonce_cache()  # node-wide: shared by every worker
+        self.security: ServerSecurity | None = None
+        self.handshakes_full = self.handshakes_resumed = self.handshakes_plain = 0
+        if cfg.key_file is not None:
+            self.security = load_security(cfg)
         self.handler: Handler = load_handler_class(cfg.handler)(self)
         self._server: asyncio.AbstractServer | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -366,6 +436,23 @@ class Gateway:
                 p.fail(ErrorCode.HANDSHAKE_TIMEOUT, f"no HELLO within {self.cfg.handshake_timeout:g}s")
         return len(late)
 
+    def reload_keys(self) -> bool:
+        """Re-read ``--key-file`` (SIGHUP). Open connections keep their keys; only new
+        handshakes see the new set. A bad file keeps the old keys; returns success."""
+        if self.cfg.key_file is None:
+            return True
+        try:
+            security = load_security(self.cfg)
+        except ConfigError as exc:
+            log.error("worker %d: key reload failed, keeping the old keys: %s", self.worker, exc)
+            return False
+        old = self.security
+        self.security = security
+        if old is None or [k.id for k in old.keys] != [k.id for k in security.keys]:
+            log.info("worker %d: keys reloaded: current %s, %d accepted", self.worker,
+                     security.current.public.text, len(security.keys))
+        return True
+
     # -- called by GatewayConnection -------------------------------------------
     def intern_ip(self, ip: str) -> str:
         ips = self._ips
@@ -462,3 +549,13 @@ class Gateway:
         self.messages_out += n
         return n
 
+
+def load_security(cfg: GatewayConfig) -> ServerSecurity:
+    """The encryption settings of ``cfg`` (reads the key file; ConfigError if bad)."""
+    from tcpdispatch.secure.keys import key_file_is_private, load_key_file
+
+    assert cfg.key_file is not None
+    keys = load_key_file(cfg.key_file)
+    if not key_file_is_private(cfg.key_file):
+        log.warning("key file %s is readable by group or others; chmod 600 it", cfg.key_file)
+    return ServerSecurity(keys, allow_plain=cfg.allow_plain, resume_lifetime=cfg.resume_lifetime)

@@ -5,7 +5,7 @@ inherited by them. Layout (all signed 64-bit, native order)::
 
     header: state (0 serving, 1 draining), started_at (unix ms), worker restarts
     per worker slot: pid, connections, accepted, messages_in, messages_out,
-                     rejected[len(CODES)], errors[len(CODES)]
+                     handshakes[len(HANDSHAKES)], rejected[len(CODES)], errors[len(CODES)]
     per worker sketch: DEPTH rows x WIDTH counters (a count-min sketch of source IPs)
     replay guard: a tickets.NonceCache table (REPLAY_SLOTS x (u64 nonce, u32 forget_at))
 
@@ -46,7 +46,9 @@ _CODE_INDEX = {c: i for i, c in enumerate(CODES)}
 _HEADER = 3
 _H_RESTARTS = 2
 _F_PID, _F_CONN, _F_ACCEPTED, _F_MSG_IN, _F_MSG_OUT = range(5)
-_F_REJECTED = 5
+HANDSHAKES = ("plain", "full", "resumed")  # how connections started (encrypted gateways)
+_F_HANDSHAKES = 5
+_F_REJECTED = _F_HANDSHAKES + len(HANDSHAKES)
 _F_ERRORS = _F_REJECTED + len(CODES)
 SLOT = _F_ERRORS + len(CODES)
 WIDTH = 4096
@@ -69,6 +71,7 @@ class Snapshot:
     rejected: dict[str, int]
     errors: dict[str, int]
     worker_connections: tuple[int, ...]
+    handshakes: dict[str, int]  # on an encrypted gateway: plain | full | resumed starts
     workers_live: int = 1  # worker slots whose process is listening (pid set by bind_worker)
     worker_restarts: int = 0  # workers restarted by the supervisor after dying
 
@@ -184,6 +187,10 @@ class NodeCounters:
     def add_error(self, code: ErrorCode) -> None:
         self._v[self._slot(self.worker) + _F_ERRORS + _CODE_INDEX[code]] += 1
 
+    def add_handshake(self, kind: str) -> None:
+        """One connection started: ``plain`` (on an encrypted gateway), ``full`` or ``resumed``."""
+        self._v[self._slot(self.worker) + _F_HANDSHAKES + HANDSHAKES.index(kind)] += 1
+
     def add_messages(self, received: int, sent: int) -> None:
         base = self._slot(self.worker)
         self._v[base + _F_MSG_IN] += received
@@ -205,6 +212,7 @@ class NodeCounters:
     def snapshot(self) -> Snapshot:
         v = self._v
         conns, rej, err = [], [0] * len(CODES), [0] * len(CODES)
+        hs = [0] * len(HANDSHAKES)
         acc = m_in = m_out = live = 0
         for w in range(self.workers):
             base = self._slot(w)
@@ -213,6 +221,8 @@ class NodeCounters:
             acc += v[base + _F_ACCEPTED]
             m_in += v[base + _F_MSG_IN]
             m_out += v[base + _F_MSG_OUT]
+            for i in range(len(HANDSHAKES)):
+                hs[i] += v[base + _F_HANDSHAKES + i]
             for i in range(len(CODES)):
                 rej[i] += v[base + _F_REJECTED + i]
                 err[i] += v[base + _F_ERRORS + i]
@@ -228,6 +238,7 @@ class NodeCounters:
             worker_connections=tuple(conns),
             workers_live=live,
             worker_restarts=v[_H_RESTARTS],
+            handshakes={k: n for k, n in zip(HANDSHAKES, hs, strict=True) if n},
         )
 
     def worker_pids(self) -> Iterator[int]:

@@ -146,6 +146,13 @@ class _Collector:
         yield err
         yield counter("http_timeouts", "Status-port connections closed because a request head "
                       "was not complete within --http-timeout.", s.deadlines.timeouts)
+        hs = CounterMetricFamily(
+            "tcpdispatch_gateway_handshakes",
+            "Connections started on an encrypted gateway, by kind (plain, full, resumed).",
+            labels=["gateway", "kind"])
+        for kind, n in sorted(snap.handshakes.items()):
+            hs.add_metric([cfg.id, kind], n)
+        yield hs
         per = GaugeMetricFamily("tcpdispatch_gateway_worker_connections", "Open connections per worker.",
                                 labels=["gateway", "worker"])
         for w, n in enumerate(snap.worker_connections):

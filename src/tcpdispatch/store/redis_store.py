@@ -87,8 +87,11 @@ MAX_PENDING_HEARTBEATS = 256  # relays in flight; beyond that Redis is too slow 
 
 def _entry_doc(e: SharedGateway) -> str:
     c = e.config
-    return json.dumps({"id": c.id, "address": c.address, "check": c.check, "capacity": c.capacity,
-                       "source": e.source}, separators=(",", ":"))
+    doc = {"id": c.id, "address": c.address, "check": c.check, "capacity": c.capacity,
+           "source": e.source}
+    if c.key:
+        doc["key"] = c.key
+    return json.dumps(doc, separators=(",", ":"))
 
 
 class RedisStore(Store):
@@ -277,6 +280,8 @@ class RedisStore(Store):
                         "weight": float(weight) if weight is not None else 1.0}
                 if doc.get("capacity") is not None:
                     spec["capacity"] = doc["capacity"]
+                if doc.get("key"):
+                    spec["key"] = doc["key"]
                 gcfg = parse_gateway(spec, file=f"redis {k[1]}", prefix=gid)
             except (ValueError, KeyError, TypeError, ConfigError) as exc:
                 if gid not in self._bad:
