@@ -53,6 +53,13 @@ class _Collector:
             conns.add_metric([gw.id], gw.load.current)
         yield up
         yield conns
+        over = GaugeMetricFamily("tcpdispatch_gateway_overloaded",
+                                 "1 while the gateway is judged overloaded (no new clients)", labels=["gateway"])
+        for gw in pool.gateways.values():
+            over.add_metric([gw.id], 1.0 if gw.overload.over else 0.0)
+        yield over
+        yield CounterMetricFamily("tcpdispatch_overload_transitions",
+                                  "Gateways entering or leaving overload", value=pool.overload_changes)
         yield GaugeMetricFamily("tcpdispatch_panic", "1 while in panic mode", value=1.0 if pool.panic else 0.0)
         yield CounterMetricFamily("tcpdispatch_picker_rebuilds", "Picker rebuilds", value=pool.rebuilds)
         yield GaugeMetricFamily("tcpdispatch_speedups", "1 while plain dispatches are answered in C",

@@ -27,6 +27,7 @@ from tcpdispatch.balancing.registry import get_policy, policy_options
 from tcpdispatch.balancing.snapshot import GatewayView, build_candidates
 from tcpdispatch.config import DispatcherConfig, GatewayConfig
 from tcpdispatch.health import CheckSpec, HealthState, ProbeResult, parse_check
+from tcpdispatch.health.overload import OverloadState
 from tcpdispatch.store.base import SharedGateway
 
 log = logging.getLogger("tcpdispatch.dispatcher.pool")
@@ -46,6 +47,7 @@ class Gateway:
     reported_capacity: int | None = None  # total capacity from /status (agents report load instead)
     last_ok: float | None = None
     last_detail: str = ""
+    overload: OverloadState = field(default_factory=OverloadState)
 
     @property
     def id(self) -> str:
@@ -60,7 +62,7 @@ class Gateway:
             id=self.id, host=self.config.host, port=self.config.port, weight=self.config.weight,
             capacity=self.config.capacity, reported_capacity=self.reported_capacity,
             healthy=self.health.up, draining=self.admin_drain or self.self_drain,
-            up_since=self.up_since, load=self.load,
+            up_since=self.up_since, load=self.load, overloaded=self.overload.over,
         )
 
     def state(self) -> str:
@@ -93,6 +95,8 @@ class Pool:
         self.on_targets = on_targets
         self.panic = False
         self.rebuilds = 0
+        self.overload_changes = 0  # gateways entering or leaving overload (a metric)
+        self.overload_excluded: tuple[str, ...] = ()  # left out of the last picker for overload
         self.shared = False  # True: a shared store owns membership/weight/drain (see sync())
         self._config = config
         self._policy = config.policy
@@ -280,8 +284,23 @@ class Pool:
             if draining != gw.self_drain:
                 gw.self_drain = draining
                 changed = True
+            if self._health_cfg.overload and self._judge_overload(gw, result):
+                changed = True
         if changed:
             self.mark_dirty()
+
+    def _judge_overload(self, gw: Gateway, result: ProbeResult) -> bool:
+        """Feed one good status to the gateway's overload judge; True when its state changed."""
+        latency = max(result.latency_s, result.late_s)
+        if not gw.overload.observe(self._health_cfg.overload_thresholds, result.busy, result.lag_s, latency):
+            return False
+        self.overload_changes += 1
+        if gw.overload.over:
+            log.warning("gateway %s is overloaded (%s): no new clients until it recovers",
+                        gw.id, gw.overload.reason)
+        else:
+            log.info("gateway %s recovered from overload (%s): handing out again", gw.id, gw.overload.reason)
+        return True
 
     def _agent_load(self, gw: Gateway, result: ProbeResult) -> None:
         """Reset the load estimate from an agent reply (it carries no connection count).
@@ -358,6 +377,7 @@ class Pool:
         now = self.clock()
         snap = build_candidates([g.view() for g in self.gateways.values()], now, self._settings)
         self.panic = snap.panic
+        self.overload_excluded = snap.overloaded
         self._picker = self._new_picker(snap.candidates)
         self.rebuilds += 1
         self._schedule_deadline(snap.rebuild_at, now)
@@ -400,6 +420,8 @@ class Pool:
             "capacity": cfg.capacity if cfg.capacity is not None else gw.reported_capacity,
             "headroom": gw.load.headroom,
             "utilization": gw.load.utilization,
+            "overloaded": gw.overload.over,
+            "overload_reason": gw.overload.reason,
             "up_for_s": None if gw.up_since is None else round(self.clock() - gw.up_since, 3),
             "detail": gw.last_detail,
         }

@@ -25,7 +25,7 @@ from tcpdispatch.dispatcher import fastpath
 from tcpdispatch.dispatcher.app import DispatcherApp
 from tcpdispatch.dispatcher.pool import Pool
 from tcpdispatch.errors import ConfigError
-from tcpdispatch.health import CheckSpec, HealthChecker, PushTracker, status_to_result
+from tcpdispatch.health import CheckSpec, PushTracker, StatusMonitor, status_to_result
 from tcpdispatch.store import SharedGateway, StoreHooks, make_store
 
 log = logging.getLogger("tcpdispatch.dispatcher")
@@ -43,7 +43,7 @@ class DispatcherServer:
         self.config = config
         self.config_path = config_path
         self.listen = (config.listen_host, config.listen_port)
-        self.checker: HealthChecker | None = None
+        self.checker: StatusMonitor | None = None
         self.pool = Pool(config, on_targets=self._set_targets)
         self.tracker = PushTracker(config.health.ttl)
         self.app = DispatcherApp(config, self.pool, reload=self.reload if config_path else None)
@@ -98,7 +98,7 @@ class DispatcherServer:
         changes arriving meanwhile reach the new one (set_targets on a closed
         checker is a no-op anyway).
         """
-        checker = HealthChecker(self.config.health, self.pool.on_result)
+        checker = StatusMonitor(self.config.health, self.pool.on_result)
         checker.set_targets(self.pool.targets())
         await checker.start()
         old, self.checker = self.checker, checker

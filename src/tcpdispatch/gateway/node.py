@@ -25,6 +25,7 @@ from typing import Any
 from tcpdispatch import aio
 from tcpdispatch.errors import ConfigError
 from tcpdispatch.gateway.config import GatewayConfig
+from tcpdispatch.gateway.loadmeter import LoopMeter
 from tcpdispatch.gateway.shm import NodeCounters
 
 log = logging.getLogger("tcpdispatch.gateway")
@@ -69,11 +70,14 @@ async def _single(cfg: GatewayConfig) -> int:
     except OSError as exc:
         raise _bind_error(exc, "--listen", cfg.listen) from None
     service = await _start_status(cfg, counters, gw.drain, lambda: (os.getpid(),))
+    meter = LoopMeter(counters.set_loop_load)
+    meter.start()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, gw.drain)
     loop.add_signal_handler(signal.SIGINT, gw.stop)
     _ready_line(cfg)
     await gw.wait_closed()
+    meter.stop()
     await service.stop()
     log.info("gateway %s stopped", cfg.id)
     return 0
@@ -95,12 +99,15 @@ def _worker_main(cfg: GatewayConfig, counters: NodeCounters, worker: int, ready_
             print(f"tcpdispatch gateway: worker {worker}: {_bind_error(exc, '--listen', cfg.listen)}",
                   file=sys.stderr, flush=True)
             return 2
+        meter = LoopMeter(counters.set_loop_load)
+        meter.start()
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, gw.drain)
         loop.add_signal_handler(signal.SIGINT, gw.stop)
         os.write(ready_fd, b"R")
         os.close(ready_fd)
         await gw.wait_closed()
+        meter.stop()
         return 0
 
     code = aio.run(main())
