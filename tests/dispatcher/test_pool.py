@@ -172,6 +172,7 @@ def test_overload_metric(make_app: Any) -> None:
 
     app = make_app()
     app.pool.on_result("g1", replace(OK, busy=1.0))
+    app.pool.on_result("g1", replace(OK, busy=1.0))
     text = render(app)[0].decode()
     assert 'tcpdispatch_gateway_overloaded{gateway="g1"} 1.0' in text
     assert 'tcpdispatch_gateway_overloaded{gateway="g2"} 0.0' in text
@@ -182,5 +183,6 @@ def test_overload_protection_can_be_turned_off(make_config: Any) -> None:
     pool = Pool(make_config(health={"overload": False}), rng=random.Random(1))
     for _ in range(2):
         pool.on_result("g1", OK)
+    pool.on_result("g1", replace(OK, busy=1.0))
     pool.on_result("g1", replace(OK, busy=1.0))
     assert "g1" in ids(pool)

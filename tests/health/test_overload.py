@@ -11,16 +11,20 @@ from tcpdispatch.health.overload import OverloadState, OverloadThresholds
 T = OverloadThresholds()  # busy 0.9/0.7, lag 0.1/0.03 s, latency 0.25/0.1 s x2
 
 
-def test_busy_enters_at_once_and_leaves_only_under_the_exit_threshold() -> None:
+def test_busy_enters_after_two_statuses_and_leaves_only_under_the_exit_threshold() -> None:
     s = OverloadState()
     assert not s.observe(T, 0.85, 0.01, 0.0)  # the 85 % worker is busy, not collapsing
+    assert not s.observe(T, 0.97, 0.01, 0.0)  # one status: a blip so far
     assert s.observe(T, 0.97, 0.01, 0.0) and s.over and "busy 0.97" in s.reason
     assert not s.observe(T, 0.8, 0.01, 0.0) and s.over  # between exit and enter: stays (no flapping)
     assert s.observe(T, 0.5, 0.01, 0.0) and not s.over and "busy 0.50" in s.reason
 
 
-def test_lag_alone_enters_a_starved_worker() -> None:
+def test_lag_alone_enters_a_starved_worker_but_one_stall_does_not() -> None:
     s = OverloadState()
+    assert not s.observe(T, 0.0, 1.2, 0.0)  # the first status after a SIGSTOP carries the stall
+    assert not s.observe(T, 0.0, 0.0, 0.0)
+    assert not s.observe(T, 0.4, 0.15, 0.0)
     assert s.observe(T, 0.4, 0.15, 0.0) and "lag 150 ms" in s.reason
     assert not s.observe(T, 0.4, 0.05, 0.0)  # 50 ms: above the 30 ms exit
     assert s.observe(T, 0.4, 0.02, 0.0)
@@ -31,7 +35,7 @@ def test_one_late_status_is_a_blip_two_in_a_row_are_not() -> None:
     assert not s.observe(T, None, None, 0.3)
     assert not s.observe(T, None, None, 0.0)
     assert not s.observe(T, None, None, 0.3)
-    assert s.observe(T, None, None, 0.4) and "2 times in a row" in s.reason
+    assert s.observe(T, None, None, 0.4) and "2 statuses in a row" in s.reason
     assert not s.observe(T, None, None, 0.15)
     assert s.observe(T, None, None, 0.05) and not s.over
 

@@ -284,7 +284,9 @@ class Pool:
             if draining != gw.self_drain:
                 gw.self_drain = draining
                 changed = True
-            if self._health_cfg.overload and self._judge_overload(gw, result):
+            # Judged only while up: the first status after a stall (SIGSTOP, a long GC) reports
+            # the stall's lag, which the rise/fall machine has already dealt with.
+            if self._health_cfg.overload and gw.health.up and self._judge_overload(gw, result):
                 changed = True
         if changed:
             self.mark_dirty()

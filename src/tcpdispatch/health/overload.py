@@ -12,12 +12,12 @@ hovering at one threshold does not flap):
 - ``lag``: the busiest worker's event-loop lag in seconds, measured by the
   gateway (it also catches a worker starved by another process on its core);
 - ``latency``: what the dispatcher itself sees, how late a watched status tick
-  arrived (or how long a polled status answer took). One late answer is a blip,
-  so it takes ``samples`` consecutive ones to enter on this signal alone.
+  arrived (or how long a polled status answer took).
 
-The gateway-measured signals are already averages over a window, so one sample
-over the enter threshold is enough. A gateway leaves the state when one sample
-has every signal at or under its exit threshold. The owner (the dispatcher's
+One bad status is a blip (a GC pause, the first status after a SIGSTOP, which
+carries the stall's lag), so a gateway enters after ``samples`` consecutive
+statuses with some signal at or over its enter threshold, and leaves when one
+status has every signal at or under its exit threshold. The owner (the dispatcher's
 pool) stops handing out an overloaded gateway, whatever the balancing policy.
 """
 
@@ -42,27 +42,27 @@ class OverloadThresholds:
 class OverloadState:
     """Hysteresis for one gateway; :meth:`observe` returns True when ``over`` changed."""
 
-    __slots__ = ("_late", "over", "reason")
+    __slots__ = ("_hot", "over", "reason")
 
     def __init__(self) -> None:
         self.over = False
         self.reason = ""
-        self._late = 0  # consecutive samples with latency over its enter threshold
+        self._hot = 0  # consecutive samples with a signal at or over its enter threshold
 
     def observe(self, t: OverloadThresholds, busy: float | None, lag: float | None, latency: float) -> bool:
         """Feed one status sample (None: the gateway does not report that signal)."""
-        self._late = self._late + 1 if latency >= t.latency else 0
+        why = []
+        if busy is not None and busy >= t.busy:
+            why.append(f"busy {busy:.2f} >= {t.busy:g}")
+        if lag is not None and lag >= t.lag:
+            why.append(f"event-loop lag {lag * 1000:.0f} ms >= {t.lag * 1000:.0f} ms")
+        if latency >= t.latency:
+            why.append(f"status {latency * 1000:.0f} ms late >= {t.latency * 1000:.0f} ms")
+        self._hot = self._hot + 1 if why else 0
         if not self.over:
-            why = []
-            if busy is not None and busy >= t.busy:
-                why.append(f"busy {busy:.2f} >= {t.busy:g}")
-            if lag is not None and lag >= t.lag:
-                why.append(f"event-loop lag {lag * 1000:.0f} ms >= {t.lag * 1000:.0f} ms")
-            if self._late >= t.samples:
-                why.append(f"status {latency * 1000:.0f} ms late >= {t.latency * 1000:.0f} ms, "
-                           f"{self._late} times in a row")
-            if why:
-                self.over, self.reason = True, "; ".join(why)
+            if self._hot >= t.samples:
+                self.over = True
+                self.reason = f"{'; '.join(why)}, {self._hot} statuses in a row"
                 return True
             return False
         cool = ((busy is None or busy <= t.busy_exit) and (lag is None or lag <= t.lag_exit)

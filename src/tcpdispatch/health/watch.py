@@ -20,7 +20,7 @@ interval. What the watcher makes of it, all fed to the same rise/fall
 Cost: a tick is one small read, no timer and no request per gateway; one sweep
 walks all watches every ``interval / 4``. Once a gateway's state machine is
 saturated (``rise`` successes reported since the last failure or change),
-unchanged, on-time ticks are not reported at all.
+unchanged, on-time ticks of a gateway showing no load are not reported at all.
 
 If the other side answers with a plain document (not a tcpdispatch gateway, or
 an older one), that answer is reported as a poll result and ``on_fallback(id)``
@@ -59,7 +59,7 @@ class _Watch:
     """Bookkeeping of one gateway's watch (owned by :class:`StatusWatcher`)."""
 
     __slots__ = (
-        "buf", "doc", "force", "gid", "host", "last", "misses", "phase", "port", "proto", "req",
+        "buf", "doc", "force", "gid", "host", "last", "loaded", "misses", "phase", "port", "proto", "req",
         "result", "retry_at", "spec", "started", "streak", "task",
     )
 
@@ -77,6 +77,7 @@ class _Watch:
         self.misses = 0
         self.streak = 0  # successes reported since the last failure or change
         self.force = False
+        self.loaded = False  # the last document shows load at or over an overload exit threshold
         self.buf = b""
         self.doc: dict[str, Any] = {}
         self.result: ProbeResult | None = None
@@ -339,7 +340,9 @@ class StatusWatcher:
                         raise ValueError(  # noqa: TRY004 - a bad document, reported like the others
                             f"status line must be a JSON object, got {type(delta).__name__}")
                     w.doc.update(delta)
-                    w.result = status_to_result(w.doc)
+                    w.result = r = status_to_result(w.doc)
+                    w.loaded = ((r.busy or 0.0) >= self.settings.overload_busy_exit
+                                or (r.lag_s or 0.0) >= self.settings.overload_lag_exit)
                 except ValueError as exc:
                     self._bad(w, f"bad status document: {exc}")
                     return
@@ -352,7 +355,8 @@ class StatusWatcher:
             return
         interval = self.settings.interval
         slow = late > interval / 2
-        if changed or slow or w.force or w.misses or w.streak <= self.settings.rise:
+        # Ticks of a loaded gateway are judged too: overload needs consecutive samples.
+        if changed or slow or w.force or w.misses or w.loaded or w.streak <= self.settings.rise:
             w.misses = 0
             w.force = False
             w.streak = 0 if changed else w.streak + 1
