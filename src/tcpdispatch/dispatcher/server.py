@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import resource
 import signal
 import sys
 from collections.abc import Mapping
@@ -99,6 +100,7 @@ class DispatcherServer:
         checker is a no-op anyway).
         """
         checker = StatusMonitor(self.config.health, self.pool.on_result)
+        _descriptor_headroom(len(self.pool.targets()))
         checker.set_targets(self.pool.targets())
         await checker.start()
         old, self.checker = self.checker, checker
@@ -268,6 +270,23 @@ class DispatcherServer:
 
     def stop(self) -> None:
         self._stop.set()
+
+
+def _descriptor_headroom(checked: int) -> None:
+    """Raise the descriptor limit to its hard cap; warn when health checks would take half of it.
+
+    Each watched (or keep-alive polled) gateway holds one connection; client
+    connections share what is left (docs/health.md, "Descriptors").
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard and hard != resource.RLIM_INFINITY:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    if checked > soft // 2:
+        log.warning("%d gateways are checked over long-lived connections, more than half of the %d "
+                    "file descriptors this process may open; the rest is left for clients "
+                    "(raise the limit or split the pool, see docs/health.md)", checked, soft)
 
 
 def main(config_path: Path, listen: tuple[str, int] | None) -> int:

@@ -95,6 +95,11 @@ class WatchFeed:
         self._sent: dict[str, Any] | None = None
         self._next = 0.0
 
+    @property
+    def due(self) -> float:
+        """When the next tick is due (a caller without urgent changes may poll only then)."""
+        return self._next
+
     def poll(self, status: Mapping[str, Any], now: float) -> bytes:
         doc = watch_doc(status)
         sent = self._sent

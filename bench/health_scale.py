@@ -1,0 +1,208 @@
+"""Scenario 8, health at scale: 10 to 10,000 gateways watched by one dispatcher, HAProxy alongside.
+
+Per pool size N, with the status endpoints served by a few fleet processes
+(``bench/health_fleet.py``: the gateway's own watch protocol code, about 2,500
+gateways per process):
+
+1. a real dispatcher (pinned to CPU 0, default ``[health]``: interval 0.25 s)
+   watches all N; once every gateway is healthy its CPU is sampled from
+   ``/proc/PID/stat`` over a few idle seconds: that is its health work;
+2. wrk (CPU 1, keep-alive, 50 connections) measures its dispatch throughput;
+3. the dispatcher stops and HAProxy (CPU 0) checks the same N endpoints at the
+   same rate (``option httpchk GET /status``, ``inter 250 fall 2 rise 2``): its
+   CPU over the same window. (Skipped at 10,000: 40,000 checks a second would
+   need the whole machine, fleet included.)
+
+Targets (issue 15): at 1,000 gateways health work <= 0.05 core and dispatch
+throughput >= 0.9x the 10-gateway figure; at 10,000 every gateway in view and
+health work <= 0.5 core. The machine is shared: each size also records the load
+average, and ratios are taken within one run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.common import (
+    TCPDISPATCH,
+    ProcGroup,
+    free_port,
+    get_json,
+    headline,
+    python,
+    wait_until,
+    write_result,
+)
+from bench.dispatch_throughput import wrk
+
+NAME = "health_scale"
+PER_FLEET = 2500
+FIRST_PORT = 12000
+HZ = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (and its reaped children: none here), in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / HZ
+
+
+def cpu_share(pid: int, seconds: float) -> float:
+    a, t = cpu_seconds(pid), time.monotonic()
+    time.sleep(seconds)
+    return (cpu_seconds(pid) - a) / (time.monotonic() - t)
+
+
+def start_fleet(group: ProcGroup, work: Path, n: int) -> list[int]:
+    procs = max(1, math.ceil(n / PER_FLEET))
+    ports: list[int] = []
+    handles = []
+    for i in range(procs):
+        count = n // procs + (1 if i < n % procs else 0)
+        pf = work / f"fleet-{n}-{i}.json"
+        first = FIRST_PORT + i * (PER_FLEET + 500)
+        handles.append((group([*python_cmd(), "-m", "bench.health_fleet", "--count", str(count),
+                               "--first-port", str(first), "--ports-file", str(pf)], name=f"fleet{i}"), pf))
+    for proc, pf in handles:
+        wait_until(lambda p=proc: "READY" in p.output() or not p.alive, 120, 0.1, "fleet READY")
+        if not proc.alive:
+            raise RuntimeError(f"fleet process died:\n{proc.output()[-2000:]}")
+        ports += json.loads(pf.read_text())
+    return ports
+
+
+def python_cmd() -> list[str]:
+    return ["taskset", "-c", "1", python()]
+
+
+def dispatcher_config(work: Path, port: int, ports: list[int]) -> Path:
+    lines = ["[dispatcher]", f'listen = "127.0.0.1:{port}"', 'policy = "p2c"',
+             f'secret_file = "{work / "ticket.secret"}"', "", "[balancing]", "slow_start_s = 0", ""]
+    for p in ports:
+        lines += ["[[gateways]]", f'id = "f{p}"', f'address = "127.0.0.1:{p}"',
+                  f'check = "http://127.0.0.1:{p}/status"', "capacity = 1000000", ""]
+    path = work / f"dispatcher-{len(ports)}.toml"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def healthy_count(url: str) -> int:
+    body = get_json(url + "/v1/gateways", timeout=30)
+    items = body["gateways"] if isinstance(body, dict) else body
+    return sum(1 for g in items if g.get("healthy"))
+
+
+def haproxy_cfg(work: Path, ports: list[int]) -> Path:
+    lines = ["global", "    maxconn 4000", "    nbthread 1", "defaults", "    mode tcp",
+             "    timeout connect 2s", "    timeout client 30s", "    timeout server 30s",
+             "    timeout check 500ms", "backend pool", "    option httpchk GET /status"]
+    lines += [f"    server f{p} 127.0.0.1:{p} check inter 250 fall 2 rise 2" for p in ports]
+    lines += ["frontend fe", f"    bind 127.0.0.1:{free_port()}", "    default_backend pool"]
+    path = work / f"haproxy-{len(ports)}.cfg"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def measure(n: int, work: Path, window: float, wrk_s: float, with_haproxy: bool) -> dict[str, Any]:
+    group = ProcGroup(work)
+    row: dict[str, Any] = {"gateways": n, "loadavg_before": round(os.getloadavg()[0], 2)}
+    try:
+        t0 = time.monotonic()
+        ports = start_fleet(group, work, n)
+        port = free_port()
+        cfg = dispatcher_config(work, port, ports)
+        disp = group(["taskset", "-c", "0", *TCPDISPATCH, "dispatcher", "--config", str(cfg)], name="dispatcher")
+        url = f"http://127.0.0.1:{port}"
+        wait_until(lambda: "READY" in disp.output() or not disp.alive, 120, 0.1, "dispatcher READY")
+        if not disp.alive:
+            raise RuntimeError(f"dispatcher died:\n{disp.output()[-2000:]}")
+        wait_until(lambda: healthy_count(url) == n, 120, 1.0, f"all {n} healthy")
+        row["all_in_view_after_s"] = round(time.monotonic() - t0, 1)
+        time.sleep(1.0)  # settle: streams open, state machines saturated
+        row["dispatcher_health_cpu"] = round(cpu_share(disp.pid, window), 4)
+        row["in_view"] = healthy_count(url)
+        row["dispatch_rps"] = round(wrk(f"{url}/v1/dispatch?client_id=bench", wrk_s, 50, close=False))
+        row["in_view_after_wrk"] = healthy_count(url)
+        disp.signal(signal.SIGTERM)
+        disp.wait(15)
+        if with_haproxy:
+            hcfg = haproxy_cfg(work, ports)
+            hap = group(["taskset", "-c", "0", "haproxy", "-db", "-f", str(hcfg)], name="haproxy")
+            time.sleep(2.0)  # every server checked a few times (inter 250 ms)
+            if not hap.alive:
+                raise RuntimeError(f"haproxy died:\n{hap.output()[-2000:]}")
+            row["haproxy_check_cpu"] = round(cpu_share(hap.pid, window), 4)
+        row["loadavg_after"] = round(os.getloadavg()[0], 2)
+    finally:
+        group.stop()
+    return row
+
+
+def run(quick: bool) -> dict[str, Any]:
+    sizes = [10, 100] if quick else [10, 100, 1000, 10000]
+    window, wrk_s = (1.0, 1.0) if quick else (5.0, 5.0)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="tcpdsuite-hs-") as tmp:
+        work = Path(tmp)
+        (work / "ticket.secret").write_text("bench-secret-0123456789abcdef\n")
+        for n in sizes:
+            row = measure(n, work, window, wrk_s, with_haproxy=n <= (10 if quick else 1000))
+            rows.append(row)
+            print(f"  {n:>6} gateways: " + ", ".join(f"{k} {v}" for k, v in row.items() if k != "gateways"),
+                  flush=True)
+    by_n = {r["gateways"]: r for r in rows}
+    base = by_n[10]["dispatch_rps"]
+    for r in rows:
+        r["dispatch_ratio_vs_10"] = round(r["dispatch_rps"] / base, 3) if base else None
+    met: dict[str, bool] = {}
+    if 1000 in by_n:
+        r = by_n[1000]
+        met["1000: health <= 0.05 core"] = r["dispatcher_health_cpu"] <= 0.05
+        met["1000: throughput >= 0.9x"] = (r["dispatch_ratio_vs_10"] or 0) >= 0.9
+    if 10000 in by_n:
+        r = by_n[10000]
+        met["10000: all in view"] = r["in_view"] == 10000 and r["in_view_after_wrk"] == 10000
+        met["10000: health <= 0.5 core"] = r["dispatcher_health_cpu"] <= 0.5
+    text = "; ".join(
+        f"{r['gateways']}: health {r['dispatcher_health_cpu']} core"
+        + (f" (HAProxy {r['haproxy_check_cpu']})" if "haproxy_check_cpu" in r else "")
+        + f", dispatch {r['dispatch_ratio_vs_10']}x" for r in rows)
+    headline(NAME, text)
+    result = {"rows": rows, "met": met, "ok": all(met.values()), "headline": text}
+    write_result(NAME, quick, result)
+    return result
+
+
+def table(r: dict[str, Any]) -> str:
+    out = ["### 8. Health at scale\n",
+           "One dispatcher (CPU 0) watching N gateways' status streams; health CPU sampled idle, "
+           "dispatch throughput by wrk (keep-alive, 50 connections); HAProxy checking the same "
+           "endpoints (httpchk, inter 250 fall 2 rise 2) in the same run.\n",
+           "| gateways | dispatcher health CPU (cores) | HAProxy check CPU (cores) | dispatch req/s | "
+           "vs 10 gateways | all in view | load avg before/after |",
+           "|---|---|---|---|---|---|---|"]
+    for row in r["rows"]:
+        out.append(f"| {row['gateways']:,} | {row['dispatcher_health_cpu']} | {row.get('haproxy_check_cpu', '-')} | "
+                   f"{row['dispatch_rps']:,} | {row.get('dispatch_ratio_vs_10')}x | "
+                   f"{'yes' if row['in_view'] == row['gateways'] else 'no'} | "
+                   f"{row['loadavg_before']} / {row['loadavg_after']} |")
+    out.append("\nTargets: " + ", ".join(f"{k}: {'met' if v else 'NOT met'}" for k, v in r["met"].items()) + "\n")
+    return "\n".join(out)
+
+
+def main() -> int:
+    run("--quick" in sys.argv)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
