@@ -26,6 +26,7 @@ import random
 import resource
 import socket
 import sys
+from pathlib import Path
 from typing import Any
 
 from tcpdispatch import aio
@@ -114,7 +115,7 @@ class StatusConn(asyncio.Protocol):
 
 
 async def serve(count: int, first_port: int, ports_file: str) -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     loop = asyncio.get_running_loop()
     docs: list[dict[str, Any]] = []
@@ -141,8 +142,7 @@ async def serve(count: int, first_port: int, ports_file: str) -> None:
         servers.append(await loop.create_server(lambda i=index: StatusConn(fleet, i), sock=sock))  # type: ignore[misc]
         ports.append(port)
         port += 1
-    with open(ports_file, "w") as fh:
-        json.dump(ports, fh)
+    Path(ports_file).write_text(json.dumps(ports))
     loop.call_later(STEP_S, fleet.sweep)
     loop.call_later(1.0, fleet.churn)
     print("READY", flush=True)

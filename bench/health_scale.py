@@ -25,7 +25,6 @@ import json
 import math
 import os
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -184,11 +183,11 @@ def run(quick: bool) -> dict[str, Any]:
 
 def table(r: dict[str, Any]) -> str:
     out = ["### 8. Health at scale\n",
-           "One dispatcher (CPU 0) watching N gateways' status streams; health CPU sampled idle, "
-           "dispatch throughput by wrk (keep-alive, 50 connections); HAProxy checking the same "
-           "endpoints (httpchk, inter 250 fall 2 rise 2) in the same run.\n",
-           "| gateways | dispatcher health CPU (cores) | HAProxy check CPU (cores) | dispatch req/s | "
-           "vs 10 gateways | all in view | load avg before/after |",
+           ("One dispatcher (CPU 0) watching N gateways' status streams; health CPU sampled idle, "
+            "dispatch throughput by wrk (keep-alive, 50 connections); HAProxy checking the same "
+            "endpoints (httpchk, inter 250 fall 2 rise 2) in the same run.\n"),
+           ("| gateways | dispatcher health CPU (cores) | HAProxy check CPU (cores) | dispatch req/s | "
+            "vs 10 gateways | all in view | load avg before/after |"),
            "|---|---|---|---|---|---|---|"]
     for row in r["rows"]:
         out.append(f"| {row['gateways']:,} | {row['dispatcher_health_cpu']} | {row.get('haproxy_check_cpu', '-')} | "
