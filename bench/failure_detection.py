@@ -199,7 +199,7 @@ def run(quick: bool) -> dict[str, Any]:
             watch = Watch(disp.url, sock)
             from tcpdispatch import aio
             rows = aio.run(_trials(list(TARGETS), trials, gws, disp.url, watch, group, secret,
-                                   budget=60 if quick else 600, wait_default=not quick))
+                                   budget=60 if quick else 900, wait_default=not quick))
         finally:
             group.stop()
     summary: dict[str, dict[str, Any]] = {}

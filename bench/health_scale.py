@@ -126,7 +126,7 @@ def measure(n: int, work: Path, window: float, wrk_s: float, with_haproxy: bool)
             raise RuntimeError(f"dispatcher died:\n{disp.output()[-2000:]}")
         wait_until(lambda: healthy_count(url) == n, 120, 1.0, f"all {n} healthy")
         row["all_in_view_after_s"] = round(time.monotonic() - t0, 1)
-        time.sleep(1.0)  # settle: streams open, state machines saturated
+        time.sleep(min(1.0, window / 2))  # settle: streams open, state machines saturated
         row["dispatcher_health_cpu"] = round(cpu_share(disp.pid, window), 4)
         row["in_view"] = healthy_count(url)
         row["dispatch_rps"] = round(wrk(f"{url}/v1/dispatch?client_id=bench", wrk_s, 50, close=False))
@@ -136,7 +136,7 @@ def measure(n: int, work: Path, window: float, wrk_s: float, with_haproxy: bool)
         if with_haproxy:
             hcfg = haproxy_cfg(work, ports)
             hap = group(["taskset", "-c", "0", "haproxy", "-db", "-f", str(hcfg)], name="haproxy")
-            time.sleep(2.0)  # every server checked a few times (inter 250 ms)
+            time.sleep(min(2.0, window))  # every server checked a few times (inter 250 ms)
             if not hap.alive:
                 raise RuntimeError(f"haproxy died:\n{hap.output()[-2000:]}")
             row["haproxy_check_cpu"] = round(cpu_share(hap.pid, window), 4)
