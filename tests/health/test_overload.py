@@ -43,7 +43,7 @@ def test_one_late_status_is_a_blip_two_in_a_row_are_not() -> None:
 def test_settings_validate_and_carry_the_thresholds() -> None:
     t = HealthSettings(overload_busy=0.95, overload_busy_exit=0.6).overload_thresholds
     assert (t.busy, t.busy_exit, t.samples) == (0.95, 0.6, 2)
-    with pytest.raises(ValueError, match="overload_busy_exit"):
+    with pytest.raises(ValueError, match="must not be below overload_busy_exit"):
         HealthSettings(overload_busy=0.8, overload_busy_exit=0.9)
     with pytest.raises(ValueError, match="overload_lag"):
         HealthSettings(overload_lag=0)

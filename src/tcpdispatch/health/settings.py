@@ -57,7 +57,7 @@ class HealthSettings:
                 if not _is_number(value) or not 0 < value <= top:
                     raise ValueError(f"{key} must be a number > 0 and <= {top:g}, got {value!r}")
             if leave > enter:
-                raise ValueError(f"{name}_exit ({leave!r}) must not exceed {name} ({enter!r})")
+                raise ValueError(f"{name} ({enter!r}) must not be below {name}_exit ({leave!r})")
         n = self.overload_samples
         if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 100:
             raise ValueError(f"overload_samples must be an integer between 1 and 100, got {n!r}")
