@@ -75,9 +75,15 @@ def test_status_reports_the_busiest_worker() -> None:
     counters.set_loop_load(0.97, 0.12)
     counters.bind_worker(0)
     counters.set_loop_load(0.10, 0.001)
-    st = StatusService(cfg, counters, on_drain=counters.set_draining, pids=list).status()
+    service = StatusService(cfg, counters, on_drain=counters.set_draining, pids=list)
+    st = service.status()
     assert st["busy"] == 0.97 and st["lag_ms"] == 120
     assert st["worker_busy"] == [0.1, 0.97]
+    from prometheus_client import generate_latest
+
+    text = generate_latest(service._registry).decode()  # type: ignore[arg-type]
+    assert 'tcpdispatch_gateway_worker_busy{gateway="g1",worker="1"} 0.97' in text
+    assert 'tcpdispatch_gateway_worker_loop_lag_seconds{gateway="g1",worker="1"} 0.12' in text
     counters.clear_worker(1)
     assert counters.snapshot().worker_busy == (0.1, 0.0)
 

@@ -118,6 +118,17 @@ class _Collector:
         for w, n in enumerate(snap.worker_connections):
             per.add_metric([cfg.id, str(w)], n)
         yield per
+        busy = GaugeMetricFamily("tcpdispatch_gateway_worker_busy",
+                                 "Share of the last window each worker's loop ran or waited to run (0..1 core).",
+                                 labels=["gateway", "worker"])
+        lag = GaugeMetricFamily("tcpdispatch_gateway_worker_loop_lag_seconds",
+                                "Longest timer lag of each worker's event loop in the last window.",
+                                labels=["gateway", "worker"])
+        for w, (b, x) in enumerate(zip(snap.worker_busy, snap.worker_lag)):
+            busy.add_metric([cfg.id, str(w)], b)
+            lag.add_metric([cfg.id, str(w)], x)
+        yield busy
+        yield lag
 
 
 class StatusService:
