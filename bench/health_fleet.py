@@ -40,6 +40,7 @@ class Fleet:
         self.docs = docs
         self.streams: set[StatusConn] = set()
         self.rng = random.Random(1)
+        self.version = [0] * len(docs)  # bumped on every change of a gateway's document
 
     def sweep(self) -> None:
         loop = asyncio.get_running_loop()
@@ -47,20 +48,23 @@ class Fleet:
         for c in list(self.streams):
             feed = c.feed
             if feed is not None and now >= c.due:
-                line = feed.poll(self.docs[c.index], now)
+                version = self.version[c.index]
+                line = feed.poll(self.docs[c.index], now, changed=version != c.seen)
+                c.seen = version
                 if line:
                     c.transport.write(b"%x\r\n%s\r\n" % (len(line), line))
                 c.due = feed.due  # no urgent changes here: poll once per tick
         loop.call_later(STEP_S, self.sweep)
 
     def churn(self) -> None:
-        for doc in self.rng.sample(self.docs, max(1, len(self.docs) // 10)):
-            doc["connections"] = self.rng.randrange(0, 1000)
+        for i in self.rng.sample(range(len(self.docs)), max(1, len(self.docs) // 10)):
+            self.docs[i]["connections"] = self.rng.randrange(0, 1000)
+            self.version[i] += 1
         asyncio.get_running_loop().call_later(1.0, self.churn)
 
 
 class StatusConn(asyncio.Protocol):
-    __slots__ = ("buf", "due", "feed", "fleet", "index", "transport")
+    __slots__ = ("buf", "due", "feed", "fleet", "index", "seen", "transport")
 
     def __init__(self, fleet: Fleet, index: int) -> None:
         self.fleet = fleet
@@ -69,6 +73,7 @@ class StatusConn(asyncio.Protocol):
         self.buf = b""
         self.feed: WatchFeed | None = None
         self.due = 0.0
+        self.seen = -1  # document version last given to the feed
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
@@ -142,6 +147,7 @@ async def serve(count: int, first_port: int, ports_file: str) -> None:
         servers.append(await loop.create_server(lambda i=index: StatusConn(fleet, i), sock=sock))  # type: ignore[misc]
         ports.append(port)
         port += 1
+    fleet.version = [0] * len(docs)
     Path(ports_file).write_text(json.dumps(ports))
     loop.call_later(STEP_S, fleet.sweep)
     loop.call_later(1.0, fleet.churn)

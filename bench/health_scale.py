@@ -80,7 +80,7 @@ def start_fleet(group: ProcGroup, work: Path, n: int) -> list[int]:
 
 
 def python_cmd() -> list[str]:
-    return ["taskset", "-c", "1", python()]
+    return [python()]  # the fleet may use either core; the dispatcher has CPU 0 pinned
 
 
 def dispatcher_config(work: Path, port: int, ports: list[int]) -> Path:

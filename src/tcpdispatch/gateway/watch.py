@@ -100,9 +100,16 @@ class WatchFeed:
         """When the next tick is due (a caller without urgent changes may poll only then)."""
         return self._next
 
-    def poll(self, status: Mapping[str, Any], now: float) -> bytes:
-        doc = watch_doc(status)
+    def poll(self, status: Mapping[str, Any], now: float, *, changed: bool = True) -> bytes:
+        """The bytes to write now. ``changed=False`` promises ``status`` is the same as at the
+        last call (a caller that knows when its status changes skips building the document)."""
         sent = self._sent
+        if not changed and sent is not None:
+            if now < self._next:
+                return b""
+            self._next = max(self._next + self.interval, now)
+            return TICK
+        doc = watch_doc(status)
         if sent is None:
             self._sent = doc
             self._next = now + self.interval

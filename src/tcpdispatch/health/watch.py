@@ -13,9 +13,11 @@ interval. What the watcher makes of it, all fed to the same rise/fall
   watcher reconnects at once after a stream closes, so a crashed gateway (its
   stream closed, its port now refusing) reaches ``fall = 2`` within a
   millisecond or two;
-- silence is a failure once it passes ``timeout``, and another one every
-  ``interval`` after that: a hung or partitioned gateway is out after
-  ``timeout + (fall - 1) * interval`` of silence (0.75 s at the defaults).
+- silence is a failure once it passes ``timeout`` (seen at two sweeps in a row, so
+  ticks waiting unread behind a stall of our own loop are not mistaken for it),
+  and another one every ``interval`` after that: a hung or partitioned gateway
+  is out after about ``timeout + (fall - 1) * interval`` of silence (0.75 s at
+  the defaults, plus up to two sweep steps).
 
 Cost: a tick is one small read, no timer and no request per gateway; one sweep
 walks all watches every ``interval / 4``. Once a gateway's state machine is
@@ -48,6 +50,9 @@ log = logging.getLogger("tcpdispatch.health")
 
 NDJSON = "application/x-ndjson"
 MAX_LINE = MAX_STATUS_BYTES
+# Connects in flight at once: 10,000 gateways connecting in one burst time out on a busy host
+# and retry forever; in waves they are all streaming within seconds.
+MAX_CONNECTING = 256
 
 OnResult = Callable[[str, ProbeResult], None]
 
@@ -60,7 +65,7 @@ class _Watch:
 
     __slots__ = (
         "buf", "doc", "force", "gid", "host", "last", "loaded", "misses", "phase", "port", "proto", "req",
-        "result", "retry_at", "spec", "started", "streak", "task",
+        "result", "retry_at", "spec", "started", "streak", "suspect", "task",
     )
 
     def __init__(self, gid: str, spec: CheckSpec, interval: float) -> None:
@@ -75,6 +80,7 @@ class _Watch:
         self.started = 0.0
         self.last = 0.0
         self.misses = 0
+        self.suspect = False  # silent at the last sweep too (see StatusWatcher._sweep)
         self.streak = 0  # successes reported since the last failure or change
         self.force = False
         self.loaded = False  # the last document shows load at or over an overload exit threshold
@@ -169,6 +175,7 @@ class StatusWatcher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
         self._connecting: set[asyncio.Task[None]] = set()
+        self._in_flight: set[_Watch] = set()  # phase _CONNECTING: connect or response head pending
         self.step = max(0.01, settings.interval / 4)
 
     @property
@@ -229,6 +236,7 @@ class StatusWatcher:
     def _stop(self, gid: str) -> None:
         w = self._watches.pop(gid)
         w.phase = _DONE
+        self._in_flight.discard(w)
         if w.task is not None:
             w.task.cancel()
         if w.proto is not None:
@@ -248,6 +256,12 @@ class StatusWatcher:
                 phase = w.phase
                 if phase == _STREAMING:
                     if now - w.last > timeout + w.misses * interval:
+                        if not w.suspect:
+                            # Confirm at the next sweep: timers run before the loop polls
+                            # sockets, so after a stall of our own loop the ticks may be
+                            # waiting unread. One I/O poll later, silence is the gateway's.
+                            w.suspect = True
+                            continue
                         w.misses += 1
                         self._fail(w, f"no status for {now - w.last:.2f}s", reconnect=False)
                         if w.misses > s.fall + 1 and w.proto is not None:
@@ -257,7 +271,7 @@ class StatusWatcher:
                             proto.abort()
                             w.phase, w.retry_at = _IDLE, now
                 elif phase == _IDLE:
-                    if now >= w.retry_at:
+                    if now >= w.retry_at and len(self._in_flight) < MAX_CONNECTING:
                         self._connect(w, now)
                 elif phase == _CONNECTING and now - w.started > timeout:
                     pending, w.proto = w.proto, None
@@ -266,6 +280,7 @@ class StatusWatcher:
                     if pending is not None:
                         pending.abort()
                     w.phase = _IDLE
+                    self._in_flight.discard(w)
                     self._fail(w, f"timeout after {timeout:g}s")
         finally:
             if not self._closed:
@@ -274,6 +289,7 @@ class StatusWatcher:
     def _connect(self, w: _Watch, now: float) -> None:
         assert self._loop is not None
         w.phase, w.started, w.buf, w.doc = _CONNECTING, now, b"", {}
+        self._in_flight.add(w)
         task = self._loop.create_task(self._open(w), name=f"health-watch:{w.gid}")
         w.task = task
         self._connecting.add(task)
@@ -286,6 +302,7 @@ class StatusWatcher:
         except OSError as exc:
             if w.phase == _CONNECTING:
                 w.phase = _IDLE
+                self._in_flight.discard(w)
                 text = str(exc)
                 self._fail(w, f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
             return
@@ -315,13 +332,16 @@ class StatusWatcher:
     def _on_stream(self, w: _Watch) -> None:
         assert self._loop is not None
         w.phase = _STREAMING
+        self._in_flight.discard(w)
         w.last = self._loop.time()
         w.misses = 0
+        w.suspect = False
 
     def _on_bytes(self, w: _Watch, data: bytes) -> None:
         now = self._loop.time()  # type: ignore[union-attr]
         late = now - w.last - self.settings.interval
         w.last = now
+        w.suspect = False
         if data == b"\n" and not w.buf:  # the common case: a bare tick
             changed = False
         else:
@@ -378,6 +398,7 @@ class StatusWatcher:
         if w.phase in (_STREAMING, _CONNECTING):
             w.proto = None
             w.phase = _IDLE
+            self._in_flight.discard(w)
             self._fail(w, detail)
             if was_streaming and self._loop is not None and not self._closed:
                 self._connect(w, self._loop.time())  # confirm at once: a crashed gateway now refuses
@@ -387,6 +408,7 @@ class StatusWatcher:
             return
         w.proto = None
         w.phase = _DONE
+        self._in_flight.discard(w)
         if status != 200:
             result = ProbeResult(ok=False, detail=f"HTTP {status} from {w.spec.url}")
         else:
