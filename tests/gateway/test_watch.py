@@ -114,3 +114,11 @@ async def test_status_endpoint_streams_and_refuses_bad_intervals() -> None:
         w2.close()
     finally:
         await asyncio.wait_for(service.stop(), 2)  # open watches end promptly
+
+
+def test_feed_with_a_known_unchanged_document_only_ticks() -> None:
+    f = WatchFeed(0.25)
+    f.poll(doc(), 0.0)
+    assert f.poll(doc(connections=99), 0.1, changed=False) == b""  # trusted: not even looked at
+    assert f.poll(doc(connections=99), 0.25, changed=False) == TICK
+    assert f.due == 0.5

@@ -279,3 +279,24 @@ async def test_raw_prober_keeps_one_connection_and_reports_failures(status_serve
         assert tcp.ok
     finally:
         prober.close()
+
+
+async def test_connects_go_out_in_waves(streams, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import tcpdispatch.health.watch as watch_mod
+
+    monkeypatch.setattr(watch_mod, "MAX_CONNECTING", 2)
+    servers = [await streams() for _ in range(6)]
+    settings = HealthSettings(interval=0.05)
+    w = StatusWatcher(settings, lambda g, r: None)
+    w.set_targets({f"g{i}": parse_check(s.url) for i, s in enumerate(servers)})
+    await w.start()
+    most = 0
+    try:
+        deadline = time.monotonic() + scaled(3.0)
+        while len(w.watching) < 6 and time.monotonic() < deadline:
+            most = max(most, len(w._in_flight))
+            await asyncio.sleep(0.001)
+        assert len(w.watching) == 6
+    finally:
+        await w.close()
+    assert 1 <= most <= 2
