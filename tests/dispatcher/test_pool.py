@@ -186,3 +186,17 @@ def test_overload_protection_can_be_turned_off(make_config: Any) -> None:
     pool.on_result("g1", replace(OK, busy=1.0))
     pool.on_result("g1", replace(OK, busy=1.0))
     assert "g1" in ids(pool)
+
+
+def test_late_statuses_count_only_for_gateways_that_do_not_measure_themselves(make_config: Any) -> None:
+    pool = Pool(make_config(), rng=random.Random(1))
+    for gid in ("g1", "g2"):
+        pool.on_result(gid, OK)
+        pool.on_result(gid, OK)
+    late_own = replace(OK, busy=0.1, lag_s=0.0, late_s=1.2)  # a tcpdispatch gateway: its loop is fine
+    late_page = replace(OK, latency_s=0.4)  # a plain status page answering slowly
+    for _ in range(3):
+        pool.on_result("g1", late_own)
+        pool.on_result("g2", late_page)
+    assert not pool.gateways["g1"].overload.over
+    assert pool.gateways["g2"].overload.over and "late" in pool.gateways["g2"].overload.reason

@@ -293,7 +293,11 @@ class Pool:
 
     def _judge_overload(self, gw: Gateway, result: ProbeResult) -> bool:
         """Feed one good status to the gateway's overload judge; True when its state changed."""
-        latency = max(result.latency_s, result.late_s)
+        # What the dispatcher measures (tick lateness, answer time) also grows when the dispatcher
+        # itself or the network is slow, for every gateway at once; a gateway that measures its own
+        # event loop (busy, lag) is judged by that alone.
+        own = result.busy is not None or result.lag_s is not None
+        latency = 0.0 if own else max(result.latency_s, result.late_s)
         if not gw.overload.observe(self._health_cfg.overload_thresholds, result.busy, result.lag_s, latency):
             return False
         self.overload_changes += 1

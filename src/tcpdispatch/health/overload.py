@@ -12,7 +12,10 @@ hovering at one threshold does not flap):
 - ``lag``: the busiest worker's event-loop lag in seconds, measured by the
   gateway (it also catches a worker starved by another process on its core);
 - ``latency``: what the dispatcher itself sees, how late a watched status tick
-  arrived (or how long a polled status answer took).
+  arrived (or how long a polled status answer took). It also grows when the
+  dispatcher or the network is the slow one, for every gateway at once, so the
+  pool passes it only for gateways that do not measure themselves (a plain
+  status page); a tcpdispatch gateway is judged by its own ``busy`` and ``lag``.
 
 One bad status is a blip (a GC pause, the first status after a SIGSTOP, which
 carries the stall's lag), so a gateway enters after ``samples`` consecutive
