@@ -200,3 +200,24 @@ def test_late_statuses_count_only_for_gateways_that_do_not_measure_themselves(ma
         pool.on_result("g2", late_page)
     assert not pool.gateways["g1"].overload.over
     assert pool.gateways["g2"].overload.over and "late" in pool.gateways["g2"].overload.reason
+
+
+async def test_rebuilds_are_paced_to_a_share_of_the_loop(make_config: Any, monkeypatch: Any) -> None:
+    import tcpdispatch.dispatcher.pool as pool_mod
+
+    pool = Pool(make_config(), rng=random.Random(1))
+    pool.rebuild()
+    assert pool._scheduled is None
+    pool.mark_dirty()  # the first change after a quiet spell rebuilds in this loop turn
+    before = pool.rebuilds
+    await asyncio.sleep(0)
+    assert pool.rebuilds == before + 1
+    pool._rebuild_cost = 0.02  # as with 10,000 gateways: the next rebuild waits 0.02 / 0.2 = 0.1 s
+    monkeypatch.setattr(pool_mod, "REBUILD_SHARE", 0.2)
+    for gid in ("g1", "g2", "g3", "g1"):
+        pool.passive_failure(gid)
+        pool.mark_dirty()
+        await asyncio.sleep(0.01)
+    assert pool.rebuilds == before + 1  # coalesced, not yet run
+    await asyncio.sleep(0.12)
+    assert pool.rebuilds == before + 2
