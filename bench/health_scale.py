@@ -222,13 +222,14 @@ def table(r: dict[str, Any]) -> str:
             "dispatch throughput by wrk (keep-alive, 50 connections); HAProxy checking the same "
             "endpoints (httpchk, inter 250 fall 2 rise 2) in the same run.\n"),
            ("| gateways | dispatcher health CPU (cores) | HAProxy check CPU (cores) | dispatch req/s | "
-            "vs 10 gateways | all in view | load avg before/after |"),
+            "10 gateways alongside | ratio | all in view | load avg before/after |"),
            "|---|---|---|---|---|---|---|---|"]
     for row in r["rows"]:
+        view = "yes" if row["in_view"] == row["gateways"] else f"no ({row['in_view']:,})"
         out.append(f"| {row['gateways']:,} | {row['dispatcher_health_cpu']} | {row.get('haproxy_check_cpu', '-')} | "
                    f"{row['dispatch_rps']:,} | {row['dispatch_rps_10_alongside']:,} | "
                    f"{row.get('dispatch_ratio_vs_10')}x | "
-                   f"{'yes' if row['in_view'] == row['gateways'] else 'no'} | "
+                   f"{view} | "
                    f"{row['loadavg_before']} / {row['loadavg_after']} |")
     out.append("\nTargets: " + ", ".join(f"{k}: {'met' if v else 'NOT met'}" for k, v in r["met"].items()) + "\n")
     return "\n".join(out)
