@@ -22,7 +22,7 @@ from typing import Any
 
 from bench.common import cores, results_dir
 
-# (name, module): the issue's scenarios 1..7 in order, then 8: encryption (issue 14)
+# (name, module): the issue's scenarios 1..7 in order, then 8: encryption (issue 14), 9: health at scale (issue 15)
 SCENARIOS = [
     ("throughput", "bench.throughput"),
     ("failure_detection", "bench.failure_detection"),
@@ -32,6 +32,7 @@ SCENARIOS = [
     ("capacity", "bench.capacity"),
     ("data_path", "bench.data_path"),
     ("secure", "bench.secure"),
+    ("health_scale", "bench.health_scale"),
 ]
 # Too slow for the suite's --quick run (its test allows 120 s in all): run them with
 # `make bench` or `python -m bench --quick --only secure`.

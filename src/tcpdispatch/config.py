@@ -208,7 +208,10 @@ def _section(r: _Reader, cls: type[_S]) -> _S:
         if v is None:
             continue
         default = f.default if f.default is not MISSING else None
-        if isinstance(default, int) and not isinstance(default, bool):
+        if isinstance(default, bool):
+            if not isinstance(v, bool):
+                raise r.error(f.name, f"must be true or false, got {v!r}")
+        elif isinstance(default, int):
             if isinstance(v, bool) or not isinstance(v, int):
                 raise r.error(f.name, f"must be an integer, got {v!r}")
         elif isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):

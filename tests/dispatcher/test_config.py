@@ -90,6 +90,9 @@ def test_default_check_is_tcp_to_the_address(cfgdir: Path) -> None:
         ("[dispatcher]", "[dispatcher]\nretry_after_min = 9\nretry_after_max = 2", "dispatcher.retry_after_max", ">= retry_after_min"),
         ("[dispatcher]", "[health]\nrise = 0\n[dispatcher]", "health.rise", "between 1 and 100"),
         ("[dispatcher]", "[health]\nintervall = 1\n[dispatcher]", "health.intervall", "unknown key"),
+        ("[dispatcher]", "[health]\nwatch = 1\n[dispatcher]", "health.watch", "true or false"),
+        ("[dispatcher]", "[health]\noverload_busy = 0.5\n[dispatcher]", "health.overload_busy",
+         "must not be below overload_busy_exit"),
         ("[dispatcher]", "[balancing]\npanic_threshold = 2\n[dispatcher]", "balancing.panic_threshold", "<= 1.0"),
         ("[dispatcher]", "[retry]\nmultiplier = 0.5\n[dispatcher]", "retry.multiplier", ">= 1.0"),
         ("[dispatcher]", "[nonsense]\n[dispatcher]", "nonsense", "unknown key"),
@@ -122,6 +125,11 @@ def test_unreadable_and_invalid_toml(cfgdir: Path) -> None:
     assert info.value.file == str(cfgdir / "absent.toml")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(write(cfgdir, "[dispatcher\n"))
+
+
+def test_health_watch_and_overload_keys(cfgdir: Path) -> None:
+    cfg = load_config(write(cfgdir, BASE + "\n[health]\nwatch = false\noverload_lag = 0.2\n"), env={})
+    assert cfg.health.watch is False and cfg.health.overload_lag == 0.2 and cfg.health.overload is True
 
 
 def test_parse_gateway_for_admin_bodies() -> None:

@@ -140,3 +140,84 @@ def test_agent_percent_is_load_not_weight(make_config: Any) -> None:
         pool.on_result("a", ProbeResult(ok=True, weight_pct=25, utilization=0.75))
     assert pool.picker.candidates[0].weight == 4.0
     assert pool.gateways["a"].load.utilization == 0.75
+
+
+def test_overload_takes_a_gateway_out_under_any_policy_and_logs_once(
+    make_config: Any, caplog: Any
+) -> None:
+    for policy in ("p2c", "round_robin", "consistent_hash", "least_conn"):
+        pool = Pool(make_config(dispatcher={"policy": policy}), rng=random.Random(1))
+        for gid in ("g1", "g2", "g3"):
+            pool.on_result(gid, OK)
+            pool.on_result(gid, OK)
+        hot = replace(OK, busy=0.99, lag_s=0.2)
+        caplog.clear()
+        with caplog.at_level("INFO", logger="tcpdispatch.dispatcher.pool"):
+            for _ in range(3):
+                pool.on_result("g2", hot)
+            assert ids(pool) == {"g1", "g3"} and pool.overload_excluded == ("g2",)
+            assert pool.describe(pool.gateways["g2"])["overloaded"] is True
+            pool.on_result("g2", replace(OK, busy=0.8, lag_s=0.01))  # under enter, over exit: stays out
+            assert "g2" not in ids(pool)
+            pool.on_result("g2", replace(OK, busy=0.1, lag_s=0.001))
+            assert ids(pool) == {"g1", "g2", "g3"}
+        lines = [r.getMessage() for r in caplog.records if "overload" in r.getMessage()]
+        assert len(lines) == 2, lines  # one on entering, one on leaving
+        assert "g2 is overloaded (busy 0.99" in lines[0] and "recovered" in lines[1]
+        assert pool.overload_changes == 2
+
+
+def test_overload_metric(make_app: Any) -> None:
+    from tcpdispatch.dispatcher.metrics import render
+
+    app = make_app()
+    app.pool.on_result("g1", replace(OK, busy=1.0))
+    app.pool.on_result("g1", replace(OK, busy=1.0))
+    text = render(app)[0].decode()
+    assert 'tcpdispatch_gateway_overloaded{gateway="g1"} 1.0' in text
+    assert 'tcpdispatch_gateway_overloaded{gateway="g2"} 0.0' in text
+    assert "tcpdispatch_overload_transitions_total 1.0" in text
+
+
+def test_overload_protection_can_be_turned_off(make_config: Any) -> None:
+    pool = Pool(make_config(health={"overload": False}), rng=random.Random(1))
+    for _ in range(2):
+        pool.on_result("g1", OK)
+    pool.on_result("g1", replace(OK, busy=1.0))
+    pool.on_result("g1", replace(OK, busy=1.0))
+    assert "g1" in ids(pool)
+
+
+def test_late_statuses_count_only_for_gateways_that_do_not_measure_themselves(make_config: Any) -> None:
+    pool = Pool(make_config(), rng=random.Random(1))
+    for gid in ("g1", "g2"):
+        pool.on_result(gid, OK)
+        pool.on_result(gid, OK)
+    late_own = replace(OK, busy=0.1, lag_s=0.0, late_s=1.2)  # a tcpdispatch gateway: its loop is fine
+    late_page = replace(OK, latency_s=0.4)  # a plain status page answering slowly
+    for _ in range(3):
+        pool.on_result("g1", late_own)
+        pool.on_result("g2", late_page)
+    assert not pool.gateways["g1"].overload.over
+    assert pool.gateways["g2"].overload.over and "late" in pool.gateways["g2"].overload.reason
+
+
+async def test_rebuilds_are_paced_to_a_share_of_the_loop(make_config: Any, monkeypatch: Any) -> None:
+    import tcpdispatch.dispatcher.pool as pool_mod
+
+    pool = Pool(make_config(), rng=random.Random(1))
+    pool.rebuild()
+    assert pool._scheduled is None
+    pool.mark_dirty()  # the first change after a quiet spell rebuilds in this loop turn
+    before = pool.rebuilds
+    await asyncio.sleep(0)
+    assert pool.rebuilds == before + 1
+    pool._rebuild_cost = 0.02  # as with 10,000 gateways: the next rebuild waits 0.02 / 0.2 = 0.1 s
+    monkeypatch.setattr(pool_mod, "REBUILD_SHARE", 0.2)
+    for gid in ("g1", "g2", "g3", "g1"):
+        pool.passive_failure(gid)
+        pool.mark_dirty()
+        await asyncio.sleep(0.01)
+    assert pool.rebuilds == before + 1  # coalesced, not yet run
+    await asyncio.sleep(0.12)
+    assert pool.rebuilds == before + 2

@@ -159,20 +159,22 @@ async def test_set_targets_adds_removes_and_restarts_loops() -> None:
     assert not health_tasks()
 
 
-async def test_close_leaves_no_tasks_and_closes_the_session(status_server) -> None:  # type: ignore[no-untyped-def]
+async def test_close_leaves_no_tasks_and_closes_the_connections(status_server) -> None:  # type: ignore[no-untyped-def]
     server = await status_server()
     server.mode = "hang"  # close() must also cancel probes stuck in flight
     checker = HealthChecker(HealthSettings(interval=0.05, timeout=5.0), lambda g, r: None)
     checker.set_targets({f"g{i}": parse_check(server.url) for i in range(5)})
     await checker.start()
     await async_wait_until(lambda: server.hits >= 5, timeout=2.0, what="probes in flight")
-    session = checker._session
-    assert session is not None
+    raw = checker._raw
+    assert raw is not None and raw._conns
+    conns = list(raw._conns.values())
     start = time.monotonic()
     await checker.close()
     assert time.monotonic() - start < scaled(1.0)
     assert not health_tasks()
-    assert session.closed
+    assert not raw._conns
+    await asyncio.wait_for(asyncio.gather(*(c.closed for c in conns)), 1.0)
     # A closed checker ignores new targets (a reload swapped it out while an admin change ran).
     checker.set_targets({"g9": parse_check(server.url)})
     assert not health_tasks() and checker.probing == frozenset()

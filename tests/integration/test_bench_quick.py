@@ -15,7 +15,8 @@ pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICK = ROOT / "bench" / "results" / "quick"
-SCENARIOS = ("throughput", "failure_detection", "balance", "failover", "drain", "capacity", "data_path")
+SCENARIOS = ("throughput", "failure_detection", "balance", "failover", "drain", "capacity", "data_path",
+             "health_scale")
 
 
 # The temp-dir prefix of the suite's own scenarios (children name files in it on their command

@@ -15,10 +15,14 @@ Rules, in order:
    (unhealthy ones at their static weight): when most of the pool "fails" at
    once, the likelier story is that the health checker is the one cut off, and
    sending clients to all gateways beats refusing them all.
-3. Slow start: a gateway ``elapsed`` seconds after ``up_since`` (joined or
+3. Overload (performance collapse, see ``health/overload.py``): an overloaded
+   gateway gets no new clients, whatever the policy, unless every gateway
+   that could be handed out is overloaded (then none is excluded: refusing
+   everyone would protect nothing, and the capacity limits still hold).
+4. Slow start: a gateway ``elapsed`` seconds after ``up_since`` (joined or
    recovered) gets ``weight * (min + (1 - min) * elapsed / slow_start_s)``,
    ``min`` = ``slow_start_min``.
-4. Limit: ``floor(capacity * high_water)`` connections, capacity being the
+5. Limit: ``floor(capacity * high_water)`` connections, capacity being the
    configured one or else the reported one; no capacity known -> no limit.
 """
 
@@ -51,6 +55,7 @@ class GatewayView:
         None  # joined or last recovered (same clock as ``now``); None = long ago
     )
     load: LoadCounter = field(default_factory=LoadCounter, compare=False)
+    overloaded: bool = False  # performance collapse reported or seen (health/overload.py)
 
 
 # name -> (low, high, low is open): the one place the [balancing] ranges live (config.py reads them).
@@ -102,6 +107,7 @@ class Snapshot:
     serving: int = 0  # non-draining gateways (the panic denominator)
     draining: int = 0
     ramping: tuple[str, ...] = ()  # ids still in slow start
+    overloaded: tuple[str, ...] = ()  # ids left out for overload
 
 
 def slow_start_factor(elapsed: float, settings: BalancerSettings) -> float:
@@ -141,11 +147,15 @@ def build_candidates(
 
     window = settings.slow_start_s
     step = window / RAMP_STEPS
+    eligible = [g for g in serving if g.weight > 0 and (g.healthy or panic)]
+    overloaded = tuple(g.id for g in eligible if g.overloaded)
+    if len(overloaded) == len(eligible):
+        overloaded = ()  # all of them: exclude none
     candidates: list[Candidate] = []
     ramping: list[str] = []
     rebuild_at: float | None = None
-    for g in serving:
-        if g.weight <= 0 or not (g.healthy or panic):
+    for g in eligible:
+        if overloaded and g.overloaded:
             continue
         factor = 1.0
         if g.healthy and g.up_since is not None:
@@ -173,4 +183,5 @@ def build_candidates(
         serving=len(serving),
         draining=len(pool) - len(serving),
         ramping=tuple(ramping),
+        overloaded=overloaded,
     )

@@ -74,6 +74,13 @@ class _Collector:
         yield up
         yield rotation
         yield conns
+        over = GaugeMetricFamily("tcpdispatch_gateway_overloaded",
+                                 "1 while the gateway is judged overloaded (no new clients)", labels=["gateway"])
+        for gw in pool.gateways.values():
+            over.add_metric([gw.id], 1.0 if gw.overload.over else 0.0)
+        yield over
+        yield CounterMetricFamily("tcpdispatch_overload_transitions",
+                                  "Gateways entering or leaving overload", value=pool.overload_changes)
         yield changes
         yield GaugeMetricFamily("tcpdispatch_panic", "1 while in panic mode (every non-draining gateway "
                                 "is handed out)", value=1.0 if pool.panic else 0.0)

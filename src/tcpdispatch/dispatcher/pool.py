@@ -27,9 +27,15 @@ from tcpdispatch.balancing.registry import get_policy, policy_options
 from tcpdispatch.balancing.snapshot import GatewayView, build_candidates
 from tcpdispatch.config import DispatcherConfig, GatewayConfig
 from tcpdispatch.health import CheckSpec, HealthState, ProbeResult, parse_check
+from tcpdispatch.health.overload import OverloadState
 from tcpdispatch.store.base import SharedGateway
 
 log = logging.getLogger("tcpdispatch.dispatcher.pool")
+
+# Scheduled rebuilds may take at most about this share of the event loop: with 10,000 gateways a
+# rebuild costs ~20 ms, and health changes arriving every loop turn would otherwise starve dispatch.
+REBUILD_SHARE = 0.2
+PACE_ABOVE_S = 0.002  # rebuilds cheaper than this (pools of a few hundred) run in the same loop turn
 
 
 @dataclass(slots=True, eq=False)
@@ -50,6 +56,7 @@ class Gateway:
     down_since: float | None = None  # when it went down (None: up, or never up)
     said_not_up: bool = False  # "has not come up" was logged (once per joining)
     transitions: dict[str, int] = field(default_factory=lambda: {"up": 0, "down": 0})
+    overload: OverloadState = field(default_factory=OverloadState)
 
     @property
     def id(self) -> str:
@@ -64,7 +71,7 @@ class Gateway:
             id=self.id, host=self.config.host, port=self.config.port, weight=self.config.weight,
             capacity=self.config.capacity, reported_capacity=self.reported_capacity,
             healthy=self.health.up, draining=self.admin_drain or self.self_drain,
-            up_since=self.up_since, load=self.load,
+            up_since=self.up_since, load=self.load, overloaded=self.overload.over,
         )
 
     def state(self) -> str:
@@ -99,6 +106,8 @@ class Pool:
         self.panic_changes = 0
         self.in_rotation: frozenset[str] = frozenset()  # ids the current picker can hand out
         self.rebuilds = 0
+        self.overload_changes = 0  # gateways entering or leaving overload (a metric)
+        self.overload_excluded: tuple[str, ...] = ()  # left out of the last picker for overload
         self.shared = False  # True: a shared store owns membership/weight/drain (see sync())
         self._config = config
         self._policy = config.policy
@@ -107,6 +116,8 @@ class Pool:
         self._health_cfg = config.health
         self._dirty = False
         self._scheduled: asyncio.Handle | None = None
+        self._rebuild_cost = 0.0  # seconds the last rebuild took
+        self._rebuilt_at = -math.inf  # loop time of the last rebuild
         self._deadline: asyncio.TimerHandle | None = None
         self._picker: Picker = self._new_picker(())
         self._listeners: list[Callable[[], None]] = []
@@ -289,6 +300,10 @@ class Pool:
             if draining != gw.self_drain:
                 gw.self_drain = draining
                 changed = True
+            # Judged only while up: the first status after a stall (SIGSTOP, a long GC) reports
+            # the stall's lag, which the rise/fall machine has already dealt with.
+            if self._health_cfg.overload and gw.health.up and self._judge_overload(gw, result):
+                changed = True
         if changed:
             self.mark_dirty()
 
@@ -316,6 +331,23 @@ class Pool:
         else:
             why = how
         log.warning("gateway %s went down: %s", gw.id, why)
+
+    def _judge_overload(self, gw: Gateway, result: ProbeResult) -> bool:
+        """Feed one good status to the gateway's overload judge; True when its state changed."""
+        # What the dispatcher measures (tick lateness, answer time) also grows when the dispatcher
+        # itself or the network is slow, for every gateway at once; a gateway that measures its own
+        # event loop (busy, lag) is judged by that alone.
+        own = result.busy is not None or result.lag_s is not None
+        latency = 0.0 if own else max(result.latency_s, result.late_s)
+        if not gw.overload.observe(self._health_cfg.overload_thresholds, result.busy, result.lag_s, latency):
+            return False
+        self.overload_changes += 1
+        if gw.overload.over:
+            log.warning("gateway %s is overloaded (%s): no new clients until it recovers",
+                        gw.id, gw.overload.reason)
+        else:
+            log.info("gateway %s recovered from overload (%s): handing out again", gw.id, gw.overload.reason)
+        return True
 
     def _agent_load(self, gw: Gateway, result: ProbeResult) -> None:
         """Reset the load estimate from an agent reply (it carries no connection count).
@@ -368,7 +400,12 @@ class Pool:
     # ---------------------------------------------------------------- rebuilding
 
     def mark_dirty(self) -> None:
-        """Schedule a rebuild for this loop iteration (synchronous when no event loop runs)."""
+        """Schedule a rebuild for this loop iteration (synchronous when no event loop runs).
+
+        Rebuilds are paced so they take at most ``REBUILD_SHARE`` of the loop: after one that
+        took ``c`` seconds (``c >= PACE_ABOVE_S``) the next waits until ``c / REBUILD_SHARE``
+        after it (~0.1 s for 10,000 gateways); changes meanwhile are coalesced.
+        """
         self._dirty = True
         try:
             loop = asyncio.get_running_loop()
@@ -376,7 +413,10 @@ class Pool:
             self.rebuild()
             return
         if self._scheduled is None:
-            self._scheduled = loop.call_soon(self._run_scheduled)
+            cost = self._rebuild_cost
+            wait = self._rebuilt_at + cost / REBUILD_SHARE - loop.time() if cost >= PACE_ABOVE_S else 0.0
+            self._scheduled = (loop.call_soon(self._run_scheduled) if wait <= 0
+                               else loop.call_later(wait, self._run_scheduled))
 
     def _run_scheduled(self) -> None:
         self._scheduled = None
@@ -385,6 +425,7 @@ class Pool:
 
     def rebuild(self) -> Picker:
         """Build a new snapshot and picker now."""
+        started = time.perf_counter()
         self._dirty = False
         if self._scheduled is not None:
             self._scheduled.cancel()
@@ -406,11 +447,17 @@ class Pool:
                          "healthy ones only", snap.healthy, snap.serving)
         self.panic = snap.panic
         self.in_rotation = frozenset(c.id for c in snap.candidates)
+        self.overload_excluded = snap.overloaded
         self._picker = self._new_picker(snap.candidates)
         self.rebuilds += 1
         self._schedule_deadline(snap.rebuild_at, now)
         for fn in self._listeners:
             fn()
+        self._rebuild_cost = time.perf_counter() - started
+        try:
+            self._rebuilt_at = asyncio.get_running_loop().time()
+        except RuntimeError:
+            pass
         return self._picker
 
     def _new_picker(self, candidates: Iterable[Candidate]) -> Picker:
@@ -448,6 +495,8 @@ class Pool:
             "capacity": cfg.capacity if cfg.capacity is not None else gw.reported_capacity,
             "headroom": gw.load.headroom,
             "utilization": gw.load.utilization,
+            "overloaded": gw.overload.over,
+            "overload_reason": gw.overload.reason,
             "up_for_s": None if gw.up_since is None else round(self.clock() - gw.up_since, 3),
             "detail": gw.last_detail,
         }

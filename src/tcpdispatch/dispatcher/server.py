@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import resource
 import signal
 import sys
 from collections.abc import Mapping
@@ -24,7 +25,7 @@ from tcpdispatch.config import DispatcherConfig, load_config
 from tcpdispatch.dispatcher.app import DispatcherApp
 from tcpdispatch.dispatcher.pool import Pool
 from tcpdispatch.errors import ConfigError
-from tcpdispatch.health import CheckSpec, HealthChecker, ProbeResult, PushTracker, status_to_result
+from tcpdispatch.health import CheckSpec, ProbeResult, PushTracker, StatusMonitor, status_to_result
 from tcpdispatch.store import SharedGateway, StoreHooks, make_store
 
 log = logging.getLogger("tcpdispatch.dispatcher")
@@ -42,7 +43,7 @@ class DispatcherServer:
         self.config = config
         self.config_path = config_path
         self.listen = (config.listen_host, config.listen_port)
-        self.checker: HealthChecker | None = None
+        self.checker: StatusMonitor | None = None
         self.pool = Pool(config, on_targets=self._set_targets)
         self.tracker = PushTracker(config.health.ttl)
         self.app = DispatcherApp(config, self.pool, reload=self.reload if config_path else None)
@@ -101,7 +102,8 @@ class DispatcherServer:
         changes arriving meanwhile reach the new one (set_targets on a closed
         checker is a no-op anyway).
         """
-        checker = HealthChecker(self.config.health, self._on_probe)
+        checker = StatusMonitor(self.config.health, self._on_probe)
+        _descriptor_headroom(len(self.pool.targets()))
         checker.set_targets(self.pool.targets())
         await checker.start()
         old, self.checker = self.checker, checker
@@ -267,6 +269,23 @@ class DispatcherServer:
 
     def stop(self) -> None:
         self._stop.set()
+
+
+def _descriptor_headroom(checked: int) -> None:
+    """Raise the descriptor limit to its hard cap; warn when health checks would take half of it.
+
+    Each watched (or keep-alive polled) gateway holds one connection; client
+    connections share what is left (docs/health.md, "Descriptors").
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard and hard != resource.RLIM_INFINITY:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    if checked > soft // 2:
+        log.warning("%d gateways are checked over long-lived connections, more than half of the %d "
+                    "file descriptors this process may open; the rest is left for clients "
+                    "(raise the limit or split the pool, see docs/health.md)", checked, soft)
 
 
 def main(config_path: Path, listen: tuple[str, int] | None) -> int:

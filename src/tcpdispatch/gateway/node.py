@@ -33,6 +33,7 @@ from typing import Any
 from tcpdispatch import aio
 from tcpdispatch.errors import ConfigError
 from tcpdispatch.gateway.config import GatewayConfig
+from tcpdispatch.gateway.loadmeter import LoopMeter
 from tcpdispatch.gateway.shm import NodeCounters
 
 log = logging.getLogger("tcpdispatch.gateway")
@@ -77,12 +78,15 @@ async def _single(cfg: GatewayConfig) -> int:
     except OSError as exc:
         raise _bind_error(exc, "--listen", cfg.listen) from None
     service = await _start_status(cfg, counters, gw.drain, lambda: (os.getpid(),))
+    meter = LoopMeter(counters.set_loop_load)
+    meter.start()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, gw.drain)
     loop.add_signal_handler(signal.SIGINT, gw.stop)
     loop.add_signal_handler(signal.SIGHUP, gw.reload_keys)
     _ready_line(cfg)
     await gw.wait_closed()
+    meter.stop()
     await service.stop()
     log.info("gateway %s stopped", cfg.id)
     return 0
@@ -133,6 +137,8 @@ def _worker_main(cfg: GatewayConfig, counters: NodeCounters, worker: int, ready_
             return 2
         # Only now (listening, before the loop runs a callback) is the worker counted as live.
         counters.bind_worker(worker)
+        meter = LoopMeter(counters.set_loop_load)
+        meter.start()
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, gw.drain)
         loop.add_signal_handler(signal.SIGINT, gw.stop)
@@ -141,6 +147,7 @@ def _worker_main(cfg: GatewayConfig, counters: NodeCounters, worker: int, ready_
             os.write(ready_fd, b"R")
             os.close(ready_fd)
         await gw.wait_closed()
+        meter.stop()
         return 0
 
     code = aio.run(main())

@@ -5,7 +5,8 @@ inherited by them. Layout (all signed 64-bit, native order)::
 
     header: state (0 serving, 1 draining), started_at (unix ms), worker restarts
     per worker slot: pid, connections, accepted, messages_in, messages_out,
-                     handshakes[len(HANDSHAKES)], rejected[len(CODES)], errors[len(CODES)]
+                     handshakes[len(HANDSHAKES)], rejected[len(CODES)], errors[len(CODES)],
+                     busy (ppm), loop lag (us)
     per worker sketch: DEPTH rows x WIDTH counters (a count-min sketch of source IPs)
     replay guard: a tickets.NonceCache table (REPLAY_SLOTS x (u64 nonce, u32 forget_at))
 
@@ -50,7 +51,9 @@ HANDSHAKES = ("plain", "full", "resumed")  # how connections started (encrypted 
 _F_HANDSHAKES = 5
 _F_REJECTED = _F_HANDSHAKES + len(HANDSHAKES)
 _F_ERRORS = _F_REJECTED + len(CODES)
-SLOT = _F_ERRORS + len(CODES)
+_F_BUSY = _F_ERRORS + len(CODES)  # loadmeter.LoopMeter: CPU busy fraction x 1e6
+_F_LAG = _F_BUSY + 1  # loadmeter.LoopMeter: event-loop lag in microseconds
+SLOT = _F_LAG + 1
 WIDTH = 4096
 DEPTH = 2
 _SKETCH = WIDTH * DEPTH
@@ -74,6 +77,8 @@ class Snapshot:
     handshakes: dict[str, int]  # on an encrypted gateway: plain | full | resumed starts
     workers_live: int = 1  # worker slots whose process is listening (pid set by bind_worker)
     worker_restarts: int = 0  # workers restarted by the supervisor after dying
+    worker_busy: tuple[float, ...] = ()  # per worker, 0..1 of one core (loadmeter.LoopMeter)
+    worker_lag: tuple[float, ...] = ()  # per worker, seconds
 
 
 def ip_cells(ip: str) -> tuple[int, ...]:
@@ -196,11 +201,19 @@ class NodeCounters:
         self._v[base + _F_MSG_IN] += received
         self._v[base + _F_MSG_OUT] += sent
 
+    def set_loop_load(self, busy: float, lag_s: float) -> None:
+        """This worker's event-loop busy fraction (0..1) and lag (seconds), from its LoopMeter."""
+        base = self._slot(self.worker)
+        self._v[base + _F_BUSY] = round(min(1.0, max(0.0, busy)) * 1e6)
+        self._v[base + _F_LAG] = round(max(0.0, lag_s) * 1e6)
+
     def clear_worker(self, worker: int) -> None:
         """Forget a dead worker's open connections and pid (supervisor side)."""
         with self._lock:
             self._v[self._slot(worker) + _F_CONN] = 0
             self._v[self._slot(worker) + _F_PID] = 0
+            self._v[self._slot(worker) + _F_BUSY] = 0
+            self._v[self._slot(worker) + _F_LAG] = 0
             base = self._sketch(worker)
             self._v[base : base + _SKETCH] = memoryview(bytes(_SKETCH * 8)).cast("q")
 
@@ -213,11 +226,14 @@ class NodeCounters:
         v = self._v
         conns, rej, err = [], [0] * len(CODES), [0] * len(CODES)
         hs = [0] * len(HANDSHAKES)
+        busy, lag = [], []
         acc = m_in = m_out = live = 0
         for w in range(self.workers):
             base = self._slot(w)
             live += v[base + _F_PID] != 0
             conns.append(v[base + _F_CONN])
+            busy.append(v[base + _F_BUSY] / 1e6)
+            lag.append(v[base + _F_LAG] / 1e6)
             acc += v[base + _F_ACCEPTED]
             m_in += v[base + _F_MSG_IN]
             m_out += v[base + _F_MSG_OUT]
@@ -239,6 +255,8 @@ class NodeCounters:
             workers_live=live,
             worker_restarts=v[_H_RESTARTS],
             handshakes={k: n for k, n in zip(HANDSHAKES, hs, strict=True) if n},
+            worker_busy=tuple(busy),
+            worker_lag=tuple(lag),
         )
 
     def worker_pids(self) -> Iterator[int]:

@@ -28,6 +28,7 @@ from tcpdispatch import __version__
 from tcpdispatch.gateway.config import GatewayConfig
 from tcpdispatch.gateway.http_deadline import HeadDeadlines
 from tcpdispatch.gateway.shm import NodeCounters, Snapshot
+from tcpdispatch.gateway.watch import WatchStreams
 from tcpdispatch.httputil import check_bearer, error_body
 from tcpdispatch.metrics_common import add_process_collector, build_info
 
@@ -159,6 +160,17 @@ class _Collector:
             per.add_metric([cfg.id, str(w)], n)
         yield per
         yield build_info()
+        busy = GaugeMetricFamily("tcpdispatch_gateway_worker_busy",
+                                 "Share of the last window each worker's loop ran or waited to run (0..1 core).",
+                                 labels=["gateway", "worker"])
+        lag = GaugeMetricFamily("tcpdispatch_gateway_worker_loop_lag_seconds",
+                                "Longest timer lag of each worker's event loop in the last window.",
+                                labels=["gateway", "worker"])
+        for w, (b, x) in enumerate(zip(snap.worker_busy, snap.worker_lag)):
+            busy.add_metric([cfg.id, str(w)], b)
+            lag.add_metric([cfg.id, str(w)], x)
+        yield busy
+        yield lag
 
 
 class StatusService:
@@ -184,9 +196,11 @@ class StatusService:
         self.deadlines = HeadDeadlines(cfg.http_timeout)
         self._agent: asyncio.AbstractServer | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self.watches = WatchStreams(self.status)
 
     def status(self) -> dict[str, Any]:
         snap = self.counters.snapshot()
+        busy, lag = snap.worker_busy or (0.0,), snap.worker_lag or (0.0,)
         return {
             "id": self.cfg.id,
             "state": "draining" if snap.draining else "serving",
@@ -203,10 +217,17 @@ class StatusService:
             "version": __version__,
             "pid": os.getpid(),
             "worker_connections": list(snap.worker_connections),
+            # Saturation is per worker (one event loop, one core): the busiest worker counts.
+            "busy": round(max(busy), 2),
+            "lag_ms": round(max(lag) * 1000),
+            "worker_busy": [round(b, 3) for b in busy],
+            "worker_lag_ms": [round(x * 1000, 1) for x in lag],
         }
 
     # -- HTTP ----------------------------------------------------------------
-    async def _get_status(self, request: web.Request) -> web.Response:
+    async def _get_status(self, request: web.Request) -> web.StreamResponse:
+        if "watch" in request.query:
+            return await self.watches.handle(request)  # a dispatcher's long-lived watch
         return web.json_response(self.status())
 
     async def _get_metrics(self, request: web.Request) -> web.Response:
@@ -259,6 +280,7 @@ class StatusService:
             self._tasks.append(loop.create_task(self._report_loop()))
 
     async def stop(self) -> None:
+        self.watches.close()
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -6,16 +6,16 @@ import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
-import aiohttp
-
-from tcpdispatch import __version__ as _version
-from tcpdispatch.health.probes import ProbeResult, probe
+from tcpdispatch.health.probes import ProbeResult
+from tcpdispatch.health.rawprobe import RawProber
 from tcpdispatch.health.settings import CheckSpec, HealthSettings
 
 log = logging.getLogger("tcpdispatch.health")
 
-Prober = Callable[[CheckSpec, float, aiohttp.ClientSession | None], Awaitable[ProbeResult]]
+# (spec, timeout, session) -> result; ``session`` is always None (kept for older probers).
+Prober = Callable[[CheckSpec, float, Any], Awaitable[ProbeResult]]
 
 
 class HealthChecker:
@@ -28,8 +28,10 @@ class HealthChecker:
     starts as soon as it ends. ``on_result(gateway_id, result)`` is called from the
     event loop after every probe; exceptions it raises are logged and ignored.
 
-    HTTP probes share one aiohttp session, so a healthy gateway is probed over one
-    kept-alive connection.
+    The default prober (:class:`~tcpdispatch.health.rawprobe.RawProber`) keeps one
+    idle HTTP connection per gateway, so a healthy gateway is probed over one
+    kept-alive connection. (The dispatcher polls only what it cannot watch; see
+    :mod:`tcpdispatch.health.watch`.)
     """
 
     def __init__(
@@ -43,13 +45,13 @@ class HealthChecker:
         self.settings = settings
         self._on_result = on_result
         self._rng = rng or random.Random()
-        self._prober: Prober = prober or probe
+        self._raw = RawProber() if prober is None else None
+        self._prober: Prober = prober or self._raw  # type: ignore[assignment]
         self._targets: dict[str, CheckSpec] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._specs: dict[str, CheckSpec] = {}  # spec each running task probes
         self._wake: dict[str, asyncio.Event] = {}
         self._stopping: set[asyncio.Task[None]] = set()
-        self._session: aiohttp.ClientSession | None = None
         self._started = False
         self._closed = False
 
@@ -88,34 +90,24 @@ class HealthChecker:
             event.set()
 
     async def start(self) -> None:
-        """Create the HTTP session and start probing the current targets."""
+        """Start probing the current targets."""
         if self._closed:
             raise RuntimeError("HealthChecker is closed")
         if self._started:
             return
-        interval = self.settings.interval
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(
-                limit=0,  # the per-gateway loops already bound concurrency to one probe each
-                keepalive_timeout=max(15.0, 3 * interval),
-            ),
-            headers={"User-Agent": f"tcpdispatch-health/{_version}"},
-            timeout=aiohttp.ClientTimeout(total=None),
-        )
         self._started = True
         self.set_targets(self._targets)
 
     async def close(self) -> None:
-        """Cancel every probing task, wait for them, and close the HTTP session."""
+        """Cancel every probing task, wait for them, and close the kept-alive connections."""
         self._closed = True
         for gid in list(self._tasks):
             self._stop(gid)
         stopping = list(self._stopping)
         if stopping:
             await asyncio.gather(*stopping, return_exceptions=True)
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._raw is not None:
+            self._raw.close()
 
     def _launch(self, gid: str, spec: CheckSpec) -> None:
         wake = asyncio.Event()
@@ -144,7 +136,7 @@ class HealthChecker:
         while True:
             started = loop.time()
             try:
-                result = await self._prober(spec, s.timeout, self._session)
+                result = await self._prober(spec, s.timeout, None)
             except Exception as exc:
                 log.exception("health probe of %s (%s) crashed", gid, spec)
                 result = ProbeResult(ok=False, latency_s=loop.time() - started, detail=f"probe crashed: {exc!r}")

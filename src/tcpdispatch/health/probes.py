@@ -41,14 +41,17 @@ class ProbeResult:
     weight_pct: int | None = None  # agent "N%" if given
     address: str | None = None
     detail: str = ""  # error text when not ok
+    busy: float | None = None  # busiest worker's event-loop busy fraction, 0..1 of one core
+    lag_s: float | None = None  # busiest worker's event-loop lag (gateway-measured), seconds
+    late_s: float = 0.0  # watch: how much later than its interval this status arrived
 
 
 def status_to_result(doc: Mapping[str, Any], latency_s: float = 0.0) -> ProbeResult:
     """Turn a gateway ``/status`` JSON document (or a push heartbeat body) into a result.
 
     Requires ``state`` ("serving" | "draining"), ``connections`` and ``capacity``
-    (integers >= 0); uses ``cpu`` (0..1, clamped) and ``address`` when present.
-    Raises ValueError naming the bad field.
+    (integers >= 0); uses ``cpu`` (0..1, clamped), ``busy`` (0..1, clamped), ``lag_ms``
+    (>= 0) and ``address`` when present. Raises ValueError naming the bad field.
     """
     if not isinstance(doc, Mapping):
         raise ValueError(f"status must be a JSON object, got {type(doc).__name__}")
@@ -67,6 +70,8 @@ def status_to_result(doc: Mapping[str, Any], latency_s: float = 0.0) -> ProbeRes
         if not isinstance(cpu, int | float) or isinstance(cpu, bool) or not math.isfinite(cpu):
             raise ValueError(f"status field 'cpu' must be a number in 0..1, got {cpu!r}")
         utilization = min(1.0, max(0.0, float(cpu)))
+    busy = _optional_number(doc, "busy")
+    lag_ms = _optional_number(doc, "lag_ms")
     address = doc.get("address")
     if address is not None and (not isinstance(address, str) or not address):
         raise ValueError(f"status field 'address' must be a non-empty string, got {address!r}")
@@ -81,7 +86,18 @@ def status_to_result(doc: Mapping[str, Any], latency_s: float = 0.0) -> ProbeRes
         draining=state == "draining",
         utilization=utilization,
         address=address,
+        busy=None if busy is None else min(1.0, busy),
+        lag_s=None if lag_ms is None else lag_ms / 1000,
     )
+
+
+def _optional_number(doc: Mapping[str, Any], name: str) -> float | None:
+    value = doc.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"status field {name!r} must be a number >= 0, got {value!r}")
+    return float(value)
 
 
 def parse_agent_reply(line: str, latency_s: float = 0.0) -> ProbeResult:

@@ -8,6 +8,8 @@ from dataclasses import dataclass, fields
 from typing import Any
 from urllib.parse import urlsplit
 
+from tcpdispatch.health.overload import OverloadThresholds
+
 CHECK_KINDS = ("http", "agent", "tcp", "push")
 
 
@@ -24,6 +26,16 @@ class HealthSettings:
     fall: int = 2  # consecutive failures to go down
     jitter: float = 0.1  # +- fraction of interval, random per probe
     ttl: float = 3.0  # push mode: heartbeats missing this long -> down
+    watch: bool = True  # http checks: ask for a status stream first (polling if not offered)
+    # Overload protection by performance (health/overload.py); enter / exit thresholds.
+    overload: bool = True  # stop handing out gateways that report or show collapse
+    overload_busy: float = 0.9  # busiest worker's event-loop busy fraction (0..1 of one core)
+    overload_busy_exit: float = 0.7
+    overload_lag: float = 0.1  # busiest worker's event-loop lag, seconds
+    overload_lag_exit: float = 0.03
+    overload_latency: float = 0.25  # status tick lateness (watch) or answer time (poll), seconds
+    overload_latency_exit: float = 0.1
+    overload_samples: int = 2  # consecutive late statuses before latency alone counts
 
     def __post_init__(self) -> None:
         for name in ("interval", "timeout", "ttl"):
@@ -36,6 +48,27 @@ class HealthSettings:
                 raise ValueError(f"{name} must be an integer between 1 and 1000, got {value!r}")
         if not _is_number(self.jitter) or not 0 <= self.jitter < 1:
             raise ValueError(f"jitter must be a number in [0, 1), got {self.jitter!r}")
+        for name in ("watch", "overload"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")  # noqa: TRY004
+        for name, top in (("overload_busy", 1.0), ("overload_lag", 60.0), ("overload_latency", 60.0)):
+            enter, leave = getattr(self, name), getattr(self, name + "_exit")
+            for key, value in ((name, enter), (name + "_exit", leave)):
+                if not _is_number(value) or not 0 < value <= top:
+                    raise ValueError(f"{key} must be a number > 0 and <= {top:g}, got {value!r}")
+            if leave > enter:
+                raise ValueError(f"{name} ({enter!r}) must not be below {name}_exit ({leave!r})")
+        n = self.overload_samples
+        if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 100:
+            raise ValueError(f"overload_samples must be an integer between 1 and 100, got {n!r}")
+
+    @property
+    def overload_thresholds(self) -> OverloadThresholds:
+        """The overload enter/exit thresholds as the pure judge takes them."""
+        return OverloadThresholds(
+            busy=self.overload_busy, busy_exit=self.overload_busy_exit, lag=self.overload_lag,
+            lag_exit=self.overload_lag_exit, latency=self.overload_latency,
+            latency_exit=self.overload_latency_exit, samples=self.overload_samples)
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> HealthSettings:
