@@ -25,6 +25,7 @@ SUBCOMMANDS: dict[str, str] = {
     "loadgen": "tcpdispatch.client.loadgen_cli",
     "demo": "tcpdispatch.demo",
     "secret": "tcpdispatch.secret_cli",
+    "simulate": "tcpdispatch.sim.cli",
 }
 
 # Top-level modules of the `server` extra; the base install (the client SDK) lacks them.
