@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from tcpdispatch.stats import percentile
 from tcpdispatch.testing import (
     TCPDISPATCH,
     GatewayHandle,
@@ -30,7 +31,6 @@ from tcpdispatch.testing import (
     free_port,
     get_json,
     haproxy_stats,
-    percentile,
     start_dispatcher,
     start_gateway,
     wait_until,

@@ -112,7 +112,8 @@ async def _probe(url: str, seconds: float) -> list[float]:
     return lat
 
 
-def run(quick: bool) -> dict[str, Any]:
+def run(quick: bool, record: bool = True) -> dict[str, Any]:
+    """The benchmark; ``record=False`` leaves bench/results alone (bench/sim_validate.py)."""
     n, cap, procs, rate = (600, 400, 1, 600.0) if quick else (10_000, 6000, 8, 1000.0)
     settle, after = (1.0, 3.0) if quick else (4.0, 8.0)
     with tempfile.TemporaryDirectory(prefix="tcpdsuite-fo-") as tmp:
@@ -169,8 +170,9 @@ def run(quick: bool) -> dict[str, Any]:
             f"survivor peak {max(peak.values()):,}/{cap:,}")
     headline(NAME, text)
     res |= {"headline": text, "ok": res["met"]}
-    write_result(NAME, quick, res)
-    plot(NAME, quick, lambda fig: draw_series(fig, res, "connected clients per gateway (0 = kill)", cap))
+    if record:
+        write_result(NAME, quick, res)
+        plot(NAME, quick, lambda fig: draw_series(fig, res, "connected clients per gateway (0 = kill)", cap))
     return res
 
 

@@ -139,10 +139,10 @@ def describe(r: Result) -> str:
     """The summary for people."""
     s, x = r.summary, r.extra
     who = s["policy"] if s["baseline"] == "none" else f"baseline {s['baseline']}"
-    lines = [
+    lines = [(
         f"{s['scenario']}: {s['clients']:,} clients, {s['gateways']:,} gateways, {s['replicas']} replicas, "
-        f"{s['zones']} zone(s), {who}, {x['modelled_s']:.0f} s modelled in {s['wall_s']} s",
-    ]
+        f"{s['zones']} zone(s), {who}, {x['modelled_s']:.0f} s modelled in {s['wall_s']} s"
+    )]
     if s["rehomed_p50_s"] is None:
         lines.append("  no connection was lost involuntarily")
     else:

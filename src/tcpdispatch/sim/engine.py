@@ -52,7 +52,7 @@ class Engine:
             self.at(start, tick)
 
     def run(self, until: float, progress: Callable[[float], None] | None = None) -> None:
-        """Process events up to and including ``until``; ``progress(now)`` every 65,536 events."""
+        """Process events up to and including ``until``; ``progress(now)`` every 65,536 events and at the end."""
         heap = self._heap
         pop = heapq.heappop
         n = self.events
@@ -65,6 +65,8 @@ class Engine:
                 progress(when)
         self.events = n
         self.now = max(self.now, until)
+        if progress is not None:
+            progress(self.now)
 
     def pending(self) -> int:
         return len(self._heap)

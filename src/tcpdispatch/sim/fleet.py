@@ -46,8 +46,7 @@ class SimGateway:
 
     def attach(self, client: int) -> None:
         self.clients.add(client)
-        if len(self.clients) > self.peak:
-            self.peak = len(self.clients)
+        self.peak = max(self.peak, len(self.clients))
 
 
 def make_gateways(count: int, zones: int, capacity: int, start: int = 0) -> list[SimGateway]:

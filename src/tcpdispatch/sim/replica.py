@@ -15,6 +15,7 @@ import math
 import random
 from collections import Counter
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 from tcpdispatch.balancing.base import Candidate, PickRequest
@@ -134,7 +135,7 @@ class Replica:
         interval = self.health.interval
         for s in range(SLOTS):
             self.engine.every(interval, (s + self.rng.random()) * interval / SLOTS, until,
-                              lambda s=s: self.probe_slot(s))
+                              partial(self.probe_slot, s))
 
     def probe_slot(self, slot: int) -> None:
         if not self.up:
@@ -147,12 +148,14 @@ class Replica:
         state = g.state
         if state == "absent":
             return
-        n = self.probe_count[g.id] + 1
-        self.probe_count[g.id] = n
+        counts = self.probe_count
+        n = counts[g.id] + 1
+        counts[g.id] = n
         if state == "up":
-            report = force_report or n % self.report_every == 0
-            result = ProbeResult(ok=True, connections=g.held if report else None, capacity=g.capacity,
-                                 draining=g.draining)
+            if force_report or n % self.report_every == 0:
+                result = ProbeResult(True, 0.0, len(g.clients), g.capacity, g.draining)
+            else:
+                result = ProbeResult(True, 0.0, None, g.capacity, g.draining)
         elif state == "down":
             result = _REFUSED
         else:
@@ -160,10 +163,11 @@ class Replica:
             if self.engine.now - g.dark_since < self.health.timeout or n % 2:
                 return
             result = _TIMEOUT
-        pool = self.pools[g.zone]
-        pool.on_result(g.id, result)
-        if result.connections is not None and self.deciders[g.zone] is not None:
-            self.deciders[g.zone].touch(g.id)
+        self.pools[g.zone].on_result(g.id, result)
+        if result.connections is not None:
+            decider = self.deciders[g.zone]
+            if decider is not None:
+                decider.touch(g.id)
 
     def _rebuild_due(self) -> None:
         now = self.engine.now
@@ -193,7 +197,7 @@ class Replica:
     def dispatch(self, client_zone: int) -> tuple[list[SimGateway] | None, float]:
         """``GET /v1/dispatch``: the gateways answered (None = 503) and when the answer leaves."""
         now = self.engine.now
-        start = self.busy_until if self.busy_until > now else now
+        start = max(now, self.busy_until)
         self.busy_until = start + self.service_s
         self.dispatches[int(now)] += 1
         panicked = [p.panic for p in self.pools]

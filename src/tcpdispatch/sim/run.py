@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from math import isnan
 from typing import Any
 
 from tcpdispatch.sim.scenarios import SCENARIOS
@@ -64,7 +65,7 @@ def summarize(world: World, keep_world: bool = False) -> Result:
     live = [g for g in world.gateways if g.state == "up" and not g.draining]
     ratios = [g.held / g.weight for g in live]
     mean = sum(ratios) / len(ratios) if ratios else 0.0
-    lost = sum(1 for i in range(pop.n) if pop.online[i] and pop.gateway[i] < 0 and pop.lost_at[i] == pop.lost_at[i])
+    lost = sum(1 for i in range(pop.n) if pop.online[i] and pop.gateway[i] < 0 and not isnan(pop.lost_at[i]))
     summary: dict[str, Any] = {
         "scenario": cfg.scenario, "clients": cfg.clients, "gateways": cfg.gateways, "replicas": cfg.replicas,
         "zones": cfg.zones, "policy": cfg.policy, "baseline": cfg.baseline,

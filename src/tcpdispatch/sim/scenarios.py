@@ -11,6 +11,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from tcpdispatch.sim.fleet import SimGateway
 from tcpdispatch.sim.world import SimConfig, World
 
 T0 = 10.0
@@ -59,7 +60,7 @@ def _weight_change(world: World) -> None:
 
 
 def wave_size(cfg: SimConfig) -> int:
-    return max(1, math.ceil(cfg.gateways / 10))
+    return max(1, math.ceil(cfg.gateways / 5))
 
 
 def _wave_period(cfg: SimConfig) -> float:
@@ -71,13 +72,26 @@ def _rolling(world: World) -> None:
     size = wave_size(cfg)
     for w, first in enumerate(range(0, cfg.gateways, size)):
         batch = world.gateways[first:first + size]
-        world.engine.at(T0 + w * _wave_period(cfg), lambda b=batch: [world.drain(g) for g in b])
+        world.engine.at(T0 + w * _wave_period(cfg), _drain_all, world, batch)
+
+
+def _drain_all(world: World, batch: list[SimGateway]) -> None:
+    for g in batch:
+        world.drain(g)
 
 
 def _dispatcher_outage(world: World) -> None:
-    world.engine.at(T0, lambda: [r.crash() for r in world.replicas])
+    def down() -> None:
+        for r in world.replicas:
+            r.crash()
+
+    def up() -> None:
+        for r in world.replicas:
+            r.restart()
+
+    world.engine.at(T0, down)
     world.engine.at(T0 + 5.0, lambda: world.crash(world.gateways[_busiest(world)]))
-    world.engine.at(T0 + 60.0, lambda: [r.restart() for r in world.replicas])
+    world.engine.at(T0 + 60.0, up)
 
 
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
@@ -88,7 +102,7 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
              _zone_outage, min_zones=2),
     Scenario("scale-out", "10 % more gateways join at t=10 s", lambda cfg: 130.0, _scale_out,
              extra_gateways=lambda cfg: max(1, cfg.gateways // 10)),
-    Scenario("rolling-restart", "gateways drained (30 s window) and restarted, 10 % at a time",
+    Scenario("rolling-restart", "gateways drained (30 s window) and restarted, 20 % at a time",
              lambda cfg: T0 + math.ceil(cfg.gateways / wave_size(cfg)) * _wave_period(cfg) + 30.0, _rolling),
     Scenario("dispatcher-outage", "every replica down from t=10 s to t=70 s (restarted fresh); the busiest gateway crashes at t=15 s",
              lambda cfg: 130.0, _dispatcher_outage),

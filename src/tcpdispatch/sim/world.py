@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from math import isnan
 
 from tcpdispatch.balancing.snapshot import BalancerSettings
 from tcpdispatch.client.policy import Endpoint, order_candidates
@@ -49,7 +50,7 @@ class SimConfig:
     static_size: int = 10  # gateways in the app's built-in fallback list
     alternates: int = 2
     drain_window_s: float = 30.0
-    recycle: Recycler = Recycler()
+    recycle: Recycler = field(default_factory=Recycler)
     initial: str = "balanced"  # balanced | random | none (all clients offline, arriving at t=0)
 
     def check(self) -> SimConfig:
@@ -199,13 +200,13 @@ class World:
         else:
             self._detach(i)
             pop.moving[i] = 0
-        if pop.lost_at[i] != pop.lost_at[i]:
+        if isnan(pop.lost_at[i]):
             pop.lost_at[i] = now if since is None else since
         mem = pop.memory(i)
         mem.gateways.failed(g.address)
         mem.failed.append(g.address)
         delay = pop.loss_delay(i, now - pop.since[i], hint)
-        if pop.round_at[i] != pop.round_at[i]:
+        if isnan(pop.round_at[i]):
             self._round_at(i, now + delay)
 
     def crash(self, g: SimGateway) -> None:
@@ -338,7 +339,7 @@ class World:
             if g.admits():
                 t = now + elapsed
                 if not tb:
-                    start = g.busy_until if g.busy_until > t else t
+                    start = max(t, g.busy_until)
                     g.busy_until = start + self.net.accept_service_s
                     t = g.busy_until
                 self._connected(i, g, t + 2 * rtt)
@@ -371,7 +372,7 @@ class World:
         pop.gateway[i] = g.index
         pop.since[i] = at
         lost = pop.lost_at[i]
-        if lost == lost:
+        if not isnan(lost):
             self.rehome.append(at - lost)
             pop.lost_at[i] = NAN
             self.moves += 1
@@ -424,7 +425,7 @@ class World:
         assert held == connected, f"gateways hold {held}, clients say {connected}"
         for i in range(pop.n):
             if pop.online[i] and pop.gateway[i] < 0:
-                assert pop.round_at[i] == pop.round_at[i], f"client {i} is online, unconnected and idle"
+                assert not isnan(pop.round_at[i]), f"client {i} is online, unconnected and idle"
 
 
 def _q(values: list[int], q: float) -> float:
