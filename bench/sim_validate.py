@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         real = json.loads(Path(a.real).read_text())
     else:
         from bench import failover
-        real = failover.run(quick=False, record=False)
+        real = failover.run(quick=False, record=False, slack=240.0)
     model = failover_model(float(cal["reconnect_ms"]) / 1000)
     balance = balance_rows()
     table = compare(real, model, balance)
