@@ -38,3 +38,17 @@ def test_an_event_is_never_scheduled_in_the_past() -> None:
     e.at(5.0, lambda: e.at(1.0, lambda: seen.append(e.now)))
     e.run(until=10.0)
     assert seen == [5.0]
+
+
+def test_shared_cpu_is_processor_sharing() -> None:
+    from tcpdispatch.sim.world import SharedCPU
+
+    e = Engine(seed=1)
+    done: list[tuple[int, float]] = []
+    cpu = SharedCPU(e, 1.0, lambda c: done.append((c, e.now)))
+    for c in range(3):
+        cpu.submit(c)  # three rounds at once share the machine: all done at 3 s, not 1, 2, 3
+    e.at(10.0, cpu.submit, 9)  # alone: 1 s
+    e.run(until=20.0)
+    assert [c for c, _ in done] == [0, 1, 2, 9]
+    assert [round(t, 9) for _, t in done] == [3.0, 3.0, 3.0, 11.0]

@@ -10,6 +10,7 @@ schedule fleet events on it.
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from math import isnan
@@ -104,7 +105,7 @@ class World:
                               health=cfg.health, balancing=cfg.balancing)
                 self.replicas.append(rep)
         self.rr = 0
-        self.tb_busy = 0.0  # testbed: the one machine-wide queue
+        self.cpu = SharedCPU(e, net.testbed_reconnect_s, self._served)  # testbed only
         self.pop = Population(cfg.clients, cfg.zones, e.clock, e.rng("backoff"))
         self.rehome: list[float] = []
         self.moves = 0
@@ -291,10 +292,8 @@ class World:
         tb = self.net.testbed_reconnect_s
         if tb:
             if not pop.queued[i]:
-                start = max(self.tb_busy, now)
-                self.tb_busy = start + tb
                 pop.queued[i] = 1
-                self._round_at(i, self.tb_busy)
+                self.cpu.submit(i)
                 return
             pop.queued[i] = 0
         pop.round_at[i] = NAN
@@ -363,6 +362,10 @@ class World:
         self.failed_rounds += 1
         self._round_at(i, now + elapsed + pop.failure_delay(i))
 
+    def _served(self, i: int) -> None:
+        """Testbed: the machine has done the work of client ``i``'s round; make its decisions now."""
+        self._round_at(i, self.engine.now)
+
     def _connected(self, i: int, g: SimGateway, at: float) -> None:
         pop = self.pop
         if pop.moving[i]:
@@ -426,6 +429,44 @@ class World:
         for i in range(pop.n):
             if pop.online[i] and pop.gateway[i] < 0:
                 assert not isnan(pop.round_at[i]), f"client {i} is online, unconnected and idle"
+
+
+class SharedCPU:
+    """The testbed's 2 cores as processor sharing: with n rounds in progress each advances at
+    1/n of the machine's pace, so a storm slows every round down at once (not first come, first
+    served). All rounds need the same ``work_s``, so they finish in arrival order."""
+
+    def __init__(self, engine: Engine, work_s: float, done: Callable[[int], None]) -> None:
+        self.engine, self.work, self.done = engine, work_s, done
+        self.virtual = 0.0  # work done per job since the start
+        self.updated = 0.0
+        self.jobs: deque[tuple[float, int]] = deque()  # (virtual finish, client)
+        self.token = 0
+
+    def _advance(self) -> None:
+        now = self.engine.now
+        if self.jobs:
+            self.virtual += (now - self.updated) / len(self.jobs)
+        self.updated = now
+
+    def submit(self, client: int) -> None:
+        self._advance()
+        self.jobs.append((self.virtual + self.work, client))
+        self._next()
+
+    def _next(self) -> None:
+        if self.jobs:
+            self.token += 1
+            left = max(0.0, self.jobs[0][0] - self.virtual)
+            self.engine.after(left * len(self.jobs), self._finish, self.token)
+
+    def _finish(self, token: int) -> None:
+        if token != self.token:
+            return
+        self._advance()
+        _, client = self.jobs.popleft()
+        self.done(client)
+        self._next()
 
 
 def _q(values: list[int], q: float) -> float:
