@@ -74,8 +74,15 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     OUT.mkdir(parents=True, exist_ok=True)
     todo = [(s, b) for b in a.baselines.split(",") for s in a.only.split(",")]
+    def one(sb: tuple[str, str]) -> dict[str, Any] | None:
+        try:
+            return run_one(sb[0], sb[1], a)
+        except RuntimeError as exc:  # one failed run should not cost the others
+            print(exc, file=sys.stderr, flush=True)
+            return None
+
     with ThreadPoolExecutor(max(1, a.jobs)) as pool:
-        docs = list(pool.map(lambda sb: run_one(sb[0], sb[1], a), todo))
+        docs = [d for d in pool.map(one, todo) if d is not None]
     index = OUT / f"{a.tag}-scale.json"
     old = json.loads(index.read_text()) if index.exists() else []
     keep = {(d["scenario"], d["baseline"]): d for d in old}
