@@ -20,7 +20,7 @@ OUT = Path(__file__).resolve().parent / "results" / "sim"
 def load(tag: str) -> dict[tuple[str, str], dict[str, Any]]:
     docs = {}
     for path in OUT.glob(f"{tag}-*.json"):
-        if path.name.endswith("-scale.json"):
+        if path.name.endswith(("-scale.json", ".summary.json")):
             continue
         d = json.loads(path.read_text())
         docs[(d["scenario"], d["baseline"])] = d

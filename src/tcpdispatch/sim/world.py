@@ -129,12 +129,14 @@ class World:
         live = [g for g in self.gateways if g.state == "up"]
         by_zone = [[g for g in live if g.zone == z] for z in range(cfg.zones)]
         cursor = [0] * cfg.zones
-        position = {g.index: k for zone in by_zone for k, g in enumerate(zone)}
         for i in range(pop.n):
             if cfg.initial == "none" or rng.random() >= p_online:
                 back = rng.expovariate(1 / cfg.offline_mean_s) if cfg.initial != "none" else 0.0
                 if back < self.end:
                     self.engine.at(back, self._arrive, i)
+                if cfg.initial != "none":  # offline for a minute: its last answer is still cached
+                    zone = by_zone[pop.zone[i]]
+                    pop.cache[i] = tuple(o.index for o in rng.sample(zone, min(3, len(zone))))
                 continue
             pop.online[i] = 1
             if cfg.initial == "random":
@@ -147,10 +149,11 @@ class World:
             pop.gateway[i] = g.index
             age = rng.uniform(pop.backoff.config.reset_after, 2 * cfg.session_mean_s)
             pop.since[i] = -age
-            # The cached answer: this gateway and two alternates of its zone.
+            # The cached answer: this gateway and two alternates of its zone drawn at random
+            # (as p2c's alternates are), so the clients of one gateway do not share them.
             zone = by_zone[g.zone]
-            k = position[g.index]
-            pop.cache[i] = tuple(zone[(k + j) % len(zone)].index for j in range(min(3, len(zone))))
+            others = [o.index for o in rng.sample(zone, min(3, len(zone))) if o is not g][:2]
+            pop.cache[i] = (g.index, *others)
             self._schedule_leave(i)
             if cfg.baseline == "recycle":
                 self._schedule_recycle(i, -age, age)
