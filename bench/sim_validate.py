@@ -10,7 +10,7 @@
 4. **Balance**: ``bench/results/balance.json``'s p2c rows against
    ``balance_model`` (mean and range over 8 seeds: the report phases are random).
 
-Prints the comparison and writes ``bench/results/sim_validate.json``.
+Prints the comparison and writes ``bench/results/sim_validate_live.json`` (``_recorded`` with ``--real``).
 
     python -m bench.sim_validate
     python -m bench.sim_validate --real bench/results/failover.json   # a recorded run, constant fitted
@@ -142,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     doc = {"finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "calibration": cal,
            "real": {k: real[k] for k in ("time_to_pct_s", "before_kill", "survivor_peak", "moved_clients")},
            "model": model, "balance": balance, "table": table}
-    (RESULTS / "sim_validate.json").write_text(json.dumps(doc, indent=1) + "\n")
+    name = "sim_validate_recorded.json" if a.real else "sim_validate_live.json"
+    (RESULTS / name).write_text(json.dumps(doc, indent=1) + "\n")
     return 0
 
 
