@@ -7,7 +7,7 @@ BIN      = $(VENV)/bin
 STAMP    = $(VENV)/.installed-server
 TESTSTAMP = $(VENV)/.installed-test
 
-.PHONY: install demo test test-unit lint fuzz soak bench bench-quick clean
+.PHONY: install demo test test-unit lint fuzz soak bench bench-quick sim-scale sim-validate clean
 
 $(STAMP): pyproject.toml setup.py src/tcpdispatch/_speedups.c
 	$(PY) -m venv $(VENV)
@@ -50,6 +50,14 @@ bench: $(TESTSTAMP)
 
 bench-quick: $(TESTSTAMP)
 	$(BIN)/python -m bench --quick
+
+## Every `tcpdispatch simulate` scenario at 1,000,000 clients (docs/simulation.md); SIM_ARGS to narrow.
+sim-scale: $(TESTSTAMP)
+	$(BIN)/python -m bench.sim_scale $(SIM_ARGS)
+
+## The simulator against the real failover and balance benchmarks, side by side.
+sim-validate: $(TESTSTAMP)
+	$(BIN)/python -m bench.sim_validate
 
 clean:
 	rm -rf $(VENV) .pytest_cache build src/*.egg-info

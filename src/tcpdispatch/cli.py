@@ -26,6 +26,7 @@ SUBCOMMANDS: dict[str, str] = {
     "demo": "tcpdispatch.demo",
     "secret": "tcpdispatch.secret_cli",
     "keygen": "tcpdispatch.keygen_cli",
+    "simulate": "tcpdispatch.sim.cli",
 }
 
 # Top-level modules of the `server` extra; the base install (the client SDK) lacks them.
