@@ -1,4 +1,4 @@
-"""``tcpdispatch simulate SCENARIO``: the fleet at any size, on modelled time.
+"""tcpdispatch simulate SCENARIO: the fleet at any size, on modelled time.
 
 Runs the project's own decision code (pool, pickers, health state machine, the
 client's backoff, bans, cache and static-list fallback) against modelled time,
