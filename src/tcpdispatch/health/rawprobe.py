@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 import httptools
 
 from tcpdispatch import __version__
+from tcpdispatch.errors import TcpDispatchError
 from tcpdispatch.health.probes import (
     MAX_AGENT_LINE,
     MAX_STATUS_BYTES,
@@ -33,7 +34,7 @@ from tcpdispatch.health.settings import CheckSpec
 USER_AGENT = f"tcpdispatch-health/{__version__}"
 
 
-class ResponseTooLarge(ValueError):
+class ResponseTooLarge(TcpDispatchError, ValueError):
     """A status answer larger than MAX_STATUS_BYTES."""
 
 
