@@ -16,7 +16,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--id", required=True, help="gateway id (must match the dispatcher's and the tickets')")
     p.add_argument("--listen", required=True, metavar="HOST:PORT", help="client listen address")
     p.add_argument("--status", required=True, metavar="HOST:PORT",
-                   help="HTTP status address (GET /status, GET /metrics, POST /drain)")
+                   help="HTTP status address (GET /status, GET /metrics, POST /drain, POST /shed)")
     p.add_argument("--agent", metavar="HOST:PORT", help="HAProxy agent-check address (off if unset)")
     p.add_argument("--capacity", type=int, default=10_000, help="max connections on the node")
     p.add_argument("--per-ip-limit", type=int, default=0, help="max connections per source IP (0 = off)")
@@ -36,7 +36,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--report-token-file", help="bearer token for --report-to")
     p.add_argument("--report-interval", type=float, default=1.0, help="seconds between heartbeats")
     p.add_argument("--admin-token-file",
-                   help="bearer token required by POST /drain on the status port (default: no token; "
+                   help="bearer token required by POST /drain and POST /shed on the status port (without one POST /shed is refused; "
                         "then bind --status to a private address)")
     p.add_argument("--advertise", metavar="HOST:PORT", help="address reported in /status (default --listen)")
     p.set_defaults(func=run)

@@ -46,10 +46,11 @@ def run_node(cfg: GatewayConfig) -> int:
 
 
 # -- one process -----------------------------------------------------------------
-async def _start_status(cfg: GatewayConfig, counters: NodeCounters, on_drain: Any, pids: Any) -> Any:
+async def _start_status(cfg: GatewayConfig, counters: NodeCounters, on_drain: Any, pids: Any,
+                        on_shed: Any = None) -> Any:
     from tcpdispatch.gateway.status import StatusService
 
-    service = StatusService(cfg, counters, on_drain=on_drain, pids=pids)
+    service = StatusService(cfg, counters, on_drain=on_drain, pids=pids, on_shed=on_shed)
     try:
         await service.start()
     except OSError as exc:
@@ -68,7 +69,7 @@ async def _single(cfg: GatewayConfig) -> int:
         await gw.start()
     except OSError as exc:
         raise _bind_error(exc, "--listen", cfg.listen) from None
-    service = await _start_status(cfg, counters, gw.drain, lambda: (os.getpid(),))
+    service = await _start_status(cfg, counters, gw.drain, lambda: (os.getpid(),), gw.shed)
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, gw.drain)
     loop.add_signal_handler(signal.SIGINT, gw.stop)
@@ -172,8 +173,20 @@ async def _supervise(cfg: GatewayConfig, counters: NodeCounters, procs: list[Any
             stopping["stop"] = time.monotonic()
             _kill(procs, signal.SIGINT)
 
+    def shed(count: int, window_s: float, min_age_s: float) -> int:
+        """Split the order over the workers by their connections; each picks its oldest."""
+        from tcpdispatch.gateway.shed import split_by_worker
+
+        if stopping:
+            return 0
+        shares = split_by_worker(count, counters.snapshot().worker_connections)
+        for w, n in enumerate(shares):
+            if n:
+                counters.post_shed(w, n, window_s, min_age_s)
+        return sum(shares)
+
     service = await _start_status(
-        cfg, counters, drain, lambda: [os.getpid(), *(p.pid for p in procs if p.exitcode is None)]
+        cfg, counters, drain, lambda: [os.getpid(), *(p.pid for p in procs if p.exitcode is None)], shed
     )
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, drain)

@@ -31,6 +31,7 @@ from typing import Any
 from tcpdispatch.errors import ErrorCode, RemoteProtocolError, TicketError
 from tcpdispatch.gateway.config import GatewayConfig
 from tcpdispatch.gateway.handlers import Handler, load_handler_class
+from tcpdispatch.gateway.shed import MAX_DELAY_MS, AgeIndex, pick_oldest, send_spread
 from tcpdispatch.gateway.shm import NodeCounters
 from tcpdispatch.protocol import Bye, Connection, Opcode, Reconnect, Role, State, Welcome
 from tcpdispatch.protocol.frames import Error, encode, encode_data
@@ -202,6 +203,15 @@ class GatewayConnection(asyncio.Protocol):
         self._open = True
         gw.opened(self)
 
+    def reconnect(self, delay_ms: int, reason: str) -> bool:
+        """Send RECONNECT if the session is open and was not asked to move yet; True if sent."""
+        conn = self._conn
+        if conn is None or conn.state is not State.OPEN:
+            return False
+        conn.send(Reconnect(delay_ms, reason))
+        self._write(conn.data_to_send())
+        return True
+
     def fail(self, code: ErrorCode, reason: str) -> None:
         """Send ERROR(code, reason) and close; counted as a rejection before WELCOME."""
         conn = self._conn
@@ -256,6 +266,8 @@ class Gateway:
         self.handler: Handler = load_handler_class(cfg.handler)(self)
         self._server: asyncio.AbstractServer | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self.ages = AgeIndex(clock)  # session number -> age, for shedding (see shed.py)
+        self.shedding = 0  # sessions chosen by shed orders and not yet sent RECONNECT
         self._empty = asyncio.Event()
         self._done = asyncio.Event()
 
@@ -343,10 +355,14 @@ class Gateway:
             self.messages_in = self.messages_out = 0
             if self.counters.draining and not self.draining:
                 self.drain()  # another process (the supervisor) flagged the node
+            order = self.counters.take_shed() if self.counters.workers > 1 else None
+            if order is not None:
+                self.shed(*order)  # posted by the supervisor's POST /shed
 
     def sweep(self) -> int:
         """Advance the tick and close connections past their deadline; returns how many."""
         self.tick += 1
+        self.ages.record(self._next)
         hs_limit = self.tick - self._hs_ticks
         idle_limit = self.tick - self._idle_ticks
         late: list[GatewayConnection] = []
@@ -359,6 +375,38 @@ class Gateway:
             else:
                 p.fail(ErrorCode.HANDSHAKE_TIMEOUT, f"no HELLO within {self.cfg.handshake_timeout:g}s")
         return len(late)
+
+    def shed(self, count: int, window_s: float, min_age_s: float) -> int:
+        """RECONNECT up to ``count`` of the oldest open sessions older than ``min_age_s``, spread
+        over ``window_s``; returns how many were chosen (fewer when not enough are old enough)."""
+        if self.draining or count <= 0:
+            return 0
+        cutoff = self.ages.cutoff(min_age_s)
+        chosen = pick_oldest(self.conns, cutoff, count, lambda p: p._open and p.is_open
+                             and p._conn is not None and p._conn.state is State.OPEN)
+        if not chosen:
+            return 0
+        self.shedding += len(chosen)
+        log.info("worker %d shedding %d sessions over %.1fs (asked %d, older than %.1fs)", self.worker,
+                 len(chosen), window_s, count, min_age_s)
+
+        def sent(n: int) -> None:
+            self.shedding -= n
+            self.counters.add_shed(n)
+
+        async def run() -> None:
+            done = await send_spread(chosen, window_s, self._clock,
+                                     lambda: self._rng.randrange(0, MAX_DELAY_MS), sent)
+            self.shedding -= len(chosen) - done  # closed before their turn
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._tasks.append(task)
+        task.add_done_callback(self._task_done)
+        return len(chosen)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        if task in self._tasks:
+            self._tasks.remove(task)
 
     # -- called by GatewayConnection -------------------------------------------
     def intern_ip(self, ip: str) -> str:

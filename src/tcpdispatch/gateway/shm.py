@@ -5,6 +5,8 @@ inherited by them. Layout (all signed 64-bit, native order)::
 
     header: state (0 serving, 1 draining), started_at (unix ms)
     per worker slot: pid, connections, accepted, messages_in, messages_out,
+                     shed (sessions sent a rebalancing RECONNECT),
+                     shed order (count, window ms, minimum age ms: supervisor -> worker),
                      rejected[len(CODES)], errors[len(CODES)]
     per worker sketch: DEPTH rows x WIDTH counters (a count-min sketch of source IPs)
     replay guard: a tickets.NonceCache table (REPLAY_SLOTS x (u64 nonce, u32 forget_at))
@@ -45,7 +47,8 @@ _CODE_INDEX = {c: i for i, c in enumerate(CODES)}
 
 _HEADER = 2
 _F_PID, _F_CONN, _F_ACCEPTED, _F_MSG_IN, _F_MSG_OUT = range(5)
-_F_REJECTED = 5
+_F_SHED, _F_ORDER_COUNT, _F_ORDER_WINDOW_MS, _F_ORDER_MIN_AGE_MS = range(5, 9)
+_F_REJECTED = 9
 _F_ERRORS = _F_REJECTED + len(CODES)
 SLOT = _F_ERRORS + len(CODES)
 WIDTH = 4096
@@ -68,6 +71,7 @@ class Snapshot:
     rejected: dict[str, int]
     errors: dict[str, int]
     worker_connections: tuple[int, ...]
+    shed: int = 0
 
 
 def ip_cells(ip: str) -> tuple[int, ...]:
@@ -180,6 +184,29 @@ class NodeCounters:
     def add_error(self, code: ErrorCode) -> None:
         self._v[self._slot(self.worker) + _F_ERRORS + _CODE_INDEX[code]] += 1
 
+    def add_shed(self, n: int) -> None:
+        self._v[self._slot(self.worker) + _F_SHED] += n
+
+    # -- shed orders (supervisor -> worker) ------------------------------------
+    def post_shed(self, worker: int, count: int, window_s: float, min_age_s: float) -> None:
+        """Supervisor side: ask ``worker`` to shed ``count`` more sessions (added to any not yet taken)."""
+        base = self._slot(worker)
+        with self._lock:
+            self._v[base + _F_ORDER_WINDOW_MS] = int(window_s * 1000)
+            self._v[base + _F_ORDER_MIN_AGE_MS] = int(min_age_s * 1000)
+            self._v[base + _F_ORDER_COUNT] += count
+
+    def take_shed(self) -> tuple[int, float, float] | None:
+        """Worker side: the order posted for this worker, if any, as (count, window_s, min_age_s)."""
+        base = self._slot(self.worker)
+        v = self._v
+        if v[base + _F_ORDER_COUNT] <= 0:
+            return None
+        with self._lock:
+            count = v[base + _F_ORDER_COUNT]
+            v[base + _F_ORDER_COUNT] = 0
+            return count, v[base + _F_ORDER_WINDOW_MS] / 1000, v[base + _F_ORDER_MIN_AGE_MS] / 1000
+
     def add_messages(self, received: int, sent: int) -> None:
         base = self._slot(self.worker)
         self._v[base + _F_MSG_IN] += received
@@ -196,10 +223,11 @@ class NodeCounters:
     def snapshot(self) -> Snapshot:
         v = self._v
         conns, rej, err = [], [0] * len(CODES), [0] * len(CODES)
-        acc = m_in = m_out = 0
+        acc = m_in = m_out = shed = 0
         for w in range(self.workers):
             base = self._slot(w)
             conns.append(v[base + _F_CONN])
+            shed += v[base + _F_SHED]
             acc += v[base + _F_ACCEPTED]
             m_in += v[base + _F_MSG_IN]
             m_out += v[base + _F_MSG_OUT]
@@ -216,6 +244,7 @@ class NodeCounters:
             rejected={c.slug: n for c, n in zip(CODES, rej) if n},
             errors={c.slug: n for c, n in zip(CODES, err) if n},
             worker_connections=tuple(conns),
+            shed=shed,
         )
 
     def worker_pids(self) -> Iterator[int]:
