@@ -74,10 +74,10 @@ class FakeGateway:
         finally:
             writer.close()
 
-    def reconnect_all(self, delay_ms: int) -> None:
+    def reconnect_all(self, delay_ms: int, reason: str = "drain") -> None:
         for conn, writer in self.writers:
             try:
-                conn.send(Reconnect(delay_ms, "drain"))
+                conn.send(Reconnect(delay_ms, reason))
                 writer.write(conn.data_to_send())
             except Exception as exc:  # noqa: BLE001 - closed connections
                 print(f"fake gateway {self.id}: cannot send RECONNECT: {exc!r}")
@@ -101,6 +101,7 @@ class FakeDispatcher:
 
     respond: Callable[[int], web.Response]
     requests: list[float] = field(default_factory=list)  # monotonic timestamps
+    queries: list[dict[str, str]] = field(default_factory=list)  # query parameters of each
     reports: list[dict[str, Any]] = field(default_factory=list)
     url: str = ""
     runner: web.AppRunner | None = None
@@ -119,6 +120,7 @@ class FakeDispatcher:
 
     async def _dispatch(self, request: web.Request) -> web.Response:
         self.requests.append(time.monotonic())
+        self.queries.append(dict(request.query))
         return self.respond(len(self.requests))
 
     async def _report(self, request: web.Request) -> web.Response:

@@ -210,6 +210,30 @@ async def test_reconnect_frame_followed_after_its_delay(fakes: Any) -> None:
         await client.close()
 
 
+@pytest.mark.parametrize("reason, leaving", [("rebalance", "g1"), ("drain", None)])
+async def test_rebalance_reconnect_names_the_gateway_left(fakes: Any, reason: str, leaving: str | None) -> None:
+    g1 = await fakes["gateway"]("g1")
+    g2 = await fakes["gateway"]("g2")
+    d = await fakes["dispatcher"](lambda n: web.json_response(answer(g1) if n == 1 else answer(g2)))
+    client = Client([d.url], backoff=BackoffConfig(reset_after=0))
+    await client.connect(timeout=scaled(5))
+    try:
+        assert d.queries[0] == {"client_id": client.client_id}
+        g1.reconnect_all(0, reason)
+        await async_wait_until(lambda: client.gateway == "g2", timeout=3, what="moved to g2")
+        expected = {"client_id": client.client_id}
+        if leaving:
+            expected.update(leaving=leaving, reason="rebalance")
+        assert d.queries[1] == expected
+        await echo(client, b"moved")
+        # the move is done: later dispatches are plain again
+        g2.reconnect_all(0, "drain")
+        await async_wait_until(lambda: len(d.queries) == 3, timeout=3, what="third dispatch")
+        assert d.queries[2] == {"client_id": client.client_id}
+    finally:
+        await client.close()
+
+
 async def test_retry_after_is_honoured(fakes: Any) -> None:
     g1 = await fakes["gateway"]("g1")
 

@@ -186,6 +186,7 @@ class Client:
         self._last_gateway: str | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._handshake_avg: float | None = None  # smoothed SYN->WELCOME time of past winners
+        self._leaving: str | None = None  # gateway that asked us to move for rebalancing
 
     # -- public API --------------------------------------------------------
     @property
@@ -337,6 +338,8 @@ class Client:
             # The gateway we are leaving (dead, or draining) goes to the end of the
             # next race for a while: the dispatcher may not know yet and hand it out.
             self.gateway_memory.failed(session.endpoint.address)
+            # A rebalancing RECONNECT: tell the dispatcher which gateway we leave (docs/protocol.md).
+            self._leaving = session.endpoint.id if loss.graceful and loss.reason.startswith("rebalance") else None
             if loss.graceful:
                 old = session  # keep using it while we look for the next gateway
                 delay = self.backoff.loss_delay(up_for, loss.delay or 0.0)
@@ -457,10 +460,12 @@ class Client:
                 continue
             assert self._http is not None
             self.stats.dispatch_requests += 1
-            res = await fetch_dispatch(self._http, url, self.client_id, self.dispatch_timeout)
+            res = await fetch_dispatch(self._http, url, self.client_id, self.dispatch_timeout,
+                                       leaving=self._leaving)
             self.stats.dispatch_seconds += self.clock() - now
             now = self.clock()
             if res.answer is not None:
+                self._leaving = None
                 self.dispatcher_memory.succeeded(url)
                 self._use_answer(res.answer)
                 return res.answer.endpoints, url

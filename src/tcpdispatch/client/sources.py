@@ -40,13 +40,20 @@ class DispatchResult:
 
 
 async def fetch_dispatch(
-    session: aiohttp.ClientSession, url: str, client_id: str, timeout: float,
+    session: aiohttp.ClientSession, url: str, client_id: str, timeout: float, *, leaving: str | None = None,
 ) -> DispatchResult:
-    """Ask one dispatcher for a gateway. Never raises for network or HTTP trouble."""
+    """Ask one dispatcher for a gateway. Never raises for network or HTTP trouble.
+
+    ``leaving``: the gateway that asked us to move for rebalancing (sent as
+    ``leaving=ID&reason=rebalance``, so the dispatcher places us below target).
+    """
     endpoint = url.rstrip("/") + "/v1/dispatch"
+    params = {"client_id": client_id}
+    if leaving:
+        params.update(leaving=leaving, reason="rebalance")
     try:
         async with session.get(
-            endpoint, params={"client_id": client_id},
+            endpoint, params=params,
             # Time waiting for a pooled connection is our own queue, not the
             # dispatcher being slow: bound only connecting and each read.
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=timeout, sock_read=timeout),
