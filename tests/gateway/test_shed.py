@@ -9,8 +9,8 @@ from typing import Any
 
 import aiohttp
 import pytest
-from helpers import async_wait_until, free_port, scaled
 from gateway.test_server import make, opened
+from helpers import async_wait_until, free_port, scaled
 
 from tcpdispatch.gateway.config import GatewayConfig
 from tcpdispatch.gateway.shed import AgeIndex, split_by_worker

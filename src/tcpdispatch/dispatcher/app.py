@@ -28,6 +28,7 @@ from tcpdispatch.tickets import TicketSigner, pack_id
 
 if TYPE_CHECKING:
     from tcpdispatch.health import PushTracker
+    from tcpdispatch.rebalance.controller import Rebalancer
     from tcpdispatch.store import Store
 
 Scope = dict[str, Any]
@@ -90,6 +91,7 @@ class DispatcherApp:
         self.push_tracker: PushTracker | None = None  # set by the server
         self.store: Store | None = None  # shared state store, set by the server (None: in-memory)
         self.on_passive: Callable[[str], None] | None = None  # e.g. probe that gateway now
+        self.rebalance: Rebalancer | None = None  # places moved clients; set by the server
         self._frags: dict[str, bytes] = {}  # gateway id -> JSON fragment of the current picker's candidates
         self._packed_ids: dict[str, bytes] = {}  # gateway id -> the id as a ticket payload carries it
         self._pieces: dict[tuple[str, str, int], tuple[bytes, bytes]] = {}  # (id, host, port) -> both, kept
@@ -273,12 +275,17 @@ class DispatcherApp:
         ``headers`` (ASGI list of byte pairs, or an RSGI header map) is only read
         for X-Forwarded-For when the peer is a trusted proxy.
         """
+        leaving: str | None = None
         if qs[:10] == "client_id=" and "&" not in qs and "%" not in qs and "+" not in qs:
             client_id = qs[10:]
         else:
             client_id, problem = _slow_client_id(qs)
             if problem:
                 return self.bad_request(problem)
+            if "leaving=" in qs:  # a client moved by the rebalancer (docs/rebalancing.md)
+                leaving, problem = _slow_param(qs, "leaving")
+                if problem:
+                    return self.bad_request(problem)
         if not client_id:
             return self.bad_request("query parameter client_id is required and must not be empty")
         if len(client_id) > self.max_client_id or (
@@ -287,7 +294,7 @@ class DispatcherApp:
             return self.bad_request(f"client_id is longer than {self.max_client_id} bytes")
         if not client_id.isprintable():
             return self.bad_request("client_id must contain only printable characters")
-        if self._fast_body is not None:  # keyless policy in C: the client address plays no part
+        if self._fast_body is not None and leaving is None:  # keyless policy in C: no client address
             body = self._fast_body(client_id.encode())
             if body is not None:
                 return 200, None, body
@@ -295,7 +302,11 @@ class DispatcherApp:
             ip = self.client_ip(ip, _xff(headers))
         picker = self.pool.picker
         request = _NO_KEY if self._keyless else PickRequest(client_id, ip)
-        if len(picker.candidates) <= self.k and self._unordered_alternates:
+        if leaving and self.rebalance is not None and (
+            moved := self.rebalance.place(picker.candidates, leaving, self.k)
+        ):
+            chosen = moved  # a gateway below target, never a donor nor the one it leaves
+        elif len(picker.candidates) <= self.k and self._unordered_alternates:
             # Every other candidate is an alternate anyway: pick the primary only and list the
             # rest (skipping full ones) instead of sampling them one by one.
             chosen = picker.pick(request, 1)
@@ -386,6 +397,24 @@ def _xff(headers: Any) -> list[tuple[bytes, bytes]]:
         return headers
     value = headers.get("x-forwarded-for")
     return [(b"x-forwarded-for", value.encode("latin-1"))] if value else []
+
+
+def _slow_param(text: str, wanted: str) -> tuple[str | None, str | None]:
+    """One optional gateway-id parameter (``leaving``): (value or None, problem)."""
+    found: str | None = None
+    for part in text.split("&"):
+        name, _, value = part.partition("=")
+        if name != wanted:
+            continue
+        if found is not None:
+            return None, f"{wanted} given more than once"
+        try:
+            found = unquote(value.replace("+", " "), errors="strict")
+        except UnicodeDecodeError:
+            return None, f"{wanted} is not valid UTF-8 after percent-decoding"
+    if found is not None and (not found or len(found) > 64 or not found.isprintable()):
+        return None, f"{wanted} must be a gateway id of 1 to 64 printable characters"
+    return found, None
 
 
 def _slow_client_id(text: str) -> tuple[str, str | None]:

@@ -24,7 +24,7 @@ from typing import Any
 
 from tcpdispatch.balancing.base import Candidate, LoadCounter, Picker
 from tcpdispatch.balancing.registry import get_policy, policy_options
-from tcpdispatch.balancing.snapshot import GatewayView, build_candidates
+from tcpdispatch.balancing.snapshot import BalancerSettings, GatewayView, build_candidates
 from tcpdispatch.config import DispatcherConfig, GatewayConfig
 from tcpdispatch.health import CheckSpec, HealthState, ProbeResult, parse_check
 from tcpdispatch.store.base import SharedGateway
@@ -119,6 +119,11 @@ class Pool:
     @property
     def policy(self) -> str:
         return self._policy
+
+    @property
+    def balancing(self) -> BalancerSettings:
+        """The ``[balancing]`` settings in force (high water, slow start)."""
+        return self._settings
 
     def get(self, gateway_id: str) -> Gateway | None:
         return self.gateways.get(gateway_id)

@@ -47,7 +47,7 @@ def parse_order(raw: bytes) -> tuple[int, float, float, str]:
     except (ValueError, UnicodeDecodeError, RecursionError):
         raise ValueError("body is not valid JSON") from None
     if not isinstance(doc, dict):
-        raise ValueError("body must be a JSON object")
+        raise ValueError("body must be a JSON object")  # noqa: TRY004 - one error type for bad input
     unknown = sorted(set(doc) - {"count", "window_s", "min_age_s", "reason"})
     if unknown:
         raise ValueError(f"unknown field {unknown[0]!r}")
