@@ -24,6 +24,7 @@ class FakeGateway:
     heartbeat_ms: int = 10000
     refuse: ErrorCode | None = None  # answer HELLO with ERROR(refuse)
     answer_pings: bool = True
+    echo_delay: float = 0.0  # seconds before a DATA frame is echoed
     port: int = 0
     hellos: list[Hello] = field(default_factory=list)
     received: list[bytes] = field(default_factory=list)
@@ -61,6 +62,8 @@ class FakeGateway:
                             conn.send(Welcome(f"{self.id}-s{len(self.hellos)}", self.heartbeat_ms, 3 * self.heartbeat_ms))
                     elif isinstance(frame, Data):
                         self.received.append(frame.payload)
+                        if self.echo_delay:
+                            await asyncio.sleep(self.echo_delay)
                         conn.send_data(frame.payload)
                     elif isinstance(frame, Ping) and not self.answer_pings:
                         conn.data_to_send()  # swallow the automatic PONG

@@ -99,6 +99,16 @@ async def test_shed_picks_oldest_past_min_age_and_spreads() -> None:
     assert 0.25 < loop.time() - t0 < scaled(1.0)
 
 
+async def test_overlapping_orders_do_not_pick_the_same_sessions() -> None:
+    gw = make()
+    ts = [opened(gw, f"c{i}") for i in range(6)]
+    assert gw.shed(3, 0.3, 0.0) == 3
+    assert gw.shed(3, 0.3, 0.0) == 3  # within the first window: the next three
+    await async_wait_until(lambda: all(t.frames for t in ts), timeout=2, interval=0.005, what="all sent")
+    assert all(len(t.frames) == 1 for t in ts) and gw.counters.snapshot().shed == 6
+    assert gw.shed(3, 0.3, 0.0) == 0
+
+
 async def test_shed_refused_while_draining() -> None:
     gw = make(drain_window=5)
     opened(gw)

@@ -132,7 +132,7 @@ def test_breaker_opens_on_gateway_failure_and_resumes_after_cooldown() -> None:
     d = p.tick(1.0, [GatewayLoad("g1", 1500), GatewayLoad("g2", 1500, state="down"), GatewayLoad("g3", 0)])
     assert p.breaker.open and not d.orders
     assert any("g2 went down" in e for e in d.events)
-    assert p.in_flight() == 0  # moves in flight are forgotten
+    assert p.in_flight() == 200  # still on their way: counted, never asked for again
     later = [GatewayLoad("g1", 1500), GatewayLoad("g2", 0, state="down"), GatewayLoad("g3", 0)]
     assert not p.tick(5.0, later).orders  # still cooling down
     d = p.tick(11.5, later)
@@ -250,3 +250,51 @@ def test_place_without_recipients_uses_least_loaded_non_donor() -> None:
     chosen = place(cands, goal, frozenset({"a"}), "x", 3, random.Random(0))
     assert [c.id for c in chosen] == ["b"]  # c is full, a is a donor
     assert place([_cand("a", 1)], goal, frozenset(), "a", 2, random.Random(0)) == []
+
+
+def test_no_round_while_the_held_total_is_moving() -> None:
+    p = Planner(FAST)  # settle_s 2
+    p.tick(0.0, gws(300, 300, 300))
+    d = p.tick(1.0, gws(1000, 600, 300))  # a ramp: clients arriving by the hundred
+    assert p.round is None and not d.orders
+    assert sum("settle" in e for e in d.events) == 1
+    assert not any("settle" in e for e in p.tick(1.5, gws(1500, 900, 300)).events)  # logged once
+    for t in (2.0, 3.0, 4.0):
+        d = p.tick(t, gws(1500, 900, 300))
+    assert p.round is not None and d.orders  # steady for settle_s: the round starts
+
+
+def test_moves_stop_being_in_flight_once_the_donor_lost_them() -> None:
+    p = Planner(FAST)
+    d = p.tick(0.0, gws(3000, 0, 0))
+    p.shed_result(d.orders[0], d.orders[0].count, 0.0)
+    assert p.in_flight() == 100
+    d = p.tick(0.5, gws(2900, 100, 0))  # all 100 left g1 (and landed)
+    assert p.in_flight() == sum(o.count for o in d.orders) == 100  # only the new batch
+
+
+def test_leaving_sessions_count_where_they_go() -> None:
+    # g1 holds 1500 of which 500 are already moving (make-before-break: also counted on g3)
+    view = [GatewayLoad("g1", 1500, leaving=500), GatewayLoad("g2", 1000), GatewayLoad("g3", 1000)]
+    assert targets(view) == {"g1": 1000.0, "g2": 1000.0, "g3": 1000.0}
+    p = Planner(FAST)
+    assert not p.tick(0.0, view).orders and not p.donors
+
+
+def test_no_round_while_clients_are_being_dispatched() -> None:
+    p = Planner(FAST)
+    d = p.tick(0.0, gws(1500, 1500, 0), dispatched=400, arrivals=400)  # a ramp under way
+    assert p.round is None and not d.orders
+    for t in (1.0, 2.0, 3.0):
+        d = p.tick(t, gws(1500, 1500, 0), dispatched=3, arrivals=3)
+    assert p.round is not None and d.orders
+
+
+def test_clients_on_their_way_keep_their_share() -> None:
+    p = Planner(FAST)
+    p.tick(0.0, gws(1500, 1500, 0))
+    assert p.round is not None and p.round.total == 3000
+    # 200 chosen to move have left the donors' settled counts but not reached g3 yet
+    p.tick(0.5, [GatewayLoad("g1", 1500, leaving=100), GatewayLoad("g2", 1500, leaving=100),
+                 GatewayLoad("g3", 0)])
+    assert p.goal == {"g1": 1000.0, "g2": 1000.0, "g3": 1000.0}  # not 933: nobody sheds for them twice

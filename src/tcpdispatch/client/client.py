@@ -132,6 +132,7 @@ class Client:
         heartbeat: float | None = None,
         max_pending: int = 1000,
         max_received: int = 10000,
+        linger: float = 1.0,
         report_failures: bool = True,
         shuffle_fallback: bool = True,
         local_host: str | None = None,
@@ -157,6 +158,9 @@ class Client:
         self.max_in_flight = max_in_flight
         self.missed_pongs = missed_pongs
         self.heartbeat_override = heartbeat
+        # After a move the old session stays open this long, still delivering what arrives on
+        # it (replies to messages sent just before the switch), then says BYE.
+        self.linger = linger
         self.report_failures = report_failures
         self.shuffle_fallback = shuffle_fallback
         self.local_host = local_host
@@ -330,7 +334,7 @@ class Client:
                 log.debug("client %s: round failed: %s; retry in %.2fs", self.client_id, reason, delay)
                 continue
             if old is not None:
-                old.close()
+                self._spawn(self._retire(old))
                 old = None
             loss, up_for = await self._serve(session)
             if self._closing:
@@ -347,6 +351,13 @@ class Client:
                 delay = self.backoff.loss_delay(up_for)
             reason = f"{loss.kind}: {loss.reason}" if loss.reason else loss.kind
             self.stats.reconnects += 1
+
+    async def _retire(self, old: GatewaySession) -> None:
+        """Close the session we moved away from after ``linger`` (make-before-break, no loss)."""
+        try:
+            await asyncio.sleep(self.linger)
+        finally:
+            old.close()
 
     async def _sleep(self, delay: float) -> None:
         """Sleep ``delay`` seconds, cut short by :meth:`close`."""

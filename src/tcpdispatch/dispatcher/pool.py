@@ -46,6 +46,7 @@ class Gateway:
     reported_capacity: int | None = None  # total capacity from /status (agents report load instead)
     last_ok: float | None = None
     last_detail: str = ""
+    leaving: int = 0  # reported sessions asked to move (rebalancing) and still connected
 
     @property
     def id(self) -> str:
@@ -273,6 +274,7 @@ class Pool:
             if gw.config.check.startswith("agent://"):
                 self._agent_load(gw, result)
             else:
+                gw.leaving = result.leaving
                 if result.connections is not None:
                     gw.load.report(int(result.connections), result.utilization)
                 elif result.utilization is not None:

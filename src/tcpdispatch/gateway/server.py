@@ -268,6 +268,8 @@ class Gateway:
         self._tasks: list[asyncio.Task[None]] = []
         self.ages = AgeIndex(clock)  # session number -> age, for shedding (see shed.py)
         self.shedding = 0  # sessions chosen by shed orders and not yet sent RECONNECT
+        self._shed_queued: set[int] = set()  # their session numbers
+        self._shed_leaving: set[int] = set()  # session numbers chosen by shed orders, still open
         self._empty = asyncio.Event()
         self._done = asyncio.Event()
 
@@ -382,10 +384,15 @@ class Gateway:
         if self.draining or count <= 0:
             return 0
         cutoff = self.ages.cutoff(min_age_s)
-        chosen = pick_oldest(self.conns, cutoff, count, lambda p: p._open and p.is_open
+        queued = self._shed_queued
+        chosen = pick_oldest(self.conns, cutoff, count, lambda p: p._num not in queued and p._open
                              and p._conn is not None and p._conn.state is State.OPEN)
         if not chosen:
             return 0
+        nums = [p._num for p in chosen]
+        queued.update(nums)  # a later order must not pick them again before their turn
+        self._shed_leaving.update(nums)  # reported as "leaving" until they close
+        self.counters.set_leaving(len(self._shed_leaving))
         self.shedding += len(chosen)
         log.info("worker %d shedding %d sessions over %.1fs (asked %d, older than %.1fs)", self.worker,
                  len(chosen), window_s, count, min_age_s)
@@ -395,9 +402,12 @@ class Gateway:
             self.counters.add_shed(n)
 
         async def run() -> None:
-            done = await send_spread(chosen, window_s, self._clock,
-                                     lambda: self._rng.randrange(0, MAX_DELAY_MS), sent)
-            self.shedding -= len(chosen) - done  # closed before their turn
+            try:
+                done = await send_spread(chosen, window_s, self._clock,
+                                         lambda: self._rng.randrange(0, MAX_DELAY_MS), sent)
+                self.shedding -= len(chosen) - done  # closed before their turn
+            finally:
+                queued.difference_update(nums)
 
         task = asyncio.get_running_loop().create_task(run())
         self._tasks.append(task)
@@ -467,6 +477,9 @@ class Gateway:
             return
         p._admitted = False
         self.conns.pop(p._num, None)
+        if self._shed_leaving and p._num in self._shed_leaving:
+            self._shed_leaving.discard(p._num)
+            self.counters.set_leaving(len(self._shed_leaving))
         self.counters.release(p._ip, self.cfg.per_ip_limit)
         if p._open:
             self.call_handler("on_close", p, reason)

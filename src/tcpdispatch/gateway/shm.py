@@ -5,7 +5,7 @@ inherited by them. Layout (all signed 64-bit, native order)::
 
     header: state (0 serving, 1 draining), started_at (unix ms)
     per worker slot: pid, connections, accepted, messages_in, messages_out,
-                     shed (sessions sent a rebalancing RECONNECT),
+                     shed (sessions sent a rebalancing RECONNECT), leaving (shed, still open),
                      shed order (count, window ms, minimum age ms: supervisor -> worker),
                      rejected[len(CODES)], errors[len(CODES)]
     per worker sketch: DEPTH rows x WIDTH counters (a count-min sketch of source IPs)
@@ -47,8 +47,8 @@ _CODE_INDEX = {c: i for i, c in enumerate(CODES)}
 
 _HEADER = 2
 _F_PID, _F_CONN, _F_ACCEPTED, _F_MSG_IN, _F_MSG_OUT = range(5)
-_F_SHED, _F_ORDER_COUNT, _F_ORDER_WINDOW_MS, _F_ORDER_MIN_AGE_MS = range(5, 9)
-_F_REJECTED = 9
+_F_SHED, _F_ORDER_COUNT, _F_ORDER_WINDOW_MS, _F_ORDER_MIN_AGE_MS, _F_LEAVING = range(5, 10)
+_F_REJECTED = 10
 _F_ERRORS = _F_REJECTED + len(CODES)
 SLOT = _F_ERRORS + len(CODES)
 WIDTH = 4096
@@ -72,6 +72,7 @@ class Snapshot:
     errors: dict[str, int]
     worker_connections: tuple[int, ...]
     shed: int = 0
+    leaving: int = 0
 
 
 def ip_cells(ip: str) -> tuple[int, ...]:
@@ -187,6 +188,10 @@ class NodeCounters:
     def add_shed(self, n: int) -> None:
         self._v[self._slot(self.worker) + _F_SHED] += n
 
+    def set_leaving(self, n: int) -> None:
+        """This worker's sessions chosen by shed orders that are still connected."""
+        self._v[self._slot(self.worker) + _F_LEAVING] = n
+
     # -- shed orders (supervisor -> worker) ------------------------------------
     def post_shed(self, worker: int, count: int, window_s: float, min_age_s: float) -> None:
         """Supervisor side: ask ``worker`` to shed ``count`` more sessions (added to any not yet taken)."""
@@ -216,6 +221,7 @@ class NodeCounters:
         """Forget a dead worker's open connections (supervisor side)."""
         with self._lock:
             self._v[self._slot(worker) + _F_CONN] = 0
+            self._v[self._slot(worker) + _F_LEAVING] = 0
             base = self._sketch(worker)
             self._v[base : base + _SKETCH] = memoryview(bytes(_SKETCH * 8)).cast("q")
 
@@ -223,11 +229,12 @@ class NodeCounters:
     def snapshot(self) -> Snapshot:
         v = self._v
         conns, rej, err = [], [0] * len(CODES), [0] * len(CODES)
-        acc = m_in = m_out = shed = 0
+        acc = m_in = m_out = shed = leaving = 0
         for w in range(self.workers):
             base = self._slot(w)
             conns.append(v[base + _F_CONN])
             shed += v[base + _F_SHED]
+            leaving += v[base + _F_LEAVING]
             acc += v[base + _F_ACCEPTED]
             m_in += v[base + _F_MSG_IN]
             m_out += v[base + _F_MSG_OUT]
@@ -245,6 +252,7 @@ class NodeCounters:
             errors={c.slug: n for c, n in zip(CODES, err) if n},
             worker_connections=tuple(conns),
             shed=shed,
+            leaving=leaving,
         )
 
     def worker_pids(self) -> Iterator[int]:

@@ -104,6 +104,8 @@ class _Collector:
         yield counter("messages_received", "DATA frames received.", snap.messages_in)
         yield counter("messages_sent", "DATA frames sent.", snap.messages_out)
         yield counter("shed_sessions", "Sessions sent RECONNECT by shed orders (rebalancing).", snap.shed)
+        yield gauge("leaving_sessions", "Sessions chosen by shed orders that are still connected.",
+                    snap.leaving)
         rej = CounterMetricFamily("tcpdispatch_gateway_rejected", "Connections refused before WELCOME, by reason.",
                                   labels=["gateway", "reason"])
         for slug, n in sorted(snap.rejected.items()):
@@ -155,6 +157,7 @@ class StatusService:
             "accepted": snap.accepted,
             "rejected": snap.rejected,
             "shed": snap.shed,
+            "leaving": snap.leaving,
             "cpu": self.cpu.value,
             "uptime_s": round(time.time() - snap.started_at, 3),
             "workers": self.cfg.workers,

@@ -41,6 +41,7 @@ class ProbeResult:
     weight_pct: int | None = None  # agent "N%" if given
     address: str | None = None
     detail: str = ""  # error text when not ok
+    leaving: int = 0  # sessions the gateway asked to move (shed) that are still connected
 
 
 def status_to_result(doc: Mapping[str, Any], latency_s: float = 0.0) -> ProbeResult:
@@ -73,6 +74,9 @@ def status_to_result(doc: Mapping[str, Any], latency_s: float = 0.0) -> ProbeRes
     gid = doc.get("id")
     if gid is not None and (not isinstance(gid, str) or not gid):
         raise ValueError(f"status field 'id' must be a non-empty string, got {gid!r}")
+    leaving = doc.get("leaving", 0)
+    if not isinstance(leaving, int) or isinstance(leaving, bool) or leaving < 0:
+        raise ValueError(f"status field 'leaving' must be an integer >= 0, got {leaving!r}")
     return ProbeResult(
         ok=True,
         latency_s=latency_s,
@@ -81,6 +85,7 @@ def status_to_result(doc: Mapping[str, Any], latency_s: float = 0.0) -> ProbeRes
         draining=state == "draining",
         utilization=utilization,
         address=address,
+        leaving=leaving,
     )
 
 

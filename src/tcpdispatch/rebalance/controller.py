@@ -78,7 +78,7 @@ class Rebalancer:
         self.moves_placed = 0  # moved clients this replica placed
         self.moves_accepted = 0  # sessions donors agreed to shed (leader)
         self.order_failures = 0
-        self._counts = (0, 0)
+        self._counts = (0, 0, 0)  # dispatched, unavailable, moves placed at the last tick
         self._trigger_seen: str | None = None
         self._young: set[str] = set()  # donors already reported as having no session old enough
         self._http: aiohttp.ClientSession | None = None
@@ -125,12 +125,13 @@ class Rebalancer:
             self.leader = leader
             log.info("rebalance: this replica (%s) %s the leader", self.holder, "is now" if leader else "is no longer")
         await self._read_switches()
-        dispatched, unavailable = self.stats.dispatched, self.stats.unavailable
+        dispatched, unavailable, placed = self.stats.dispatched, self.stats.unavailable, self.moves_placed
         d_ok, d_503 = dispatched - self._counts[0], unavailable - self._counts[1]
-        self._counts = (dispatched, unavailable)
+        arrivals = max(0, d_ok - (placed - self._counts[2]))
+        self._counts = (dispatched, unavailable, placed)
         now = self.clock()
         decision = self.planner.tick(now, self.loads(), leader=leader, panic=self.pool.panic,
-                                     dispatched=d_ok, unavailable=d_503)
+                                     dispatched=d_ok, unavailable=d_503, arrivals=arrivals)
         for event in decision.events:
             log.info("rebalance: %s", event)
             if "started" in event or "done" in event:

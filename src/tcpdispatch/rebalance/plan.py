@@ -29,8 +29,13 @@ ramp) and returns the shed orders to send now. The rules:
    share of dispatches answered 503 in a tick exceeds ``max_error_rate``, and when a
    donor does not accept its order. Moves in flight are forgotten when it opens; it
    closes by itself ``breaker_cooldown_s`` after the last cause was seen.
-5. **Rounds.** ``auto``: a round starts when a donor appears and ends when no donor
-   and no move in flight is left. ``manual``: a round starts only on :meth:`trigger`.
+5. **Rounds.** ``auto``: a round starts when a donor appears while the held total is
+   steady (it moved by less than ``abs_threshold`` or 1 %, and no more clients than that
+   were dispatched, over the last ``settle_s``: no
+   round during a ramp or a failover, when the counts are about to change anyway) and
+   ends when no donor and no move in flight is left. A batch of moves is in flight until
+   the donor is seen to have lost as many sessions as it agreed to shed, or until
+   ``interval_s + settle_s`` after the last order. ``manual``: a round starts only on :meth:`trigger`.
    ``off``: nothing. Every state change is returned once as an event (a log line).
 """
 
@@ -38,6 +43,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,6 +63,12 @@ class GatewayLoad:
     state: str = "up"  # up | draining | down
     ramp: float = 1.0  # slow-start factor (0..1]; 1 once ramped
     can_shed: bool = True  # has an HTTP status port to send POST /shed to
+    leaving: int = 0  # of ``held``, sessions it was asked to move that are still connected
+
+    @property
+    def settled(self) -> int:
+        """Connections that will stay: a moving client is counted where it goes, not twice."""
+        return max(0, self.held - self.leaving)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,12 +135,18 @@ class Round:
     started: float
     donors: set[str] = field(default_factory=set)
     requested: int = 0
+    total: int | None = None  # held total when it started (re-measured after the breaker)
+    measured: float = 0.0
 
 
-def targets(gateways: Iterable[GatewayLoad]) -> dict[str, float]:
-    """Each gateway's target share of the held total (rule 1); 0 for those taking no clients."""
+def targets(gateways: Iterable[GatewayLoad], total: float | None = None) -> dict[str, float]:
+    """Each gateway's target share of the held total (rule 1); 0 for those taking no clients.
+
+    ``total`` defaults to the settled connections of the gateways that are not down.
+    """
     pool = list(gateways)
-    total = float(sum(g.held for g in pool if g.state != "down"))
+    if total is None:
+        total = float(sum(g.settled for g in pool if g.state != "down"))
     out = {g.id: 0.0 for g in pool}
     open_ = [g for g in pool if g.state == "up" and g.weight > 0]
     remaining = total
@@ -152,9 +170,9 @@ def imbalance(gateways: Sequence[GatewayLoad], goal: dict[str, float]) -> tuple[
     live = [g for g in gateways if g.state == "up" and g.weight > 0]
     if not live:
         return 1.0, 1.0
-    ratios = [g.held / goal[g.id] for g in live if goal.get(g.id, 0) > 0]
-    mean = sum(g.held for g in live) / len(live)
-    return (max(ratios) if ratios else 1.0), (max(g.held for g in live) / mean if mean > 0 else 1.0)
+    ratios = [g.settled / goal[g.id] for g in live if goal.get(g.id, 0) > 0]
+    mean = sum(g.settled for g in live) / len(live)
+    return (max(ratios) if ratios else 1.0), (max(g.settled for g in live) / mean if mean > 0 else 1.0)
 
 
 def split_budget(budget: int, wants: dict[str, int], cap: int) -> dict[str, int]:
@@ -187,8 +205,9 @@ class Planner:
         self._pending: dict[str, _Pending] = {}
         self._states: dict[str, str] = {}
         self._triggered = False
-        self._fleet_baseline: int | None = None
-        self._first_pending = 0.0
+        # (time, held total, arrivals) over the last settle_s
+        self._totals: deque[tuple[float, int, int]] = deque()
+        self._unsteady_logged = False
 
     def configure(self, settings: RebalanceSettings) -> None:
         self.settings = settings
@@ -200,6 +219,31 @@ class Planner:
         """Manual mode: start a round at the next tick (auto mode starts them itself)."""
         self._triggered = True
 
+    def steady(self) -> bool:
+        """True when, over the last ``settle_s``, the held total moved by less than the absolute
+        threshold (or 1 %) and no more clients than that were dispatched (moved ones aside): no
+        round starts while clients arrive or leave in bulk (a ramp, a failover), when the counts
+        are about to change anyway."""
+        if not self._totals:
+            return True
+        values = [v for _, v, _ in self._totals]
+        tolerance = max(self.settings.abs_threshold, 0.01 * max(values))
+        return max(values) - min(values) <= tolerance and sum(a for _, _, a in self._totals) <= tolerance
+
+    def _total(self, gateways: Sequence[GatewayLoad]) -> float:
+        """The held total to share out. During a round, a client on its way is in no settled
+        count (it left the donor's, has not reached the recipient's), so the total measured
+        when the round started is used, kept between the settled and the raw sums."""
+        settled = sum(g.settled for g in gateways if g.state != "down")
+        r = self.round
+        if r is None or r.total is None:
+            return float(settled)
+        return float(min(_fleet(gateways), max(settled, r.total)))
+
+    def _steady_total(self) -> int:
+        """The held total before the moves: the lowest of the last ``settle_s`` (no doubles)."""
+        return min((v for _, v, _ in self._totals), default=0)
+
     def in_flight(self) -> int:
         """Moves asked for whose batch has not settled yet."""
         return sum(p.requested for p in self._pending.values())
@@ -207,25 +251,30 @@ class Planner:
     # ------------------------------------------------------------ the tick
 
     def tick(self, now: float, gateways: Sequence[GatewayLoad], *, leader: bool = True,
-             panic: bool = False, dispatched: int = 0, unavailable: int = 0) -> Decision:
-        """One decision step: update targets, watch for trouble, and order the next batch."""
+             panic: bool = False, dispatched: int = 0, unavailable: int = 0, arrivals: int = 0) -> Decision:
+        """One decision step: update targets, watch for trouble, and order the next batch.
+
+        ``dispatched``/``unavailable``: dispatch answers 200/503 since the last tick;
+        ``arrivals``: of the 200s, those for clients that were not moved (new or reconnecting).
+        """
         s = self.settings
         events: list[str] = []
-        goal = targets(gateways)
+        goal = targets(gateways, self._total(gateways))
         self.goal, self.view = goal, tuple(gateways)
         by_id = {g.id: g for g in gateways}
         self._watch(now, gateways, panic, dispatched, unavailable, events)
-        for gid in [g for g, p in self._pending.items() if now >= p.expires or g not in by_id]:
+        for gid in [g for g, p in self._pending.items()
+                    if g not in by_id or now >= p.expires or p.outstanding(by_id[g].settled) == 0]:
             del self._pending[gid]
-        if not self._pending:
-            self._fleet_baseline = None
+        self._totals.append((now, _fleet(gateways), arrivals))
+        while self._totals and self._totals[0][0] < now - s.settle_s:
+            self._totals.popleft()
         if self.breaker.poll(now):
             events.append(f"breaker closed: resuming ({self.breaker.reason} has cleared for "
                           f"{s.breaker_cooldown_s:g}s)")
         self.donors = frozenset(self._donors(gateways, goal))
         if s.mode == "off" or not leader:
             self._pending.clear()
-            self._fleet_baseline = None
             if self.round is not None:
                 events.append(f"round {self.round.id} abandoned: "
                               f"{'mode is off' if s.mode == 'off' else 'no longer the leader'}")
@@ -233,19 +282,17 @@ class Planner:
             self._triggered = False
             return Decision((), tuple(events))
         self._round_state(now, gateways, goal, events)
-        if self.round is None or self.breaker.open or self.paused:
+        if self.round is None or self.breaker.open or self.paused or self.round.total is None:
             return Decision((), tuple(events))
         orders = self._orders(now, gateways, goal)
         for o in orders:
             p = self._pending.get(o.gateway)
             if p is None:
-                self._pending[o.gateway] = _Pending(o.count, o.held, now + s.interval_s + s.settle_s)
+                settled = by_id[o.gateway].settled
+                self._pending[o.gateway] = _Pending(o.count, settled, now + s.interval_s + s.settle_s)
             else:
                 p.requested += o.count
                 p.expires = now + s.interval_s + s.settle_s
-            if self._fleet_baseline is None:
-                self._fleet_baseline = _fleet(gateways)
-                self._first_pending = now
             self.moves_requested += o.count
             self.round.requested += o.count
         return Decision(tuple(orders), tuple(events))
@@ -276,9 +323,11 @@ class Planner:
     # ------------------------------------------------------------ internals
 
     def _trip(self, now: float, reason: str) -> str | None:
+        # Moves in flight stay counted (their clients are still on their way); the held total
+        # is measured afresh once the breaker closes and the counts are steady.
+        if self.round is not None:
+            self.round.total = None
         if self.breaker.trip(now, reason):
-            self._pending.clear()
-            self._fleet_baseline = None
             return f"breaker open: {reason}; pausing for at least {self.breaker.cooldown:g}s"
         return None
 
@@ -295,11 +344,14 @@ class Planner:
         asked = dispatched + unavailable
         if asked >= MIN_DISPATCHES and unavailable > self.settings.max_error_rate * asked:
             causes.append(f"{unavailable} of {asked} dispatches were refused (503)")
-        if self._fleet_baseline is not None and now - self._first_pending >= self.settings.settle_s:
+        r = self.round
+        if r is not None and r.total is not None and now - r.measured >= self.settings.settle_s:
+            # A move connects to the new gateway before it leaves the old one, so the raw held
+            # total never dips below its level before the round unless clients vanish.
             fleet = _fleet(gateways)
             allowed = max(self.settings.abs_threshold, self.settings.lost_ratio * self.in_flight())
-            if fleet < self._fleet_baseline - allowed:
-                causes.append(f"moved clients did not reappear (fleet held {self._fleet_baseline} -> "
+            if fleet < r.total - allowed:
+                causes.append(f"moved clients did not reappear (held total {r.total} -> "
                               f"{fleet} with {self.in_flight()} moves in flight)")
         for cause in causes:
             event = self._trip(now, cause)
@@ -314,8 +366,8 @@ class Planner:
             if g.state != "up" or not g.can_shed:
                 continue
             t = goal[g.id]
-            excess = g.held - t
-            start = excess > s.abs_threshold and g.held > t * (1 + s.rel_threshold)
+            excess = g.settled - t
+            start = excess > s.abs_threshold and g.settled > t * (1 + s.rel_threshold)
             keep = g.id in in_round and excess > max(1.0, s.stop_within * t)
             if start or keep:
                 out.append(g.id)
@@ -332,9 +384,18 @@ class Planner:
                 if triggered:
                     events.append("triggered round: nothing to do (every gateway is within the thresholds)")
                 return
+            if not self.steady():
+                self._triggered = triggered  # keep a trigger for when it settles
+                if not self._unsteady_logged:
+                    self._unsteady_logged = True
+                    events.append("imbalance seen, waiting for the held total to settle before a round")
+                return
+            self._unsteady_logged = False
             self.rounds += 1
-            self.round = Round(self.rounds, now)
+            self.round = Round(self.rounds, now, total=self._steady_total(), measured=now)
             events.append(f"round {self.rounds} started: " + _describe(gateways, goal, self.donors))
+        if self.round.total is None and not self.breaker.open and self.steady():
+            self.round.total, self.round.measured = self._steady_total(), now
         self.round.donors |= self.donors
         if not self.donors and not self._pending:
             r = self.round
@@ -349,28 +410,28 @@ class Planner:
         for gid in self.donors:
             g = by_id[gid]
             p = self._pending.get(gid)
-            owed = math.floor(g.held - goal[gid] + 1e-9) - (p.outstanding(g.held) if p else 0)
+            owed = math.floor(g.settled - goal[gid] + 1e-9) - (p.outstanding(g.settled) if p else 0)
             if owed > 0:
                 wants[gid] = owed
         if not wants:
             return []
         deficit = ramped = 0.0
         for g in gateways:
-            if g.state == "up" and g.weight > 0 and g.id not in self.donors and g.held < goal[g.id]:
-                d = goal[g.id] - g.held
+            if g.state == "up" and g.weight > 0 and g.id not in self.donors and g.settled < goal[g.id]:
+                d = goal[g.id] - g.settled
                 deficit += d
                 ramped += d * min(1.0, max(0.0, g.ramp))
-        in_flight = sum(p.outstanding(by_id[gid].held) for gid, p in self._pending.items() if gid in by_id)
+        in_flight = sum(p.outstanding(by_id[gid].settled) for gid, p in self._pending.items() if gid in by_id)
         room = math.floor(deficit - in_flight + 1e-9)
         # A draining gateway's clients are recipients' business too: they shrink the room.
-        room -= sum(g.held for g in gateways if g.state == "draining")
+        room -= sum(g.settled for g in gateways if g.state == "draining")
         if deficit <= 0 or room <= 0:
             return []
         budget = math.floor(s.moves_per_s * s.interval_s * (ramped / deficit) + 1e-9)
         budget = max(1, min(budget, room))
         cap = max(1, math.floor(s.per_donor_per_s * s.interval_s + 1e-9))
         split = split_budget(budget, wants, cap)
-        return [ShedOrder(gid, n, s.interval_s, s.min_session_age_s, by_id[gid].held, round(goal[gid], 1))
+        return [ShedOrder(gid, n, s.interval_s, s.min_session_age_s, by_id[gid].settled, round(goal[gid], 1))
                 for gid, n in sorted(split.items())]
 
     # ------------------------------------------------------------ reporting
@@ -384,10 +445,10 @@ class Planner:
             t = self.goal.get(g.id, 0.0)
             p = self._pending.get(g.id)
             role = ("donor" if g.id in self.donors else
-                    "recipient" if g.state == "up" and g.weight > 0 and g.held < t else "-")
-            gateways.append({"id": g.id, "state": g.state, "held": g.held, "target": round(t, 1),
-                             "weight": g.weight, "role": role,
-                             "in_flight": p.outstanding(g.held) if p else 0})
+                    "recipient" if g.state == "up" and g.weight > 0 and g.settled < t else "-")
+            gateways.append({"id": g.id, "state": g.state, "held": g.held, "leaving": g.leaving,
+                             "target": round(t, 1), "weight": g.weight, "role": role,
+                             "in_flight": p.outstanding(g.settled) if p else 0})
         r = self.round
         return {
             "mode": self.settings.mode, "paused": self.paused,
@@ -412,7 +473,7 @@ def _describe(gateways: Sequence[GatewayLoad], goal: dict[str, float], donors: f
         if g.state == "down":
             continue
         mark = " donor" if g.id in donors else ""
-        parts.append(f"{g.id} {g.held}/{goal[g.id]:.0f}{mark}")
+        parts.append(f"{g.id} {g.settled}/{goal[g.id]:.0f}{mark}")
     return "held/target " + ", ".join(parts)
 
 
