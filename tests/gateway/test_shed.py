@@ -85,9 +85,14 @@ async def test_shed_picks_oldest_past_min_age_and_spreads() -> None:
     assert got == old[:4]  # the oldest first
     assert all(isinstance(t.frames[0], Reconnect) and t.frames[0].reason == "rebalance" for t in got)
     assert gw.counters.snapshot().shed == 4
-    # already asked: not asked again; asking for 10 more finds the 2 old ones left
+    assert gw.counters.snapshot().leaving == 4  # until they close
+    got[0].close()
+    await async_wait_until(lambda: gw.counters.snapshot().leaving == 3, timeout=1, interval=0.005,
+                           what="a moved session closed")
+    # already asked: not asked again; asking for 10 more finds the 2 old ones left (one closed)
     assert gw.shed(10, 0.0, 5.0) == 2
     await async_wait_until(lambda: gw.shedding == 0, timeout=1, interval=0.005, what="orders sent")
+    assert gw.counters.snapshot().leaving == 5
     assert not any(t.frames for t in young)
     assert gw.shed(10, 0.0, 5.0) == 0
     # spread over a window in real time: the last one goes out near the end

@@ -162,7 +162,7 @@ def test_undrained_gateway_fills_then_weight_change(fleet: Fleet) -> None:
     url = fleet.dispatcher()
     assert fleet.admin(url, "POST", "/v1/gateways/g3/drain") == 200
     fleet.start_clients(3000, processes=3)
-    wait_until(lambda: sum(fleet.held().values()) == 3000, scaled(40), 0.1, what="3,000 clients held")
+    wait_until(lambda: sum(fleet.held().values()) == 3000, scaled(60), 0.1, what="3,000 clients held")
     assert fleet.held()["g3"] == 0
     before = fleet.accepted()
     assert fleet.admin(url, "POST", "/v1/gateways/g3/undrain") == 200

@@ -170,3 +170,16 @@ async def test_off_mode_never_leads(make_config: Any, ports: FakeStatusPorts, tm
         assert r.status == 409
     finally:
         await rb.close()
+
+
+async def test_sessions_reported_leaving_are_not_shed_again(make_config: Any, ports: FakeStatusPorts,
+                                                           tmp_path: Path) -> None:
+    app, rb = await build(make_config, ports, tmp_path, {"g1": 1500, "g2": 1000, "g3": 1000})
+    try:
+        rb.pool.on_result("g1", ProbeResult(ok=True, connections=1500, capacity=10_000, leaving=500))
+        await rb.step()
+        assert not ports.orders  # the 500 are on their way already
+        doc = (await call(app, "GET", "/v1/rebalance")).json()
+        assert [g["leaving"] for g in doc["gateways"]] == [500, 0, 0]
+    finally:
+        await rb.close()

@@ -298,3 +298,18 @@ def test_clients_on_their_way_keep_their_share() -> None:
     p.tick(0.5, [GatewayLoad("g1", 1500, leaving=100), GatewayLoad("g2", 1500, leaving=100),
                  GatewayLoad("g3", 0)])
     assert p.goal == {"g1": 1000.0, "g2": 1000.0, "g3": 1000.0}  # not 933: nobody sheds for them twice
+
+
+def test_round_waits_for_clients_on_their_way() -> None:
+    p = Planner(FAST)
+    p.tick(0.0, gws(1500, 500))
+    assert p.round is not None
+    # donors are done shedding, but 100 sessions are still leaving: the round stays open
+    p.tick(10.0, [GatewayLoad("g1", 1100, leaving=100), GatewayLoad("g2", 900)])
+    assert p.round is not None
+    d = p.tick(11.0, gws(1000, 1000))
+    assert p.round is None and any("done" in e for e in d.events)
+    # and none starts while a gateway still reports sessions leaving (a drain's, say)
+    q = Planner(FAST)
+    q.tick(0.0, [GatewayLoad("g1", 1500, leaving=10), GatewayLoad("g2", 500)])
+    assert q.round is None

@@ -31,7 +31,7 @@ from typing import Any
 from tcpdispatch.errors import ErrorCode, RemoteProtocolError, TicketError
 from tcpdispatch.gateway.config import GatewayConfig
 from tcpdispatch.gateway.handlers import Handler, load_handler_class
-from tcpdispatch.gateway.shed import MAX_DELAY_MS, AgeIndex, pick_oldest, send_spread
+from tcpdispatch.gateway.shed import LEAVE_GRACE_S, MAX_DELAY_MS, AgeIndex, pick_oldest, send_spread
 from tcpdispatch.gateway.shm import NodeCounters
 from tcpdispatch.protocol import Bye, Connection, Opcode, Reconnect, Role, State, Welcome
 from tcpdispatch.protocol.frames import Error, encode, encode_data
@@ -408,6 +408,10 @@ class Gateway:
                 self.shedding -= len(chosen) - done  # closed before their turn
             finally:
                 queued.difference_update(nums)
+            # A client that ignores RECONNECT (an old SDK) must not count as leaving for ever.
+            await asyncio.sleep(LEAVE_GRACE_S)
+            self._shed_leaving.difference_update(nums)
+            self.counters.set_leaving(len(self._shed_leaving))
 
         task = asyncio.get_running_loop().create_task(run())
         self._tasks.append(task)

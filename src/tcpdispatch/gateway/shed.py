@@ -29,6 +29,7 @@ log = logging.getLogger("tcpdispatch.gateway.shed")
 
 REASON = "rebalance"
 MAX_DELAY_MS = 250  # each RECONNECT carries a random delay below this (as the drain's do)
+LEAVE_GRACE_S = 30.0  # a shed session still open this long after its RECONNECT no longer counts as leaving
 
 
 class AgeIndex:
@@ -112,4 +113,4 @@ def split_by_worker(count: int, connections: Iterable[int]) -> list[int]:
     return out
 
 
-__all__ = ["MAX_DELAY_MS", "REASON", "AgeIndex", "pick_oldest", "send_spread", "split_by_worker"]
+__all__ = ["LEAVE_GRACE_S", "MAX_DELAY_MS", "REASON", "AgeIndex", "pick_oldest", "send_spread", "split_by_worker"]

@@ -33,7 +33,9 @@ ramp) and returns the shed orders to send now. The rules:
    steady (it moved by less than ``abs_threshold`` or 1 %, and no more clients than that
    were dispatched, over the last ``settle_s``: no
    round during a ramp or a failover, when the counts are about to change anyway) and
-   ends when no donor and no move in flight is left. A batch of moves is in flight until
+   ends when no donor and no move in flight is left, and no gateway reports sessions
+   still leaving (a client on its way is counted nowhere: the round's total stands in for
+   it until it has arrived). A batch of moves is in flight until
    the donor is seen to have lost as many sessions as it agreed to shed, or until
    ``interval_s + settle_s`` after the last order. ``manual``: a round starts only on :meth:`trigger`.
    ``off``: nothing. Every state change is returned once as an event (a log line).
@@ -384,7 +386,7 @@ class Planner:
                 if triggered:
                     events.append("triggered round: nothing to do (every gateway is within the thresholds)")
                 return
-            if not self.steady():
+            if not self.steady() or any(g.leaving for g in gateways if g.state != "down"):
                 self._triggered = triggered  # keep a trigger for when it settles
                 if not self._unsteady_logged:
                     self._unsteady_logged = True
@@ -397,7 +399,8 @@ class Planner:
         if self.round.total is None and not self.breaker.open and self.steady():
             self.round.total, self.round.measured = self._steady_total(), now
         self.round.donors |= self.donors
-        if not self.donors and not self._pending:
+        moving = sum(g.leaving for g in gateways if g.state != "down")
+        if not self.donors and not self._pending and not moving:
             r = self.round
             events.append(f"round {r.id} done in {now - r.started:.1f}s: {r.requested} moves requested; "
                           + _describe(gateways, goal, frozenset()))
