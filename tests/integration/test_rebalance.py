@@ -204,7 +204,8 @@ def test_gateway_dying_mid_round_opens_breaker_then_round_completes(fleet: Fleet
     fleet.gws["g2"].signal(signal.SIGKILL)
     wait_until(lambda: fleet.rebalance(url)["breaker"]["state"] == "open", scaled(5), 0.05,
                what="breaker open")
-    assert "g2 went down" in fleet.rebalance(url)["breaker"]["reason"]
+    reason = fleet.rebalance(url)["breaker"]["reason"]
+    assert "g2 went down" in reason or "g2 did not accept" in reason, reason  # whichever is seen first
     # g2's clients come back through ordinary dispatch; the round resumes after the cooldown
     converge(fleet, {"g1": 600, "g3": 600}, 45)
     wait_until(lambda: sum(fleet.held().values()) == 1200, scaled(10), 0.1, what="every client held")
@@ -245,7 +246,8 @@ def test_leader_killed_lease_moves_and_round_completes(fleet: Fleet, redis_serve
     handover = time.monotonic() - t_kill
     assert handover < scaled(4.0), handover
     converge(fleet, {"g1": 400, "g2": 400, "g3": 400}, 45)
-    assert sum(fleet.held().values()) == 1200
+    round_over(fleet, other)
+    wait_until(lambda: sum(fleet.held().values()) == 1200, scaled(10), 0.1, what="every client held once")
     summary = fleet.stop_clients()
     assert summary["unrepaired"] == 0 and summary["messages_echoed"] == summary["messages_sent"]
     print(f"\nlease handed over in {handover:.2f}s")
