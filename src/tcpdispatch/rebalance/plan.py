@@ -44,8 +44,8 @@ ramp) and returns the shed orders to send now. The rules:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
 from collections import deque
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
