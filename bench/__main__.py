@@ -22,7 +22,7 @@ from typing import Any
 
 from bench.common import cores, results_dir
 
-# (name, module): the issue's scenarios 1..7 in order
+# (name, module): the issue's scenarios 1..7 in order, then rebalancing (issue 13)
 SCENARIOS = [
     ("throughput", "bench.throughput"),
     ("failure_detection", "bench.failure_detection"),
@@ -31,6 +31,7 @@ SCENARIOS = [
     ("drain", "bench.drain"),
     ("capacity", "bench.capacity"),
     ("data_path", "bench.data_path"),
+    ("rebalance", "bench.rebalance"),
 ]
 DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 START, END = "<!-- bench:tables:start -->", "<!-- bench:tables:end -->"
