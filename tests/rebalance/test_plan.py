@@ -152,6 +152,10 @@ def test_breaker_opens_on_panic_and_error_rate(kw: dict[str, object], cause: str
     q = Planner(FAST)
     q.tick(0.0, gws(1500, 1500, 0), dispatched=5, unavailable=5)
     assert not q.breaker.open
+    # at start-up, before any gateway was ever seen up, panic is not trouble
+    s = Planner(FAST)
+    s.tick(0.0, gws(0, 0, 0, state="down"), panic=True)
+    assert not s.breaker.open
 
 
 def test_breaker_opens_when_moved_clients_do_not_reappear() -> None:

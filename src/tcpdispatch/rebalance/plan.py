@@ -210,6 +210,7 @@ class Planner:
         # (time, held total, arrivals) over the last settle_s
         self._totals: deque[tuple[float, int, int]] = deque()
         self._unsteady_logged = False
+        self._seen_up = False
 
     def configure(self, settings: RebalanceSettings) -> None:
         self.settings = settings
@@ -341,7 +342,8 @@ class Planner:
             if g.state == "down" and before is not None and before != "down":
                 causes.append(f"gateway {g.id} went down")
         self._states = {g.id: g.state for g in gateways}
-        if panic:
+        self._seen_up = self._seen_up or any(g.state == "up" for g in gateways)
+        if panic and self._seen_up:  # at start-up every gateway is down until its first check
             causes.append("the pool is in panic")
         asked = dispatched + unavailable
         if asked >= MIN_DISPATCHES and unavailable > self.settings.max_error_rate * asked:
