@@ -353,9 +353,16 @@ class Client:
             self.stats.reconnects += 1
 
     async def _retire(self, old: GatewaySession) -> None:
-        """Close the session we moved away from after ``linger`` (make-before-break, no loss)."""
+        """Close the session we moved away from after ``linger`` (make-before-break, no loss).
+
+        When handshakes are slow (an overloaded host), replies are slow too: linger at
+        least four handshake times, up to 10 s.
+        """
+        linger = self.linger
+        if linger > 0 and self._handshake_avg is not None:
+            linger = max(linger, min(10.0, 4 * self._handshake_avg))
         try:
-            await asyncio.sleep(self.linger)
+            await asyncio.sleep(linger)
         finally:
             old.close()
 
