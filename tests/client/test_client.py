@@ -243,11 +243,14 @@ async def test_old_session_lingers_so_replies_in_flight_arrive(fakes: Any, linge
     client = Client([d.url], backoff=BackoffConfig(reset_after=0), linger=linger)
     await client.connect(timeout=scaled(5))
     try:
-        g1.echo_delay = 0.4  # the reply is still on its way when the client has moved
+        g1.echo_gate = asyncio.Event()  # the reply leaves g1 only once the client has moved
         await client.send(b"late reply")
         await async_wait_until(lambda: g1.received, timeout=2, what="g1 got the message")
         g1.reconnect_all(0, "rebalance")
         await async_wait_until(lambda: client.gateway == "g2", timeout=3, what="moved to g2")
+        if not delivered:  # no linger: the old session is gone before the reply is written
+            await async_wait_until(lambda: g1.open_connections == 0, timeout=3, what="old session closed")
+        g1.echo_gate.set()
         try:
             async with asyncio.timeout(1.5):
                 got = await client.receive()
