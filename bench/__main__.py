@@ -63,7 +63,7 @@ def regenerate_doc(results: Path | None = None, doc: Path = DOC) -> bool:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="small sizes (the whole suite < 2 min)")
+    ap.add_argument("--quick", action="store_true", help="small sizes (the whole suite < 2.5 min)")
     ap.add_argument("--only", default="", help="comma-separated scenario names: "
                     + ",".join(n for n, _ in SCENARIOS))
     ap.add_argument("--no-doc", action="store_true", help="do not regenerate docs/benchmarks.md")

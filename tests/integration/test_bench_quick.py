@@ -53,6 +53,6 @@ def test_bench_quick_runs_every_scenario() -> None:
         assert f"[{name}]" in p.stdout and "(cores: " in p.stdout
     for name in ("throughput", "failure_detection", "balance", "failover", "drain", "data_path"):
         assert (QUICK / f"{name}.png").stat().st_size > 1000
-    assert summary["total_s"] < 120, summary["total_s"]
+    assert summary["total_s"] < 150, summary["total_s"]  # 8 scenarios (rebalance: about 20 s)
     leftover = [pid for pid in _bench_processes() - before if psutil.pid_exists(pid)]
     assert not leftover, leftover
