@@ -22,7 +22,8 @@ from typing import Any
 
 from bench.common import cores, results_dir
 
-# (name, module): the issue's scenarios 1..7 in order, then 8: encryption (issue 14), 9: health at scale (issue 15)
+# (name, module): the issue's scenarios 1..7 in order, then 8: encryption (issue 14), 9: health at scale (issue 15),
+# 10: rebalancing (issue 13)
 SCENARIOS = [
     ("throughput", "bench.throughput"),
     ("failure_detection", "bench.failure_detection"),
@@ -33,6 +34,7 @@ SCENARIOS = [
     ("data_path", "bench.data_path"),
     ("secure", "bench.secure"),
     ("health_scale", "bench.health_scale"),
+    ("rebalance", "bench.rebalance"),
 ]
 # Too slow for the suite's --quick run (its test allows 120 s in all): run them with
 # `make bench` or `python -m bench --quick --only secure`.
@@ -67,7 +69,7 @@ def regenerate_doc(results: Path | None = None, doc: Path = DOC) -> bool:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="small sizes (the whole suite < 2 min)")
+    ap.add_argument("--quick", action="store_true", help="small sizes (the whole suite < 2.5 min)")
     ap.add_argument("--only", default="", help="comma-separated scenario names: "
                     + ",".join(n for n, _ in SCENARIOS))
     ap.add_argument("--no-doc", action="store_true", help="do not regenerate docs/benchmarks.md")

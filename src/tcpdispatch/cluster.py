@@ -153,6 +153,21 @@ class Cluster:
         async with http.post(f"http://{gw.host}:{gw.status_port}/drain", headers=headers) as r:
             return r.status
 
+    def start_gateway_admin(self, gid: str, weight: int = 1, *extra: str) -> GatewayHandle:
+        """:meth:`start_gateway` with the cluster's admin token on the status port (POST /shed, /drain)."""
+        return self.start_gateway(gid, weight, "--admin-token-file", str(self.token_file), *extra)
+
+    def rebalance_toml(self, **settings: float | str) -> str:
+        """A ``[rebalance]`` section that lets the dispatcher shed on these gateways (admin token)."""
+        lines = ["[rebalance]", f'gateway_admin_token_file = "{self.token_file}"']
+        lines += [f"{k} = {json.dumps(v)}" for k, v in settings.items()]
+        return "\n".join(lines) + "\n"
+
+    async def rebalance(self, http: aiohttp.ClientSession) -> dict[str, Any]:
+        """The dispatcher's ``GET /v1/rebalance``."""
+        async with http.get(f"{self.dispatcher_url}/v1/rebalance", timeout=aiohttp.ClientTimeout(total=2)) as r:
+            return dict(await r.json())
+
     def stop(self) -> None:
         """Kill every child (and its workers); the work directory and its logs stay."""
         for child in self.children:

@@ -14,7 +14,7 @@ import math
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -25,6 +25,8 @@ from tcpdispatch.errors import ConfigError
 from tcpdispatch.health import HealthSettings, parse_check
 from tcpdispatch.httputil import read_token
 from tcpdispatch.ids import gateway_id_problem
+from tcpdispatch.rebalance.settings import MODES as REBALANCE_MODES
+from tcpdispatch.rebalance.settings import RebalanceSettings
 
 ADMIN_TOKEN_ENV = "TCPDISPATCH_ADMIN_TOKEN"
 CHECK_KINDS = ("http://", "https://", "agent://", "tcp://", "push")
@@ -109,6 +111,7 @@ class DispatcherConfig:
     retry: RetryConfig = RetryConfig()
     gateways: tuple[GatewayConfig, ...] = ()
     store: StoreConfig = StoreConfig()
+    rebalance: RebalanceSettings = field(default_factory=RebalanceSettings)
 
     @property
     def listen(self) -> str:
@@ -372,6 +375,7 @@ def parse_config(
     rr.finish()
 
     store = _parse_store(_Reader(file, "store", top.get("store") or {}))
+    rebalance = _parse_rebalance(_Reader(file, "rebalance", top.get("rebalance") or {}), base)
 
     gw_raw = top.get("gateways") or []
     if not isinstance(gw_raw, list):
@@ -396,7 +400,25 @@ def parse_config(
         max_client_id=int(max_client_id or 128), server=str(server), retry_after_min=ra_min, retry_after_max=ra_max,
         header_timeout=header_timeout, body_timeout=body_timeout, reuse_port=reuse_port,
         speedups=bool(speedups), health=health, balancing=balancing, retry=retry, gateways=tuple(gateways), store=store,
+        rebalance=rebalance,
     )
+
+
+def _parse_rebalance(r: _Reader, base: Path) -> RebalanceSettings:
+    """``[rebalance]``: the numbers go through :func:`_section`'s checks, plus mode and token file."""
+    if r.has("gateway_admin_token"):
+        raise r.error("gateway_admin_token", "unknown key; put the token in a file and name it in "
+                      "gateway_admin_token_file")
+    mode = r.string("mode", "auto")
+    if mode not in REBALANCE_MODES:
+        raise r.error("mode", f"must be one of {', '.join(REBALANCE_MODES)}, got {mode!r}")
+    token_path = _path(r, "gateway_admin_token_file", base)
+    token = _read_token(r, "gateway_admin_token_file", token_path) if token_path else None
+    numbers = {k: v for k, v in r.table.items() if k not in ("mode", "gateway_admin_token_file")}
+    settings = _section(_Reader(r.file, "rebalance", numbers), RebalanceSettings)
+    r.used.update(numbers)
+    r.finish()
+    return replace(settings, mode=str(mode), gateway_admin_token=token)
 
 
 def _parse_store(r: _Reader) -> StoreConfig:

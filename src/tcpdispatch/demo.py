@@ -6,7 +6,9 @@ for about a minute, with a live table of connections per gateway. Then:
 1. a gateway is killed (SIGKILL): its clients fail over to the others;
 2. a gateway is drained: it tells its clients to reconnect, spread over its
    drain window, and exits;
-3. a new gateway is added through the admin API: new clients go there.
+3. a new gateway is added through the admin API: new clients go there;
+4. the dispatcher rebalances the clients already held: the new gateway fills to its
+   weight share, paced, while every message keeps being echoed (docs/rebalancing.md).
 
 After each step every client sends one message and must get its echo back, so
 "nothing lost" is checked, not assumed. Narration lines are printed once, above
@@ -64,7 +66,7 @@ class Summary:
         return (
             self.connected == self.clients
             and self.messages_echoed == self.messages_sent
-            and len(self.steps) == 5
+            and len(self.steps) == 6
             and all(s.ok for s in self.steps)
         )
 
@@ -100,6 +102,7 @@ class Demo:
         self.log: list[str] = []
         self.statuses: dict[str, dict[str, Any] | None] = {}
         self.pool: dict[str, dict[str, Any]] = {}
+        self.rebalance: dict[str, Any] = {}
         self.http: aiohttp.ClientSession | None = None
         self.client_http: aiohttp.ClientSession | None = None
 
@@ -112,8 +115,9 @@ class Demo:
 
     def render(self) -> Group:
         table = Table(title="tcpdispatch demo: connections per gateway", expand=False)
-        for col in ("gateway", "address", "weight", "state", "connections", ""):
+        for col in ("gateway", "address", "weight", "state", "connections", "target", ""):
             table.add_column(col)
+        targets = {g["id"]: g for g in self.rebalance.get("gateways", [])}
         total = sum((s or {}).get("connections", 0) for s in self.statuses.values()) or 1
         for gid, gw in self.cluster.gateways.items():
             st = self.statuses.get(gid)
@@ -129,10 +133,18 @@ class Demo:
             if entry and not entry.get("healthy", True) and gw.proc.alive:
                 state += " (down)"
             bar = "█" * round(40 * conns / total)
-            table.add_row(gid, gw.address, str(entry.get("weight", gw.weight)), state, str(conns), bar)
+            rb = targets.get(gid, {})
+            target = f"{rb['target']:.0f}" + (f" ({rb['role']})" if rb.get("role", "-") != "-" else "") \
+                if rb.get("target") else "-"
+            table.add_row(gid, gw.address, str(entry.get("weight", gw.weight)), state, str(conns), target, bar)
         connected = sum(1 for c in self.clients if c.client.connected)
-        footer = Text(f"clients connected: {connected}/{len(self.clients)}", style="bold")
-        return Group(table, footer)
+        rb_state = ""
+        if self.rebalance:
+            r = self.rebalance
+            rb_state = (f"   rebalance: {'round ' + str(r['round']['id']) if r.get('round') else 'idle'}, "
+                        f"{r.get('moves_requested', 0)} moves, breaker {r['breaker']['state']}")
+        footer = Text(f"clients connected: {connected}/{len(self.clients)}{rb_state}", style="bold")
+        return Group(table, footer)  # the narration scrolls above the live table, once
 
     async def refresh(self) -> None:
         assert self.http is not None
@@ -140,6 +152,7 @@ class Demo:
             self.statuses[gid] = await self.cluster.gateway_status(self.http, gid)
         try:
             self.pool = await self.cluster.pool(self.http)
+            self.rebalance = await self.cluster.rebalance(self.http)
         except (TimeoutError, aiohttp.ClientError, ValueError, KeyError):
             pass
 
@@ -234,13 +247,44 @@ class Demo:
                 cl.stop()
         return self.summary
 
+    async def rebalance_step(self) -> None:
+        """g4 fills to its weight share of the clients already held (g1:g4 = 1:3), paced."""
+        t = time.monotonic()
+        total = len(self.clients)
+        goal = {"g1": total / 4, "g4": 3 * total / 4}
+        self.say(f"rebalancing the held clients: g1 should keep {goal['g1']:.0f}, g4 reach {goal['g4']:.0f}; "
+                 f"now {self.fmt_shares()}")
+        curve: list[int] = []
+        tag = 0
+        while time.monotonic() - t < 40:
+            shares = self.shares()
+            curve.append(shares["g4"])
+            if all(abs(shares[g] - n) <= max(2, 0.05 * n) for g, n in goal.items()):
+                break
+            if len(curve) % 4 == 0:  # keep talking while clients move
+                tag += 1
+                for c in self.clients:
+                    await c.check(f"moving-{tag}")
+            await asyncio.sleep(0.5)
+        sent, echoed = await self.verify_messages("after-rebalance")
+        shares = self.shares()
+        balanced = all(abs(shares[g] - n) <= max(2, 0.05 * n) for g, n in goal.items())
+        moves = self.rebalance.get("moves_requested", 0)
+        await self.step("rebalance", balanced and echoed == sent, time.monotonic() - t,
+                  f"g4 filled {' '.join(map(str, curve[::2]))} -> shares {self.fmt_shares()} "
+                  f"({moves} moves asked for); messages {echoed}/{sent} echoed")
+
     async def script(self) -> None:
         cl = self.cluster
         t0 = time.monotonic()
         self.say("starting 3 gateways (weights 1:2:3) and a dispatcher on loopback")
         for gid, weight in (("g1", 1), ("g2", 2), ("g3", 3)):
-            cl.start_gateway(gid, weight, "--drain-window", "8", "--heartbeat", "2")
-        cl.start_dispatcher("p2c")
+            cl.start_gateway_admin(gid, weight, "--drain-window", "8", "--heartbeat", "2")
+        # Small thresholds and a modest pace, so a few hundred clients visibly move.
+        cl.start_dispatcher("p2c", extra=cl.rebalance_toml(
+            abs_threshold=5, rel_threshold=0.1, moves_per_s=max(20, self.n_clients // 10),
+            per_donor_per_s=max(20, self.n_clients // 10), min_session_age_s=3, interval_s=0.5,
+            settle_s=1.5, breaker_cooldown_s=3))
         await cl.wait_ready()
         self.say(f"ready in {time.monotonic() - t0:.1f}s; dispatcher at {cl.dispatcher_url}; "
                  f"logs in {cl.workdir}")
@@ -284,7 +328,7 @@ class Demo:
 
         self.say("adding gateway g4 (weight 3) through the admin API")
         t = time.monotonic()
-        gw4 = cl.start_gateway("g4", 3, "--heartbeat", "2")
+        gw4 = cl.start_gateway_admin("g4", 3, "--heartbeat", "2")
         status = await cl.admin(self.http, "POST", "/v1/gateways", {  # type: ignore[arg-type]
             "id": "g4", "address": gw4.address, "check": gw4.status_url, "weight": 3,
         })
@@ -302,6 +346,8 @@ class Demo:
         on_g4 = sum(1 for c in self.clients[first_new:] if c.client.gateway == "g4")
         await self.step("add", status in (200, 201) and on_g4 > newcomers // 2, time.monotonic() - t,
                   f"{on_g4} of {newcomers} new clients went to the new, empty gateway g4")
+
+        await self.rebalance_step()
 
         t = time.monotonic()
         sent, echoed = await self.verify_messages("final")

@@ -13,7 +13,7 @@ import pytest
 from aiohttp import web
 
 from tcpdispatch.errors import ErrorCode, RemoteProtocolError
-from tcpdispatch.protocol import Bye, Connection, Data, Hello, Ping, Reconnect, Role, Welcome
+from tcpdispatch.protocol import Bye, Connection, Data, Hello, Ping, Reconnect, Role, State, Welcome
 
 
 @dataclass
@@ -24,6 +24,8 @@ class FakeGateway:
     heartbeat_ms: int = 10000
     refuse: ErrorCode | None = None  # answer HELLO with ERROR(refuse)
     answer_pings: bool = True
+    echo_gate: asyncio.Event | None = None  # when set: DATA is echoed only once the event is set
+    later: list[asyncio.Task[None]] = field(default_factory=list)  # echoes waiting for the gate
     port: int = 0
     hellos: list[Hello] = field(default_factory=list)
     received: list[bytes] = field(default_factory=list)
@@ -61,7 +63,11 @@ class FakeGateway:
                             conn.send(Welcome(f"{self.id}-s{len(self.hellos)}", self.heartbeat_ms, 3 * self.heartbeat_ms))
                     elif isinstance(frame, Data):
                         self.received.append(frame.payload)
-                        conn.send_data(frame.payload)
+                        if self.echo_gate is not None:
+                            self.later.append(asyncio.get_running_loop().create_task(
+                                self._echo_later(conn, writer, frame.payload)))
+                        else:
+                            conn.send_data(frame.payload)
                     elif isinstance(frame, Ping) and not self.answer_pings:
                         conn.data_to_send()  # swallow the automatic PONG
                     elif isinstance(frame, Bye):
@@ -74,10 +80,17 @@ class FakeGateway:
         finally:
             writer.close()
 
-    def reconnect_all(self, delay_ms: int) -> None:
+    async def _echo_later(self, conn: Connection, writer: asyncio.StreamWriter, payload: bytes) -> None:
+        assert self.echo_gate is not None
+        await self.echo_gate.wait()
+        if not writer.is_closing() and conn.state in (State.OPEN, State.DRAINING):
+            conn.send_data(payload)
+            writer.write(conn.data_to_send())
+
+    def reconnect_all(self, delay_ms: int, reason: str = "drain") -> None:
         for conn, writer in self.writers:
             try:
-                conn.send(Reconnect(delay_ms, "drain"))
+                conn.send(Reconnect(delay_ms, reason))
                 writer.write(conn.data_to_send())
             except Exception as exc:  # noqa: BLE001 - closed connections
                 print(f"fake gateway {self.id}: cannot send RECONNECT: {exc!r}")
@@ -101,6 +114,7 @@ class FakeDispatcher:
 
     respond: Callable[[int], web.Response]
     requests: list[float] = field(default_factory=list)  # monotonic timestamps
+    queries: list[dict[str, str]] = field(default_factory=list)  # query parameters of each
     reports: list[dict[str, Any]] = field(default_factory=list)
     url: str = ""
     runner: web.AppRunner | None = None
@@ -119,6 +133,7 @@ class FakeDispatcher:
 
     async def _dispatch(self, request: web.Request) -> web.Response:
         self.requests.append(time.monotonic())
+        self.queries.append(dict(request.query))
         return self.respond(len(self.requests))
 
     async def _report(self, request: web.Request) -> web.Response:

@@ -210,6 +210,58 @@ async def test_reconnect_frame_followed_after_its_delay(fakes: Any) -> None:
         await client.close()
 
 
+@pytest.mark.parametrize("reason, leaving", [("rebalance", "g1"), ("drain", None)])
+async def test_rebalance_reconnect_names_the_gateway_left(fakes: Any, reason: str, leaving: str | None) -> None:
+    g1 = await fakes["gateway"]("g1")
+    g2 = await fakes["gateway"]("g2")
+    d = await fakes["dispatcher"](lambda n: web.json_response(answer(g1) if n == 1 else answer(g2)))
+    client = Client([d.url], backoff=BackoffConfig(reset_after=0))
+    await client.connect(timeout=scaled(5))
+    try:
+        assert d.queries[0] == {"client_id": client.client_id}
+        g1.reconnect_all(0, reason)
+        await async_wait_until(lambda: client.gateway == "g2", timeout=3, what="moved to g2")
+        expected = {"client_id": client.client_id}
+        if leaving:
+            expected.update(leaving=leaving, reason="rebalance")
+        assert d.queries[1] == expected
+        await echo(client, b"moved")
+        # the move is done: later dispatches are plain again
+        g2.reconnect_all(0, "drain")
+        await async_wait_until(lambda: len(d.queries) == 3, timeout=3, what="third dispatch")
+        assert d.queries[2] == {"client_id": client.client_id}
+    finally:
+        await client.close()
+
+
+@pytest.mark.parametrize("linger, delivered", [(1.0, True), (0.0, False)])
+async def test_old_session_lingers_so_replies_in_flight_arrive(fakes: Any, linger: float,
+                                                              delivered: bool) -> None:
+    g1 = await fakes["gateway"]("g1")
+    g2 = await fakes["gateway"]("g2")
+    d = await fakes["dispatcher"](lambda n: web.json_response(answer(g1) if n == 1 else answer(g2)))
+    client = Client([d.url], backoff=BackoffConfig(reset_after=0), linger=linger)
+    await client.connect(timeout=scaled(5))
+    try:
+        g1.echo_gate = asyncio.Event()  # the reply leaves g1 only once the client has moved
+        await client.send(b"late reply")
+        await async_wait_until(lambda: g1.received, timeout=2, what="g1 got the message")
+        g1.reconnect_all(0, "rebalance")
+        await async_wait_until(lambda: client.gateway == "g2", timeout=3, what="moved to g2")
+        if not delivered:  # no linger: the old session is gone before the reply is written
+            await async_wait_until(lambda: g1.open_connections == 0, timeout=3, what="old session closed")
+        g1.echo_gate.set()
+        try:
+            async with asyncio.timeout(1.5):
+                got = await client.receive()
+        except TimeoutError:
+            got = None
+        assert (got == b"late reply") is delivered
+        await async_wait_until(lambda: g1.open_connections == 0, what="old session closed after lingering")
+    finally:
+        await client.close()
+
+
 async def test_retry_after_is_honoured(fakes: Any) -> None:
     g1 = await fakes["gateway"]("g1")
 

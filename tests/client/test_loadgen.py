@@ -90,3 +90,15 @@ async def test_worker_holds_clients_and_measures_failover(fakes: Any) -> None:
     assert len(final["ttr"]) == on_g1 and all(0 < b - a < 2.5 for a, b in final["ttr"])
     assert len(final["connect_latencies"]) == 20 and final["unrepaired_since"] == []
     await async_wait_until(lambda: g2.open_connections == 0, what="worker closed its clients")
+
+
+async def test_worker_messages_are_echoed_and_counted(fakes: Any) -> None:
+    g1 = await fakes["gateway"]("g1")
+    d = await fakes["dispatcher"](lambda n: web.json_response(
+        {"gateway": {"id": "g1", "host": "127.0.0.1", "port": g1.port}, "ticket": "t", "alternates": []}))
+    cfg = WorkerConfig(index=0, clients=5, dispatchers=[d.url], rate=100, duration=1.5,
+                       progress_interval=0.1, seed=1, message_interval=0.1, echo_timeout=2.0)
+    final = await run_worker(cfg, lambda r: None)
+    assert final["messages_sent"] >= 20 and final["messages_echoed"] == final["messages_sent"]
+    assert len(g1.received) == final["messages_sent"]
+    assert merge([final])["messages_echoed"] == final["messages_echoed"]

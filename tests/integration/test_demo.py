@@ -32,13 +32,16 @@ def test_demo_runs_every_step_and_leaves_nothing_behind() -> None:
     lines = [ln for ln in plain.splitlines() if ln.startswith("DEMO SUMMARY ")]
     assert lines, f"no summary line; stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
     summary = json.loads(lines[-1][len("DEMO SUMMARY "):])
-    assert [s["name"] for s in summary["steps"]] == ["connect", "kill", "drain", "add", "verify"]
+    assert [s["name"] for s in summary["steps"]] == ["connect", "kill", "drain", "add", "rebalance", "verify"]
     failed = [s for s in summary["steps"] if not s["ok"]]
     assert not failed, failed
     assert summary["clients"] == summary["connected"] > 90
     assert summary["messages_sent"] == summary["messages_echoed"] > 0
     assert "g2" not in summary["final_shares"] and "g3" not in summary["final_shares"]
-    assert summary["final_shares"].get("g4", 0) > 0
+    shares = summary["final_shares"]
+    assert shares.get("g4", 0) > 0
+    # g4 (weight 3) holds its share of the clients that were already connected, not only newcomers
+    assert abs(shares["g4"] - 3 * shares["g1"]) <= 0.1 * summary["clients"], shares
     assert proc.returncode == 0, proc.stdout[-2000:]
     # narration once (it used to be printed in the live table and again at the end)
     assert plain.count("killing g2 with SIGKILL") == 1, plain[-3000:]

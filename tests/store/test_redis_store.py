@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from typing import Any
 
 import pytest
-from helpers import async_wait_until
+from helpers import async_wait_until, scaled
 from store.redis_server import RedisServer
 
 from tcpdispatch.config import GatewayConfig, StoreConfig
@@ -149,3 +150,39 @@ async def test_outage_refuses_writes_logs_once_and_reseeds_after_restart(
     finally:
         await sa.close()
         await sb.close()
+
+
+async def test_lease_has_one_holder_and_passes_on_when_it_expires(redis_server: RedisServer) -> None:
+    sa, sb = _store(redis_server), _store(redis_server)
+    try:
+        await sa.start(Replica("g1").hooks())
+        await sb.start(Replica("g1").hooks())
+        assert await sa.lease("rebalance", "a", 0.5)
+        assert not await sb.lease("rebalance", "b", 0.5)  # held by a
+        assert await sa.lease("rebalance", "a", 0.5)  # renewed
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        while not await sb.lease("rebalance", "b", 0.5):  # a stops renewing: it expires in Redis
+            assert loop.time() - t0 < scaled(3), "lease never expired"
+            await asyncio.sleep(0.05)
+        assert loop.time() - t0 >= 0.4
+        assert not await sa.lease("rebalance", "a", 0.5)
+        await sb.release("rebalance", "b")
+        assert await sa.lease("rebalance", "a", 0.5)
+        await sa.set_control("paused", "1")
+        assert (await sb.control())["paused"] == "1"
+    finally:
+        await sa.close()
+        await sb.close()
+
+
+async def test_lease_is_refused_while_redis_is_away() -> None:
+    from tcpdispatch.testing import free_port
+
+    store = RedisStore(StoreConfig(url=f"redis://127.0.0.1:{free_port()}", timeout=0.2))
+    try:
+        assert not await store.lease("rebalance", "a", 1.0)
+        with pytest.raises(StoreUnavailable):
+            await store.control()
+    finally:
+        await store.close()

@@ -47,6 +47,12 @@ class FakeStore(Store):
     async def set_drain(self, gateway_id: str, draining: bool) -> bool:
         return await self._do("drain", draining)
 
+    async def control(self) -> dict[str, str]:
+        return {}
+
+    async def set_control(self, key: str, value: str) -> None:
+        await self._do("control", (key, value))
+
     def heartbeat(self, gateway_id: str, doc: Mapping[str, Any], ttl: float) -> None:
         self.beats.append(gateway_id)
 

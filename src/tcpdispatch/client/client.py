@@ -152,6 +152,7 @@ class Client:
         heartbeat: float | None = None,
         max_pending: int = 1000,
         max_received: int = 10000,
+        linger: float = 1.0,
         report_failures: bool = True,
         shuffle_fallback: bool = True,
         local_host: str | None = None,
@@ -181,6 +182,9 @@ class Client:
         self.max_in_flight = max_in_flight
         self.missed_pongs = missed_pongs
         self.heartbeat_override = heartbeat
+        # After a move the old session stays open this long, still delivering what arrives on
+        # it (replies to messages sent just before the switch), then says BYE.
+        self.linger = linger
         self.report_failures = report_failures
         self.shuffle_fallback = shuffle_fallback
         self.local_host = local_host
@@ -224,6 +228,7 @@ class Client:
         self._last_gateway: str | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._handshake_avg: float | None = None  # smoothed SYN->WELCOME time of past winners
+        self._leaving: str | None = None  # gateway that asked us to move for rebalancing
 
     # -- public API --------------------------------------------------------
     @property
@@ -370,7 +375,7 @@ class Client:
                 log.debug("client %s: round failed: %s; retry in %.2fs", self.client_id, reason, delay)
                 continue
             if old is not None:
-                old.close()
+                self._spawn(self._retire(old))
                 old = None
             loss, up_for = await self._serve(session)
             if self._closing:
@@ -378,6 +383,8 @@ class Client:
             # The gateway we are leaving (dead, or draining) goes to the end of the
             # next race for a while: the dispatcher may not know yet and hand it out.
             self.gateway_memory.failed(session.endpoint.address)
+            # A rebalancing RECONNECT: tell the dispatcher which gateway we leave (docs/protocol.md).
+            self._leaving = session.endpoint.id if loss.graceful and loss.reason.startswith("rebalance") else None
             if loss.graceful:
                 old = session  # keep using it while we look for the next gateway
                 delay = self.backoff.loss_delay(up_for, loss.delay or 0.0)
@@ -385,6 +392,20 @@ class Client:
                 delay = self.backoff.loss_delay(up_for)
             reason = f"{loss.kind}: {loss.reason}" if loss.reason else loss.kind
             self.stats.reconnects += 1
+
+    async def _retire(self, old: GatewaySession) -> None:
+        """Close the session we moved away from after ``linger`` (make-before-break, no loss).
+
+        When handshakes are slow (an overloaded host), replies are slow too: linger at
+        least four handshake times, up to 10 s.
+        """
+        linger = self.linger
+        if linger > 0 and self._handshake_avg is not None:
+            linger = max(linger, min(10.0, 4 * self._handshake_avg))
+        try:
+            await asyncio.sleep(linger)
+        finally:
+            old.close()
 
     async def _sleep(self, delay: float) -> None:
         """Sleep ``delay`` seconds, cut short by :meth:`close`."""
@@ -526,10 +547,12 @@ class Client:
                 continue
             assert self._http is not None
             self.stats.dispatch_requests += 1
-            res = await fetch_dispatch(self._http, url, self.client_id, self.dispatch_timeout)
+            res = await fetch_dispatch(self._http, url, self.client_id, self.dispatch_timeout,
+                                       leaving=self._leaving)
             self.stats.dispatch_seconds += self.clock() - now
             now = self.clock()
             if res.answer is not None:
+                self._leaving = None
                 self.dispatcher_memory.succeeded(url)
                 self._dispatch_failures.pop(url, None)
                 self._use_answer(res.answer)

@@ -44,12 +44,14 @@ class WorkerConfig:
     encryption: str = "auto"
     pinned_keys: dict[str, str] = field(default_factory=dict)
     ca_file: str | None = None
+    message_interval: float | None = None  # each client sends a message this often (jittered), checks the echo
+    echo_timeout: float = 10.0  # a message not echoed within this long counts as lost
 
 
 class _Tracker:
     """Follows one client's events; the worker aggregates trackers."""
 
-    __slots__ = ("connected", "first_connect", "gateway", "lost_at", "started", "ttr")
+    __slots__ = ("connected", "echoed", "first_connect", "gateway", "lost_at", "sent", "started", "ttr")
 
     def __init__(self, started: float) -> None:
         self.started = started
@@ -58,6 +60,7 @@ class _Tracker:
         self.lost_at: float | None = None  # wall time of the last loss still unrepaired
         self.ttr: list[tuple[float, float]] = []  # (lost_at, back_at) wall times
         self.connected = False
+        self.sent = self.echoed = 0  # messages (with message_interval)
 
     def __call__(self, ev: ClientEvent) -> None:
         now = time.time()
@@ -122,6 +125,8 @@ async def run_worker(
             "errors": dict(errors), "dispatch_errors": dict(dispatch_errors),
             "seconds": dict(seconds), "elapsed": time.time() - t0,
             "ever_connected": sum(1 for t in trackers if t.first_connect is not None),
+            "messages_sent": sum(t.sent for t in trackers),
+            "messages_echoed": sum(t.echoed for t in trackers),
         }
         if final:
             rep["connect_latencies"] = [t.first_connect for t in trackers if t.first_connect is not None]
@@ -135,6 +140,8 @@ async def run_worker(
             emit(snapshot(False))
 
     reporter = asyncio.get_running_loop().create_task(progress())
+    quiet = asyncio.Event()  # set at the end: talkers send nothing new, await their last echo
+    talkers: list[asyncio.Task[None]] = []
     try:
         interval = 1.0 / cfg.rate if cfg.rate > 0 else 0.0
         next_start = time.monotonic()
@@ -153,6 +160,10 @@ async def run_worker(
             clients.append(client)
             trackers.append(tracker)
             asyncio.get_running_loop().create_task(_start(client))
+            if cfg.message_interval:
+                talkers.append(asyncio.get_running_loop().create_task(_talk(
+                    client, tracker, cfg.message_interval, cfg.echo_timeout,
+                    random.Random(rng.getrandbits(64)), quiet)))
             next_start += interval
             delay = next_start - time.monotonic()
             if delay > 0:
@@ -164,6 +175,11 @@ async def run_worker(
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), remaining)
     finally:
+        quiet.set()
+        if talkers:
+            await asyncio.wait(talkers, timeout=cfg.echo_timeout + 1)
+            for t in talkers:
+                t.cancel()
         reporter.cancel()
         final = snapshot(True)
         # Close in batches so 10,000 BYEs do not starve the loop.
@@ -178,6 +194,31 @@ async def _start(client: Client) -> None:
     # Closed before connecting raises ClientClosed; the tracker counts it as never connected.
     with contextlib.suppress(Exception):
         await client.connect()
+
+
+async def _talk(client: Client, tracker: _Tracker, interval: float, timeout: float, rng: random.Random,
+                quiet: asyncio.Event) -> None:
+    """Send a numbered message every ``interval`` (jittered) and wait for its echo."""
+    seq = 0
+    with contextlib.suppress(Exception):
+        while not quiet.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(quiet.wait(), interval * (0.5 + rng.random()))
+            if quiet.is_set() or tracker.first_connect is None:
+                continue
+            payload = f"{client.client_id}:{seq}".encode()
+            seq += 1
+            await client.send(payload)
+            tracker.sent += 1
+            deadline = time.monotonic() + timeout
+            while (left := deadline - time.monotonic()) > 0:
+                try:
+                    got = await asyncio.wait_for(client.receive(), left)
+                except TimeoutError:
+                    break
+                if got == payload:
+                    tracker.echoed += 1
+                    break
 
 
 def merge(reports: Sequence[Report]) -> Report:
@@ -199,7 +240,7 @@ def merge(reports: Sequence[Report]) -> Report:
         ttr += [tuple(p) for p in r.get("ttr", [])]  # type: ignore[misc]
         unrepaired += r.get("unrepaired_since", [])
         for key in ("target", "started", "connected", "ever_connected", "reconnects", "failed_rounds",
-                    "dispatch_requests"):
+                    "dispatch_requests", "messages_sent", "messages_echoed"):
             totals[key] += r.get(key, 0)
     latencies.sort()
     ttr_s = sorted(b - a for a, b in ttr)
@@ -217,6 +258,7 @@ def merge(reports: Sequence[Report]) -> Report:
         "last_reconnect_at": max((b for _, b in ttr), default=None),
         "reconnect_pairs": [[round(a, 4), round(b, 4)] for a, b in ttr],
         "unrepaired": len(unrepaired), "workers": len(reports),
+        "messages_sent": totals["messages_sent"], "messages_echoed": totals["messages_echoed"],
         # Mean seconds per dispatcher request / per successful handshake / per client in backoff.
         "mean_dispatch_s": _r(seconds["dispatch"] / max(totals["dispatch_requests"], 1)),
         "mean_handshake_s": _r(seconds["handshake"] / max(totals["ever_connected"] + totals["reconnects"], 1)),

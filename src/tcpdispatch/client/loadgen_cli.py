@@ -70,6 +70,9 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--progress-file", default=None, metavar="FILE",
                    help="append merged progress as JSON lines (t, started, connected, reconnects, "
                         "gateways) about twice a second, for scripts")
+    p.add_argument("--message-interval", type=float, default=None, metavar="S",
+                   help="each client sends a numbered message about every S seconds and checks its echo "
+                        "(needs the echo handler); the summary counts messages_sent and messages_echoed")
     p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
     p.add_argument("--seed", type=int, default=None, metavar="N",
                    help="seed the clients' randomness (reproducible backoff and choices)")
@@ -83,6 +86,8 @@ def plan(args: argparse.Namespace) -> list[WorkerConfig]:
         raise ConfigError("must be at least 1", key="--clients")
     if args.duration <= 0:
         raise ConfigError("must be positive", key="--duration")
+    if args.message_interval is not None and not 0.01 <= args.message_interval <= 3600:
+        raise ConfigError("must be between 0.01 and 3600 seconds", key="--message-interval")
     procs = args.processes or max(1, math.ceil(args.clients / 5000))
     if procs < 1:
         raise ConfigError("must be at least 1", key="--processes")
@@ -107,6 +112,7 @@ def plan(args: argparse.Namespace) -> list[WorkerConfig]:
             handshake_timeout=args.handshake_timeout, heartbeat=args.heartbeat,
             seed=None if args.seed is None else args.seed * 1000 + i,
             http_connections=max(1, args.dispatch_connections), **security,
+            message_interval=args.message_interval,
         ))
     return configs
 
@@ -290,6 +296,9 @@ def print_summary(s: Report) -> None:
     print("connected per gateway: " + (", ".join(f"{k}={v}" for k, v in s["gateways"].items()) or "none"))
     print(f"connect latency: p50 {ms(lat['p50'])}  p90 {ms(lat['p90'])}  p99 {ms(lat['p99'])}  "
           f"max {ms(lat['max'])}")
+    if s.get("messages_sent"):
+        print(f"messages: {s['messages_sent']} sent, {s['messages_echoed']} echoed, "
+              f"{s['messages_sent'] - s['messages_echoed']} lost")
     if ttr["count"]:
         print(f"time to reconnect ({ttr['count']}): p50 {ms(ttr['p50'])}  p90 {ms(ttr['p90'])}  "
               f"p99 {ms(ttr['p99'])}  max {ms(ttr['max'])}")

@@ -52,10 +52,17 @@ def dispatch_url(url: str, client_id: str) -> str:
 
 
 async def fetch_dispatch(
-    session: aiohttp.ClientSession, url: str, client_id: str, timeout: float,
+    session: aiohttp.ClientSession, url: str, client_id: str, timeout: float, *, leaving: str | None = None,
 ) -> DispatchResult:
-    """Ask one dispatcher for a gateway. Never raises for network or HTTP trouble."""
-    endpoint = yarl.URL(dispatch_url(url, client_id), encoded=True)
+    """Ask one dispatcher for a gateway. Never raises for network or HTTP trouble.
+
+    ``leaving``: the gateway that asked us to move for rebalancing (sent as
+    ``leaving=ID&reason=rebalance``, so the dispatcher places us below target).
+    """
+    query = dispatch_url(url, client_id)
+    if leaving:
+        query += f"&leaving={quote(leaving, safe='')}&reason=rebalance"
+    endpoint = yarl.URL(query, encoded=True)
     try:
         async with session.get(
             endpoint,

@@ -28,11 +28,13 @@ from tcpdispatch.config import DispatcherConfig
 from tcpdispatch.dispatcher import fastpath
 from tcpdispatch.dispatcher.pool import Pool
 from tcpdispatch.httputil import error_body
+from tcpdispatch.ids import gateway_id_problem
 from tcpdispatch.metrics_common import DISPATCH_BUCKETS, PROBE_BUCKETS, LatencyHistogram
 from tcpdispatch.tickets import TicketSigner, pack_id
 
 if TYPE_CHECKING:
     from tcpdispatch.health import PushTracker
+    from tcpdispatch.rebalance.controller import Rebalancer
     from tcpdispatch.store import Store
 
 log = logging.getLogger("tcpdispatch.dispatcher")
@@ -105,6 +107,7 @@ class DispatcherApp:
         self.push_tracker: PushTracker | None = None  # set by the server
         self.store: Store | None = None  # shared state store, set by the server (None: in-memory)
         self.on_passive: Callable[[str], None] | None = None  # e.g. probe that gateway now
+        self.rebalance: Rebalancer | None = None  # places moved clients; set by the server
         self._frags: dict[str, bytes] = {}  # gateway id -> JSON fragment of the current picker's candidates
         self._packed_ids: dict[str, bytes] = {}  # gateway id -> the id as a ticket payload carries it
         self._pieces: dict[tuple[str, str, int, str], tuple[bytes, bytes]] = {}  # (id, host, port, key)
@@ -329,12 +332,17 @@ class DispatcherApp:
         return answer
 
     def _dispatch(self, qs: str, ip: str, headers: Any) -> tuple[int, str | None, bytes]:
+        leaving: str | None = None
         if qs[:10] == "client_id=" and "&" not in qs and "%" not in qs:
             client_id = qs[10:]  # nothing to decode ('+' is a literal plus, RFC 3986)
         else:
             client_id, problem = _slow_client_id(qs)
             if problem:
                 return self.bad_request(problem)
+            if "leaving=" in qs:  # a client moved by the rebalancer (docs/rebalancing.md)
+                leaving, problem = _slow_param(qs, "leaving")
+                if problem:
+                    return self.bad_request(problem)
         if not client_id:
             return self.bad_request("query parameter client_id is required and must not be empty")
         if len(client_id) > self.max_client_id or (
@@ -343,7 +351,7 @@ class DispatcherApp:
             return self.bad_request(f"client_id is longer than {self.max_client_id} bytes")
         if not client_id.isprintable():
             return self.bad_request("client_id must contain only printable characters")
-        if self._fast_body is not None:  # keyless policy in C: the client address plays no part
+        if self._fast_body is not None and leaving is None:  # keyless policy in C: no client address
             body = self._fast_body(client_id.encode())
             if body is not None:
                 return 200, None, body
@@ -351,7 +359,11 @@ class DispatcherApp:
             ip = self.client_ip(ip, _xff(headers))
         picker = self.pool.picker
         request = _NO_KEY if self._keyless else PickRequest(client_id, ip)
-        if len(picker.candidates) <= self.k and self._unordered_alternates:
+        if leaving and self.rebalance is not None and (
+            moved := self.rebalance.place(picker.candidates, leaving, self.k)
+        ):
+            chosen = moved  # a gateway below target, never a donor nor the one it leaves
+        elif len(picker.candidates) <= self.k and self._unordered_alternates:
             # Every other candidate is an alternate anyway: pick the primary only and list the
             # rest (skipping full ones) instead of sampling them one by one.
             chosen = picker.pick(request, 1)
@@ -445,6 +457,27 @@ def _xff(headers: Any) -> list[tuple[bytes, bytes]]:
         return headers
     value = headers.get("x-forwarded-for")
     return [(b"x-forwarded-for", value.encode("latin-1"))] if value else []
+
+
+def _slow_param(text: str, wanted: str) -> tuple[str | None, str | None]:
+    """One optional gateway-id parameter (``leaving``): (value or None, problem)."""
+    found: str | None = None
+    for part in text.split("&"):
+        name, _, value = part.partition("=")
+        if name != wanted:
+            continue
+        if found is not None:
+            return None, f"{wanted} given more than once"
+        if _BAD_ESCAPE.search(value):
+            return None, f"{wanted} has a malformed percent-escape"
+        try:
+            found = unquote(value, errors="strict")  # RFC 3986: '+' is a literal plus
+        except UnicodeDecodeError:
+            return None, f"{wanted} is not valid UTF-8 after percent-decoding"
+        problem = gateway_id_problem(found)
+        if problem:
+            return None, f"{wanted} {problem}"
+    return found, None
 
 
 def _slow_client_id(text: str) -> tuple[str, str | None]:

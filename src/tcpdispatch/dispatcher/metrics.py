@@ -89,6 +89,10 @@ class _Collector:
         yield CounterMetricFamily("tcpdispatch_picker_rebuilds", "Picker rebuilds", value=pool.rebuilds)
         yield GaugeMetricFamily("tcpdispatch_speedups", "1 while plain dispatches are answered in C",
                                 value=1.0 if app.hot_path == "c" else 0.0)
+        if app.rebalance is not None:
+            from tcpdispatch.rebalance.metrics import collect
+
+            yield from collect(app.rebalance)
         answers = LatencyHistogram(DISPATCH_BUCKETS)
         answers.add(s.latency.counts, s.latency.total)
         if app.fast is not None:

@@ -24,7 +24,7 @@ from typing import Any
 
 from tcpdispatch.balancing.base import Candidate, LoadCounter, Picker
 from tcpdispatch.balancing.registry import get_policy, policy_options
-from tcpdispatch.balancing.snapshot import GatewayView, build_candidates
+from tcpdispatch.balancing.snapshot import BalancerSettings, GatewayView, build_candidates
 from tcpdispatch.config import DispatcherConfig, GatewayConfig
 from tcpdispatch.health import CheckSpec, HealthState, ProbeResult, parse_check
 from tcpdispatch.health.overload import OverloadState
@@ -57,6 +57,7 @@ class Gateway:
     said_not_up: bool = False  # "has not come up" was logged (once per joining)
     transitions: dict[str, int] = field(default_factory=lambda: {"up": 0, "down": 0})
     overload: OverloadState = field(default_factory=OverloadState)
+    leaving: int = 0  # reported sessions asked to move (rebalancing) and still connected
 
     @property
     def id(self) -> str:
@@ -136,6 +137,11 @@ class Pool:
     @property
     def policy(self) -> str:
         return self._policy
+
+    @property
+    def balancing(self) -> BalancerSettings:
+        """The ``[balancing]`` settings in force (high water, slow start)."""
+        return self._settings
 
     def get(self, gateway_id: str) -> Gateway | None:
         return self.gateways.get(gateway_id)
@@ -288,6 +294,7 @@ class Pool:
             if gw.config.check.startswith("agent://"):
                 self._agent_load(gw, result)
             else:
+                gw.leaving = result.leaving
                 if result.connections is not None:
                     gw.load.report(int(result.connections), result.utilization)
                 elif result.utilization is not None:

@@ -22,6 +22,7 @@ from tcpdispatch.store import MemoryStore, SharedGateway, Store, StoreUnavailabl
 
 if TYPE_CHECKING:
     from tcpdispatch.dispatcher.app import DispatcherApp
+    from tcpdispatch.rebalance.controller import Rebalancer
 
 log = logging.getLogger("tcpdispatch.dispatcher.api")
 
@@ -64,6 +65,10 @@ class Router:
             "/v1/report": {"POST": self.report},
             "/v1/heartbeat": {"POST": self.heartbeat},
             "/v1/reload": {"POST": self.reload},
+            "/v1/rebalance": {"GET": self.rebalance_status},
+            "/v1/rebalance/pause": {"POST": self.rebalance_pause},
+            "/v1/rebalance/resume": {"POST": self.rebalance_resume},
+            "/v1/rebalance/trigger": {"POST": self.rebalance_trigger},
             "/metrics": {"GET": self.metrics},
             "/healthz": {"GET": self.healthz},
         }
@@ -336,6 +341,43 @@ class Router:
         pool.on_result(gid, result)
         self.store.heartbeat(gid, doc, self.app.config.health.ttl)
         return 204, [], b""
+
+    # ------------------------------------------------------------ rebalancing (docs/rebalancing.md)
+
+    def _rebalancer(self) -> Rebalancer:
+        rb = self.app.rebalance
+        if rb is None:
+            raise HTTPError(409, "rebalance_unavailable", "this dispatcher runs no rebalancer")
+        return rb
+
+    async def rebalance_status(self, scope: Scope, receive: Receive) -> Response:
+        self._reader(scope)  # lists gateway ids and targets, like /v1/gateways
+        return _json(200, self._rebalancer().describe())
+
+    async def rebalance_pause(self, scope: Scope, receive: Receive) -> Response:
+        return await self._rebalance_switch(scope, "pause")
+
+    async def rebalance_resume(self, scope: Scope, receive: Receive) -> Response:
+        return await self._rebalance_switch(scope, "resume")
+
+    async def rebalance_trigger(self, scope: Scope, receive: Receive) -> Response:
+        return await self._rebalance_switch(scope, "trigger")
+
+    async def _rebalance_switch(self, scope: Scope, action: str) -> Response:
+        self._admin(scope)
+        rb = self._rebalancer()
+        if action == "trigger" and rb.settings.mode == "off":
+            raise HTTPError(409, "rebalance_off", 'rebalancing is off ([rebalance] mode = "off")')
+        try:
+            if action == "trigger":
+                await rb.trigger()
+            else:
+                await rb.set_paused(action == "pause")
+        except StoreUnavailable as exc:
+            raise HTTPError(503, "store_unavailable", f"{exc}; the switch is shared through it",
+                            [(b"retry-after", b"1")]) from None
+        log.info("admin: rebalance %s", action)
+        return _json(202 if action == "trigger" else 200, rb.describe())
 
     # ------------------------------------------------------------ observability
 

@@ -26,6 +26,7 @@ from tcpdispatch.dispatcher.app import DispatcherApp
 from tcpdispatch.dispatcher.pool import Pool
 from tcpdispatch.errors import ConfigError
 from tcpdispatch.health import CheckSpec, ProbeResult, PushTracker, StatusMonitor, status_to_result
+from tcpdispatch.rebalance.controller import Rebalancer
 from tcpdispatch.store import SharedGateway, StoreHooks, make_store
 
 log = logging.getLogger("tcpdispatch.dispatcher")
@@ -52,6 +53,8 @@ class DispatcherServer:
         self.store = make_store(config.store)
         self.pool.shared = self.store.shared
         self.app.store = self.store
+        self.rebalancer = Rebalancer(config.rebalance, self.pool, self.app.stats, self.store)
+        self.app.rebalance = self.rebalancer
         self._stop = asyncio.Event()
         self._tasks: set[asyncio.Task[tuple[bool, str]]] = set()
         self._reload_lock = asyncio.Lock()  # SIGHUP and POST /v1/reload must not interleave
@@ -150,6 +153,7 @@ class DispatcherServer:
         self.config = new
         self.app.configure(new)
         self.pool.apply_config(new)
+        self.rebalancer.configure(new.rebalance)
         if new.health != old.health:
             await self._start_checker()
             if new.health.ttl != old.health.ttl:
@@ -180,6 +184,7 @@ class DispatcherServer:
         await self.store.start(self._store_hooks())
         await self._start_checker()
         push_task = loop.create_task(self._push_loop())
+        await self.rebalancer.start()
         try:
             if self.config.server == "granian":
                 await self._serve_granian(ready)
@@ -187,6 +192,7 @@ class DispatcherServer:
                 await self._serve_uvloop(ready)
         finally:
             push_task.cancel()
+            await self.rebalancer.close()
             if self.checker is not None:
                 await self.checker.close()
             await self.store.close()

@@ -22,7 +22,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         "config and the tickets)")
     p.add_argument("--listen", required=True, metavar="HOST:PORT", help="client listen address")
     p.add_argument("--status", required=True, metavar="HOST:PORT",
-                   help="HTTP status address (GET /status, GET /metrics, POST /drain)")
+                   help="HTTP status address (GET /status, GET /metrics, POST /drain, POST /shed)")
     p.add_argument("--agent", metavar="HOST:PORT", help="HAProxy agent-check address (off if unset)")
     p.add_argument("--capacity", type=int, default=10_000, metavar="N", help="max connections on the node")
     p.add_argument("--per-ip-limit", type=int, default=0, metavar="N",
@@ -48,8 +48,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--report-token-file", metavar="FILE", help="bearer token for --report-to")
     p.add_argument("--report-interval", type=float, default=1.0, metavar="S", help="seconds between heartbeats")
     p.add_argument("--admin-token-file", metavar="FILE",
-                   help="bearer token that POST /drain on the status port requires; without it POST /drain "
-                        "answers 403 (SIGTERM still drains)")
+                   help="bearer token that POST /drain and POST /shed on the status port require; without "
+                        "it both answer 403 (SIGTERM still drains)")
     p.add_argument("--http-timeout", type=float, default=10.0, metavar="S",
                    help="status port: a request head must be complete this long after connect (or after the "
                         "first byte of a keep-alive request), else the connection is closed (seconds)")

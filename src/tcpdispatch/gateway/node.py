@@ -55,10 +55,11 @@ def run_node(cfg: GatewayConfig) -> int:
 
 
 # -- one process -----------------------------------------------------------------
-async def _start_status(cfg: GatewayConfig, counters: NodeCounters, on_drain: Any, pids: Any) -> Any:
+async def _start_status(cfg: GatewayConfig, counters: NodeCounters, on_drain: Any, pids: Any,
+                        on_shed: Any = None) -> Any:
     from tcpdispatch.gateway.status import StatusService
 
-    service = StatusService(cfg, counters, on_drain=on_drain, pids=pids)
+    service = StatusService(cfg, counters, on_drain=on_drain, pids=pids, on_shed=on_shed)
     try:
         await service.start()
     except OSError as exc:
@@ -77,7 +78,7 @@ async def _single(cfg: GatewayConfig) -> int:
         await gw.start()
     except OSError as exc:
         raise _bind_error(exc, "--listen", cfg.listen) from None
-    service = await _start_status(cfg, counters, gw.drain, lambda: (os.getpid(),))
+    service = await _start_status(cfg, counters, gw.drain, lambda: (os.getpid(),), gw.shed)
     meter = LoopMeter(counters.set_loop_load)
     meter.start()
     loop = asyncio.get_running_loop()
@@ -286,8 +287,20 @@ async def _supervise(cfg: GatewayConfig, counters: NodeCounters, workers: _Worke
             stopping["stop"] = time.monotonic()
             workers.kill(signal.SIGINT)
 
+    def shed(count: int, window_s: float, min_age_s: float) -> int:
+        """Split the order over the workers by their connections; each picks its oldest."""
+        from tcpdispatch.gateway.shed import split_by_worker
+
+        if stopping:
+            return 0
+        shares = split_by_worker(count, counters.snapshot().worker_connections)
+        for w, n in enumerate(shares):
+            if n:
+                counters.post_shed(w, n, window_s, min_age_s)
+        return sum(shares)
+
     service = await _start_status(
-        cfg, counters, drain, lambda: [os.getpid(), *(p.pid for p in workers.running())]
+        cfg, counters, drain, lambda: [os.getpid(), *(p.pid for p in workers.running())], shed
     )
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, drain)

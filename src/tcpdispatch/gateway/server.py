@@ -33,6 +33,7 @@ from typing import Any
 from tcpdispatch.errors import ConfigError, ErrorCode, RemoteProtocolError, TicketError
 from tcpdispatch.gateway.config import GatewayConfig
 from tcpdispatch.gateway.handlers import Handler, load_handler_class
+from tcpdispatch.gateway.shed import LEAVE_GRACE_S, MAX_DELAY_MS, AgeIndex, pick_oldest, send_spread
 from tcpdispatch.gateway.shm import NodeCounters
 from tcpdispatch.protocol import Bye, Connection, Opcode, Reconnect, Role, State, Welcome
 from tcpdispatch.protocol.frames import Error, encode, encode_data
@@ -274,6 +275,15 @@ class GatewayConnection(asyncio.Protocol):
         self.last = gw.tick  # from now on ``last`` is the last activity (idle deadline)
         gw.opened(self)
 
+    def reconnect(self, delay_ms: int, reason: str) -> bool:
+        """Send RECONNECT if the session is open and was not asked to move yet; True if sent."""
+        conn = self._conn
+        if conn is None or conn.state is not State.OPEN:
+            return False
+        conn.send(Reconnect(delay_ms, reason))
+        self._write(conn.data_to_send())
+        return True
+
     def fail(self, code: ErrorCode, reason: str) -> None:
         """Send ERROR(code, reason) and close; counted as a rejection before WELCOME."""
         conn = self._conn
@@ -332,6 +342,10 @@ class Gateway:
         self.handler: Handler = load_handler_class(cfg.handler)(self)
         self._server: asyncio.AbstractServer | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self.ages = AgeIndex(clock)  # session number -> age, for shedding (see shed.py)
+        self.shedding = 0  # sessions chosen by shed orders and not yet sent RECONNECT
+        self._shed_queued: set[int] = set()  # their session numbers
+        self._shed_leaving: set[int] = set()  # session numbers chosen by shed orders, still open
         self._empty = asyncio.Event()
         self._done = asyncio.Event()
 
@@ -419,10 +433,14 @@ class Gateway:
             self.messages_in = self.messages_out = 0
             if self.counters.draining and not self.draining:
                 self.drain()  # another process (the supervisor) flagged the node
+            order = self.counters.take_shed() if self.counters.workers > 1 else None
+            if order is not None:
+                self.shed(*order)  # posted by the supervisor's POST /shed
 
     def sweep(self) -> int:
         """Advance the tick and close connections past their deadline; returns how many."""
         self.tick += 1
+        self.ages.record(self._next)
         hs_limit = self.tick - self._hs_ticks
         idle_limit = self.tick - self._idle_ticks
         late: list[GatewayConnection] = []
@@ -452,6 +470,50 @@ class Gateway:
             log.info("worker %d: keys reloaded: current %s, %d accepted", self.worker,
                      security.current.public.text, len(security.keys))
         return True
+
+    def shed(self, count: int, window_s: float, min_age_s: float) -> int:
+        """RECONNECT up to ``count`` of the oldest open sessions older than ``min_age_s``, spread
+        over ``window_s``; returns how many were chosen (fewer when not enough are old enough)."""
+        if self.draining or count <= 0:
+            return 0
+        cutoff = self.ages.cutoff(min_age_s)
+        queued = self._shed_queued
+        chosen = pick_oldest(self.conns, cutoff, count, lambda p: p._num not in queued and p._open
+                             and p._conn is not None and p._conn.state is State.OPEN)
+        if not chosen:
+            return 0
+        nums = [p._num for p in chosen]
+        queued.update(nums)  # a later order must not pick them again before their turn
+        self._shed_leaving.update(nums)  # reported as "leaving" until they close
+        self.counters.set_leaving(len(self._shed_leaving))
+        self.shedding += len(chosen)
+        log.info("worker %d shedding %d sessions over %.1fs (asked %d, older than %.1fs)", self.worker,
+                 len(chosen), window_s, count, min_age_s)
+
+        def sent(n: int) -> None:
+            self.shedding -= n
+            self.counters.add_shed(n)
+
+        async def run() -> None:
+            try:
+                done = await send_spread(chosen, window_s, self._clock,
+                                         lambda: self._rng.randrange(0, MAX_DELAY_MS), sent)
+                self.shedding -= len(chosen) - done  # closed before their turn
+            finally:
+                queued.difference_update(nums)
+            # A client that ignores RECONNECT (an old SDK) must not count as leaving for ever.
+            await asyncio.sleep(LEAVE_GRACE_S)
+            self._shed_leaving.difference_update(nums)
+            self.counters.set_leaving(len(self._shed_leaving))
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._tasks.append(task)
+        task.add_done_callback(self._task_done)
+        return len(chosen)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        if task in self._tasks:
+            self._tasks.remove(task)
 
     # -- called by GatewayConnection -------------------------------------------
     def intern_ip(self, ip: str) -> str:
@@ -512,6 +574,9 @@ class Gateway:
             return
         p._admitted = False
         self.conns.pop(p._num, None)
+        if self._shed_leaving and p._num in self._shed_leaving:
+            self._shed_leaving.discard(p._num)
+            self.counters.set_leaving(len(self._shed_leaving))
         self.counters.release(p._ip, self.cfg.per_ip_limit)
         if p._open:
             self.call_handler("on_close", p, reason)

@@ -5,6 +5,8 @@ inherited by them. Layout (all signed 64-bit, native order)::
 
     header: state (0 serving, 1 draining), started_at (unix ms), worker restarts
     per worker slot: pid, connections, accepted, messages_in, messages_out,
+                     shed (sessions sent a rebalancing RECONNECT), leaving (shed, still open),
+                     shed order (count, window ms, minimum age ms: supervisor -> worker),
                      handshakes[len(HANDSHAKES)], rejected[len(CODES)], errors[len(CODES)],
                      busy (ppm), loop lag (us)
     per worker sketch: DEPTH rows x WIDTH counters (a count-min sketch of source IPs)
@@ -48,7 +50,8 @@ _HEADER = 3
 _H_RESTARTS = 2
 _F_PID, _F_CONN, _F_ACCEPTED, _F_MSG_IN, _F_MSG_OUT = range(5)
 HANDSHAKES = ("plain", "full", "resumed")  # how connections started (encrypted gateways)
-_F_HANDSHAKES = 5
+_F_SHED, _F_ORDER_COUNT, _F_ORDER_WINDOW_MS, _F_ORDER_MIN_AGE_MS, _F_LEAVING = range(5, 10)
+_F_HANDSHAKES = 10
 _F_REJECTED = _F_HANDSHAKES + len(HANDSHAKES)
 _F_ERRORS = _F_REJECTED + len(CODES)
 _F_BUSY = _F_ERRORS + len(CODES)  # loadmeter.LoopMeter: CPU busy fraction x 1e6
@@ -79,6 +82,8 @@ class Snapshot:
     worker_restarts: int = 0  # workers restarted by the supervisor after dying
     worker_busy: tuple[float, ...] = ()  # per worker, 0..1 of one core (loadmeter.LoopMeter)
     worker_lag: tuple[float, ...] = ()  # per worker, seconds
+    shed: int = 0
+    leaving: int = 0
 
 
 def ip_cells(ip: str) -> tuple[int, ...]:
@@ -196,6 +201,33 @@ class NodeCounters:
         """One connection started: ``plain`` (on an encrypted gateway), ``full`` or ``resumed``."""
         self._v[self._slot(self.worker) + _F_HANDSHAKES + HANDSHAKES.index(kind)] += 1
 
+    def add_shed(self, n: int) -> None:
+        self._v[self._slot(self.worker) + _F_SHED] += n
+
+    def set_leaving(self, n: int) -> None:
+        """This worker's sessions chosen by shed orders that are still connected."""
+        self._v[self._slot(self.worker) + _F_LEAVING] = n
+
+    # -- shed orders (supervisor -> worker) ------------------------------------
+    def post_shed(self, worker: int, count: int, window_s: float, min_age_s: float) -> None:
+        """Supervisor side: ask ``worker`` to shed ``count`` more sessions (added to any not yet taken)."""
+        base = self._slot(worker)
+        with self._lock:
+            self._v[base + _F_ORDER_WINDOW_MS] = int(window_s * 1000)
+            self._v[base + _F_ORDER_MIN_AGE_MS] = int(min_age_s * 1000)
+            self._v[base + _F_ORDER_COUNT] += count
+
+    def take_shed(self) -> tuple[int, float, float] | None:
+        """Worker side: the order posted for this worker, if any, as (count, window_s, min_age_s)."""
+        base = self._slot(self.worker)
+        v = self._v
+        if v[base + _F_ORDER_COUNT] <= 0:
+            return None
+        with self._lock:
+            count = v[base + _F_ORDER_COUNT]
+            v[base + _F_ORDER_COUNT] = 0
+            return count, v[base + _F_ORDER_WINDOW_MS] / 1000, v[base + _F_ORDER_MIN_AGE_MS] / 1000
+
     def add_messages(self, received: int, sent: int) -> None:
         base = self._slot(self.worker)
         self._v[base + _F_MSG_IN] += received
@@ -214,6 +246,7 @@ class NodeCounters:
             self._v[self._slot(worker) + _F_PID] = 0
             self._v[self._slot(worker) + _F_BUSY] = 0
             self._v[self._slot(worker) + _F_LAG] = 0
+            self._v[self._slot(worker) + _F_LEAVING] = 0
             base = self._sketch(worker)
             self._v[base : base + _SKETCH] = memoryview(bytes(_SKETCH * 8)).cast("q")
 
@@ -227,13 +260,15 @@ class NodeCounters:
         conns, rej, err = [], [0] * len(CODES), [0] * len(CODES)
         hs = [0] * len(HANDSHAKES)
         busy, lag = [], []
-        acc = m_in = m_out = live = 0
+        acc = m_in = m_out = live = shed = leaving = 0
         for w in range(self.workers):
             base = self._slot(w)
             live += v[base + _F_PID] != 0
             conns.append(v[base + _F_CONN])
             busy.append(v[base + _F_BUSY] / 1e6)
             lag.append(v[base + _F_LAG] / 1e6)
+            shed += v[base + _F_SHED]
+            leaving += v[base + _F_LEAVING]
             acc += v[base + _F_ACCEPTED]
             m_in += v[base + _F_MSG_IN]
             m_out += v[base + _F_MSG_OUT]
@@ -257,6 +292,8 @@ class NodeCounters:
             handshakes={k: n for k, n in zip(HANDSHAKES, hs, strict=True) if n},
             worker_busy=tuple(busy),
             worker_lag=tuple(lag),
+            shed=shed,
+            leaving=leaving,
         )
 
     def worker_pids(self) -> Iterator[int]:

@@ -27,6 +27,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from tcpdispatch import __version__
 from tcpdispatch.gateway.config import GatewayConfig
 from tcpdispatch.gateway.http_deadline import HeadDeadlines
+from tcpdispatch.gateway.shed_api import ShedFn, post_shed
 from tcpdispatch.gateway.shm import NodeCounters, Snapshot
 from tcpdispatch.gateway.watch import WatchStreams
 from tcpdispatch.httputil import check_bearer, error_body
@@ -135,6 +136,9 @@ class _Collector:
         yield counter("accepted", "Sessions opened (WELCOME sent).", snap.accepted)
         yield counter("messages_received", "DATA frames received.", snap.messages_in)
         yield counter("messages_sent", "DATA frames sent.", snap.messages_out)
+        yield counter("shed_sessions", "Sessions sent RECONNECT by shed orders (rebalancing).", snap.shed)
+        yield gauge("leaving_sessions", "Sessions chosen by shed orders that are still connected.",
+                    snap.leaving)
         rej = CounterMetricFamily("tcpdispatch_gateway_rejected", "Connections refused before WELCOME, by reason.",
                                   labels=["gateway", "reason"])
         for slug, n in sorted(snap.rejected.items()):
@@ -183,10 +187,12 @@ class StatusService:
         *,
         on_drain: Callable[[], None],
         pids: Callable[[], Iterable[int]],
+        on_shed: ShedFn | None = None,
     ) -> None:
         self.cfg = cfg
         self.counters = counters
         self._on_drain = on_drain
+        self._on_shed = on_shed
         self.cpu = CpuSampler(pids)
         self._registry = CollectorRegistry(auto_describe=False)
         self._registry.register(_Collector(self))  # type: ignore[arg-type]
@@ -209,6 +215,8 @@ class StatusService:
             "address": self.cfg.address,
             "accepted": snap.accepted,
             "rejected": snap.rejected,
+            "shed": snap.shed,
+            "leaving": snap.leaving,
             "cpu": self.cpu.value,
             "uptime_s": round(time.time() - snap.started_at, 3),
             "workers": snap.workers_live,
@@ -243,6 +251,12 @@ class StatusService:
         return web.json_response({"state": "draining", "drain_window_s": self.cfg.drain_window},
                                  status=202)
 
+    async def _post_shed(self, request: web.Request) -> web.Response:
+        if self._on_shed is None:
+            return web.json_response({"error": "not_supported", "detail": "this node cannot shed"}, status=501)
+        return await post_shed(request, gateway_id=self.cfg.id, admin_token=self.cfg.admin_token,
+                               draining=self.counters.draining, shed=self._on_shed)
+
     # -- agent ---------------------------------------------------------------
     async def _agent_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -260,6 +274,7 @@ class StatusService:
         app.router.add_get("/status", self._get_status)
         app.router.add_get("/metrics", self._get_metrics)
         app.router.add_post("/drain", self._post_drain)
+        app.router.add_post("/shed", self._post_shed)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         loop = asyncio.get_running_loop()

@@ -44,6 +44,7 @@ class ProbeResult:
     busy: float | None = None  # busiest worker's event-loop busy fraction, 0..1 of one core
     lag_s: float | None = None  # busiest worker's event-loop lag (gateway-measured), seconds
     late_s: float = 0.0  # watch: how much later than its interval this status arrived
+    leaving: int = 0  # sessions the gateway asked to move (shed) that are still connected
 
 
 def status_to_result(doc: Mapping[str, Any], latency_s: float = 0.0) -> ProbeResult:
@@ -78,6 +79,9 @@ def status_to_result(doc: Mapping[str, Any], latency_s: float = 0.0) -> ProbeRes
     gid = doc.get("id")
     if gid is not None and (not isinstance(gid, str) or not gid):
         raise ValueError(f"status field 'id' must be a non-empty string, got {gid!r}")
+    leaving = doc.get("leaving", 0)
+    if not isinstance(leaving, int) or isinstance(leaving, bool) or leaving < 0:
+        raise ValueError(f"status field 'leaving' must be an integer >= 0, got {leaving!r}")
     return ProbeResult(
         ok=True,
         latency_s=latency_s,
@@ -88,6 +92,7 @@ def status_to_result(doc: Mapping[str, Any], latency_s: float = 0.0) -> ProbeRes
         address=address,
         busy=None if busy is None else min(1.0, busy),
         lag_s=None if lag_ms is None else lag_ms / 1000,
+        leaving=leaving,
     )
 
 

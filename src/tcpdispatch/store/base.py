@@ -87,6 +87,25 @@ class Store(ABC):
     def heartbeat(self, gateway_id: str, doc: Mapping[str, Any], ttl: float) -> None:
         """Relay a push heartbeat received by this replica (no-op when not shared)."""
 
+    # -- leadership and shared switches (the rebalancer: docs/rebalancing.md) --------
+    async def lease(self, name: str, holder: str, ttl: float) -> bool:
+        """Take or renew the lease ``name`` for ``holder`` for ``ttl`` seconds; True while it is ours.
+
+        Without a shared store this dispatcher is alone, so it always holds it.
+        """
+        return True
+
+    async def release(self, name: str, holder: str) -> None:
+        """Give the lease up (on shutdown), if ``holder`` has it."""
+
+    @abstractmethod
+    async def control(self) -> dict[str, str]:
+        """The shared operator switches (``paused``, ``trigger``); raises StoreUnavailable."""
+
+    @abstractmethod
+    async def set_control(self, key: str, value: str) -> None:
+        """Set one shared operator switch; raises StoreUnavailable."""
+
     def describe(self) -> dict[str, Any]:
         """JSON view for ``/healthz``."""
         return {"kind": self.kind, "available": self.available}

@@ -11,6 +11,9 @@ class MemoryStore(Store):
     kind = "memory"
     shared = False
 
+    def __init__(self) -> None:
+        self._switches: dict[str, str] = {}
+
     async def add(self, entry: SharedGateway) -> bool:
         return True
 
@@ -22,3 +25,9 @@ class MemoryStore(Store):
 
     async def set_drain(self, gateway_id: str, draining: bool) -> bool:
         return True
+
+    async def control(self) -> dict[str, str]:
+        return dict(self._switches)
+
+    async def set_control(self, key: str, value: str) -> None:
+        self._switches[key] = value

@@ -8,6 +8,8 @@ Keys (``P`` = ``[store] prefix``, default ``tcpdispatch:``):
 - ``P version``   counter, bumped by every change
 - ``P seeded``    present once the pool was written (absent: empty Redis -> seed it)
 - ``P hb:<id>``   last push heartbeat of a gateway, expires after ``[health] ttl``
+- ``P lease:<name>`` the replica holding a lease (the rebalancer's leader), expires after its ttl
+- ``P control``   hash of shared operator switches (the rebalancer's ``paused``, ``trigger``)
 - channels ``P events`` (a new version) and ``P heartbeats`` (each relayed heartbeat)
 
 Each write is one Lua script (check, change, bump ``version``, ``PUBLISH``), so
@@ -81,8 +83,28 @@ redis.call('PUBLISH', ARGV[1], v)
 return v
 """
 
+# KEYS: lease; ARGV: holder, ttl ms. Take it when free, renew it when ours; 1 if ours afterwards.
+_LEASE = """
+local cur = redis.call('GET', KEYS[1])
+if cur == false or cur == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"""
+
+# KEYS: lease; ARGV: holder. Delete it only if ours.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
 _ERRORS = (RedisError, OSError, TimeoutError)
 MAX_PENDING_HEARTBEATS = 256  # relays in flight; beyond that Redis is too slow and we drop
+
+
+def _text(v: bytes | str) -> str:
+    return v.decode(errors="replace") if isinstance(v, bytes) else v
 
 
 def _entry_doc(e: SharedGateway) -> str:
@@ -116,6 +138,8 @@ class RedisStore(Store):
         )
         self._write = self._redis.register_script(_WRITE)
         self._seed = self._redis.register_script(_SEED)
+        self._lease = self._redis.register_script(_LEASE)
+        self._release = self._redis.register_script(_RELEASE)
         self._up = False
         self._outage_logged = False
         self._version: int | None = None
@@ -331,6 +355,32 @@ class RedisStore(Store):
 
     async def set_drain(self, gateway_id: str, draining: bool) -> bool:
         return await self._op("drain" if draining else "undrain", gateway_id)
+
+    async def lease(self, name: str, holder: str, ttl: float) -> bool:
+        """One script call: take the lease when free, renew it when ours. False while Redis is away."""
+        try:
+            got = await self._lease(keys=[f"{self.config.prefix}lease:{name}"],
+                                    args=[holder, max(1, int(ttl * 1000))])
+        except _ERRORS:
+            return False
+        return bool(got)
+
+    async def release(self, name: str, holder: str) -> None:
+        with contextlib.suppress(*_ERRORS):
+            await self._release(keys=[f"{self.config.prefix}lease:{name}"], args=[holder])
+
+    async def control(self) -> dict[str, str]:
+        try:
+            raw = await self._redis.hgetall(self.config.prefix + "control")
+        except _ERRORS:
+            raise StoreUnavailable(f"shared state store (redis at {self.where}) is unreachable") from None
+        return {_text(k): _text(v) for k, v in raw.items()}
+
+    async def set_control(self, key: str, value: str) -> None:
+        try:
+            await self._redis.hset(self.config.prefix + "control", key, value)
+        except _ERRORS:
+            raise StoreUnavailable(f"shared state store (redis at {self.where}) is unreachable") from None
 
     def heartbeat(self, gateway_id: str, doc: Mapping[str, Any], ttl: float) -> None:
         """Store the heartbeat with a TTL and publish it; dropped while Redis is away."""

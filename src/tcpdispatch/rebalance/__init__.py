@@ -1,0 +1,7 @@
+"""Active, paced rebalancing of the connections gateways *hold* (docs/rebalancing.md).
+
+- :mod:`.settings` the ``[rebalance]`` config section;
+- :mod:`.plan` the pure decision: targets, donors, pacing, hysteresis, the breaker;
+- :mod:`.placement` the pure choice of a gateway for a client that was asked to move;
+- :mod:`.controller` the dispatcher's loop: lease, inputs from the pool, shed orders.
+"""
