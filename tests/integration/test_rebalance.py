@@ -209,8 +209,11 @@ def test_gateway_dying_mid_round_opens_breaker_then_round_completes(fleet: Fleet
     # g2's clients come back through ordinary dispatch; the round resumes after the cooldown
     converge(fleet, {"g1": 600, "g3": 600}, 45)
     wait_until(lambda: sum(fleet.held().values()) == 1200, scaled(10), 0.1, what="every client held")
-    rb = fleet.rebalance(url)
-    assert rb["breaker"]["state"] == "closed" and rb["breaker"]["trips"] >= 1
+    # Ordinary dispatch may even out g2's clients before the cooldown (10 s) has run out:
+    # the breaker closes by itself once its cause has been clear for the cooldown.
+    rb = wait_until(lambda: (r := fleet.rebalance(url))["breaker"]["state"] == "closed" and r, scaled(15), 0.1,
+                    what="breaker closed by itself")
+    assert rb["breaker"]["trips"] >= 1
     summary = fleet.stop_clients()
     assert summary["unrepaired"] == 0 and summary["connected"] == 1200
 

@@ -55,7 +55,7 @@ def status_to_result(doc: Mapping[str, Any], latency_s: float = 0.0) -> ProbeRes
     (>= 0) and ``address`` when present. Raises ValueError naming the bad field.
     """
     if not isinstance(doc, Mapping):
-        raise ValueError(f"status must be a JSON object, got {type(doc).__name__}")
+        raise ValueError(f"status must be a JSON object, got {type(doc).__name__}")  # noqa: TRY004 (callers catch ValueError for any bad document)
     state = doc.get("state")
     if state not in ("serving", "draining"):
         raise ValueError(f"status field 'state' must be 'serving' or 'draining', got {state!r}")
@@ -94,6 +94,22 @@ def status_to_result(doc: Mapping[str, Any], latency_s: float = 0.0) -> ProbeRes
         lag_s=None if lag_ms is None else lag_ms / 1000,
         leaving=leaving,
     )
+
+
+def status_reply_to_result(status: int, body: bytes, latency: float, url: str | None) -> ProbeResult:
+    """The verdict on one HTTP answer of a status page (any prober that fetched it)."""
+    if status != 200:
+        return ProbeResult(ok=False, latency_s=latency, detail=f"HTTP {status} from {url}")
+    if len(body) > MAX_STATUS_BYTES:
+        return ProbeResult(ok=False, latency_s=latency, detail=f"status body over {MAX_STATUS_BYTES} bytes")
+    try:
+        doc = json.loads(body)
+    except ValueError as exc:
+        return ProbeResult(ok=False, latency_s=latency, detail=f"bad status JSON: {exc}")
+    try:
+        return status_to_result(doc, latency)
+    except ValueError as exc:
+        return ProbeResult(ok=False, latency_s=latency, detail=f"bad status document: {exc}")
 
 
 def _optional_number(doc: Mapping[str, Any], name: str) -> float | None:
@@ -199,19 +215,7 @@ async def _probe_http(
         headers={"Accept": "application/json"},
     ) as resp:
         body = await resp.content.read(MAX_STATUS_BYTES + 1)
-        latency = time.monotonic() - start
-        if resp.status != 200:
-            return ProbeResult(ok=False, latency_s=latency, detail=f"HTTP {resp.status} from {spec.url}")
-        if len(body) > MAX_STATUS_BYTES:
-            return ProbeResult(ok=False, latency_s=latency, detail=f"status body over {MAX_STATUS_BYTES} bytes")
-        try:
-            doc = json.loads(body)
-        except ValueError as exc:
-            return ProbeResult(ok=False, latency_s=latency, detail=f"bad status JSON: {exc}")
-        try:
-            return status_to_result(doc, latency)
-        except ValueError as exc:
-            return ProbeResult(ok=False, latency_s=latency, detail=f"bad status document: {exc}")
+        return status_reply_to_result(resp.status, body, time.monotonic() - start, spec.url)
 
 
 async def _probe_agent(spec: CheckSpec, start: float) -> ProbeResult:

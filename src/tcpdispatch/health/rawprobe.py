@@ -13,7 +13,6 @@ signature.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from typing import Any
 from urllib.parse import urlsplit
@@ -27,7 +26,7 @@ from tcpdispatch.health.probes import (
     MAX_STATUS_BYTES,
     ProbeResult,
     parse_agent_reply,
-    status_to_result,
+    status_reply_to_result,
 )
 from tcpdispatch.health.settings import CheckSpec
 
@@ -234,16 +233,7 @@ class RawProber:
         latency = time.monotonic() - start
         if conn is not None and self._conns.get(url) is conn and not conn.reusable:
             self._drop(spec)
-        if status != 200:
-            return ProbeResult(ok=False, latency_s=latency, detail=f"HTTP {status} from {url}")
-        try:
-            doc = json.loads(body)
-        except ValueError as exc:
-            return ProbeResult(ok=False, latency_s=latency, detail=f"bad status JSON: {exc}")
-        try:
-            return status_to_result(doc, latency)
-        except ValueError as exc:
-            return ProbeResult(ok=False, latency_s=latency, detail=f"bad status document: {exc}")
+        return status_reply_to_result(status, body, latency, url)
 
     async def _agent(self, spec: CheckSpec, start: float) -> ProbeResult:
         assert spec.host is not None and spec.port is not None

@@ -130,7 +130,7 @@ def parse_check(spec: str) -> CheckSpec:
     Raises ValueError with the reason.
     """
     if not isinstance(spec, str):
-        raise ValueError(f"check must be a string, got {type(spec).__name__}")
+        raise ValueError(f"check must be a string, got {type(spec).__name__}")  # noqa: TRY004 (config errors are ValueError)
     text = spec.strip()
     if not text:
         raise ValueError("check is empty; expected http://HOST:PORT/PATH, agent://HOST:PORT, tcp://HOST:PORT or push")
