@@ -9,43 +9,16 @@ import time
 from collections import defaultdict
 
 import aiohttp
+from health_recorder import Recorder
 from helpers import async_wait_until, scaled
 
 from tcpdispatch.health import (
     CheckSpec,
     HealthChecker,
     HealthSettings,
-    HealthState,
     ProbeResult,
     parse_check,
 )
-
-
-class Recorder:
-    """on_result sink: timestamps per gateway, plus a HealthState per gateway."""
-
-    def __init__(self, settings: HealthSettings) -> None:
-        self.settings = settings
-        self.calls: dict[str, list[tuple[float, ProbeResult]]] = defaultdict(list)
-        self.states: dict[str, HealthState] = {}
-        self.changed_at: dict[str, list[tuple[float, bool]]] = defaultdict(list)
-
-    def __call__(self, gid: str, result: ProbeResult) -> None:
-        now = time.monotonic()
-        self.calls[gid].append((now, result))
-        state = self.states.setdefault(gid, HealthState(self.settings.rise, self.settings.fall))
-        if state.observe(result.ok):
-            self.changed_at[gid].append((now, state.up))
-
-    def up(self, gid: str) -> bool:
-        return gid in self.states and self.states[gid].up
-
-    def down_since(self, gid: str, t0: float) -> float | None:
-        """Seconds from t0 to the first down transition after t0."""
-        for when, up in self.changed_at[gid]:
-            if when >= t0 and not up:
-                return when - t0
-        return None
 
 
 def health_tasks() -> list[asyncio.Task]:  # type: ignore[type-arg]

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
+from health_recorder import Recorder
 from helpers import async_wait_until, scaled
 
 from tcpdispatch.gateway.config import GatewayConfig
@@ -17,40 +17,12 @@ from tcpdispatch.gateway.status import StatusService
 from tcpdispatch.gateway.watch import WatchFeed
 from tcpdispatch.health import (
     HealthSettings,
-    HealthState,
-    ProbeResult,
     StatusMonitor,
     StatusWatcher,
     parse_check,
 )
 from tcpdispatch.health.rawprobe import RawProber
 from tcpdispatch.testing import free_port
-
-
-class Recorder:
-    """on_result sink: every result with its time, and a HealthState per gateway."""
-
-    def __init__(self, settings: HealthSettings) -> None:
-        self.settings = settings
-        self.calls: dict[str, list[tuple[float, ProbeResult]]] = defaultdict(list)
-        self.states: dict[str, HealthState] = {}
-        self.changed_at: dict[str, list[tuple[float, bool]]] = defaultdict(list)
-
-    def __call__(self, gid: str, result: ProbeResult) -> None:
-        now = time.monotonic()
-        self.calls[gid].append((now, result))
-        state = self.states.setdefault(gid, HealthState(self.settings.rise, self.settings.fall))
-        if state.observe(result.ok):
-            self.changed_at[gid].append((now, state.up))
-
-    def up(self, gid: str) -> bool:
-        return gid in self.states and self.states[gid].up
-
-    def down_since(self, gid: str, t0: float) -> float | None:
-        for when, up in self.changed_at[gid]:
-            if when >= t0 and not up:
-                return when - t0
-        return None
 
 
 class Gateway:
