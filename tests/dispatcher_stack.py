@@ -13,7 +13,7 @@ from tcpdispatch.dispatcher.pool import Pool
 from tcpdispatch.dispatcher.routes import Router
 from tcpdispatch.dispatcher.service import DispatchService, Stats
 from tcpdispatch.health import PushTracker
-from tcpdispatch.rebalance.controller import Rebalancer
+from tcpdispatch.dispatcher.rebalancer import Rebalancer
 from tcpdispatch.store import Store
 
 

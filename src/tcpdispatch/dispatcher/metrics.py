@@ -22,12 +22,12 @@ from tcpdispatch.metrics_common import (
     build_info,
     histogram_family,
 )
-from tcpdispatch.rebalance.metrics import collect as collect_rebalance
+from tcpdispatch.dispatcher.rebalance_metrics import collect as collect_rebalance
 
 if TYPE_CHECKING:
     from tcpdispatch.dispatcher.pool import Pool
     from tcpdispatch.dispatcher.service import DispatchService
-    from tcpdispatch.rebalance.controller import Rebalancer
+    from tcpdispatch.dispatcher.rebalancer import Rebalancer
 
 
 class _Collector:

@@ -27,7 +27,7 @@ from tcpdispatch.store import MemoryStore, SharedGateway, Store, StoreUnavailabl
 
 if TYPE_CHECKING:
     from tcpdispatch.dispatcher.service import DispatchService
-    from tcpdispatch.rebalance.controller import Rebalancer
+    from tcpdispatch.dispatcher.rebalancer import Rebalancer
 
 log = logging.getLogger("tcpdispatch.dispatcher.api")
 

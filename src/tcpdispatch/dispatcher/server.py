@@ -29,7 +29,7 @@ from tcpdispatch.dispatcher.routes import Router
 from tcpdispatch.dispatcher.service import DispatchService, Stats
 from tcpdispatch.errors import ConfigError
 from tcpdispatch.health import CheckSpec, ProbeResult, PushTracker, StatusMonitor, status_to_result
-from tcpdispatch.rebalance.controller import Rebalancer
+from tcpdispatch.dispatcher.rebalancer import Rebalancer
 from tcpdispatch.store import SharedGateway, StoreHooks, make_store
 
 log = logging.getLogger("tcpdispatch.dispatcher")

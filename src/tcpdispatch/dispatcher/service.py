@@ -36,7 +36,7 @@ from tcpdispatch.metrics_common import DISPATCH_BUCKETS, PROBE_BUCKETS, LatencyH
 from tcpdispatch.tickets import TicketSigner, pack_id
 
 if TYPE_CHECKING:
-    from tcpdispatch.rebalance.controller import Rebalancer
+    from tcpdispatch.dispatcher.rebalancer import Rebalancer
 
 log = logging.getLogger("tcpdispatch.dispatcher")
 

@@ -21,7 +21,7 @@ from dispatcher_stack import Stack, call
 from tcpdispatch.dispatcher.pool import Pool
 from tcpdispatch.dispatcher.service import Stats
 from tcpdispatch.health import ProbeResult
-from tcpdispatch.rebalance.controller import Rebalancer, shed_url
+from tcpdispatch.dispatcher.rebalancer import Rebalancer, shed_url
 from tcpdispatch.store import MemoryStore
 from tcpdispatch.testing import free_port
 
