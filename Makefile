@@ -37,6 +37,7 @@ lint: $(TESTSTAMP)
 	$(BIN)/pip install -q -e '.[dev]'
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy src
+	$(BIN)/lint-imports
 
 fuzz: $(TESTSTAMP)
 	$(BIN)/pip install -q -e '.[fuzz]'

@@ -1,12 +1,12 @@
 """Dispatch throughput: our dispatcher vs nginx ``return 200`` with a body of the same size.
 
 Run as ``python -m bench.dispatch_throughput [--duration S] [--rounds R] [--connections N]
-[--servers uvloop,granian] [--no-baseline] [--no-pick-cost]``.
+[--paths c,python] [--no-baseline] [--no-pick-cost]``.
 
-The dispatcher runs once per HTTP server named in ``--servers`` (the built-in
-asyncio + httptools server, ``uvloop``, and granian over RSGI), each a
-separate process with the same pool. Two do-nothing apps answering the same
-bytes show each server's own floor: ``granian-noop`` and ``uvloop-noop`` (a
+The dispatcher runs once per hot path named in ``--paths`` (``c``: the C
+accelerator, the default; ``python``: ``speedups = false``), each a separate
+process with the same pool and the built-in HTTP server. A do-nothing app
+answering the same bytes shows the server's own floor: ``uvloop-noop`` (a
 bare asyncio.Protocol + httptools server on uvloop).
 
 Both servers are pinned to CPU 0 (``taskset -c 0``) and wrk to CPU 1, with the
@@ -119,22 +119,6 @@ http {{
     return conf
 
 
-TRIVIAL_APP = """
-import sys, uvloop
-from granian.constants import HTTPModes, Interfaces
-from granian.log import LogLevels
-from granian.server.embed import Server
-BODY = open(sys.argv[2], "rb").read()
-HEADERS = [("content-type", "application/json"), ("cache-control", "no-store")]
-class App:
-    async def __rsgi__(self, scope, proto):
-        proto.response_bytes(200, HEADERS, BODY)
-async def main():
-    await Server(App(), address="127.0.0.1", port=int(sys.argv[1]), interface=Interfaces.RSGI,
-                 http=HTTPModes.http1, backlog=2048, websockets=False, log_level=LogLevels.error).serve()
-uvloop.run(main())
-"""
-
 # The floor of the built-in server: asyncio.Protocol + httptools on uvloop, one write per answer.
 UVLOOP_NOOP_APP = """
 import sys, asyncio, uvloop, httptools
@@ -194,17 +178,17 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=1,
                     help="N > 1: nginx with N worker processes vs N dispatcher processes sharing the port "
                          "(reuse_port, built-in server only), both on CPUs 0..N-1, wrk on the same CPUs")
-    ap.add_argument("--servers", default="uvloop,uvloop-python,granian",
-                    help="comma-separated dispatcher HTTP servers to measure ([dispatcher] server; "
-                         "a '-python' suffix also sets speedups = false, the pure-Python hot path)")
+    ap.add_argument("--paths", default="c,python",
+                    help="comma-separated dispatch hot paths to measure: c (the accelerator) and "
+                         "python (speedups = false)")
     ap.add_argument("--no-baseline", dest="baseline", action="store_false",
-                    help="skip the do-nothing apps (each server's own floor)")
+                    help="skip the do-nothing app (the HTTP server's own floor)")
     args = ap.parse_args()
     global SERVER_CPUS, WRK_CPUS, WRK_THREADS
     if args.workers > 1:
         SERVER_CPUS = WRK_CPUS = f"0-{args.workers - 1}"
         WRK_THREADS = args.workers
-        args.servers, args.baseline = "uvloop", False
+        args.paths, args.baseline = "c", False
     for tool in ("wrk", "taskset"):
         if not shutil.which(tool):
             print(f"{tool} is required", file=sys.stderr)
@@ -226,14 +210,16 @@ def main() -> int:
                             f'check = "http://127.0.0.1:{sp}/status"\nweight = {i + 1}\n')
         servers: list[tuple[str, str]] = []
         body = b""
-        for server in args.servers.split(","):
+        for server in args.paths.split(","):
+            if server not in ("c", "python"):
+                print(f"--paths: unknown hot path {server!r} (c or python)", file=sys.stderr)
+                return 2
             dport = free_port()
             cfg = tmp / f"dispatcher-{server}.toml"
             reuse = "reuse_port = true\n" if args.workers > 1 else ""
-            kind, python_only = server.removesuffix("-python"), server.endswith("-python")
-            speedups = "speedups = false\n" if python_only else ""
+            speedups = "speedups = false\n" if server == "python" else ""
             cfg.write_text(f'[dispatcher]\nlisten = "127.0.0.1:{dport}"\nsecret_file = "ticket.secret"\n'
-                           f'server = "{kind}"\n{reuse}{speedups}[balancing]\nslow_start_s = 0\n'
+                           f'{reuse}{speedups}[balancing]\nslow_start_s = 0\n'
                            + "\n".join(gw_lines))
             for w in range(args.workers):
                 procs.start(["taskset", "-c", SERVER_CPUS, PY, "-m", "tcpdispatch", "dispatcher", "--config",
@@ -245,9 +231,9 @@ def main() -> int:
                 if len(json.loads(body)["alternates"]) == 2 or time.monotonic() > deadline:
                     break
                 time.sleep(0.2)
-            # The default server keeps the plain name (bench/throughput.py reads that line).
-            servers.append(("tcpdispatch" if server == "uvloop" else f"td-{server}", durl))
-            if server == "uvloop" and args.workers == 1:
+            # The default path keeps the plain name (bench/throughput.py reads that line).
+            servers.append(("tcpdispatch" if server == "c" else f"td-{server}", durl))
+            if server == "c" and args.workers == 1:
                 from tcpdispatch.dispatcher import fastpath
 
                 if not fastpath.available():
@@ -260,9 +246,9 @@ def main() -> int:
         print(f"answer size: dispatcher {len(body)} bytes, nginx {len(nbody)} bytes")
         servers.insert(0, ("nginx", nurl))
         if args.baseline:
-            # Each server's floor (same settings) answering constant bytes.
+            # The server's floor (same settings) answering constant bytes.
             (tmp / "body.json").write_bytes(body)
-            for name, code in (("granian-noop", TRIVIAL_APP), ("uvloop-noop", UVLOOP_NOOP_APP)):
+            for name, code in (("uvloop-noop", UVLOOP_NOOP_APP),):
                 (tmp / f"{name}.py").write_text(code)
                 tport = free_port()
                 procs.start(["taskset", "-c", "0", PY, str(tmp / f"{name}.py"), str(tport), str(tmp / "body.json")],

@@ -94,7 +94,7 @@ class CAnswer:
     def __init__(self, policy: str, candidates: list[Candidate], seed: int) -> None:
         from tcpdispatch.balancing._sampling import WeightedSamplingPicker
         from tcpdispatch.dispatcher import fastpath
-        from tcpdispatch.dispatcher.app import Stats
+        from tcpdispatch.dispatcher.service import Stats
         from tcpdispatch.tickets import pack_id
 
         picker = make_picker(policy, candidates, rng=random.Random(seed))

@@ -33,7 +33,7 @@ def _run(args: list[str], timeout: float) -> str:
 def _modes(out: str) -> dict[str, dict[str, Any]]:
     """Per mode: nginx and tcpdispatch req/s, their ratio and the other servers' ratios."""
     rps: dict[str, dict[str, float]] = {}
-    # "NAME  MODE  RPS req/s (best of R)": nginx, tcpdispatch (built-in server), td-granian, no-op floors
+    # "NAME  MODE  RPS req/s (best of R)": nginx, tcpdispatch (C path), td-python, the no-op floor
     for m in re.finditer(r"^(\S+)\s+(new connection per request|keep-alive)\s+([\d.]+) req/s",
                          out, re.MULTILINE):
         rps.setdefault(m.group(2), {})[m.group(1)] = float(m.group(3))
@@ -52,7 +52,7 @@ def _modes(out: str) -> dict[str, dict[str, Any]]:
 
 def run(quick: bool) -> dict[str, Any]:
     duration, conns = (1.0, 20) if quick else (8.0, 50)
-    extra = ["--rounds", "1", "--servers", "uvloop", "--no-baseline"] if quick else ["--rounds", "2"]
+    extra = ["--rounds", "1", "--paths", "c", "--no-baseline"] if quick else ["--rounds", "2"]
     out = _run(["bench.dispatch_throughput", "--duration", f"{duration:g}", "--connections", str(conns),
                 "--no-pick-cost", *extra], timeout=120 if quick else 480)
     modes = _modes(out)

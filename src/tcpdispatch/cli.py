@@ -30,13 +30,13 @@ SUBCOMMANDS: dict[str, str] = {
 }
 
 # Top-level modules of the `server` extra; the base install (the client SDK) lacks them.
-SERVER_EXTRA = {"uvloop", "httptools", "prometheus_client", "psutil", "rich", "granian"}
+SERVER_EXTRA = {"uvloop", "httptools", "prometheus_client", "psutil", "rich"}
 SERVER_COMMANDS = {"gateway", "dispatcher", "demo"}
 
 
 def _missing_server_module() -> str | None:
     """The first module of the `server` extra that is not installed, if any."""
-    return next((m for m in sorted(SERVER_EXTRA - {"granian"}) if importlib.util.find_spec(m) is None), None)
+    return next((m for m in sorted(SERVER_EXTRA) if importlib.util.find_spec(m) is None), None)
 
 
 def _explain_server_extra(name: str, missing: str) -> int:

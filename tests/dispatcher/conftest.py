@@ -1,17 +1,16 @@
-"""Fixtures for dispatcher unit tests: a config builder, a pool with a fake clock, an ASGI caller."""
+"""Fixtures for dispatcher unit tests: a config builder, a pool with a fake clock, a router caller."""
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from dispatcher_stack import Stack, call
 
 from tcpdispatch.config import DispatcherConfig, parse_config
-from tcpdispatch.dispatcher.app import DispatcherApp
 from tcpdispatch.dispatcher.pool import Pool
 from tcpdispatch.health import ProbeResult
 
@@ -58,60 +57,20 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def make_app(make_config: Callable[..., DispatcherConfig], clock: FakeClock) -> Callable[..., DispatcherApp]:
-    def make(*args: Any, up: bool = True, **kwargs: Any) -> DispatcherApp:
+def make_app(make_config: Callable[..., DispatcherConfig], clock: FakeClock) -> Callable[..., Stack]:
+    def make(*args: Any, up: bool = True, **kwargs: Any) -> Stack:
         cfg = make_config(*args, **kwargs)
         pool = Pool(cfg, clock=clock, rng=random.Random(7))
         if up:
             bring_up(pool)
-        return DispatcherApp(cfg, pool, rng=random.Random(3))
+        return Stack(cfg, pool, rng=random.Random(3))
 
     return make
 
 
-class Response:
-    def __init__(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
-        self.status = status
-        self.headers = {k.decode(): v.decode() for k, v in headers}
-        self.body = body
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-async def call(
-    app: DispatcherApp, method: str, path: str, query: bytes = b"", *, body: bytes | None = None,
-    json_doc: Any = None, headers: list[tuple[bytes, bytes]] | None = None, token: str | None = None,
-    client: tuple[str, int] = ("10.1.2.3", 40000), chunks: list[bytes] | None = None,
-) -> Response:
-    """Call the ASGI app directly with a fake scope/receive/send."""
-    hdrs = list(headers or [])
-    if json_doc is not None:
-        body = json.dumps(json_doc).encode()
-        hdrs.append((b"content-type", b"application/json"))
-    if token is not None:
-        hdrs.append((b"authorization", f"Bearer {token}".encode()))
-    parts = chunks if chunks is not None else [body or b""]
-    messages = [{"type": "http.request", "body": c, "more_body": i < len(parts) - 1} for i, c in enumerate(parts)]
-    scope = {"type": "http", "http_version": "1.1", "method": method, "path": path, "query_string": query,
-             "headers": hdrs, "client": client, "server": ("127.0.0.1", 8080), "scheme": "http"}
-
-    async def receive() -> dict[str, Any]:
-        return messages.pop(0) if messages else {"type": "http.disconnect"}
-
-    sent: list[dict[str, Any]] = []
-
-    async def send(msg: dict[str, Any]) -> None:
-        sent.append(msg)
-
-    await app(scope, receive, send)
-    assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
-    return Response(sent[0]["status"], sent[0]["headers"], sent[1]["body"])
-
-
 @pytest.fixture
-def asgi() -> Callable[..., Any]:
-    """``await asgi(app, method, path, query, ...)`` -> Response."""
+def call_router() -> Callable[..., Any]:
+    """``await call_router(stack, method, path, query, ...)`` -> Answer."""
     return call
 
 

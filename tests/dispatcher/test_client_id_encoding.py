@@ -14,10 +14,10 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 import yarl
+from dispatcher_stack import Stack
 from helpers import require_speedups, scaled
 
 from tcpdispatch.client.sources import dispatch_url
-from tcpdispatch.dispatcher.app import DispatcherApp
 from tcpdispatch.dispatcher.httpserver import HTTPServer
 from tcpdispatch.tickets import TicketVerifier
 
@@ -44,10 +44,10 @@ def hot_path(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def app(make_app: Callable[..., DispatcherApp], hot_path: str) -> DispatcherApp:
+def app(make_app: Callable[..., Stack], hot_path: str) -> Stack:
     a = make_app() if hot_path == "c" else make_app(dispatcher={"speedups": False})
-    assert a.hot_path == hot_path
-    a.set_date(b"date: Thu, 01 Jan 2026 00:00:00 GMT\r\n")
+    assert a.service.hot_path == hot_path
+    a.service.set_date(b"date: Thu, 01 Jan 2026 00:00:00 GMT\r\n")
     return a
 
 
@@ -57,15 +57,15 @@ def ticket_client(body: bytes) -> str:
 
 
 @pytest.mark.parametrize(("query", "client_id"), ENCODED)
-def test_percent_decoding_and_literal_plus(app: DispatcherApp, query: str, client_id: str) -> None:
-    status, _, body = app.dispatch_bytes(f"client_id={query}".encode(), "10.0.0.1", [])
+def test_percent_decoding_and_literal_plus(app: Stack, query: str, client_id: str) -> None:
+    status, _, body = app.service.dispatch_bytes(f"client_id={query}".encode(), "10.0.0.1", [])
     assert status == 200, body
     assert ticket_client(body) == client_id
 
 
 @pytest.mark.parametrize("query", MALFORMED)
-def test_malformed_percent_escape_is_a_clear_400(app: DispatcherApp, query: str) -> None:
-    status, _, body = app.dispatch_bytes(f"client_id={query}".encode(), "10.0.0.1", [])
+def test_malformed_percent_escape_is_a_clear_400(app: Stack, query: str) -> None:
+    status, _, body = app.service.dispatch_bytes(f"client_id={query}".encode(), "10.0.0.1", [])
     doc = json.loads(body)
     assert status == 400 and doc["error"] == "bad_request"
     assert "malformed percent-escape" in doc["detail"]
@@ -73,28 +73,28 @@ def test_malformed_percent_escape_is_a_clear_400(app: DispatcherApp, query: str)
 
 
 @pytest.mark.parametrize("client_id", IDS)
-def test_the_sdk_encoding_round_trips(app: DispatcherApp, client_id: str) -> None:
+def test_the_sdk_encoding_round_trips(app: Stack, client_id: str) -> None:
     url = yarl.URL(dispatch_url("http://127.0.0.1:1", client_id), encoded=True)
     assert url.path == "/v1/dispatch"
-    status, _, body = app.dispatch_bytes(url.raw_query_string.encode(), "10.0.0.1", [])
+    status, _, body = app.service.dispatch_bytes(url.raw_query_string.encode(), "10.0.0.1", [])
     assert status == 200, body
     assert ticket_client(body) == client_id
 
 
-def test_the_c_recogniser_takes_a_literal_plus(make_app: Callable[..., DispatcherApp]) -> None:
+def test_the_c_recogniser_takes_a_literal_plus(make_app: Callable[..., Stack]) -> None:
     require_speedups()
     app = make_app()
-    answer = app.fast.request(b"GET /v1/dispatch?client_id=user+tag@example.com HTTP/1.1\r\nHost: x\r\n\r\n")
+    answer = app.service.fast.request(b"GET /v1/dispatch?client_id=user+tag@example.com HTTP/1.1\r\nHost: x\r\n\r\n")
     assert answer is not None, "an id with '+' needs no decoding: C answers it"
     assert ticket_client(answer[0].partition(b"\r\n\r\n")[2]) == "user+tag@example.com"
-    assert app.fast.request(b"GET /v1/dispatch?client_id=a%20b HTTP/1.1\r\nHost: x\r\n\r\n") is None
+    assert app.service.fast.request(b"GET /v1/dispatch?client_id=a%20b HTTP/1.1\r\nHost: x\r\n\r\n") is None
 
 
-def test_max_client_id_is_counted_in_decoded_bytes_on_both_paths(app: DispatcherApp) -> None:
+def test_max_client_id_is_counted_in_decoded_bytes_on_both_paths(app: Stack) -> None:
     limit = app.config.max_client_id
     for cid, ok in (("a" * limit, True), ("a" * (limit + 1), False), ("%C3%A9" * (limit // 2), True),
                     ("%C3%A9" * (limit // 2 + 1), False)):
-        status, _, body = app.dispatch_bytes(f"client_id={cid}".encode(), "10.0.0.1", [])
+        status, _, body = app.service.dispatch_bytes(f"client_id={cid}".encode(), "10.0.0.1", [])
         assert status == (200 if ok else 400), (cid[:12], body)
         if not ok:
             assert f"longer than {limit} bytes" in json.loads(body)["detail"]
@@ -104,9 +104,9 @@ def test_max_client_id_is_counted_in_decoded_bytes_on_both_paths(app: Dispatcher
 
 
 @pytest.fixture
-async def server(app: DispatcherApp, hot_path: str) -> AsyncIterator[HTTPServer]:
-    raw = {"raw": app.fast_request, "on_date": app.set_date} if hot_path == "c" else {}
-    srv = HTTPServer(app.dispatch_bytes, app, "127.0.0.1", 0, **raw)
+async def server(app: Stack, hot_path: str) -> AsyncIterator[HTTPServer]:
+    raw = {"raw": app.service.fast_request, "on_date": app.service.set_date} if hot_path == "c" else {}
+    srv = HTTPServer(app.service.dispatch_bytes, app.router.handle, "127.0.0.1", 0, **raw)
     await srv.start()
     yield srv
     await srv.close(grace=0.5)
@@ -124,7 +124,7 @@ async def exchange(port: int, data: bytes) -> bytes:
 
 @pytest.mark.parametrize("line", [b"GET /v1/dispatch?client_id=a", b"GET /v1/dispatch?client_id=a+b",
                                   b"GET /healthz"])
-async def test_http09_request_line_gets_400(server: HTTPServer, app: DispatcherApp, line: bytes) -> None:
+async def test_http09_request_line_gets_400(server: HTTPServer, app: Stack, line: bytes) -> None:
     answer = await exchange(server.port, line + b"\r\n\r\n")
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 400 "), answer[:200]
@@ -140,7 +140,7 @@ async def test_plus_over_a_socket(server: HTTPServer) -> None:
     assert ticket_client(answer.partition(b"\r\n\r\n")[2]) == "u+t+ x"
 
 
-def test_the_c_recogniser_applies_the_same_client_id_limit(make_app: Callable[..., DispatcherApp]) -> None:
+def test_the_c_recogniser_applies_the_same_client_id_limit(make_app: Callable[..., Stack]) -> None:
     require_speedups()
     app = make_app()
     limit = app.config.max_client_id
@@ -148,7 +148,7 @@ def test_the_c_recogniser_applies_the_same_client_id_limit(make_app: Callable[..
     def raw(cid: bytes) -> bytes:
         return b"GET /v1/dispatch?client_id=%b HTTP/1.1\r\nHost: x\r\n\r\n" % cid
 
-    assert app.fast.request(raw(b"a" * limit)) is not None
-    assert app.fast.request(raw(b"a" * (limit + 1))) is None  # left to Python, which answers 400
-    status, _, body = app.dispatch_bytes(b"client_id=" + b"a" * (limit + 1), "10.0.0.1", [])
+    assert app.service.fast.request(raw(b"a" * limit)) is not None
+    assert app.service.fast.request(raw(b"a" * (limit + 1))) is None  # left to Python, which answers 400
+    status, _, body = app.service.dispatch_bytes(b"client_id=" + b"a" * (limit + 1), "10.0.0.1", [])
     assert status == 400 and f"longer than {limit} bytes" in json.loads(body)["detail"]

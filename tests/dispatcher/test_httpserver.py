@@ -1,4 +1,4 @@
-"""The built-in HTTP server (httpserver.py) over a real loopback socket, with the real dispatcher app."""
+"""The built-in HTTP server (httpserver.py) over a real loopback socket, with the real service and router."""
 
 from __future__ import annotations
 
@@ -8,13 +8,19 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
-from helpers import require_speedups, scaled
+from dispatcher_stack import Stack
+from helpers import async_wait_until, require_speedups, scaled
 
-from tcpdispatch.dispatcher.app import DispatcherApp
+from tcpdispatch.dispatcher.http import Request, Response
 from tcpdispatch.dispatcher.httpserver import HTTPServer
 
 ADMIN = "admin-token-123"  # tests/dispatcher/conftest.py writes it to admin.token
 DISPATCH = b"GET /v1/dispatch?client_id=alice HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+def entry_points(stack: Stack) -> tuple[Any, Any]:
+    """The two entry points an HTTPServer takes: the dispatch fast path and the router."""
+    return stack.service.dispatch_bytes, stack.router.handle
 
 
 class Client:
@@ -46,17 +52,17 @@ class Client:
 
 @pytest.fixture(params=["python", "c"])
 async def serve(request: pytest.FixtureRequest,
-                make_app: Callable[..., DispatcherApp]) -> AsyncIterator[Callable[..., Any]]:
+                make_app: Callable[..., Stack]) -> AsyncIterator[Callable[..., Any]]:
     """Every server test runs twice: all in Python, and with the C fast path in front."""
     if request.param == "c":
         require_speedups()
     servers: list[HTTPServer] = []
     clients: list[Client] = []
 
-    async def start(app: DispatcherApp | None = None, **limits: Any) -> tuple[HTTPServer, Callable[[], Any]]:
+    async def start(app: Stack | None = None, **limits: Any) -> tuple[HTTPServer, Callable[[], Any]]:
         app = app or make_app()
-        raw = {"raw": app.fast_request, "on_date": app.set_date} if request.param == "c" else {}
-        server = HTTPServer(app.dispatch_bytes, app, "127.0.0.1", 0, **limits, **raw)
+        raw = {"raw": app.service.fast_request, "on_date": app.service.set_date} if request.param == "c" else {}
+        server = HTTPServer(app.service.dispatch_bytes, app.router.handle, "127.0.0.1", 0, **limits, **raw)
         await server.start()
         servers.append(server)
 
@@ -87,7 +93,7 @@ async def test_keep_alive_serves_several_dispatches_on_one_connection(serve: Any
     assert len(server.connections) == 1
 
 
-async def test_pipelined_requests_answered_in_order_across_the_bridge(serve: Any) -> None:
+async def test_pipelined_requests_answered_in_order_across_the_router(serve: Any) -> None:
     _, connect = await serve()
     c = await connect()
     batch = (DISPATCH + b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" + DISPATCH
@@ -114,7 +120,7 @@ async def test_connection_close_and_http10_close_after_the_answer(serve: Any) ->
         assert await c.closed()
 
 
-async def test_a_long_pipeline_through_the_bridge_is_queued_and_fully_answered(serve: Any) -> None:
+async def test_a_long_pipeline_through_the_router_is_queued_and_fully_answered(serve: Any) -> None:
     _, connect = await serve()
     c = await connect()
     n = 100  # more than the queue bound: the server stops reading, then resumes
@@ -188,7 +194,7 @@ async def test_a_header_line_that_never_ends_is_bounded(serve: Any) -> None:
     assert status == 431 and json.loads(body)["error"] == "request_header_fields_too_large"
 
 
-async def test_unknown_route_and_wrong_method_go_through_the_asgi_bridge(serve: Any) -> None:
+async def test_unknown_route_and_wrong_method_go_through_the_router(serve: Any) -> None:
     _, connect = await serve()
     c = await connect()
     await c.send(b"GET /v1/nothing-here HTTP/1.1\r\n\r\n")
@@ -204,7 +210,7 @@ async def test_unknown_route_and_wrong_method_go_through_the_asgi_bridge(serve: 
     assert (await c.answer())[0] == 200
 
 
-async def test_admin_post_with_json_body_through_the_bridge(serve: Any) -> None:
+async def test_admin_post_with_json_body_through_the_router(serve: Any) -> None:
     _, connect = await serve()
     c = await connect()
     doc = json.dumps({"id": "g9", "address": "127.0.0.1:9009", "weight": 2}).encode()
@@ -222,12 +228,12 @@ async def test_admin_post_with_json_body_through_the_bridge(serve: Any) -> None:
     assert status == 200 and "g9" in {g["id"] for g in json.loads(body)["gateways"]}
 
 
-async def test_forwarded_for_from_trusted_proxy_matches_the_asgi_path(serve: Any, make_app: Any, asgi: Any) -> None:
+async def test_forwarded_for_from_trusted_proxy_matches_the_router_path(serve: Any, make_app: Any, call_router: Any) -> None:
     app = make_app(dispatcher={"policy": "ip_hash", "trusted_proxies": ["127.0.0.0/8"]})
     _, connect = await serve(app)
     c = await connect()
     for addr in ("198.51.100.7", "203.0.113.40", "192.0.2.200"):
-        want = await asgi(app, "GET", "/v1/dispatch", b"client_id=a", client=(addr, 1))
+        want = await call_router(app, "GET", "/v1/dispatch", b"client_id=a", client=(addr, 1))
         await c.send(b"GET /v1/dispatch?client_id=a HTTP/1.1\r\nX-Forwarded-For: 10.9.9.9, %b\r\n\r\n" % addr.encode())
         _, _, body = await c.answer()
         assert json.loads(body)["gateway"] == want.json()["gateway"]
@@ -312,11 +318,12 @@ async def test_close_cancels_and_awaits_in_flight_requests(make_app: Any) -> Non
     app = make_app()
     entered = asyncio.Event()
 
-    async def hanging(scope: Any, receive: Any, send: Any) -> None:
+    async def hanging(req: Request) -> Response:
         entered.set()
         await asyncio.sleep(3600)
+        raise AssertionError("not reached")
 
-    server = HTTPServer(app.dispatch_bytes, hanging, "127.0.0.1", 0)
+    server = HTTPServer(app.service.dispatch_bytes, hanging, "127.0.0.1", 0)
     await server.start()
     _, writer = await asyncio.open_connection("127.0.0.1", server.port)
     writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -325,17 +332,17 @@ async def test_close_cancels_and_awaits_in_flight_requests(make_app: Any) -> Non
     task = next(iter(server.tasks))
     await server.close(grace=0.1)
     assert task.cancelled() and not server.tasks
-    assert not [t for t in asyncio.all_tasks() if t.get_coro().__qualname__.endswith("_run_asgi")]
+    assert not [t for t in asyncio.all_tasks() if t.get_coro().__qualname__.endswith("_run_handler")]
     writer.close()
 
 
-async def test_reuse_port_lets_two_servers_share_one_port(make_app: Callable[..., DispatcherApp]) -> None:
+async def test_reuse_port_lets_two_servers_share_one_port(make_app: Callable[..., Stack]) -> None:
     from helpers import free_port
 
     port = free_port()
-    first = HTTPServer(make_app().dispatch_bytes, make_app(), "127.0.0.1", port, reuse_port=True)
-    second = HTTPServer(make_app().dispatch_bytes, make_app(), "127.0.0.1", port, reuse_port=True)
-    plain = HTTPServer(make_app().dispatch_bytes, make_app(), "127.0.0.1", port)
+    first = HTTPServer(*entry_points(make_app()), "127.0.0.1", port, reuse_port=True)
+    second = HTTPServer(*entry_points(make_app()), "127.0.0.1", port, reuse_port=True)
+    plain = HTTPServer(*entry_points(make_app()), "127.0.0.1", port)
     await first.start()
     try:
         await second.start()  # would raise OSError(EADDRINUSE) without SO_REUSEPORT
@@ -350,3 +357,99 @@ async def test_reuse_port_lets_two_servers_share_one_port(make_app: Callable[...
     finally:
         await first.close(grace=0.1)
         await second.close(grace=0.1)
+
+
+class Streams:
+    """A handler that answers /stream with chunks fed by the test, everything else with 404."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self.closed = asyncio.Event()
+
+    async def handle(self, req: Request) -> Response:
+        if req.path != "/stream":
+            return Response(404, [(b"content-type", b"text/plain")], b"no")
+        return Response(200, [(b"content-type", b"text/event-stream")], stream=self.chunks())
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        try:
+            while (chunk := await self.queue.get()) is not None:
+                yield chunk
+        finally:
+            self.closed.set()
+
+
+async def _stream_server(make_app: Callable[..., Stack], streams: Streams) -> HTTPServer:
+    server = HTTPServer(make_app().service.dispatch_bytes, streams.handle, "127.0.0.1", 0)
+    await server.start()
+    return server
+
+
+async def test_a_stream_is_sent_chunked_as_it_comes_then_the_connection_goes_on(make_app: Any) -> None:
+    streams = Streams()
+    server = await _stream_server(make_app, streams)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), scaled(5))
+        assert b"transfer-encoding: chunked" in head and b"content-length" not in head
+        assert b"text/event-stream" in head
+        streams.queue.put_nowait(b"data: one\n\n")
+        expected = b"b\r\ndata: one\n\n\r\n"
+        assert await asyncio.wait_for(reader.readexactly(len(expected)), scaled(5)) == expected
+        streams.queue.put_nowait(None)  # the stream ends: the last chunk, and the connection stays
+        assert await asyncio.wait_for(reader.readexactly(5), scaled(5)) == b"0\r\n\r\n"
+        writer.write(b"GET /other HTTP/1.1\r\nHost: x\r\n\r\n")
+        client = Client(reader, writer)
+        status, _, body = await client.answer()
+        assert status == 404 and body == b"no"
+        writer.close()
+    finally:
+        await server.close(grace=0.1)
+
+
+async def test_a_client_that_goes_away_ends_its_stream(make_app: Any) -> None:
+    streams = Streams()
+    server = await _stream_server(make_app, streams)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
+        await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), scaled(5))
+        writer.close()
+        await async_wait_until(lambda: not server.connections, 5, what="the connection to close")
+        streams.queue.put_nowait(b"data: after\n\n")  # the next chunk finds the client gone
+        await asyncio.wait_for(streams.closed.wait(), scaled(5))
+        await async_wait_until(lambda: not server.tasks, 5, what="the stream task to end")
+    finally:
+        await server.close(grace=0.1)
+
+
+async def test_a_stream_whose_client_does_not_read_is_dropped(make_app: Any) -> None:
+    streams = Streams()
+    server = await _stream_server(make_app, streams)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
+        await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), scaled(5))
+        chunk = b"data: " + b"x" * 65536 + b"\n\n"
+        for _ in range(200):  # 13 MB the client never reads: more than kernel buffers + the 1 MiB limit
+            streams.queue.put_nowait(chunk)
+        await asyncio.wait_for(streams.closed.wait(), scaled(10))
+        await async_wait_until(lambda: not server.connections, 5, what="the slow reader to be dropped")
+        writer.close()
+    finally:
+        await server.close(grace=0.1)
+
+
+async def test_server_close_ends_open_streams_at_once(make_app: Any) -> None:
+    streams = Streams()
+    server = await _stream_server(make_app, streams)
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
+    await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), scaled(5))
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    await server.close(grace=5.0)
+    assert loop.time() - t0 < 2.0, "an open stream must not hold the server's shutdown for its grace period"
+    await asyncio.wait_for(streams.closed.wait(), scaled(5))
+    writer.close()

@@ -168,12 +168,10 @@ def test_overload_takes_a_gateway_out_under_any_policy_and_logs_once(
 
 
 def test_overload_metric(make_app: Any) -> None:
-    from tcpdispatch.dispatcher.metrics import render
-
     app = make_app()
     app.pool.on_result("g1", replace(OK, busy=1.0))
     app.pool.on_result("g1", replace(OK, busy=1.0))
-    text = render(app)[0].decode()
+    text = app.router.metrics_page.render()[0].decode()
     assert 'tcpdispatch_gateway_overloaded{gateway="g1"} 1.0' in text
     assert 'tcpdispatch_gateway_overloaded{gateway="g2"} 0.0' in text
     assert "tcpdispatch_overload_transitions_total 1.0" in text

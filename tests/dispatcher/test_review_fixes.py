@@ -144,66 +144,37 @@ def test_ramping_gateway_takes_a_growing_stable_share_of_its_keys(make_config: A
 
 
 @pytest.mark.parametrize("fall", [1, 2])
-async def test_report_flood_never_takes_down_a_healthy_gateway(make_app: Any, asgi: Any, fall: int) -> None:
+async def test_report_flood_never_takes_down_a_healthy_gateway(make_app: Any, call_router: Any, fall: int) -> None:
     app = make_app(health={"fall": fall})
     for _ in range(20):
         for _ in range(5):
-            r = await asgi(app, "POST", "/v1/report", json_doc={"gateway_id": "g1", "error": "refused"})
+            r = await call_router(app, "POST", "/v1/report", json_doc={"gateway_id": "g1", "error": "refused"})
             assert r.status == 202
         assert app.pool.gateways["g1"].health.up, fall
         app.pool.on_result("g1", ProbeResult(ok=True, connections=0, capacity=10_000))
     assert app.pool.gateways["g1"].health.up
 
 
-async def test_deeply_nested_json_is_a_400(make_app: Any, asgi: Any) -> None:
+async def test_deeply_nested_json_is_a_400(make_app: Any, call_router: Any) -> None:
     app = make_app()
     for body in (b"[" * 50_000, b'{"a":' * 50_000):
-        r = await asgi(app, "POST", "/v1/report", body=body, headers=[(b"content-type", b"application/json")])
+        r = await call_router(app, "POST", "/v1/report", body=body, headers=[(b"content-type", b"application/json")])
         assert r.status in (400, 413)
     app.config = app.config.__class__(**{**{f: getattr(app.config, f) for f in app.config.__dataclass_fields__},
                                          "max_body": 1 << 20})
-    r = await asgi(app, "POST", "/v1/report", body=b"[" * 50_000, headers=[(b"content-type", b"application/json")])
+    r = await call_router(app, "POST", "/v1/report", body=b"[" * 50_000, headers=[(b"content-type", b"application/json")])
     assert r.status == 400 and r.json()["error"] == "bad_json"
 
 
-async def test_head_dispatch_is_405_and_issues_nothing(make_app: Any, asgi: Any) -> None:
+async def test_head_dispatch_is_405_and_issues_nothing(make_app: Any, call_router: Any) -> None:
     app = make_app()
     issued = sum(g.load.issued for g in app.pool.gateways.values())
-    r = await asgi(app, "HEAD", "/v1/dispatch", b"client_id=alice")
+    r = await call_router(app, "HEAD", "/v1/dispatch", b"client_id=alice")
     assert r.status == 405 and r.headers["allow"] == "GET" and r.body == b""
-    r = await asgi(app, "POST", "/v1/dispatch", b"client_id=alice")
+    r = await call_router(app, "POST", "/v1/dispatch", b"client_id=alice")
     assert r.status == 405 and r.headers["allow"] == "GET" and r.json()["error"] == "method_not_allowed"
     assert sum(g.load.issued for g in app.pool.gateways.values()) == issued
     assert app.stats.dispatched == 0
-
-
-class _RSGIScope:
-    proto = "http"
-
-    def __init__(self, method: str, path: str, query: str) -> None:
-        self.method, self.path, self.query_string = method, path, query
-        self.client = "127.0.0.1:5555"
-        self.headers: dict[str, str] = {}
-
-
-class _RSGIProtocol:
-    def __init__(self) -> None:
-        self.answers: list[tuple[int, list[tuple[str, str]], bytes]] = []
-
-    async def __call__(self) -> bytes:
-        return b""
-
-    def response_bytes(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
-        self.answers.append((status, headers, body))
-
-
-async def test_head_dispatch_is_405_over_rsgi(make_app: Any) -> None:
-    app = make_app()
-    proto = _RSGIProtocol()
-    await app.__rsgi__(_RSGIScope("HEAD", "/v1/dispatch", "client_id=alice"), proto)
-    status, headers, body = proto.answers[0]
-    assert status == 405 and ("allow", "GET") in headers and body == b""
-    assert app.stats.dispatched == 0 and sum(g.load.issued for g in app.pool.gateways.values()) == 0
 
 
 async def test_concurrent_reloads_leave_one_checker(tmp_path: Path) -> None:
@@ -286,25 +257,25 @@ def test_httputil_helpers(tmp_path: Path) -> None:
         read_token(tmp_path / "missing")
 
 
-async def test_answer_template_cache_is_a_bounded_lru(make_app: Any, asgi: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    from tcpdispatch.dispatcher import app as app_mod
+async def test_answer_template_cache_is_a_bounded_lru(make_app: Any, call_router: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tcpdispatch.dispatcher import service
 
-    monkeypatch.setattr(app_mod, "TEMPLATE_CACHE", 2)
+    monkeypatch.setattr(service, "TEMPLATE_CACHE", 2)
     app = make_app(dispatcher={"policy": "consistent_hash", "alternates": 0})
     for i in range(50):
-        r = await asgi(app, "GET", "/v1/dispatch", f"client_id=c{i}".encode())
+        r = await call_router(app, "GET", "/v1/dispatch", f"client_id=c{i}".encode())
         assert r.status == 200
-        assert len(app._templates) <= 2
+        assert len(app.service._templates) <= 2
 
 
-async def test_503_body_is_precomputed_and_follows_the_pool(make_app: Any, asgi: Any) -> None:
+async def test_503_body_is_precomputed_and_follows_the_pool(make_app: Any, call_router: Any) -> None:
     app = make_app(up=False, balancing={"panic_threshold": 0})
-    r = await asgi(app, "GET", "/v1/dispatch", b"client_id=a")
+    r = await call_router(app, "GET", "/v1/dispatch", b"client_id=a")
     assert r.status == 503 and "no gateway is up (3 down" in r.json()["detail"]
     assert r.json()["retry_after_s"] == int(r.headers["retry-after"])
     for gid in app.pool.gateways:
         for _ in range(2):
             app.pool.on_result(gid, ProbeResult(ok=True, connections=5, capacity=5))
     app.pool.rebuild()
-    r = await asgi(app, "GET", "/v1/dispatch", b"client_id=a")
+    r = await call_router(app, "GET", "/v1/dispatch", b"client_id=a")
     assert r.status == 503 and r.json()["detail"] == "all 3 gateways that are up are at capacity"

@@ -10,10 +10,10 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from dispatcher_stack import Stack
 from helpers import require_speedups
 
 from tcpdispatch import __version__
-from tcpdispatch.dispatcher.app import DispatcherApp
 from tcpdispatch.health import ProbeResult
 
 from .conftest import bring_up
@@ -32,7 +32,7 @@ def messages(caplog: pytest.LogCaptureFixture) -> list[tuple[int, str]]:
 
 
 def test_each_health_transition_is_logged_once_with_its_reason(
-        make_app: Callable[..., DispatcherApp], caplog: pytest.LogCaptureFixture, clock: Any) -> None:
+        make_app: Callable[..., Stack], caplog: pytest.LogCaptureFixture, clock: Any) -> None:
     caplog.set_level(logging.DEBUG, logger="tcpdispatch.dispatcher.pool")
     app = make_app(up=False)  # rise = fall = 2
     pool = app.pool
@@ -60,7 +60,7 @@ def test_each_health_transition_is_logged_once_with_its_reason(
 
 
 def test_panic_start_and_end_are_logged_once(
-        make_app: Callable[..., DispatcherApp], caplog: pytest.LogCaptureFixture) -> None:
+        make_app: Callable[..., Stack], caplog: pytest.LogCaptureFixture) -> None:
     app = make_app()  # three gateways up
     pool = app.pool
     caplog.set_level(logging.INFO, logger="tcpdispatch.dispatcher.pool")
@@ -90,24 +90,24 @@ def metric(text: str, name: str, **labels: str) -> float:
     return float(found.group(1))
 
 
-async def scrape(app: DispatcherApp, asgi: Any) -> str:
-    r = await asgi(app, "GET", "/metrics")
+async def scrape(app: Stack, call_router: Any) -> str:
+    r = await call_router(app, "GET", "/metrics")
     assert r.status == 200
     return str(r.body.decode())
 
 
 async def test_up_is_health_and_in_rotation_is_what_is_handed_out(
-        make_app: Callable[..., DispatcherApp], asgi: Any) -> None:
+        make_app: Callable[..., Stack], call_router: Any) -> None:
     app = make_app(up=False)  # all down: panic hands every gateway out
     app.pool.rebuild()
-    text = await scrape(app, asgi)
+    text = await scrape(app, call_router)
     assert metric(text, "tcpdispatch_panic") == 1.0
     for gid in ("g1", "g2", "g3"):
         assert metric(text, "tcpdispatch_gateway_up", gateway=gid) == 0.0
         assert metric(text, "tcpdispatch_gateway_in_rotation", gateway=gid) == 1.0
     bring_up(app.pool)
     app.pool.set_drain("g2", True)
-    text = await scrape(app, asgi)
+    text = await scrape(app, call_router)
     assert metric(text, "tcpdispatch_panic") == 0.0
     assert metric(text, "tcpdispatch_gateway_up", gateway="g2") == 1.0
     assert metric(text, "tcpdispatch_gateway_in_rotation", gateway="g2") == 0.0
@@ -117,9 +117,9 @@ async def test_up_is_health_and_in_rotation_is_what_is_handed_out(
 
 
 async def test_the_load_estimate_is_renamed_and_build_info_and_process_are_exported(
-        make_app: Callable[..., DispatcherApp], asgi: Any) -> None:
+        make_app: Callable[..., Stack], call_router: Any) -> None:
     app = make_app()
-    text = await scrape(app, asgi)
+    text = await scrape(app, call_router)
     assert "tcpdispatch_gateway_connections" not in text  # the gateway's own metric means real sessions
     assert metric(text, "tcpdispatch_gateway_estimated_connections", gateway="g1") == 0.0
     accel = "c" if "accelerator=\"c\"" in text else "none"
@@ -130,30 +130,30 @@ async def test_the_load_estimate_is_renamed_and_build_info_and_process_are_expor
 
 @pytest.mark.parametrize("hot_path", ["python", "c"])
 async def test_dispatch_answer_times_are_counted_on_both_paths(
-        make_app: Callable[..., DispatcherApp], asgi: Any, hot_path: str) -> None:
+        make_app: Callable[..., Stack], call_router: Any, hot_path: str) -> None:
     if hot_path == "c":
         require_speedups()
         app = make_app()
-        app.set_date(b"date: x\r\n")
+        app.service.set_date(b"date: x\r\n")
         for i in range(5):
-            assert app.fast.request(b"GET /v1/dispatch?client_id=c%d HTTP/1.1\r\nHost: x\r\n\r\n" % i)
+            assert app.service.fast.request(b"GET /v1/dispatch?client_id=c%d HTTP/1.1\r\nHost: x\r\n\r\n" % i)
     else:
         app = make_app(dispatcher={"speedups": False})
     for i in range(3):
-        assert app.dispatch_bytes(b"client_id=p%d" % i, "10.0.0.1", [])[0] == 200
-    assert app.dispatch_bytes(b"client_id=%zz", "10.0.0.1", [])[0] == 400
-    text = await scrape(app, asgi)
+        assert app.service.dispatch_bytes(b"client_id=p%d" % i, "10.0.0.1", [])[0] == 200
+    assert app.service.dispatch_bytes(b"client_id=%zz", "10.0.0.1", [])[0] == 400
+    text = await scrape(app, call_router)
     answered = 4 + (5 if hot_path == "c" else 0)
     assert metric(text, "tcpdispatch_dispatch_duration_seconds_count") == answered
     assert metric(text, "tcpdispatch_dispatch_duration_seconds_bucket", le="+Inf") == answered
     assert 0 < metric(text, "tcpdispatch_dispatch_duration_seconds_sum") < answered * 0.1
 
 
-async def test_probe_durations_by_result(make_app: Callable[..., DispatcherApp], asgi: Any) -> None:
+async def test_probe_durations_by_result(make_app: Callable[..., Stack], call_router: Any) -> None:
     app = make_app()
     app.stats.observe_probe(True, 0.003)
     app.stats.observe_probe(False, 0.5)
-    text = await scrape(app, asgi)
+    text = await scrape(app, call_router)
     assert metric(text, "tcpdispatch_health_probe_duration_seconds_bucket", result="ok", le="0.005") == 1.0
     assert metric(text, "tcpdispatch_health_probe_duration_seconds_bucket", result="ok", le="0.0025") == 0.0
     assert metric(text, "tcpdispatch_health_probe_duration_seconds_count", result="failed") == 1.0

@@ -130,7 +130,7 @@ def test_dispatcher_http_request_size_and_header_limits(procs: Any, tmp_path: Pa
     resp = d.raw(b"POST /v1/report HTTP/1.1\r\nHost: d\r\nContent-Type: application/json\r\n"
                  b"Transfer-Encoding: chunked\r\n\r\n" + chunk * 4 + b"0\r\n\r\n")
     assert status_line(resp) == 413 and json.loads(resp.partition(b"\r\n\r\n")[2])["error"] in TOO_LARGE
-    # Header limits of the HTTP server (built-in or granian): header count, header block size, URI length.
+    # Header limits of the HTTP server: header count, header block size, URI length.
     many = b"".join(b"X-H%d: v\r\n" % i for i in range(300))
     assert status_line(d.raw(b"GET /healthz HTTP/1.1\r\nHost: d\r\n" + many + b"\r\n")) == 431
     huge = b"X-Big: " + b"a" * 1_000_000 + b"\r\n"

@@ -21,7 +21,7 @@ from tcpdispatch.testing import start_dispatcher, start_gateway
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-SERVER_ONLY = ("uvloop", "httptools", "prometheus_client", "psutil", "rich", "granian", "matplotlib")
+SERVER_ONLY = ("uvloop", "httptools", "prometheus_client", "psutil", "rich", "matplotlib")
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from dispatcher_stack import Stack, call
+
 from tcpdispatch.config import parse_config
-from tcpdispatch.dispatcher.app import DispatcherApp
 from tcpdispatch.dispatcher.pool import Pool
 from tcpdispatch.store import SharedGateway, Store, StoreUnavailable
 
@@ -57,36 +58,22 @@ class FakeStore(Store):
         self.beats.append(gateway_id)
 
 
-def _app(tmp_path: Path) -> tuple[DispatcherApp, FakeStore]:
+def _app(tmp_path: Path) -> tuple[Stack, FakeStore]:
     (tmp_path / "s").write_text("0123456789abcdef0123\n")
     (tmp_path / "a").write_text(ADMIN)
     doc = {"dispatcher": {"secret_file": "s", "admin_token_file": "a", "register_unknown": True},
            "gateways": [{"id": "g1", "address": "127.0.0.1:9001"}]}
     cfg = parse_config(doc, file="d.toml", base=tmp_path, env={})
-    app = DispatcherApp(cfg, Pool(cfg, rng=random.Random(1)))
     store = FakeStore()
-    app.store = store  # type: ignore[attr-defined]
+    app = Stack(cfg, Pool(cfg, rng=random.Random(1)), store=store)
     return app, store
 
 
-async def _call(app: DispatcherApp, method: str, path: str, doc: Any = None) -> tuple[int, dict[str, str], Any]:
+async def _call(app: Stack, method: str, path: str, doc: Any = None) -> tuple[int, dict[str, str], Any]:
     body = json.dumps(doc).encode() if doc is not None else b""
-    headers = [(b"authorization", f"Bearer {ADMIN}".encode()), (b"content-type", b"application/json")]
-    scope = {"type": "http", "method": method, "path": path, "query_string": b"", "headers": headers,
-             "client": ("127.0.0.1", 5000)}
-    msgs = [{"type": "http.request", "body": body, "more_body": False}]
-    sent: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        return msgs.pop(0) if msgs else {"type": "http.disconnect"}
-
-    async def send(m: dict[str, Any]) -> None:
-        sent.append(m)
-
-    await app(scope, receive, send)
-    hdrs = {k.decode(): v.decode() for k, v in sent[0]["headers"]}
-    raw = sent[1]["body"]
-    return sent[0]["status"], hdrs, json.loads(raw) if raw else None
+    answer = await call(app, method, path, body=body, token=ADMIN,
+                        headers=[(b"content-type", b"application/json")], client=("127.0.0.1", 5000))
+    return answer.status, answer.headers, json.loads(answer.body) if answer.body else None
 
 
 async def test_admin_writes_go_through_the_store(tmp_path: Path) -> None:

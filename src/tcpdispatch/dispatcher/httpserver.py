@@ -1,13 +1,15 @@
 """A small HTTP/1.1 server on asyncio (uvloop) + httptools, built around the dispatch fast path.
 
 ``GET /v1/dispatch`` is answered synchronously inside the protocol callback
-(pick and sign are synchronous): no task, no ASGI messages, one
+(pick and sign are synchronous): no task, no Request object, one
 ``transport.write`` per answer. Before httptools sees a read, ``raw`` (the C
 accelerator, see :mod:`tcpdispatch.dispatcher.fastpath`) may answer it whole
 when it is exactly one plain dispatch request and the connection is between
-requests. Every other request is handed to an ASGI app
-(the dispatcher's :class:`~tcpdispatch.dispatcher.app.DispatcherApp`) through
-a minimal bridge, as a task; while it runs, later pipelined requests on that
+requests. Every other request is read whole and handed, as a
+:class:`~tcpdispatch.dispatcher.http.Request`, to the handler (the dispatcher's
+:class:`~tcpdispatch.dispatcher.routes.Router`), as a task; a streamed
+:class:`~tcpdispatch.dispatcher.http.Response` (Server-Sent Events) is written with
+chunked framing as its chunks come, and dropped when the client stops reading; while it runs, later pipelined requests on that
 connection wait in a bounded queue so answers always leave in request order.
 
 Limits, each answered with a JSON error and a closed connection: request
@@ -31,13 +33,13 @@ import email.utils
 import logging
 import math
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from http import HTTPStatus
-from typing import Any
 from urllib.parse import unquote
 
 import httptools
 
+from tcpdispatch.dispatcher.http import Request, Response
 from tcpdispatch.errors import TcpDispatchError
 from tcpdispatch.httputil import error_body
 
@@ -45,8 +47,7 @@ log = logging.getLogger("tcpdispatch.dispatcher.http")
 
 # (query_string, client_ip, headers) -> (status, retry_after or None, JSON body)
 FastPath = Callable[[bytes, str, list[tuple[bytes, bytes]]], tuple[int, "str | None", bytes]]
-ASGIApp = Callable[[dict[str, Any], Callable[[], Awaitable[dict[str, Any]]],
-                    Callable[[dict[str, Any]], Awaitable[None]]], Awaitable[None]]
+Handler = Callable[[Request], Awaitable[Response]]
 
 FAST_PATH = b"/v1/dispatch"
 MAX_HEAD, MAX_HEADERS, MAX_URL = 16384, 100, 8192  # default limits (the C recogniser applies the same)
@@ -54,6 +55,7 @@ MAX_HEAD, MAX_HEADERS, MAX_URL = 16384, 100, 8192  # default limits (the C recog
 RawPath = Callable[[bytes], "tuple[bytes, bool] | None"]
 LINGER_S = 2.0  # after an error answer, how long to drain the client's remaining bytes
 MAX_QUEUED = 32  # pipelined requests held behind a slow one before we stop reading
+MAX_STREAM_BUFFER = 1 << 20  # a stream whose client leaves this much unread is ended
 _STATUS_LINES = {s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode()) for s in HTTPStatus}
 _JSON_HEAD = b"content-type: application/json\r\ncache-control: no-store\r\n"
 _DROP = frozenset({b"content-length", b"connection", b"transfer-encoding", b"keep-alive"})
@@ -90,7 +92,7 @@ class _Limit(TcpDispatchError):
 
 
 class _Request:
-    """A parsed request waiting for (or handed to) the ASGI bridge."""
+    """A parsed request waiting in the pipelining queue (or handed to the handler)."""
 
     __slots__ = ("body", "headers", "keep_alive", "method", "url")
 
@@ -100,14 +102,14 @@ class _Request:
 
 
 class HTTPServer:
-    """Listens and owns the connections; ``fast`` answers GET /v1/dispatch, ``app`` the rest."""
+    """Listens and owns the connections; ``fast`` answers GET /v1/dispatch, ``handler`` the rest."""
 
-    def __init__(self, fast: FastPath, app: ASGIApp, host: str, port: int, *, max_body: int = 65536,
+    def __init__(self, fast: FastPath, handler: Handler, host: str, port: int, *, max_body: int = 65536,
                  max_head: int = MAX_HEAD, max_headers: int = MAX_HEADERS, max_url: int = MAX_URL,
                  idle_timeout: float = 60.0, header_timeout: float = 10.0, body_timeout: float = 30.0,
                  backlog: int = 2048, reuse_port: bool = False, raw: RawPath | None = None,
                  on_date: Callable[[bytes], None] | None = None) -> None:
-        self.fast, self.app = fast, app
+        self.fast, self.handler = fast, handler
         # ``raw`` (the C recogniser) applies the default limits; other limits keep every request here.
         default_limits = (max_head, max_headers, max_url) == (MAX_HEAD, MAX_HEADERS, MAX_URL)
         self.raw = raw if default_limits else None
@@ -121,7 +123,7 @@ class HTTPServer:
         self.backlog = backlog
         self.reuse_port = reuse_port
         self.connections: set[_Connection] = set()
-        self.tasks: set[asyncio.Task[None]] = set()  # ASGI requests in flight (strong refs)
+        self.tasks: set[asyncio.Task[None]] = set()  # handler calls in flight (strong refs)
         self.time: Callable[[], float] = _no_time  # the loop's clock once started
         self._server: asyncio.AbstractServer | None = None
         self._date_timer: asyncio.TimerHandle | None = None
@@ -200,14 +202,16 @@ class _Connection(asyncio.Protocol):
     in_message = False  # httptools is inside a request (the C path must not take bytes then)
     head_deadline = 0.0  # loop time by which the request head must be complete; 0 = none
     body_deadline = 0.0  # same for the body
-    busy = False  # an ASGI request of this connection is running
+    busy = False  # a handler call (or a stream) of this connection is running
     closing = False
     active = True  # saw bytes since the last sweep
     quiet = 0  # sweeps in a row without bytes or work
     write_paused = False
+    streaming = False  # a streamed answer (SSE) is being written
     # An empty tuple until the parser exists (a shared deque here would be shared state).
     queue: deque[_Request | bytes] = ()  # type: ignore[assignment]
     timer: asyncio.TimerHandle | None = None
+    task: asyncio.Task[None] | None = None  # the handler call in flight, if any
     _peer: tuple[str, int] | None = None
 
     def __init__(self, server: HTTPServer) -> None:
@@ -377,7 +381,7 @@ class _Connection(asyncio.Protocol):
             if len(self.queue) >= MAX_QUEUED:
                 self.transport.pause_reading()
         else:
-            self._start_asgi(req)
+            self._start_handler(req)
 
     # ------------------------------------------------------------ answering
 
@@ -421,32 +425,63 @@ class _Connection(asyncio.Protocol):
             self.timer.cancel()
         self.timer = asyncio.get_running_loop().call_later(LINGER_S, transport.close)
 
-    def _start_asgi(self, req: _Request) -> None:
+    def _start_handler(self, req: _Request) -> None:
         self.busy = True
-        task = asyncio.get_running_loop().create_task(self._run_asgi(req))
+        task = self.task = asyncio.get_running_loop().create_task(self._run_handler(req))
         tasks = self.server.tasks
         tasks.add(task)  # the loop keeps only a weak reference to a task
         task.add_done_callback(tasks.discard)
         task.add_done_callback(_log_task_error)
 
-    async def _run_asgi(self, req: _Request) -> None:
+    async def _run_handler(self, req: _Request) -> None:
         try:
-            answer = await self._call_app(req)
+            response = await self.server.handler(self._request(req))
+            answer = self._head(req, response) if response.stream is not None else self._whole(req, response)
         except Exception:
             log.exception("request %s %r failed", req.method, req.url)
             answer = _error(500, "internal_error", "the dispatcher failed to answer; see its log")
-            req.keep_alive = False
-        self.busy = False
+            req.keep_alive, response = False, Response(500)
         if self.transport.is_closing():
+            self.busy = False
+            if response.stream is not None:
+                await _close_stream(response.stream)
             return
         self.transport.write(answer)
+        if response.stream is not None:
+            await self._stream(response.stream)
+            if self.transport.is_closing():
+                self.busy = False
+                return
+        self.busy = False
         if not req.keep_alive:
             self._close()
             return
         self._drain_queue()
 
+    async def _stream(self, stream: AsyncIterator[bytes]) -> None:
+        """Write a streamed body in chunked framing until it ends, the client goes, or the
+        client leaves more than MAX_STREAM_BUFFER bytes unread (a slow reader is dropped)."""
+        transport = self.transport
+        self.streaming = True
+        try:
+            async for chunk in stream:
+                if transport.is_closing():
+                    return
+                if transport.get_write_buffer_size() > MAX_STREAM_BUFFER:
+                    log.info("stream to %s:%s ended: the client is not reading", *self.peer)
+                    self.closing = True
+                    transport.abort()  # close() would wait to flush what the client never reads
+                    return
+                if chunk:
+                    transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+            if not transport.is_closing():
+                transport.write(b"0\r\n\r\n")
+        finally:
+            self.streaming = False
+            await _close_stream(stream)
+
     def _drain_queue(self) -> None:
-        """Answer queued pipelined requests in order until one needs the ASGI bridge."""
+        """Answer queued pipelined requests in order until one needs the handler."""
         queue = self.queue
         while queue and not self.busy:
             item = queue.popleft()
@@ -460,52 +495,35 @@ class _Connection(asyncio.Protocol):
                 if not item.keep_alive:
                     return
             else:
-                self._start_asgi(item)
+                self._start_handler(item)
         if not queue and not self.closing and not self.write_paused:
             self.transport.resume_reading()
 
-    async def _call_app(self, req: _Request) -> bytes:
-        """Run the ASGI app for one request and return the whole answer as bytes."""
+    def _request(self, req: _Request) -> Request:
         url = req.url
         if not url.startswith(b"/"):  # absolute-form target (proxies): keep only path and query
             parsed = httptools.parse_url(url)
             url = (parsed.path or b"/") + (b"?" + parsed.query if parsed.query else b"")
         raw_path, _, qs = url.partition(b"?")
-        scope = {
-            "type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}, "http_version": "1.1",
-            "method": req.method, "scheme": "http", "path": unquote(raw_path.decode("latin-1")),
-            "raw_path": raw_path, "query_string": qs, "root_path": "", "headers": req.headers,
-            "client": self.peer, "server": (self.server.host, self.server.port),
-        }
-        body_sent = False
+        return Request(req.method, unquote(raw_path.decode("latin-1")), qs, req.headers, req.body, self.peer)
 
-        async def receive() -> dict[str, Any]:
-            nonlocal body_sent
-            if body_sent:
-                return {"type": "http.disconnect"}
-            body_sent = True
-            return {"type": "http.request", "body": req.body, "more_body": False}
-
-        status = 0
-        head: list[bytes] = []
-        chunks: list[bytes] = []
-
-        async def send(msg: dict[str, Any]) -> None:
-            nonlocal status
-            if msg["type"] == "http.response.start":
-                status = msg["status"]
-                head.extend(b"%b: %b\r\n" % (k, v) for k, v in msg.get("headers", ()) if k.lower() not in _DROP)
-            elif msg["type"] == "http.response.body":
-                chunks.append(msg.get("body", b""))
-
-        await self.server.app(scope, receive, send)
-        if not status:
-            raise RuntimeError("ASGI app returned without starting a response")
-        body = b"".join(chunks)
+    @staticmethod
+    def _whole(req: _Request, response: Response) -> bytes:
+        """The whole answer for a response with a body."""
+        head = b"".join(b"%b: %b\r\n" % (k, v) for k, v in response.headers if k.lower() not in _DROP)
+        body = response.body
         conn = b"" if req.keep_alive else b"connection: close\r\n"
         return b"%b%b%b%bcontent-length: %d\r\n\r\n%b" % (
-            _status_line(status), _Date.line, b"".join(head), conn, len(body),
+            _status_line(response.status), _Date.line, head, conn, len(body),
             b"" if req.method == "HEAD" else body)
+
+    @staticmethod
+    def _head(req: _Request, response: Response) -> bytes:
+        """The head of a streamed answer (chunked framing)."""
+        head = b"".join(b"%b: %b\r\n" % (k, v) for k, v in response.headers if k.lower() not in _DROP)
+        conn = b"" if req.keep_alive else b"connection: close\r\n"
+        return b"%b%b%b%btransfer-encoding: chunked\r\n\r\n" % (
+            _status_line(response.status), _Date.line, head, conn)
 
     # ------------------------------------------------------------ closing
 
@@ -532,8 +550,11 @@ class _Connection(asyncio.Protocol):
         self.transport.close()
 
     def shutdown(self) -> None:
-        """Server stop: close now if idle, else after the request in flight."""
-        if not self.busy and not self.queue:
+        """Server stop: close now if idle or streaming, else after the request in flight."""
+        if self.streaming and self.task is not None:
+            self.task.cancel()  # a stream has no end of its own to wait for
+            self._close()
+        elif not self.busy and not self.queue:
             self._close()
         else:
             self.closing = True  # parse no more; the queue ends with this answer
@@ -547,6 +568,13 @@ class _Connection(asyncio.Protocol):
 
 def _no_time() -> float:
     raise RuntimeError("HTTPServer.start() has not run")
+
+
+async def _close_stream(stream: AsyncIterator[bytes]) -> None:
+    aclose = getattr(stream, "aclose", None)
+    if aclose is not None:
+        with contextlib.suppress(Exception):
+            await aclose()
 
 
 def _log_task_error(task: asyncio.Task[None]) -> None:

@@ -1,6 +1,6 @@
 """Prometheus exposition for the dispatcher, built at scrape time from plain counters.
 
-The hot path only bumps ints on ``app.stats`` (and the C accelerator its own
+The hot path only bumps ints on the service's ``stats`` (and the C accelerator its own
 answer-time buckets); this collector turns them and the pool's state into
 metric families when ``/metrics`` is scraped, next to ``tcpdispatch_build_info``
 and the standard ``process_*`` metrics.
@@ -22,18 +22,21 @@ from tcpdispatch.metrics_common import (
     build_info,
     histogram_family,
 )
+from tcpdispatch.dispatcher.rebalance_metrics import collect as collect_rebalance
 
 if TYPE_CHECKING:
-    from tcpdispatch.dispatcher.app import DispatcherApp
+    from tcpdispatch.dispatcher.pool import Pool
+    from tcpdispatch.dispatcher.service import DispatchService
+    from tcpdispatch.dispatcher.rebalancer import Rebalancer
 
 
 class _Collector:
-    def __init__(self, app: DispatcherApp) -> None:
-        self.app = app
+    def __init__(self, service: DispatchService, pool: Pool, rebalance: Rebalancer | None) -> None:
+        self.service, self.pool, self.rebalance = service, pool, rebalance
 
     def collect(self) -> Iterator[Metric]:
-        app, pool = self.app, self.app.pool
-        s = app.stats
+        service, pool = self.service, self.pool
+        s = service.stats
         c = CounterMetricFamily("tcpdispatch_dispatch_requests", "Dispatch requests by outcome",
                                 labels=["outcome"])
         c.add_metric(["ok"], s.dispatched)
@@ -88,15 +91,13 @@ class _Collector:
                                   value=pool.panic_changes)
         yield CounterMetricFamily("tcpdispatch_picker_rebuilds", "Picker rebuilds", value=pool.rebuilds)
         yield GaugeMetricFamily("tcpdispatch_speedups", "1 while plain dispatches are answered in C",
-                                value=1.0 if app.hot_path == "c" else 0.0)
-        if app.rebalance is not None:
-            from tcpdispatch.rebalance.metrics import collect
-
-            yield from collect(app.rebalance)
+                                value=1.0 if service.hot_path == "c" else 0.0)
+        if self.rebalance is not None:
+            yield from collect_rebalance(self.rebalance)
         answers = LatencyHistogram(DISPATCH_BUCKETS)
         answers.add(s.latency.counts, s.latency.total)
-        if app.fast is not None:
-            answers.add(*app.fast.latency())
+        if service.fast is not None:
+            answers.add(*service.fast.latency())
         yield histogram_family("tcpdispatch_dispatch_duration_seconds",
                                "Time to build one dispatch answer (validate, pick, sign, encode; "
                                "200, 400 and 503 alike), in either hot path", [((), answers)])
@@ -106,12 +107,14 @@ class _Collector:
         yield build_info()
 
 
-def render(app: DispatcherApp) -> tuple[bytes, str]:
-    """The metrics page and its content type."""
-    reg = getattr(app, "_metrics_registry", None)
-    if reg is None:
-        reg = CollectorRegistry(auto_describe=False)
-        reg.register(_Collector(app))  # type: ignore[arg-type]
-        add_process_collector(reg)
-        app._metrics_registry = reg  # type: ignore[attr-defined]
-    return generate_latest(reg), CONTENT_TYPE_LATEST
+class DispatcherMetrics:
+    """The dispatcher's ``/metrics`` page: one registry, built when the router is."""
+
+    def __init__(self, service: DispatchService, pool: Pool, rebalance: Rebalancer | None) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(_Collector(service, pool, rebalance))  # type: ignore[arg-type]
+        add_process_collector(self.registry)
+
+    def render(self) -> tuple[bytes, str]:
+        """The metrics page and its content type."""
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

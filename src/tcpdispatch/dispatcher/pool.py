@@ -98,6 +98,7 @@ class Pool:
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
         on_targets: Callable[[dict[str, CheckSpec]], None] | None = None,
+        shared: bool = False,
     ) -> None:
         self.gateways: dict[str, Gateway] = {}
         self.clock = clock
@@ -109,7 +110,7 @@ class Pool:
         self.rebuilds = 0
         self.overload_changes = 0  # gateways entering or leaving overload (a metric)
         self.overload_excluded: tuple[str, ...] = ()  # left out of the last picker for overload
-        self.shared = False  # True: a shared store owns membership/weight/drain (see sync())
+        self.shared = shared  # True: a shared store owns membership/weight/drain (see sync())
         self._config = config
         self._policy = config.policy
         self._factory = get_policy(config.policy)

@@ -1,7 +1,10 @@
-"""Every route except the dispatch fast path: pool listing, admin, reports, heartbeats, metrics.
+"""The dispatcher's router: every HTTP route, each a handler from a Request to a Response.
 
-Handlers return ``(status, headers, body)``; bad input always gets a 4xx JSON
-body ``{"error": slug, "detail": text}`` and changes nothing.
+``GET /v1/dispatch`` is answered by :class:`~tcpdispatch.dispatcher.service.DispatchService`
+(the built-in server calls it inline, before the router); the router lists the pool,
+takes admin changes, reports and heartbeats, and serves metrics. It is built with every
+dependency it uses. Bad input always gets a 4xx JSON body ``{"error": slug, "detail":
+text}`` and changes nothing.
 """
 
 from __future__ import annotations
@@ -12,55 +15,73 @@ import math
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from tcpdispatch.config import GatewayConfig, parse_gateway
-from tcpdispatch.dispatcher.app import JSON_HEADERS, Receive, Scope, json_body
-from tcpdispatch.dispatcher.pool import Gateway
+from tcpdispatch.config import DispatcherConfig, parse_gateway
+from tcpdispatch.dispatcher.http import JSON_HEADERS, Headers, Request, Response, json_response
+from tcpdispatch.dispatcher.metrics import DispatcherMetrics
+from tcpdispatch.dispatcher.pool import Gateway, Pool
 from tcpdispatch.errors import ConfigError, TcpDispatchError
+from tcpdispatch.health import PushTracker, status_to_result
 from tcpdispatch.httputil import check_bearer, error_body
 from tcpdispatch.ids import gateway_id_problem
 from tcpdispatch.store import MemoryStore, SharedGateway, Store, StoreUnavailable
 
 if TYPE_CHECKING:
-    from tcpdispatch.dispatcher.app import DispatcherApp
-    from tcpdispatch.rebalance.controller import Rebalancer
+    from tcpdispatch.dispatcher.service import DispatchService
+    from tcpdispatch.dispatcher.rebalancer import Rebalancer
 
 log = logging.getLogger("tcpdispatch.dispatcher.api")
 
-Response = tuple[int, list[tuple[bytes, bytes]], bytes]
+Handler = Callable[..., Awaitable[Response]]
+ReloadHook = Callable[[], Awaitable[tuple[bool, str]]]
 
 
 class HTTPError(TcpDispatchError):
     """Raised inside handlers; turned into a JSON error response."""
 
-    def __init__(self, status: int, error: str, detail: str, headers: list[tuple[bytes, bytes]] | None = None):
+    def __init__(self, status: int, error: str, detail: str, headers: Headers | None = None):
         super().__init__(detail)
         self.status, self.error, self.detail = status, error, detail
         self.headers = headers or []
 
 
-_MEMORY_STORE = MemoryStore()
 ENABLE_ADMIN = ("set [dispatcher] admin_token_file (or the TCPDISPATCH_ADMIN_TOKEN environment variable) "
                 "then reload the dispatcher (SIGHUP) or restart it")
 ENABLE_PUSH = "set [dispatcher] push_token_file (or admin_token_file) and reload the dispatcher (SIGHUP)"
 
 
-def _authorization(scope: Scope) -> bytes:
-    for k, v in scope["headers"]:
-        if k == b"authorization":
-            return bytes(v)
-    return b""
-
-
-def _json(status: int, doc: Any) -> Response:
-    return status, JSON_HEADERS, json_body(doc)
-
-
 class Router:
-    """Routes by path and method; knows the app for config, pool and stats."""
+    """Routes by path and method to handlers; counts every answer by route and status.
 
-    def __init__(self, app: DispatcherApp) -> None:
-        self.app = app
-        self.static: dict[str, dict[str, Callable[..., Awaitable[Response]]]] = {
+    ``store`` shares admin changes and heartbeats between replicas (a private memory
+    store when None); ``tracker`` times push heartbeats; ``rebalance`` answers the
+    rebalancing routes; ``reload`` re-reads the config file (POST /v1/reload);
+    ``on_passive`` hears of a gateway that a client reported unreachable.
+    """
+
+    def __init__(
+        self,
+        config: DispatcherConfig,
+        pool: Pool,
+        service: DispatchService,
+        *,
+        store: Store | None = None,
+        tracker: PushTracker | None = None,
+        rebalance: Rebalancer | None = None,
+        reload: ReloadHook | None = None,
+        on_passive: Callable[[str], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.pool = pool
+        self.service = service
+        self.stats = service.stats
+        self.store: Store = store if store is not None else MemoryStore()
+        self.tracker = tracker if tracker is not None else PushTracker(config.health.ttl)
+        self.rebalance = rebalance
+        self.reload_hook = reload
+        self.on_passive = on_passive
+        self.metrics_page = DispatcherMetrics(service, pool, rebalance)
+        self.static: dict[str, dict[str, Handler]] = {
+            "/v1/dispatch": {"GET": self.dispatch},
             "/v1/gateways": {"GET": self.list_gateways, "POST": self.add_gateway},
             "/v1/report": {"POST": self.report},
             "/v1/heartbeat": {"POST": self.heartbeat},
@@ -72,15 +93,19 @@ class Router:
             "/metrics": {"GET": self.metrics},
             "/healthz": {"GET": self.healthz},
         }
-        self.per_gateway: dict[str, dict[str, Callable[..., Awaitable[Response]]]] = {
+        self.per_gateway: dict[str, dict[str, Handler]] = {
             "": {"GET": self.get_gateway, "PATCH": self.patch_gateway, "DELETE": self.delete_gateway},
             "drain": {"POST": self.drain},
             "undrain": {"POST": self.undrain},
         }
 
-    async def handle(self, scope: Scope, receive: Receive) -> Response:
-        path: str = scope["path"]
-        method: str = scope["method"]
+    def configure(self, config: DispatcherConfig) -> None:
+        """Apply a reloaded config (tokens, body limit, push settings)."""
+        self.config = config
+
+    async def handle(self, req: Request) -> Response:
+        """The answer to one request; never raises for bad input."""
+        path, method = req.path, req.method
         route = self.static.get(path)
         args: tuple[str, ...] = ()
         if route is None and path.startswith("/v1/gateways/"):
@@ -88,51 +113,53 @@ class Router:
             route = self.per_gateway.get(action)
             args = (gid,)
         try:
-            if path == "/v1/dispatch":
-                # GET is answered by the app's fast path before the router; anything else
-                # (HEAD included: it would issue a ticket and count a dispatch) is refused.
-                raise HTTPError(405, "method_not_allowed", f"{method} is not allowed on {path}",
-                                [(b"allow", b"GET")])
             if route is None:
                 raise HTTPError(404, "not_found", f"no route for {path}")
-            handler = route.get(method) or (route.get("GET") if method == "HEAD" else None)
+            # HEAD on /v1/dispatch would issue a ticket and count a dispatch: only GET is allowed.
+            handler = route.get(method) or (
+                route.get("GET") if method == "HEAD" and path != "/v1/dispatch" else None)
             if handler is None:
                 allow = ", ".join(sorted(route)).encode()
                 raise HTTPError(405, "method_not_allowed", f"{method} is not allowed on {path}",
                                 [(b"allow", allow)])
-            status, headers, body = await handler(scope, receive, *args)
+            response = await handler(req, *args)
         except HTTPError as exc:
-            status = exc.status
-            headers = [*JSON_HEADERS, *exc.headers]
-            body = error_body(exc.error, exc.detail)
-        key = (path if not args else "/v1/gateways/{id}", status)
-        self.app.stats.other[key] = self.app.stats.other.get(key, 0) + 1
+            response = Response(exc.status, [*JSON_HEADERS, *exc.headers], error_body(exc.error, exc.detail))
+        if path != "/v1/dispatch":  # dispatches have their own counters
+            key = (path if not args else "/v1/gateways/{id}", response.status)
+            self.stats.other[key] = self.stats.other.get(key, 0) + 1
         if method == "HEAD":
-            body = b""
-        return status, headers, body
+            response.body = b""
+        return response
+
+    async def dispatch(self, req: Request) -> Response:
+        """GET /v1/dispatch when it reaches the router (e.g. an absolute-form request target)."""
+        status, retry_after, body = self.service.dispatch_bytes(req.query, req.client[0], req.headers)
+        headers = JSON_HEADERS if retry_after is None else [*JSON_HEADERS, (b"retry-after", retry_after.encode())]
+        return Response(status, headers, body)
 
     # ------------------------------------------------------------ helpers
 
-    def _bearer(self, scope: Scope, token: str | None, what: str, enable: str) -> None:
+    def _bearer(self, req: Request, token: str | None, what: str, enable: str) -> None:
         """Secure by default: no token configured refuses everyone (403, saying how to enable
         it); otherwise a missing or wrong ``Authorization: Bearer`` is 401."""
         if not token:
             raise HTTPError(403, "forbidden", f"{what} is disabled because no token is configured; "
                                               f"to enable it, {enable}")
-        if not check_bearer(_authorization(scope), token):
+        if not check_bearer(req.header(b"authorization") or b"", token):
             raise HTTPError(401, "unauthorized", f"{what} requires 'Authorization: Bearer <token>'",
                             [(b"www-authenticate", b'Bearer realm="tcpdispatch"')])
 
-    def _admin(self, scope: Scope) -> None:
-        self._bearer(scope, self.app.config.admin_token, "the admin API", ENABLE_ADMIN)
+    def _admin(self, req: Request) -> None:
+        self._bearer(req, self.config.admin_token, "the admin API", ENABLE_ADMIN)
 
-    def _reader(self, scope: Scope) -> None:
+    def _reader(self, req: Request) -> None:
         """The optional read token (``read_token_file``) for what lists gateway addresses;
         the admin token is accepted too. Without a read token these routes are open."""
-        cfg = self.app.config
+        cfg = self.config
         if cfg.read_token is None:
             return
-        given = _authorization(scope)
+        given = req.header(b"authorization") or b""
         if check_bearer(given, cfg.read_token) or (cfg.admin_token and check_bearer(given, cfg.admin_token)):
             return
         raise HTTPError(401, "unauthorized",
@@ -140,35 +167,15 @@ class Router:
                         "(read_token_file) or the admin token",
                         [(b"www-authenticate", b'Bearer realm="tcpdispatch"')])
 
-    async def _body(self, scope: Scope, receive: Receive) -> Any:
-        """Read and decode a JSON body, enforcing the size limit and the content type."""
-        limit = self.app.config.max_body
-        ctype = b""
-        for k, v in scope["headers"]:
-            if k == b"content-length":
-                try:
-                    if int(v) > limit:
-                        raise HTTPError(413, "body_too_large", f"request body exceeds {limit} bytes")
-                except ValueError:
-                    raise HTTPError(400, "bad_request", "invalid Content-Length") from None
-            elif k == b"content-type":
-                ctype = v
+    def _body(self, req: Request) -> Any:
+        """Decode a JSON object body, enforcing the size limit and the content type."""
+        limit = self.config.max_body
+        if len(req.body) > limit:
+            raise HTTPError(413, "body_too_large", f"request body exceeds {limit} bytes")
+        ctype = req.header(b"content-type")
         if ctype and ctype.split(b";")[0].strip().lower() != b"application/json":
             raise HTTPError(415, "unsupported_media_type", "request body must be application/json")
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            msg = await receive()
-            if msg["type"] == "http.disconnect":
-                raise HTTPError(400, "bad_request", "client disconnected while sending the body")
-            chunk = msg.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise HTTPError(413, "body_too_large", f"request body exceeds {limit} bytes")
-            chunks.append(chunk)
-            if not msg.get("more_body"):
-                break
-        raw = b"".join(chunks)
+        raw = req.body
         if not raw.strip():
             raise HTTPError(400, "bad_request", "request body is empty; expected a JSON object")
         try:
@@ -180,11 +187,6 @@ class Router:
         if not isinstance(doc, dict):
             raise HTTPError(400, "bad_request", "request body must be a JSON object")
         return doc
-
-    @property
-    def store(self) -> Store:
-        """The shared state store (set by the server); the memory store when there is none."""
-        return self.app.store or _MEMORY_STORE
 
     async def _write(self, op: Awaitable[bool], missing: HTTPError) -> None:
         """Run one admin write through the store first; 503 when it cannot take writes."""
@@ -199,7 +201,7 @@ class Router:
             raise missing
 
     def _gateway(self, gid: str) -> Gateway:
-        gw = self.app.pool.get(gid)
+        gw = self.pool.get(gid)
         if gw is None:
             raise self._unknown(gid)
         return gw
@@ -210,38 +212,38 @@ class Router:
 
     # ------------------------------------------------------------ pool and admin
 
-    async def list_gateways(self, scope: Scope, receive: Receive) -> Response:
-        self._reader(scope)
-        pool = self.app.pool
-        return _json(200, {
+    async def list_gateways(self, req: Request) -> Response:
+        self._reader(req)
+        pool = self.pool
+        return json_response(200, {
             "policy": pool.policy, "panic": pool.panic,
             "gateways": [pool.describe(g) for g in pool.gateways.values()],
         })
 
-    async def get_gateway(self, scope: Scope, receive: Receive, gid: str) -> Response:
-        self._reader(scope)
-        return _json(200, self.app.pool.describe(self._gateway(gid)))
+    async def get_gateway(self, req: Request, gid: str) -> Response:
+        self._reader(req)
+        return json_response(200, self.pool.describe(self._gateway(gid)))
 
-    async def add_gateway(self, scope: Scope, receive: Receive) -> Response:
-        self._admin(scope)
-        doc = await self._body(scope, receive)
+    async def add_gateway(self, req: Request) -> Response:
+        self._admin(req)
+        doc = self._body(req)
         try:
             gcfg = parse_gateway(doc, file="request body", prefix="gateway")
         except ConfigError as exc:
             raise HTTPError(400, "bad_gateway_spec", f"{exc.key}: {exc.reason}") from None
         exists = HTTPError(409, "gateway_exists", f"gateway {gcfg.id!r} already exists")
-        if self.app.pool.get(gcfg.id) is not None:
+        if self.pool.get(gcfg.id) is not None:
             raise exists
         await self._write(self.store.add(SharedGateway(gcfg, "admin")), exists)
         # A store sync may have applied it while we awaited the write.
-        gw = self.app.pool.get(gcfg.id) or self.app.pool.add(gcfg, "admin")
+        gw = self.pool.get(gcfg.id) or self.pool.add(gcfg, "admin")
         log.info("admin: added gateway %s at %s", gcfg.id, gcfg.address)
-        return _json(201, self.app.pool.describe(gw))
+        return json_response(201, self.pool.describe(gw))
 
-    async def patch_gateway(self, scope: Scope, receive: Receive, gid: str) -> Response:
-        self._admin(scope)
+    async def patch_gateway(self, req: Request, gid: str) -> Response:
+        self._admin(req)
         self._gateway(gid)
-        doc = await self._body(scope, receive)
+        doc = self._body(req)
         unknown = sorted(set(doc) - {"weight"})
         if unknown:
             raise HTTPError(400, "bad_request", f"unknown field {unknown[0]!r}; only 'weight' can be changed")
@@ -250,46 +252,46 @@ class Router:
             raise HTTPError(400, "bad_request", f"weight must be a number from 0 to 1000000, got {w!r}")
         await self._write(self.store.set_weight(gid, float(w)), self._unknown(gid))
         self._gateway(gid)  # again: a store sync may have removed it while we awaited the write
-        gw = self.app.pool.set_weight(gid, float(w))
+        gw = self.pool.set_weight(gid, float(w))
         log.info("admin: gateway %s weight -> %s", gid, w)
-        return _json(200, self.app.pool.describe(gw))
+        return json_response(200, self.pool.describe(gw))
 
-    async def delete_gateway(self, scope: Scope, receive: Receive, gid: str) -> Response:
-        self._admin(scope)
+    async def delete_gateway(self, req: Request, gid: str) -> Response:
+        self._admin(req)
         self._gateway(gid)
         await self._write(self.store.remove(gid), self._unknown(gid))
-        self.app.pool.remove(gid)
+        self.pool.remove(gid)
         log.info("admin: removed gateway %s", gid)
-        return _json(200, {"removed": gid})
+        return json_response(200, {"removed": gid})
 
-    async def drain(self, scope: Scope, receive: Receive, gid: str) -> Response:
-        return await self._set_drain(scope, gid, True)
+    async def drain(self, req: Request, gid: str) -> Response:
+        return await self._set_drain(req, gid, True)
 
-    async def undrain(self, scope: Scope, receive: Receive, gid: str) -> Response:
-        return await self._set_drain(scope, gid, False)
+    async def undrain(self, req: Request, gid: str) -> Response:
+        return await self._set_drain(req, gid, False)
 
-    async def _set_drain(self, scope: Scope, gid: str, draining: bool) -> Response:
-        self._admin(scope)
+    async def _set_drain(self, req: Request, gid: str, draining: bool) -> Response:
+        self._admin(req)
         self._gateway(gid)
         await self._write(self.store.set_drain(gid, draining), self._unknown(gid))
         self._gateway(gid)  # again: a store sync may have removed it while we awaited the write
-        gw = self.app.pool.set_drain(gid, draining)
+        gw = self.pool.set_drain(gid, draining)
         log.info("admin: gateway %s %s", gid, "drained" if draining else "undrained")
-        return _json(200, self.app.pool.describe(gw))
+        return json_response(200, self.pool.describe(gw))
 
-    async def reload(self, scope: Scope, receive: Receive) -> Response:
-        self._admin(scope)
-        if self.app.reload_hook is None:
+    async def reload(self, req: Request) -> Response:
+        self._admin(req)
+        if self.reload_hook is None:
             raise HTTPError(409, "no_config_file", "this dispatcher was not started from a config file")
-        ok, detail = await self.app.reload_hook()
+        ok, detail = await self.reload_hook()
         if not ok:
             raise HTTPError(422, "reload_refused", detail)
-        return _json(200, {"reloaded": True, "detail": detail})
+        return json_response(200, {"reloaded": True, "detail": detail})
 
     # ------------------------------------------------------------ reports from clients and gateways
 
-    async def report(self, scope: Scope, receive: Receive) -> Response:
-        doc = await self._body(scope, receive)
+    async def report(self, req: Request) -> Response:
+        doc = self._body(req)
         gid = doc.get("gateway_id")
         why = gateway_id_problem(gid)
         if why:
@@ -297,17 +299,15 @@ class Router:
         err = doc.get("error", "")
         if not isinstance(err, str) or len(err) > 500:
             raise HTTPError(400, "bad_request", "error must be a string of at most 500 characters")
-        if not self.app.pool.passive_failure(gid):
+        if not self.pool.passive_failure(gid):
             raise HTTPError(404, "unknown_gateway", f"no gateway with id {gid!r}")
-        if self.app.on_passive is not None:
-            self.app.on_passive(gid)
-        return _json(202, {"accepted": True})
+        if self.on_passive is not None:
+            self.on_passive(gid)
+        return json_response(202, {"accepted": True})
 
-    async def heartbeat(self, scope: Scope, receive: Receive) -> Response:
-        from tcpdispatch.health import status_to_result
-
-        self._bearer(scope, self.app.config.push_token, "push heartbeats", ENABLE_PUSH)
-        doc = await self._body(scope, receive)
+    async def heartbeat(self, req: Request) -> Response:
+        self._bearer(req, self.config.push_token, "push heartbeats", ENABLE_PUSH)
+        doc = self._body(req)
         gid = doc.get("id")
         why = gateway_id_problem(gid)
         if why:
@@ -316,10 +316,10 @@ class Router:
             result = status_to_result(doc)
         except ValueError as exc:
             raise HTTPError(400, "bad_status", str(exc)) from None
-        pool = self.app.pool
+        pool = self.pool
         gw = pool.get(gid)
         if gw is None:
-            if not self.app.config.register_unknown:
+            if not self.config.register_unknown:
                 raise HTTPError(404, "unknown_gateway",
                                 f"gateway {gid!r} is not in the pool and register_unknown is off")
             try:
@@ -335,36 +335,34 @@ class Router:
             log.info("push: registered gateway %s at %s", gid, gcfg.address)
         elif not gw.push:
             raise HTTPError(409, "not_push", f"gateway {gid!r} is checked by {gw.config.check}, not push")
-        tracker = self.app.push_tracker
-        if tracker is not None:
-            tracker.record(gid)
+        self.tracker.record(gid)
         pool.on_result(gid, result)
-        self.store.heartbeat(gid, doc, self.app.config.health.ttl)
-        return 204, [], b""
+        self.store.heartbeat(gid, doc, self.config.health.ttl)
+        return Response(204)
 
     # ------------------------------------------------------------ rebalancing (docs/rebalancing.md)
 
     def _rebalancer(self) -> Rebalancer:
-        rb = self.app.rebalance
+        rb = self.rebalance
         if rb is None:
             raise HTTPError(409, "rebalance_unavailable", "this dispatcher runs no rebalancer")
         return rb
 
-    async def rebalance_status(self, scope: Scope, receive: Receive) -> Response:
-        self._reader(scope)  # lists gateway ids and targets, like /v1/gateways
-        return _json(200, self._rebalancer().describe())
+    async def rebalance_status(self, req: Request) -> Response:
+        self._reader(req)  # lists gateway ids and targets, like /v1/gateways
+        return json_response(200, self._rebalancer().describe())
 
-    async def rebalance_pause(self, scope: Scope, receive: Receive) -> Response:
-        return await self._rebalance_switch(scope, "pause")
+    async def rebalance_pause(self, req: Request) -> Response:
+        return await self._rebalance_switch(req, "pause")
 
-    async def rebalance_resume(self, scope: Scope, receive: Receive) -> Response:
-        return await self._rebalance_switch(scope, "resume")
+    async def rebalance_resume(self, req: Request) -> Response:
+        return await self._rebalance_switch(req, "resume")
 
-    async def rebalance_trigger(self, scope: Scope, receive: Receive) -> Response:
-        return await self._rebalance_switch(scope, "trigger")
+    async def rebalance_trigger(self, req: Request) -> Response:
+        return await self._rebalance_switch(req, "trigger")
 
-    async def _rebalance_switch(self, scope: Scope, action: str) -> Response:
-        self._admin(scope)
+    async def _rebalance_switch(self, req: Request, action: str) -> Response:
+        self._admin(req)
         rb = self._rebalancer()
         if action == "trigger" and rb.settings.mode == "off":
             raise HTTPError(409, "rebalance_off", 'rebalancing is off ([rebalance] mode = "off")')
@@ -377,24 +375,22 @@ class Router:
             raise HTTPError(503, "store_unavailable", f"{exc}; the switch is shared through it",
                             [(b"retry-after", b"1")]) from None
         log.info("admin: rebalance %s", action)
-        return _json(202 if action == "trigger" else 200, rb.describe())
+        return json_response(202 if action == "trigger" else 200, rb.describe())
 
     # ------------------------------------------------------------ observability
 
-    async def metrics(self, scope: Scope, receive: Receive) -> Response:
-        from tcpdispatch.dispatcher.metrics import render
+    async def metrics(self, req: Request) -> Response:
+        self._reader(req)
+        body, ctype = self.metrics_page.render()
+        return Response(200, [(b"content-type", ctype.encode())], body)
 
-        self._reader(scope)
-        body, ctype = render(self.app)
-        return 200, [(b"content-type", ctype.encode())], body
-
-    async def healthz(self, scope: Scope, receive: Receive) -> Response:
-        pool = self.app.pool
+    async def healthz(self, req: Request) -> Response:
+        pool = self.pool
         doc = {"status": "ok", "policy": pool.policy, "gateways": pool.counts(), "panic": pool.panic,
-               "hot_path": self.app.hot_path}
+               "hot_path": self.service.hot_path}
         if self.store.shared:
             doc["store"] = self.store.describe()
-        return _json(200, doc)
+        return json_response(200, doc)
 
 
-__all__ = ["GatewayConfig", "HTTPError", "Router"]
+__all__ = ["HTTPError", "Router"]

@@ -1,10 +1,11 @@
 """Dispatcher process lifecycle: one asyncio loop runs the HTTP server, the health checker and signals.
 
-The HTTP server is either the built-in one (``httpserver.py``, asyncio +
-httptools, the default) or granian's embedded server over RSGI
-(``[dispatcher] server = "granian"``). Both serve inside the current loop, so
-health results, push heartbeats, SIGHUP reloads and requests all touch the
-pool from one thread without locks.
+The server is the composition root: it builds the pool, the store, the push
+tracker, the rebalancer, the :class:`DispatchService` and the :class:`Router`,
+each with its dependencies given at construction, and serves them with the
+built-in HTTP server (``httpserver.py``, asyncio + httptools) in the current
+loop, so health results, push heartbeats, SIGHUP reloads and requests all
+touch the pool from one thread without locks.
 """
 
 from __future__ import annotations
@@ -22,20 +23,20 @@ from pathlib import Path
 from typing import Any
 
 from tcpdispatch.config import DispatcherConfig, load_config
-from tcpdispatch.dispatcher.app import DispatcherApp
+from tcpdispatch.dispatcher.httpserver import HTTPServer
 from tcpdispatch.dispatcher.pool import Pool
+from tcpdispatch.dispatcher.routes import Router
+from tcpdispatch.dispatcher.service import DispatchService, Stats
 from tcpdispatch.errors import ConfigError
 from tcpdispatch.health import CheckSpec, ProbeResult, PushTracker, StatusMonitor, status_to_result
-from tcpdispatch.rebalance.controller import Rebalancer
+from tcpdispatch.dispatcher.rebalancer import Rebalancer
 from tcpdispatch.store import SharedGateway, StoreHooks, make_store
 
 log = logging.getLogger("tcpdispatch.dispatcher")
-# granian reads at most this much of a request before answering 413/431 (its default is 408 KiB).
-GRANIAN_MAX_BUFFER = 65536
 
 
 class DispatcherServer:
-    """Owns the pool, app, health checker, push TTL loop and the HTTP server."""
+    """Owns the pool, service, router, health checker, push TTL loop and the HTTP server."""
 
     def __init__(self, config: DispatcherConfig, *, config_path: Path | None = None,
                  listen: tuple[str, int] | None = None) -> None:
@@ -45,16 +46,15 @@ class DispatcherServer:
         self.config_path = config_path
         self.listen = (config.listen_host, config.listen_port)
         self.checker: StatusMonitor | None = None
-        self.pool = Pool(config, on_targets=self._set_targets)
-        self.tracker = PushTracker(config.health.ttl)
-        self.app = DispatcherApp(config, self.pool, reload=self.reload if config_path else None)
-        self.app.push_tracker = self.tracker
-        self.app.on_passive = self._on_passive
         self.store = make_store(config.store)
-        self.pool.shared = self.store.shared
-        self.app.store = self.store
-        self.rebalancer = Rebalancer(config.rebalance, self.pool, self.app.stats, self.store)
-        self.app.rebalance = self.rebalancer
+        self.pool = Pool(config, on_targets=self._set_targets, shared=self.store.shared)
+        self.tracker = PushTracker(config.health.ttl)
+        self.stats = Stats()
+        self.rebalancer = Rebalancer(config.rebalance, self.pool, self.stats, self.store)
+        self.service = DispatchService(config, self.pool, stats=self.stats, rebalance=self.rebalancer)
+        self.router = Router(config, self.pool, self.service, store=self.store, tracker=self.tracker,
+                             rebalance=self.rebalancer, reload=self.reload if config_path else None,
+                             on_passive=self._on_passive)
         self._stop = asyncio.Event()
         self._tasks: set[asyncio.Task[tuple[bool, str]]] = set()
         self._reload_lock = asyncio.Lock()  # SIGHUP and POST /v1/reload must not interleave
@@ -66,7 +66,7 @@ class DispatcherServer:
             self.checker.set_targets(targets)
 
     def _on_probe(self, gateway_id: str, result: ProbeResult) -> None:
-        self.app.stats.observe_probe(bool(result.ok), result.latency_s)
+        self.stats.observe_probe(bool(result.ok), result.latency_s)
         self.pool.on_result(gateway_id, result)
 
     def _on_passive(self, gateway_id: str) -> None:
@@ -143,25 +143,21 @@ class DispatcherServer:
             return False, str(exc)
         if (new.listen_host, new.listen_port) != self.listen:
             log.warning("reload: listen address changes need a restart; keeping %s:%s", *self.listen)
-        if new.server != self.config.server:
-            log.warning("reload: a server change needs a restart; keeping %s", self.config.server)
-        new = replace(new, listen_host=self.listen[0], listen_port=self.listen[1], server=self.config.server)
+        new = replace(new, listen_host=self.listen[0], listen_port=self.listen[1])
         old = self.config
         if new.store != old.store:
             log.warning("reload: [store] changes need a restart; keeping the current store")
             new = replace(new, store=old.store)
         self.config = new
-        self.app.configure(new)
+        self.service.configure(new)
+        self.router.configure(new)
         self.pool.apply_config(new)
         self.rebalancer.configure(new.rebalance)
         if new.health != old.health:
             await self._start_checker()
             if new.health.ttl != old.health.ttl:
-                fresh = PushTracker(new.health.ttl)
-                for gw in self.pool.gateways.values():
-                    if gw.push:
-                        fresh.record(gw.id)  # grace: one full ttl under the new setting
-                self.tracker = self.app.push_tracker = fresh
+                # grace: one full ttl under the new setting for every push gateway
+                self.tracker.restart(new.health.ttl, [gw.id for gw in self.pool.gateways.values() if gw.push])
         self.pool.rebuild()
         detail = f"{len(new.gateways)} gateways in file, {len(self.pool.gateways)} in pool, policy {new.policy}"
         log.info("reloaded %s: %s", self.config_path, detail)
@@ -186,10 +182,7 @@ class DispatcherServer:
         push_task = loop.create_task(self._push_loop())
         await self.rebalancer.start()
         try:
-            if self.config.server == "granian":
-                await self._serve_granian(ready)
-            else:
-                await self._serve_uvloop(ready)
+            await self._serve_http(ready)
         finally:
             push_task.cancel()
             await self.rebalancer.close()
@@ -203,20 +196,19 @@ class DispatcherServer:
         # move it out of the collector's reach so full collections stay cheap under load.
         gc.collect()
         gc.freeze()
-        self.app.announce_hot_path()
+        self.service.announce_hot_path()
         if ready:
             host, port = self.listen
             print(f"READY http://{host}:{port}", flush=True)
 
-    async def _serve_uvloop(self, ready: bool) -> None:
-        """The built-in asyncio + httptools server (see httpserver.py): dispatch answered inline."""
-        from tcpdispatch.dispatcher.httpserver import HTTPServer
-
+    async def _serve_http(self, ready: bool) -> None:
+        """The built-in asyncio + httptools server: dispatches answered inline, the rest routed."""
         host, port = self.listen
         cfg = self.config
-        http = HTTPServer(self.app.dispatch_bytes, self.app, host, port, max_body=cfg.max_body,
+        http = HTTPServer(self.service.dispatch_bytes, self.router.handle, host, port, max_body=cfg.max_body,
                           header_timeout=cfg.header_timeout, body_timeout=cfg.body_timeout,
-                          reuse_port=cfg.reuse_port, raw=self.app.fast_request, on_date=self.app.set_date)
+                          reuse_port=cfg.reuse_port, raw=self.service.fast_request,
+                          on_date=self.service.set_date)
         try:
             await http.start()
         except OSError as exc:
@@ -226,52 +218,6 @@ class DispatcherServer:
             await self._stop.wait()
         finally:
             await http.close()
-
-    async def _serve_granian(self, ready: bool) -> None:
-        """granian's embedded server over RSGI, in this loop."""
-        from granian.constants import HTTPModes, Interfaces
-        from granian.http import HTTP1Settings
-        from granian.log import LogLevels
-        from granian.server.embed import Server
-
-        loop = asyncio.get_running_loop()
-        host, port = self.listen
-        # granian has no body deadline; its header deadline is in milliseconds.
-        h1 = HTTP1Settings(header_read_timeout=max(1, round(self.config.header_timeout * 1000)),
-                           max_buffer_size=GRANIAN_MAX_BUFFER)
-        server = Server(self.app, address=host, port=port, interface=Interfaces.RSGI,
-                        http=HTTPModes.http1, backlog=2048, websockets=False, http1_settings=h1,
-                        log_enabled=True, log_level=LogLevels.error)
-        serve_task = loop.create_task(server.serve())
-        try:
-            await self._wait_listening(serve_task)
-            self._ready(ready)
-            stop_task = loop.create_task(self._stop.wait())
-            await asyncio.wait({serve_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
-            stop_task.cancel()
-        finally:
-            server.stop()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(serve_task, 5)
-        if serve_task.done() and not serve_task.cancelled() and serve_task.exception():
-            raise serve_task.exception()  # type: ignore[misc]
-
-    async def _wait_listening(self, serve_task: asyncio.Task[None], timeout: float = 15.0) -> None:
-        host, port = self.listen
-        probe_host = "127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host
-        deadline = asyncio.get_running_loop().time() + timeout
-        while True:
-            if serve_task.done():
-                exc = serve_task.exception()
-                raise RuntimeError(f"HTTP server failed to start on {host}:{port}: {exc!r}")
-            try:
-                _, writer = await asyncio.open_connection(probe_host, port)
-                writer.close()
-                return
-            except OSError:
-                if asyncio.get_running_loop().time() > deadline:
-                    raise RuntimeError(f"HTTP server did not listen on {host}:{port}") from None
-                await asyncio.sleep(0.02)
 
     def stop(self) -> None:
         self._stop.set()

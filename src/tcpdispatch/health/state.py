@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 
 class HealthState:
@@ -93,6 +93,15 @@ class PushTracker:
         """A heartbeat from ``gateway_id`` arrived now."""
         self._last[gateway_id] = self._clock()
         self._reported.discard(gateway_id)
+
+    def restart(self, ttl: float, gateway_ids: Iterable[str]) -> None:
+        """A new ``ttl``: every listed gateway gets one full ``ttl`` of grace from now."""
+        if not ttl > 0:
+            raise ValueError(f"ttl must be > 0, got {ttl!r}")
+        self.ttl = ttl
+        now = self._clock()
+        self._last = dict.fromkeys(gateway_ids, now)
+        self._reported.clear()
 
     def forget(self, gateway_id: str) -> None:
         """Stop tracking ``gateway_id`` (removed from the pool)."""

@@ -23,7 +23,7 @@ import random
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -36,8 +36,15 @@ from tcpdispatch.rebalance.settings import RebalanceSettings
 from tcpdispatch.store import Store, StoreUnavailable
 
 if TYPE_CHECKING:
-    from tcpdispatch.dispatcher.app import Stats
     from tcpdispatch.dispatcher.pool import Gateway, Pool
+
+
+class DispatchCounts(Protocol):
+    """What the breaker reads of the dispatcher's counters."""
+
+    dispatched: int
+    unavailable: int
+
 
 log = logging.getLogger("tcpdispatch.rebalance")
 
@@ -59,7 +66,7 @@ class Rebalancer:
         self,
         settings: RebalanceSettings,
         pool: Pool,
-        stats: Stats,
+        stats: DispatchCounts,
         store: Store,
         *,
         clock: Callable[[], float] = time.monotonic,

@@ -1,23 +1,25 @@
-"""The dispatcher's HTTP API as one raw ASGI application (no framework: it is the hot path).
+"""The dispatch service: validate -> pick -> sign -> answer, for ``GET /v1/dispatch``.
 
-``GET /v1/dispatch`` is served by a dedicated fast path: precomputed headers,
-per-gateway JSON fragments cached at picker rebuild, one HMAC per answer, no
-JSON encoder call; for ``p2c`` and ``random`` the pick, ticket and answer are
-made in C when the accelerator is built (:mod:`tcpdispatch.dispatcher.fastpath`). Everything else (admin, reports, heartbeats, metrics) goes
-through the general router in :mod:`tcpdispatch.dispatcher.routes`.
+:class:`DispatchService` is built with everything it needs (config, pool, counters,
+the rebalancer that places moved clients) and keeps the answer pieces that make a
+dispatch cheap: precomputed per-gateway JSON fragments (refreshed at picker rebuild),
+answer templates cut where the ticket goes, one HMAC per answer, no JSON encoder call.
+For ``p2c`` and ``random`` the same answer is made in C when the accelerator is built
+(:mod:`tcpdispatch.dispatcher.fastpath`). It does no I/O: the HTTP server calls
+:meth:`DispatchService.dispatch_bytes` inline, and every other route goes through
+:class:`tcpdispatch.dispatcher.routes.Router`.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import json
 import logging
 import random
 import re
 import time
 from bisect import bisect_left
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
@@ -26,6 +28,7 @@ from tcpdispatch.balancing.base import PickRequest
 from tcpdispatch.balancing.registry import get_policy
 from tcpdispatch.config import DispatcherConfig
 from tcpdispatch.dispatcher import fastpath
+from tcpdispatch.dispatcher.http import Headers, json_body
 from tcpdispatch.dispatcher.pool import Pool
 from tcpdispatch.httputil import error_body
 from tcpdispatch.ids import gateway_id_problem
@@ -33,31 +36,14 @@ from tcpdispatch.metrics_common import DISPATCH_BUCKETS, PROBE_BUCKETS, LatencyH
 from tcpdispatch.tickets import TicketSigner, pack_id
 
 if TYPE_CHECKING:
-    from tcpdispatch.health import PushTracker
-    from tcpdispatch.rebalance.controller import Rebalancer
-    from tcpdispatch.store import Store
+    from tcpdispatch.dispatcher.rebalancer import Rebalancer
 
 log = logging.getLogger("tcpdispatch.dispatcher")
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
-
-JSON_HEADERS = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
-RSGI_JSON_HEADERS = [("content-type", "application/json"), ("cache-control", "no-store")]
 # For policies that never read the PickRequest: one shared instance spares a dataclass build per dispatch.
 _NO_KEY = PickRequest()
 # Answer templates kept per ordered gateway-id tuple (LRU: large pools see many distinct tuples).
 TEMPLATE_CACHE = 4096
-
-
-def json_body(doc: Any) -> bytes:
-    return json.dumps(doc, separators=(",", ":")).encode()
-
-
-def peer_host(client: str) -> str:
-    """The host of an RSGI ``scope.client`` (``"1.2.3.4:5"``, ``"[::1]:5"``)."""
-    return client[: client.rfind(":")].strip("[]")
 
 
 class Stats:
@@ -81,10 +67,12 @@ class Stats:
             self.probes["ok" if ok else "failed"].observe(seconds)
 
 
-class DispatcherApp:
-    """ASGI callable: ``await app(scope, receive, send)``.
+class DispatchService:
+    """Answers dispatch requests from the pool's current picker snapshot.
 
-    ``rng`` jitters Retry-After; ``clock`` (wall time) goes to the ticket signer.
+    ``stats`` are the counters the metrics page and the rebalancer's breaker read;
+    ``rebalance`` places clients that the rebalancer moved (``leaving=``); ``rng``
+    jitters Retry-After; ``clock`` (wall time) goes to the ticket signer.
     """
 
     def __init__(
@@ -92,22 +80,16 @@ class DispatcherApp:
         config: DispatcherConfig,
         pool: Pool,
         *,
+        stats: Stats | None = None,
+        rebalance: Rebalancer | None = None,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.time,
-        reload: Callable[[], Awaitable[tuple[bool, str]]] | None = None,
     ) -> None:
-        from tcpdispatch.dispatcher.routes import Router  # routes imports this module
-
         self.pool = pool
         self.rng = rng or random.Random()
         self.clock = clock
-        self.stats = Stats()
-        self.started = time.monotonic()
-        self.reload_hook = reload
-        self.push_tracker: PushTracker | None = None  # set by the server
-        self.store: Store | None = None  # shared state store, set by the server (None: in-memory)
-        self.on_passive: Callable[[str], None] | None = None  # e.g. probe that gateway now
-        self.rebalance: Rebalancer | None = None  # places moved clients; set by the server
+        self.stats = stats if stats is not None else Stats()
+        self.rebalance = rebalance
         self._frags: dict[str, bytes] = {}  # gateway id -> JSON fragment of the current picker's candidates
         self._packed_ids: dict[str, bytes] = {}  # gateway id -> the id as a ticket payload carries it
         self._pieces: dict[tuple[str, str, int, str], tuple[bytes, bytes]] = {}  # (id, host, port, key)
@@ -116,7 +98,6 @@ class DispatcherApp:
         self.fast: Any = None  # the C hot path (fastpath.FastDispatch) when built and enabled
         self._fast_body: Callable[[bytes], bytes | None] | None = None
         self._announced: str | None = None  # the hot path last logged (None: not yet announced)
-        self.router = Router(self)
         self._latency = self.stats.latency
         self.configure(config)
         pool.add_listener(self._refresh_fragments)
@@ -241,86 +222,20 @@ class DispatcherApp:
                   for after in range(cfg.retry_after_min, cfg.retry_after_max + 1)]
         self._unavailable = (detail, bodies)
 
-    # ------------------------------------------------------------ server entry points
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """ASGI."""
-        if scope["type"] != "http":
-            if scope["type"] == "lifespan":
-                await _lifespan(receive, send)
-            return
-        if scope["path"] == "/v1/dispatch" and scope["method"] == "GET":
-            status, headers, body = self.dispatch(scope)
-        else:
-            status, headers, body = await self.router.handle(scope, receive)
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
-
-    async def __rsgi__(self, scope: Any, protocol: Any) -> None:
-        """RSGI (granian's native interface): same app, one call per response, no ASGI messages."""
-        if scope.proto != "http":
-            return
-        if scope.path == "/v1/dispatch" and scope.method == "GET":
-            status, retry_after, body = self.dispatch_core(
-                scope.query_string, peer_host(scope.client), scope.headers if self.trusted else None,
-            )
-            if status == 200:
-                protocol.response_bytes(200, RSGI_JSON_HEADERS, body)
-            elif retry_after is None:
-                protocol.response_bytes(status, RSGI_JSON_HEADERS, body)
-            else:
-                protocol.response_bytes(status, [*RSGI_JSON_HEADERS, ("retry-after", retry_after)], body)
-            return
-        await self._rsgi_slow(scope, protocol)
-
-    async def _rsgi_slow(self, scope: Any, protocol: Any) -> None:
-        body_read = False
-
-        async def receive() -> dict[str, Any]:
-            nonlocal body_read
-            if body_read:
-                return {"type": "http.disconnect"}
-            body_read = True
-            return {"type": "http.request", "body": await protocol(), "more_body": False}
-
-        client: str = scope.client
-        port = client[client.rfind(":") + 1:]
-        asgi_scope = {
-            "type": "http", "method": scope.method, "path": scope.path,
-            "query_string": scope.query_string.encode("latin-1"),
-            "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in scope.headers.items()],
-            "client": (peer_host(client), int(port) if port.isdigit() else 0),
-        }
-        status, headers, body = await self.router.handle(asgi_scope, receive)
-        protocol.response_bytes(status, [(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers], body)
-
     # ------------------------------------------------------------ hot path
 
-    def dispatch(self, scope: Scope) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-        """Answer one ASGI dispatch request (synchronous: no I/O)."""
-        client = scope.get("client")
-        return self._bytes_response(*self.dispatch_bytes(scope["query_string"], client[0] if client else "",
-                                                         scope["headers"]))
-
-    def dispatch_bytes(self, qs: bytes, ip: str, headers: list[tuple[bytes, bytes]]) -> tuple[int, str | None, bytes]:
-        """:meth:`dispatch_core` for a raw query string (ASGI and the built-in HTTP server)."""
+    def dispatch_bytes(self, qs: bytes, ip: str, headers: Headers | None) -> tuple[int, str | None, bytes]:
+        """:meth:`dispatch_core` for a raw query string, as the HTTP server has it."""
         try:
             text = qs.decode("ascii")
         except UnicodeDecodeError:
             return self.bad_request("query string must be ASCII (percent-encode other bytes)")
         return self.dispatch_core(text, ip, headers)
 
-    @staticmethod
-    def _bytes_response(status: int, retry_after: str | None, body: bytes) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-        if retry_after is None:
-            return status, JSON_HEADERS, body
-        return status, [*JSON_HEADERS, (b"retry-after", retry_after.encode())], body
-
-    def dispatch_core(self, qs: str, ip: str, headers: Any) -> tuple[int, str | None, bytes]:
+    def dispatch_core(self, qs: str, ip: str, headers: Headers | None) -> tuple[int, str | None, bytes]:
         """Validate, pick, sign: ``(status, retry_after or None, JSON body)``.
 
-        ``headers`` (ASGI list of byte pairs, or an RSGI header map) is only read
-        for X-Forwarded-For when the peer is a trusted proxy. The time it takes
+        ``headers`` (lower-cased name/value byte pairs) are only read for X-Forwarded-For when the peer is a trusted proxy. The time it takes
         goes to the answer-time histogram.
         """
         t0 = perf_counter()
@@ -331,7 +246,7 @@ class DispatcherApp:
         lat.total += dt
         return answer
 
-    def _dispatch(self, qs: str, ip: str, headers: Any) -> tuple[int, str | None, bytes]:
+    def _dispatch(self, qs: str, ip: str, headers: Headers | None) -> tuple[int, str | None, bytes]:
         leaving: str | None = None
         if qs[:10] == "client_id=" and "&" not in qs and "%" not in qs:
             client_id = qs[10:]  # nothing to decode ('+' is a literal plus, RFC 3986)
@@ -356,7 +271,7 @@ class DispatcherApp:
             if body is not None:
                 return 200, None, body
         if self.trusted and ip and headers is not None:
-            ip = self.client_ip(ip, _xff(headers))
+            ip = self.client_ip(ip, headers)
         picker = self.pool.picker
         request = _NO_KEY if self._keyless else PickRequest(client_id, ip)
         if leaving and self.rebalance is not None and (
@@ -452,13 +367,6 @@ class DispatcherApp:
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 
-def _xff(headers: Any) -> list[tuple[bytes, bytes]]:
-    if isinstance(headers, list):
-        return headers
-    value = headers.get("x-forwarded-for")
-    return [(b"x-forwarded-for", value.encode("latin-1"))] if value else []
-
-
 def _slow_param(text: str, wanted: str) -> tuple[str | None, str | None]:
     """One optional gateway-id parameter (``leaving``): (value or None, problem)."""
     found: str | None = None
@@ -507,12 +415,3 @@ def _slow_client_id(text: str) -> tuple[str, str | None]:
         found = value
     return found or "", None
 
-
-async def _lifespan(receive: Receive, send: Send) -> None:
-    while True:
-        msg = await receive()
-        if msg["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif msg["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 if TYPE_CHECKING:
-    from tcpdispatch.rebalance.controller import Rebalancer
+    from tcpdispatch.dispatcher.rebalancer import Rebalancer
 
 
 def collect(rb: Rebalancer) -> Iterator[Metric]:

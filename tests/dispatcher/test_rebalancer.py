@@ -15,12 +15,13 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from dispatcher.conftest import ADMIN, call
+from dispatcher.conftest import ADMIN
+from dispatcher_stack import Stack, call
 
-from tcpdispatch.dispatcher.app import DispatcherApp
 from tcpdispatch.dispatcher.pool import Pool
+from tcpdispatch.dispatcher.service import Stats
 from tcpdispatch.health import ProbeResult
-from tcpdispatch.rebalance.controller import Rebalancer, shed_url
+from tcpdispatch.dispatcher.rebalancer import Rebalancer, shed_url
 from tcpdispatch.store import MemoryStore
 from tcpdispatch.testing import free_port
 
@@ -64,7 +65,7 @@ async def ports() -> AsyncIterator[FakeStatusPorts]:
 
 
 async def build(make_config: Any, ports: FakeStatusPorts, tmp_path: Path, held: dict[str, int],
-                **rebalance: Any) -> tuple[DispatcherApp, Rebalancer]:
+                **rebalance: Any) -> tuple[Stack, Rebalancer]:
     (tmp_path / "gw.token").write_text(GW_TOKEN + "\n")
     gateways = []
     for i, gid in enumerate(held):
@@ -78,9 +79,9 @@ async def build(make_config: Any, ports: FakeStatusPorts, tmp_path: Path, held: 
         for _ in range(pool.gateways[gid].health.rise):
             pool.on_result(gid, ProbeResult(ok=True, connections=n, capacity=10_000))
     pool.rebuild()
-    app = DispatcherApp(cfg, pool, rng=random.Random(3))
-    rb = Rebalancer(cfg.rebalance, pool, app.stats, MemoryStore(), rng=random.Random(5))
-    app.rebalance = rb
+    stats = Stats()
+    rb = Rebalancer(cfg.rebalance, pool, stats, MemoryStore(), rng=random.Random(5))
+    app = Stack(cfg, pool, rng=random.Random(3), stats=stats, rebalance=rb)
     await rb.start()
     rb._task.cancel()  # type: ignore[union-attr]  # ticks are driven by the test
     return app, rb
