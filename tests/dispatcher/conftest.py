@@ -14,6 +14,7 @@ from tcpdispatch.config import DispatcherConfig, parse_config
 from tcpdispatch.dispatcher.app import DispatcherApp
 from tcpdispatch.dispatcher.pool import Pool
 from tcpdispatch.health import ProbeResult
+from tcpdispatch.rng import SplitMixRandom
 
 SECRET = "test-secret-0123456789abcdef"
 ADMIN = "admin-token-123"
@@ -61,7 +62,7 @@ def clock() -> FakeClock:
 def make_app(make_config: Callable[..., DispatcherConfig], clock: FakeClock) -> Callable[..., DispatcherApp]:
     def make(*args: Any, up: bool = True, **kwargs: Any) -> DispatcherApp:
         cfg = make_config(*args, **kwargs)
-        pool = Pool(cfg, clock=clock, rng=random.Random(7))
+        pool = Pool(cfg, clock=clock, rng=SplitMixRandom(7))
         if up:
             bring_up(pool)
         return DispatcherApp(cfg, pool, rng=random.Random(3))
