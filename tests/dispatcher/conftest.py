@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import require_speedups
 
 from tcpdispatch.config import DispatcherConfig, parse_config
 from tcpdispatch.dispatcher.app import DispatcherApp
@@ -58,14 +60,35 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
+@pytest.fixture(params=["python", "c"])
+def hot_path(request: pytest.FixtureRequest) -> str:
+    """Which path answers plain dispatches: a test asking for it runs once on each.
+
+    ``make_app`` builds the app for it (``speedups`` on or off) and checks that the path
+    it asked for is the one answering; "c" is skipped when the extension is not built.
+    """
+    if request.param == "c":
+        require_speedups()
+    return str(request.param)
+
+
 @pytest.fixture
-def make_app(make_config: Callable[..., DispatcherConfig], clock: FakeClock) -> Callable[..., DispatcherApp]:
-    def make(*args: Any, up: bool = True, **kwargs: Any) -> DispatcherApp:
+def make_app(make_config: Callable[..., DispatcherConfig], clock: FakeClock,
+             request: pytest.FixtureRequest) -> Callable[..., DispatcherApp]:
+    path = request.getfixturevalue("hot_path") if "hot_path" in request.fixturenames else None
+
+    def make(*args: Any, up: bool = True, seed: int = 7, wall: Callable[[], float] = time.time,
+             **kwargs: Any) -> DispatcherApp:
+        if path is not None:
+            kwargs["dispatcher"] = {"speedups": path == "c", **kwargs.get("dispatcher", {})}
         cfg = make_config(*args, **kwargs)
-        pool = Pool(cfg, clock=clock, rng=SplitMixRandom(7))
+        pool = Pool(cfg, clock=clock, rng=SplitMixRandom(seed))
         if up:
             bring_up(pool)
-        return DispatcherApp(cfg, pool, rng=random.Random(3))
+        app = DispatcherApp(cfg, pool, rng=random.Random(3), clock=wall)
+        if path is not None and cfg.speedups:
+            assert app.fast is not None, app.hot_path_reason()
+        return app
 
     return make
 
