@@ -113,7 +113,7 @@ class SplitMixRandom(random.Random):
         self.core: Any = CSplitMix64(seed_state(seed)) if use_c else PySplitMix64(seed_state(seed))
         self.random = self.core.random  # type: ignore[method-assign]
         self.getrandbits = self.core.getrandbits  # type: ignore[method-assign]
-        self.next64 = self.core.next64
+        self.next64 = self.core.next64  # type: ignore[method-assign]
         self.gauss_next = None
         _LIVE.add(self)
 
@@ -122,7 +122,7 @@ class SplitMixRandom(random.Random):
         """True when the core is the C one (the C hot path can then draw from it directly)."""
         return CSplitMix64 is not None and isinstance(self.core, CSplitMix64)
 
-    def seed(self, a: Any = None, version: int = 2) -> None:  # noqa: ARG002 - random.Random's signature
+    def seed(self, a: Any = None, version: int = 2) -> None:
         """Restart the stream from ``a`` (None: from the OS)."""
         core = getattr(self, "core", None)
         if core is not None:  # random.Random.__new__ may call seed() before __init__

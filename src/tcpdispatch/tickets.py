@@ -33,7 +33,6 @@ import os
 import random
 import struct
 import time
-import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial

@@ -90,28 +90,39 @@ def create(config: DispatcherConfig, stats: Any, tail: bytes, rng: random.Random
     ``rng`` is not one it can share."""
     if not (config.speedups and available() and shares(rng)):
         return None
-    return FastDispatch(**_settings(config, stats, tail, rng, clock))  # type: ignore[misc]
+    return FastDispatch(**_from_config(config, stats, tail, rng, clock))  # type: ignore[misc]
 
 
 def configure(fast: Any, config: DispatcherConfig, stats: Any, tail: bytes, rng: random.Random,
               clock: Callable[[], float]) -> None:
     """Apply a reloaded config (secret, lifetime, alternates, limits, hints) in place."""
-    fast.configure(**_settings(config, stats, tail, rng, clock))
+    fast.configure(**_from_config(config, stats, tail, rng, clock))
 
 
-def _settings(config: DispatcherConfig, stats: Any, tail: bytes, rng: random.Random,
-              clock: Callable[[], float]) -> dict[str, Any]:
+def _from_config(config: DispatcherConfig, stats: Any, tail: bytes, rng: random.Random,
+                 clock: Callable[[], float]) -> dict[str, Any]:
+    return settings(secret=config.secrets[0], lifetime=int(config.ticket_lifetime),
+                    alternates=config.alternates, max_client_id=config.max_client_id,
+                    tail=tail, stats=stats, rng=rng, clock=clock)
+
+
+def settings(*, secret: bytes, lifetime: int, alternates: int, max_client_id: int, tail: bytes,
+             stats: Any, rng: random.Random, clock: Callable[[], float] = time.time) -> dict[str, Any]:
+    """Every argument of ``FastDispatch(...)`` / ``.configure(...)``: the given ones, and the
+    constants, each from the one place it is defined in Python."""
+    if not shares(rng):
+        raise ValueError("the C path draws from a SplitMixRandom with the C core only")
     assert isinstance(rng, SplitMixRandom)
     return {
-        "secret": config.secrets[0], "lifetime": int(config.ticket_lifetime),
-        "alternates": config.alternates, "max_client_id": config.max_client_id,
+        "secret": secret, "lifetime": lifetime, "alternates": alternates, "max_client_id": max_client_id,
         "max_head": MAX_HEAD, "max_url": MAX_URL, "max_headers": MAX_HEADERS,
         "tail": tail, "stats": stats, "rng": rng.core,
         # The wall clock is read in C (one read dates the ticket and starts the answer timer).
         "clock": None if clock is time.time else clock,
         "latency_bounds": DISPATCH_BUCKETS, "attempts": ATTEMPTS,
         "max_ticket": MAX_TICKET, "mac_size": MAC_SIZE,
-        "load_fields": (LoadCounter.reported, LoadCounter.issued, LoadCounter.headroom),
+        # slot descriptors: C reads and writes these fields through them, never by name
+        "load_fields": (LoadCounter.reported, LoadCounter.issued, LoadCounter.headroom),  # type: ignore[misc]
         "stats_fields": (type(stats).dispatched, type(stats).per_gateway),
         "answer": ANSWER_PIECES, "framing": framing(),
     }

@@ -28,8 +28,8 @@ from tcpdispatch.balancing.snapshot import BalancerSettings, GatewayView, build_
 from tcpdispatch.config import DispatcherConfig, GatewayConfig
 from tcpdispatch.health import CheckSpec, HealthState, ProbeResult, parse_check
 from tcpdispatch.health.overload import OverloadState
-from tcpdispatch.store.base import SharedGateway
 from tcpdispatch.rng import SplitMixRandom
+from tcpdispatch.store.base import SharedGateway
 
 log = logging.getLogger("tcpdispatch.dispatcher.pool")
 
