@@ -323,3 +323,14 @@ def test_a_picker_without_c_rule_keeps_the_python_path(make_app: Callable[..., D
     app.pool._factory = Fancier  # type: ignore[attr-defined]
     app.pool.rebuild()
     assert app.hot_path == "python"
+
+
+def test_a_generator_c_cannot_share_keeps_the_python_path_and_says_why(
+        make_config: Callable[..., Any]) -> None:
+    require_speedups()
+    cfg = make_config()
+    pool = Pool(cfg, clock=FakeClock(), rng=random.Random(1))  # a Mersenne Twister: C cannot draw from it
+    bring_up(pool)
+    app = DispatcherApp(cfg, pool)
+    assert app.hot_path == "python" and "SplitMixRandom" in app.hot_path_reason()
+    assert app.dispatch_bytes(b"client_id=a", "10.0.0.1", [])[0] == 200
