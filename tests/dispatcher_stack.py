@@ -10,10 +10,10 @@ from typing import Any
 from tcpdispatch.config import DispatcherConfig
 from tcpdispatch.dispatcher.http import Request, Response
 from tcpdispatch.dispatcher.pool import Pool
+from tcpdispatch.dispatcher.rebalancer import Rebalancer
 from tcpdispatch.dispatcher.routes import Router
 from tcpdispatch.dispatcher.service import DispatchService, Stats
 from tcpdispatch.health import PushTracker
-from tcpdispatch.dispatcher.rebalancer import Rebalancer
 from tcpdispatch.store import Store
 
 

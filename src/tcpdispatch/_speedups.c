@@ -1,6 +1,6 @@
-/* tcpdispatch._speedups: the dispatch hot path in C (optional accelerator).
+/* tcpdispatch._speedups: the dispatch hot path in C (optional accelerator), and its random generator.
  *
- * One FastDispatch object per dispatcher app does, in a single call, what the
+ * One FastDispatch object per dispatch service does, in a single call, what the
  * pure-Python path does in several: recognise a plain complete
  * "GET /v1/dispatch?client_id=X" request, pick with p2c or weighted random
  * over the current snapshot, sign one HMAC-SHA256 ticket (OpenSSL's SHA-256 on
@@ -8,11 +8,18 @@
  * how long each answer it builds took in a histogram (bounds given by Python)
  * that the metrics collector reads at scrape time.
  *
- * It is an optimisation only: whenever anything is unusual (another request
- * shape, a header that changes framing, an encoded client_id, no gateway free,
- * a keyed policy) it returns None and the Python path answers, with the same
- * rules. The semantics mirror tcpdispatch/balancing/_sampling.py, p2c.py and
- * tickets.py; tests/dispatcher/test_speedups.py holds the two side by side.
+ * It is the twin of the Python path, not a second implementation: every
+ * constant (rejection draws, ticket limits, answer pieces, HTTP framing, the
+ * request limits, the fields it reads and writes) is handed in by
+ * tcpdispatch/dispatcher/fastpath.py from its one Python definition; draws come
+ * from the SplitMix64 object below, the very generator the Python pickers and
+ * the ticket signer use (tcpdispatch/rng.py has its Python twin); and the
+ * ticket time comes from the app's clock when one is injected. So for the
+ * same seed, clock and pool both paths give the same bytes
+ * (tests/dispatcher/test_parity.py). Whenever it declines (another request
+ * shape, an encoded client_id, no gateway free, a keyed policy) it returns
+ * None with the generator rewound, and the Python path answers by the same
+ * rules and the same draws.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -22,14 +29,100 @@
 #define OPENSSL_SUPPRESS_DEPRECATED /* SHA256_Init & co.: the only way to copy a keyed state cheaply */
 #include <openssl/sha.h>
 
-#define ATTEMPTS 8      /* rejection draws before the exact O(n) scan, as in _sampling.py */
-#define MAX_TICKET 4096 /* tickets.MAX_TICKET */
-#define MAC_SIZE 16
-#define MAC_B64 22
-#define MAX_K 17        /* 1 + the largest [dispatcher] alternates */
-#define MAX_BOUNDS 32   /* latency histogram buckets (finite bounds) */
+/* Array bounds only; the values in use come from Python and are checked against these. */
+#define TICKET_BUF 8192  /* longest max_ticket accepted */
+#define MAX_K 17         /* 1 + the largest alternates accepted */
+#define MAX_BOUNDS 32    /* latency histogram buckets (finite bounds) */
+#define MAX_ATTEMPTS 64  /* rejection draws */
 
-enum { POLICY_OFF = -1, POLICY_P2C = 0, POLICY_RANDOM = 1 };
+/* Picker.c_policy codes (tcpdispatch/balancing/_sampling.py C_TWO_CHOICES, C_ONE_DRAW). */
+enum { POLICY_OFF = -1, POLICY_TWO_CHOICES = 0, POLICY_ONE_DRAW = 1 };
+
+/* The answer around its variable parts, in the order fastpath.ANSWER_PIECES lists them. */
+enum { A_OPEN, A_TICKET, A_ALTERNATES, A_ALT_TICKET, A_ALT_CLOSE, A_ALT_SEP, A_CLOSE, N_PIECES };
+/* HTTP framing, in the order fastpath.framing() lists it. */
+enum { H_STATUS, H_HEAD, H_CLOSE, H_LENGTH, H_END, N_FRAMING };
+
+/* ------------------------------------------------------------------ random: splitmix64 */
+
+typedef struct {
+    PyObject_HEAD
+    uint64_t s;
+} SplitMix;
+
+static PyTypeObject SplitMixType;
+
+static inline uint64_t sm_next(uint64_t *s) {
+    uint64_t z = (*s += 0x9E3779B97F4A7C15ULL);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+
+/* The top 53 bits over 2**53, as CPython's random() and rng.PySplitMix64.random(). */
+static inline double sm_double(uint64_t *s) { return (double)(sm_next(s) >> 11) * 0x1.0p-53; }
+
+static int SM_init(SplitMix *self, PyObject *args, PyObject *kw) {
+    static char *names[] = {"state", NULL};
+    PyObject *state = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|O!", names, &PyLong_Type, &state)) return -1;
+    self->s = state ? PyLong_AsUnsignedLongLongMask(state) : 0;
+    return PyErr_Occurred() ? -1 : 0;
+}
+
+static PyObject *SM_next64(SplitMix *self, PyObject *unused) {
+    return PyLong_FromUnsignedLongLong(sm_next(&self->s));
+}
+
+static PyObject *SM_random(SplitMix *self, PyObject *unused) {
+    return PyFloat_FromDouble(sm_double(&self->s));
+}
+
+static PyObject *SM_getrandbits(SplitMix *self, PyObject *arg) {
+    long k = PyLong_AsLong(arg);
+    if (k == -1 && PyErr_Occurred()) return NULL;
+    if (k < 0 || k > 64) {
+        PyErr_SetString(PyExc_ValueError, "k must be 0..64");
+        return NULL;
+    }
+    if (k == 0) return PyLong_FromLong(0);
+    return PyLong_FromUnsignedLongLong(sm_next(&self->s) >> (64 - k));
+}
+
+static PyObject *SM_getstate(SplitMix *self, PyObject *unused) { return PyLong_FromUnsignedLongLong(self->s); }
+
+static PyObject *SM_setstate(SplitMix *self, PyObject *arg) {
+    if (!PyLong_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "state must be an int");
+        return NULL;
+    }
+    uint64_t s = PyLong_AsUnsignedLongLongMask(arg);
+    if (PyErr_Occurred()) return NULL;
+    self->s = s;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef SM_methods[] = {
+    {"next64", (PyCFunction)SM_next64, METH_NOARGS, "next64() -> the next 64-bit output."},
+    {"random", (PyCFunction)SM_random, METH_NOARGS, "random() -> float in [0, 1), 53 bits."},
+    {"getrandbits", (PyCFunction)SM_getrandbits, METH_O, "getrandbits(k) -> the top k (0..64) bits of one output."},
+    {"getstate", (PyCFunction)SM_getstate, METH_NOARGS, "getstate() -> the 64-bit state."},
+    {"setstate", (PyCFunction)SM_setstate, METH_O, "setstate(state): restart from a 64-bit state."},
+    {NULL},
+};
+
+static PyTypeObject SplitMixType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "tcpdispatch._speedups.SplitMix64",
+    .tp_basicsize = sizeof(SplitMix),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "splitmix64; see tcpdispatch.rng (PySplitMix64 is its Python twin).",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)SM_init,
+    .tp_methods = SM_methods,
+};
+
+/* ------------------------------------------------------------------ the accelerator */
 
 typedef struct {
     PyObject *load;  /* LoadCounter (reported, issued, headroom) */
@@ -50,11 +143,20 @@ typedef struct {
     SHA256_CTX inner, outer;
     unsigned lifetime;
     int k;
+    int attempts;          /* balancing._sampling.ATTEMPTS */
+    Py_ssize_t max_ticket; /* tickets.MAX_TICKET */
+    int mac_size;          /* tickets.MAC_SIZE */
     Py_ssize_t max_client_id, max_head, max_url, max_headers;
     PyObject *tail;      /* bytes after '],' : "heartbeat_s":..}} */
     PyObject *date_line; /* bytes: "date: ...\r\n" */
     PyObject *stats;     /* Stats: .dispatched, .per_gateway */
-    uint64_t rng[4];     /* xoshiro256** */
+    SplitMix *rng;       /* the shared generator (tcpdispatch.rng.SplitMixRandom.core) */
+    PyObject *clock;     /* NULL: the wall clock; else a callable -> seconds (an injected clock) */
+    PyObject *pieces[N_PIECES];
+    PyObject *framing[N_FRAMING];
+    /* member descriptors handed in by Python: LoadCounter.reported/.issued/.headroom,
+     * Stats.dispatched/.per_gateway (read and written through their slots, not by name) */
+    PyObject *f_reported, *f_issued, *f_headroom, *f_dispatched, *f_per_gateway;
     int policy;
     Py_ssize_t n;
     Cand *cands;
@@ -67,36 +169,20 @@ typedef struct {
     double lat_sum;
 } FastDispatch;
 
-static PyObject *s_reported, *s_issued, *s_headroom, *s_dispatched, *s_per_gateway, *one;
-
-/* ------------------------------------------------------------------ random */
-
-static inline uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
-
-static uint64_t next_u64(uint64_t *s) {
-    uint64_t result = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
-    s[2] ^= s[0]; s[3] ^= s[1]; s[1] ^= s[2]; s[0] ^= s[3]; s[2] ^= t; s[3] = rotl(s[3], 45);
-    return result;
-}
-
-static inline double next_double(uint64_t *s) { return (double)(next_u64(s) >> 11) * 0x1.0p-53; }
-
-static void seed_rng(uint64_t *s, const unsigned char *seed, Py_ssize_t len) {
-    /* splitmix64 over the seed bytes: any seed gives a non-zero state */
-    uint64_t x = 0x9E3779B97F4A7C15ULL;
-    for (Py_ssize_t i = 0; i < len; i++) x = (x ^ seed[i]) * 0x100000001B3ULL;
-    for (int i = 0; i < 4; i++) {
-        uint64_t z = (x += 0x9E3779B97F4A7C15ULL);
-        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-        z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-        s[i] = z ^ (z >> 31);
-    }
-}
+static PyObject *one;
 
 /* ------------------------------------------------------------------ load */
 
-static int get_ll(PyObject *obj, PyObject *name, long long *out) {
-    PyObject *v = PyObject_GetAttr(obj, name);
+static inline PyObject *field_get(PyObject *desc, PyObject *obj) {
+    return Py_TYPE(desc)->tp_descr_get(desc, obj, (PyObject *)Py_TYPE(obj));
+}
+
+static inline int field_set(PyObject *desc, PyObject *obj, PyObject *v) {
+    return Py_TYPE(desc)->tp_descr_set(desc, obj, v);
+}
+
+static int get_ll(PyObject *desc, PyObject *obj, long long *out) {
+    PyObject *v = field_get(desc, obj);
     if (v == NULL) return -1;
     *out = PyLong_AsLongLong(v);
     Py_DECREF(v);
@@ -104,12 +190,12 @@ static int get_ll(PyObject *obj, PyObject *name, long long *out) {
 }
 
 /* Candidate.full: 1 full, 0 usable, -1 error. Fills *current (reported + issued). */
-static int cand_full(Cand *c, long long *current) {
+static int cand_full(FastDispatch *f, Cand *c, long long *current) {
     long long reported, issued;
-    if (get_ll(c->load, s_reported, &reported) < 0 || get_ll(c->load, s_issued, &issued) < 0) return -1;
+    if (get_ll(f->f_reported, c->load, &reported) < 0 || get_ll(f->f_issued, c->load, &issued) < 0) return -1;
     *current = reported + issued;
     if (c->limit >= 0 && *current >= c->limit) return 1;
-    PyObject *headroom = PyObject_GetAttr(c->load, s_headroom);
+    PyObject *headroom = field_get(f->f_headroom, c->load);
     if (headroom == NULL) return -1;
     int full = 0;
     if (headroom != Py_None) {
@@ -128,42 +214,44 @@ static int in_set(const Py_ssize_t *set, int n, Py_ssize_t i) {
 }
 
 /* One weight-drawn usable candidate (not `avoid`, not in `excl`): index, -1 none, -2 error.
- * Alias draws first, then an exact O(n) scan, as WeightedSamplingPicker._draw_one. */
+ * WeightedSamplingPicker._draw_one: alias draws first, then an exact O(n) scan (weighted_index). */
 static Py_ssize_t draw_one(FastDispatch *f, const Py_ssize_t *excl, int nexcl, Py_ssize_t avoid,
                            long long *current) {
     Py_ssize_t n = f->n;
-    for (int a = 0; a < ATTEMPTS; a++) {
-        double u = next_double(f->rng) * (double)n;
+    uint64_t *rng = &f->rng->s;
+    for (int a = 0; a < f->attempts; a++) {
+        double u = sm_double(rng) * (double)n;
         Py_ssize_t i = (Py_ssize_t)u;
         if (i >= n) i = n - 1;
         if (u - (double)i >= f->slots[i].prob) i = f->slots[i].alias;
         if (i == avoid || in_set(excl, nexcl, i)) continue;
-        int full = cand_full(&f->cands[i], current);
+        int full = cand_full(f, &f->cands[i], current);
         if (full < 0) return -2;
         if (!full) return i;
     }
     double total = 0.0;
+    Py_ssize_t usable = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
         if (i == avoid || in_set(excl, nexcl, i)) continue;
         long long cur;
-        int full = cand_full(&f->cands[i], &cur);
+        int full = cand_full(f, &f->cands[i], &cur);
         if (full < 0) return -2;
-        if (!full) total += f->cands[i].weight;
+        if (!full) { total += f->cands[i].weight; usable++; }
     }
-    if (total <= 0.0) return -1;
-    double target = next_double(f->rng) * total, cum = 0.0;
+    if (usable == 0) return -1;
+    double target = sm_double(rng) * total, cum = 0.0;
     Py_ssize_t last = -1;
     for (Py_ssize_t i = 0; i < n; i++) {
         if (i == avoid || in_set(excl, nexcl, i)) continue;
         long long cur;
-        int full = cand_full(&f->cands[i], &cur);
+        int full = cand_full(f, &f->cands[i], &cur);
         if (full < 0) return -2;
         if (full) continue;
         last = i;
         cum += f->cands[i].weight;
         if (target < cum) { *current = cur; return i; }
     }
-    if (last >= 0 && cand_full(&f->cands[last], current) < 0) return -2;
+    if (last >= 0 && cand_full(f, &f->cands[last], current) < 0) return -2;
     return last;
 }
 
@@ -171,7 +259,7 @@ static Py_ssize_t draw_one(FastDispatch *f, const Py_ssize_t *excl, int nexcl, P
 static Py_ssize_t choose(FastDispatch *f, const Py_ssize_t *excl, int nexcl) {
     long long la, lb;
     Py_ssize_t a = draw_one(f, excl, nexcl, -1, &la);
-    if (a < 0 || f->policy == POLICY_RANDOM) return a;
+    if (a < 0 || f->policy == POLICY_ONE_DRAW) return a;
     Py_ssize_t b = draw_one(f, excl, nexcl, a, &lb);
     if (b == -2) return -2;
     if (b < 0) return a;
@@ -180,11 +268,11 @@ static Py_ssize_t choose(FastDispatch *f, const Py_ssize_t *excl, int nexcl) {
 }
 
 /* One more ticket issued for this candidate (LoadCounter.issued += 1). */
-static int count_issued(Cand *c) {
+static int count_issued(FastDispatch *f, Cand *c) {
     long long issued;
-    if (get_ll(c->load, s_issued, &issued) < 0) return -1;
+    if (get_ll(f->f_issued, c->load, &issued) < 0) return -1;
     PyObject *v = PyLong_FromLongLong(issued + 1);
-    if (v == NULL || PyObject_SetAttr(c->load, s_issued, v) < 0) { Py_XDECREF(v); return -1; }
+    if (v == NULL || field_set(f->f_issued, c->load, v) < 0) { Py_XDECREF(v); return -1; }
     Py_DECREF(v);
     return 0;
 }
@@ -203,7 +291,7 @@ static int pick(FastDispatch *f, Py_ssize_t *out) {
         for (Py_ssize_t i = 0; i < f->n && count < f->k; i++) {
             if (i == first) continue;
             long long cur;
-            int full = cand_full(&f->cands[i], &cur);
+            int full = cand_full(f, &f->cands[i], &cur);
             if (full < 0) return -1;
             if (!full) out[count++] = i;
         }
@@ -241,12 +329,36 @@ static char *b64url(char *dst, const unsigned char *src, Py_ssize_t n) {
     return dst;
 }
 
-/* "v1.<payload>.<mac>" into dst (at least MAX_TICKET + 1 bytes); its length, or -1 if too long. */
+/* The ticket's issue time, int(clock()) as TicketSigner takes it: 0 ok, 1 out of the u32
+ * range (Python raises then), -1 error. Without an injected clock: the wall clock read `wall`. */
+static int issue_time(FastDispatch *f, const struct timespec *wall, uint32_t *out) {
+    if (f->clock == NULL) {
+        *out = (uint32_t)wall->tv_sec;
+        return 0;
+    }
+    PyObject *v = PyObject_CallNoArgs(f->clock);
+    if (v == NULL) return -1;
+    PyObject *i = PyNumber_Long(v);
+    Py_DECREF(v);
+    if (i == NULL) return -1;
+    int overflow;
+    long long t = PyLong_AsLongLongAndOverflow(i, &overflow);
+    Py_DECREF(i);
+    if (t == -1 && PyErr_Occurred()) return -1;
+    if (overflow || t < 0 || t > 0xFFFFFFFFLL) return 1;
+    *out = (uint32_t)t;
+    return 0;
+}
+
+/* "v1.<payload>.<mac>" into dst (at least TICKET_BUF + 1 bytes); its length, -1 to decline
+ * (too long, or a time out of range: the Python path raises), -2 on error. */
 static Py_ssize_t make_ticket(FastDispatch *f, char *dst, const Py_ssize_t *chosen, int count,
                               const char *cid, Py_ssize_t cid_len, const struct timespec *ts) {
     unsigned char payload[14 + 1 + MAX_K * 256 + 256], *p = payload;
-    uint32_t now = (uint32_t)ts->tv_sec;
-    uint64_t nonce = next_u64(f->rng);
+    uint32_t now;
+    int rc = issue_time(f, ts, &now);
+    if (rc != 0) return rc < 0 ? -2 : -1;
+    uint64_t nonce = sm_next(&f->rng->s);
     *p++ = now >> 24; *p++ = now >> 16; *p++ = now >> 8; *p++ = now;
     *p++ = f->lifetime >> 8; *p++ = f->lifetime;
     for (int i = 7; i >= 0; i--) *p++ = (unsigned char)(nonce >> (8 * i));
@@ -260,8 +372,8 @@ static Py_ssize_t make_ticket(FastDispatch *f, char *dst, const Py_ssize_t *chos
     memcpy(p, cid, cid_len);
     p += cid_len;
     Py_ssize_t plen = p - payload;
-    Py_ssize_t total = 3 + b64url_len(plen) + 1 + MAC_B64;
-    if (total > MAX_TICKET) return -1;
+    Py_ssize_t total = 3 + b64url_len(plen) + 1 + b64url_len(f->mac_size);
+    if (total > f->max_ticket) return -1;
     memcpy(dst, "v1.", 3);
     char *end = b64url(dst + 3, payload, plen);
     unsigned char ih[SHA256_DIGEST_LENGTH], mac[SHA256_DIGEST_LENGTH];
@@ -272,14 +384,11 @@ static Py_ssize_t make_ticket(FastDispatch *f, char *dst, const Py_ssize_t *chos
     SHA256_Update(&ctx, ih, sizeof ih);
     SHA256_Final(mac, &ctx);
     *end++ = '.';
-    end = b64url(end, mac, MAC_SIZE);
+    end = b64url(end, mac, f->mac_size);
     return end - dst;
 }
 
 /* ------------------------------------------------------------------ answer */
-
-#define LIT(s) s, (sizeof(s) - 1)
-static const char JSON_HEAD[] = "content-type: application/json\r\ncache-control: no-store\r\n";
 
 static inline char *put(char *dst, const char *src, Py_ssize_t n) {
     memcpy(dst, src, n);
@@ -290,15 +399,23 @@ static inline char *put_bytes(char *dst, PyObject *b) {
     return put(dst, PyBytes_AS_STRING(b), PyBytes_GET_SIZE(b));
 }
 
+#define PIECE(i) PyBytes_GET_SIZE(f->pieces[i])
+#define FRAME(i) PyBytes_GET_SIZE(f->framing[i])
+
 static int count_dispatch(FastDispatch *f, Py_ssize_t first) {
-    PyObject *v = PyObject_GetAttr(f->stats, s_dispatched);
+    PyObject *v = field_get(f->f_dispatched, f->stats);
     if (v == NULL) return -1;
     PyObject *w = PyNumber_Add(v, one);
     Py_DECREF(v);
-    if (w == NULL || PyObject_SetAttr(f->stats, s_dispatched, w) < 0) { Py_XDECREF(w); return -1; }
+    if (w == NULL || field_set(f->f_dispatched, f->stats, w) < 0) { Py_XDECREF(w); return -1; }
     Py_DECREF(w);
-    PyObject *per = PyObject_GetAttr(f->stats, s_per_gateway);
+    PyObject *per = field_get(f->f_per_gateway, f->stats);
     if (per == NULL) return -1;
+    if (!PyDict_Check(per)) {
+        PyErr_SetString(PyExc_TypeError, "per_gateway must be a dict");
+        Py_DECREF(per);
+        return -1;
+    }
     PyObject *id = f->cands[first].id;
     PyObject *old = PyDict_GetItemWithError(per, id); /* borrowed */
     if (old == NULL && PyErr_Occurred()) { Py_DECREF(per); return -1; }
@@ -310,54 +427,63 @@ static int count_dispatch(FastDispatch *f, Py_ssize_t first) {
 }
 
 /* The JSON answer, or with http > 0 the whole HTTP/1.1 answer (http == 2: connection: close).
- * NULL with no exception set: the Python path should answer. */
+ * NULL with no exception set: the Python path should answer, and the generator is as it was. */
 static PyObject *build(FastDispatch *f, const char *cid, Py_ssize_t cid_len, int http,
                        const struct timespec *now) {
     if (f->policy == POLICY_OFF || f->n == 0 || f->stats == NULL || f->tail == NULL) return NULL;
+    uint64_t rewind = f->rng->s; /* on declining, Python redraws exactly what we drew */
     Py_ssize_t chosen[MAX_K];
     int count = pick(f, chosen);
-    if (count <= 0) return NULL;
-    char ticket[MAX_TICKET + 1];
+    if (count <= 0) {
+        if (count == 0) f->rng->s = rewind;
+        return NULL;
+    }
+    char ticket[TICKET_BUF + 1];
     Py_ssize_t tlen = make_ticket(f, ticket, chosen, count, cid, cid_len, now);
-    if (tlen < 0) return NULL; /* too long: Python raises the error, nothing was counted */
-    if (count_issued(&f->cands[chosen[0]]) < 0 || count_dispatch(f, chosen[0]) < 0) return NULL;
+    if (tlen < 0) { /* too long: Python raises the error, nothing was counted */
+        if (tlen == -1) f->rng->s = rewind;
+        return NULL;
+    }
+    if (count_issued(f, &f->cands[chosen[0]]) < 0 || count_dispatch(f, chosen[0]) < 0) return NULL;
 
-    Py_ssize_t body = sizeof("{\"gateway\":},\"ticket\":\"\",\"alternates\":[],") - 1 + tlen
-                      + PyBytes_GET_SIZE(f->cands[chosen[0]].frag) + PyBytes_GET_SIZE(f->tail);
+    Py_ssize_t body = PIECE(A_OPEN) + PyBytes_GET_SIZE(f->cands[chosen[0]].frag) + PIECE(A_TICKET) + tlen
+                      + PIECE(A_ALTERNATES) + PIECE(A_CLOSE) + PyBytes_GET_SIZE(f->tail);
     for (int i = 1; i < count; i++)
-        body += (i > 1) + PyBytes_GET_SIZE(f->cands[chosen[i]].frag)
-                + sizeof(",\"ticket\":\"\"}") - 1 + tlen;
-    char clen[48];
+        body += (i > 1 ? PIECE(A_ALT_SEP) : 0) + PyBytes_GET_SIZE(f->cands[chosen[i]].frag)
+                + PIECE(A_ALT_TICKET) + tlen + PIECE(A_ALT_CLOSE);
+    char clen[24];
     int clen_n = 0;
     Py_ssize_t size = body;
     if (http) {
-        clen_n = snprintf(clen, sizeof clen, "content-length: %zd\r\n\r\n", body);
-        size += sizeof("HTTP/1.1 200 OK\r\n") - 1 + PyBytes_GET_SIZE(f->date_line) + sizeof(JSON_HEAD) - 1
-                + (http == 2 ? sizeof("connection: close\r\n") - 1 : 0) + clen_n;
+        clen_n = snprintf(clen, sizeof clen, "%zd", body);
+        size += FRAME(H_STATUS) + PyBytes_GET_SIZE(f->date_line) + FRAME(H_HEAD)
+                + (http == 2 ? FRAME(H_CLOSE) : 0) + FRAME(H_LENGTH) + clen_n + FRAME(H_END);
     }
     PyObject *out = PyBytes_FromStringAndSize(NULL, size);
     if (out == NULL) return NULL;
     char *d = PyBytes_AS_STRING(out);
     if (http) {
-        d = put(d, LIT("HTTP/1.1 200 OK\r\n"));
+        d = put_bytes(d, f->framing[H_STATUS]);
         d = put_bytes(d, f->date_line);
-        d = put(d, JSON_HEAD, sizeof(JSON_HEAD) - 1);
-        if (http == 2) d = put(d, LIT("connection: close\r\n"));
+        d = put_bytes(d, f->framing[H_HEAD]);
+        if (http == 2) d = put_bytes(d, f->framing[H_CLOSE]);
+        d = put_bytes(d, f->framing[H_LENGTH]);
         d = put(d, clen, clen_n);
+        d = put_bytes(d, f->framing[H_END]);
     }
-    d = put(d, LIT("{\"gateway\":"));
+    d = put_bytes(d, f->pieces[A_OPEN]);
     d = put_bytes(d, f->cands[chosen[0]].frag);
-    d = put(d, LIT("},\"ticket\":\""));
+    d = put_bytes(d, f->pieces[A_TICKET]);
     d = put(d, ticket, tlen);
-    d = put(d, LIT("\",\"alternates\":["));
+    d = put_bytes(d, f->pieces[A_ALTERNATES]);
     for (int i = 1; i < count; i++) {
-        if (i > 1) *d++ = ',';
+        if (i > 1) d = put_bytes(d, f->pieces[A_ALT_SEP]);
         d = put_bytes(d, f->cands[chosen[i]].frag);
-        d = put(d, LIT(",\"ticket\":\""));
+        d = put_bytes(d, f->pieces[A_ALT_TICKET]);
         d = put(d, ticket, tlen);
-        d = put(d, LIT("\"}"));
+        d = put_bytes(d, f->pieces[A_ALT_CLOSE]);
     }
-    d = put(d, LIT("],"));
+    d = put_bytes(d, f->pieces[A_CLOSE]);
     d = put_bytes(d, f->tail);
     assert(d == PyBytes_AS_STRING(out) + size);
     return out;
@@ -500,22 +626,75 @@ static int set_bounds(FastDispatch *f, PyObject *seq) {
 
 /* ------------------------------------------------------------------ type */
 
+/* A tuple of exactly n bytes objects into out[] (new references); 0 ok, -1 error. */
+static int bytes_tuple(PyObject *seq, int n, PyObject **out, const char *what) {
+    if (!PyTuple_Check(seq) || PyTuple_GET_SIZE(seq) != n) {
+        PyErr_Format(PyExc_ValueError, "%s must be a tuple of %d bytes", what, n);
+        return -1;
+    }
+    for (int i = 0; i < n; i++)
+        if (!PyBytes_Check(PyTuple_GET_ITEM(seq, i))) {
+            PyErr_Format(PyExc_TypeError, "%s must be a tuple of %d bytes", what, n);
+            return -1;
+        }
+    for (int i = 0; i < n; i++) {
+        PyObject *b = PyTuple_GET_ITEM(seq, i);
+        Py_INCREF(b);
+        Py_XSETREF(out[i], b);
+    }
+    return 0;
+}
+
+/* A tuple of exactly n data descriptors (slots read and written in place of names). */
+static int descr_tuple(PyObject *seq, int n, PyObject **out[], const char *what) {
+    if (!PyTuple_Check(seq) || PyTuple_GET_SIZE(seq) != n) {
+        PyErr_Format(PyExc_ValueError, "%s must be a tuple of %d fields", what, n);
+        return -1;
+    }
+    for (int i = 0; i < n; i++) {
+        PyObject *d = PyTuple_GET_ITEM(seq, i);
+        if (Py_TYPE(d)->tp_descr_get == NULL || Py_TYPE(d)->tp_descr_set == NULL) {
+            PyErr_Format(PyExc_TypeError, "%s: item %d is not a data descriptor (a __slots__ member)", what, i);
+            return -1;
+        }
+    }
+    for (int i = 0; i < n; i++) {
+        PyObject *d = PyTuple_GET_ITEM(seq, i);
+        Py_INCREF(d);
+        Py_XSETREF(*out[i], d);
+    }
+    return 0;
+}
+
 static int FD_init(FastDispatch *self, PyObject *args, PyObject *kw) {
     static char *names[] = {"secret", "lifetime", "alternates", "max_client_id", "max_head", "max_url",
-                            "max_headers", "tail", "stats", "seed", "latency_bounds", NULL};
-    Py_buffer secret, seed;
-    int lifetime, alternates;
-    Py_ssize_t max_client_id, max_head, max_url, max_headers;
-    PyObject *tail, *stats, *bounds;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "y*iinnnnSOy*O", names, &secret, &lifetime, &alternates,
-                                     &max_client_id, &max_head, &max_url, &max_headers, &tail, &stats,
-                                     &seed, &bounds))
+                            "max_headers", "tail", "stats", "rng", "clock", "latency_bounds", "attempts",
+                            "max_ticket", "mac_size", "load_fields", "stats_fields", "answer", "framing",
+                            NULL};
+    Py_buffer secret;
+    int lifetime, alternates, attempts, mac_size;
+    Py_ssize_t max_client_id, max_head, max_url, max_headers, max_ticket;
+    PyObject *tail, *stats, *rng, *clock, *bounds, *load_fields, *stats_fields, *answer, *framing;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "y*iinnnnSOO!OOiniOOOO", names, &secret, &lifetime,
+                                     &alternates, &max_client_id, &max_head, &max_url, &max_headers, &tail,
+                                     &stats, &SplitMixType, &rng, &clock, &bounds, &attempts, &max_ticket,
+                                     &mac_size, &load_fields, &stats_fields, &answer, &framing))
         return -1;
     int ok = 0;
+    PyObject **load_out[] = {&self->f_reported, &self->f_issued, &self->f_headroom};
+    PyObject **stats_out[] = {&self->f_dispatched, &self->f_per_gateway};
     if (set_bounds(self, bounds) < 0) { /* exception set */ }
     else if (lifetime < 1 || lifetime > 65535) PyErr_SetString(PyExc_ValueError, "lifetime must be 1..65535");
     else if (alternates < 0 || alternates > MAX_K - 1) PyErr_SetString(PyExc_ValueError, "alternates must be 0..16");
     else if (max_client_id > 255) PyErr_SetString(PyExc_ValueError, "max_client_id must be at most 255");
+    else if (attempts < 1 || attempts > MAX_ATTEMPTS) PyErr_SetString(PyExc_ValueError, "attempts must be 1..64");
+    else if (max_ticket < 1 || max_ticket > TICKET_BUF) PyErr_SetString(PyExc_ValueError, "max_ticket must be 1..8192");
+    else if (mac_size < 1 || mac_size > SHA256_DIGEST_LENGTH) PyErr_SetString(PyExc_ValueError, "mac_size must be 1..32");
+    else if (clock != Py_None && !PyCallable_Check(clock)) PyErr_SetString(PyExc_TypeError, "clock must be None or callable");
+    else if (bytes_tuple(answer, N_PIECES, self->pieces, "answer") < 0) { /* exception set */ }
+    else if (bytes_tuple(framing, N_FRAMING, self->framing, "framing") < 0) { /* exception set */ }
+    else if (descr_tuple(load_fields, 3, load_out, "load_fields") < 0) { /* exception set */ }
+    else if (descr_tuple(stats_fields, 2, stats_out, "stats_fields") < 0) { /* exception set */ }
     else ok = 1;
     if (ok) {
         unsigned char key[64] = {0}, pad[64];
@@ -529,6 +708,9 @@ static int FD_init(FastDispatch *self, PyObject *args, PyObject *kw) {
         SHA256_Update(&self->outer, pad, 64);
         self->lifetime = (unsigned)lifetime;
         self->k = alternates + 1;
+        self->attempts = attempts;
+        self->max_ticket = max_ticket;
+        self->mac_size = mac_size;
         self->max_client_id = max_client_id;
         self->max_head = max_head;
         self->max_url = max_url;
@@ -537,11 +719,16 @@ static int FD_init(FastDispatch *self, PyObject *args, PyObject *kw) {
         Py_XSETREF(self->tail, tail);
         Py_INCREF(stats);
         Py_XSETREF(self->stats, stats);
-        seed_rng(self->rng, seed.buf, seed.len);
+        Py_INCREF(rng);
+        Py_XSETREF(self->rng, (SplitMix *)rng);
+        if (clock == Py_None) Py_CLEAR(self->clock);
+        else {
+            Py_INCREF(clock);
+            Py_XSETREF(self->clock, clock);
+        }
         if (self->date_line == NULL) self->date_line = PyBytes_FromString("");
     }
     PyBuffer_Release(&secret);
-    PyBuffer_Release(&seed);
     return ok && self->date_line != NULL ? 0 : -1;
 }
 
@@ -568,33 +755,43 @@ static void clear_pool(FastDispatch *self) {
     free_cands(cands, slots, n);
 }
 
+static int FD_clear(FastDispatch *self) {
+    clear_pool(self);
+    Py_CLEAR(self->stats);
+    Py_CLEAR(self->clock);
+    Py_CLEAR(self->rng);
+    return 0;
+}
+
 static void FD_dealloc(FastDispatch *self) {
     PyObject_GC_UnTrack(self);
     if (self->weakrefs != NULL) PyObject_ClearWeakRefs((PyObject *)self);
-    clear_pool(self);
+    FD_clear(self);
     Py_CLEAR(self->tail);
     Py_CLEAR(self->date_line);
-    Py_CLEAR(self->stats);
+    for (int i = 0; i < N_PIECES; i++) Py_CLEAR(self->pieces[i]);
+    for (int i = 0; i < N_FRAMING; i++) Py_CLEAR(self->framing[i]);
+    Py_CLEAR(self->f_reported);
+    Py_CLEAR(self->f_issued);
+    Py_CLEAR(self->f_headroom);
+    Py_CLEAR(self->f_dispatched);
+    Py_CLEAR(self->f_per_gateway);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
 static int FD_traverse(FastDispatch *self, visitproc visit, void *arg) {
     for (Py_ssize_t i = 0; i < self->n; i++) Py_VISIT(self->cands[i].load);
     Py_VISIT(self->stats);
-    return 0;
-}
-
-static int FD_clear(FastDispatch *self) {
-    clear_pool(self);
-    Py_CLEAR(self->stats);
+    Py_VISIT(self->clock);
+    Py_VISIT(self->rng);
     return 0;
 }
 
 PyDoc_STRVAR(set_pool_doc,
 "set_pool(policy, rows, prob, alias)\n--\n\n"
-"Install a snapshot. policy: 0 p2c, 1 random, -1 off (every call returns None).\n"
-"rows: (load, id, fragment, encoded id, weight, limit or None) per candidate, in\n"
-"picker order; prob/alias: the picker's alias table.");
+"Install a snapshot. policy: the picker's c_policy (0 two choices, 1 one draw), -1 off\n"
+"(every call returns None). rows: (load, id, fragment, encoded id, weight, limit or\n"
+"None) per candidate, in picker order; prob/alias: the picker's alias table.");
 
 static PyObject *FD_set_pool(FastDispatch *self, PyObject *args) {
     int policy;
@@ -602,7 +799,7 @@ static PyObject *FD_set_pool(FastDispatch *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "iOOO", &policy, &rows, &prob, &alias)) return NULL;
     clear_pool(self); /* off until the new snapshot is complete: never serve a stale one */
     if (policy == POLICY_OFF) Py_RETURN_NONE;
-    if (policy != POLICY_P2C && policy != POLICY_RANDOM) {
+    if (policy != POLICY_TWO_CHOICES && policy != POLICY_ONE_DRAW) {
         PyErr_SetString(PyExc_ValueError, "policy must be -1, 0 or 1");
         return NULL;
     }
@@ -668,12 +865,8 @@ static PyObject *FD_set_date(FastDispatch *self, PyObject *line) {
     Py_RETURN_NONE;
 }
 
-static PyObject *FD_reseed(FastDispatch *self, PyObject *arg) {
-    Py_buffer seed;
-    if (PyObject_GetBuffer(arg, &seed, PyBUF_SIMPLE) < 0) return NULL;
-    seed_rng(self->rng, seed.buf, seed.len);
-    PyBuffer_Release(&seed);
-    Py_RETURN_NONE;
+static int ready(FastDispatch *self) {
+    return self->policy != POLICY_OFF && self->rng != NULL && self->stats != NULL;
 }
 
 PyDoc_STRVAR(request_doc,
@@ -682,8 +875,8 @@ PyDoc_STRVAR(request_doc,
 "the whole HTTP answer and whether to close after it; None leaves it to Python.");
 
 static PyObject *FD_request(FastDispatch *self, PyObject *data) {
-    if (!PyBytes_Check(data) || self->policy == POLICY_OFF) Py_RETURN_NONE;
-    struct timespec t0; /* the ticket's issue time and the start of the answer-time measurement */
+    if (!PyBytes_Check(data) || !ready(self)) Py_RETURN_NONE;
+    struct timespec t0; /* the ticket's issue time (wall clock) and the start of the answer-time measurement */
     clock_gettime(CLOCK_REALTIME, &t0);
     const char *cid;
     Py_ssize_t cid_len;
@@ -711,9 +904,9 @@ static PyObject *FD_body(FastDispatch *self, PyObject *cid) {
         PyErr_SetString(PyExc_TypeError, "client_id must be bytes");
         return NULL;
     }
-    if (PyBytes_GET_SIZE(cid) > 255) Py_RETURN_NONE;
-    struct timespec now;
-    clock_gettime(CLOCK_REALTIME, &now);
+    if (PyBytes_GET_SIZE(cid) > 255 || !ready(self)) Py_RETURN_NONE;
+    struct timespec now = {0, 0};
+    if (self->clock == NULL) clock_gettime(CLOCK_REALTIME, &now);
     PyObject *answer = build(self, PyBytes_AS_STRING(cid), PyBytes_GET_SIZE(cid), 0, &now);
     if (answer == NULL && !PyErr_Occurred()) Py_RETURN_NONE;
     return answer;
@@ -731,7 +924,7 @@ static PyObject *FD_latency(FastDispatch *self, PyObject *unused) {
 }
 
 static PyObject *FD_get_active(FastDispatch *self, void *closure) {
-    return PyBool_FromLong(self->policy != POLICY_OFF && self->n > 0 && self->stats != NULL);
+    return PyBool_FromLong(ready(self) && self->n > 0);
 }
 
 static PyObject *FD_configure(FastDispatch *self, PyObject *args, PyObject *kw) {
@@ -744,7 +937,6 @@ static PyMethodDef FD_methods[] = {
      "configure(...): the constructor's arguments again (a config reload)."},
     {"set_pool", (PyCFunction)FD_set_pool, METH_VARARGS, set_pool_doc},
     {"set_date", (PyCFunction)FD_set_date, METH_O, "set_date(line): the date header line for answers."},
-    {"reseed", (PyCFunction)FD_reseed, METH_O, "reseed(seed): new random state (after fork)."},
     {"request", (PyCFunction)FD_request, METH_O, request_doc},
     {"body", (PyCFunction)FD_body, METH_O, body_doc},
     {"latency", (PyCFunction)FD_latency, METH_NOARGS,
@@ -777,19 +969,22 @@ static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "tcpdispatch._speedups", "C accelerator for the dispatch hot path.", -1, NULL,
 };
 
+static int add_type(PyObject *m, PyTypeObject *type, const char *name) {
+    if (PyType_Ready(type) < 0) return -1;
+    Py_INCREF(type);
+    if (PyModule_AddObject(m, name, (PyObject *)type) < 0) {
+        Py_DECREF(type);
+        return -1;
+    }
+    return 0;
+}
+
 PyMODINIT_FUNC PyInit__speedups(void) {
     init_tables();
-    if (!(s_reported = PyUnicode_InternFromString("reported")) || !(s_issued = PyUnicode_InternFromString("issued"))
-        || !(s_headroom = PyUnicode_InternFromString("headroom"))
-        || !(s_dispatched = PyUnicode_InternFromString("dispatched"))
-        || !(s_per_gateway = PyUnicode_InternFromString("per_gateway")) || !(one = PyLong_FromLong(1)))
-        return NULL;
-    if (PyType_Ready(&FastDispatchType) < 0) return NULL;
+    if (!(one = PyLong_FromLong(1))) return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL) return NULL;
-    Py_INCREF(&FastDispatchType);
-    if (PyModule_AddObject(m, "FastDispatch", (PyObject *)&FastDispatchType) < 0) {
-        Py_DECREF(&FastDispatchType);
+    if (add_type(m, &FastDispatchType, "FastDispatch") < 0 || add_type(m, &SplitMixType, "SplitMix64") < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -33,13 +33,14 @@ import os
 import random
 import struct
 import time
-import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from tcpdispatch.errors import ConfigError, ErrorCode, TicketError
+from tcpdispatch.rng import SplitMixRandom
 
 PREFIX = b"v1."
 MAC_SIZE = 16
@@ -52,26 +53,6 @@ _NONCE_INT = struct.Struct("!Q").unpack
 _TO_URLSAFE = bytes.maketrans(b"+/", b"-_")
 _b2a = binascii.b2a_base64
 _LEN = [bytes((i,)) for i in range(256)]  # u8 length prefixes, prebuilt for issue()
-
-# Every signer's nonce generator, reseeded in forked children: two workers
-# forked from one parent must not issue the same nonce sequence (a gateway
-# would take the second ticket for a replay).
-_NONCE_RNGS: weakref.WeakSet[random.Random] = weakref.WeakSet()
-
-
-def _reseed_nonce_rngs() -> None:
-    for rng in list(_NONCE_RNGS):
-        rng.seed(os.urandom(16))
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reseed_nonce_rngs)
-
-
-def _rand64(rng: random.Random) -> Callable[[], int]:
-    getrandbits = rng.getrandbits
-    return lambda: getrandbits(64)
-
 
 @dataclass(frozen=True, slots=True)
 class TicketClaims:
@@ -155,7 +136,12 @@ def pack_id(s: str) -> bytes:
 
 
 class TicketSigner:
-    """Issues tickets (dispatcher side). ``clock`` and ``nonce`` are injectable for tests."""
+    """Issues tickets (dispatcher side).
+
+    Nonces are the next 64-bit output of ``rng`` (the dispatcher passes the generator its
+    pickers draw from, which the C hot path shares); without one, a generator seeded from the
+    OS and reseeded after fork. ``nonce`` (a callable) overrides both, for tests.
+    """
 
     _CACHE_MAX = 4096
 
@@ -166,6 +152,7 @@ class TicketSigner:
         *,
         clock: Callable[[], float] = time.time,
         nonce: Callable[[], int] | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         if len(secret) < MIN_SECRET:
             raise ValueError(f"secret must be at least {MIN_SECRET} bytes")
@@ -174,10 +161,10 @@ class TicketSigner:
         self._lifetime = int(lifetime)
         self._clock = clock
         if nonce is None:
-            # Nonces must be unique, not secret (the MAC covers them): an OS-seeded PRNG suffices.
-            rng = random.Random(os.urandom(16))
-            _NONCE_RNGS.add(rng)
-            nonce = _rand64(rng)
+            # Nonces must be unique, not secret (the MAC covers them): splitmix64 repeats no
+            # output within one stream, and forked children are reseeded (tcpdispatch.rng).
+            rng = self._rng = rng or SplitMixRandom()  # held: the fork hook reseeds live ones only
+            nonce = rng.next64 if isinstance(rng, SplitMixRandom) else partial(rng.getrandbits, 64)
         self._nonce = nonce
         self._mac = _Mac(secret)
         # gateway-id tuple -> encoded "u8 n | ids" (the dispatcher repeats the same few sets)

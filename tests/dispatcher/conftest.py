@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from dispatcher_stack import Stack, call
+from helpers import require_speedups
 
 from tcpdispatch.config import DispatcherConfig, parse_config
 from tcpdispatch.dispatcher.pool import Pool
 from tcpdispatch.health import ProbeResult
+from tcpdispatch.rng import SplitMixRandom
 
 SECRET = "test-secret-0123456789abcdef"
 ADMIN = "admin-token-123"
@@ -56,14 +59,35 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
+@pytest.fixture(params=["python", "c"])
+def hot_path(request: pytest.FixtureRequest) -> str:
+    """Which path answers plain dispatches: a test asking for it runs once on each.
+
+    ``make_app`` builds the app for it (``speedups`` on or off) and checks that the path
+    it asked for is the one answering; "c" is skipped when the extension is not built.
+    """
+    if request.param == "c":
+        require_speedups()
+    return str(request.param)
+
+
 @pytest.fixture
-def make_app(make_config: Callable[..., DispatcherConfig], clock: FakeClock) -> Callable[..., Stack]:
-    def make(*args: Any, up: bool = True, **kwargs: Any) -> Stack:
+def make_app(make_config: Callable[..., DispatcherConfig], clock: FakeClock,
+             request: pytest.FixtureRequest) -> Callable[..., Stack]:
+    path = request.getfixturevalue("hot_path") if "hot_path" in request.fixturenames else None
+
+    def make(*args: Any, up: bool = True, seed: int = 7, wall: Callable[[], float] = time.time,
+             **kwargs: Any) -> Stack:
+        if path is not None:
+            kwargs["dispatcher"] = {"speedups": path == "c", **kwargs.get("dispatcher", {})}
         cfg = make_config(*args, **kwargs)
-        pool = Pool(cfg, clock=clock, rng=random.Random(7))
+        pool = Pool(cfg, clock=clock, rng=SplitMixRandom(seed))
         if up:
             bring_up(pool)
-        return Stack(cfg, pool, rng=random.Random(3))
+        app = Stack(cfg, pool, rng=random.Random(3), clock=wall)
+        if path is not None and cfg.speedups:
+            assert app.service.fast is not None, app.service.hot_path_reason()
+        return app
 
     return make
 

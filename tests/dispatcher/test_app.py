@@ -16,6 +16,7 @@ SECRET = b"test-secret-0123456789abcdef"
 ADMIN = "admin-token-123"
 
 
+@pytest.mark.usefixtures("hot_path")
 async def test_dispatch_answer_shape_and_one_ticket_for_all(make_app: Any, call_router: Any) -> None:
     app = make_app()
     r = await call_router(app, "GET", "/v1/dispatch", b"client_id=alice")
@@ -39,6 +40,7 @@ async def test_dispatch_answer_shape_and_one_ticket_for_all(make_app: Any, call_
     assert info.value.code is ErrorCode.TICKET_WRONG_GATEWAY
 
 
+@pytest.mark.usefixtures("hot_path")
 async def test_alternates_setting_and_fewer_gateways(make_app: Any, call_router: Any) -> None:
     app = make_app(dispatcher={"alternates": 0})
     assert (await call_router(app, "GET", "/v1/dispatch", b"client_id=a")).json()["alternates"] == []
@@ -46,6 +48,7 @@ async def test_alternates_setting_and_fewer_gateways(make_app: Any, call_router:
     assert (await call_router(app, "GET", "/v1/dispatch", b"client_id=a")).json()["alternates"] == []
 
 
+@pytest.mark.usefixtures("hot_path")
 @pytest.mark.parametrize(
     ("query", "detail"),
     [
@@ -69,6 +72,7 @@ async def test_bad_parameters_get_400_json(make_app: Any, call_router: Any, quer
     assert app.stats.bad_request == 1 and app.stats.dispatched == 0
 
 
+@pytest.mark.usefixtures("hot_path")
 async def test_percent_encoded_and_extra_params_accepted(make_app: Any, call_router: Any) -> None:
     app = make_app()
     r = await call_router(app, "GET", "/v1/dispatch", b"v=2&client_id=caf%C3%A9%20user+x")
@@ -76,6 +80,7 @@ async def test_percent_encoded_and_extra_params_accepted(make_app: Any, call_rou
     TicketVerifier([SECRET]).verify(r.json()["ticket"], r.json()["gateway"]["id"], "caf\u00e9 user+x")
 
 
+@pytest.mark.usefixtures("hot_path")
 async def test_503_with_jittered_retry_after_when_all_full(make_app: Any, call_router: Any, up: Any) -> None:
     app = make_app(up=False, dispatcher={"retry_after_min": 2, "retry_after_max": 7})
     up(app.pool, connections=5, capacity=5)
@@ -94,6 +99,7 @@ async def test_503_with_jittered_retry_after_when_all_full(make_app: Any, call_r
     assert (await call_router(app, "GET", "/v1/dispatch", b"client_id=a")).status == 200
 
 
+@pytest.mark.usefixtures("hot_path")
 async def test_never_hands_out_a_full_gateway(make_app: Any, call_router: Any, up: Any) -> None:
     app = make_app(up=False)
     up(app.pool, "g1", "g2", connections=0, capacity=10)
@@ -106,6 +112,7 @@ async def test_never_hands_out_a_full_gateway(make_app: Any, call_router: Any, u
     assert sum(counts.values()) == 200
 
 
+@pytest.mark.usefixtures("hot_path")
 async def test_503_when_no_gateway_is_up(make_app: Any, call_router: Any) -> None:
     app = make_app(up=False, balancing={"panic_threshold": 0})
     r = await call_router(app, "GET", "/v1/dispatch", b"client_id=a")
@@ -113,6 +120,7 @@ async def test_503_when_no_gateway_is_up(make_app: Any, call_router: Any) -> Non
     assert app.stats.unavailable == 1
 
 
+@pytest.mark.usefixtures("hot_path")
 async def test_panic_hands_out_all_when_most_are_down(make_app: Any, call_router: Any, up: Any) -> None:
     app = make_app(up=False)  # default panic_threshold 0.5
     up(app.pool, "g1")  # 1 of 3 healthy < 50 %: panic
@@ -323,6 +331,7 @@ async def test_metrics_and_healthz(make_app: Any, call_router: Any) -> None:
     assert r.status == 200 and r.json()["gateways"] == {"up": 3, "down": 0, "draining": 0}
 
 
+@pytest.mark.usefixtures("hot_path")
 @pytest.mark.parametrize("policy", ["p2c", "round_robin", "random", "least_conn"])
 async def test_weighted_shares_over_60000_dispatches(make_app: Any, call_router: Any, up: Any, policy: str) -> None:
     """Weights 1:2:3 give 1/6, 2/6, 3/6 of new connections (within 2 points)."""

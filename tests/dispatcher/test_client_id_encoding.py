@@ -36,16 +36,9 @@ MALFORMED = ["%", "a%2", "%zz", "%G1", "ok%2"]
 IDS = ["user+tag@example.com", "a b", "100%", "café", "a&b=c", "x/y?z#w", "+%+ %2B"]
 
 
-@pytest.fixture(params=["python", "c"])
-def hot_path(request: pytest.FixtureRequest) -> str:
-    if request.param == "c":
-        require_speedups()
-    return str(request.param)
-
-
 @pytest.fixture
 def app(make_app: Callable[..., Stack], hot_path: str) -> Stack:
-    a = make_app() if hot_path == "c" else make_app(dispatcher={"speedups": False})
+    a = make_app()  # the conftest's hot_path fixture: once per path
     assert a.service.hot_path == hot_path
     a.service.set_date(b"date: Thu, 01 Jan 2026 00:00:00 GMT\r\n")
     return a

@@ -19,9 +19,9 @@ from dispatcher.conftest import ADMIN
 from dispatcher_stack import Stack, call
 
 from tcpdispatch.dispatcher.pool import Pool
+from tcpdispatch.dispatcher.rebalancer import Rebalancer, shed_url
 from tcpdispatch.dispatcher.service import Stats
 from tcpdispatch.health import ProbeResult
-from tcpdispatch.dispatcher.rebalancer import Rebalancer, shed_url
 from tcpdispatch.store import MemoryStore
 from tcpdispatch.testing import free_port
 

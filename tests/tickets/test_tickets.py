@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import os
+import random
 import struct
 from datetime import timedelta
 from pathlib import Path
@@ -15,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tcpdispatch.errors import ConfigError, ErrorCode, TicketError
+from tcpdispatch.rng import SplitMixRandom
 from tcpdispatch.tickets import (
     MAX_TICKET,
     NonceCache,
@@ -127,6 +129,19 @@ def test_forked_child_gets_a_fresh_nonce_sequence() -> None:
     os.waitpid(pid, 0)
     parent = verifier().verify(s.issue(["g1"], "c1"), "g1").nonce
     assert len(child) == 8 and child != parent
+
+
+@pytest.mark.parametrize("pure", [True, False])
+def test_nonces_are_the_next_outputs_of_the_given_generator(pure: bool) -> None:
+    """The dispatcher hands its pickers' generator to the signer: a seed fixes the nonces."""
+    s = TicketSigner(SECRET, 60, clock=Clock(), rng=SplitMixRandom(5, pure=pure))
+    expected = SplitMixRandom(5, pure=True)
+    for _ in range(3):
+        nonce = verifier().verify(s.issue(["g1"], "c1"), "g1").nonce
+        assert nonce == expected.next64().to_bytes(8, "big")
+    mt = TicketSigner(SECRET, 60, clock=Clock(), rng=random.Random(9))  # any random.Random will do
+    nonce = verifier().verify(mt.issue(["g1"], "c1"), "g1").nonce
+    assert nonce == random.Random(9).getrandbits(64).to_bytes(8, "big")
 
 
 # --- forgeries ---------------------------------------------------------------------

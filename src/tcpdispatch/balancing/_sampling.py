@@ -23,6 +23,11 @@ from tcpdispatch.balancing.base import Candidate, Picker, PickRequest
 # weight unusable, the fallback runs with probability f**ATTEMPTS.
 ATTEMPTS = 8
 
+# ``Picker.c_policy`` codes: the drawing rules tcpdispatch._speedups implements as twins of
+# the pickers below (same draws from the same generator, so the same picks).
+C_TWO_CHOICES = 0  # two weight-drawn candidates, the lower load per weight wins (P2CPicker)
+C_ONE_DRAW = 1  # one weight-drawn candidate (RandomPicker)
+
 
 def build_alias(weights: Sequence[float]) -> tuple[list[float], list[int]]:
     """Vose's alias table for ``weights`` (all > 0): (probability, alias) per slot."""

@@ -80,6 +80,10 @@ class Picker(ABC):
     name: str = ""
     keyed: bool = False  # reads the PickRequest; False lets the caller pass one shared empty request
     ordered_alternates: bool = False  # alternates come in a meaningful order (the ring walk)
+    # The C twin of this picker's ``_choose`` (a code from balancing._sampling, read by the
+    # dispatcher's C hot path); None: no twin, the Python path answers. A subclass that changes
+    # ``_choose`` or ``_better`` must set it back to None.
+    c_policy: int | None = None
     # Constructor keyword -> the BalancerSettings field ([balancing] key) it is fed from.
     options: tuple[tuple[str, str], ...] = ()
 

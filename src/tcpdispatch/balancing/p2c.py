@@ -21,7 +21,7 @@ distinct draw keeps returning it.
 
 from __future__ import annotations
 
-from tcpdispatch.balancing._sampling import TwoChoicePicker
+from tcpdispatch.balancing._sampling import C_TWO_CHOICES, TwoChoicePicker
 from tcpdispatch.balancing.base import Candidate
 
 
@@ -29,6 +29,7 @@ class P2CPicker(TwoChoicePicker):
     """Weighted power of two choices on connections per unit of weight."""
 
     name = "p2c"
+    c_policy = C_TWO_CHOICES
 
     def _better(self, a: Candidate, b: Candidate) -> bool:
         # a.load/a.weight <= b.load/b.weight, without the divisions.

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-from tcpdispatch.balancing._sampling import WeightedSamplingPicker
+from tcpdispatch.balancing._sampling import C_ONE_DRAW, WeightedSamplingPicker
 from tcpdispatch.balancing.base import Candidate, PickRequest
 
 
@@ -23,6 +23,7 @@ class RandomPicker(WeightedSamplingPicker):
     """Weighted random over the usable candidates."""
 
     name = "random"
+    c_policy = C_ONE_DRAW
 
     def _choose(self, request: PickRequest, exclude: Collection[str]) -> Candidate | None:
         i = self._draw_one(exclude)

@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from tcpdispatch.dispatcher.rebalance_metrics import collect as collect_rebalance
 from tcpdispatch.metrics_common import (
     DISPATCH_BUCKETS,
     LatencyHistogram,
@@ -22,12 +23,11 @@ from tcpdispatch.metrics_common import (
     build_info,
     histogram_family,
 )
-from tcpdispatch.dispatcher.rebalance_metrics import collect as collect_rebalance
 
 if TYPE_CHECKING:
     from tcpdispatch.dispatcher.pool import Pool
-    from tcpdispatch.dispatcher.service import DispatchService
     from tcpdispatch.dispatcher.rebalancer import Rebalancer
+    from tcpdispatch.dispatcher.service import DispatchService
 
 
 class _Collector:

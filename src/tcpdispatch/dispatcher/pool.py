@@ -28,6 +28,7 @@ from tcpdispatch.balancing.snapshot import BalancerSettings, GatewayView, build_
 from tcpdispatch.config import DispatcherConfig, GatewayConfig
 from tcpdispatch.health import CheckSpec, HealthState, ProbeResult, parse_check
 from tcpdispatch.health.overload import OverloadState
+from tcpdispatch.rng import SplitMixRandom
 from tcpdispatch.store.base import SharedGateway
 
 log = logging.getLogger("tcpdispatch.dispatcher.pool")
@@ -87,7 +88,8 @@ class Pool:
     """All gateways of one dispatcher and the current picker over them.
 
     ``clock`` is monotonic seconds (slow start and up_since use it); ``rng``
-    seeds the pickers. ``on_targets`` is called with the active-check targets
+    is the pickers' generator, which the dispatcher's ticket signer and C hot path
+    share (default: a :class:`~tcpdispatch.rng.SplitMixRandom` seeded from the OS). ``on_targets`` is called with the active-check targets
     whenever membership or checks change.
     """
 
@@ -102,7 +104,7 @@ class Pool:
     ) -> None:
         self.gateways: dict[str, Gateway] = {}
         self.clock = clock
-        self.rng = rng or random.Random()
+        self.rng = rng or SplitMixRandom()
         self.on_targets = on_targets
         self.panic = False
         self.panic_changes = 0

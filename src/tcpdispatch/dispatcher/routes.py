@@ -26,8 +26,8 @@ from tcpdispatch.ids import gateway_id_problem
 from tcpdispatch.store import MemoryStore, SharedGateway, Store, StoreUnavailable
 
 if TYPE_CHECKING:
-    from tcpdispatch.dispatcher.service import DispatchService
     from tcpdispatch.dispatcher.rebalancer import Rebalancer
+    from tcpdispatch.dispatcher.service import DispatchService
 
 log = logging.getLogger("tcpdispatch.dispatcher.api")
 

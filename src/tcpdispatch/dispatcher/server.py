@@ -25,11 +25,11 @@ from typing import Any
 from tcpdispatch.config import DispatcherConfig, load_config
 from tcpdispatch.dispatcher.httpserver import HTTPServer
 from tcpdispatch.dispatcher.pool import Pool
+from tcpdispatch.dispatcher.rebalancer import Rebalancer
 from tcpdispatch.dispatcher.routes import Router
 from tcpdispatch.dispatcher.service import DispatchService, Stats
 from tcpdispatch.errors import ConfigError
 from tcpdispatch.health import CheckSpec, ProbeResult, PushTracker, StatusMonitor, status_to_result
-from tcpdispatch.dispatcher.rebalancer import Rebalancer
 from tcpdispatch.store import SharedGateway, StoreHooks, make_store
 
 log = logging.getLogger("tcpdispatch.dispatcher")

@@ -72,7 +72,9 @@ class DispatchService:
 
     ``stats`` are the counters the metrics page and the rebalancer's breaker read;
     ``rebalance`` places clients that the rebalancer moved (``leaving=``); ``rng``
-    jitters Retry-After; ``clock`` (wall time) goes to the ticket signer.
+    jitters Retry-After; ``clock`` (wall time) dates tickets, on both hot paths.
+    Picks and ticket nonces both draw from the pool's generator (``pool.rng``), which the
+    C hot path shares when it is a C-backed :class:`~tcpdispatch.rng.SplitMixRandom`.
     """
 
     def __init__(
@@ -88,6 +90,7 @@ class DispatchService:
         self.pool = pool
         self.rng = rng or random.Random()
         self.clock = clock
+        self.draws = pool.rng  # picks, ticket nonces and the C path: one generator
         self.stats = stats if stats is not None else Stats()
         self.rebalance = rebalance
         self._frags: dict[str, bytes] = {}  # gateway id -> JSON fragment of the current picker's candidates
@@ -108,7 +111,8 @@ class DispatchService:
     def configure(self, config: DispatcherConfig) -> None:
         """Apply a (re)loaded config to the app (tokens, signer, hints, limits)."""
         self.config = config
-        self.signer = TicketSigner(config.secrets[0], config.ticket_lifetime, clock=self.clock)
+        self.signer = TicketSigner(config.secrets[0], config.ticket_lifetime, clock=self.clock,
+                                   rng=self.draws)
         self._issue = self.signer.issue
         self.k = 1 + config.alternates
         policy = get_policy(config.policy)
@@ -126,20 +130,20 @@ class DispatchService:
         self._tail = json_body(hints)[1:]  # '"heartbeat_s":..,"retry":{..}}'
         self._templates.clear()
         self._refresh_unavailable()
-        # The C path reads the wall clock itself, so an injected clock (tests) keeps Python's.
-        if config.speedups and self.clock is time.time:
+        if config.speedups:
             if self.fast is None:
-                self.fast = fastpath.create(config, self.stats, self._tail)
+                self.fast = fastpath.create(config, self.stats, self._tail, self.draws, self.clock)
             else:
-                fastpath.configure(self.fast, config, self.stats, self._tail)
+                fastpath.configure(self.fast, config, self.stats, self._tail, self.draws, self.clock)
         self._install_fast()
 
     def _install_fast(self) -> None:
         fast = self.fast
         if fast is None or any(c.id not in self._frags for c in self.pool.picker.candidates):
             return  # first configure(): fragments come with the first refresh
-        fastpath.install(fast, self.pool.picker, self._frags, self._packed_ids,
-                         enabled=self.config.speedups and self.clock is time.time)
+        picker = self.pool.picker
+        fastpath.install(fast, picker, self._frags, self._packed_ids,
+                         enabled=self.config.speedups and picker.rng is self.draws)
         self._fast_body = fast.body if fast.active else None
         if self._announced is not None and self._announced != self.hot_path:
             self.announce_hot_path()
@@ -157,9 +161,9 @@ class DispatchService:
             return "speedups = false"
         if not fastpath.available():
             return "tcpdispatch._speedups not built, or TCPDISPATCH_SPEEDUPS=0"
-        if self.clock is not time.time:
-            return "a test clock is injected"
-        if self.config.policy not in fastpath.POLICIES:
+        if not fastpath.shares(self.draws):
+            return "the pool's random generator is not a C-backed tcpdispatch.rng.SplitMixRandom"
+        if fastpath.policy_code(get_policy(self.config.policy)) == fastpath.OFF:
             return f"policy {self.config.policy} has no C picker"
         return "no gateway can be handed out yet; C takes over with the first one"
 
