@@ -12,7 +12,7 @@ import math
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from tcpdispatch.config import GatewayConfig, parse_gateway
+from tcpdispatch.config import GatewayEntry, parse_gateway
 from tcpdispatch.dispatcher.app import JSON_HEADERS, Receive, Scope, json_body
 from tcpdispatch.dispatcher.pool import Gateway
 from tcpdispatch.errors import ConfigError, TcpDispatchError
@@ -397,4 +397,4 @@ class Router:
         return _json(200, doc)
 
 
-__all__ = ["GatewayConfig", "HTTPError", "Router"]
+__all__ = ["GatewayEntry", "HTTPError", "Router"]

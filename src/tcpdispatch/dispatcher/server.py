@@ -143,9 +143,7 @@ class DispatcherServer:
             return False, str(exc)
         if (new.listen_host, new.listen_port) != self.listen:
             log.warning("reload: listen address changes need a restart; keeping %s:%s", *self.listen)
-        if new.server != self.config.server:
-            log.warning("reload: a server change needs a restart; keeping %s", self.config.server)
-        new = replace(new, listen_host=self.listen[0], listen_port=self.listen[1], server=self.config.server)
+        new = replace(new, listen_host=self.listen[0], listen_port=self.listen[1])
         old = self.config
         if new.store != old.store:
             log.warning("reload: [store] changes need a restart; keeping the current store")
@@ -186,10 +184,7 @@ class DispatcherServer:
         push_task = loop.create_task(self._push_loop())
         await self.rebalancer.start()
         try:
-            if self.config.server == "granian":
-                await self._serve_granian(ready)
-            else:
-                await self._serve_uvloop(ready)
+            await self._serve_uvloop(ready)
         finally:
             push_task.cancel()
             await self.rebalancer.close()
