@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import argparse
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import Field, dataclass, field, fields, replace
 from typing import Any
 
@@ -160,21 +160,28 @@ def flag(spec: Setting) -> str:
     return "--" + (spec.key or "").replace("_", "-")
 
 
-def add_arguments(parser: argparse.ArgumentParser, cls: Any, *, skip: tuple[str, ...] = ()) -> None:
-    """Add one option per declared field of ``cls``, with its default, range and unit in the help.
+_METAVAR = {"s": "S", "bytes": "BYTES", "file": "FILE"}
+
+
+def add_arguments(parser: argparse.ArgumentParser | argparse._ActionsContainer,
+                  specs: Iterable[Setting]) -> None:
+    """Add one option per setting (dest: its key), with its default, range and unit in the help.
 
     The values are checked by the caller (:meth:`Setting.check`), so a bad value gets the
     same message as in a config file.
     """
-    for name, spec in settings_of(cls):
-        if name in skip or not spec.key:
-            continue
-        shown = spec.default_text or ("off" if spec.default is None else str(spec.default))
-        extra = f"{spec.allowed()}; default {shown}" if spec.kind is not bool else ""
-        text = f"{spec.help} ({extra})" if extra else spec.help
+    for spec in specs:
+        key = str(spec.key)
         if spec.kind is bool:
-            parser.add_argument(flag(spec), dest=name, action="store_true", default=spec.default, help=text)
-        else:
-            metavar = {"s": "S", "bytes": "BYTES"}.get(spec.unit, "N" if spec.kind is not str else "TEXT")
-            parser.add_argument(flag(spec), dest=name, type=spec.kind, default=spec.default,
-                                metavar=metavar, help=text.replace("%", "%%"))
+            parser.add_argument(flag(spec), dest=key, action="store_true", default=spec.default,
+                                help=spec.help.replace("%", "%%"))
+            continue
+        # The CLI's help formatter appends "(default: X)" for a real default; say computed ones here.
+        notes = [spec.allowed()] if spec.kind is not str else []
+        if spec.default_text:
+            notes.append("default " + spec.default_text.replace("heartbeat", "--heartbeat"))
+        text = f"{spec.help} ({'; '.join(notes)})" if notes else spec.help
+        kind_metavar = {int: "N", float: "X"}.get(spec.kind, key.upper())
+        metavar = _METAVAR.get(spec.unit, spec.unit or kind_metavar)
+        parser.add_argument(flag(spec), dest=key, type=spec.kind, default=spec.default, required=spec.required,
+                            metavar=metavar, help=text.replace("%", "%%"))
