@@ -194,7 +194,7 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=1,
                     help="N > 1: nginx with N worker processes vs N dispatcher processes sharing the port "
                          "(reuse_port, built-in server only), both on CPUs 0..N-1, wrk on the same CPUs")
-    ap.add_argument("--servers", default="uvloop,uvloop-python,granian",
+    ap.add_argument("--servers", default="uvloop,uvloop-python",
                     help="comma-separated dispatcher HTTP servers to measure ([dispatcher] server; "
                          "a '-python' suffix also sets speedups = false, the pure-Python hot path)")
     ap.add_argument("--no-baseline", dest="baseline", action="store_false",
@@ -232,8 +232,10 @@ def main() -> int:
             reuse = "reuse_port = true\n" if args.workers > 1 else ""
             kind, python_only = server.removesuffix("-python"), server.endswith("-python")
             speedups = "speedups = false\n" if python_only else ""
+            if kind != "uvloop":  # [dispatcher] server is gone: only the built-in server remains
+                raise SystemExit(f"--servers {server}: only uvloop (the built-in server) remains")
             cfg.write_text(f'[dispatcher]\nlisten = "127.0.0.1:{dport}"\nsecret_file = "ticket.secret"\n'
-                           f'server = "{kind}"\n{reuse}{speedups}[balancing]\nslow_start_s = 0\n'
+                           f'{reuse}{speedups}[balancing]\nslow_start_s = 0\n'
                            + "\n".join(gw_lines))
             for w in range(args.workers):
                 procs.start(["taskset", "-c", SERVER_CPUS, PY, "-m", "tcpdispatch", "dispatcher", "--config",

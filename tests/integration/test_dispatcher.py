@@ -108,17 +108,15 @@ def config_text(port: int, gateways: str, *, dispatcher: str = "", sections: str
             f"[balancing]\nslow_start_s = 0\n{sections}\n{gateways}")
 
 
-@pytest.fixture(params=["uvloop", "granian"])
+@pytest.fixture(params=["uvloop"])  # granian is gone: only the built-in server remains
 def env_both(env: dict[str, Any], request: pytest.FixtureRequest) -> dict[str, Any]:
-    """``env`` with the dispatcher served by each HTTP server in turn (``[dispatcher] server``)."""
+    """``env`` for the tests that ran once per HTTP server (only the built-in one remains)."""
     return {**env, "server": request.param}
 
 
 def start_dispatcher(env: dict[str, Any], gateways: str, **kw: str) -> Dispatcher:
     port = free_port()
     cfg = env["tmp"] / "dispatcher.toml"
-    if "server" in env:
-        kw["dispatcher"] = f'server = "{env["server"]}"\n' + kw.get("dispatcher", "")
     cfg.write_text(config_text(port, gateways, **kw))
     proc = env["procs"]([*TCPDISPATCH, "dispatcher", "--config", str(cfg)], name="dispatcher")
     wait_ready(proc)
