@@ -3,8 +3,9 @@
 Every problem raises :class:`~tcpdispatch.errors.ConfigError` naming the file,
 the key (``gateways[1].weight``) and the reason; unknown keys are errors too,
 so a typo never silently falls back to a default. Relative paths resolve
-against the directory of the config file. The full key reference with
-defaults is in docs/dispatcher.md.
+against the directory of the config file. Each key is declared once (``setting(...)``
+fields and the ``*_KEYS`` tables, see tcpdispatch/settings.py); docs/configuration.md
+is generated from those declarations.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from tcpdispatch.aio import parse_hostport
-from tcpdispatch.balancing.registry import DEFAULT_POLICY, POLICIES
 from tcpdispatch.backoff import BackoffConfig
+from tcpdispatch.balancing.registry import DEFAULT_POLICY, POLICIES
 from tcpdispatch.balancing.snapshot import BalancerSettings
 from tcpdispatch.errors import ConfigError
 from tcpdispatch.health import HealthSettings, parse_check
@@ -35,19 +36,33 @@ _S = TypeVar("_S")
 
 @dataclass(frozen=True, slots=True)
 class GatewayEntry:
-    """One gateway of the dispatcher's pool: a ``[[gateways]]`` entry or a ``POST /v1/gateways`` body."""
+    """One gateway of the dispatcher's pool: a ``[[gateways]]`` entry or a POST /v1/gateways body."""
 
     id: str
     host: str
     port: int
     check: str  # http(s)://H:P/status | agent://H:P | tcp://H:P | push
-    weight: float = setting(1.0, ge=0, le=1_000_000, help="relative share of new clients (0 keeps the "
-                            "gateway but gives it no new clients)")
-    capacity: int | None = setting(None, kind=int, ge=1, le=100_000_000, default_text="as reported",
-                                   help="most connections; overrides what the gateway reports. A `tcp://` "
-                                   "gateway that reports nothing and has no capacity has no limit")
-    key: str = setting("", default_text="none", help="the gateway's public key (the line `tcpdispatch "
-                       "keygen` prints); returned in answers so clients can pin it")
+    weight: float = setting(
+        1.0,
+        ge=0,
+        le=1_000_000,
+        help="relative share of new clients (0 keeps the gateway but gives it no new clients)",
+    )
+    capacity: int | None = setting(
+        None,
+        kind=int,
+        ge=1,
+        le=100_000_000,
+        default_text="as reported",
+        help="most connections; overrides what the gateway reports. A `tcp://` "
+        "gateway that reports nothing and has no capacity has no limit",
+    )
+    key: str = setting(
+        "",
+        default_text="none",
+        help="the gateway's public key (the line `tcpdispatch "
+        "keygen` prints); returned in answers so clients can pin it",
+    )
 
     @property
     def address(self) -> str:
@@ -56,12 +71,23 @@ class GatewayEntry:
 
 # [[gateways]] keys that are not one field each (``address`` becomes host and port).
 GATEWAY_KEYS = (
-    Setting(None, "unique; printable ASCII without spaces or `/`, at most 64 bytes; must equal the "
-            "gateway's `--id` (tickets name it)", str, "id", required=True),
-    Setting(None, "`HOST:PORT` clients connect to", str, "address", required=True),
-    Setting(None, "`http://HOST:PORT/status` or `https://...` (gateway status JSON), `agent://HOST:PORT` "
-            "(HAProxy agent-check text), `tcp://HOST:PORT` (accept only: any TCP server), or `push`",
-            str, "check", default_text='"tcp://<address>"'),
+    Setting(
+        None,
+        "unique; printable ASCII without spaces or `/`, at most 64 bytes; must equal the "
+        "gateway's `--id` (tickets name it)",
+        str,
+        "id",
+        required=True,
+    ),
+    Setting(None, "where clients connect", str, "address", unit="HOST:PORT", required=True),
+    Setting(
+        None,
+        "`http://HOST:PORT/status` or `https://...` (gateway status JSON), `agent://HOST:PORT` "
+        "(HAProxy agent-check text), `tcp://HOST:PORT` (accept only: any TCP server), or `push`",
+        str,
+        "check",
+        default_text='"tcp://<address>"',
+    ),
 )
 
 
@@ -69,13 +95,19 @@ GATEWAY_KEYS = (
 class StoreConfig:
     """``[store]``: where replicas share admin changes and push heartbeats (docs/scaling.md)."""
 
-    url: str | None = setting(None, repr=False, default_text="none (in memory)",
-                              help="`redis://`, `rediss://` or `unix://` URL (may hold a password); none: "
-                              "each replica keeps its own state in memory")
-    prefix: str = setting("tcpdispatch:", help="prefix of every key in the store (at most 100 printable "
-                          "characters)")
-    resync_interval: float = setting(1.0, ge=0.05, le=3600, unit="s",
-                                     help="how often a replica re-reads the whole shared state")
+    url: str | None = setting(
+        None,
+        repr=False,
+        default_text="none (in memory)",
+        help="`redis://`, `rediss://` or `unix://` URL (may hold a password); none: "
+        "each replica keeps its own state in memory",
+    )
+    prefix: str = setting(
+        "tcpdispatch:", help="prefix of every key in the store (at most 100 printable characters)"
+    )
+    resync_interval: float = setting(
+        1.0, ge=0.05, le=3600, unit="s", help="how often a replica re-reads the whole shared state"
+    )
     timeout: float = setting(0.5, gt=0, le=60, unit="s", help="per store operation")
 
     @property
@@ -92,34 +124,66 @@ class DispatcherConfig:
     listen_port: int
     policy: str
     secrets: tuple[bytes, ...] = field(repr=False)
-    ticket_lifetime: int = setting(60, ge=1, le=65535, unit="s", help="seconds a ticket stays valid")
+    ticket_lifetime: int = setting(
+        60, ge=1, le=65535, unit="s", help="seconds a ticket stays valid"
+    )
     admin_token: str | None = field(default=None, repr=False)
     push_token: str | None = field(default=None, repr=False)
-    read_token: str | None = field(default=None, repr=False)  # None: GET /v1/gateways and /metrics are open
-    register_unknown: bool = setting(False, help="let push heartbeats from unknown ids add themselves "
-                                     "to the pool")
+    read_token: str | None = field(
+        default=None, repr=False
+    )  # None: GET /v1/gateways and /metrics are open
+    register_unknown: bool = setting(
+        False, help="let push heartbeats from unknown ids add themselves to the pool"
+    )
     alternates: int = setting(2, ge=0, le=16, help="K, the most alternates per answer")
-    heartbeat_s: float = setting(10.0, gt=0, le=3600, unit="s", help="heartbeat hint sent to clients")
+    heartbeat_s: float = setting(
+        10.0, gt=0, le=3600, unit="s", help="heartbeat hint sent to clients"
+    )
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
-    max_body: int = setting(65536, ge=256, le=16 * 1024 * 1024, unit="bytes",
-                            help="largest accepted request body")
-    max_client_id: int = setting(128, ge=1, le=200, unit="bytes", help="longest accepted `client_id`")
-    retry_after_min: int = setting(1, ge=0, le=3600, unit="s", help="lower bound of the random "
-                                   "`Retry-After` on `503`")
-    retry_after_max: int = setting(5, ge=0, le=3600, unit="s", help="upper bound (at least the minimum)")
-    header_timeout: float = setting(10.0, gt=0, le=3600, unit="s", help="seconds from the first byte of a "
-                                    "request to the end of its headers; later: `408` and close")
-    body_timeout: float = setting(30.0, gt=0, le=3600, unit="s", help="seconds from the end of the headers "
-                                  "to the end of the body; later: `408` and close")
-    reuse_port: bool = setting(False, help="open the listen port with `SO_REUSEPORT`, so several "
-                               "dispatcher processes with the same config share one port (each an "
-                               "independent replica: give them a `[store]`, see scaling.md)")
-    speedups: bool = setting(True, help="answer plain dispatch requests through the C accelerator when "
-                             "it is built and the policy is `p2c` or `random` (`TCPDISPATCH_SPEEDUPS=0` "
-                             "in the environment: `false`)")
+    max_body: int = setting(
+        65536, ge=256, le=16 * 1024 * 1024, unit="bytes", help="largest accepted request body"
+    )
+    max_client_id: int = setting(
+        128, ge=1, le=200, unit="bytes", help="longest accepted `client_id`"
+    )
+    retry_after_min: int = setting(
+        1, ge=0, le=3600, unit="s", help="lower bound of the random `Retry-After` on `503`"
+    )
+    retry_after_max: int = setting(
+        5, ge=0, le=3600, unit="s", help="upper bound (at least the minimum)"
+    )
+    header_timeout: float = setting(
+        10.0,
+        gt=0,
+        le=3600,
+        unit="s",
+        help="seconds from the first byte of a "
+        "request to the end of its headers; later: `408` and close",
+    )
+    body_timeout: float = setting(
+        30.0,
+        gt=0,
+        le=3600,
+        unit="s",
+        help="seconds from the end of the headers to the end of the body; later: `408` and close",
+    )
+    reuse_port: bool = setting(
+        False,
+        help="open the listen port with `SO_REUSEPORT`, so several "
+        "dispatcher processes with the same config share one port (each an "
+        "independent replica: give them a `[store]`, see scaling.md)",
+    )
+    speedups: bool = setting(
+        True,
+        help="answer plain dispatch requests through the C accelerator when "
+        "it is built and the policy is `p2c` or `random` (`TCPDISPATCH_SPEEDUPS=0` "
+        "in the environment: `false`)",
+    )
     health: HealthSettings = field(default_factory=HealthSettings)
     balancing: BalancerSettings = field(default_factory=BalancerSettings)
-    retry: BackoffConfig = BackoffConfig()  # the hints handed to clients in every answer
+    retry: BackoffConfig = field(
+        default_factory=BackoffConfig
+    )  # the hints handed to clients in every answer
     gateways: tuple[GatewayEntry, ...] = ()
     store: StoreConfig = StoreConfig()
     rebalance: RebalanceSettings = field(default_factory=RebalanceSettings)
@@ -129,23 +193,63 @@ class DispatcherConfig:
         return f"{self.listen_host}:{self.listen_port}"
 
 
-# [dispatcher] keys that are not one field each: a file whose content is used, HOST:PORT split in two.
+# [dispatcher] keys that are not one field each: a file whose content is used, HOST:PORT split.
 DISPATCHER_KEYS = (
-    Setting("127.0.0.1:8080", "HTTP address (`--listen` overrides it; a reload cannot change it)",
-            str, "listen"),
-    Setting(DEFAULT_POLICY, "balancing policy (docs/policies.md)", str, "policy", choices=tuple(POLICIES)),
-    Setting(None, "ticket secrets, one per line, the first signs (the gateways' `--secret-file`; at "
-            "least 16 bytes each)", str, "secret_file", required=True),
-    Setting(None, "file holding the admin bearer token. Without it `$TCPDISPATCH_ADMIN_TOKEN` is used; "
-            "without both every admin call is refused with `403` saying how to enable it",
-            str, "admin_token_file"),
-    Setting(None, "file holding the bearer token gateways use for `POST /v1/heartbeat` (their "
-            "`--report-token-file`); with neither, heartbeats are refused with `403`", str,
-            "push_token_file", default_text="the admin token"),
-    Setting(None, "file holding a bearer token that `GET /v1/gateways[/{id}]` and `GET /metrics` then "
-            "require (the admin token is accepted too); none: those stay open", str, "read_token_file"),
-    Setting((), "CIDRs (e.g. `[\"10.0.0.0/8\"]`) whose `X-Forwarded-For` is believed", list,
-            "trusted_proxies", default_text="[]"),
+    Setting(
+        "127.0.0.1:8080",
+        "HTTP address (`--listen` overrides it; a reload cannot change it)",
+        str,
+        "listen",
+        unit="HOST:PORT",
+    ),
+    Setting(
+        DEFAULT_POLICY,
+        "balancing policy (docs/policies.md)",
+        str,
+        "policy",
+        choices=tuple(POLICIES),
+    ),
+    Setting(
+        None,
+        "ticket secrets, one per line, the first signs (the gateways' `--secret-file`; at "
+        "least 16 bytes each)",
+        str,
+        "secret_file",
+        unit="file",
+        required=True,
+    ),
+    Setting(
+        None,
+        "file holding the admin bearer token. Without it `$TCPDISPATCH_ADMIN_TOKEN` is used; "
+        "without both every admin call is refused with `403` saying how to enable it",
+        str,
+        "admin_token_file",
+        unit="file",
+    ),
+    Setting(
+        None,
+        "file holding the bearer token gateways use for `POST /v1/heartbeat` (their "
+        "`--report-token-file`); with neither, heartbeats are refused with `403`",
+        str,
+        "push_token_file",
+        unit="file",
+        default_text="the admin token",
+    ),
+    Setting(
+        None,
+        "file holding a bearer token that `GET /v1/gateways[/{id}]` and `GET /metrics` then "
+        "require (the admin token is accepted too); none: those stay open",
+        str,
+        "read_token_file",
+        unit="file",
+    ),
+    Setting(
+        (),
+        'CIDRs (e.g. `["10.0.0.0/8"]`) whose `X-Forwarded-For` is believed',
+        list,
+        "trusted_proxies",
+        default_text="[]",
+    ),
 )
 REMOVED_KEYS = {"server": "was removed: only the built-in HTTP server remains; delete this line"}
 
@@ -190,7 +294,9 @@ class _Reader:
     def finish(self) -> None:
         extra = sorted(set(self.table) - self.used)
         if extra:
-            raise self.error(extra[0], "unknown key" + (f" (also: {', '.join(extra[1:])})" if extra[1:] else ""))
+            raise self.error(
+                extra[0], "unknown key" + (f" (also: {', '.join(extra[1:])})" if extra[1:] else "")
+            )
 
 
 def _keys(*specs: Setting) -> dict[str, Setting]:
@@ -266,7 +372,9 @@ def parse_gateway(table: Any, *, file: str = "", prefix: str = "gateway") -> Gat
     return entry
 
 
-def load_config(path: str | os.PathLike[str], *, env: Mapping[str, str] | None = None) -> DispatcherConfig:
+def load_config(
+    path: str | os.PathLike[str], *, env: Mapping[str, str] | None = None
+) -> DispatcherConfig:
     """Read and validate a dispatcher config file."""
     p = Path(path)
     file = str(p)
@@ -278,11 +386,16 @@ def load_config(path: str | os.PathLike[str], *, env: Mapping[str, str] | None =
         doc = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"not valid TOML: {exc}", file=file) from None
-    return parse_config(doc, file=file, base=p.resolve().parent, env=os.environ if env is None else env)
+    return parse_config(
+        doc, file=file, base=p.resolve().parent, env=os.environ if env is None else env
+    )
 
 
 def parse_config(
-    doc: Mapping[str, Any], *, file: str = "<config>", base: Path | None = None,
+    doc: Mapping[str, Any],
+    *,
+    file: str = "<config>",
+    base: Path | None = None,
     env: Mapping[str, str] | None = None,
 ) -> DispatcherConfig:
     """Validate an already-parsed TOML document (``base`` resolves relative paths)."""
@@ -313,8 +426,11 @@ def parse_config(
     if admin_token is None and env.get(ADMIN_TOKEN_ENV, "").strip():
         admin_token = env[ADMIN_TOKEN_ENV].strip()
         if len(admin_token) < MIN_TOKEN_LEN:
-            raise ConfigError(f"the token in ${ADMIN_TOKEN_ENV} is shorter than {MIN_TOKEN_LEN} characters",
-                              file=file, key=ADMIN_TOKEN_ENV)
+            raise ConfigError(
+                f"the token in ${ADMIN_TOKEN_ENV} is shorter than {MIN_TOKEN_LEN} characters",
+                file=file,
+                key=ADMIN_TOKEN_ENV,
+            )
     push_token = _token(d, _DISPATCHER["push_token_file"], base) or admin_token
     read_token_ = _token(d, _DISPATCHER["read_token_file"], base)
 
@@ -330,7 +446,9 @@ def parse_config(
 
     scalars = {name: d.value(spec) for name, spec in settings_of(DispatcherConfig)}
     if scalars["retry_after_max"] < scalars["retry_after_min"]:
-        raise d.error("retry_after_max", f"must be >= retry_after_min ({scalars['retry_after_min']})")
+        raise d.error(
+            "retry_after_max", f"must be >= retry_after_min ({scalars['retry_after_min']})"
+        )
     d.finish()
 
     health = _section(_Reader(file, "health", top.get("health") or {}), HealthSettings)
@@ -352,26 +470,42 @@ def parse_config(
     for i, entry in enumerate(gw_raw):
         gw = parse_gateway(entry, file=file, prefix=f"gateways[{i}]")
         if gw.id in seen:
-            raise ConfigError(f"duplicate gateway id {gw.id!r} (also gateways[{seen[gw.id]}])", file=file,
-                              key=f"gateways[{i}].id")
+            raise ConfigError(
+                f"duplicate gateway id {gw.id!r} (also gateways[{seen[gw.id]}])",
+                file=file,
+                key=f"gateways[{i}].id",
+            )
         seen[gw.id] = i
         gateways.append(gw)
     top.finish()
 
     return DispatcherConfig(
         path=Path(file) if file != "<config>" else None,
-        listen_host=lhost, listen_port=lport, policy=policy, secrets=secrets,
-        admin_token=admin_token, push_token=push_token, read_token=read_token_,
-        trusted_proxies=tuple(proxies), health=health, balancing=balancing, retry=retry,
-        gateways=tuple(gateways), store=store, rebalance=rebalance, **scalars,
+        listen_host=lhost,
+        listen_port=lport,
+        policy=policy,
+        secrets=secrets,
+        admin_token=admin_token,
+        push_token=push_token,
+        read_token=read_token_,
+        trusted_proxies=tuple(proxies),
+        health=health,
+        balancing=balancing,
+        retry=retry,
+        gateways=tuple(gateways),
+        store=store,
+        rebalance=rebalance,
+        **scalars,
     )
 
 
 def _parse_rebalance(r: _Reader, base: Path) -> RebalanceSettings:
     """``[rebalance]``: the declared keys, the admin token read from its file."""
     if r.has("gateway_admin_token"):
-        raise r.error("gateway_admin_token", "unknown key; put the token in a file and name it in "
-                      "gateway_admin_token_file")
+        raise r.error(
+            "gateway_admin_token",
+            "unknown key; put the token in a file and name it in gateway_admin_token_file",
+        )
     token_spec = dict(settings_of(RebalanceSettings))["gateway_admin_token"]
     return _section(r, RebalanceSettings, gateway_admin_token=_token(r, token_spec, base))
 
@@ -379,7 +513,10 @@ def _parse_rebalance(r: _Reader, base: Path) -> RebalanceSettings:
 def _parse_store(r: _Reader) -> StoreConfig:
     store = _section(r, StoreConfig)
     if store.url is not None and not store.url.startswith(STORE_SCHEMES):
-        raise r.error("url", f"must start with {', '.join(STORE_SCHEMES)}, got {store.url.split(':', 1)[0]!r}...")
+        raise r.error(
+            "url",
+            f"must start with {', '.join(STORE_SCHEMES)}, got {store.url.split(':', 1)[0]!r}...",
+        )
     if len(store.prefix) > 100 or not store.prefix.isprintable():
         raise r.error("prefix", "must be at most 100 printable characters")
     return store

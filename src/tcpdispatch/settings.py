@@ -57,7 +57,7 @@ class Setting:
     default_text: str = ""  # for the docs and --help when the default is computed ("3 x heartbeat")
 
     def check(self, value: Any) -> Any:
-        """``value`` converted to ``kind`` (an int is a valid float); SettingError when not allowed."""
+        """``value`` as ``kind`` (an int is a valid float); SettingError when not allowed."""
         if value is None and (self.default is None and not self.required):
             return None
         if self.kind is bool:
@@ -65,7 +65,13 @@ class Setting:
                 raise self.refuse(value)
             return value
         if self.kind is str:
-            if not isinstance(value, str) or not value.strip() or (self.choices and value not in self.choices):
+            if value == self.default:  # "" can be a default meaning "none"
+                return value
+            if (
+                not isinstance(value, str)
+                or not value.strip()
+                or (self.choices and value not in self.choices)
+            ):
                 raise self.refuse(value)
             return value
         if isinstance(value, bool) or not isinstance(value, int | float):
@@ -77,8 +83,12 @@ class Setting:
         return self.kind(value)
 
     def _in_range(self, v: float) -> bool:
-        return ((self.ge is None or v >= self.ge) and (self.gt is None or v > self.gt)
-                and (self.le is None or v <= self.le) and (self.lt is None or v < self.lt))
+        return (
+            (self.ge is None or v >= self.ge)
+            and (self.gt is None or v > self.gt)
+            and (self.le is None or v <= self.le)
+            and (self.lt is None or v < self.lt)
+        )
 
     def refuse(self, value: Any) -> SettingError:
         """The one refusal message: ``must be <allowed>, got <value>``."""
@@ -93,8 +103,11 @@ class Setting:
         if self.kind is int and self.ge is not None and self.le is not None:
             return f"an integer between {_num(self.ge, int)} and {_num(self.le, int)}"
         noun = "an integer" if self.kind is int else "a number"
-        bounds = [f"{op} {_num(b, self.kind)}" for op, b in
-                  ((">=", self.ge), (">", self.gt), ("<=", self.le), ("<", self.lt)) if b is not None]
+        bounds = [
+            f"{op} {_num(b, self.kind)}"
+            for op, b in ((">=", self.ge), (">", self.gt), ("<=", self.le), ("<", self.lt))
+            if b is not None
+        ]
         return f"{noun} {' and '.join(bounds)}" if bounds else noun
 
     def default_shown(self) -> str:
@@ -116,8 +129,15 @@ def _num(bound: float, kind: type) -> str:
     return repr(int(bound)) if kind is int else repr(float(bound))
 
 
-def setting(default: Any, *, help: str, kind: type | None = None, key: str | None = None,  # noqa: A002
-            repr: bool = True, **limits: Any) -> Any:  # noqa: A002
+def setting(
+    default: Any,
+    *,
+    help: str,
+    kind: type | None = None,
+    key: str | None = None,
+    repr: bool = True,
+    **limits: Any,
+) -> Any:
     """A dataclass field declared as a setting; ``key`` defaults to the field name.
 
     Typed ``Any`` so that ``x: float = setting(1.0, ...)`` type-checks as a default.
@@ -163,8 +183,9 @@ def flag(spec: Setting) -> str:
 _METAVAR = {"s": "S", "bytes": "BYTES", "file": "FILE"}
 
 
-def add_arguments(parser: argparse.ArgumentParser | argparse._ActionsContainer,
-                  specs: Iterable[Setting]) -> None:
+def add_arguments(
+    parser: argparse.ArgumentParser | argparse._ActionsContainer, specs: Iterable[Setting]
+) -> None:
     """Add one option per setting (dest: its key), with its default, range and unit in the help.
 
     The values are checked by the caller (:meth:`Setting.check`), so a bad value gets the
@@ -173,15 +194,27 @@ def add_arguments(parser: argparse.ArgumentParser | argparse._ActionsContainer,
     for spec in specs:
         key = str(spec.key)
         if spec.kind is bool:
-            parser.add_argument(flag(spec), dest=key, action="store_true", default=spec.default,
-                                help=spec.help.replace("%", "%%"))
+            parser.add_argument(
+                flag(spec),
+                dest=key,
+                action="store_true",
+                default=spec.default,
+                help=spec.help.replace("%", "%%"),
+            )
             continue
-        # The CLI's help formatter appends "(default: X)" for a real default; say computed ones here.
+        # The CLI's help formatter appends "(default: X)" for a real default; computed ones: here.
         notes = [spec.allowed()] if spec.kind is not str else []
         if spec.default_text:
             notes.append("default " + spec.default_text.replace("heartbeat", "--heartbeat"))
         text = f"{spec.help} ({'; '.join(notes)})" if notes else spec.help
         kind_metavar = {int: "N", float: "X"}.get(spec.kind, key.upper())
         metavar = _METAVAR.get(spec.unit, spec.unit or kind_metavar)
-        parser.add_argument(flag(spec), dest=key, type=spec.kind, default=spec.default, required=spec.required,
-                            metavar=metavar, help=text.replace("%", "%%"))
+        parser.add_argument(
+            flag(spec),
+            dest=key,
+            type=spec.kind,
+            default=spec.default,
+            required=spec.required,
+            metavar=metavar,
+            help=text.replace("%", "%%"),
+        )

@@ -61,7 +61,7 @@ class GatewayView:
 
 @dataclass(frozen=True, slots=True)
 class BalancerSettings:
-    """Pool-wide balancing knobs, the ``[balancing]`` config section (ValueError names the bad field).
+    """Pool-wide balancing knobs, the ``[balancing]`` config section (SettingError names a field).
 
     ``slow_start_s`` defaults to 10 s: long enough that a recovered gateway is not
     handed a whole reconnect storm in its first second (caches cold, JIT/TLS
@@ -70,17 +70,42 @@ class BalancerSettings:
     slow start window has no default; 10 s sits at the short end on purpose).
     """
 
-    high_water: float = setting(1.0, gt=0, le=10, help="a gateway is not handed out once its load reaches "
-                                "`capacity x high_water` (e.g. 0.9 keeps 10 % headroom)")
-    slow_start_s: float = setting(10.0, ge=0, le=3600, unit="s",
-                                  help="ramp window for a gateway that joins or recovers (0 = off)")
-    slow_start_min: float = setting(0.1, gt=0, le=1, help="weight fraction at the start of the ramp")
-    panic_threshold: float = setting(0.5, ge=0, le=1, help="if fewer than this fraction of the non-draining "
-                                     "gateways are healthy, hand out all of them (0 = never)")
-    hash_epsilon: float = setting(0.25, gt=0, le=10, help="`consistent_hash` bound: no gateway above "
-                                  "`(1 + epsilon) x` its weighted fair share")
-    load_floor: float = setting(0.1, gt=0, le=1, help="`load` policy: the lowest utilization a gateway is "
-                                "scored with (docs/policies.md)")
+    high_water: float = setting(
+        1.0,
+        gt=0,
+        le=10,
+        help="a gateway is not handed out once its load reaches "
+        "`capacity x high_water` (e.g. 0.9 keeps 10 % headroom)",
+    )
+    slow_start_s: float = setting(
+        10.0,
+        ge=0,
+        le=3600,
+        unit="s",
+        help="ramp window for a gateway that joins or recovers (0 = off)",
+    )
+    slow_start_min: float = setting(
+        0.1, gt=0, le=1, help="weight fraction at the start of the ramp"
+    )
+    panic_threshold: float = setting(
+        0.5,
+        ge=0,
+        le=1,
+        help="if fewer than this fraction of the non-draining "
+        "gateways are healthy, hand out all of them (0 = never)",
+    )
+    hash_epsilon: float = setting(
+        0.25,
+        gt=0,
+        le=10,
+        help="`consistent_hash` bound: no gateway above `(1 + epsilon) x` its weighted fair share",
+    )
+    load_floor: float = setting(
+        0.1,
+        gt=0,
+        le=1,
+        help="`load` policy: the lowest utilization a gateway is scored with (docs/policies.md)",
+    )
 
     def __post_init__(self) -> None:
         validate(self)

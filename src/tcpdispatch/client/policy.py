@@ -16,7 +16,6 @@ landing them all at once.
 from __future__ import annotations
 
 import email.utils
-import math
 import random
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence

@@ -21,41 +21,67 @@ class HealthSettings:
     See docs/health.md for the arithmetic behind the defaults and their probe cost.
     """
 
-    interval: float = setting(0.25, gt=0, unit="s", help="seconds between probe starts of one gateway")
+    interval: float = setting(
+        0.25, gt=0, unit="s", help="seconds between probe starts of one gateway"
+    )
     timeout: float = setting(0.5, gt=0, unit="s", help="per probe")
     rise: int = setting(2, ge=1, le=1000, help="consecutive successes to come up")
     fall: int = setting(2, ge=1, le=1000, help="consecutive failures to go down")
     jitter: float = setting(0.1, ge=0, lt=1, help="+- fraction of `interval`, random per probe")
-    ttl: float = setting(3.0, gt=0, unit="s", help="push mode: a gateway whose heartbeats stop this long is down")
-    watch: bool = setting(True, help="`http://` checks: keep one status stream per gateway "
-                                     "(polling when the other side does not stream)")
+    ttl: float = setting(
+        3.0, gt=0, unit="s", help="push mode: a gateway whose heartbeats stop this long is down"
+    )
+    watch: bool = setting(
+        True,
+        help="`http://` checks: keep one status stream per gateway "
+        "(polling when the other side does not stream)",
+    )
     # Overload protection by performance (health/overload.py); enter / exit thresholds.
     overload: bool = setting(True, help="stop handing out gateways whose performance collapses")
-    overload_busy: float = setting(0.9, gt=0, le=1, help="busiest worker's event-loop busy fraction "
-                                                         "(of one core) to enter overload")
+    overload_busy: float = setting(
+        0.9,
+        gt=0,
+        le=1,
+        help="busiest worker's event-loop busy fraction (of one core) to enter overload",
+    )
     overload_busy_exit: float = setting(0.7, gt=0, le=1, help="... to leave overload")
-    overload_lag: float = setting(0.1, gt=0, le=60, unit="s", help="busiest worker's event-loop lag to enter")
+    overload_lag: float = setting(
+        0.1, gt=0, le=60, unit="s", help="busiest worker's event-loop lag to enter"
+    )
     overload_lag_exit: float = setting(0.03, gt=0, le=60, unit="s", help="... to leave")
-    overload_latency: float = setting(0.25, gt=0, le=60, unit="s",
-                                      help="status tick lateness (watch) or answer time (poll) to enter")
+    overload_latency: float = setting(
+        0.25,
+        gt=0,
+        le=60,
+        unit="s",
+        help="status tick lateness (watch) or answer time (poll) to enter",
+    )
     overload_latency_exit: float = setting(0.1, gt=0, le=60, unit="s", help="... to leave")
-    overload_samples: int = setting(2, ge=1, le=100,
-                                    help="consecutive late statuses before latency alone counts")
+    overload_samples: int = setting(
+        2, ge=1, le=100, help="consecutive late statuses before latency alone counts"
+    )
 
     def __post_init__(self) -> None:
         validate(self)
         for name in ("overload_busy", "overload_lag", "overload_latency"):
             enter, leave = getattr(self, name), getattr(self, name + "_exit")
             if leave > enter:
-                raise SettingError(name, f"must not be below {name}_exit ({leave!r}), got {enter!r}")
+                raise SettingError(
+                    name, f"must not be below {name}_exit ({leave!r}), got {enter!r}"
+                )
 
     @property
     def overload_thresholds(self) -> OverloadThresholds:
         """The overload enter/exit thresholds as the pure judge takes them."""
         return OverloadThresholds(
-            busy=self.overload_busy, busy_exit=self.overload_busy_exit, lag=self.overload_lag,
-            lag_exit=self.overload_lag_exit, latency=self.overload_latency,
-            latency_exit=self.overload_latency_exit, samples=self.overload_samples)
+            busy=self.overload_busy,
+            busy_exit=self.overload_busy_exit,
+            lag=self.overload_lag,
+            lag_exit=self.overload_lag_exit,
+            latency=self.overload_latency,
+            latency_exit=self.overload_latency_exit,
+            samples=self.overload_samples,
+        )
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> HealthSettings:
@@ -63,7 +89,9 @@ class HealthSettings:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(f"{unknown[0]}: unknown health setting (known: {', '.join(sorted(known))})")
+            raise ValueError(
+                f"{unknown[0]}: unknown health setting (known: {', '.join(sorted(known))})"
+            )
         return cls(**dict(data))
 
     @property
@@ -82,7 +110,11 @@ class HealthSettings:
         lasts ``timeout``; probes never overlap, so when ``timeout`` exceeds the interval the
         failing probes run back to back.
         """
-        return self.max_interval + (self.fall - 1) * max(self.timeout, self.max_interval) + self.timeout
+        return (
+            self.max_interval
+            + (self.fall - 1) * max(self.timeout, self.max_interval)
+            + self.timeout
+        )
 
     def worst_recovery(self) -> float:
         """Upper bound (s) from a gateway answering again to `up`, ignoring probe RTT."""
