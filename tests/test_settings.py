@@ -336,3 +336,18 @@ def test_names_say_what_they_hold() -> None:
         "push",
     )  # the kinds of a CheckSpec, the one meaning
     assert gateway_config.GatewayConfig is GatewayConfig
+
+
+def test_client_backoff_flags_take_defaults_and_ranges_from_the_one_backoff() -> None:
+    from tcpdispatch.client.cli import add_common_arguments, backoff_from
+
+    p = argparse.ArgumentParser()
+    add_common_arguments(p)
+    args = p.parse_args([])
+    assert backoff_from(args) == BackoffConfig()
+    args = p.parse_args(["--backoff-max", "7200"])
+    with pytest.raises(ConfigError) as info:
+        backoff_from(args)
+    longest = dict(settings_of(BackoffConfig))["max"]
+    assert info.value.key == "--backoff-max"
+    assert info.value.reason == f"must be {longest.allowed()}, got 7200.0"
