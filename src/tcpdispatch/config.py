@@ -129,9 +129,8 @@ class DispatcherConfig:
     )
     admin_token: str | None = field(default=None, repr=False)
     push_token: str | None = field(default=None, repr=False)
-    read_token: str | None = field(
-        default=None, repr=False
-    )  # None: GET /v1/gateways and /metrics are open
+    # None: GET /v1/gateways and /metrics are open
+    read_token: str | None = field(default=None, repr=False)
     register_unknown: bool = setting(
         False, help="let push heartbeats from unknown ids add themselves to the pool"
     )
@@ -181,9 +180,7 @@ class DispatcherConfig:
     )
     health: HealthSettings = field(default_factory=HealthSettings)
     balancing: BalancerSettings = field(default_factory=BalancerSettings)
-    retry: BackoffConfig = field(
-        default_factory=BackoffConfig
-    )  # the hints handed to clients in every answer
+    retry: BackoffConfig = field(default_factory=BackoffConfig)  # hints in every answer
     gateways: tuple[GatewayEntry, ...] = ()
     store: StoreConfig = StoreConfig()
     rebalance: RebalanceSettings = field(default_factory=RebalanceSettings)

@@ -170,11 +170,6 @@ def validate(obj: Any) -> None:
             spec.check(getattr(obj, f.name))
 
 
-def defaults_of(cls: Any) -> dict[str, Any]:
-    """Field name -> declared default, for the declared fields of ``cls``."""
-    return {name: spec.default for name, spec in settings_of(cls)}
-
-
 def flag(spec: Setting) -> str:
     """The command-line flag of a setting: ``per_ip_limit`` -> ``--per-ip-limit``."""
     return "--" + (spec.key or "").replace("_", "-")
@@ -205,7 +200,7 @@ def add_arguments(
         # The CLI's help formatter appends "(default: X)" for a real default; computed ones: here.
         notes = [spec.allowed()] if spec.kind is not str else []
         if spec.default_text:
-            notes.append("default " + spec.default_text.replace("heartbeat", "--heartbeat"))
+            notes.append("default " + spec.default_text)
         text = f"{spec.help} ({'; '.join(notes)})" if notes else spec.help
         kind_metavar = {int: "N", float: "X"}.get(spec.kind, key.upper())
         metavar = _METAVAR.get(spec.unit, spec.unit or kind_metavar)

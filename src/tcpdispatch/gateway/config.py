@@ -17,7 +17,7 @@ class GatewayConfig:
     """Everything one gateway node needs; built by :func:`from_args` (CLI) or directly (tests).
 
     Each ``setting(...)`` field is also a command-line flag (``per_ip_limit`` is
-    ``--per-ip-limit``), generated with its default, range and help by :func:`add_setting_flags`.
+    ``--per-ip-limit``), generated with its default, range and help by :func:`add_flags`.
     """
 
     id: str
@@ -47,7 +47,7 @@ class GatewayConfig:
         kind=float,
         gt=0,
         unit="s",
-        default_text="3 x heartbeat",
+        default_text="3 x --heartbeat",
         help="close a session that sent no frame for this long",
     )
     handshake_timeout: float = setting(
