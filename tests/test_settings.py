@@ -232,7 +232,7 @@ def test_sections_built_in_code_refuse_in_the_same_words() -> None:
     with pytest.raises(SettingError) as info:
         RebalanceSettings(mode="sometimes")
     assert info.value.reason == "must be one of auto, manual, off, got 'sometimes'"
-    with pytest.raises(SettingError, match="high_water must be a number > 0.0 and <= 10.0, got 0"):
+    with pytest.raises(SettingError, match="high_water: must be a number > 0.0 and <= 10.0, got 0"):
         BalancerSettings(high_water=0)
 
 

@@ -23,16 +23,22 @@ from collections.abc import Iterable, Iterator
 from dataclasses import Field, dataclass, field, fields, replace
 from typing import Any
 
+from tcpdispatch.errors import ConfigError
+
 SETTING = "tcpdispatch.setting"  # the dataclass field metadata key
 
 
-class SettingError(ValueError):
-    """A value outside its declaration; ``key`` names the setting, ``reason`` says why."""
+class SettingError(ConfigError, ValueError):
+    """A value outside its declaration; ``key`` names the setting, ``reason`` says why.
+
+    A ValueError too, as the settings dataclasses raised before (the loader adds the file
+    and the section to the key).
+    """
+
+    key: str
 
     def __init__(self, key: str, reason: str) -> None:
-        super().__init__(f"{key} {reason}")
-        self.key = key
-        self.reason = reason
+        super().__init__(reason, key=key)
 
 
 @dataclass(frozen=True, slots=True)
