@@ -3,77 +3,112 @@
 Every problem raises :class:`~tcpdispatch.errors.ConfigError` naming the file,
 the key (``gateways[1].weight``) and the reason; unknown keys are errors too,
 so a typo never silently falls back to a default. Relative paths resolve
-against the directory of the config file. The full key reference with
-defaults is in docs/dispatcher.md.
+against the directory of the config file. Each key is declared once (``setting(...)``
+fields and the ``*_KEYS`` tables, see tcpdispatch/settings.py); docs/configuration.md
+is generated from those declarations.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import math
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import MISSING, dataclass, field, fields, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 from tcpdispatch.aio import parse_hostport
+from tcpdispatch.backoff import BackoffConfig
 from tcpdispatch.balancing.registry import DEFAULT_POLICY, POLICIES
 from tcpdispatch.balancing.snapshot import BalancerSettings
 from tcpdispatch.errors import ConfigError
 from tcpdispatch.health import HealthSettings, parse_check
-from tcpdispatch.httputil import read_token
+from tcpdispatch.httputil import MIN_TOKEN_LEN, read_token
 from tcpdispatch.ids import gateway_id_problem
-from tcpdispatch.rebalance.settings import MODES as REBALANCE_MODES
 from tcpdispatch.rebalance.settings import RebalanceSettings
+from tcpdispatch.settings import Setting, SettingError, setting, settings_of
 
 ADMIN_TOKEN_ENV = "TCPDISPATCH_ADMIN_TOKEN"
-CHECK_KINDS = ("http://", "https://", "agent://", "tcp://", "push")
-# The [health] and [balancing] sections are these dataclasses: defaults and ranges live there.
-HealthConfig = HealthSettings
-BalancingConfig = BalancerSettings
+STORE_SCHEMES = ("redis://", "rediss://", "unix://")
 _S = TypeVar("_S")
 
 
 @dataclass(frozen=True, slots=True)
-class GatewayConfig:
-    """One ``[[gateways]]`` entry (also the body of ``POST /v1/gateways``)."""
+class GatewayEntry:
+    """One gateway of the dispatcher's pool: a ``[[gateways]]`` entry or a POST /v1/gateways body."""
 
     id: str
     host: str
     port: int
     check: str  # http(s)://H:P/status | agent://H:P | tcp://H:P | push
-    weight: float = 1.0
-    capacity: int | None = None  # None: use what the gateway reports
-    key: str = ""  # the gateway's public key (``tcpdispatch keygen``); returned in answers
+    weight: float = setting(
+        1.0,
+        ge=0,
+        le=1_000_000,
+        help="relative share of new clients (0 keeps the gateway but gives it no new clients)",
+    )
+    capacity: int | None = setting(
+        None,
+        kind=int,
+        ge=1,
+        le=100_000_000,
+        default_text="as reported",
+        help="most connections; overrides what the gateway reports. A `tcp://` "
+        "gateway that reports nothing and has no capacity has no limit",
+    )
+    key: str = setting(
+        "",
+        default_text="none",
+        help="the gateway's public key (the line `tcpdispatch "
+        "keygen` prints); returned in answers so clients can pin it",
+    )
 
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
 
 
-@dataclass(frozen=True, slots=True)
-class RetryConfig:
-    """Reconnect backoff hints handed to clients in every dispatch answer."""
-
-    initial_s: float = 1.0
-    multiplier: float = 1.6
-    jitter: float = 0.2
-    max_s: float = 120.0
-
-
-STORE_SCHEMES = ("redis://", "rediss://", "unix://")
+# [[gateways]] keys that are not one field each (``address`` becomes host and port).
+GATEWAY_KEYS = (
+    Setting(
+        None,
+        "unique; printable ASCII without spaces or `/`, at most 64 bytes; must equal the "
+        "gateway's `--id` (tickets name it)",
+        str,
+        "id",
+        required=True,
+    ),
+    Setting(None, "where clients connect", str, "address", unit="HOST:PORT", required=True),
+    Setting(
+        None,
+        "`http://HOST:PORT/status` or `https://...` (gateway status JSON), `agent://HOST:PORT` "
+        "(HAProxy agent-check text), `tcp://HOST:PORT` (accept only: any TCP server), or `push`",
+        str,
+        "check",
+        default_text='"tcp://<address>"',
+    ),
+)
 
 
 @dataclass(frozen=True, slots=True)
 class StoreConfig:
     """``[store]``: where replicas share admin changes and push heartbeats (docs/scaling.md)."""
 
-    url: str | None = field(default=None, repr=False)  # None: embedded memory store; may hold a password
-    prefix: str = "tcpdispatch:"
-    resync_interval: float = 1.0
-    timeout: float = 0.5
+    url: str | None = setting(
+        None,
+        repr=False,
+        default_text="none (in memory)",
+        help="`redis://`, `rediss://` or `unix://` URL (may hold a password); none: "
+        "each replica keeps its own state in memory",
+    )
+    prefix: str = setting(
+        "tcpdispatch:", help="prefix of every key in the store (at most 100 printable characters)"
+    )
+    resync_interval: float = setting(
+        1.0, ge=0.05, le=3600, unit="s", help="how often a replica re-reads the whole shared state"
+    )
+    timeout: float = setting(0.5, gt=0, le=60, unit="s", help="per store operation")
 
     @property
     def shared(self) -> bool:
@@ -89,33 +124,131 @@ class DispatcherConfig:
     listen_port: int
     policy: str
     secrets: tuple[bytes, ...] = field(repr=False)
-    ticket_lifetime: int = 60
+    ticket_lifetime: int = setting(
+        60, ge=1, le=65535, unit="s", help="seconds a ticket stays valid"
+    )
     admin_token: str | None = field(default=None, repr=False)
     push_token: str | None = field(default=None, repr=False)
-    read_token: str | None = field(default=None, repr=False)  # None: GET /v1/gateways and /metrics are open
-    register_unknown: bool = False
-    alternates: int = 2
-    heartbeat_s: float = 10.0
+    # None: GET /v1/gateways and /metrics are open
+    read_token: str | None = field(default=None, repr=False)
+    register_unknown: bool = setting(
+        False, help="let push heartbeats from unknown ids add themselves to the pool"
+    )
+    alternates: int = setting(2, ge=0, le=16, help="K, the most alternates per answer")
+    heartbeat_s: float = setting(
+        10.0, gt=0, le=3600, unit="s", help="heartbeat hint sent to clients"
+    )
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
-    max_body: int = 65536
-    max_client_id: int = 128
-    server: str = "uvloop"  # HTTP server: "uvloop" (built-in, httptools) or "granian"
-    retry_after_min: int = 1
-    retry_after_max: int = 5
-    header_timeout: float = 10.0  # uvloop server: seconds from a request's first byte to its last header
-    body_timeout: float = 30.0  # uvloop server: seconds from the end of the headers to the end of the body
-    reuse_port: bool = False  # uvloop server: SO_REUSEPORT, so several dispatcher processes share the port
-    speedups: bool = True  # use the C hot path (tcpdispatch._speedups) when it is built
+    max_body: int = setting(
+        65536, ge=256, le=16 * 1024 * 1024, unit="bytes", help="largest accepted request body"
+    )
+    max_client_id: int = setting(
+        128, ge=1, le=200, unit="bytes", help="longest accepted `client_id`"
+    )
+    retry_after_min: int = setting(
+        1, ge=0, le=3600, unit="s", help="lower bound of the random `Retry-After` on `503`"
+    )
+    retry_after_max: int = setting(
+        5, ge=0, le=3600, unit="s", help="upper bound (at least the minimum)"
+    )
+    header_timeout: float = setting(
+        10.0,
+        gt=0,
+        le=3600,
+        unit="s",
+        help="seconds from the first byte of a "
+        "request to the end of its headers; later: `408` and close",
+    )
+    body_timeout: float = setting(
+        30.0,
+        gt=0,
+        le=3600,
+        unit="s",
+        help="seconds from the end of the headers to the end of the body; later: `408` and close",
+    )
+    reuse_port: bool = setting(
+        False,
+        help="open the listen port with `SO_REUSEPORT`, so several "
+        "dispatcher processes with the same config share one port (each an "
+        "independent replica: give them a `[store]`, see scaling.md)",
+    )
+    speedups: bool = setting(
+        True,
+        help="answer plain dispatch requests through the C accelerator when "
+        "it is built and the policy is `p2c` or `random` (`TCPDISPATCH_SPEEDUPS=0` "
+        "in the environment: `false`)",
+    )
     health: HealthSettings = field(default_factory=HealthSettings)
     balancing: BalancerSettings = field(default_factory=BalancerSettings)
-    retry: RetryConfig = RetryConfig()
-    gateways: tuple[GatewayConfig, ...] = ()
+    retry: BackoffConfig = field(default_factory=BackoffConfig)  # hints in every answer
+    gateways: tuple[GatewayEntry, ...] = ()
     store: StoreConfig = StoreConfig()
     rebalance: RebalanceSettings = field(default_factory=RebalanceSettings)
 
     @property
     def listen(self) -> str:
         return f"{self.listen_host}:{self.listen_port}"
+
+
+# [dispatcher] keys that are not one field each: a file whose content is used, HOST:PORT split.
+DISPATCHER_KEYS = (
+    Setting(
+        "127.0.0.1:8080",
+        "HTTP address (`--listen` overrides it; a reload cannot change it)",
+        str,
+        "listen",
+        unit="HOST:PORT",
+    ),
+    Setting(
+        DEFAULT_POLICY,
+        "balancing policy (docs/policies.md)",
+        str,
+        "policy",
+        choices=tuple(POLICIES),
+    ),
+    Setting(
+        None,
+        "ticket secrets, one per line, the first signs (the gateways' `--secret-file`; at "
+        "least 16 bytes each)",
+        str,
+        "secret_file",
+        unit="file",
+        required=True,
+    ),
+    Setting(
+        None,
+        "file holding the admin bearer token. Without it `$TCPDISPATCH_ADMIN_TOKEN` is used; "
+        "without both every admin call is refused with `403` saying how to enable it",
+        str,
+        "admin_token_file",
+        unit="file",
+    ),
+    Setting(
+        None,
+        "file holding the bearer token gateways use for `POST /v1/heartbeat` (their "
+        "`--report-token-file`); with neither, heartbeats are refused with `403`",
+        str,
+        "push_token_file",
+        unit="file",
+        default_text="the admin token",
+    ),
+    Setting(
+        None,
+        "file holding a bearer token that `GET /v1/gateways[/{id}]` and `GET /metrics` then "
+        "require (the admin token is accepted too); none: those stay open",
+        str,
+        "read_token_file",
+        unit="file",
+    ),
+    Setting(
+        (),
+        'CIDRs (e.g. `["10.0.0.0/8"]`) whose `X-Forwarded-For` is believed',
+        list,
+        "trusted_proxies",
+        default_text="[]",
+    ),
+)
+REMOVED_KEYS = {"server": "was removed: only the built-in HTTP server remains; delete this line"}
 
 
 class _Reader:
@@ -142,94 +275,69 @@ class _Reader:
     def has(self, name: str) -> bool:
         return name in self.table
 
-    def number(self, name: str, default: float, lo: float, hi: float, *, lo_open: bool = False) -> float:
-        v = self.get(name)
+    def value(self, spec: Setting) -> Any:
+        """The checked value of ``spec`` in this table, or its default."""
+        key = spec.key or ""
+        v = self.get(key)
         if v is None:
-            return default
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            raise self.error(name, f"must be a number, got {v!r}")
-        if v < lo or (lo_open and v == lo) or v > hi:
-            lo_txt = f"> {lo}" if lo_open else f">= {lo}"
-            raise self.error(name, f"must be {lo_txt} and <= {hi}, got {v!r}")
-        return float(v)
-
-    def integer(self, name: str, default: int | None, lo: int, hi: int) -> int | None:
-        v = self.get(name)
-        if v is None:
-            return default
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise self.error(name, f"must be an integer, got {v!r}")
-        if not lo <= v <= hi:
-            raise self.error(name, f"must be between {lo} and {hi}, got {v}")
-        return v
-
-    def string(self, name: str, default: str | None = None, *, required: bool = False) -> str | None:
-        v = self.get(name)
-        if v is None:
-            if required:
-                raise self.error(name, "is required")
-            return default
-        if not isinstance(v, str) or not v.strip():
-            raise self.error(name, f"must be a non-empty string, got {v!r}")
-        return v
-
-    def boolean(self, name: str, default: bool) -> bool:
-        v = self.get(name)
-        if v is None:
-            return default
-        if not isinstance(v, bool):
-            raise self.error(name, f"must be true or false, got {v!r}")
-        return v
+            if spec.required:
+                raise self.error(key, "is required")
+            return spec.default
+        try:
+            return spec.check(v)
+        except SettingError as exc:
+            raise self.error(key, exc.reason) from None
 
     def finish(self) -> None:
         extra = sorted(set(self.table) - self.used)
         if extra:
-            raise self.error(extra[0], "unknown key" + (f" (also: {', '.join(extra[1:])})" if extra[1:] else ""))
+            raise self.error(
+                extra[0], "unknown key" + (f" (also: {', '.join(extra[1:])})" if extra[1:] else "")
+            )
 
 
-def _path(r: _Reader, name: str, base: Path, *, required: bool = False) -> Path | None:
-    text = r.string(name, required=required)
+def _keys(*specs: Setting) -> dict[str, Setting]:
+    return {str(spec.key): spec for spec in specs}
+
+
+_DISPATCHER = _keys(*DISPATCHER_KEYS)
+_GATEWAY = _keys(*GATEWAY_KEYS)
+
+
+def _path(r: _Reader, spec: Setting, base: Path) -> Path | None:
+    text = r.value(spec)
     if text is None:
         return None
     p = Path(text).expanduser()
     return p if p.is_absolute() else base / p
 
 
-def _read_token(r: _Reader, name: str, path: Path) -> str:
+def _token(r: _Reader, spec: Setting, base: Path) -> str | None:
+    """The token in the file ``spec`` names (None when the key is absent)."""
+    path = _path(r, spec, base)
+    if path is None:
+        return None
     try:
         return read_token(path)
     except ValueError as exc:
-        raise r.error(name, str(exc)) from None
+        raise r.error(str(spec.key), str(exc)) from None
 
 
-def _section(r: _Reader, cls: type[_S]) -> _S:
-    """Read a table straight into the settings dataclass ``cls``: its fields are the keys,
-    its defaults the defaults, and its ``__post_init__`` checks the ranges."""
-    values: dict[str, Any] = {}
-    for f in fields(cls):  # type: ignore[arg-type]
-        v = r.get(f.name)
-        if v is None:
-            continue
-        default = f.default if f.default is not MISSING else None
-        if isinstance(default, bool):
-            if not isinstance(v, bool):
-                raise r.error(f.name, f"must be true or false, got {v!r}")
-        elif isinstance(default, int):
-            if isinstance(v, bool) or not isinstance(v, int):
-                raise r.error(f.name, f"must be an integer, got {v!r}")
-        elif isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            raise r.error(f.name, f"must be a number, got {v!r}")
-        values[f.name] = float(v) if isinstance(default, float) else v
+def _section(r: _Reader, cls: type[_S], **given: Any) -> _S:
+    """Read a table into the settings dataclass ``cls``: each declared field is a key (checked
+    against its declaration, absent: its default); ``given`` are fields the caller read itself."""
+    values = dict(given)
+    for name, spec in settings_of(cls):
+        if spec.key and name not in given and r.has(spec.key):
+            values[name] = r.value(spec)
     r.finish()
     try:
         return cls(**values)
-    except ValueError as exc:
-        reason = str(exc)
-        name = reason.split(" ", 1)[0]
-        raise r.error(name if r.has(name) else "", reason) from None
+    except SettingError as exc:  # a rule between two keys (__post_init__)
+        raise r.error(exc.key if r.has(exc.key) else "", exc.reason) from None
 
 
-def parse_gateway(table: Any, *, file: str = "", prefix: str = "gateway") -> GatewayConfig:
+def parse_gateway(table: Any, *, file: str = "", prefix: str = "gateway") -> GatewayEntry:
     """Validate one gateway entry (config file or admin API body)."""
     r = _Reader(file, prefix, table)
     gid = r.get("id")
@@ -238,44 +346,32 @@ def parse_gateway(table: Any, *, file: str = "", prefix: str = "gateway") -> Gat
     why = gateway_id_problem(gid)
     if why:
         raise r.error("id", f"{why}, got {gid!r}")
-    addr = r.string("address", required=True)
-    assert addr is not None
+    addr = r.value(_GATEWAY["address"])
     try:
         host, port = parse_hostport(addr)
     except ValueError as exc:
         raise r.error("address", str(exc)) from None
     if port == 0:
         raise r.error("address", "port must not be 0")
-    check = r.string("check", f"tcp://{addr}")
-    assert check is not None
-    _validate_check(r, check)
-    weight = r.number("weight", 1.0, 0.0, 1_000_000.0)  # 0: keep, but hand out no new clients
-    capacity = r.integer("capacity", None, 1, 100_000_000)
-    key = r.string("key", "") or ""
-    if key:
-        from tcpdispatch.secure.keys import parse_public_key
-
-        try:
-            parse_public_key(key)
-        except ValueError as exc:
-            raise r.error("key", f"{exc} (the line `tcpdispatch keygen` prints)") from None
-    r.finish()
-    return GatewayConfig(gid, host, port, check, weight, capacity, key)
-
-
-def _validate_check(r: _Reader, check: str) -> None:
-    if check == "push":
-        return
-    if not check.startswith(CHECK_KINDS):
-        raise r.error("check", "must be http(s)://HOST:PORT/PATH, agent://HOST:PORT, tcp://HOST:PORT "
-                               f"or push, got {check!r}")
+    check = r.value(_GATEWAY["check"]) or f"tcp://{addr}"
     try:
         parse_check(check)
     except ValueError as exc:
         raise r.error("check", str(exc)) from None
+    entry = _section(r, GatewayEntry, id=gid, host=host, port=port, check=check)
+    if entry.key:
+        from tcpdispatch.secure.keys import parse_public_key
+
+        try:
+            parse_public_key(entry.key)
+        except ValueError as exc:
+            raise r.error("key", f"{exc} (the line `tcpdispatch keygen` prints)") from None
+    return entry
 
 
-def load_config(path: str | os.PathLike[str], *, env: Mapping[str, str] | None = None) -> DispatcherConfig:
+def load_config(
+    path: str | os.PathLike[str], *, env: Mapping[str, str] | None = None
+) -> DispatcherConfig:
     """Read and validate a dispatcher config file."""
     p = Path(path)
     file = str(p)
@@ -287,11 +383,16 @@ def load_config(path: str | os.PathLike[str], *, env: Mapping[str, str] | None =
         doc = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"not valid TOML: {exc}", file=file) from None
-    return parse_config(doc, file=file, base=p.resolve().parent, env=os.environ if env is None else env)
+    return parse_config(
+        doc, file=file, base=p.resolve().parent, env=os.environ if env is None else env
+    )
 
 
 def parse_config(
-    doc: Mapping[str, Any], *, file: str = "<config>", base: Path | None = None,
+    doc: Mapping[str, Any],
+    *,
+    file: str = "<config>",
+    base: Path | None = None,
     env: Mapping[str, str] | None = None,
 ) -> DispatcherConfig:
     """Validate an already-parsed TOML document (``base`` resolves relative paths)."""
@@ -299,17 +400,17 @@ def parse_config(
     env = env or {}
     top = _Reader(file, "", doc)
     d = _Reader(file, "dispatcher", top.get("dispatcher") or {})
-    listen = d.string("listen", "127.0.0.1:8080")
-    assert listen is not None
+    for key, reason in REMOVED_KEYS.items():
+        if d.has(key):
+            raise d.error(key, reason)
+    listen = d.value(_DISPATCHER["listen"])
     try:
         lhost, lport = parse_hostport(listen, what="listen")
     except ValueError as exc:
         raise d.error("listen", str(exc)) from None
-    policy = str(d.string("policy", DEFAULT_POLICY))
-    if policy not in POLICIES:
-        raise d.error("policy", f"unknown policy {policy!r}; choose one of {', '.join(POLICIES)}")
+    policy = d.value(_DISPATCHER["policy"])
 
-    secret_path = _path(d, "secret_file", base, required=True)
+    secret_path = _path(d, _DISPATCHER["secret_file"], base)
     assert secret_path is not None
     from tcpdispatch.tickets import load_secrets
 
@@ -317,19 +418,18 @@ def parse_config(
         secrets = tuple(load_secrets(secret_path))
     except ConfigError as exc:
         raise d.error("secret_file", f"{exc.reason} ({secret_path})") from None
-    lifetime = d.integer("ticket_lifetime", 60, 1, 65535)
 
-    admin_path = _path(d, "admin_token_file", base)
-    admin_token = _read_token(d, "admin_token_file", admin_path) if admin_path else None
+    admin_token = _token(d, _DISPATCHER["admin_token_file"], base)
     if admin_token is None and env.get(ADMIN_TOKEN_ENV, "").strip():
         admin_token = env[ADMIN_TOKEN_ENV].strip()
-        if len(admin_token) < 8:
-            raise ConfigError(f"the token in ${ADMIN_TOKEN_ENV} is shorter than 8 characters", file=file,
-                              key=ADMIN_TOKEN_ENV)
-    push_path = _path(d, "push_token_file", base)
-    push_token = _read_token(d, "push_token_file", push_path) if push_path else admin_token
-    read_path = _path(d, "read_token_file", base)
-    read_token = _read_token(d, "read_token_file", read_path) if read_path else None
+        if len(admin_token) < MIN_TOKEN_LEN:
+            raise ConfigError(
+                f"the token in ${ADMIN_TOKEN_ENV} is shorter than {MIN_TOKEN_LEN} characters",
+                file=file,
+                key=ADMIN_TOKEN_ENV,
+            )
+    push_token = _token(d, _DISPATCHER["push_token_file"], base) or admin_token
+    read_token_ = _token(d, _DISPATCHER["read_token_file"], base)
 
     proxies_raw = d.get("trusted_proxies") or []
     if not isinstance(proxies_raw, list):
@@ -341,98 +441,79 @@ def parse_config(
         except (ValueError, TypeError):
             raise d.error(f"trusted_proxies[{i}]", f"not an IP network: {cidr!r}") from None
 
-    ra_min = d.integer("retry_after_min", 1, 0, 3600)
-    ra_max = d.integer("retry_after_max", 5, 0, 3600)
-    assert ra_min is not None and ra_max is not None
-    if ra_max < ra_min:
-        raise d.error("retry_after_max", f"must be >= retry_after_min ({ra_min})")
-    alternates = d.integer("alternates", 2, 0, 16)
-    heartbeat = d.number("heartbeat_s", 10.0, 0.0, 3600.0, lo_open=True)
-    register_unknown = d.boolean("register_unknown", False)
-    max_body = d.integer("max_body", 65536, 256, 16 * 1024 * 1024)
-    max_client_id = d.integer("max_client_id", 128, 1, 200)
-    server = d.string("server", "uvloop")
-    if server not in ("uvloop", "granian"):
-        raise d.error("server", f"must be \"uvloop\" or \"granian\", got {server!r}")
-    header_timeout = d.number("header_timeout", 10.0, 0.0, 3600.0, lo_open=True)
-    body_timeout = d.number("body_timeout", 30.0, 0.0, 3600.0, lo_open=True)
-    reuse_port = d.boolean("reuse_port", False)
-    if reuse_port and server != "uvloop":
-        raise d.error("reuse_port", 'needs server = "uvloop"')
-    speedups = d.boolean("speedups", True)
+    scalars = {name: d.value(spec) for name, spec in settings_of(DispatcherConfig)}
+    if scalars["retry_after_max"] < scalars["retry_after_min"]:
+        raise d.error(
+            "retry_after_max", f"must be >= retry_after_min ({scalars['retry_after_min']})"
+        )
     d.finish()
 
     health = _section(_Reader(file, "health", top.get("health") or {}), HealthSettings)
     balancing = _section(_Reader(file, "balancing", top.get("balancing") or {}), BalancerSettings)
-
     rr = _Reader(file, "retry", top.get("retry") or {})
-    retry = RetryConfig(
-        initial_s=rr.number("initial_s", 1.0, 0.0, 3600.0, lo_open=True),
-        multiplier=rr.number("multiplier", 1.6, 1.0, 10.0),
-        jitter=rr.number("jitter", 0.2, 0.0, 1.0),
-        max_s=rr.number("max_s", 120.0, 0.0, 86400.0, lo_open=True),
-    )
-    rr.finish()
-
+    retry = _section(rr, BackoffConfig)
+    try:
+        retry.check()
+    except SettingError as exc:
+        raise rr.error(exc.key, exc.reason) from None
     store = _parse_store(_Reader(file, "store", top.get("store") or {}))
     rebalance = _parse_rebalance(_Reader(file, "rebalance", top.get("rebalance") or {}), base)
 
     gw_raw = top.get("gateways") or []
     if not isinstance(gw_raw, list):
         raise top.error("gateways", "must be an array of tables ([[gateways]])")
-    gateways: list[GatewayConfig] = []
+    gateways: list[GatewayEntry] = []
     seen: dict[str, int] = {}
     for i, entry in enumerate(gw_raw):
         gw = parse_gateway(entry, file=file, prefix=f"gateways[{i}]")
         if gw.id in seen:
-            raise ConfigError(f"duplicate gateway id {gw.id!r} (also gateways[{seen[gw.id]}])", file=file, key=f"gateways[{i}].id")
+            raise ConfigError(
+                f"duplicate gateway id {gw.id!r} (also gateways[{seen[gw.id]}])",
+                file=file,
+                key=f"gateways[{i}].id",
+            )
         seen[gw.id] = i
         gateways.append(gw)
     top.finish()
 
     return DispatcherConfig(
         path=Path(file) if file != "<config>" else None,
-        listen_host=lhost, listen_port=lport, policy=policy, secrets=secrets,
-        ticket_lifetime=int(lifetime or 60), admin_token=admin_token, push_token=push_token,
-        read_token=read_token,
-        register_unknown=register_unknown, alternates=int(alternates or 0), heartbeat_s=heartbeat,
-        trusted_proxies=tuple(proxies), max_body=int(max_body or 65536),
-        max_client_id=int(max_client_id or 128), server=str(server), retry_after_min=ra_min, retry_after_max=ra_max,
-        header_timeout=header_timeout, body_timeout=body_timeout, reuse_port=reuse_port,
-        speedups=bool(speedups), health=health, balancing=balancing, retry=retry, gateways=tuple(gateways), store=store,
+        listen_host=lhost,
+        listen_port=lport,
+        policy=policy,
+        secrets=secrets,
+        admin_token=admin_token,
+        push_token=push_token,
+        read_token=read_token_,
+        trusted_proxies=tuple(proxies),
+        health=health,
+        balancing=balancing,
+        retry=retry,
+        gateways=tuple(gateways),
+        store=store,
         rebalance=rebalance,
+        **scalars,
     )
 
 
 def _parse_rebalance(r: _Reader, base: Path) -> RebalanceSettings:
-    """``[rebalance]``: the numbers go through :func:`_section`'s checks, plus mode and token file."""
+    """``[rebalance]``: the declared keys, the admin token read from its file."""
     if r.has("gateway_admin_token"):
-        raise r.error("gateway_admin_token", "unknown key; put the token in a file and name it in "
-                      "gateway_admin_token_file")
-    mode = r.string("mode", "auto")
-    if mode not in REBALANCE_MODES:
-        raise r.error("mode", f"must be one of {', '.join(REBALANCE_MODES)}, got {mode!r}")
-    token_path = _path(r, "gateway_admin_token_file", base)
-    token = _read_token(r, "gateway_admin_token_file", token_path) if token_path else None
-    numbers = {k: v for k, v in r.table.items() if k not in ("mode", "gateway_admin_token_file")}
-    settings = _section(_Reader(r.file, "rebalance", numbers), RebalanceSettings)
-    r.used.update(numbers)
-    r.finish()
-    return replace(settings, mode=str(mode), gateway_admin_token=token)
+        raise r.error(
+            "gateway_admin_token",
+            "unknown key; put the token in a file and name it in gateway_admin_token_file",
+        )
+    token_spec = dict(settings_of(RebalanceSettings))["gateway_admin_token"]
+    return _section(r, RebalanceSettings, gateway_admin_token=_token(r, token_spec, base))
 
 
 def _parse_store(r: _Reader) -> StoreConfig:
-    url = r.string("url")
-    if url is not None and not url.startswith(STORE_SCHEMES):
-        raise r.error("url", f"must start with {', '.join(STORE_SCHEMES)}, got {url.split(':', 1)[0]!r}...")
-    prefix = r.string("prefix", "tcpdispatch:")
-    assert prefix is not None
-    if len(prefix) > 100 or not prefix.isprintable():
+    store = _section(r, StoreConfig)
+    if store.url is not None and not store.url.startswith(STORE_SCHEMES):
+        raise r.error(
+            "url",
+            f"must start with {', '.join(STORE_SCHEMES)}, got {store.url.split(':', 1)[0]!r}...",
+        )
+    if len(store.prefix) > 100 or not store.prefix.isprintable():
         raise r.error("prefix", "must be at most 100 printable characters")
-    store = StoreConfig(
-        url=url, prefix=prefix,
-        resync_interval=r.number("resync_interval", 1.0, 0.05, 3600.0),
-        timeout=r.number("timeout", 0.5, 0.0, 60.0, lo_open=True),
-    )
-    r.finish()
     return store

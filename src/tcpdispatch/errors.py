@@ -4,6 +4,7 @@
 
     TcpDispatchError
      ├── ConfigError              config file / CLI / admin input is invalid (file, key, reason)
+     │    └── SettingError         a value outside its declaration (settings.py; also a ValueError)
      ├── ProtocolError            wire protocol violation; carries an ErrorCode
      │    ├── RemoteProtocolError  the peer sent bad bytes or a frame out of order
      │    └── LocalProtocolError   we tried to send something the state forbids (our bug)

@@ -12,7 +12,7 @@ import json
 import os
 from typing import Any
 
-MIN_TOKEN_LEN = 8
+MIN_TOKEN_LEN = 8  # every bearer token, dispatcher and gateway alike; docs/configuration.md says why
 
 
 def error_body(slug: str, detail: str, **extra: Any) -> bytes:
@@ -35,11 +35,11 @@ def check_bearer(header_value: bytes | str | None, token: str) -> bool:
     return hmac.compare_digest(cred.strip(), token.encode())
 
 
-def read_token(path: str | os.PathLike[str], *, min_len: int = MIN_TOKEN_LEN) -> str:
+def read_token(path: str | os.PathLike[str]) -> str:
     """The token in ``path`` (surrounding whitespace stripped).
 
     ValueError naming the file when it cannot be read or the token is shorter
-    than ``min_len`` characters.
+    than ``MIN_TOKEN_LEN`` characters, the one minimum of every token (docs/configuration.md).
     """
     try:
         with open(path, encoding="utf-8") as f:
@@ -48,6 +48,6 @@ def read_token(path: str | os.PathLike[str], *, min_len: int = MIN_TOKEN_LEN) ->
         raise ValueError(f"cannot read {path}: {exc.strerror}") from None
     except UnicodeDecodeError:
         raise ValueError(f"token in {path} is not UTF-8 text") from None
-    if len(token) < min_len:
-        raise ValueError(f"token in {path} is empty or shorter than {min_len} characters")
+    if len(token) < MIN_TOKEN_LEN:
+        raise ValueError(f"token in {path} is empty or shorter than {MIN_TOKEN_LEN} characters")
     return token

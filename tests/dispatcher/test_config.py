@@ -81,7 +81,7 @@ def test_default_check_is_tcp_to_the_address(cfgdir: Path) -> None:
         ('check = "http://127.0.0.1:9101/status"', 'check = "ftp://x:1"', "gateways[0].check", "ftp"),
         ('check = "http://127.0.0.1:9101/status"', 'check = "agent://h"', "gateways[0].check", "port"),
         ('id = "g1"', 'id = "has space"', "gateways[0].id", "printable"),
-        ('policy = "p2c"', 'policy = "fastest"', "dispatcher.policy", "unknown policy"),
+        ('policy = "p2c"', 'policy = "fastest"', "dispatcher.policy", "must be one of round_robin,"),
         ('listen = "127.0.0.1:8080"', 'listen = "127.0.0.1:http"', "dispatcher.listen", "non-numeric"),
         ('secret_file = "ticket.secret"', 'secret_file = "missing.secret"', "dispatcher.secret_file", "cannot read"),
         ('admin_token_file = "admin.token"', 'admin_token_file = "nope"', "dispatcher.admin_token_file", "cannot read"),
@@ -96,7 +96,7 @@ def test_default_check_is_tcp_to_the_address(cfgdir: Path) -> None:
         ("[dispatcher]", "[balancing]\npanic_threshold = 2\n[dispatcher]", "balancing.panic_threshold", "<= 1.0"),
         ("[dispatcher]", "[retry]\nmultiplier = 0.5\n[dispatcher]", "retry.multiplier", ">= 1.0"),
         ("[dispatcher]", "[nonsense]\n[dispatcher]", "nonsense", "unknown key"),
-        ("[dispatcher]", '[dispatcher]\nserver = "granian"\nreuse_port = true', "dispatcher.reuse_port", "uvloop"),
+        ("[dispatcher]", '[dispatcher]\nserver = "uvloop"', "dispatcher.server", "only the built-in HTTP server"),
     ],
 )
 def test_each_error_names_file_key_and_reason(cfgdir: Path, old: str, new: str, key: str, reason: str) -> None:

@@ -7,7 +7,7 @@ import random
 from dataclasses import replace
 from typing import Any
 
-from tcpdispatch.config import GatewayConfig
+from tcpdispatch.config import GatewayEntry
 from tcpdispatch.dispatcher.pool import Pool
 from tcpdispatch.health import ProbeResult
 
@@ -52,7 +52,7 @@ async def test_slow_start_rebuilds_on_its_own_deadline(make_config: Any, up: Any
     loop = asyncio.get_running_loop()
     pool = Pool(make_config(balancing={"slow_start_s": 0.4}), clock=loop.time)
     up(pool)
-    pool.add(GatewayConfig("g4", "127.0.0.1", 9004, "tcp://127.0.0.1:9004", 1.0), "admin")
+    pool.add(GatewayEntry("g4", "127.0.0.1", 9004, "tcp://127.0.0.1:9004", 1.0), "admin")
     up(pool, "g4")
     w0 = next(c.weight for c in pool.picker.candidates if c.id == "g4")
     assert w0 < 0.5
@@ -105,7 +105,7 @@ def test_reload_keeps_state_of_unchanged_gateways(make_config: Any, up: Any) -> 
     up(pool, connections=3)
     g1_load = pool.gateways["g1"].load
     pool.set_drain("g2", True)
-    pool.add(GatewayConfig("adm", "127.0.0.1", 9100, "tcp://127.0.0.1:9100"), "admin")
+    pool.add(GatewayEntry("adm", "127.0.0.1", 9100, "tcp://127.0.0.1:9100"), "admin")
     gws = [
         {"id": "g1", "address": "127.0.0.1:9001", "weight": 5},  # weight changed
         {"id": "g2", "address": "127.0.0.1:9999"},  # address changed: health afresh, drain kept

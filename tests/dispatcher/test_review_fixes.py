@@ -204,9 +204,9 @@ async def test_concurrent_reloads_leave_one_checker(tmp_path: Path) -> None:
     write(0.7)
     second = asyncio.ensure_future(server.reload())
     # An admin change while the reloads await the old checker's close must not fail.
-    from tcpdispatch.config import GatewayConfig
+    from tcpdispatch.config import GatewayEntry
 
-    server.pool.add(GatewayConfig("g2", "127.0.0.1", 10, "tcp://127.0.0.1:10"))
+    server.pool.add(GatewayEntry("g2", "127.0.0.1", 10, "tcp://127.0.0.1:10"))
     assert (await first)[0] and (await second)[0]
     assert len(created) == 2 and server.checker is created[-1]
     assert all(c._closed for c in created[:-1]) and not server.checker._closed

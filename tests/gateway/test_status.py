@@ -76,11 +76,11 @@ def test_config_defaults(tmp_path: Path) -> None:
     secret = tmp_path / "s"
     secret.write_text("a-secret-of-enough-length\n")
     token = tmp_path / "t"
-    token.write_text("tok\n")
+    token.write_text("report-token\n")
     cfg = from_args(parse("--secret-file", str(secret), "--heartbeat", "2", "--report-to",
                           "http://127.0.0.1:8080/", "--report-token-file", str(token)))
     assert cfg.secrets == (b"a-secret-of-enough-length",) and cfg.idle_timeout == 6.0
-    assert cfg.report_to == "http://127.0.0.1:8080" and cfg.report_token == "tok"
+    assert cfg.report_to == "http://127.0.0.1:8080" and cfg.report_token == "report-token"
 
 
 @pytest.mark.parametrize("argv,key", [

@@ -47,7 +47,7 @@ def test_settings_validate_and_carry_the_thresholds() -> None:
         HealthSettings(overload_busy=0.8, overload_busy_exit=0.9)
     with pytest.raises(ValueError, match="overload_lag"):
         HealthSettings(overload_lag=0)
-    with pytest.raises(ValueError, match="watch must be true or false"):
+    with pytest.raises(ValueError, match="watch: must be true or false"):
         HealthSettings(watch=1)  # type: ignore[arg-type]
 
 

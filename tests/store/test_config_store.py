@@ -35,8 +35,8 @@ def test_redis_url_and_options(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("store", "key", "reason"), [
     ({"url": "http://127.0.0.1:6379"}, "store.url", "must start with redis://"),
-    ({"url": "redis://x", "resync_interval": 0}, "store.resync_interval", "must be >= 0.05"),
-    ({"url": "redis://x", "timeout": 0}, "store.timeout", "must be > 0.0"),
+    ({"url": "redis://x", "resync_interval": 0}, "store.resync_interval", "must be a number >= 0.05"),
+    ({"url": "redis://x", "timeout": 0}, "store.timeout", "must be a number > 0.0"),
     ({"url": "redis://x", "bogus": 1}, "store.bogus", "unknown key"),
 ])
 def test_bad_store_settings_name_the_key(tmp_path: Path, store: dict[str, object], key: str, reason: str) -> None:

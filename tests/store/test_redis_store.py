@@ -11,14 +11,14 @@ import pytest
 from helpers import async_wait_until, scaled
 from store.redis_server import RedisServer
 
-from tcpdispatch.config import GatewayConfig, StoreConfig
+from tcpdispatch.config import GatewayEntry, StoreConfig
 from tcpdispatch.store import SharedGateway, StoreHooks, StoreUnavailable
 from tcpdispatch.store.redis_store import RedisStore
 
 
-def _gw(gid: str, weight: float = 1.0, check: str | None = None) -> GatewayConfig:
+def _gw(gid: str, weight: float = 1.0, check: str | None = None) -> GatewayEntry:
     port = 9000 + int(gid[1:])
-    return GatewayConfig(gid, "127.0.0.1", port, check or f"tcp://127.0.0.1:{port}", weight)
+    return GatewayEntry(gid, "127.0.0.1", port, check or f"tcp://127.0.0.1:{port}", weight)
 
 
 class Replica:

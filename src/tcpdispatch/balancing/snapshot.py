@@ -33,6 +33,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from tcpdispatch.balancing.base import Candidate, LoadCounter
+from tcpdispatch.settings import setting, validate
 
 # While a gateway ramps, the snapshot asks to be rebuilt this many times per
 # slow-start window (a staircase close enough to the line, and cheap).
@@ -58,20 +59,9 @@ class GatewayView:
     overloaded: bool = False  # performance collapse reported or seen (health/overload.py)
 
 
-# name -> (low, high, low is open): the one place the [balancing] ranges live (config.py reads them).
-_RANGES: dict[str, tuple[float, float, bool]] = {
-    "high_water": (0.0, 10.0, True),
-    "slow_start_s": (0.0, 3600.0, False),
-    "slow_start_min": (0.0, 1.0, True),
-    "panic_threshold": (0.0, 1.0, False),
-    "hash_epsilon": (0.0, 10.0, True),
-    "load_floor": (0.0, 1.0, True),
-}
-
-
 @dataclass(frozen=True, slots=True)
 class BalancerSettings:
-    """Pool-wide balancing knobs, the ``[balancing]`` config section (ValueError names the bad field).
+    """Pool-wide balancing knobs, the ``[balancing]`` config section (SettingError names a field).
 
     ``slow_start_s`` defaults to 10 s: long enough that a recovered gateway is not
     handed a whole reconnect storm in its first second (caches cold, JIT/TLS
@@ -80,20 +70,45 @@ class BalancerSettings:
     slow start window has no default; 10 s sits at the short end on purpose).
     """
 
-    high_water: float = 1.0  # hand out a gateway while connections < capacity x high_water
-    slow_start_s: float = 10.0  # ramp window after joining/recovering; 0 = off
-    slow_start_min: float = 0.1  # weight fraction at the start of the ramp
-    panic_threshold: float = 0.5  # healthy fraction below which all non-draining are used; 0 = off
-    hash_epsilon: float = 0.25  # consistent_hash load bound (1 + epsilon) x average
-    load_floor: float = 0.1  # ``load`` policy: lowest utilization a gateway is scored with
+    high_water: float = setting(
+        1.0,
+        gt=0,
+        le=10,
+        help="a gateway is not handed out once its load reaches "
+        "`capacity x high_water` (e.g. 0.9 keeps 10 % headroom)",
+    )
+    slow_start_s: float = setting(
+        10.0,
+        ge=0,
+        le=3600,
+        unit="s",
+        help="ramp window for a gateway that joins or recovers (0 = off)",
+    )
+    slow_start_min: float = setting(
+        0.1, gt=0, le=1, help="weight fraction at the start of the ramp"
+    )
+    panic_threshold: float = setting(
+        0.5,
+        ge=0,
+        le=1,
+        help="if fewer than this fraction of the non-draining "
+        "gateways are healthy, hand out all of them (0 = never)",
+    )
+    hash_epsilon: float = setting(
+        0.25,
+        gt=0,
+        le=10,
+        help="`consistent_hash` bound: no gateway above `(1 + epsilon) x` its weighted fair share",
+    )
+    load_floor: float = setting(
+        0.1,
+        gt=0,
+        le=1,
+        help="`load` policy: the lowest utilization a gateway is scored with (docs/policies.md)",
+    )
 
     def __post_init__(self) -> None:
-        for name, (lo, hi, lo_open) in _RANGES.items():
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise ValueError(f"{name} must be a number, got {v!r}")
-            if v < lo or (lo_open and v == lo) or v > hi:
-                raise ValueError(f"{name} must be {'>' if lo_open else '>='} {lo} and <= {hi}, got {v!r}")
+        validate(self)
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,7 @@ from tcpdispatch.aio import run as aio_run
 from tcpdispatch.client.client import Client, ClientEvent, EventKind
 from tcpdispatch.client.policy import BackoffConfig
 from tcpdispatch.errors import ConfigError, DispatchError
+from tcpdispatch.settings import SettingError, settings_of
 
 DESCRIPTION = """\
 An interactive client: it asks the dispatcher(s) for a gateway, connects, and stays
@@ -25,6 +26,8 @@ Each line read from stdin is sent as one message; every message received is prin
 stdout; status changes (connected, reconnecting, gateway changed) go to stderr. End of
 input (Ctrl-D) closes the session with BYE and exits 0."""
 
+
+_BACKOFF = dict(settings_of(BackoffConfig))  # --backoff-* defaults and ranges
 
 def split_list(text: str | None) -> list[str]:
     """``"a,b , c"`` -> ``["a", "b", "c"]``; several flags may also be repeated."""
@@ -41,11 +44,13 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
                    help="per-request dispatcher timeout in seconds")
     p.add_argument("--handshake-timeout", type=float, default=5.0, metavar="S",
                    help="HELLO->WELCOME timeout per gateway attempt in seconds")
-    p.add_argument("--backoff-initial", type=float, default=1.0, metavar="S",
-                   help="first wait before reconnecting after a failed round, in seconds; it grows "
-                        "1.6x per failure with 20%% jitter (a dispatcher's retry hints override it)")
-    p.add_argument("--backoff-max", type=float, default=120.0, metavar="S",
-                   help="longest wait between reconnect rounds, in seconds")
+    initial, growth, jitter, longest = (_BACKOFF[k] for k in ("initial", "multiplier", "jitter", "max"))
+    p.add_argument("--backoff-initial", type=float, default=initial.default, metavar="S",
+                   help=f"first wait before reconnecting after a failed round, in seconds; it grows "
+                        f"{growth.default:g}x per failure with {jitter.default:.0%}% jitter (a dispatcher's "
+                        f"retry hints override it) ({initial.allowed()})")
+    p.add_argument("--backoff-max", type=float, default=longest.default, metavar="S",
+                   help=f"longest wait between reconnect rounds, in seconds ({longest.allowed()})")
     p.add_argument("--encryption", choices=["auto", "required", "off"], default="auto",
                    help="encrypt to gateways whose public key is known (auto), refuse the "
                         "others (required: use it outside loopback), or never (off)")
@@ -86,7 +91,14 @@ def urls_and_fallback(args: argparse.Namespace) -> tuple[list[str], list[str]]:
 
 
 def backoff_from(args: argparse.Namespace) -> BackoffConfig:
-    return BackoffConfig(initial=args.backoff_initial, max=args.backoff_max).clamped()
+    """The backoff of ``--backoff-initial``/``--backoff-max``; ConfigError names a value out of range."""
+    values = {}
+    for name, flag in (("initial", "--backoff-initial"), ("max", "--backoff-max")):
+        try:
+            values[name] = _BACKOFF[name].check(getattr(args, f"backoff_{name}"))
+        except SettingError as exc:
+            raise ConfigError(exc.reason, key=flag) from None
+    return BackoffConfig(**values).clamped()
 
 
 def add_parser(subparsers: Any) -> None:

@@ -16,7 +16,6 @@ landing them all at once.
 from __future__ import annotations
 
 import email.utils
-import math
 import random
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -24,46 +23,13 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from tcpdispatch.aio import parse_hostport
+from tcpdispatch.backoff import BackoffConfig
 from tcpdispatch.errors import DispatchError
 
 Clock = Callable[[], float]
 
 
 # -- backoff -----------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class BackoffConfig:
-    """Reconnect backoff parameters (gRPC defaults) plus when to forget failures."""
-
-    initial: float = 1.0
-    multiplier: float = 1.6
-    jitter: float = 0.2
-    max: float = 120.0
-    reset_after: float = 10.0  # a connection up this long resets the backoff
-
-    def clamped(self) -> BackoffConfig:
-        """A copy with every field forced into a sane range (hints come from the network)."""
-        initial = min(max(self.initial, 0.05), 60.0)
-        return BackoffConfig(
-            initial=initial,
-            multiplier=min(max(self.multiplier, 1.0), 10.0),
-            jitter=min(max(self.jitter, 0.0), 1.0),
-            max=min(max(self.max, initial), 3600.0),
-            reset_after=min(max(self.reset_after, 0.0), 3600.0),
-        )
-
-    def with_hints(self, retry: Mapping[str, Any] | None) -> BackoffConfig:
-        """Apply the dispatcher's ``retry`` hints (initial_s, multiplier, jitter, max_s)."""
-        if not isinstance(retry, Mapping):
-            return self
-        changes: dict[str, float] = {}
-        for key, attr in (("initial_s", "initial"), ("multiplier", "multiplier"),
-                          ("jitter", "jitter"), ("max_s", "max")):
-            value = retry.get(key)
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-                changes[attr] = float(value)
-        return replace(self, **changes).clamped() if changes else self
-
-
 class Backoff:
     """Consecutive-failure counter that turns failures into delays.
 

@@ -25,7 +25,7 @@ from typing import Any
 from tcpdispatch.balancing.base import Candidate, LoadCounter, Picker
 from tcpdispatch.balancing.registry import get_policy, policy_options
 from tcpdispatch.balancing.snapshot import BalancerSettings, GatewayView, build_candidates
-from tcpdispatch.config import DispatcherConfig, GatewayConfig
+from tcpdispatch.config import DispatcherConfig, GatewayEntry
 from tcpdispatch.health import CheckSpec, HealthState, ProbeResult, parse_check
 from tcpdispatch.health.overload import OverloadState
 from tcpdispatch.rng import SplitMixRandom
@@ -43,7 +43,7 @@ PACE_ABOVE_S = 0.002  # rebuilds cheaper than this (pools of a few hundred) run 
 class Gateway:
     """Mutable per-gateway state owned by the pool (never seen by pickers directly)."""
 
-    config: GatewayConfig
+    config: GatewayEntry
     source: str
     health: HealthState
     load: LoadCounter = field(default_factory=LoadCounter)
@@ -184,7 +184,7 @@ class Pool:
         self._targets_changed()
         self.mark_dirty()
 
-    def add(self, gcfg: GatewayConfig, source: str = "admin") -> Gateway:
+    def add(self, gcfg: GatewayEntry, source: str = "admin") -> Gateway:
         """Add a gateway (KeyError if the id exists)."""
         if gcfg.id in self.gateways:
             raise KeyError(gcfg.id)
@@ -252,7 +252,7 @@ class Pool:
         """The admin-owned state of every gateway (seeds an empty shared store)."""
         return [SharedGateway(g.config, g.source, g.admin_drain) for g in self.gateways.values()]
 
-    def _upsert(self, gcfg: GatewayConfig, source: str) -> Gateway:
+    def _upsert(self, gcfg: GatewayEntry, source: str) -> Gateway:
         h = self._health_cfg
         old = self.gateways.get(gcfg.id)
         if old is not None and (old.config.address, old.config.check) == (gcfg.address, gcfg.check):

@@ -121,12 +121,7 @@ class DispatchService:
         self.max_client_id = config.max_client_id
         self.trusted = config.trusted_proxies
         self._trusted_cache: dict[str, bool] = {}
-        retry = config.retry
-        hints = {
-            "heartbeat_s": config.heartbeat_s,
-            "retry": {"initial_s": retry.initial_s, "multiplier": retry.multiplier,
-                      "jitter": retry.jitter, "max_s": retry.max_s},
-        }
+        hints = {"heartbeat_s": config.heartbeat_s, "retry": config.retry.as_hints()}
         self._tail = json_body(hints)[1:]  # '"heartbeat_s":..,"retry":{..}}'
         self._templates.clear()
         self._refresh_unavailable()

@@ -2,73 +2,86 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 from urllib.parse import urlsplit
 
 from tcpdispatch.health.overload import OverloadThresholds
+from tcpdispatch.settings import SettingError, setting, validate
 
-CHECK_KINDS = ("http", "agent", "tcp", "push")
+CHECK_KINDS = ("http", "agent", "tcp", "push")  # the kinds of CheckSpec
 
 
 @dataclass(frozen=True)
 class HealthSettings:
-    """How gateways are checked; the defaults detect a crash within 1 s and a hang within 2 s.
+    """How gateways are checked, the ``[health]`` config section; the defaults detect a crash
+    within 1 s and a hang within 2 s (SettingError, a ValueError, names a bad field).
 
     See docs/health.md for the arithmetic behind the defaults and their probe cost.
     """
 
-    interval: float = 0.25  # seconds between probe starts for one gateway
-    timeout: float = 0.5  # per probe
-    rise: int = 2  # consecutive successes to come up
-    fall: int = 2  # consecutive failures to go down
-    jitter: float = 0.1  # +- fraction of interval, random per probe
-    ttl: float = 3.0  # push mode: heartbeats missing this long -> down
-    watch: bool = True  # http checks: ask for a status stream first (polling if not offered)
+    interval: float = setting(
+        0.25, gt=0, unit="s", help="seconds between probe starts of one gateway"
+    )
+    timeout: float = setting(0.5, gt=0, unit="s", help="per probe")
+    rise: int = setting(2, ge=1, le=1000, help="consecutive successes to come up")
+    fall: int = setting(2, ge=1, le=1000, help="consecutive failures to go down")
+    jitter: float = setting(0.1, ge=0, lt=1, help="+- fraction of `interval`, random per probe")
+    ttl: float = setting(
+        3.0, gt=0, unit="s", help="push mode: a gateway whose heartbeats stop this long is down"
+    )
+    watch: bool = setting(
+        True,
+        help="`http://` checks: keep one status stream per gateway "
+        "(polling when the other side does not stream)",
+    )
     # Overload protection by performance (health/overload.py); enter / exit thresholds.
-    overload: bool = True  # stop handing out gateways that report or show collapse
-    overload_busy: float = 0.9  # busiest worker's event-loop busy fraction (0..1 of one core)
-    overload_busy_exit: float = 0.7
-    overload_lag: float = 0.1  # busiest worker's event-loop lag, seconds
-    overload_lag_exit: float = 0.03
-    overload_latency: float = 0.25  # status tick lateness (watch) or answer time (poll), seconds
-    overload_latency_exit: float = 0.1
-    overload_samples: int = 2  # consecutive late statuses before latency alone counts
+    overload: bool = setting(True, help="stop handing out gateways whose performance collapses")
+    overload_busy: float = setting(
+        0.9,
+        gt=0,
+        le=1,
+        help="busiest worker's event-loop busy fraction (of one core) to enter overload",
+    )
+    overload_busy_exit: float = setting(0.7, gt=0, le=1, help="... to leave overload")
+    overload_lag: float = setting(
+        0.1, gt=0, le=60, unit="s", help="busiest worker's event-loop lag to enter"
+    )
+    overload_lag_exit: float = setting(0.03, gt=0, le=60, unit="s", help="... to leave")
+    overload_latency: float = setting(
+        0.25,
+        gt=0,
+        le=60,
+        unit="s",
+        help="status tick lateness (watch) or answer time (poll) to enter",
+    )
+    overload_latency_exit: float = setting(0.1, gt=0, le=60, unit="s", help="... to leave")
+    overload_samples: int = setting(
+        2, ge=1, le=100, help="consecutive late statuses before latency alone counts"
+    )
 
     def __post_init__(self) -> None:
-        for name in ("interval", "timeout", "ttl"):
-            value = getattr(self, name)
-            if not _is_number(value) or not math.isfinite(value) or value <= 0:
-                raise ValueError(f"{name} must be a finite number of seconds > 0, got {value!r}")
-        for name in ("rise", "fall"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 1000:
-                raise ValueError(f"{name} must be an integer between 1 and 1000, got {value!r}")
-        if not _is_number(self.jitter) or not 0 <= self.jitter < 1:
-            raise ValueError(f"jitter must be a number in [0, 1), got {self.jitter!r}")
-        for name in ("watch", "overload"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")  # noqa: TRY004
-        for name, top in (("overload_busy", 1.0), ("overload_lag", 60.0), ("overload_latency", 60.0)):
+        validate(self)
+        for name in ("overload_busy", "overload_lag", "overload_latency"):
             enter, leave = getattr(self, name), getattr(self, name + "_exit")
-            for key, value in ((name, enter), (name + "_exit", leave)):
-                if not _is_number(value) or not 0 < value <= top:
-                    raise ValueError(f"{key} must be a number > 0 and <= {top:g}, got {value!r}")
             if leave > enter:
-                raise ValueError(f"{name} ({enter!r}) must not be below {name}_exit ({leave!r})")
-        n = self.overload_samples
-        if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 100:
-            raise ValueError(f"overload_samples must be an integer between 1 and 100, got {n!r}")
+                raise SettingError(
+                    name, f"must not be below {name}_exit ({leave!r}), got {enter!r}"
+                )
 
     @property
     def overload_thresholds(self) -> OverloadThresholds:
         """The overload enter/exit thresholds as the pure judge takes them."""
         return OverloadThresholds(
-            busy=self.overload_busy, busy_exit=self.overload_busy_exit, lag=self.overload_lag,
-            lag_exit=self.overload_lag_exit, latency=self.overload_latency,
-            latency_exit=self.overload_latency_exit, samples=self.overload_samples)
+            busy=self.overload_busy,
+            busy_exit=self.overload_busy_exit,
+            lag=self.overload_lag,
+            lag_exit=self.overload_lag_exit,
+            latency=self.overload_latency,
+            latency_exit=self.overload_latency_exit,
+            samples=self.overload_samples,
+        )
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> HealthSettings:
@@ -76,7 +89,9 @@ class HealthSettings:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(f"{unknown[0]}: unknown health setting (known: {', '.join(sorted(known))})")
+            raise ValueError(
+                f"{unknown[0]}: unknown health setting (known: {', '.join(sorted(known))})"
+            )
         return cls(**dict(data))
 
     @property
@@ -95,15 +110,15 @@ class HealthSettings:
         lasts ``timeout``; probes never overlap, so when ``timeout`` exceeds the interval the
         failing probes run back to back.
         """
-        return self.max_interval + (self.fall - 1) * max(self.timeout, self.max_interval) + self.timeout
+        return (
+            self.max_interval
+            + (self.fall - 1) * max(self.timeout, self.max_interval)
+            + self.timeout
+        )
 
     def worst_recovery(self) -> float:
         """Upper bound (s) from a gateway answering again to `up`, ignoring probe RTT."""
         return self.rise * self.max_interval
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)

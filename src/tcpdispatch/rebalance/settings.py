@@ -2,26 +2,11 @@
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+from tcpdispatch.settings import setting, validate
 
 MODES = ("auto", "manual", "off")
-
-# name -> (low, high): the one place the numeric ranges live (config.py reads them).
-RANGES: dict[str, tuple[float, float]] = {
-    "interval_s": (0.05, 60.0),
-    "rel_threshold": (0.0, 10.0),
-    "abs_threshold": (0, 10_000_000),
-    "stop_within": (0.0, 1.0),
-    "moves_per_s": (0.1, 1_000_000.0),
-    "per_donor_per_s": (0.1, 1_000_000.0),
-    "min_session_age_s": (0.0, 86_400.0),
-    "settle_s": (0.0, 600.0),
-    "breaker_cooldown_s": (0.0, 3600.0),
-    "max_error_rate": (0.0, 1.0),
-    "lost_ratio": (0.0, 1.0),
-    "lease_ttl_s": (0.5, 600.0),
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,27 +18,76 @@ class RebalanceSettings:
     50; ``conn-evict-rate`` 500/s fleet-wide is ours split 200/s fleet, 100/s per donor).
     """
 
-    mode: str = "auto"  # auto: start rounds by itself | manual: only when triggered | off
-    interval_s: float = 1.0  # decision tick; each donor's order is spread over one tick
-    rel_threshold: float = 0.10  # a donor holds more than target x (1 + rel_threshold) ...
-    abs_threshold: int = 50  # ... and more than target + abs_threshold (both must hold)
-    stop_within: float = 0.01  # hysteresis: a donor sheds until within this share of its target
-    moves_per_s: float = 200.0  # fleet-wide budget of RECONNECTs per second
-    per_donor_per_s: float = 100.0  # most RECONNECTs per second asked of one donor
-    min_session_age_s: float = 60.0  # only sessions at least this old are asked to move
-    settle_s: float = 3.0  # after an order's window: time for its clients to land and be reported
-    breaker_cooldown_s: float = 10.0  # the breaker stays open this long after its cause clears
-    max_error_rate: float = 0.05  # share of dispatches answered 503 in a tick that opens the breaker
-    lost_ratio: float = 0.2  # fleet held falling by more than this share of the moves in flight
-    lease_ttl_s: float = 3.0  # leadership lease; a dead leader is replaced within about this long
-    gateway_admin_token: str | None = field(default=None, repr=False)  # for the gateways' POST /shed
+    mode: str = setting(
+        "auto",
+        choices=MODES,
+        help="`auto`: start rounds by itself; `manual`: only on "
+        "`POST /v1/rebalance/trigger`; `off`",
+    )
+    interval_s: float = setting(
+        1.0,
+        ge=0.05,
+        le=60,
+        unit="s",
+        help="decision tick; each donor's order is spread over one tick",
+    )
+    rel_threshold: float = setting(
+        0.10, ge=0, le=10, help="a donor holds more than target x (1 + this) ..."
+    )
+    abs_threshold: int = setting(
+        50, ge=0, le=10_000_000, help="... and more than target + this (both must hold)"
+    )
+    stop_within: float = setting(
+        0.01, ge=0, le=1, help="hysteresis: a donor sheds until within this share of its target"
+    )
+    moves_per_s: float = setting(
+        200.0, ge=0.1, le=1_000_000, help="fleet-wide budget of RECONNECTs per second"
+    )
+    per_donor_per_s: float = setting(
+        100.0, ge=0.1, le=1_000_000, help="most RECONNECTs per second asked of one donor"
+    )
+    min_session_age_s: float = setting(
+        60.0, ge=0, le=86_400, unit="s", help="only sessions at least this old are asked to move"
+    )
+    settle_s: float = setting(
+        3.0,
+        ge=0,
+        le=600,
+        unit="s",
+        help="after an order's window: time for its clients to land and be reported",
+    )
+    breaker_cooldown_s: float = setting(
+        10.0,
+        ge=0,
+        le=3600,
+        unit="s",
+        help="the breaker stays open this long after its cause clears",
+    )
+    max_error_rate: float = setting(
+        0.05, ge=0, le=1, help="share of dispatches answered 503 in a tick that opens the breaker"
+    )
+    lost_ratio: float = setting(
+        0.2,
+        ge=0,
+        le=1,
+        help="fleet held falling by more than this share of the moves in flight opens the breaker",
+    )
+    lease_ttl_s: float = setting(
+        3.0,
+        ge=0.5,
+        le=600,
+        unit="s",
+        help="leadership lease among replicas "
+        "(Redis store); a dead leader is replaced within about this long",
+    )
+    gateway_admin_token: str | None = setting(
+        None,
+        key="gateway_admin_token_file",
+        unit="file",
+        repr=False,
+        help="file with the gateways' admin token (their `--admin-token-file`), "
+        "sent with `POST /shed`",
+    )
 
     def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
-        for name, (lo, hi) in RANGES.items():
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise ValueError(f"{name} must be a number, got {v!r}")
-            if not lo <= v <= hi:
-                raise ValueError(f"{name} must be >= {lo} and <= {hi}, got {v!r}")
+        validate(self)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from tcpdispatch.config import GatewayConfig
+from tcpdispatch.config import GatewayEntry
 
 
 @dataclass(slots=True, eq=False)
@@ -36,9 +36,9 @@ class SimGateway:
     def address(self) -> str:
         return f"{self.host}:9000"
 
-    def config(self) -> GatewayConfig:
+    def config(self) -> GatewayEntry:
         """As the dispatcher's config (or admin API) names it."""
-        return GatewayConfig(id=self.id, host=self.host, port=9000, check=f"http://{self.host}:9100/status",
+        return GatewayEntry(id=self.id, host=self.host, port=9000, check=f"http://{self.host}:9100/status",
                              weight=self.weight, capacity=self.capacity)
 
     def admits(self) -> bool:

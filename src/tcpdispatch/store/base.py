@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from tcpdispatch.config import GatewayConfig
+from tcpdispatch.config import GatewayEntry
 from tcpdispatch.errors import TcpDispatchError
 
 
@@ -29,7 +29,7 @@ class StoreUnavailable(TcpDispatchError):
 class SharedGateway:
     """The admin-owned state of one gateway: its config (weight included), origin and drain flag."""
 
-    config: GatewayConfig
+    config: GatewayEntry
     source: str  # config | admin | push
     drain: bool = False
 
