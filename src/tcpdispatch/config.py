@@ -29,6 +29,9 @@ from tcpdispatch.rebalance.settings import MODES as REBALANCE_MODES
 from tcpdispatch.rebalance.settings import RebalanceSettings
 
 ADMIN_TOKEN_ENV = "TCPDISPATCH_ADMIN_TOKEN"
+DEFAULT_ZONE = "default"
+# A zone keeps its own clients until less than this fraction of its slots is free (docs/zones.md).
+DEFAULT_SPILL_HEADROOM = 0.1
 CHECK_KINDS = ("http://", "https://", "agent://", "tcp://", "push")
 # The [health] and [balancing] sections are these dataclasses: defaults and ranges live there.
 HealthConfig = HealthSettings
@@ -47,10 +50,20 @@ class GatewayConfig:
     weight: float = 1.0
     capacity: int | None = None  # None: use what the gateway reports
     key: str = ""  # the gateway's public key (``tcpdispatch keygen``); returned in answers
+    zone: str = DEFAULT_ZONE  # the zone it serves (docs/zones.md)
 
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class ZoneConfig:
+    """One ``[[zones]]`` entry: the client networks a zone serves and where it spills over to."""
+
+    name: str
+    cidrs: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    spill_to: tuple[str, ...] = ()  # zones to try next, in order, when this one has no room
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +125,8 @@ class DispatcherConfig:
     gateways: tuple[GatewayConfig, ...] = ()
     store: StoreConfig = StoreConfig()
     rebalance: RebalanceSettings = field(default_factory=RebalanceSettings)
+    zones: tuple[ZoneConfig, ...] = ()  # empty: zones are off, dispatch ignores gateway zones
+    spill_headroom: float = DEFAULT_SPILL_HEADROOM
 
     @property
     def listen(self) -> str:
@@ -259,8 +274,19 @@ def parse_gateway(table: Any, *, file: str = "", prefix: str = "gateway") -> Gat
             parse_public_key(key)
         except ValueError as exc:
             raise r.error("key", f"{exc} (the line `tcpdispatch keygen` prints)") from None
+    zone = r.get("zone")
+    if zone is None:
+        zone = DEFAULT_ZONE
+    why = zone_name_problem(zone)
+    if why:
+        raise r.error("zone", f"{why}, got {zone!r}")
     r.finish()
-    return GatewayConfig(gid, host, port, check, weight, capacity, key)
+    return GatewayConfig(gid, host, port, check, weight, capacity, key, zone)
+
+
+def zone_name_problem(name: object) -> str | None:
+    """Why ``name`` is not a usable zone name, or None (the rules of gateway ids)."""
+    return gateway_id_problem(name)
 
 
 def _validate_check(r: _Reader, check: str) -> None:
@@ -360,6 +386,9 @@ def parse_config(
     if reuse_port and server != "uvloop":
         raise d.error("reuse_port", 'needs server = "uvloop"')
     speedups = d.boolean("speedups", True)
+    spill_headroom = d.number("spill_headroom", DEFAULT_SPILL_HEADROOM, 0.0, 1.0)
+    if spill_headroom >= 1.0:
+        raise d.error("spill_headroom", "must be below 1 (1 would spill every client)")
     d.finish()
 
     health = _section(_Reader(file, "health", top.get("health") or {}), HealthSettings)
@@ -388,6 +417,7 @@ def parse_config(
             raise ConfigError(f"duplicate gateway id {gw.id!r} (also gateways[{seen[gw.id]}])", file=file, key=f"gateways[{i}].id")
         seen[gw.id] = i
         gateways.append(gw)
+    zones = _parse_zones(top.get("zones"), file)
     top.finish()
 
     return DispatcherConfig(
@@ -400,8 +430,60 @@ def parse_config(
         max_client_id=int(max_client_id or 128), server=str(server), retry_after_min=ra_min, retry_after_max=ra_max,
         header_timeout=header_timeout, body_timeout=body_timeout, reuse_port=reuse_port,
         speedups=bool(speedups), health=health, balancing=balancing, retry=retry, gateways=tuple(gateways), store=store,
-        rebalance=rebalance,
+        rebalance=rebalance, zones=zones, spill_headroom=spill_headroom,
     )
+
+
+def _parse_zones(raw: Any, file: str) -> tuple[ZoneConfig, ...]:
+    """``[[zones]]``: unique names, valid networks (each network in one zone), known spill targets."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise ConfigError("must be an array of tables ([[zones]])", file=file, key="zones")
+    zones: list[ZoneConfig] = []
+    owner: dict[ipaddress.IPv4Network | ipaddress.IPv6Network, str] = {}
+    for i, entry in enumerate(raw):
+        r = _Reader(file, f"zones[{i}]", entry)
+        name = r.get("name")
+        if name is None:
+            raise r.error("name", "is required")
+        why = zone_name_problem(name)
+        if why:
+            raise r.error("name", f"{why}, got {name!r}")
+        if any(z.name == name for z in zones):
+            raise r.error("name", f"duplicate zone {name!r}")
+        cidrs = []
+        for j, text in enumerate(_string_list(r, "cidrs")):
+            try:
+                net = ipaddress.ip_network(text, strict=False)
+            except ValueError:
+                raise r.error(f"cidrs[{j}]", f"not an IP network: {text!r}") from None
+            if net in owner:
+                raise r.error(f"cidrs[{j}]", f"{net} is already in zone {owner[net]!r}")
+            owner[net] = name
+            cidrs.append(net)
+        spill = _string_list(r, "spill_to")
+        for j, target in enumerate(spill):
+            if target == name or spill.index(target) != j:
+                raise r.error(f"spill_to[{j}]", f"{target!r} is listed twice or is the zone itself")
+        r.finish()
+        zones.append(ZoneConfig(name, tuple(cidrs), tuple(spill)))
+    names = {z.name for z in zones}
+    for i, z in enumerate(zones):
+        for j, target in enumerate(z.spill_to):
+            if target not in names:
+                raise ConfigError(f"unknown zone {target!r}; declared zones: {', '.join(sorted(names))}",
+                                  file=file, key=f"zones[{i}].spill_to[{j}]")
+    return tuple(zones)
+
+
+def _string_list(r: _Reader, name: str) -> list[str]:
+    v = r.get(name)
+    if v is None:
+        return []
+    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+        raise r.error(name, f"must be a list of strings, got {v!r}")
+    return list(v)
 
 
 def _parse_rebalance(r: _Reader, base: Path) -> RebalanceSettings:

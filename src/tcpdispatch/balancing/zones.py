@@ -1,0 +1,294 @@
+"""Zones: which zone a client belongs to, and which zone's picker serves it (docs/zones.md).
+
+Two pieces, both built once per config or per pool rebuild and only read on the hot path:
+
+- :class:`ZoneMap` maps a client address to a zone by longest-prefix match over the
+  ``[[zones]]`` networks: one dict per prefix length, probed from the longest down, so a
+  lookup costs a handful of dict probes however many networks there are (results are
+  cached per address string; the cache is bounded).
+- :class:`ZoneRouter` holds one picker per zone (built by the pool at rebuild from that
+  zone's gateways alone, so panic is judged per zone) and chooses: the client's zone while it
+  has room (healthy, non-draining gateways with more than ``spill_headroom`` of their slots
+  free), else its ``spill_to`` zones in order, else the other zones by headroom; when no zone
+  has room above the threshold, the first zone in that order with any free slot; when none,
+  the caller falls back to the pool-wide picker. Alternates include one gateway of another
+  zone when one exists, so a client survives the loss of its zone on its own.
+
+A zone's headroom is the share of free slots over its gateways with a known limit
+(``capacity x high_water``). Summing it reads every counter of the zone, so the verdict is
+cached and recomputed after as many dispatches as the zone has gateways: amortised O(1) per
+dispatch, and never more than one zone-size of tickets stale (reports are older than that).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from tcpdispatch.balancing.base import Candidate, Picker, PickRequest
+
+log = logging.getLogger("tcpdispatch.zones")
+
+_CACHE_MAX = 65536  # client addresses remembered by ZoneMap.zone_of
+
+
+class ZoneMap:
+    """Client address -> zone name by longest-prefix match (``None``: the address is in no zone)."""
+
+    def __init__(self, zones: Iterable[tuple[str, Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network]]]) -> None:
+        tables: dict[tuple[int, int], dict[int, str]] = {}
+        for name, nets in zones:
+            for net in nets:
+                bits = net.max_prefixlen
+                key = int(net.network_address) >> (bits - net.prefixlen)
+                tables.setdefault((net.version, net.prefixlen), {})[key] = name
+        # (shift, table) per IP version, longest prefix first.
+        self._v4 = [(32 - plen, t) for (v, plen), t in sorted(tables.items(), key=lambda kv: -kv[0][1]) if v == 4]
+        self._v6 = [(128 - plen, t) for (v, plen), t in sorted(tables.items(), key=lambda kv: -kv[0][1]) if v == 6]
+        self._cache: dict[str, str | None] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self._v4 or self._v6)
+
+    def zone_of(self, address: str) -> str | None:
+        """The zone of ``address`` (an IPv4 or IPv6 literal), or None when no network holds it."""
+        cache = self._cache
+        try:
+            return cache[address]
+        except KeyError:
+            pass
+        found: str | None = None
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            ip = None
+        if ip is not None:
+            if ip.version == 6 and ip.ipv4_mapped is not None:  # ::ffff:a.b.c.d from a dual-stack socket
+                ip = ip.ipv4_mapped
+            value = int(ip)
+            for shift, table in self._v4 if ip.version == 4 else self._v6:
+                found = table.get(value >> shift)
+                if found is not None:
+                    break
+        if len(cache) >= _CACHE_MAX:
+            cache.clear()
+        cache[address] = found
+        return found
+
+
+@dataclass(slots=True, eq=False)
+class ZoneCounters:
+    """Counters that outlive router swaps (the pool owns one): exported as metrics."""
+
+    dispatched: dict[tuple[str, str], int] = field(default_factory=dict)  # (client zone, gateway zone)
+    spilling: dict[str, str] = field(default_factory=dict)  # zone -> why its clients go elsewhere
+    spill_changes: int = 0
+
+
+@dataclass(slots=True, eq=False)
+class ZoneState:
+    """One zone inside a router: its picker and the cached headroom verdict."""
+
+    name: str
+    picker: Picker
+    panic: bool
+    headroom: float = 0.0
+    room: bool = False
+    countdown: int = 0  # dispatches until the verdict is recomputed
+
+    def refresh(self, spill_headroom: float) -> None:
+        """Recompute headroom (share of free slots) and whether the zone keeps its clients."""
+        cands = self.picker.candidates
+        self.countdown = max(1, len(cands))
+        if not cands or self.panic:
+            self.headroom, self.room = 0.0, False
+            return
+        free = total = 0
+        for c in cands:
+            if c.limit is None:  # no known capacity: room while it is not full by an agent's count
+                if not c.full:
+                    self.headroom, self.room = 1.0, True
+                    return
+                continue
+            load = c.load
+            total += c.limit
+            free += max(0, c.limit - load.reported - load.issued)
+        self.headroom = free / total if total else 0.0
+        self.room = self.headroom > spill_headroom
+
+    def why_not(self, spill_headroom: float) -> str:
+        """Why this zone does not keep its clients (for the spill log line)."""
+        if not self.picker.candidates:
+            return "no healthy, non-draining gateway"
+        if self.panic:
+            return "too few healthy gateways (panic in the zone)"
+        return f"headroom {self.headroom:.0%} is not above spill_headroom {spill_headroom:g}"
+
+
+class ZoneRouter:
+    """The zone choice over one set of per-zone pickers (rebuilt with the pool's snapshot).
+
+    ``pickers`` maps each zone to ``(picker over its gateways, panic in that zone)``;
+    ``spill_to`` gives each configured zone its ordered spill list; ``gateway_zone``
+    maps gateway ids to their zone (for the answer and the metrics).
+    """
+
+    def __init__(
+        self,
+        pickers: Mapping[str, tuple[Picker, bool]],
+        *,
+        zone_map: ZoneMap,
+        declared: Sequence[str],
+        spill_to: Mapping[str, Sequence[str]],
+        spill_headroom: float,
+        gateway_zone: Mapping[str, str],
+        counters: ZoneCounters | None = None,
+    ) -> None:
+        self.zone_map = zone_map
+        self.declared = frozenset(declared)
+        self.spill_headroom = spill_headroom
+        self.gateway_zone = dict(gateway_zone)
+        self.counters = counters or ZoneCounters()
+        self.zones = {name: ZoneState(name, picker, panic) for name, (picker, panic) in pickers.items()}
+        for state in self.zones.values():
+            state.refresh(spill_headroom)
+        names = sorted(set(pickers) | self.declared)
+        # zone -> (its spill_to zones that have gateways, in order; the other zones with gateways)
+        self.orders: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
+        for name in names:
+            first = tuple(z for z in spill_to.get(name, ()) if z in pickers)
+            self.orders[name] = first, tuple(z for z in sorted(pickers) if z != name and z not in first)
+        self._unknown_hint = "unknown zone {!r}; this dispatcher's zones are: " + ", ".join(sorted(self.declared))
+
+    # ------------------------------------------------------------ the client's zone
+
+    def client_zone(self, hint: str | None, address: str) -> tuple[str | None, str | None]:
+        """``(zone or None, problem or None)``: the hint when given (it must be a declared
+        zone), else the zone whose networks hold ``address``, else None (no zone)."""
+        if hint is not None:
+            if hint not in self.declared:
+                return None, self._unknown_hint.format(hint)
+            return hint, None
+        return (self.zone_map.zone_of(address) if address and self.zone_map else None), None
+
+    def candidates(self, zone: str) -> tuple[Candidate, ...]:
+        """What the zone hands out now (empty for a zone without gateways)."""
+        state = self.zones.get(zone)
+        return state.picker.candidates if state is not None else ()
+
+    # ------------------------------------------------------------ choosing
+
+    def _has_room(self, state: ZoneState) -> bool:
+        state.countdown -= 1
+        if state.countdown <= 0:
+            state.refresh(self.spill_headroom)
+        return state.room
+
+    def serving_zone(self, zone: str) -> ZoneState | None:
+        """The zone that serves clients of ``zone`` now: the zone itself while it has room, else
+        its ``spill_to`` zones in order, else the others by headroom; None when none has room."""
+        zones = self.zones
+        home = zones.get(zone)
+        if home is not None and self._has_room(home):
+            if zone in self.counters.spilling:
+                self._spill_changed(zone, None, home)
+            return home
+        spill, rest = self.orders.get(zone, ((), ()))
+        found: ZoneState | None = None
+        for name in spill:
+            if self._has_room(zones[name]):
+                found = zones[name]
+                break
+        else:
+            for state in sorted((zones[n] for n in rest), key=lambda s: -s.headroom):
+                if self._has_room(state):
+                    found = state
+                    break
+        to = found.name if found is not None else ""
+        if self.counters.spilling.get(zone) != to:
+            self._spill_changed(zone, to, home)
+        return found
+
+    def _order(self, zone: str) -> list[ZoneState]:
+        """The zone, its spill_to zones, then the rest (the fallback and alternates order)."""
+        spill, rest = self.orders.get(zone, ((), ()))
+        zones = self.zones
+        home = zones.get(zone)
+        return ([home] if home is not None else []) + [zones[n] for n in spill] + [zones[n] for n in rest]
+
+    def pick(self, zone: str, request: PickRequest, k: int) -> list[Candidate]:
+        """Up to ``k`` gateways for a client of ``zone``: primary and alternates (one from another
+        zone when there is one); empty when no zone can take it (the caller falls back)."""
+        state = self.serving_zone(zone)
+        if state is not None:
+            chosen = state.picker.pick(request, k)
+            if chosen:
+                return self._with_other_zone(state, chosen, request, k, zone)
+        for other in self._order(zone):  # nobody above the threshold: any free slot, in order
+            if other.panic or not other.picker.candidates:
+                continue
+            chosen = other.picker.pick(request, k)
+            if chosen:
+                return self._with_other_zone(other, chosen, request, k, zone)
+        return []
+
+    def _with_other_zone(self, state: ZoneState, chosen: list[Candidate], request: PickRequest,
+                         k: int, client_zone: str) -> list[Candidate]:
+        """Make the last alternate a gateway of another zone (the next in order that has one)."""
+        gz = self.gateway_zone
+        counters = self.counters.dispatched
+        key = (client_zone, gz.get(chosen[0].id, ""))
+        counters[key] = counters.get(key, 0) + 1
+        if k < 2:
+            return chosen
+        here = state.name
+        if any(gz.get(c.id) != here for c in chosen[1:]):
+            return chosen
+        for other in self._order(here)[1:]:
+            if other.panic or not other.picker.candidates:
+                continue
+            alt = other.picker.choose(request, frozenset(c.id for c in chosen))
+            if alt is not None:
+                if len(chosen) >= k:
+                    chosen[-1] = alt
+                else:
+                    chosen.append(alt)
+                return chosen
+        return chosen
+
+    def _spill_changed(self, zone: str, to: str | None, home: ZoneState | None = None) -> None:
+        """Log once when clients of ``zone`` start or stop being served elsewhere."""
+        spilling = self.counters.spilling
+        if to is None:
+            if zone in spilling:
+                del spilling[zone]
+                self.counters.spill_changes += 1
+                log.info("zone %s serves its own clients again (headroom %.0f%%)", zone,
+                         100 * (home.headroom if home else 0.0))
+            return
+        spilling[zone] = to
+        self.counters.spill_changes += 1
+        why = home.why_not(self.spill_headroom) if home is not None else "the zone has no gateways"
+        if to:
+            log.warning("zone %s spills over to zone %s: %s", zone, to, why)
+        else:
+            log.warning("zone %s spills over and no zone has headroom above spill_headroom %g: %s",
+                        zone, self.spill_headroom, why)
+
+    # ------------------------------------------------------------ reporting
+
+    def describe(self) -> dict[str, dict[str, object]]:
+        """Per zone: gateways handed out, panic, headroom (recomputed now), where it spills to."""
+        out: dict[str, dict[str, object]] = {}
+        for name, state in sorted(self.zones.items()):
+            state.refresh(self.spill_headroom)
+            out[name] = {
+                "in_rotation": len(state.picker.candidates), "panic": state.panic,
+                "headroom": round(state.headroom, 4), "spilling_to": self.counters.spilling.get(name),
+            }
+        return out
+
+
+__all__ = ["ZoneCounters", "ZoneMap", "ZoneRouter", "ZoneState"]
