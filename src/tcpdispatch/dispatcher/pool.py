@@ -494,9 +494,10 @@ class Pool:
             pickers[zone] = (self._new_picker(snap.candidates), snap.panic)
             if snap.panic:
                 panic.add(zone)
+        known = any(g.ever_up or g.health.failures for g in self.gateways.values())
         for zone in sorted(panic ^ self.zone_panic):
             if zone in panic:
-                log.warning("zone %s is in panic: too few of its gateways are healthy (below "
+                log.log(logging.WARNING if known else logging.INFO,"zone %s is in panic: too few of its gateways are healthy (below "
                             "panic_threshold = %g); its clients go to other zones", zone,
                             self._settings.panic_threshold)
             else:
