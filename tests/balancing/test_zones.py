@@ -109,3 +109,10 @@ def test_unknown_capacity_counts_as_room() -> None:
     r = _router({"a": _cands("a", 2, limit=None), "b": _cands("b", 2)})
     assert all(r.pick("a", PickRequest(), 1)[0].id.startswith("a") for _ in range(10))
     assert r.describe()["a"]["headroom"] == 1.0
+
+
+def test_a_moved_client_lands_in_its_zone_or_the_zone_it_leaves() -> None:
+    r = _router({"a": _cands("a", 2), "b": _cands("b", 2)})
+    assert {c.id for c in r.for_move(None, "a0")} == {"a0", "a1"}
+    assert {c.id for c in r.for_move("b", "a0")} == {"b0", "b1"}
+    assert r.for_move(None, "gone") == ()

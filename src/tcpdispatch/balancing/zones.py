@@ -178,6 +178,10 @@ class ZoneRouter:
         state = self.zones.get(zone)
         return state.picker.candidates if state is not None else ()
 
+    def for_move(self, zone: str | None, leaving: str) -> tuple[Candidate, ...]:
+        """Where a client the rebalancer moves may land: its zone, else the zone it leaves."""
+        return self.candidates(zone or self.gateway_zone.get(leaving, ""))
+
     # ------------------------------------------------------------ choosing
 
     def _has_room(self, state: ZoneState) -> bool:

@@ -376,7 +376,7 @@ class DispatcherApp:
                 return self.bad_request(problem)
         request = _NO_KEY if self._keyless else PickRequest(client_id, ip)
         if leaving and self.rebalance is not None and (
-            moved := self.rebalance.place(zones.candidates(zone) if zones and zone else picker.candidates,
+            moved := self.rebalance.place(zones.for_move(zone, leaving) if zones else picker.candidates,
                                           leaving, self.k)
         ):
             chosen = moved  # a gateway below target, never a donor nor the one it leaves
