@@ -182,3 +182,25 @@ async def test_push_heartbeat_carries_the_zone(make_app: Any, asgi: Any) -> None
     assert r.status == 400 and "zone" in r.json()["detail"]
     status, answer = _dispatch(app, "client_id=x&zone=a")
     assert status == 200 and answer["gateway"] == {"id": "p1", "host": "127.0.0.1", "port": 9300, "zone": "a"}
+
+
+async def test_zone_metrics_and_listing(zoned: DispatcherApp, asgi: Any) -> None:
+    bring_up(zoned.pool, "a1", "a2", connections=9_500)  # zone a at its spill point
+    bring_up(zoned.pool, "b1", "b2", connections=1_000)
+    for i in range(20):
+        _dispatch(zoned, f"client_id=c{i}&zone=a")
+    text = (await asgi(zoned, "GET", "/metrics")).body.decode()
+    assert 'tcpdispatch_zone_dispatched_total{client_zone="a",gateway_zone="b"}' in text
+    assert 'tcpdispatch_zone_held_connections{zone="a"} 19000.0' in text
+    assert 'tcpdispatch_zone_spilling{zone="a"} 1.0' in text and 'tcpdispatch_zone_spilling{zone="b"} 0.0' in text
+    assert 'tcpdispatch_zone_headroom{zone="b"}' in text and "tcpdispatch_zone_spill_changes_total 1.0" in text
+    zones = (await asgi(zoned, "GET", "/v1/gateways")).json()["zones"]
+    assert zones["a"]["spilling_to"] == "b" and zones["a"]["held"] == 19_000 and zones["a"]["gateways"] == 2
+    assert zones["b"]["spilling_to"] is None and 0.85 < zones["b"]["headroom"] < 0.9
+
+
+async def test_no_zone_metrics_without_zones(make_app: Any, asgi: Any) -> None:
+    app = make_app()
+    text = (await asgi(app, "GET", "/metrics")).body.decode()
+    assert "tcpdispatch_zone_" not in text
+    assert "zones" not in (await asgi(app, "GET", "/v1/gateways")).json()

@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from tcpdispatch.dispatcher import zone_metrics
 from tcpdispatch.metrics_common import (
     DISPATCH_BUCKETS,
     LatencyHistogram,
@@ -89,6 +90,7 @@ class _Collector:
         yield CounterMetricFamily("tcpdispatch_picker_rebuilds", "Picker rebuilds", value=pool.rebuilds)
         yield GaugeMetricFamily("tcpdispatch_speedups", "1 while plain dispatches are answered in C",
                                 value=1.0 if app.hot_path == "c" else 0.0)
+        yield from zone_metrics.collect(pool)
         if app.rebalance is not None:
             from tcpdispatch.rebalance.metrics import collect
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from tcpdispatch.config import DEFAULT_ZONE, GatewayConfig, parse_gateway, zone_name_problem
 from tcpdispatch.dispatcher.app import JSON_HEADERS, Receive, Scope, json_body
 from tcpdispatch.dispatcher.pool import Gateway
+from tcpdispatch.dispatcher.zone_metrics import zone_summary
 from tcpdispatch.errors import ConfigError, TcpDispatchError
 from tcpdispatch.httputil import check_bearer, error_body
 from tcpdispatch.ids import gateway_id_problem
@@ -213,10 +214,11 @@ class Router:
     async def list_gateways(self, scope: Scope, receive: Receive) -> Response:
         self._reader(scope)
         pool = self.app.pool
-        return _json(200, {
-            "policy": pool.policy, "panic": pool.panic,
-            "gateways": [pool.describe(g) for g in pool.gateways.values()],
-        })
+        doc = {"policy": pool.policy, "panic": pool.panic,
+               "gateways": [pool.describe(g) for g in pool.gateways.values()]}
+        if pool.zones is not None:
+            doc["zones"] = zone_summary(pool)
+        return _json(200, doc)
 
     async def get_gateway(self, scope: Scope, receive: Receive, gid: str) -> Response:
         self._reader(scope)
