@@ -178,6 +178,9 @@ async def test_push_heartbeat_carries_the_zone(make_app: Any, asgi: Any) -> None
     assert app.pool.gateways["p1"].config.zone == "b"
     assert (await asgi(app, "POST", "/v1/heartbeat", json_doc={**doc, "zone": "a"}, token=ADMIN)).status == 204
     assert app.pool.gateways["p1"].config.zone == "a"
+    no_zone = {k: v for k, v in doc.items() if k != "zone"}  # a gateway without --zone changes nothing
+    assert (await asgi(app, "POST", "/v1/heartbeat", json_doc=no_zone, token=ADMIN)).status == 204
+    assert app.pool.gateways["p1"].config.zone == "a"
     r = await asgi(app, "POST", "/v1/heartbeat", json_doc={**doc, "zone": ""}, token=ADMIN)
     assert r.status == 400 and "zone" in r.json()["detail"]
     status, answer = _dispatch(app, "client_id=x&zone=a")

@@ -330,8 +330,8 @@ class Router:
             result = status_to_result(doc)
         except ValueError as exc:
             raise HTTPError(400, "bad_status", str(exc)) from None
-        zone = doc.get("zone", DEFAULT_ZONE)  # the gateway's --zone (docs/zones.md)
-        if why := zone_name_problem(zone):
+        zone = doc.get("zone")  # the gateway's --zone (docs/zones.md); absent: leave it as it is
+        if zone is not None and (why := zone_name_problem(zone)):
             raise HTTPError(400, "bad_status", f"heartbeat field 'zone' {why}")
         pool = self.app.pool
         gw = pool.get(gid)
@@ -340,7 +340,8 @@ class Router:
                 raise HTTPError(404, "unknown_gateway",
                                 f"gateway {gid!r} is not in the pool and register_unknown is off")
             try:
-                gcfg = parse_gateway({"id": gid, "address": result.address or "", "check": "push", "zone": zone},
+                gcfg = parse_gateway({"id": gid, "address": result.address or "", "check": "push",
+                                      "zone": zone or DEFAULT_ZONE},
                                      file="heartbeat", prefix="heartbeat")
             except ConfigError as exc:
                 raise HTTPError(400, "bad_status", f"cannot register {gid!r}: {exc.reason}") from None
@@ -352,7 +353,7 @@ class Router:
             log.info("push: registered gateway %s at %s", gid, gcfg.address)
         elif not gw.push:
             raise HTTPError(409, "not_push", f"gateway {gid!r} is checked by {gw.config.check}, not push")
-        elif gw.config.zone != zone:
+        elif zone is not None and gw.config.zone != zone:
             try:
                 await self.store.set_zone(gid, zone)
             except StoreUnavailable:

@@ -46,6 +46,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--backlog", type=int, default=4096, metavar="N", help="listen backlog per worker")
     p.add_argument("--report-to", metavar="URL", help="push heartbeats to URL/v1/heartbeat")
     p.add_argument("--report-token-file", metavar="FILE", help="bearer token for --report-to")
+    p.add_argument("--zone", metavar="NAME", help="the zone this gateway serves, reported in /status "
+                   "and pushed heartbeats (docs/zones.md)")
     p.add_argument("--report-interval", type=float, default=1.0, metavar="S", help="seconds between heartbeats")
     p.add_argument("--admin-token-file", metavar="FILE",
                    help="bearer token that POST /drain and POST /shed on the status port require; without "

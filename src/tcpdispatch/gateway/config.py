@@ -39,6 +39,7 @@ class GatewayConfig:
     key_file: str | None = None  # static key(s): encrypted connections on (docs/protocol.md §9)
     allow_plain: bool = False  # with key_file: accept plain clients too (migration)
     resume_lifetime: int = 3600  # seconds a resumption grant stays usable; 0 = no resumption
+    zone: str | None = None  # reported in /status and heartbeats (docs/zones.md); None: not reported
 
     @property
     def address(self) -> str:
@@ -101,6 +102,9 @@ def from_args(args: argparse.Namespace) -> GatewayConfig:
         raise ConfigError("--allow-plain only makes sense with --key-file", key="--allow-plain")
     if not 0 <= resume_lifetime <= 7 * 24 * 3600:
         raise ConfigError("must be between 0 (off) and 604800 s", key="--resume-lifetime")
+    zone = getattr(args, "zone", None)
+    if zone is not None and (why := gateway_id_problem(zone)):
+        raise ConfigError(f"{why}, got {zone!r}", key="--zone")
     token = None
     admin_token = _read_token(args.admin_token_file) if args.admin_token_file else None
     if args.report_to:
@@ -117,7 +121,7 @@ def from_args(args: argparse.Namespace) -> GatewayConfig:
         max_frame=args.max_frame, report_to=args.report_to.rstrip("/") if args.report_to else None,
         report_token=token, report_interval=args.report_interval, advertise=args.advertise,
         backlog=args.backlog, admin_token=admin_token, http_timeout=args.http_timeout,
-        key_file=key_file, allow_plain=allow_plain, resume_lifetime=resume_lifetime,
+        key_file=key_file, allow_plain=allow_plain, resume_lifetime=resume_lifetime, zone=zone,
     )
 
 
