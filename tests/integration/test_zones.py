@@ -22,7 +22,13 @@ import pytest
 from helpers import async_wait_until, free_port, get_json, scaled, wait_until
 
 from tcpdispatch.client import Client
-from tcpdispatch.testing import TCPDISPATCH, GatewayHandle, RealDispatcher, _wait_ready, start_gateway
+from tcpdispatch.testing import (
+    TCPDISPATCH,
+    GatewayHandle,
+    RealDispatcher,
+    _wait_ready,
+    start_gateway,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -37,6 +43,11 @@ def dispatch(url: str, query: str, xff: str | None = None) -> dict[str, Any]:
     with urllib.request.urlopen(req, timeout=scaled(2)) as resp:
         doc: dict[str, Any] = json.loads(resp.read())
     return doc
+
+
+def metrics_text(url: str) -> str:
+    with urllib.request.urlopen(url + "/metrics", timeout=scaled(2)) as resp:
+        return str(resp.read().decode())
 
 
 def start_zoned_dispatcher(procs: Any, workdir: Path, gws: list[GatewayHandle], secret: Path, *,
@@ -146,7 +157,7 @@ async def test_two_zones_end_to_end(procs: Any, secret_file: Path, tmp_path: Pat
     finally:
         for c in clients:
             await c.close()
-    text = urllib.request.urlopen(d.url + "/metrics", timeout=scaled(2)).read().decode()
+    text = metrics_text(small.url)
     assert 'tcpdispatch_zone_dispatched_total{client_zone="a",gateway_zone="b"}' in text
     log = small.proc.output()
     assert "zone a spills over to zone b" in log and "zone a serves its own clients again" in log
