@@ -82,9 +82,16 @@ class ZoneMap:
 class ZoneCounters:
     """Counters that outlive router swaps (the pool owns one): exported as metrics."""
 
-    dispatched: dict[tuple[str, str], int] = field(default_factory=dict)  # (client zone, gateway zone)
+    # gateway zone -> client zone -> clients handed out (a dict per gateway zone, kept across
+    # rebuilds, so the hot path bumps one entry without building a key)
+    served: dict[str, dict[str, int]] = field(default_factory=dict)
     spilling: dict[str, str] = field(default_factory=dict)  # zone -> why its clients go elsewhere
     spill_changes: int = 0
+
+    @property
+    def dispatched(self) -> dict[tuple[str, str], int]:
+        """``(client zone, gateway zone) -> count``."""
+        return {(cz, gz): n for gz, per in self.served.items() for cz, n in per.items()}
 
 
 @dataclass(slots=True, eq=False)
@@ -97,6 +104,8 @@ class ZoneState:
     headroom: float = 0.0
     room: bool = False
     countdown: int = 0  # dispatches until the verdict is recomputed
+    served: dict[str, int] = field(default_factory=dict)  # client zone -> count (ZoneCounters.served)
+    others: tuple[ZoneState, ...] = ()  # the other zones with gateways: spill_to first, then by name
 
     def refresh(self, spill_headroom: float) -> None:
         """Recompute headroom (share of free slots) and whether the zone keeps its clients."""
@@ -151,7 +160,9 @@ class ZoneRouter:
         self.spill_headroom = spill_headroom
         self.gateway_zone = dict(gateway_zone)
         self.counters = counters or ZoneCounters()
-        self.zones = {name: ZoneState(name, picker, panic) for name, (picker, panic) in pickers.items()}
+        served = self.counters.served
+        self.zones = {name: ZoneState(name, picker, panic, served=served.setdefault(name, {}))
+                      for name, (picker, panic) in pickers.items()}
         for state in self.zones.values():
             state.refresh(spill_headroom)
         names = sorted(set(pickers) | self.declared)
@@ -160,6 +171,8 @@ class ZoneRouter:
         for name in names:
             first = tuple(z for z in spill_to.get(name, ()) if z in pickers)
             self.orders[name] = first, tuple(z for z in sorted(pickers) if z != name and z not in first)
+        for name, state in self.zones.items():
+            state.others = tuple(self.zones[z] for part in self.orders[name] for z in part)
         self._unknown_hint = "unknown zone {!r}; this dispatcher's zones are: " + ", ".join(sorted(self.declared))
 
     # ------------------------------------------------------------ the client's zone
@@ -193,12 +206,16 @@ class ZoneRouter:
     def serving_zone(self, zone: str) -> ZoneState | None:
         """The zone that serves clients of ``zone`` now: the zone itself while it has room, else
         its ``spill_to`` zones in order, else the others by headroom; None when none has room."""
+        home = self.zones.get(zone)
+        if home is not None:  # the common case, inlined: one countdown, one flag
+            home.countdown -= 1
+            if home.countdown <= 0:
+                home.refresh(self.spill_headroom)
+            if home.room:
+                if self.counters.spilling and zone in self.counters.spilling:
+                    self._spill_changed(zone, None, home)
+                return home
         zones = self.zones
-        home = zones.get(zone)
-        if home is not None and self._has_room(home):
-            if zone in self.counters.spilling:
-                self._spill_changed(zone, None, home)
-            return home
         spill, rest = self.orders.get(zone, ((), ()))
         found: ZoneState | None = None
         for name in spill:
@@ -215,51 +232,53 @@ class ZoneRouter:
             self._spill_changed(zone, to, home)
         return found
 
-    def _order(self, zone: str) -> list[ZoneState]:
-        """The zone, its spill_to zones, then the rest (the fallback and alternates order)."""
+    def _order(self, zone: str) -> tuple[ZoneState, ...]:
+        """The zone, its spill_to zones, then the rest (the fallback order)."""
+        home = self.zones.get(zone)
+        if home is not None:
+            return (home, *home.others)
         spill, rest = self.orders.get(zone, ((), ()))
-        zones = self.zones
-        home = zones.get(zone)
-        return ([home] if home is not None else []) + [zones[n] for n in spill] + [zones[n] for n in rest]
+        return tuple(self.zones[n] for n in spill + rest)
 
     def pick(self, zone: str, request: PickRequest, k: int) -> list[Candidate]:
         """Up to ``k`` gateways for a client of ``zone``: primary and alternates (one from another
         zone when there is one); empty when no zone can take it (the caller falls back)."""
         state = self.serving_zone(zone)
         if state is not None:
-            chosen = state.picker.pick(request, k)
+            chosen = self._pick_in(state, request, k, zone)
             if chosen:
-                return self._with_other_zone(state, chosen, request, k, zone)
+                return chosen
         for other in self._order(zone):  # nobody above the threshold: any free slot, in order
-            if other.panic or not other.picker.candidates:
-                continue
-            chosen = other.picker.pick(request, k)
-            if chosen:
-                return self._with_other_zone(other, chosen, request, k, zone)
+            if not other.panic and other.picker.candidates:
+                chosen = self._pick_in(other, request, k, zone)
+                if chosen:
+                    return chosen
         return []
 
-    def _with_other_zone(self, state: ZoneState, chosen: list[Candidate], request: PickRequest,
-                         k: int, client_zone: str) -> list[Candidate]:
-        """Make the last alternate a gateway of another zone (the next in order that has one)."""
-        gz = self.gateway_zone
-        counters = self.counters.dispatched
-        key = (client_zone, gz.get(chosen[0].id, ""))
-        counters[key] = counters.get(key, 0) + 1
-        if k < 2:
-            return chosen
-        here = state.name
-        if any(gz.get(c.id) != here for c in chosen[1:]):
-            return chosen
-        for other in self._order(here)[1:]:
-            if other.panic or not other.picker.candidates:
-                continue
-            alt = other.picker.choose(request, frozenset(c.id for c in chosen))
-            if alt is not None:
-                if len(chosen) >= k:
-                    chosen[-1] = alt
-                else:
-                    chosen.append(alt)
+    @staticmethod
+    def _pick_in(state: ZoneState, request: PickRequest, k: int, client_zone: str) -> list[Candidate]:
+        """The primary and ``k - 2`` alternates from ``state``'s zone, and the last alternate from
+        the next other zone that has a free gateway (from this zone again when none has): as many
+        draws as a pick without zones."""
+        if k < 2 or not state.others:
+            chosen = state.picker.pick(request, k)
+        else:
+            chosen = state.picker.pick(request, k - 1)
+            if not chosen:
                 return chosen
+            alt = None
+            for other in state.others:
+                if not other.panic and other.picker.candidates:
+                    alt = other.picker.choose(request)
+                    if alt is not None:
+                        break
+            if alt is None:  # no other zone can take a client: one more from this zone
+                alt = state.picker.choose(request, {c.id for c in chosen})
+            if alt is not None:
+                chosen.append(alt)
+        if chosen:
+            served = state.served
+            served[client_zone] = served.get(client_zone, 0) + 1
         return chosen
 
     def _spill_changed(self, zone: str, to: str | None, home: ZoneState | None = None) -> None:
