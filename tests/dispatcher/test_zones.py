@@ -142,11 +142,20 @@ def test_without_zones_answers_are_unchanged(make_app: Any) -> None:
                    ["gateway"]["id"][0] for i in range(400)).keys() == {"a", "b"}
 
 
-def test_hot_path_reason_names_zones(make_config: Any, clock: Any) -> None:
-    cfg = make_config(GATEWAYS, zones=ZONES)
-    app = DispatcherApp(cfg, Pool(cfg, clock=clock), rng=random.Random(3))
-    assert app.hot_path == "python"
-    assert app.hot_path_reason() in ("zones configured", "a test clock is injected")
+def test_c_hot_path_only_without_zones(make_config: Any) -> None:
+    """Labelled gateways without [[zones]] keep the C path; with zones it is off, and says why."""
+    from helpers import require_speedups
+
+    require_speedups()
+    for zones, path in (([], "c"), (ZONES, "python")):
+        cfg = make_config(GATEWAYS, zones=zones)
+        pool = Pool(cfg, rng=random.Random(7))
+        bring_up(pool)
+        app = DispatcherApp(cfg, pool, rng=random.Random(3))  # the real clock: C may answer
+        assert app.hot_path == path, app.hot_path_reason()
+        assert app.hot_path_reason() == ("" if path == "c" else "zones configured")
+        status, _, body = app.dispatch_bytes(b"client_id=x", "198.51.100.1", [])
+        assert status == 200 and (b'"zone":"a"' in body) == bool(zones)
 
 
 # ------------------------------------------------------------------ admin, push and the pool view
