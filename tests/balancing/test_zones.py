@@ -71,6 +71,9 @@ def test_spills_at_the_threshold_in_spill_to_order_and_comes_back(caplog: pytest
     assert r.counters.spilling == {"a": "c"}
     assert sum("zone a spills over to zone c" in m for m in caplog.messages) == 1
     for g in a:
+        g.load.report(88)  # 12 % free: above 0.1 but not above 0.1 + RETURN_BAND: no flapping
+    assert all(r.pick("a", PickRequest(), 1)[0].id.startswith("c") for _ in range(20))
+    for g in a:
         g.load.report(50)
     picks = [r.pick("a", PickRequest(), 1)[0].id for _ in range(20)]
     assert all(p.startswith("a") for p in picks[2:]), picks
@@ -116,3 +119,14 @@ def test_a_moved_client_lands_in_its_zone_or_the_zone_it_leaves() -> None:
     assert {c.id for c in r.for_move(None, "a0")} == {"a0", "a1"}
     assert {c.id for c in r.for_move("b", "a0")} == {"b0", "b1"}
     assert r.for_move(None, "gone") == ()
+
+
+def test_zone_hint_from_the_query() -> None:
+    r = _router({"a": _cands("a", 1), "b&c": _cands("b", 1)})
+    assert r.hint("client_id=x&zone=a") == ("a", None)
+    assert r.hint("zone=b%26c&client_id=x") == ("b&c", None)  # percent-encoded, as the SDK sends it
+    assert r.hint("client_id=x") == (None, None)
+    assert r.hint("client_id=x&zone=mars") == ("mars", None)  # judged (400) by client_zone
+    assert r.hint("zone=a&zone=b") == (None, "zone given more than once")
+    assert r.hint("zone=a%2") == (None, "zone has a malformed percent-escape")
+    assert r.hint("zone=%ff") == (None, "zone is not valid UTF-8 after percent-decoding")

@@ -9,7 +9,7 @@ Two pieces, both built once per config or per pool rebuild and only read on the 
 - :class:`ZoneRouter` holds one picker per zone (built by the pool at rebuild from that
   zone's gateways alone, so panic is judged per zone) and chooses: the client's zone while it
   has room (healthy, non-draining gateways with more than ``spill_headroom`` of their slots
-  free), else its ``spill_to`` zones in order, else the other zones by headroom; when no zone
+  free; once it spills, more than ``spill_headroom + RETURN_BAND`` to take them back), else its ``spill_to`` zones in order, else the other zones by headroom; when no zone
   has room above the threshold, the first zone in that order with any free slot; when none,
   the caller falls back to the pool-wide picker. Alternates include one gateway of another
   zone when one exists, so a client survives the loss of its zone on its own.
@@ -24,14 +24,20 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from urllib.parse import unquote
 
 from tcpdispatch.balancing.base import Candidate, Picker, PickRequest
 
 log = logging.getLogger("tcpdispatch.zones")
 
 _CACHE_MAX = 65536  # client addresses remembered by ZoneMap.zone_of
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+# A spilling zone takes its clients back only above spill_headroom + this: a zone that sits at its
+# spill point would otherwise flip (and log) every few dispatches.
+RETURN_BAND = 0.05
 
 
 class ZoneMap:
@@ -107,8 +113,8 @@ class ZoneState:
     served: dict[str, int] = field(default_factory=dict)  # client zone -> count (ZoneCounters.served)
     others: tuple[ZoneState, ...] = ()  # the other zones with gateways: spill_to first, then by name
 
-    def refresh(self, spill_headroom: float) -> None:
-        """Recompute headroom (share of free slots) and whether the zone keeps its clients."""
+    def refresh(self, threshold: float) -> None:
+        """Recompute headroom (share of free slots) and whether it is above ``threshold``."""
         cands = self.picker.candidates
         self.countdown = max(1, len(cands))
         if not cands or self.panic:
@@ -125,7 +131,7 @@ class ZoneState:
             total += c.limit
             free += max(0, c.limit - load.reported - load.issued)
         self.headroom = free / total if total else 0.0
-        self.room = self.headroom > spill_headroom
+        self.room = self.headroom > threshold
 
     def why_not(self, spill_headroom: float) -> str:
         """Why this zone does not keep its clients (for the spill log line)."""
@@ -164,7 +170,7 @@ class ZoneRouter:
         self.zones = {name: ZoneState(name, picker, panic, served=served.setdefault(name, {}))
                       for name, (picker, panic) in pickers.items()}
         for state in self.zones.values():
-            state.refresh(spill_headroom)
+            state.refresh(self._threshold(state.name))
         names = sorted(set(pickers) | self.declared)
         # zone -> (its spill_to zones that have gateways, in order; the other zones with gateways)
         self.orders: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
@@ -186,6 +192,25 @@ class ZoneRouter:
             return hint, None
         return (self.zone_map.zone_of(address) if address and self.zone_map else None), None
 
+    def hint(self, query: str) -> tuple[str | None, str | None]:
+        """``(zone, problem)`` from the ``zone=NAME`` parameter of a raw query string (absent:
+        ``(None, None)``). A declared name is taken as it stands; anything else is percent-decoded
+        (RFC 3986) before it is judged, so the error names what the client meant."""
+        found: str | None = None
+        for part in query.split("&"):
+            if part[:5] == "zone=":
+                if found is not None:
+                    return None, "zone given more than once"
+                found = part[5:]
+        if found is None or found in self.declared:
+            return found, None
+        if _BAD_ESCAPE.search(found):
+            return None, "zone has a malformed percent-escape"
+        try:
+            return unquote(found, errors="strict"), None
+        except UnicodeDecodeError:
+            return None, "zone is not valid UTF-8 after percent-decoding"
+
     def candidates(self, zone: str) -> tuple[Candidate, ...]:
         """What the zone hands out now (empty for a zone without gateways)."""
         state = self.zones.get(zone)
@@ -197,10 +222,16 @@ class ZoneRouter:
 
     # ------------------------------------------------------------ choosing
 
+    def _threshold(self, zone: str) -> float:
+        """The free share a zone needs to keep its clients (higher while it spills: RETURN_BAND)."""
+        if zone in self.counters.spilling:
+            return min(self.spill_headroom + RETURN_BAND, 0.999)
+        return self.spill_headroom
+
     def _has_room(self, state: ZoneState) -> bool:
         state.countdown -= 1
         if state.countdown <= 0:
-            state.refresh(self.spill_headroom)
+            state.refresh(self._threshold(state.name))
         return state.room
 
     def serving_zone(self, zone: str) -> ZoneState | None:
@@ -210,7 +241,7 @@ class ZoneRouter:
         if home is not None:  # the common case, inlined: one countdown, one flag
             home.countdown -= 1
             if home.countdown <= 0:
-                home.refresh(self.spill_headroom)
+                home.refresh(self._threshold(zone))
             if home.room:
                 if self.counters.spilling and zone in self.counters.spilling:
                     self._spill_changed(zone, None, home)
@@ -306,7 +337,7 @@ class ZoneRouter:
         """Per zone: gateways handed out, panic, headroom (recomputed now), where it spills to."""
         out: dict[str, dict[str, object]] = {}
         for name, state in sorted(self.zones.items()):
-            state.refresh(self.spill_headroom)
+            state.refresh(self._threshold(name))
             out[name] = {
                 "in_rotation": len(state.picker.candidates), "panic": state.panic,
                 "headroom": round(state.headroom, 4), "spilling_to": self.counters.spilling.get(name),

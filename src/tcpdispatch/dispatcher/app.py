@@ -350,8 +350,8 @@ class DispatcherApp:
                 leaving, problem = _slow_param(qs, "leaving")
                 if problem:
                     return self.bad_request(problem)
-            if "zone=" in qs and self.config.zones:  # docs/zones.md
-                zone_hint, problem = _slow_param(qs, "zone")
+            if "zone=" in qs and self.pool.zones is not None:  # docs/zones.md
+                zone_hint, problem = self.pool.zones.hint(qs)
                 if problem:
                     return self.bad_request(problem)
         if not client_id:
