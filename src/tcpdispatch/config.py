@@ -31,6 +31,9 @@ from tcpdispatch.settings import Setting, SettingError, setting, settings_of
 
 ADMIN_TOKEN_ENV = "TCPDISPATCH_ADMIN_TOKEN"
 STORE_SCHEMES = ("redis://", "rediss://", "unix://")
+DEFAULT_ZONE = "default"
+# A zone keeps its own clients until less than this fraction of its slots is free (docs/zones.md).
+DEFAULT_SPILL_HEADROOM = 0.1
 _S = TypeVar("_S")
 
 
@@ -63,6 +66,10 @@ class GatewayEntry:
         help="the gateway's public key (the line `tcpdispatch "
         "keygen` prints); returned in answers so clients can pin it",
     )
+    zone: str = setting(
+        DEFAULT_ZONE,
+        help="the zone it serves (docs/zones.md); the rules of gateway ids apply to its name",
+    )
 
     @property
     def address(self) -> str:
@@ -89,6 +96,15 @@ GATEWAY_KEYS = (
         default_text='"tcp://<address>"',
     ),
 )
+
+
+@dataclass(frozen=True, slots=True)
+class ZoneConfig:
+    """One ``[[zones]]`` entry: the client networks a zone serves and where it spills over to."""
+
+    name: str
+    cidrs: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    spill_to: tuple[str, ...] = ()  # zones to try next, in order, when this one has no room
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +200,14 @@ class DispatcherConfig:
     gateways: tuple[GatewayEntry, ...] = ()
     store: StoreConfig = StoreConfig()
     rebalance: RebalanceSettings = field(default_factory=RebalanceSettings)
+    zones: tuple[ZoneConfig, ...] = ()  # empty: zones are off, dispatch ignores gateway zones
+    spill_headroom: float = setting(
+        DEFAULT_SPILL_HEADROOM,
+        ge=0,
+        lt=1,
+        help="with `[[zones]]`: a zone serves its own clients while more than this fraction of "
+        "its slots is free, then spills to the next zones (docs/zones.md)",
+    )
 
     @property
     def listen(self) -> str:
@@ -366,7 +390,15 @@ def parse_gateway(table: Any, *, file: str = "", prefix: str = "gateway") -> Gat
             parse_public_key(entry.key)
         except ValueError as exc:
             raise r.error("key", f"{exc} (the line `tcpdispatch keygen` prints)") from None
+    why = zone_name_problem(entry.zone)
+    if why:
+        raise r.error("zone", f"{why}, got {entry.zone!r}")
     return entry
+
+
+def zone_name_problem(name: object) -> str | None:
+    """Why ``name`` is not a usable zone name, or None (the rules of gateway ids)."""
+    return gateway_id_problem(name)
 
 
 def load_config(
@@ -474,6 +506,7 @@ def parse_config(
             )
         seen[gw.id] = i
         gateways.append(gw)
+    zones = _parse_zones(top.get("zones"), file)
     top.finish()
 
     return DispatcherConfig(
@@ -492,8 +525,61 @@ def parse_config(
         gateways=tuple(gateways),
         store=store,
         rebalance=rebalance,
+        zones=zones,
         **scalars,
     )
+
+
+def _parse_zones(raw: Any, file: str) -> tuple[ZoneConfig, ...]:
+    """``[[zones]]``: unique names, valid networks (each network in one zone), known spill targets."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise ConfigError("must be an array of tables ([[zones]])", file=file, key="zones")
+    zones: list[ZoneConfig] = []
+    owner: dict[ipaddress.IPv4Network | ipaddress.IPv6Network, str] = {}
+    for i, entry in enumerate(raw):
+        r = _Reader(file, f"zones[{i}]", entry)
+        name = r.get("name")
+        if name is None:
+            raise r.error("name", "is required")
+        why = zone_name_problem(name)
+        if why:
+            raise r.error("name", f"{why}, got {name!r}")
+        if any(z.name == name for z in zones):
+            raise r.error("name", f"duplicate zone {name!r}")
+        cidrs = []
+        for j, text in enumerate(_string_list(r, "cidrs")):
+            try:
+                net = ipaddress.ip_network(text, strict=False)
+            except ValueError:
+                raise r.error(f"cidrs[{j}]", f"not an IP network: {text!r}") from None
+            if net in owner:
+                raise r.error(f"cidrs[{j}]", f"{net} is already in zone {owner[net]!r}")
+            owner[net] = name
+            cidrs.append(net)
+        spill = _string_list(r, "spill_to")
+        for j, target in enumerate(spill):
+            if target == name or spill.index(target) != j:
+                raise r.error(f"spill_to[{j}]", f"{target!r} is listed twice or is the zone itself")
+        r.finish()
+        zones.append(ZoneConfig(name, tuple(cidrs), tuple(spill)))
+    names = {z.name for z in zones}
+    for i, z in enumerate(zones):
+        for j, target in enumerate(z.spill_to):
+            if target not in names:
+                raise ConfigError(f"unknown zone {target!r}; declared zones: {', '.join(sorted(names))}",
+                                  file=file, key=f"zones[{i}].spill_to[{j}]")
+    return tuple(zones)
+
+
+def _string_list(r: _Reader, name: str) -> list[str]:
+    v = r.get(name)
+    if v is None:
+        return []
+    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+        raise r.error(name, f"must be a list of strings, got {v!r}")
+    return list(v)
 
 
 def _parse_rebalance(r: _Reader, base: Path) -> RebalanceSettings:

@@ -62,3 +62,13 @@ def test_bad_log_level_after_the_subcommand_is_a_usage_error(capsys: pytest.Capt
     with pytest.raises(SystemExit) as exc:
         build_parser(["secret"]).parse_args(["secret", "f", "--log-level", "loud"])
     assert exc.value.code == 2 and "--log-level" in capsys.readouterr().err
+
+
+def test_client_zone_option(capsys: pytest.CaptureFixture[str]) -> None:
+    """``client --zone`` reaches the SDK; a bad name is a one-line error and exit 2, no traceback."""
+    from tcpdispatch.cli import main
+
+    assert build_parser(["client"]).parse_args(["client", "--zone", "eu-1"]).zone == "eu-1"
+    assert main(["client", "--dispatcher", "http://127.0.0.1:1", "--zone", "bad zone"]) == 2
+    err = capsys.readouterr().err
+    assert "zone may only contain" in err and "Traceback" not in err

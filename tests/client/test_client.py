@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from helpers import async_wait_until, scaled
@@ -16,7 +17,7 @@ from helpers import async_wait_until, scaled
 from tcpdispatch.client import BackoffConfig, Client, EventKind
 from tcpdispatch.client.policy import DispatchAnswer
 from tcpdispatch.client.session import race
-from tcpdispatch.client.sources import load_cache, save_cache
+from tcpdispatch.client.sources import fetch_dispatch, load_cache, save_cache
 from tcpdispatch.errors import DispatchError, ErrorCode
 
 
@@ -374,3 +375,24 @@ async def test_stagger_adapts_to_slow_handshakes() -> None:
     assert client.current_stagger() == pytest.approx(1.2)
     client._handshake_avg = 30.0
     assert client.current_stagger() == 2.0
+
+
+async def test_zone_option_is_sent_as_the_hint(fakes: Any) -> None:
+    g1 = await fakes["gateway"]("g1")
+    d = await fakes["dispatcher"](lambda n: web.json_response(answer(g1)))
+    client = Client([d.url], zone="eu-1")
+    await client.connect(timeout=scaled(5))
+    try:
+        assert d.queries[0] == {"client_id": client.client_id, "zone": "eu-1"}
+    finally:
+        await client.close()
+    with pytest.raises(ValueError, match="zone"):
+        Client([d.url], zone="has space")
+
+
+async def test_a_400_answer_says_why(fakes: Any) -> None:
+    d = await fakes["dispatcher"](lambda n: web.json_response(
+        {"error": "bad_request", "detail": "unknown zone 'mars'; this dispatcher's zones are: a"}, status=400))
+    async with aiohttp.ClientSession() as http:
+        res = await fetch_dispatch(http, d.url, "c1", 2.0, zone="mars")
+    assert res.kind == "http_400" and res.error is not None and "unknown zone 'mars'" in res.error

@@ -93,6 +93,7 @@ def test_config_defaults(tmp_path: Path) -> None:
     (("--no-ticket", "--report-to", "http://x"), "--report-token-file"),
     (("--no-ticket", "--agent", "nope"), "--agent"),
     (("--no-ticket", "--http-timeout", "0"), "--http-timeout"),
+    (("--no-ticket", "--zone", "a/b"), "--zone"),
 ])
 def test_config_errors_name_the_flag(argv: tuple[str, ...], key: str) -> None:
     with pytest.raises(ConfigError) as exc:
@@ -253,3 +254,10 @@ def test_metrics_carry_build_info_and_the_process_collector() -> None:
     assert (f'tcpdispatch_build_info{{accelerator="{accelerator()}",python="{platform.python_version()}",'
             f'version="{__version__}"}} 1.0') in text
     assert "process_cpu_seconds_total " in text and "process_resident_memory_bytes " in text
+
+
+def test_zone_is_reported_only_when_set() -> None:
+    """``--zone`` goes into /status (and so into pushed heartbeats); without it no field (docs/zones.md)."""
+    assert from_args(parse("--no-ticket", "--zone", "eu-1")).zone == "eu-1"
+    assert service(zone="eu-1").status()["zone"] == "eu-1"
+    assert "zone" not in service().status()

@@ -80,6 +80,30 @@ async def test_writes_propagate_within_a_second(redis_server: RedisServer) -> No
         await sb.close()
 
 
+async def test_zones_are_shared_with_every_replica(redis_server: RedisServer) -> None:
+    """A gateway's zone travels with its entry: seeded, added, and changed by set_zone."""
+    from dataclasses import replace
+
+    a, b = Replica("g1", "g2"), Replica()
+    a.state["g1"] = SharedGateway(replace(_gw("g1"), zone="eu-1", capacity=50), "config")
+    sa, sb = _store(redis_server, resync=30), _store(redis_server, resync=30)
+    try:
+        await sa.start(a.hooks())
+        await sb.start(b.hooks())
+        assert b.state["g1"].config.zone == "eu-1" and b.state["g2"].config.zone == "default"
+        assert await sb.set_zone("g2", "eu-2")
+        await async_wait_until(lambda: a.state["g2"].config.zone == "eu-2", timeout=1.0)
+        assert await sa.set_zone("g1", "eu-3")
+        await async_wait_until(lambda: b.state["g1"].config.zone == "eu-3", timeout=1.0)
+        assert b.state["g1"].config.capacity == 50  # the rest of the entry is kept
+        assert await sa.add(SharedGateway(replace(_gw("g3"), zone="eu-1"), "admin"))
+        await async_wait_until(lambda: "g3" in b.state and b.state["g3"].config.zone == "eu-1", timeout=1.0)
+        assert not await sa.set_zone("g9", "eu-1")  # unknown
+    finally:
+        await sa.close()
+        await sb.close()
+
+
 async def test_missed_message_heals_on_resync(redis_server: RedisServer) -> None:
     a, b = Replica("g1"), Replica()
     sa, sb = _store(redis_server, resync=0.2), _store(redis_server, resync=0.2)

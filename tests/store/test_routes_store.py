@@ -45,6 +45,9 @@ class FakeStore(Store):
     async def set_weight(self, gateway_id: str, weight: float) -> bool:
         return await self._do("weight", weight)
 
+    async def set_zone(self, gateway_id: str, zone: str) -> bool:
+        return await self._do("zone", zone)
+
     async def set_drain(self, gateway_id: str, draining: bool) -> bool:
         return await self._do("drain", draining)
 

@@ -95,6 +95,10 @@ class Picker(ABC):
     def _choose(self, request: PickRequest, exclude: frozenset[str] | set[str]) -> Candidate | None:
         """One candidate that is not full and not in ``exclude``, or None."""
 
+    def choose(self, request: PickRequest, exclude: frozenset[str] | set[str] = frozenset()) -> Candidate | None:
+        """One candidate not full and not in ``exclude``, counting no ticket (an extra alternate)."""
+        return self._choose(request, exclude)
+
     def pick(self, request: PickRequest, k: int = 1) -> list[Candidate]:
         """The chosen gateway followed by up to ``k - 1`` distinct alternates.
 

@@ -108,6 +108,8 @@ def add_parser(subparsers: Any) -> None:
     )
     add_common_arguments(p)
     p.add_argument("--client-id", default=None, help="client id sent in HELLO and to the dispatcher")
+    p.add_argument("--zone", default=None, metavar="NAME",
+                   help="the client's zone, sent to the dispatcher as a hint (docs/zones.md)")
     p.add_argument("--cache", default=None, metavar="FILE",
                    help="file caching the last good dispatch answer (used when no dispatcher answers)")
     p.add_argument("--ordered-fallback", action="store_true",
@@ -140,12 +142,16 @@ def _status(event: ClientEvent) -> None:
 
 async def _main(args: argparse.Namespace) -> int:
     dispatchers, fallback = urls_and_fallback(args)
-    client = Client(
-        dispatchers, fallback, client_id=args.client_id, cache_path=args.cache,
-        backoff=backoff_from(args), dispatch_timeout=args.dispatch_timeout,
-        handshake_timeout=args.handshake_timeout, shuffle_fallback=not args.ordered_fallback,
-        **security_from(args),
-    )
+    try:
+        client = Client(
+            dispatchers, fallback, client_id=args.client_id, zone=args.zone, cache_path=args.cache,
+            backoff=backoff_from(args), dispatch_timeout=args.dispatch_timeout,
+            handshake_timeout=args.handshake_timeout, shuffle_fallback=not args.ordered_fallback,
+            **security_from(args),
+        )
+    except ValueError as exc:  # a bad option value (e.g. --zone)
+        print(f"tcpdispatch client: {exc}", file=sys.stderr)
+        return 2
     client.add_listener(_status)
     try:
         await client.connect(args.connect_timeout)

@@ -52,6 +52,7 @@ from tcpdispatch.client.session import (
 )
 from tcpdispatch.client.sources import fetch_dispatch, load_cache, report_gateway, save_cache
 from tcpdispatch.errors import ClientError, DispatchError, ErrorCode
+from tcpdispatch.ids import gateway_id_problem
 from tcpdispatch.secure.keys import PublicKey, parse_public_key
 from tcpdispatch.secure.resumption import ResumptionStore
 
@@ -134,6 +135,8 @@ class Client:
     for anything outside loopback) refuses gateways with no known key;
     ``"auto"`` (default) connects to those in clear; ``"off"`` never encrypts.
     ``ca_file`` verifies an HTTPS dispatcher against that CA bundle.
+    ``zone``: the client's zone, sent to the dispatcher as a hint (docs/zones.md); a
+    dispatcher with zones serves it from that zone while the zone has room.
     """
 
     def __init__(
@@ -142,6 +145,7 @@ class Client:
         fallback: Sequence[str] = (),
         *,
         client_id: str | None = None,
+        zone: str | None = None,
         cache_path: str | Path | None = None,
         backoff: BackoffConfig | None = None,
         dispatch_timeout: float = 2.0,
@@ -172,6 +176,9 @@ class Client:
         if not self.dispatchers and not self.fallback:
             raise ValueError("Client needs at least one dispatcher URL or fallback address")
         self.client_id = client_id or uuid.uuid4().hex[:16]
+        if zone is not None and (why := gateway_id_problem(zone)):  # zone names follow the id rules
+            raise ValueError(f"zone {why}, got {zone!r}")
+        self.zone = zone
         self.cache_path = Path(cache_path).expanduser() if cache_path else None
         self.rng = rng or random.Random()
         self.clock = clock
@@ -548,7 +555,7 @@ class Client:
             assert self._http is not None
             self.stats.dispatch_requests += 1
             res = await fetch_dispatch(self._http, url, self.client_id, self.dispatch_timeout,
-                                       leaving=self._leaving)
+                                       leaving=self._leaving, zone=self.zone)
             self.stats.dispatch_seconds += self.clock() - now
             now = self.clock()
             if res.answer is not None:

@@ -53,13 +53,17 @@ def dispatch_url(url: str, client_id: str) -> str:
 
 async def fetch_dispatch(
     session: aiohttp.ClientSession, url: str, client_id: str, timeout: float, *, leaving: str | None = None,
+    zone: str | None = None,
 ) -> DispatchResult:
     """Ask one dispatcher for a gateway. Never raises for network or HTTP trouble.
 
     ``leaving``: the gateway that asked us to move for rebalancing (sent as
     ``leaving=ID&reason=rebalance``, so the dispatcher places us below target).
+    ``zone``: the client's zone, sent as the ``zone=NAME`` hint (docs/zones.md).
     """
     query = dispatch_url(url, client_id)
+    if zone:
+        query += f"&zone={quote(zone, safe='')}"
     if leaving:
         query += f"&leaving={quote(leaving, safe='')}&reason=rebalance"
     endpoint = yarl.URL(query, encoded=True)
@@ -82,7 +86,14 @@ async def fetch_dispatch(
                 delay = parse_retry_after(resp.headers.get("Retry-After"), time.time(), default)
                 return DispatchResult(url, retry_after=delay, error="503 no gateway available", kind="503")
             if resp.status != 200:
-                return DispatchResult(url, error=f"HTTP {resp.status}", kind=f"http_{resp.status}")
+                detail = ""
+                if resp.status == 400:  # our request is at fault (an unknown zone): say why
+                    try:
+                        doc = await resp.json(content_type=None)
+                        detail = f": {doc['detail']}" if isinstance(doc, dict) and "detail" in doc else ""
+                    except (ValueError, aiohttp.ClientError):
+                        pass
+                return DispatchResult(url, error=f"HTTP {resp.status}{detail}", kind=f"http_{resp.status}")
             obj = await resp.json(content_type=None)
             return DispatchResult(url, answer=DispatchAnswer.from_json(obj))
     except TimeoutError:

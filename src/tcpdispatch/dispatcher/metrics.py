@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from tcpdispatch.dispatcher import zone_metrics
 from tcpdispatch.dispatcher.rebalance_metrics import collect as collect_rebalance
 from tcpdispatch.metrics_common import (
     DISPATCH_BUCKETS,
@@ -92,6 +93,7 @@ class _Collector:
         yield CounterMetricFamily("tcpdispatch_picker_rebuilds", "Picker rebuilds", value=pool.rebuilds)
         yield GaugeMetricFamily("tcpdispatch_speedups", "1 while plain dispatches are answered in C",
                                 value=1.0 if service.hot_path == "c" else 0.0)
+        yield from zone_metrics.collect(pool)
         if self.rebalance is not None:
             yield from collect_rebalance(self.rebalance)
         answers = LatencyHistogram(DISPATCH_BUCKETS)

@@ -25,6 +25,7 @@ from typing import Any
 from tcpdispatch.balancing.base import Candidate, LoadCounter, Picker
 from tcpdispatch.balancing.registry import get_policy, policy_options
 from tcpdispatch.balancing.snapshot import BalancerSettings, GatewayView, build_candidates
+from tcpdispatch.balancing.zones import ZoneCounters, ZoneMap, ZoneRouter
 from tcpdispatch.config import DispatcherConfig, GatewayEntry
 from tcpdispatch.health import CheckSpec, HealthState, ProbeResult, parse_check
 from tcpdispatch.health.overload import OverloadState
@@ -113,6 +114,10 @@ class Pool:
         self.overload_changes = 0  # gateways entering or leaving overload (a metric)
         self.overload_excluded: tuple[str, ...] = ()  # left out of the last picker for overload
         self.shared = shared  # True: a shared store owns membership/weight/drain (see sync())
+        self.zones: ZoneRouter | None = None  # per-zone pickers while [[zones]] are configured
+        self.zone_counters = ZoneCounters()
+        self.zone_panic: frozenset[str] = frozenset()  # zones in panic (judged on their own)
+        self._zone_map = ZoneMap(())
         self._config = config
         self._policy = config.policy
         self._factory = get_policy(config.policy)
@@ -170,6 +175,7 @@ class Pool:
             self._factory = get_policy(config.policy)
             self._policy = config.policy
         self._settings = config.balancing
+        self._zone_map = ZoneMap((z.name, z.cidrs) for z in config.zones)
         health_changed = config.health != self._health_cfg
         self._health_cfg = config.health
         wanted = {g.id: g for g in config.gateways} if not self.shared else {}
@@ -204,6 +210,12 @@ class Pool:
     def set_weight(self, gateway_id: str, weight: float) -> Gateway:
         gw = self.gateways[gateway_id]
         gw.config = replace(gw.config, weight=float(weight))
+        self.rebuild()
+        return gw
+
+    def set_zone(self, gateway_id: str, zone: str) -> Gateway:
+        gw = self.gateways[gateway_id]
+        gw.config = replace(gw.config, zone=zone)
         self.rebuild()
         return gw
 
@@ -459,6 +471,9 @@ class Pool:
         self.in_rotation = frozenset(c.id for c in snap.candidates)
         self.overload_excluded = snap.overloaded
         self._picker = self._new_picker(snap.candidates)
+        self.zones = self._zone_router(now) if self._config.zones else None
+        if self.zones is not None:
+            self.in_rotation = frozenset(c.id for c in self.handed_out())
         self.rebuilds += 1
         self._schedule_deadline(snap.rebuild_at, now)
         for fn in self._listeners:
@@ -469,6 +484,44 @@ class Pool:
         except RuntimeError:
             pass
         return self._picker
+
+    def _zone_router(self, now: float) -> ZoneRouter:
+        """One picker per zone, each over that zone's gateways alone (panic judged per zone)."""
+        views: dict[str, list[GatewayView]] = {}
+        for g in self.gateways.values():
+            views.setdefault(g.config.zone, []).append(g.view())
+        pickers = {}
+        panic = set()
+        for zone, zviews in views.items():
+            snap = build_candidates(zviews, now, self._settings)
+            pickers[zone] = (self._new_picker(snap.candidates), snap.panic)
+            if snap.panic:
+                panic.add(zone)
+        known = any(g.ever_up or g.health.failures for g in self.gateways.values())
+        for zone in sorted(panic ^ self.zone_panic):
+            if zone in panic:
+                log.log(logging.WARNING if known else logging.INFO,"zone %s is in panic: too few of its gateways are healthy (below "
+                            "panic_threshold = %g); its clients go to other zones", zone,
+                            self._settings.panic_threshold)
+            else:
+                log.info("zone %s left panic: enough of its gateways are healthy again", zone)
+        self.zone_panic = frozenset(panic)
+        cfg = self._config
+        return ZoneRouter(
+            pickers, zone_map=self._zone_map, declared=[z.name for z in cfg.zones],
+            spill_to={z.name: z.spill_to for z in cfg.zones}, spill_headroom=cfg.spill_headroom,
+            gateway_zone={g.id: g.config.zone for g in self.gateways.values()}, counters=self.zone_counters,
+        )
+
+    def handed_out(self) -> list[Candidate]:
+        """Every candidate any current picker (pool-wide or per zone) may hand out."""
+        out = list(self._picker.candidates)
+        if self.zones is not None:
+            seen = {c.id for c in out}
+            for state in self.zones.zones.values():
+                out += [c for c in state.picker.candidates if c.id not in seen]
+                seen.update(c.id for c in state.picker.candidates)
+        return out
 
     def _new_picker(self, candidates: Iterable[Candidate]) -> Picker:
         return self._factory(tuple(candidates), rng=self.rng, **policy_options(self._factory, self._settings))
@@ -498,7 +551,7 @@ class Pool:
         """JSON view of one gateway for ``GET /v1/gateways``."""
         cfg = gw.config
         return {
-            "id": gw.id, "address": cfg.address, "check": cfg.check, "weight": cfg.weight,
+            "id": gw.id, "address": cfg.address, "check": cfg.check, "weight": cfg.weight, "zone": cfg.zone,
             "state": gw.state(), "healthy": gw.health.up, "draining": gw.admin_drain or gw.self_drain,
             "admin_drain": gw.admin_drain, "source": gw.source,
             "connections": gw.load.reported, "issued_since_report": gw.load.issued,

@@ -258,7 +258,8 @@ def _load(gw: Gateway, balancing: BalancerSettings, now: float) -> GatewayLoad:
     if gw.health.up and gw.up_since is not None:
         ramp = slow_start_factor(now - gw.up_since, balancing)
     return GatewayLoad(gw.id, gw.load.reported, gw.config.weight, limit, gw.state(), ramp,
-                       shed_url(gw.config.check) is not None, leaving=min(gw.leaving, gw.load.reported))
+                       shed_url(gw.config.check) is not None, leaving=min(gw.leaving, gw.load.reported),
+                       zone=gw.config.zone)
 
 
 __all__ = ["LEASE", "Rebalancer", "shed_url"]

@@ -15,10 +15,11 @@ import math
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from tcpdispatch.config import DispatcherConfig, parse_gateway
+from tcpdispatch.config import DEFAULT_ZONE, DispatcherConfig, parse_gateway, zone_name_problem
 from tcpdispatch.dispatcher.http import JSON_HEADERS, Headers, Request, Response, json_response
 from tcpdispatch.dispatcher.metrics import DispatcherMetrics
 from tcpdispatch.dispatcher.pool import Gateway, Pool
+from tcpdispatch.dispatcher.zone_metrics import zone_summary
 from tcpdispatch.errors import ConfigError, TcpDispatchError
 from tcpdispatch.health import PushTracker, status_to_result
 from tcpdispatch.httputil import check_bearer, error_body
@@ -215,10 +216,11 @@ class Router:
     async def list_gateways(self, req: Request) -> Response:
         self._reader(req)
         pool = self.pool
-        return json_response(200, {
-            "policy": pool.policy, "panic": pool.panic,
-            "gateways": [pool.describe(g) for g in pool.gateways.values()],
-        })
+        doc: dict[str, Any] = {"policy": pool.policy, "panic": pool.panic,
+                               "gateways": [pool.describe(g) for g in pool.gateways.values()]}
+        if pool.zones is not None:
+            doc["zones"] = zone_summary(pool)
+        return json_response(200, doc)
 
     async def get_gateway(self, req: Request, gid: str) -> Response:
         self._reader(req)
@@ -244,16 +246,28 @@ class Router:
         self._admin(req)
         self._gateway(gid)
         doc = self._body(req)
-        unknown = sorted(set(doc) - {"weight"})
-        if unknown:
-            raise HTTPError(400, "bad_request", f"unknown field {unknown[0]!r}; only 'weight' can be changed")
+        unknown = sorted(set(doc) - {"weight", "zone"}) if isinstance(doc, dict) else ["(not an object)"]
+        if unknown or not doc:
+            raise HTTPError(400, "bad_request", f"unknown field {unknown[0]!r}; only 'weight' and 'zone' can "
+                            "be changed" if unknown else "give 'weight' and/or 'zone'")
         w = doc.get("weight")
-        if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or not 0 <= w <= 1_000_000:
+        if w is not None and (isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w)
+                              or not 0 <= w <= 1_000_000):
             raise HTTPError(400, "bad_request", f"weight must be a number from 0 to 1000000, got {w!r}")
-        await self._write(self.store.set_weight(gid, float(w)), self._unknown(gid))
-        self._gateway(gid)  # again: a store sync may have removed it while we awaited the write
-        gw = self.pool.set_weight(gid, float(w))
-        log.info("admin: gateway %s weight -> %s", gid, w)
+        zone = doc.get("zone")
+        if "zone" in doc and (why := zone_name_problem(zone)):
+            raise HTTPError(400, "bad_request", f"zone {why}, got {zone!r}")
+        if w is not None:
+            await self._write(self.store.set_weight(gid, float(w)), self._unknown(gid))
+        if zone is not None:
+            await self._write(self.store.set_zone(gid, zone), self._unknown(gid))
+        gw = self._gateway(gid)  # again: a store sync may have removed it while we awaited the write
+        if w is not None:
+            gw = self.pool.set_weight(gid, float(w))
+            log.info("admin: gateway %s weight -> %s", gid, w)
+        if zone is not None:
+            gw = self.pool.set_zone(gid, zone)
+            log.info("admin: gateway %s zone -> %s", gid, zone)
         return json_response(200, self.pool.describe(gw))
 
     async def delete_gateway(self, req: Request, gid: str) -> Response:
@@ -316,6 +330,9 @@ class Router:
             result = status_to_result(doc)
         except ValueError as exc:
             raise HTTPError(400, "bad_status", str(exc)) from None
+        zone = doc.get("zone")  # the gateway's --zone (docs/zones.md); absent: leave it as it is
+        if zone is not None and (why := zone_name_problem(zone)):
+            raise HTTPError(400, "bad_status", f"heartbeat field 'zone' {why}")
         pool = self.pool
         gw = pool.get(gid)
         if gw is None:
@@ -323,7 +340,8 @@ class Router:
                 raise HTTPError(404, "unknown_gateway",
                                 f"gateway {gid!r} is not in the pool and register_unknown is off")
             try:
-                gcfg = parse_gateway({"id": gid, "address": result.address or "", "check": "push"},
+                gcfg = parse_gateway({"id": gid, "address": result.address or "", "check": "push",
+                                      "zone": zone or DEFAULT_ZONE},
                                      file="heartbeat", prefix="heartbeat")
             except ConfigError as exc:
                 raise HTTPError(400, "bad_status", f"cannot register {gid!r}: {exc.reason}") from None
@@ -335,6 +353,14 @@ class Router:
             log.info("push: registered gateway %s at %s", gid, gcfg.address)
         elif not gw.push:
             raise HTTPError(409, "not_push", f"gateway {gid!r} is checked by {gw.config.check}, not push")
+        elif zone is not None and gw.config.zone != zone:
+            try:
+                await self.store.set_zone(gid, zone)
+            except StoreUnavailable:
+                pass
+            if pool.get(gid) is not None:
+                pool.set_zone(gid, zone)
+                log.info("push: gateway %s reports zone %s", gid, zone)
         self.tracker.record(gid)
         pool.on_result(gid, result)
         self.store.heartbeat(gid, doc, self.config.health.ttl)

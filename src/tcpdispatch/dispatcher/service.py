@@ -95,7 +95,7 @@ class DispatchService:
         self.rebalance = rebalance
         self._frags: dict[str, bytes] = {}  # gateway id -> JSON fragment of the current picker's candidates
         self._packed_ids: dict[str, bytes] = {}  # gateway id -> the id as a ticket payload carries it
-        self._pieces: dict[tuple[str, str, int, str], tuple[bytes, bytes]] = {}  # (id, host, port, key)
+        self._pieces: dict[tuple[str, str, int, str, str], tuple[bytes, bytes]] = {}  # id, host, port, key, zone
         self._templates: OrderedDict[tuple[str, ...], list[bytes]] = OrderedDict()
         self._unavailable: tuple[str, list[bytes]] = ("", [])
         self.fast: Any = None  # the C hot path (fastpath.FastDispatch) when built and enabled
@@ -138,7 +138,8 @@ class DispatchService:
             return  # first configure(): fragments come with the first refresh
         picker = self.pool.picker
         fastpath.install(fast, picker, self._frags, self._packed_ids,
-                         enabled=self.config.speedups and picker.rng is self.draws)
+                         enabled=self.config.speedups and picker.rng is self.draws
+                         and not self.config.zones)
         self._fast_body = fast.body if fast.active else None
         if self._announced is not None and self._announced != self.hot_path:
             self.announce_hot_path()
@@ -158,6 +159,8 @@ class DispatchService:
             return "tcpdispatch._speedups not built, or TCPDISPATCH_SPEEDUPS=0"
         if not fastpath.shares(self.draws):
             return "the pool's random generator is not a C-backed tcpdispatch.rng.SplitMixRandom"
+        if self.config.zones:
+            return "zones configured"
         if fastpath.policy_code(get_policy(self.config.policy)) == fastpath.OFF:
             return f"policy {self.config.policy} has no C picker"
         return "no gateway can be handed out yet; C takes over with the first one"
@@ -189,15 +192,19 @@ class DispatchService:
         frags, ids = {}, {}
         gateways = self.pool.gateways
         keys = {}
-        for c in self.pool.picker.candidates:
+        zoned = bool(self.config.zones)  # the answer names the gateway's zone (docs/zones.md)
+        for c in self.pool.handed_out():
             gw = gateways.get(c.id)
             pub = gw.config.key if gw is not None else ""  # the gateway's public key, if encrypted
-            keys[c.id] = key = (c.id, c.host, c.port, pub)
+            zone = gw.config.zone if gw is not None and zoned else ""
+            keys[c.id] = key = (c.id, c.host, c.port, pub, zone)
             hit = cache.get(key)
             if hit is None:
                 doc: dict[str, Any] = {"id": c.id, "host": c.host, "port": c.port}
                 if pub:
                     doc["key"] = pub
+                if zone:
+                    doc["zone"] = zone
                 hit = cache[key] = (json_body(doc)[:-1], pack_id(c.id))
             frags[c.id], ids[c.id] = hit
         if len(cache) > 2 * len(frags) + 1024:  # gateways removed or moved: keep only the current ones
@@ -247,6 +254,7 @@ class DispatchService:
 
     def _dispatch(self, qs: str, ip: str, headers: Headers | None) -> tuple[int, str | None, bytes]:
         leaving: str | None = None
+        zone_hint: str | None = None
         if qs[:10] == "client_id=" and "&" not in qs and "%" not in qs:
             client_id = qs[10:]  # nothing to decode ('+' is a literal plus, RFC 3986)
         else:
@@ -255,6 +263,10 @@ class DispatchService:
                 return self.bad_request(problem)
             if "leaving=" in qs:  # a client moved by the rebalancer (docs/rebalancing.md)
                 leaving, problem = _slow_param(qs, "leaving")
+                if problem:
+                    return self.bad_request(problem)
+            if "zone=" in qs and self.pool.zones is not None:  # docs/zones.md
+                zone_hint, problem = self.pool.zones.hint(qs)
                 if problem:
                     return self.bad_request(problem)
         if not client_id:
@@ -271,12 +283,20 @@ class DispatchService:
                 return 200, None, body
         if self.trusted and ip and headers is not None:
             ip = self.client_ip(ip, headers)
-        picker = self.pool.picker
+        picker, zones = self.pool.picker, self.pool.zones
+        zone: str | None = None
+        if zones is not None:  # zones configured: the client's zone by hint or network (docs/zones.md)
+            zone, problem = zones.client_zone(zone_hint, ip)
+            if problem:
+                return self.bad_request(problem)
         request = _NO_KEY if self._keyless else PickRequest(client_id, ip)
         if leaving and self.rebalance is not None and (
-            moved := self.rebalance.place(picker.candidates, leaving, self.k)
+            moved := self.rebalance.place(zones.for_move(zone, leaving) if zones else picker.candidates,
+                                          leaving, self.k)
         ):
             chosen = moved  # a gateway below target, never a donor nor the one it leaves
+        elif zones is not None and zone is not None:  # its zone, else where it spills to
+            chosen = zones.pick(zone, request, self.k) or picker.pick(request, self.k)
         elif len(picker.candidates) <= self.k and self._unordered_alternates:
             # Every other candidate is an alternate anyway: pick the primary only and list the
             # rest (skipping full ones) instead of sampling them one by one.

@@ -96,6 +96,13 @@ class GatewayConfig:
         unit="s",
         help="how long a resumption grant stays usable (0 = hand out none)",
     )
+    zone: str | None = setting(
+        None,
+        unit="NAME",
+        default_text="not reported",
+        help="the zone this gateway serves, reported in `/status` and pushed heartbeats "
+        "(docs/zones.md)",
+    )
 
     def __post_init__(self) -> None:
         if self.idle_timeout is None:
@@ -228,6 +235,9 @@ def from_args(args: argparse.Namespace) -> GatewayConfig:
         load_key_file(values["key_file"])  # fail fast with the file and line
     elif values["allow_plain"]:
         raise ConfigError("--allow-plain only makes sense with --key-file", key="--allow-plain")
+    zone = values["zone"]
+    if zone is not None and (why := gateway_id_problem(zone)):
+        raise ConfigError(f"{why}, got {zone!r}", key="--zone")
     token = None
     admin_token = _read_token(args.admin_token_file) if args.admin_token_file else None
     if args.report_to:

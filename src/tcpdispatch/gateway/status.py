@@ -230,6 +230,7 @@ class StatusService:
             "lag_ms": round(max(lag) * 1000),
             "worker_busy": [round(b, 3) for b in busy],
             "worker_lag_ms": [round(x * 1000, 1) for x in lag],
+            **({"zone": self.cfg.zone} if self.cfg.zone else {}),
         }
 
     # -- HTTP ----------------------------------------------------------------

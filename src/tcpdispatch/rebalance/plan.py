@@ -39,6 +39,10 @@ ramp) and returns the shed orders to send now. The rules:
    the donor is seen to have lost as many sessions as it agreed to shed, or until
    ``interval_s + settle_s`` after the last order. ``manual``: a round starts only on :meth:`trigger`.
    ``off``: nothing. Every state change is returned once as an event (a log line).
+6. **Zones** (docs/zones.md). Targets are computed per zone: each zone's held total is shared
+   among that zone's gateways only, and donors shed only as much as the recipients *of their
+   own zone* have room for, so a round never moves a client out of its zone. Without zones
+   every gateway is in the zone ``"default"`` and the rules above read as before.
 """
 
 from __future__ import annotations
@@ -66,6 +70,7 @@ class GatewayLoad:
     ramp: float = 1.0  # slow-start factor (0..1]; 1 once ramped
     can_shed: bool = True  # has an HTTP status port to send POST /shed to
     leaving: int = 0  # of ``held``, sessions it was asked to move that are still connected
+    zone: str = "default"  # targets, donors and recipients are per zone
 
     @property
     def settled(self) -> int:
@@ -142,13 +147,40 @@ class Round:
 
 
 def targets(gateways: Iterable[GatewayLoad], total: float | None = None) -> dict[str, float]:
-    """Each gateway's target share of the held total (rule 1); 0 for those taking no clients.
+    """Each gateway's target share of the held total (rule 1) within its zone (rule 6); 0 for
+    those taking no clients.
 
-    ``total`` defaults to the settled connections of the gateways that are not down.
+    ``total`` defaults to the settled connections of the gateways that are not down. With
+    several zones, each zone gets its settled connections plus a part of what ``total`` adds to
+    the settled sum (clients on their way), in proportion to the sessions its gateways report
+    leaving (by settled share when none does).
     """
     pool = list(gateways)
+    live = [g for g in pool if g.state != "down"]
+    settled = float(sum(g.settled for g in live))
     if total is None:
-        total = float(sum(g.settled for g in pool if g.state != "down"))
+        total = settled
+    zones: dict[str, list[GatewayLoad]] = {}
+    for g in pool:
+        zones.setdefault(g.zone, []).append(g)
+    if len(zones) <= 1:
+        return _targets_in(pool, total)
+    extra = total - settled
+    leaving = sum(g.held - g.settled for g in live)
+    out: dict[str, float] = {}
+    for members in zones.values():
+        mine = [g for g in members if g.state != "down"]
+        zsettled = float(sum(g.settled for g in mine))
+        if leaving > 0:
+            part = sum(g.held - g.settled for g in mine) / leaving
+        else:
+            part = zsettled / settled if settled > 0 else 0.0
+        out.update(_targets_in(members, zsettled + extra * part))
+    return out
+
+
+def _targets_in(pool: list[GatewayLoad], total: float) -> dict[str, float]:
+    """Rule 1 over one zone's gateways."""
     out = {g.id: 0.0 for g in pool}
     open_ = [g for g in pool if g.state == "up" and g.weight > 0]
     remaining = total
@@ -421,21 +453,35 @@ class Planner:
         if not wants:
             return []
         deficit = ramped = 0.0
+        zone_deficit: dict[str, float] = {}
         for g in gateways:
             if g.state == "up" and g.weight > 0 and g.id not in self.donors and g.settled < goal[g.id]:
                 d = goal[g.id] - g.settled
                 deficit += d
                 ramped += d * min(1.0, max(0.0, g.ramp))
-        in_flight = sum(p.outstanding(by_id[gid].settled) for gid, p in self._pending.items() if gid in by_id)
-        room = math.floor(deficit - in_flight + 1e-9)
-        # A draining gateway's clients are recipients' business too: they shrink the room.
-        room -= sum(g.settled for g in gateways if g.state == "draining")
+                zone_deficit[g.zone] = zone_deficit.get(g.zone, 0.0) + d
+        # Rule 6: a donor's clients go to recipients of its own zone, so each zone's room is its
+        # recipients' deficit less its moves in flight; a draining gateway's clients are the
+        # recipients' business too, so they shrink it.
+        zone_room: dict[str, int] = {}
+        for zone, d in zone_deficit.items():
+            in_flight = sum(p.outstanding(by_id[gid].settled) for gid, p in self._pending.items()
+                            if gid in by_id and by_id[gid].zone == zone)
+            draining = sum(g.settled for g in gateways if g.state == "draining" and g.zone == zone)
+            zone_room[zone] = math.floor(d - in_flight + 1e-9) - draining
+        room = sum(max(0, r) for r in zone_room.values())
         if deficit <= 0 or room <= 0:
             return []
         budget = math.floor(s.moves_per_s * s.interval_s * (ramped / deficit) + 1e-9)
         budget = max(1, min(budget, room))
         cap = max(1, math.floor(s.per_donor_per_s * s.interval_s + 1e-9))
-        split = split_budget(budget, wants, cap)
+        by_zone: dict[str, dict[str, int]] = {}
+        for gid, n in wants.items():
+            by_zone.setdefault(by_id[gid].zone, {})[gid] = n
+        zone_wants = {z: min(max(0, zone_room.get(z, 0)), sum(w.values())) for z, w in by_zone.items()}
+        split: dict[str, int] = {}
+        for zone, n in split_budget(budget, zone_wants, budget).items():
+            split.update(split_budget(n, by_zone[zone], cap))
         return [ShedOrder(gid, n, s.interval_s, s.min_session_age_s, by_id[gid].settled, round(goal[gid], 1))
                 for gid, n in sorted(split.items())]
 

@@ -3,10 +3,13 @@
 The simulator asks two questions that the product will answer with its own code:
 
 * **Zone choice** (issue 16): which zone's gateways may a dispatch from a client
-  in zone Z use? Until ``tcpdispatch`` has zones, :class:`SimZones` answers with the
-  simulator's own rule: the client's zone first; when that zone's pool is in panic
-  (most of it down) or has nothing to give, the other zones in order (spill).
-  Each replica keeps one real ``Pool`` per zone.
+  in zone Z use? :class:`RealZones` answers with the product's own
+  :class:`~tcpdispatch.balancing.zones.ZoneRouter` over the replica's per-zone pools
+  (each replica keeps one real ``Pool`` per zone): the client's zone while it has room,
+  else the other zones by headroom, the policy within the zone, panic per zone, the last
+  alternate from another zone. The baselines' deciders (``least_conn`` twin, goim) keep
+  :class:`SimZones`, the simulator's own rule: the client's zone first; when that zone's
+  pool is in panic or has nothing to give, the other zones (spill).
 * **Active rebalancing** (issue 13): which held connections should be asked to
   move? :class:`NoRebalancer` moves none (what this branch ships);
   ``--baseline recycle`` instead recycles connections by age (see
@@ -20,6 +23,19 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
+
+from tcpdispatch.balancing.base import Candidate, Picker, PickRequest
+from tcpdispatch.balancing.zones import ZoneMap, ZoneRouter
+from tcpdispatch.config import DEFAULT_SPILL_HEADROOM
+
+
+class ZonePool(Protocol):
+    """What :class:`RealZones` reads of one zone's pool (a ``Pool``)."""
+
+    @property
+    def picker(self) -> Picker: ...
+
+    panic: bool
 
 
 class ZoneChooser(Protocol):
@@ -46,6 +62,47 @@ class SimZones:
         healthy = [z for z in rest if not panicked[z]]
         # Own zone mostly down: spill; if every zone is in panic, stay home (panic semantics).
         return [*healthy, own] if healthy else [own, *rest]
+
+
+class RealZones:
+    """Issue 16's zone choice: a :class:`ZoneRouter` over the replica's per-zone pools, rebuilt
+    whenever one of them rebuilds (as the dispatcher rebuilds it with its snapshot). Zones are
+    named ``z0``, ``z1``, ... and, as in the simulated fleet, no ``spill_to`` is configured: a
+    zone without room spills to the others by headroom."""
+
+    def __init__(self, zones: int, spill_headroom: float = DEFAULT_SPILL_HEADROOM) -> None:
+        self.names = [f"z{z}" for z in range(zones)]
+        self.spill_headroom = spill_headroom
+        self._zone_map = ZoneMap(())
+        self._built: tuple[int, ...] = ()
+        self._router: ZoneRouter | None = None
+
+    def router(self, pools: Sequence[ZonePool]) -> ZoneRouter:
+        # A rebuild (or a restarted replica's new pools) publishes a new picker; the router holds
+        # the old ones, so an id cannot be reused while it is compared.
+        built = tuple(id(p.picker) for p in pools)
+        if self._router is None or built != self._built:
+            counters = self._router.counters if self._router is not None else None
+            self._router = ZoneRouter(
+                {n: (p.picker, p.panic) for n, p in zip(self.names, pools, strict=True)},
+                zone_map=self._zone_map, declared=self.names, spill_to={},
+                spill_headroom=self.spill_headroom, gateway_zone={}, counters=counters)
+            self._built = built
+        return self._router
+
+    def pick(self, client_zone: int, pools: Sequence[ZonePool], request: PickRequest, k: int) -> list[Candidate]:
+        """The gateways for a client of ``client_zone``; when no zone can take it, the real
+        dispatcher's pool-wide picker would decide: here each zone's own picker (in panic it hands
+        out every gateway of its zone), the client's zone first."""
+        own = client_zone % len(self.names)
+        chosen = self.router(pools).pick(self.names[own], request, k)
+        if chosen:
+            return chosen
+        for z in [own, *(i for i in range(len(pools)) if i != own)]:
+            chosen = pools[z].picker.pick(request, k)
+            if chosen:
+                return chosen
+        return []
 
 
 class Rebalancer(Protocol):

@@ -25,7 +25,7 @@ from tcpdispatch.dispatcher.pool import Pool
 from tcpdispatch.health.probes import ProbeResult
 from tcpdispatch.health.settings import HealthSettings
 from tcpdispatch.sim.baselines import GoimDecider, LeastConnTwin
-from tcpdispatch.sim.decisions import SimZones
+from tcpdispatch.sim.decisions import RealZones, SimZones
 from tcpdispatch.sim.engine import Engine
 from tcpdispatch.sim.fleet import SimGateway
 
@@ -70,6 +70,7 @@ class Replica:
         self.balancing = balancing
         self.rng = engine.rng(f"replica{index}")
         self.chooser = SimZones(zones)
+        self.zone_router = RealZones(zones)  # the product's zone choice, for decider "pool"
         self.up = True
         self.busy_until = 0.0
         self.dispatches: Counter[int] = Counter()  # per modelled second
@@ -200,6 +201,12 @@ class Replica:
         start = max(now, self.busy_until)
         self.busy_until = start + self.service_s
         self.dispatches[int(now)] += 1
+        if self.decider_kind == "pool":
+            chosen = self.zone_router.pick(client_zone, self.pools, _REQUEST, self.k)
+            if chosen:
+                return [self.gateways[c.id] for c in chosen], self.busy_until
+            self.refusals += 1
+            return None, self.busy_until
         panicked = [p.panic for p in self.pools]
         for z in self.chooser.order(client_zone, panicked, self.rng):
             cands = self._pick(z)

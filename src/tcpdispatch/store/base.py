@@ -82,6 +82,9 @@ class Store(ABC):
     async def set_weight(self, gateway_id: str, weight: float) -> bool: ...
 
     @abstractmethod
+    async def set_zone(self, gateway_id: str, zone: str) -> bool: ...
+
+    @abstractmethod
     async def set_drain(self, gateway_id: str, draining: bool) -> bool: ...
 
     def heartbeat(self, gateway_id: str, doc: Mapping[str, Any], ttl: float) -> None:

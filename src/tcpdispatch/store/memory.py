@@ -23,6 +23,9 @@ class MemoryStore(Store):
     async def set_weight(self, gateway_id: str, weight: float) -> bool:
         return True
 
+    async def set_zone(self, gateway_id: str, zone: str) -> bool:
+        return True
+
     async def set_drain(self, gateway_id: str, draining: bool) -> bool:
         return True
 

@@ -38,7 +38,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from tcpdispatch.config import StoreConfig, parse_gateway
+from tcpdispatch.config import DEFAULT_ZONE, StoreConfig, parse_gateway
 from tcpdispatch.errors import ConfigError
 from tcpdispatch.store.base import SharedGateway, Store, StoreHooks, StoreUnavailable
 
@@ -60,6 +60,10 @@ elseif op == 'remove' then
 else
   if redis.call('HEXISTS', KEYS[2], id) == 0 then return 0 end
   if op == 'weight' then redis.call('HSET', KEYS[3], id, ARGV[4])
+  elseif op == 'zone' then
+    local doc = cjson.decode(redis.call('HGET', KEYS[2], id))
+    doc['zone'] = ARGV[4]
+    redis.call('HSET', KEYS[2], id, cjson.encode(doc))
   elseif op == 'drain' then redis.call('SADD', KEYS[4], id)
   else redis.call('SREM', KEYS[4], id) end
 end
@@ -113,6 +117,8 @@ def _entry_doc(e: SharedGateway) -> str:
            "source": e.source}
     if c.key:
         doc["key"] = c.key
+    if c.zone != DEFAULT_ZONE:
+        doc["zone"] = c.zone
     return json.dumps(doc, separators=(",", ":"))
 
 
@@ -306,6 +312,8 @@ class RedisStore(Store):
                     spec["capacity"] = doc["capacity"]
                 if doc.get("key"):
                     spec["key"] = doc["key"]
+                if doc.get("zone"):
+                    spec["zone"] = doc["zone"]
                 gcfg = parse_gateway(spec, file=f"redis {k[1]}", prefix=gid)
             except (ValueError, KeyError, TypeError, ConfigError) as exc:
                 if gid not in self._bad:
@@ -352,6 +360,9 @@ class RedisStore(Store):
 
     async def set_weight(self, gateway_id: str, weight: float) -> bool:
         return await self._op("weight", gateway_id, repr(float(weight)))
+
+    async def set_zone(self, gateway_id: str, zone: str) -> bool:
+        return await self._op("zone", gateway_id, zone)
 
     async def set_drain(self, gateway_id: str, draining: bool) -> bool:
         return await self._op("drain" if draining else "undrain", gateway_id)
