@@ -325,13 +325,15 @@ class DispatchService:
     def _template(self, ids: tuple[str, ...]) -> list[bytes]:
         """The answer for this ordered gateway set, cut where the ticket goes (joined by it)."""
         frags = self._frags
-        parts = [b'{"gateway":%b},"ticket":"' % frags[ids[0]]]
+        # The pieces C assembles the same answer from (one definition for both paths).
+        head, after_primary, alts, ticket, close, sep, tail = fastpath.ANSWER_PIECES
+        parts = [head + frags[ids[0]] + after_primary]
         if len(ids) > 1:
-            parts.append(b'","alternates":[%b,"ticket":"' % frags[ids[1]])
-            parts += [b'"},%b,"ticket":"' % frags[i] for i in ids[2:]]
-            parts.append(b'"}],' + self._tail)
+            parts.append(alts + frags[ids[1]] + ticket)
+            parts += [close + sep + frags[i] + ticket for i in ids[2:]]
+            parts.append(close + tail + self._tail)
         else:
-            parts.append(b'","alternates":[],' + self._tail)
+            parts.append(alts + tail + self._tail)
         templates = self._templates
         templates[ids] = parts
         if len(templates) > TEMPLATE_CACHE:  # large pools: many ordered sets; evict the least recent
