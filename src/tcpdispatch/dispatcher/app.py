@@ -17,7 +17,7 @@ import re
 import time
 from bisect import bisect_left
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
@@ -249,12 +249,21 @@ class DispatcherApp:
             if scope["type"] == "lifespan":
                 await _lifespan(receive, send)
             return
+        body: bytes | AsyncIterator[bytes]
         if scope["path"] == "/v1/dispatch" and scope["method"] == "GET":
             status, headers, body = self.dispatch(scope)
         else:
             status, headers, body = await self.router.handle(scope, receive)
         await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        if isinstance(body, bytes):
+            await send({"type": "http.response.body", "body": body})
+            return
+        try:  # a stream (Server-Sent Events): each chunk as it comes, until it ends or the client goes
+            async for chunk in body:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        finally:
+            await body.aclose()  # type: ignore[attr-defined]
+        await send({"type": "http.response.body", "body": b""})
 
     async def __rsgi__(self, scope: Any, protocol: Any) -> None:
         """RSGI (granian's native interface): same app, one call per response, no ASGI messages."""
@@ -292,6 +301,10 @@ class DispatcherApp:
             "client": (peer_host(client), int(port) if port.isdigit() else 0),
         }
         status, headers, body = await self.router.handle(asgi_scope, receive)
+        if not isinstance(body, bytes):  # granian goes away (issue 12); streams need the built-in server
+            await body.aclose()  # type: ignore[attr-defined]
+            status, headers = 501, JSON_HEADERS
+            body = error_body("not_implemented", "event streams need the built-in HTTP server")
         protocol.response_bytes(status, [(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers], body)
 
     # ------------------------------------------------------------ hot path

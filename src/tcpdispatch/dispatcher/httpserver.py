@@ -54,6 +54,7 @@ MAX_HEAD, MAX_HEADERS, MAX_URL = 16384, 100, 8192  # default limits (the C recog
 RawPath = Callable[[bytes], "tuple[bytes, bool] | None"]
 LINGER_S = 2.0  # after an error answer, how long to drain the client's remaining bytes
 MAX_QUEUED = 32  # pipelined requests held behind a slow one before we stop reading
+STREAM_BUFFER = 1 << 20  # a stream whose reader leaves this much unread is cut off
 _STATUS_LINES = {s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode()) for s in HTTPStatus}
 _JSON_HEAD = b"content-type: application/json\r\ncache-control: no-store\r\n"
 _DROP = frozenset({b"content-length", b"connection", b"transfer-encoding", b"keep-alive"})
@@ -87,6 +88,10 @@ class _Limit(TcpDispatchError):
     def __init__(self, status: int, slug: str, detail: str) -> None:
         super().__init__(detail)
         self.status, self.slug, self.detail = status, slug, detail
+
+
+class _Gone(TcpDispatchError):
+    """Raised into a streaming app when its client went away or stopped reading."""
 
 
 class _Request:
@@ -201,6 +206,7 @@ class _Connection(asyncio.Protocol):
     head_deadline = 0.0  # loop time by which the request head must be complete; 0 = none
     body_deadline = 0.0  # same for the body
     busy = False  # an ASGI request of this connection is running
+    streaming = False  # its answer is a stream (Server-Sent Events), written chunk by chunk
     closing = False
     active = True  # saw bytes since the last sweep
     quiet = 0  # sweeps in a row without bytes or work
@@ -489,6 +495,7 @@ class _Connection(asyncio.Protocol):
         status = 0
         head: list[bytes] = []
         chunks: list[bytes] = []
+        transport = self.transport
 
         async def send(msg: dict[str, Any]) -> None:
             nonlocal status
@@ -496,9 +503,28 @@ class _Connection(asyncio.Protocol):
                 status = msg["status"]
                 head.extend(b"%b: %b\r\n" % (k, v) for k, v in msg.get("headers", ()) if k.lower() not in _DROP)
             elif msg["type"] == "http.response.body":
+                if msg.get("more_body") and req.method != "HEAD":
+                    # A stream: no length, so the answer ends when the connection closes.
+                    if not self.streaming:
+                        self.streaming = True
+                        req.keep_alive = False
+                        transport.write(b"%b%b%bconnection: close\r\n\r\n" % (
+                            _status_line(status), _Date.line, b"".join(head)))
+                    if transport.is_closing() or self.closing:
+                        raise _Gone("the client closed the stream")
+                    if transport.get_write_buffer_size() > STREAM_BUFFER:
+                        transport.abort()
+                        raise _Gone("the client stopped reading the stream")
+                    transport.write(msg.get("body", b""))
+                    return
                 chunks.append(msg.get("body", b""))
 
-        await self.server.app(scope, receive, send)
+        try:
+            await self.server.app(scope, receive, send)
+        except _Gone:
+            return b""
+        if self.streaming:
+            return b""  # the stream ended; everything is written, the connection closes
         if not status:
             raise RuntimeError("ASGI app returned without starting a response")
         body = b"".join(chunks)
@@ -532,8 +558,10 @@ class _Connection(asyncio.Protocol):
         self.transport.close()
 
     def shutdown(self) -> None:
-        """Server stop: close now if idle, else after the request in flight."""
-        if not self.busy and not self.queue:
+        """Server stop: close now if idle or streaming, else after the request in flight."""
+        if self.streaming:
+            self._close()  # the stream's next write sees it and ends
+        elif not self.busy and not self.queue:
             self._close()
         else:
             self.closing = True  # parse no more; the queue ends with this answer

@@ -9,12 +9,15 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from tcpdispatch.config import GatewayConfig, parse_gateway
 from tcpdispatch.dispatcher.app import JSON_HEADERS, Receive, Scope, json_body
+from tcpdispatch.dispatcher.events import SSE_HEADERS, sse_stream
+from tcpdispatch.dispatcher.overview import Overview
 from tcpdispatch.dispatcher.pool import Gateway
+from tcpdispatch.dispatcher.ui import StaticFiles
 from tcpdispatch.errors import ConfigError, TcpDispatchError
 from tcpdispatch.httputil import check_bearer, error_body
 from tcpdispatch.ids import gateway_id_problem
@@ -26,7 +29,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tcpdispatch.dispatcher.api")
 
-Response = tuple[int, list[tuple[bytes, bytes]], bytes]
+# The body is bytes, or an async iterator of byte chunks written as they come (/v1/events).
+Response = tuple[int, list[tuple[bytes, bytes]], "bytes | AsyncIterator[bytes]"]
+MAX_STREAMS = 32  # concurrent /v1/events streams per dispatcher
 
 
 class HTTPError(TcpDispatchError):
@@ -71,7 +76,11 @@ class Router:
             "/v1/rebalance/trigger": {"POST": self.rebalance_trigger},
             "/metrics": {"GET": self.metrics},
             "/healthz": {"GET": self.healthz},
+            "/v1/events": {"GET": self.events},
+            "/ui": {"GET": self.ui_redirect},
         }
+        self.ui = StaticFiles()
+        self.overview = Overview(app.pool, app.stats, self._latency, lambda: app.rebalance)
         self.per_gateway: dict[str, dict[str, Callable[..., Awaitable[Response]]]] = {
             "": {"GET": self.get_gateway, "PATCH": self.patch_gateway, "DELETE": self.delete_gateway},
             "drain": {"POST": self.drain},
@@ -87,6 +96,8 @@ class Router:
             gid, _, action = path[len("/v1/gateways/"):].partition("/")
             route = self.per_gateway.get(action)
             args = (gid,)
+        elif route is None and path.startswith("/ui/"):
+            route, args = {"GET": self.ui_file}, (path[4:],)
         try:
             if path == "/v1/dispatch":
                 # GET is answered by the app's fast path before the router; anything else
@@ -105,7 +116,7 @@ class Router:
             status = exc.status
             headers = [*JSON_HEADERS, *exc.headers]
             body = error_body(exc.error, exc.detail)
-        key = (path if not args else "/v1/gateways/{id}", status)
+        key = (path if not args else "/ui/{file}" if path.startswith("/ui/") else "/v1/gateways/{id}", status)
         self.app.stats.other[key] = self.app.stats.other.get(key, 0) + 1
         if method == "HEAD":
             body = b""
@@ -380,6 +391,37 @@ class Router:
         return _json(202 if action == "trigger" else 200, rb.describe())
 
     # ------------------------------------------------------------ observability
+
+    async def ui_redirect(self, scope: Scope, receive: Receive) -> Response:
+        return 308, [(b"location", b"/ui/"), (b"cache-control", b"no-store")], b""
+
+    async def ui_file(self, scope: Scope, receive: Receive, name: str) -> Response:
+        """The dashboard's static files; the page holds no data, the read-token rule applies
+        to what it fetches (``/v1/events``)."""
+        inm = next((v for k, v in scope["headers"] if k == b"if-none-match"), b"")
+        answer = self.ui.get(name, inm)
+        if answer is None:
+            raise HTTPError(404, "not_found", f"no dashboard file {name!r}")
+        return answer
+
+    async def events(self, scope: Scope, receive: Receive) -> Response:
+        """Server-Sent Events for the dashboard (docs/dashboard.md); the read-token rule."""
+        self._reader(scope)
+        bus = self.app.pool.events
+        if len(bus.subscribers) >= MAX_STREAMS:
+            raise HTTPError(503, "too_many_streams", f"{MAX_STREAMS} event streams are open already",
+                            [(b"retry-after", b"5")])
+        return 200, SSE_HEADERS, sse_stream(bus, self.overview.snapshot)
+
+    def _latency(self) -> tuple[list[int], float]:
+        """Dispatch answer times so far, both hot paths (as ``/metrics`` adds them)."""
+        lat = self.app.stats.latency
+        counts, total = list(lat.counts), lat.total
+        if self.app.fast is not None:
+            c_counts, c_total = self.app.fast.latency()
+            counts = [a + b for a, b in zip(counts, c_counts, strict=True)]
+            total += c_total
+        return counts, total
 
     async def metrics(self, scope: Scope, receive: Receive) -> Response:
         from tcpdispatch.dispatcher.metrics import render

@@ -23,6 +23,7 @@ from typing import Any
 
 from tcpdispatch.config import DispatcherConfig, load_config
 from tcpdispatch.dispatcher.app import DispatcherApp
+from tcpdispatch.dispatcher.events import EventBus
 from tcpdispatch.dispatcher.pool import Pool
 from tcpdispatch.errors import ConfigError
 from tcpdispatch.health import CheckSpec, ProbeResult, PushTracker, StatusMonitor, status_to_result
@@ -45,7 +46,8 @@ class DispatcherServer:
         self.config_path = config_path
         self.listen = (config.listen_host, config.listen_port)
         self.checker: StatusMonitor | None = None
-        self.pool = Pool(config, on_targets=self._set_targets)
+        self.events = EventBus()  # what the dashboard's /v1/events stream carries
+        self.pool = Pool(config, on_targets=self._set_targets, events=self.events)
         self.tracker = PushTracker(config.health.ttl)
         self.app = DispatcherApp(config, self.pool, reload=self.reload if config_path else None)
         self.app.push_tracker = self.tracker
@@ -53,7 +55,7 @@ class DispatcherServer:
         self.store = make_store(config.store)
         self.pool.shared = self.store.shared
         self.app.store = self.store
-        self.rebalancer = Rebalancer(config.rebalance, self.pool, self.app.stats, self.store)
+        self.rebalancer = Rebalancer(config.rebalance, self.pool, self.app.stats, self.store, events=self.events)
         self.app.rebalance = self.rebalancer
         self._stop = asyncio.Event()
         self._tasks: set[asyncio.Task[tuple[bool, str]]] = set()
@@ -140,6 +142,7 @@ class DispatcherServer:
             new = load_config(self.config_path)
         except ConfigError as exc:
             log.error("reload refused, still serving the previous config: %s", exc)
+            self.events.publish("reload", f"reload refused, still serving the previous config: {exc}", ok=False)
             return False, str(exc)
         if (new.listen_host, new.listen_port) != self.listen:
             log.warning("reload: listen address changes need a restart; keeping %s:%s", *self.listen)
@@ -165,6 +168,7 @@ class DispatcherServer:
         self.pool.rebuild()
         detail = f"{len(new.gateways)} gateways in file, {len(self.pool.gateways)} in pool, policy {new.policy}"
         log.info("reloaded %s: %s", self.config_path, detail)
+        self.events.publish("reload", f"reloaded {self.config_path.name}: {detail}", ok=True)
         return True, detail
 
     def _on_sighup(self) -> None:
