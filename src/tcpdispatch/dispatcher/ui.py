@@ -23,7 +23,6 @@ TYPES = {
     ".css": b"text/css; charset=utf-8",
     ".svg": b"image/svg+xml",
     ".png": b"image/png",
-    ".md": b"text/plain; charset=utf-8",
 }
 SECURITY_HEADERS = [
     (b"content-security-policy", CSP.encode()),

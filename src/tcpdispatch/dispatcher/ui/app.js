@@ -150,8 +150,8 @@
     setText(row, "held", fmt(g.held) + " / " + cap + pct);
     setText(row, "target", g.target === null ? "–" : String(g.target));
     setText(row, "weight", String(g.weight));
-    const probe = g.probe_ok === null ? "–" : (g.probe_ok ? "ok " : "failed ") +
-      (g.probe_ms === null ? "" : g.probe_ms.toFixed(1) + " ms");
+    const probe = g.probe_ok === null ? "–" : (g.probe_ok ? "ok" : "failed") +
+      (g.probe_ms ? " " + g.probe_ms.toFixed(1) + " ms" : "");
     setText(row, "probe", probe);
     if (row.text.probeTitle !== g.detail) {
       row.text.probeTitle = g.detail;
