@@ -17,7 +17,9 @@
   const seenEvents = new Set();
   const series = {t: [], rate: [], u503: [], mean: [], p99: []};
   const charts = {};
-  const perf = {firstRenderMs: null, lastUpdateMs: null, maxUpdateMs: 0, updates: 0, rows: 0};
+  // firstRenderMs: building the table from the first snapshot; readyAtMs: from navigation start
+  // until that table was built; lastUpdateMs/maxUpdateMs: applying one pool update.
+  const perf = {firstRenderMs: null, readyAtMs: null, lastUpdateMs: null, maxUpdateMs: 0, updates: 0, rows: 0};
   window.tcpdispatchDashboard = perf;  // read by the headless test and shown in the footer
 
   // ---------------------------------------------------------------- helpers
@@ -82,6 +84,13 @@
     try { doc = await resp.json(); } catch (e) { /* no JSON body */ }
     if (resp.ok) {
       showStatus(what + ": done (" + resp.status + ")", "ok");
+      const row = doc && doc.id ? rows.get(doc.id) : undefined;
+      if (row) {  // show the answer now; the next pool update (within a second) refines it
+        const was = row.data.state;
+        const state = doc.state === "draining" ? "draining" : was === "draining" ? doc.state : was;
+        row.data = Object.assign({}, row.data, {state: state, weight: doc.weight});
+        paintRow(row, row.data);
+      }
       return;
     }
     const reason = resp.status === 401 ? "401 Unauthorized: the token was refused"
@@ -189,19 +198,48 @@
     return ids;
   }
 
+  // Only the rows in (or near) the scrolled-to window are in the document: a table of 1,000 rows
+  // costs the browser seconds of style and layout on a busy machine, 60 rows a few milliseconds.
+  // Spacer rows above and below keep the scroll bar true to the whole list.
+  const ROW_H = 26;       // px, fixed by style.css (#pool-body tr)
+  const OVERSCAN = 10;    // rows kept beyond each edge of the window
+  const wrap = $("table-wrap");
+  const topPad = el("tr", "spacer"), bottomPad = el("tr", "spacer");
+  topPad.appendChild(el("td")).colSpan = 8;
+  bottomPad.appendChild(el("td")).colSpan = 8;
+  let attached = [];      // ids of the rows in the document, in order
+
   function reorder() {
-    const ids = visibleOrder();
-    let same = ids.length === order.length;
-    for (let i = 0; same && i < ids.length; i++) same = ids[i] === order[i];
-    if (!same) {
-      const body = $("pool-body");
-      const frag = document.createDocumentFragment();
-      for (const id of ids) frag.appendChild(rows.get(id).tr);
-      body.replaceChildren(frag);
-      order = ids;
-    }
-    $("shown").textContent = ids.length === rows.size ? rows.size + " gateways" : ids.length + " of " + rows.size + " shown";
+    order = visibleOrder();
+    renderWindow();
+    $("shown").textContent = order.length === rows.size ? rows.size + " gateways"
+      : order.length + " of " + rows.size + " shown";
   }
+
+  function renderWindow() {
+    const first = Math.max(0, Math.floor(wrap.scrollTop / ROW_H) - OVERSCAN);
+    const count = Math.ceil((wrap.clientHeight || 600) / ROW_H) + 2 * OVERSCAN;
+    const ids = order.slice(first, first + count);
+    let same = ids.length === attached.length && topPad.firstChild.dataset.n === String(first);
+    for (let i = 0; same && i < ids.length; i++) same = ids[i] === attached[i];
+    if (same) return;
+    topPad.firstChild.dataset.n = String(first);
+    topPad.firstChild.style.height = first * ROW_H + "px";
+    bottomPad.firstChild.style.height = Math.max(0, order.length - first - ids.length) * ROW_H + "px";
+    const frag = document.createDocumentFragment();
+    frag.appendChild(topPad);
+    for (const id of ids) frag.appendChild(rows.get(id).tr);
+    frag.appendChild(bottomPad);
+    $("pool-body").replaceChildren(frag);
+    attached = ids;
+  }
+
+  let scrollPending = false;
+  wrap.addEventListener("scroll", () => {
+    if (scrollPending) return;
+    scrollPending = true;
+    requestAnimationFrame(() => { scrollPending = false; renderWindow(); });
+  }, {passive: true});
 
   function applyPool(doc, full) {
     const t0 = performance.now();
@@ -221,7 +259,7 @@
     rebalance(doc.rebalance);
     const ms = performance.now() - t0;
     perf.rows = rows.size;
-    if (perf.firstRenderMs === null && rows.size) perf.firstRenderMs = ms;
+    if (perf.firstRenderMs === null && rows.size) { perf.firstRenderMs = ms; perf.readyAtMs = performance.now(); }
     else { perf.lastUpdateMs = ms; perf.maxUpdateMs = Math.max(perf.maxUpdateMs, ms); }
     perf.updates += 1;
     $("render-time").textContent = "last table update " + ms.toFixed(1) + " ms for " + rows.size + " gateways";
