@@ -243,3 +243,15 @@ def test_panic_state_for_a_down_gateway_handed_out(make_config: Callable[..., Di
     ov = Overview(pool, app.stats, lambda: ([0] * 12, 0.0), lambda: None)
     doc = ov.snapshot()
     assert doc["panic"] and {g["state"] for g in doc["gateways"]} == {"panic"} and doc["replica"] is None
+
+
+async def test_metrics_count_events_by_kind_and_open_streams(make_app: Callable[..., DispatcherApp],
+                                                             asgi: Any) -> None:
+    app = make_app()
+    app.pool.set_drain("g1", True)
+    app.pool.set_drain("g1", False)
+    sub = app.pool.events.subscribe()
+    text = (await asgi(app, "GET", "/metrics")).body.decode()
+    assert 'tcpdispatch_events_total{kind="drain"} 2.0' in text
+    assert "tcpdispatch_event_streams 1.0" in text and "tcpdispatch_event_streams_dropped_total 0.0" in text
+    sub.close()

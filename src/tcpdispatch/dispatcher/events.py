@@ -83,11 +83,13 @@ class EventBus:
         self.clock = clock
         self.subscribers: set[Subscription] = set()
         self.seq = 0
+        self.counts: dict[str, int] = {}  # events published, by kind (a metric)
         self.dropped = 0  # subscribers dropped for falling behind
 
     def publish(self, kind: str, message: str, **data: Any) -> Event:
         """Record one event and hand it to every subscriber (never blocks)."""
         self.seq += 1
+        self.counts[kind] = self.counts.get(kind, 0) + 1
         event = Event(self.seq, self.clock(), kind, message, data)
         self.recent.append(event)
         for sub in list(self.subscribers):

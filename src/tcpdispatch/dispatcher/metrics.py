@@ -87,6 +87,14 @@ class _Collector:
         yield CounterMetricFamily("tcpdispatch_panic_changes", "Times panic mode started or ended",
                                   value=pool.panic_changes)
         yield CounterMetricFamily("tcpdispatch_picker_rebuilds", "Picker rebuilds", value=pool.rebuilds)
+        events = pool.events  # the live dashboard's feed (docs/dashboard.md)
+        ev = CounterMetricFamily("tcpdispatch_events", "Operator events published, by kind", labels=["kind"])
+        for kind, n in events.counts.items():
+            ev.add_metric([kind], n)
+        yield ev
+        yield GaugeMetricFamily("tcpdispatch_event_streams", "Open /v1/events streams", value=len(events.subscribers))
+        yield CounterMetricFamily("tcpdispatch_event_streams_dropped", "Event streams cut off for falling behind",
+                                  value=events.dropped)
         yield GaugeMetricFamily("tcpdispatch_speedups", "1 while plain dispatches are answered in C",
                                 value=1.0 if app.hot_path == "c" else 0.0)
         if app.rebalance is not None:
