@@ -218,31 +218,35 @@ async def test_overview_states_targets_probe_and_rates(make_config: Callable[...
     ov = Overview(pool, app.stats, lambda: (list(app.stats.latency.counts), app.stats.latency.total),
                   lambda: rb, clock=tick)
     first = ov.snapshot()
-    rows = {g["id"]: g for g in first["gateways"]}
+    rows = {gid: json.loads(row) for gid, row in first.rows.items()}
     assert {k: v["state"] for k, v in rows.items()} == {
         "g0": "up", "g1": "draining", "g2": "up", "g3": "slow start", "g4": "down"}
     assert rows["g0"]["held"] == 10 and rows["g0"]["capacity"] == 100 and rows["g0"]["zone"] == "default"
     assert rows["g0"]["probe_ok"] is True and rows["g0"]["probe_ms"] == 4.2 and rows["g4"]["probe_ok"] is None
     assert rows["g0"]["target"] is not None and rows["g1"]["weight"] == 1.0
-    assert first["replica"] == {"id": "r1", "leader": True, "leader_id": "r1"}
-    assert first["rebalance"]["breaker"]["state"] == "closed" and "gateways" not in first["rebalance"]
+    assert first.head["replica"] == {"id": "r1", "leader": True, "leader_id": "r1"}
+    assert first.head["rebalance"]["breaker"]["state"] == "closed" and "gateways" not in first.head["rebalance"]
     assert ov.snapshot() is first  # shared between streams within min_interval_s
     for i in range(30):
         app.dispatch_bytes(f"client_id=c{i}".encode(), "10.0.0.1", [])
     app.stats.unavailable += 4
     tick.t += 2.0
     second = ov.snapshot()
-    assert second["rates"]["dispatch_per_s"] == 15.0 and second["rates"]["unavailable_per_s"] == 2.0
-    assert second["rates"]["mean_ms"] > 0 and second["rates"]["p99_ms"] is not None
-    assert second["history"][-1][1:3] == [15.0, 2.0]
+    rates = second.head["rates"]
+    assert rates["dispatch_per_s"] == 15.0 and rates["unavailable_per_s"] == 2.0
+    assert rates["mean_ms"] > 0 and rates["p99_ms"] is not None
+    assert second.history[-1][1:3] == [15.0, 2.0]
+    # rows that did not change keep their encoded bytes (streams compare them by identity)
+    assert second.rows["g2"] is first.rows["g2"]
 
 
 def test_panic_state_for_a_down_gateway_handed_out(make_config: Callable[..., DispatcherConfig]) -> None:
     pool = Pool(make_config(), rng=random.Random(1))  # nothing probed yet: all down, panic hands them out
     app = DispatcherApp(make_config(), pool)
     ov = Overview(pool, app.stats, lambda: ([0] * 12, 0.0), lambda: None)
-    doc = ov.snapshot()
-    assert doc["panic"] and {g["state"] for g in doc["gateways"]} == {"panic"} and doc["replica"] is None
+    view = ov.snapshot()
+    assert view.head["panic"] and view.head["replica"] is None
+    assert {json.loads(row)["state"] for row in view.rows.values()} == {"panic"}
 
 
 async def test_metrics_count_events_by_kind_and_open_streams(make_app: Callable[..., DispatcherApp],

@@ -14,7 +14,7 @@ from helpers import scaled
 
 from tcpdispatch.config import DispatcherConfig, load_config
 from tcpdispatch.dispatcher.app import DispatcherApp
-from tcpdispatch.dispatcher.events import EventBus, pool_update, sse, sse_stream
+from tcpdispatch.dispatcher.events import EventBus, PoolView, pool_update, snapshot_data, sse, sse_stream
 from tcpdispatch.dispatcher.pool import Pool
 from tcpdispatch.dispatcher.server import DispatcherServer
 from tcpdispatch.health import ProbeResult
@@ -65,11 +65,17 @@ def test_sse_message_format() -> None:
 
 
 def test_pool_update_sends_only_changed_rows_and_removed_ids() -> None:
-    a, b = {"id": "a", "held": 1}, {"id": "b", "held": 2}
-    doc, sent = pool_update({"gateways": [a, b], "history": [1], "panic": False}, {})
-    assert doc == {"gateways": [a, b], "removed": [], "panic": False}
-    doc, sent = pool_update({"gateways": [a, {"id": "c", "held": 0}], "panic": True}, sent)
-    assert doc["gateways"] == [{"id": "c", "held": 0}] and doc["removed"] == ["b"] and doc["panic"]
+    a, b = b'{"id":"a","held":1}', b'{"id":"b","held":2}'
+    doc, sent = pool_update(PoolView({"panic": False}, {"a": a, "b": b}, [1]), {})
+    assert json.loads(doc) == {"gateways": [{"id": "a", "held": 1}, {"id": "b", "held": 2}], "removed": [],
+                               "panic": False}  # no history after the snapshot
+    c = b'{"id":"c","held":0}'
+    doc, sent = pool_update(PoolView({"panic": True}, {"a": a, "c": c}), sent)
+    assert json.loads(doc) == {"gateways": [{"id": "c", "held": 0}], "removed": ["b"], "panic": True}
+    assert sent == {"a": a, "c": c}
+    snap = json.loads(snapshot_data(PoolView({"panic": True}, {"a": a, "c": c}, [[1, 2]]), [{"seq": 1}]))
+    assert snap == {"gateways": [{"id": "a", "held": 1}, {"id": "c", "held": 0}], "panic": True,
+                    "history": [[1, 2]], "events": [{"seq": 1}]}
 
 
 async def _next(stream: AsyncIterator[bytes]) -> list[tuple[str, Any]]:
@@ -79,8 +85,8 @@ async def _next(stream: AsyncIterator[bytes]) -> list[tuple[str, Any]]:
 async def test_stream_snapshot_then_events_then_pool_ticks_then_overflow() -> None:
     bus = EventBus(queue=2)
     bus.publish("health", "before")
-    rows = [{"id": "g1", "held": 0}]
-    stream = sse_stream(bus, lambda: {"gateways": list(rows), "history": []}, tick_s=0.2, heartbeat_s=0.1)
+    rows = {"g1": b'{"id":"g1","held":0}'}
+    stream = sse_stream(bus, lambda: PoolView({}, dict(rows)), tick_s=0.2, heartbeat_s=0.1)
     first = await _next(stream)
     assert first[0][0] == "snapshot" and [e["message"] for e in first[0][1]["events"]] == ["before"]
     assert len(bus.subscribers) == 1
@@ -88,7 +94,7 @@ async def test_stream_snapshot_then_events_then_pool_ticks_then_overflow() -> No
     got = await _next(stream)
     assert got[0] == ("event", {"seq": 2, "at": round(bus.recent[-1].at, 3), "kind": "drain",
                                 "message": "g1 drained", "gateway": "g1"})
-    rows[0] = {"id": "g1", "held": 5}
+    rows["g1"] = b'{"id":"g1","held":5}'
     pools: list[Any] = []
     while not pools:
         pools = [d for n, d in await _next(stream) if n == "pool"]
@@ -102,7 +108,7 @@ async def test_stream_snapshot_then_events_then_pool_ticks_then_overflow() -> No
 
 async def test_closing_a_stream_unsubscribes() -> None:
     bus = EventBus()
-    stream = sse_stream(bus, lambda: {"gateways": []})
+    stream = sse_stream(bus, lambda: PoolView({}, {}))
     await _next(stream)
     await stream.aclose()
     assert not bus.subscribers

@@ -113,30 +113,51 @@ class EventBus:
 # ------------------------------------------------------------------ Server-Sent Events
 
 
-def pool_update(snap: dict[str, Any], sent: dict[str, dict[str, Any]],
-                ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-    """A ``pool`` message: ``snap`` with only the gateway rows that differ from ``sent`` (and the
-    ids no longer there under ``removed``); returns it and the rows the reader now has."""
-    rows = {g["id"]: g for g in snap.get("gateways", ())}
-    changed = [g for gid, g in rows.items() if sent.get(gid) != g]
-    removed = [gid for gid in sent if gid not in rows]
-    doc = {k: v for k, v in snap.items() if k != "history"}
-    doc["gateways"], doc["removed"] = changed, removed
-    return doc, rows
+@dataclass(frozen=True, slots=True)
+class PoolView:
+    """What a stream sends of the pool: ``head`` (everything but the rows and the history),
+    ``rows`` (gateway id -> that row as JSON bytes; an unchanged row keeps the same bytes
+    object from one view to the next, so a stream finds what changed by identity, without
+    comparing or encoding rows again), and ``history`` (chart points, sent on connect only)."""
 
+    head: dict[str, Any]
+    rows: dict[str, bytes]
+    history: list[Any] = field(default_factory=list)
+
+
+def _json(doc: Any) -> bytes:
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def snapshot_data(view: PoolView, events: list[dict[str, Any]]) -> bytes:
+    """The ``snapshot`` message's JSON: the head, every row, the history and recent events."""
+    tail = _json({**view.head, "history": view.history, "events": events})
+    return b'{"gateways":[%b],%b' % (b",".join(view.rows.values()), tail[1:])
+
+
+def pool_update(view: PoolView, sent: dict[str, bytes]) -> tuple[bytes, dict[str, bytes]]:
+    """A ``pool`` message's JSON: the head with only the rows that are not the ones in ``sent``
+    and the ids no longer there (``removed``); returns it and the rows the reader now has."""
+    rows = view.rows
+    changed = [row for gid, row in rows.items() if sent.get(gid) is not row]
+    removed = [gid for gid in sent if gid not in rows]
+    tail = _json({**view.head, "removed": removed})
+    return b'{"gateways":[%b],%b' % (b",".join(changed), tail[1:]), rows
 
 
 def sse(event: str, data: Any, event_id: int | None = None) -> bytes:
-    """One SSE message; ``data`` as compact JSON on one line (JSON escapes newlines)."""
+    """One SSE message; ``data`` as compact JSON on one line (JSON escapes newlines), or bytes
+    that are JSON already."""
     head = b"id: %d\n" % event_id if event_id is not None else b""
-    return b"%bevent: %b\ndata: %b\n\n" % (head, event.encode(), json.dumps(data, separators=(",", ":")).encode())
+    body = data if isinstance(data, bytes) else _json(data)
+    return b"%bevent: %b\ndata: %b\n\n" % (head, event.encode(), body)
 
 
 SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-store"),
                (b"x-accel-buffering", b"no")]  # nginx: pass each event through at once
 
 
-async def sse_stream(bus: EventBus, snapshot: Callable[[], dict[str, Any]], *, tick_s: float = 1.0,
+async def sse_stream(bus: EventBus, snapshot: Callable[[], PoolView], *, tick_s: float = 1.0,
                      heartbeat_s: float = 15.0) -> AsyncIterator[bytes]:
     """The ``/v1/events`` body: ``snapshot`` (with the recent events) on connect, then each event
     as ``event``, ``snapshot()`` again as ``pool`` every ``tick_s`` (only the gateway rows that
@@ -146,8 +167,8 @@ async def sse_stream(bus: EventBus, snapshot: Callable[[], dict[str, Any]], *, t
     loop = asyncio.get_running_loop()
     try:
         first = snapshot()
-        sent = {g["id"]: g for g in first.get("gateways", ())}
-        yield b"retry: 2000\n\n" + sse("snapshot", {**first, "events": bus.history()}, bus.seq)
+        sent = first.rows
+        yield b"retry: 2000\n\n" + sse("snapshot", snapshot_data(first, bus.history()), bus.seq)
         next_tick = loop.time() + tick_s
         next_ping = loop.time() + heartbeat_s
         while True:
@@ -176,4 +197,5 @@ async def sse_stream(bus: EventBus, snapshot: Callable[[], dict[str, Any]], *, t
         sub.close()
 
 
-__all__ = ["SSE_HEADERS", "Event", "EventBus", "Subscription", "pool_update", "sse", "sse_stream"]
+__all__ = ["SSE_HEADERS", "Event", "EventBus", "PoolView", "Subscription", "pool_update", "snapshot_data", "sse",
+           "sse_stream"]

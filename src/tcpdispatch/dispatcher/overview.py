@@ -12,12 +12,14 @@ draw the last minutes at once.
 
 from __future__ import annotations
 
+import json
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from tcpdispatch.balancing.snapshot import slow_start_factor
+from tcpdispatch.dispatcher.events import PoolView
 from tcpdispatch.metrics_common import DISPATCH_BUCKETS
 
 if TYPE_CHECKING:
@@ -25,6 +27,7 @@ if TYPE_CHECKING:
     from tcpdispatch.dispatcher.pool import Gateway, Pool
     from tcpdispatch.rebalance.controller import Rebalancer
 
+_ENCODE = json.JSONEncoder(separators=(",", ":")).encode  # one encoder for every row (no per-call set-up)
 HISTORY = 300  # points (one per snapshot, about one a second: five minutes)
 # (bucket counts, sum of seconds) of every dispatch answer so far, over DISPATCH_BUCKETS
 Latency = Callable[[], tuple[Sequence[int], float]]
@@ -41,10 +44,11 @@ class Overview:
         self.clock, self.wall = clock, wall
         self.history: deque[list[float | None]] = deque(maxlen=HISTORY)
         self._last: tuple[float, int, int, Sequence[int], float] | None = None
-        self._cached: tuple[float, dict[str, Any]] | None = None
+        self._cached: tuple[float, PoolView] | None = None
+        self._rows: dict[str, tuple[dict[str, Any], bytes]] = {}  # id -> last row and its JSON
 
-    def snapshot(self) -> dict[str, Any]:
-        """The current view (shared: callers must not modify it)."""
+    def snapshot(self) -> PoolView:
+        """The current view (shared by every stream: callers must not modify it)."""
         now = self.clock()
         if self._cached is not None and now - self._cached[0] < self.min_interval_s:
             return self._cached[1]
@@ -52,7 +56,7 @@ class Overview:
         self._cached = (now, doc)
         return doc
 
-    def _build(self, now: float) -> dict[str, Any]:
+    def _build(self, now: float) -> PoolView:
         pool = self.pool
         rb = self.rebalancer()
         goal = rb.planner.goal if rb is not None else {}
@@ -61,17 +65,30 @@ class Overview:
             rebalance = rb.describe()
             rebalance.pop("gateways", None)  # per-gateway targets are in the pool rows
         point = self._rates(now)
-        return {
+        head = {
             "at": round(self.wall(), 3),
             "replica": None if rb is None else {"id": rb.holder, "leader": rb.leader,
                                                 "leader_id": rb.leader_id},
             "policy": pool.policy, "panic": pool.panic, "counts": pool.counts(),
             "rates": dict(zip(("at", "dispatch_per_s", "unavailable_per_s", "mean_ms", "p99_ms"), point,
                               strict=True)),
-            "history": list(self.history),
             "rebalance": rebalance,
-            "gateways": [self._row(gw, goal, pool.clock()) for gw in pool.gateways.values()],
         }
+        return PoolView(head, self._encode_rows(goal), list(self.history))
+
+    def _encode_rows(self, goal: dict[str, float]) -> dict[str, bytes]:
+        """Every row as JSON; a row equal to the last one keeps its bytes object (and its cost)."""
+        at = self.pool.clock()
+        old, fresh, out = self._rows, {}, {}
+        for gid, gw in self.pool.gateways.items():
+            row = self._row(gw, goal, at)
+            hit = old.get(gid)
+            if hit is None or hit[0] != row:
+                hit = (row, _ENCODE(row).encode())
+            fresh[gid] = hit
+            out[gid] = hit[1]
+        self._rows = fresh
+        return out
 
     def _rates(self, now: float) -> list[float | None]:
         """One chart point: per-second rates and answer times since the previous snapshot."""
