@@ -14,7 +14,14 @@ from helpers import scaled
 
 from tcpdispatch.config import DispatcherConfig, load_config
 from tcpdispatch.dispatcher.app import DispatcherApp
-from tcpdispatch.dispatcher.events import EventBus, PoolView, pool_update, snapshot_data, sse, sse_stream
+from tcpdispatch.dispatcher.events import (
+    EventBus,
+    PoolView,
+    pool_update,
+    snapshot_data,
+    sse,
+    sse_stream,
+)
 from tcpdispatch.dispatcher.pool import Pool
 from tcpdispatch.dispatcher.server import DispatcherServer
 from tcpdispatch.health import ProbeResult
