@@ -179,3 +179,21 @@ async def test_reload_publishes_success_and_refusal(tmp_path: Path) -> None:
     assert [ok for _, ok, _ in events] == [True, False]
     assert events[0][2].startswith("reloaded d.toml: 0 gateways in file")
     assert server.pool.events is server.events and server.rebalancer.events is server.events
+
+
+async def test_a_replica_that_does_not_lead_names_the_one_that_does(
+        make_config: Callable[..., DispatcherConfig]) -> None:
+    class OneLease(MemoryStore):  # shared by both replicas, as Redis would be; r1 holds the lease
+        async def lease(self, name: str, holder: str, ttl: float) -> bool:
+            return holder == "r1"
+
+    cfg = make_config()
+    store = OneLease()
+    rbs = []
+    for holder in ("r1", "r2"):
+        pool = Pool(cfg, rng=random.Random(1))
+        rbs.append(Rebalancer(cfg.rebalance, pool, DispatcherApp(cfg, pool).stats, store, holder=holder))
+    for rb in rbs:
+        await rb.step()
+    assert rbs[0].leader and not rbs[1].leader
+    assert rbs[1].describe()["leader_replica"] == "r1" and rbs[1].describe()["replica"] == "r2"
