@@ -7,7 +7,9 @@ for every one of them each second with a new connection count, so every pool row
 second and each ``GET /v1/events`` stream carries all of them every second: the worst case for
 the stream. wrk (CPU 1) measures keep-alive ``GET /v1/dispatch`` throughput with no stream open,
 then with ``--streams`` streams read by curl; rounds alternate and the best of each counts. The
-feeder runs in both phases, so the difference is the streams' cost alone. On a shared machine
+feeder runs in both phases, so the difference is the streams' cost alone (medians and bests
+of the rounds are both printed). Before that, with no wrk running, the dispatcher's own CPU
+time is read with and without the streams: on a shared machine the cleanest of the figures. On a shared machine
 that difference can drown in noise, so the script also times, in process, what the streams
 add per second: one overview snapshot of the pool (shared by all streams) plus, per stream,
 the changed-rows diff and its SSE encoding, as a share of one second of one core.
@@ -18,12 +20,15 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
+
+import psutil
 
 from bench.dispatch_throughput import wait_http, wrk
 from tcpdispatch.testing import free_port
@@ -124,6 +129,28 @@ def main() -> int:
         feed = threading.Thread(target=feeder, args=(port, args.gateways, stop), daemon=True)
         feed.start()
         time.sleep(3)  # every gateway up (rise = 2 heartbeats)
+        proc = psutil.Process(disp.pid)
+
+        def cpu_share(seconds: float) -> float:
+            before = proc.cpu_times()
+            time.sleep(seconds)
+            after = proc.cpu_times()
+            return (after.user + after.system - before.user - before.system) / seconds
+
+        idle: dict[int, list[float]] = {0: [], args.streams: []}
+        for _ in range(2):  # the dispatcher's CPU without wrk: heartbeats only, then with the streams
+            for k, shares in idle.items():
+                readers = [subprocess.Popen(["taskset", "-c", "1", "curl", "-sN", url + "/v1/events"],
+                                            stdout=subprocess.DEVNULL) for _ in range(k)]
+                time.sleep(1.0)
+                shares.append(cpu_share(6.0))
+                for r in readers:
+                    r.terminate()
+                    r.wait(5)
+                readers = []
+        without, with_streams = (statistics.median(v) for v in idle.values())
+        print(f"dispatcher CPU, no wrk: {100 * without:.1f} % of a core without streams, "
+              f"{100 * with_streams:.1f} % with {args.streams} (heartbeats for {args.gateways} gateways in both)")
         results: dict[str, list[float]] = {"no stream": [], f"{args.streams} streams": []}
         for _ in range(args.rounds):
             results["no stream"].append(wrk(url + "/v1/dispatch?client_id=bench", args.duration,
@@ -137,12 +164,14 @@ def main() -> int:
                 r.terminate()
                 r.wait(5)
             readers = []
-        base, loaded = (max(v) for v in results.values())
         for name, values in results.items():
-            print(f"{name:>10}: best {max(values):,.0f} dispatches/s  (rounds: "
-                  + ", ".join(f"{v:,.0f}" for v in values) + ")")
+            print(f"{name:>10}: median {statistics.median(values):,.0f}, best {max(values):,.0f} dispatches/s "
+                  "(rounds: " + ", ".join(f"{v:,.0f}" for v in values) + ")")
+        base, loaded = (statistics.median(v) for v in results.values())
+        best_base, best_loaded = (max(v) for v in results.values())
         print(f"{args.gateways} gateways, every row changing each second: {args.streams} open streams cost "
-              f"{100 * (1 - loaded / base):.1f} % of dispatch throughput (best of {args.rounds} each)")
+              f"{100 * (1 - loaded / base):.1f} % of dispatch throughput by the medians, "
+              f"{100 * (1 - best_loaded / best_base):.1f} % by the best of {args.rounds} rounds each")
     finally:
         stop.set()
         time.sleep(1.2)  # the feeder ends its round before the dispatcher goes

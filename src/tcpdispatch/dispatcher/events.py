@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
@@ -169,7 +170,9 @@ async def sse_stream(bus: EventBus, snapshot: Callable[[], PoolView], *, tick_s:
         first = snapshot()
         sent = first.rows
         yield b"retry: 2000\n\n" + sse("snapshot", snapshot_data(first, bus.history()), bus.seq)
-        next_tick = loop.time() + tick_s
+        # Ticks on multiples of tick_s of the loop's clock: every stream asks for the snapshot at
+        # the same moment, so one build serves them all (the overview caches it briefly).
+        next_tick = (math.floor(loop.time() / tick_s) + 1) * tick_s
         next_ping = loop.time() + heartbeat_s
         while True:
             wait = min(next_tick, next_ping) - loop.time()
@@ -187,7 +190,7 @@ async def sse_stream(bus: EventBus, snapshot: Callable[[], PoolView], *, tick_s:
             if now >= next_tick:
                 doc, sent = pool_update(snapshot(), sent)
                 chunks.append(sse("pool", doc))
-                next_tick = now + tick_s
+                next_tick = (math.floor(now / tick_s) + 1) * tick_s
             if now >= next_ping:
                 chunks.append(b": ping\n\n")
                 next_ping = now + heartbeat_s

@@ -1,6 +1,6 @@
 """What the dashboard shows of one dispatcher replica, as one JSON-ready snapshot.
 
-Built at most once per ``min_interval_s`` however many dashboards watch (every
+Built at most once per ``min_interval_s`` (0.25 s) however many dashboards watch (every
 ``/v1/events`` stream shares it): the pool row by row (state, held connections
 against capacity and rebalancing target, weight, last probe), dispatch and 503
 rates and answer time since the previous snapshot, the rebalancer's plan and
@@ -37,7 +37,7 @@ class Overview:
     """Snapshots of the pool, the rates and the rebalancer for the dashboard."""
 
     def __init__(self, pool: Pool, stats: Stats, latency: Latency,
-                 rebalancer: Callable[[], Rebalancer | None], *, min_interval_s: float = 0.5,
+                 rebalancer: Callable[[], Rebalancer | None], *, min_interval_s: float = 0.25,
                  clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time) -> None:
         self.pool, self.stats, self.latency, self.rebalancer = pool, stats, latency, rebalancer
         self.min_interval_s = min_interval_s
