@@ -102,6 +102,9 @@ def main() -> int:
     ap.add_argument("--duration", type=float, default=5.0)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--readers-cpu", default="1",
+                    help="CPU for the curl stream readers during the wrk rounds (0: the dispatcher's own, the "
+                         "conservative choice; 1: wrk's)")
     args = ap.parse_args()
     shared, each = in_process_cost(args.gateways, args.streams)
     total = shared + args.streams * each
@@ -155,7 +158,7 @@ def main() -> int:
         for _ in range(args.rounds):
             results["no stream"].append(wrk(url + "/v1/dispatch?client_id=bench", args.duration,
                                             args.connections, close=False))
-            readers = [subprocess.Popen(["taskset", "-c", "1", "curl", "-sN", url + "/v1/events"],
+            readers = [subprocess.Popen(["taskset", "-c", args.readers_cpu, "curl", "-sN", url + "/v1/events"],
                                         stdout=subprocess.DEVNULL) for _ in range(args.streams)]
             time.sleep(1.5)
             results[f"{args.streams} streams"].append(wrk(url + "/v1/dispatch?client_id=bench", args.duration,
