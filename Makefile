@@ -22,8 +22,11 @@ $(TESTSTAMP): $(STAMP)
 install: $(TESTSTAMP)
 
 ## The main job: the whole system on loopback (one dispatcher, gateways, clients), no Redis/nginx.
+## It prints the live dashboard's URL (http://127.0.0.1:PORT/ui/) once the dispatcher is up;
+## `make demo DEMO_ARGS=--linger` keeps the system running after the script until Ctrl-C.
 demo: $(STAMP)
-	$(BIN)/tcpdispatch demo
+	@echo "tcpdispatch demo: the live dashboard's URL (.../ui/) is printed once the dispatcher is up"
+	$(BIN)/tcpdispatch demo $(DEMO_ARGS)
 
 ## The full test suite (integration tests skip when nginx/haproxy/redis are missing, unless
 ## TCPDISPATCH_REQUIRE_INTEGRATION=1, which .ci/run sets).

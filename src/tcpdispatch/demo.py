@@ -16,7 +16,9 @@ the live table (rich prints them there while the table redraws); the table's
 last frame is drawn before the teardown, so it shows the final state. With
 ``--json`` the last line is a JSON summary (``DEMO SUMMARY {...}``). The exit
 code is 0 only when every check passed; otherwise the work directory with every
-process's log is kept and its path printed.
+process's log is kept and its path printed. The dispatcher's live dashboard
+(``/ui/``, docs/dashboard.md) is printed when it is up; with ``--linger`` the whole
+system keeps running after the script, clients included, until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -91,9 +93,11 @@ class DemoClient:
 
 
 class Demo:
-    def __init__(self, clients: int, console: Console, live: bool, pace: float = 3.0) -> None:
+    def __init__(self, clients: int, console: Console, live: bool, pace: float = 3.0,
+                 linger: bool = False) -> None:
         self.n_clients = clients
         self.pace = pace
+        self.linger = linger
         self.console = console
         self.live_enabled = live
         self.cluster = Cluster.temporary()
@@ -230,6 +234,8 @@ class Demo:
             ticker = asyncio.get_running_loop().create_task(self.ticker(live))
             try:
                 await self.script()
+                if self.linger:
+                    await self.linger_until_stopped()
             finally:
                 ticker.cancel()
                 # The last frame shows the state the script ended in, drawn before the teardown.
@@ -246,6 +252,21 @@ class Demo:
                     await c.client.close()
                 cl.stop()
         return self.summary
+
+    async def linger_until_stopped(self) -> None:
+        """``--linger``: leave everything running (clients, table, dashboard) until Ctrl-C or SIGTERM."""
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        self.say(f"the system keeps running: dashboard {self.cluster.dispatcher_url}/ui/ "
+                 f"(admin token in {self.cluster.token_file}); press Ctrl-C to stop")
+        try:
+            await stop.wait()
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+        self.say("stopping")
 
     async def rebalance_step(self) -> None:
         """g4 fills to its weight share of the clients already held (g1:g4 = 1:3), paced."""
@@ -288,6 +309,7 @@ class Demo:
         await cl.wait_ready()
         self.say(f"ready in {time.monotonic() - t0:.1f}s; dispatcher at {cl.dispatcher_url}; "
                  f"logs in {cl.workdir}")
+        self.say(f"live dashboard: {cl.dispatcher_url}/ui/ (actions take the admin token in {cl.token_file})")
 
         n = self.n_clients
         self.say(f"connecting {n} clients through the dispatcher")
@@ -366,6 +388,8 @@ Run the whole system on loopback for about a minute: one dispatcher, three gatew
 weighted 1:2:3 and a few hundred clients, with a live table of connections per gateway.
 Then a gateway is killed, one is drained and a new one is added through the admin API;
 after each step every client's message must come back. Needs no Redis and no nginx.
+The dispatcher's live dashboard is at the /ui/ address printed once it is up; --linger
+keeps everything running after the script until Ctrl-C.
 Exit code 0 when every check passed; otherwise the logs are kept and their directory
 printed."""
 
@@ -380,13 +404,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--pace", type=float, default=3.0, metavar="S", help="seconds to pause after each step")
     p.add_argument("--json", action="store_true",
                    help="end with a one-line JSON summary ('DEMO SUMMARY {...}') for scripts")
+    p.add_argument("--linger", action="store_true",
+                   help="after the script, keep the system running (with its dashboard at /ui/) until Ctrl-C")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     console = Console()
     live = console.is_terminal and not args.no_live
-    demo = Demo(max(args.clients, 12), console, live, max(args.pace, 0.0))
+    demo = Demo(max(args.clients, 12), console, live, max(args.pace, 0.0), getattr(args, "linger", False))
     started = time.monotonic()
     error: BaseException | None = None
     try:

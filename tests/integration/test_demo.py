@@ -77,3 +77,33 @@ def test_failed_step_keeps_the_logs_and_says_where(
     import shutil
 
     shutil.rmtree(kept.group(1))
+
+
+def test_linger_keeps_running_until_interrupted_and_names_the_dashboard(
+    monkeypatch: Any, capsys: pytest.CaptureFixture[str],
+) -> None:
+    import asyncio
+    import signal
+    import time
+
+    async def quick_script(self: demo_cli.Demo) -> None:  # the real script is the test above
+        self.cluster.dispatcher_url = "http://127.0.0.1:8080"
+        for name in ("connect", "kill", "drain", "add", "rebalance", "verify"):
+            await self.step(name, True, 0.0, "ok")
+
+    said: list[float] = []
+    real_say = demo_cli.Demo.say
+
+    def say(self: demo_cli.Demo, text: str) -> None:
+        real_say(self, text)
+        if "press Ctrl-C" in text:  # what a person does after looking around: Ctrl-C
+            said.append(time.monotonic())
+            asyncio.get_running_loop().call_later(0.5, os.kill, os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(demo_cli.Demo, "script", quick_script)
+    monkeypatch.setattr(demo_cli.Demo, "say", say)
+    code = demo_cli.run(argparse.Namespace(clients=12, no_live=True, pace=0.0, json=False, linger=True))
+    out = capsys.readouterr().out
+    assert code == 0, out  # Ctrl-C after a good run is a good end, not 130
+    assert said and time.monotonic() - said[0] >= 0.5  # it waited for the interrupt
+    assert "dashboard http://127.0.0.1:8080/ui/" in out and "stopping" in out

@@ -91,15 +91,21 @@ class _Collector:
         yield CounterMetricFamily("tcpdispatch_panic_changes", "Times panic mode started or ended",
                                   value=pool.panic_changes)
         yield CounterMetricFamily("tcpdispatch_picker_rebuilds", "Picker rebuilds", value=pool.rebuilds)
+        events = pool.events  # the live dashboard's feed (docs/dashboard.md)
+        ev = CounterMetricFamily("tcpdispatch_events", "Operator events published, by kind", labels=["kind"])
+        for kind, n in events.counts.items():
+            ev.add_metric([kind], n)
+        yield ev
+        yield GaugeMetricFamily("tcpdispatch_event_streams", "Open /v1/events streams", value=len(events.subscribers))
+        yield CounterMetricFamily("tcpdispatch_event_streams_dropped", "Event streams cut off for falling behind",
+                                  value=events.dropped)
         yield GaugeMetricFamily("tcpdispatch_speedups", "1 while plain dispatches are answered in C",
                                 value=1.0 if service.hot_path == "c" else 0.0)
         yield from zone_metrics.collect(pool)
         if self.rebalance is not None:
             yield from collect_rebalance(self.rebalance)
         answers = LatencyHistogram(DISPATCH_BUCKETS)
-        answers.add(s.latency.counts, s.latency.total)
-        if service.fast is not None:
-            answers.add(*service.fast.latency())
+        answers.add(*service.answer_times())
         yield histogram_family("tcpdispatch_dispatch_duration_seconds",
                                "Time to build one dispatch answer (validate, pick, sign, encode; "
                                "200, 400 and 503 alike), in either hot path", [((), answers)])

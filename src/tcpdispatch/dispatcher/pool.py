@@ -27,6 +27,7 @@ from tcpdispatch.balancing.registry import get_policy, policy_options
 from tcpdispatch.balancing.snapshot import BalancerSettings, GatewayView, build_candidates
 from tcpdispatch.balancing.zones import ZoneCounters, ZoneMap, ZoneRouter
 from tcpdispatch.config import DispatcherConfig, GatewayEntry
+from tcpdispatch.dispatcher.events import EventBus
 from tcpdispatch.health import CheckSpec, HealthState, ProbeResult, parse_check
 from tcpdispatch.health.overload import OverloadState
 from tcpdispatch.rng import SplitMixRandom
@@ -54,6 +55,8 @@ class Gateway:
     reported_capacity: int | None = None  # total capacity from /status (agents report load instead)
     last_ok: float | None = None
     last_detail: str = ""
+    last_probe_ok: bool | None = None  # the last probe's (or heartbeat's) verdict; None before any
+    last_probe_s: float | None = None  # and how long it took
     ever_up: bool = False  # came up at least once since it joined the pool
     down_since: float | None = None  # when it went down (None: up, or never up)
     said_not_up: bool = False  # "has not come up" was logged (once per joining)
@@ -92,6 +95,8 @@ class Pool:
     is the pickers' generator, which the dispatcher's ticket signer and C hot path
     share (default: a :class:`~tcpdispatch.rng.SplitMixRandom` seeded from the OS). ``on_targets`` is called with the active-check targets
     whenever membership or checks change.
+    Health, panic, drain and weight changes are published to ``events`` (the
+    dashboard's feed) next to their log lines.
     """
 
     def __init__(
@@ -102,7 +107,9 @@ class Pool:
         rng: random.Random | None = None,
         on_targets: Callable[[dict[str, CheckSpec]], None] | None = None,
         shared: bool = False,
+        events: EventBus | None = None,
     ) -> None:
+        self.events = events if events is not None else EventBus()
         self.gateways: dict[str, Gateway] = {}
         self.clock = clock
         self.rng = rng or SplitMixRandom()
@@ -195,6 +202,8 @@ class Pool:
         if gcfg.id in self.gateways:
             raise KeyError(gcfg.id)
         gw = self._upsert(gcfg, source)
+        self.events.publish("member", f"gateway {gcfg.id} joined the pool ({source})", gateway=gcfg.id,
+                            source=source)
         self._targets_changed()
         self.rebuild()
         return gw
@@ -203,13 +212,18 @@ class Pool:
         self._initial.discard(gateway_id)
         if not self._remove(gateway_id):
             return False
+        self.events.publish("member", f"gateway {gateway_id} left the pool", gateway=gateway_id)
         self._targets_changed()
         self.rebuild()
         return True
 
     def set_weight(self, gateway_id: str, weight: float) -> Gateway:
         gw = self.gateways[gateway_id]
+        old = gw.config.weight
         gw.config = replace(gw.config, weight=float(weight))
+        if old != gw.config.weight:
+            self.events.publish("weight", f"gateway {gateway_id} weight {old:g} -> {weight:g}",
+                                gateway=gateway_id, weight=float(weight), previous=old)
         self.rebuild()
         return gw
 
@@ -223,6 +237,8 @@ class Pool:
         gw = self.gateways[gateway_id]
         if gw.admin_drain and not draining and gw.health.up:
             gw.up_since = self.clock()  # ramp back up through slow start
+        if gw.admin_drain != draining:
+            self._drain_event(gw.id, draining, "by the operator")
         gw.admin_drain = draining
         self.rebuild()
         return gw
@@ -252,6 +268,7 @@ class Pool:
             if gw.admin_drain != entry.drain:
                 if gw.admin_drain and gw.health.up:
                     gw.up_since = self.clock()  # undrained elsewhere: ramp up here too
+                self._drain_event(gid, entry.drain, "through the shared store")
                 gw.admin_drain = entry.drain
                 changed = True
         if targets:
@@ -259,6 +276,10 @@ class Pool:
         if changed or targets:
             self.rebuild()
         return changed or targets
+
+    def _drain_event(self, gid: str, draining: bool, how: str) -> None:
+        self.events.publish("drain", f"gateway {gid} {'drained' if draining else 'undrained'} {how}",
+                            gateway=gid, draining=draining)
 
     def shared_state(self) -> list[SharedGateway]:
         """The admin-owned state of every gateway (seeds an empty shared store)."""
@@ -292,6 +313,7 @@ class Pool:
         if gw is None:
             return
         gw.last_detail = result.detail or ""
+        gw.last_probe_ok, gw.last_probe_s = bool(result.ok), result.latency_s
         changed = gw.health.observe(bool(result.ok))
         now = self.clock()
         if changed:
@@ -304,6 +326,8 @@ class Pool:
             gw.said_not_up = True
             log.warning("gateway %s has not come up: %d probes in a row failed (fall = %d): %s",
                         gw.id, gw.health.failures, gw.health.fall, gw.last_detail or "no detail")
+            self.events.publish("health", f"gateway {gw.id} has not come up: {gw.last_detail or 'no detail'}",
+                                gateway=gw.id, state="down")
         if result.ok:
             gw.last_ok = now
             if gw.config.check.startswith("agent://"):
@@ -320,6 +344,7 @@ class Pool:
                     changed = True
             draining = bool(result.draining)
             if draining != gw.self_drain:
+                self._drain_event(gw.id, draining, "by itself (its status says so)")
                 gw.self_drain = draining
                 changed = True
             # Judged only while up: the first status after a stall (SIGSTOP, a long GC) reports
@@ -339,8 +364,10 @@ class Pool:
                 down_for = "" if gw.down_since is None else f", down for {now - gw.down_since:.1f} s"
                 log.info("gateway %s came back: %d %s in a row passed (rise = %d)%s",
                          gw.id, h.successes, checks, h.rise, down_for)
+                self.events.publish("health", f"gateway {gw.id} came back{down_for}", gateway=gw.id, state="up")
             else:
                 log.info("gateway %s is up: %d %s in a row passed (rise = %d)", gw.id, h.successes, checks, h.rise)
+                self.events.publish("health", f"gateway {gw.id} is up", gateway=gw.id, state="up")
             gw.ever_up = True
             gw.down_since = None
             return
@@ -353,6 +380,7 @@ class Pool:
         else:
             why = how
         log.warning("gateway %s went down: %s", gw.id, why)
+        self.events.publish("health", f"gateway {gw.id} went down: {why}", gateway=gw.id, state="down")
 
     def _judge_overload(self, gw: Gateway, result: ProbeResult) -> bool:
         """Feed one good status to the gateway's overload judge; True when its state changed."""
@@ -369,6 +397,8 @@ class Pool:
                         gw.id, gw.overload.reason)
         else:
             log.info("gateway %s recovered from overload (%s): handing out again", gw.id, gw.overload.reason)
+        self.events.publish("overload", f"gateway {gw.id} {'is overloaded' if gw.overload.over else 'recovered'}"
+                            f" ({gw.overload.reason})", gateway=gw.id, overloaded=gw.overload.over)
         return True
 
     def _agent_load(self, gw: Gateway, result: ProbeResult) -> None:
@@ -467,6 +497,9 @@ class Pool:
             else:
                 log.info("panic mode off: %d of %d non-draining gateways are healthy; handing out the "
                          "healthy ones only", snap.healthy, snap.serving)
+            self.events.publish("panic", f"panic mode {'on' if snap.panic else 'off'}: {snap.healthy} of "
+                                f"{snap.serving} non-draining gateways are healthy",
+                                panic=snap.panic, healthy=snap.healthy, serving=snap.serving)
         self.panic = snap.panic
         self.in_rotation = frozenset(c.id for c in snap.candidates)
         self.overload_excluded = snap.overloaded

@@ -30,6 +30,7 @@ import aiohttp
 
 from tcpdispatch.balancing.base import Candidate
 from tcpdispatch.balancing.snapshot import BalancerSettings, slow_start_factor
+from tcpdispatch.dispatcher.events import EventBus
 from tcpdispatch.rebalance.placement import place
 from tcpdispatch.rebalance.plan import GatewayLoad, Planner, ShedOrder, imbalance
 from tcpdispatch.rebalance.settings import RebalanceSettings
@@ -72,8 +73,10 @@ class Rebalancer:
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
         holder: str | None = None,
+        events: EventBus | None = None,
     ) -> None:
         self.settings = settings
+        self.events = events if events is not None else pool.events
         self.pool = pool
         self.stats = stats
         self.store = store
@@ -82,6 +85,7 @@ class Rebalancer:
         self.holder = holder or uuid.uuid4().hex[:12]
         self.planner = Planner(settings)
         self.leader = False
+        self.leader_id: str | None = None  # the replica that said last it holds the lease (shared)
         self.moves_placed = 0  # moved clients this replica placed
         self.moves_accepted = 0  # sessions donors agreed to shed (leader)
         self.order_failures = 0
@@ -131,6 +135,12 @@ class Rebalancer:
         if leader != self.leader:
             self.leader = leader
             log.info("rebalance: this replica (%s) %s the leader", self.holder, "is now" if leader else "is no longer")
+            self.events.publish("leader", f"replica {self.holder} {'leads' if leader else 'no longer leads'} "
+                                "rebalancing", replica=self.holder, leader=leader)
+            if leader:
+                self.leader_id = self.holder
+                with contextlib.suppress(StoreUnavailable):  # only for display on other replicas
+                    await self.store.set_control("leader", self.holder)
         await self._read_switches()
         dispatched, unavailable, placed = self.stats.dispatched, self.stats.unavailable, self.moves_placed
         d_ok, d_503 = dispatched - self._counts[0], unavailable - self._counts[1]
@@ -141,6 +151,7 @@ class Rebalancer:
                                      dispatched=d_ok, unavailable=d_503, arrivals=arrivals)
         for event in decision.events:
             log.info("rebalance: %s", event)
+            self.events.publish("rebalance", event)
             if "started" in event or "done" in event:
                 self._young.clear()
         if decision.orders:
@@ -151,10 +162,12 @@ class Rebalancer:
             ctl = await self.store.control()
         except StoreUnavailable:
             return  # keep the last known switches
+        if ctl.get("leader"):
+            self.leader_id = self.holder if self.leader else ctl["leader"]
         paused = ctl.get("paused") == "1"
         if paused != self.planner.paused:
             self.planner.paused = paused
-            log.info("rebalance: %s by the operator", "paused" if paused else "resumed")
+            self._paused_event(paused)
         trigger = ctl.get("trigger")
         if self._trigger_seen is None:
             self._trigger_seen = trigger or ""  # a trigger from before we started is not ours
@@ -162,6 +175,7 @@ class Rebalancer:
             self._trigger_seen = trigger
             self.planner.trigger()
             log.info("rebalance: round triggered by the operator")
+            self.events.publish("rebalance", "round triggered by the operator")
 
     def loads(self, now: float | None = None) -> list[GatewayLoad]:
         """The pool as the planner sees it (``now`` on the pool's clock, for slow start)."""
@@ -200,11 +214,14 @@ class Rebalancer:
             self.moves_accepted += accepted
         if event:
             log.warning("rebalance: %s", event)
+            self.events.publish("rebalance", event, gateway=order.gateway)
         elif accepted:
             self._young.discard(order.gateway)
             log.info("rebalance: round %s: %s sheds %d of %d asked over %.1fs (held %d, target %.0f)",
                      self.planner.round.id if self.planner.round else "-", order.gateway, accepted,
                      order.count, order.window_s, order.held, order.target)
+            self.events.publish("rebalance", f"{order.gateway} sheds {accepted} of {order.count} asked "
+                                f"(held {order.held}, target {order.target:.0f})", gateway=order.gateway)
         elif order.gateway not in self._young:
             self._young.add(order.gateway)
             log.info("rebalance: %s has no session older than %.0fs left to shed; waiting",
@@ -226,7 +243,12 @@ class Rebalancer:
         await self.store.set_control("paused", "1" if paused else "0")
         if paused != self.planner.paused:
             self.planner.paused = paused
-            log.info("rebalance: %s by the operator", "paused" if paused else "resumed")
+            self._paused_event(paused)
+
+    def _paused_event(self, paused: bool) -> None:
+        log.info("rebalance: %s by the operator", "paused" if paused else "resumed")
+        self.events.publish("rebalance", f"rebalancing {'paused' if paused else 'resumed'} by the operator",
+                            paused=paused)
 
     async def trigger(self) -> None:
         """Start a round at the leader's next tick; raises StoreUnavailable."""
@@ -235,11 +257,12 @@ class Rebalancer:
         self._trigger_seen = token
         self.planner.trigger()
         log.info("rebalance: round triggered by the operator")
+        self.events.publish("rebalance", "round triggered by the operator")
 
     def describe(self) -> dict[str, Any]:
         """JSON for ``GET /v1/rebalance``."""
         doc = self.planner.describe(self.clock())
-        doc.update(leader=self.leader, replica=self.holder, moves_placed_here=self.moves_placed,
+        doc.update(leader=self.leader, leader_replica=self.leader_id, replica=self.holder, moves_placed_here=self.moves_placed,
                    moves_accepted=self.moves_accepted, order_failures=self.order_failures,
                    settings={k: getattr(self.settings, k) for k in (
                        "interval_s", "rel_threshold", "abs_threshold", "stop_within", "moves_per_s",

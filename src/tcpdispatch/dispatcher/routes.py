@@ -16,9 +16,12 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from tcpdispatch.config import DEFAULT_ZONE, DispatcherConfig, parse_gateway, zone_name_problem
+from tcpdispatch.dispatcher.events import SSE_HEADERS, sse_stream
 from tcpdispatch.dispatcher.http import JSON_HEADERS, Headers, Request, Response, json_response
 from tcpdispatch.dispatcher.metrics import DispatcherMetrics
+from tcpdispatch.dispatcher.overview import Overview
 from tcpdispatch.dispatcher.pool import Gateway, Pool
+from tcpdispatch.dispatcher.ui import StaticFiles
 from tcpdispatch.dispatcher.zone_metrics import zone_summary
 from tcpdispatch.errors import ConfigError, TcpDispatchError
 from tcpdispatch.health import PushTracker, status_to_result
@@ -34,6 +37,7 @@ log = logging.getLogger("tcpdispatch.dispatcher.api")
 
 Handler = Callable[..., Awaitable[Response]]
 ReloadHook = Callable[[], Awaitable[tuple[bool, str]]]
+MAX_STREAMS = 32  # concurrent /v1/events streams per dispatcher
 
 
 class HTTPError(TcpDispatchError):
@@ -93,7 +97,11 @@ class Router:
             "/v1/rebalance/trigger": {"POST": self.rebalance_trigger},
             "/metrics": {"GET": self.metrics},
             "/healthz": {"GET": self.healthz},
+            "/v1/events": {"GET": self.events},
+            "/ui": {"GET": self.ui_redirect},
         }
+        self.ui = StaticFiles()
+        self.overview = Overview(pool, service.stats, service.answer_times, lambda: rebalance)
         self.per_gateway: dict[str, dict[str, Handler]] = {
             "": {"GET": self.get_gateway, "PATCH": self.patch_gateway, "DELETE": self.delete_gateway},
             "drain": {"POST": self.drain},
@@ -113,6 +121,8 @@ class Router:
             gid, _, action = path[len("/v1/gateways/"):].partition("/")
             route = self.per_gateway.get(action)
             args = (gid,)
+        elif route is None and path.startswith("/ui/"):
+            route, args = {"GET": self.ui_file}, (path[4:],)
         try:
             if route is None:
                 raise HTTPError(404, "not_found", f"no route for {path}")
@@ -127,7 +137,8 @@ class Router:
         except HTTPError as exc:
             response = Response(exc.status, [*JSON_HEADERS, *exc.headers], error_body(exc.error, exc.detail))
         if path != "/v1/dispatch":  # dispatches have their own counters
-            key = (path if not args else "/v1/gateways/{id}", response.status)
+            route_key = "/ui/{file}" if path.startswith("/ui/") else "/v1/gateways/{id}"
+            key = (path if not args else route_key, response.status)
             self.stats.other[key] = self.stats.other.get(key, 0) + 1
         if method == "HEAD":
             response.body = b""
@@ -404,6 +415,26 @@ class Router:
         return json_response(202 if action == "trigger" else 200, rb.describe())
 
     # ------------------------------------------------------------ observability
+
+    async def ui_redirect(self, req: Request) -> Response:
+        return Response(308, [(b"location", b"/ui/"), (b"cache-control", b"no-store")])
+
+    async def ui_file(self, req: Request, name: str) -> Response:
+        """The dashboard's static files; the page holds no data, the read-token rule applies
+        to what it fetches (``/v1/events``)."""
+        answer = self.ui.get(name, req.header(b"if-none-match") or b"")
+        if answer is None:
+            raise HTTPError(404, "not_found", f"no dashboard file {name!r}")
+        return Response(*answer)
+
+    async def events(self, req: Request) -> Response:
+        """Server-Sent Events for the dashboard (docs/dashboard.md); the read-token rule."""
+        self._reader(req)
+        bus = self.pool.events
+        if len(bus.subscribers) >= MAX_STREAMS:
+            raise HTTPError(503, "too_many_streams", f"{MAX_STREAMS} event streams are open already",
+                            [(b"retry-after", b"5")])
+        return Response(200, SSE_HEADERS, stream=sse_stream(bus, self.overview.snapshot))
 
     async def metrics(self, req: Request) -> Response:
         self._reader(req)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from tcpdispatch.config import DispatcherConfig, load_config
+from tcpdispatch.dispatcher.events import EventBus
 from tcpdispatch.dispatcher.httpserver import HTTPServer
 from tcpdispatch.dispatcher.pool import Pool
 from tcpdispatch.dispatcher.rebalancer import Rebalancer
@@ -46,11 +47,12 @@ class DispatcherServer:
         self.config_path = config_path
         self.listen = (config.listen_host, config.listen_port)
         self.checker: StatusMonitor | None = None
+        self.events = EventBus()  # what the dashboard's /v1/events stream carries
         self.store = make_store(config.store)
-        self.pool = Pool(config, on_targets=self._set_targets, shared=self.store.shared)
+        self.pool = Pool(config, on_targets=self._set_targets, shared=self.store.shared, events=self.events)
         self.tracker = PushTracker(config.health.ttl)
         self.stats = Stats()
-        self.rebalancer = Rebalancer(config.rebalance, self.pool, self.stats, self.store)
+        self.rebalancer = Rebalancer(config.rebalance, self.pool, self.stats, self.store, events=self.events)
         self.service = DispatchService(config, self.pool, stats=self.stats, rebalance=self.rebalancer)
         self.router = Router(config, self.pool, self.service, store=self.store, tracker=self.tracker,
                              rebalance=self.rebalancer, reload=self.reload if config_path else None,
@@ -140,6 +142,7 @@ class DispatcherServer:
             new = load_config(self.config_path)
         except ConfigError as exc:
             log.error("reload refused, still serving the previous config: %s", exc)
+            self.events.publish("reload", f"reload refused, still serving the previous config: {exc}", ok=False)
             return False, str(exc)
         if (new.listen_host, new.listen_port) != self.listen:
             log.warning("reload: listen address changes need a restart; keeping %s:%s", *self.listen)
@@ -161,6 +164,7 @@ class DispatcherServer:
         self.pool.rebuild()
         detail = f"{len(new.gateways)} gateways in file, {len(self.pool.gateways)} in pool, policy {new.policy}"
         log.info("reloaded %s: %s", self.config_path, detail)
+        self.events.publish("reload", f"reloaded {self.config_path.name}: {detail}", ok=True)
         return True, detail
 
     def _on_sighup(self) -> None:

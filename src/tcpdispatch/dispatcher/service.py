@@ -181,6 +181,16 @@ class DispatchService:
         if self.fast is not None:
             self.fast.set_date(line)
 
+    def answer_times(self) -> tuple[list[int], float]:
+        """The answer-time histogram so far (bucket counts, total seconds), both hot paths."""
+        lat = self.stats.latency
+        counts, total = list(lat.counts), lat.total
+        if self.fast is not None:
+            c_counts, c_total = self.fast.latency()
+            counts = [a + b for a, b in zip(counts, c_counts, strict=True)]
+            total += c_total
+        return counts, total
+
     def _refresh_fragments(self) -> None:
         """After a picker rebuild: per-gateway JSON fragments and the 503 answer.
 
