@@ -3,8 +3,9 @@
 Results JSON and small PNG plots under ``bench/results/`` (``bench/results/quick/``
 for ``--quick`` runs, so the test run never overwrites the committed figures),
 the machine's core count, HAProxy and nginx config writers, a lean keep-alive
-HTTP client for ``/v1/dispatch``. Processes, ports, waits, HAProxy's stats socket
-and percentiles come from :mod:`tcpdispatch.testing` (re-exported here).
+HTTP client for ``/v1/dispatch``. Processes, ports, waits and HAProxy's stats socket
+come from the test suite's harness (:mod:`harness`, re-exported here), percentiles from
+:mod:`tcpdispatch.stats`.
 """
 
 from __future__ import annotations
@@ -21,8 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tcpdispatch.stats import percentile
-from tcpdispatch.testing import (
+from harness import (
     TCPDISPATCH,
     GatewayHandle,
     Proc,
@@ -35,6 +35,8 @@ from tcpdispatch.testing import (
     start_gateway,
     wait_until,
 )
+
+from tcpdispatch.stats import percentile
 
 __all__ = [
     "RESULTS",

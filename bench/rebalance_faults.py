@@ -30,6 +30,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from harness import write_dispatcher_config
+
 from bench.common import (
     TCPDISPATCH,
     ProcGroup,
@@ -78,18 +80,15 @@ class Fleet:
         self.gws = [start_gateway(self.group, f"g{i}", "--capacity", str(CAPACITY), "--admin-token-file",
                                   str(self.token), secret_file=self.secret) for i in range(1, 5)]
         for _ in range(2):
-            port = free_port()
-            lines = ["[dispatcher]", f'listen = "127.0.0.1:{port}"', f'secret_file = "{self.secret}"',
-                     f'admin_token_file = "{self.token}"', "", "[health]", "interval = 0.25", "",
-                     "[store]", f'url = "redis://127.0.0.1:{self.redis_port}/0"', 'prefix = "faults:"', "",
-                     "[rebalance]", f'gateway_admin_token_file = "{self.token}"', "min_session_age_s = 10",
-                     "moves_per_s = 300", "per_donor_per_s = 150", "interval_s = 0.5", "settle_s = 2",
-                     "breaker_cooldown_s = 5", ""]
-            for g in self.gws:
-                lines += ["[[gateways]]", f'id = "{g.id}"', f'address = "{g.address}"',
-                          f'check = "{g.status_url}"', ""]
-            cfg = self.work / f"dispatcher-{port}.toml"
-            cfg.write_text("\n".join(lines))
+            port, cfg = write_dispatcher_config(
+                self.work, [g.entry(weight=False) for g in self.gws], secret_file=self.secret,
+                admin_token_file=self.token, sections={
+                    "health": {"interval": 0.25},
+                    "store": {"url": f"redis://127.0.0.1:{self.redis_port}/0", "prefix": "faults:"},
+                    "rebalance": {"gateway_admin_token_file": self.token, "min_session_age_s": 10,
+                                  "moves_per_s": 300, "per_donor_per_s": 150, "interval_s": 0.5,
+                                  "settle_s": 2, "breaker_cooldown_s": 5},
+                })
             url = f"http://127.0.0.1:{port}"
             self.disp.append((url, cfg, self.start_dispatcher(cfg)))
         for url, _, _ in self.disp:

@@ -16,13 +16,13 @@ from typing import Any
 import pytest
 from aiohttp import web
 from dispatcher.conftest import ADMIN, call
+from harness import free_port
 
 from tcpdispatch.dispatcher.app import DispatcherApp
 from tcpdispatch.dispatcher.pool import Pool
 from tcpdispatch.health import ProbeResult
 from tcpdispatch.rebalance.controller import Rebalancer, shed_url
 from tcpdispatch.store import MemoryStore
-from tcpdispatch.testing import free_port
 
 GW_TOKEN = "gateway-admin-token"
 

@@ -2,8 +2,8 @@
 
 It speaks the wire protocol through the sans-I/O :class:`Connection` (client
 role) over a plain asyncio stream; it makes no decisions (no reconnects, no
-automatic pings) so tests see exactly what the gateway sends. Start gateways with
-:func:`tcpdispatch.testing.start_gateway` (its :class:`GatewayHandle` is re-exported here).
+automatic pings) so tests see exactly what the gateway sends. Get one from a started
+gateway with ``await gw.client()`` (:class:`harness.GatewayHandle`).
 """
 
 from __future__ import annotations
@@ -13,9 +13,8 @@ import socket
 
 from tcpdispatch.errors import RemoteProtocolError
 from tcpdispatch.protocol import Connection, Frame, Hello, Ping, Role, State
-from tcpdispatch.testing import GatewayHandle
 
-__all__ = ["GatewayHandle", "ProbeClient"]
+__all__ = ["ProbeClient"]
 
 
 class ProbeClient:

@@ -1,4 +1,4 @@
-"""The shared helpers in tcpdispatch.testing: polling with a deadline, percentiles, processes."""
+"""The harness's waiting helpers and Proc: polling with a deadline, percentiles, process groups."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tcpdispatch import testing
+import harness as testing
+from harness import Proc, async_wait_until, scaled, wait_until
 from tcpdispatch.stats import percentile
-from tcpdispatch.testing import Proc, async_wait_until, scaled, wait_until
 
 
 def test_percentile_is_nearest_rank_of_any_order() -> None:
