@@ -51,7 +51,7 @@ def split_fragment(extra: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]
 
 def dispatcher_toml(
     *,
-    listen: str,
+    listen: str | None = None,
     gateways: Iterable[Section] = (),
     secret_file: Path | str | None = None,
     admin_token_file: Path | str | None = None,
@@ -61,13 +61,16 @@ def dispatcher_toml(
 ) -> str:
     """The text of a dispatcher config.
 
-    ``listen``, ``secret_file`` and ``admin_token_file`` open ``[dispatcher]``, then the keys of
+    ``listen``, ``secret_file`` and ``admin_token_file`` (each left out when None) open
+    ``[dispatcher]``, then the keys of
     ``dispatcher``; ``sections`` maps a section name (``"health"``, ``"store"``, ...) to its keys;
     each of ``gateways`` becomes one ``[[gateways]]`` entry (``id``, ``address``, ``check``, ...).
     ``extra`` is a TOML fragment merged into these (see :func:`split_fragment`). A key given
     twice raises ValueError naming it, rather than writing a file the loader would refuse.
     """
-    head: dict[str, Any] = {"listen": listen}
+    head: dict[str, Any] = {}
+    if listen is not None:
+        head["listen"] = listen
     if secret_file is not None:
         head["secret_file"] = secret_file
     if admin_token_file is not None:
