@@ -31,6 +31,7 @@ from harness import (
     free_port,
     get_json,
     haproxy_stats,
+    restart_gateway,
     start_dispatcher,
     start_gateway,
     wait_until,
@@ -56,6 +57,7 @@ __all__ = [
     "nginx_stream_config",
     "percentile",
     "plot",
+    "restart_gateway",
     "results_dir",
     "start_dispatcher",
     "start_gateway",
@@ -195,14 +197,6 @@ stream {{
 }}
 """)
     return conf
-
-
-def restart_gateway(group: ProcGroup, g: GatewayHandle, secret: Path, *extra: str) -> None:
-    """Start a SIGKILLed gateway again on its own ports (blocking until READY)."""
-    g.proc.popen.wait(timeout=5)
-    g.proc = group([*TCPDISPATCH, "gateway", "--id", g.id, "--listen", f"127.0.0.1:{g.port}",
-                    "--status", f"127.0.0.1:{g.status_port}", "--secret-file", str(secret), *extra], name=g.id)
-    wait_until(lambda p=g.proc: "READY" in p.output(), 20, 0.05, f"{g.id} restarted")
 
 
 def start_haproxy(group: ProcGroup, cfg: Path, name: str = "haproxy") -> Proc:

@@ -173,7 +173,7 @@ async def _trials(kinds: list[str], trials: int, gws: list[GatewayHandle], url: 
             if kind == "SIGSTOP":
                 g.signal(signal.SIGCONT)
             else:  # restart on the same ports
-                await asyncio.to_thread(restart_gateway, group, g, secret)
+                await asyncio.to_thread(restart_gateway, group, g)
     finally:
         stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)

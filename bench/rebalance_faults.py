@@ -30,13 +30,12 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from harness import write_dispatcher_config
+from harness import restart_gateway, write_dispatcher_config
 
 from bench.common import (
     TCPDISPATCH,
     ProcGroup,
     free_port,
-    restart_gateway,
     results_dir,
     start_gateway,
     wait_until,
@@ -122,8 +121,7 @@ class Fleet:
             entry["target"] = g.id
             g.proc.signal(signal.SIGKILL)
             time.sleep(5)
-            restart_gateway(self.group, g, self.secret, "--capacity", str(CAPACITY), "--admin-token-file",
-                            str(self.token))
+            restart_gateway(self.group, g)
         elif kind == "stop_gateway":
             g = rng.choice(self.gws)
             entry["target"] = g.id

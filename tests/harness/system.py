@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from tcpdispatch.dispatcher.config_writer import write_dispatcher_toml
 from tcpdispatch.procs import TCPDISPATCH, LocalGateway, Proc, free_port, launch_gateway
 
-from .waiting import wait_until
+from .waiting import scaled, wait_until
 
 if TYPE_CHECKING:
     from .probe import ProbeClient
@@ -155,6 +155,14 @@ def start_gateway(
                 f"gateway {gid} printed an unexpected READY line:\n{gw.proc.output()[-2000:]}"
             )
     return gw
+
+
+def restart_gateway(start: Callable[..., Any], gw: GatewayHandle, timeout: float = 20.0) -> None:
+    """Start a gateway that was stopped (say SIGKILLed) again with its own command line, so on
+    its own ports; returns once it printed READY."""
+    gw.proc.popen.wait(timeout=scaled(5))
+    gw.proc = start(list(gw.proc.args), name=gw.id)
+    wait_ready(gw.proc, f"gateway {gw.id} (restarted)", timeout)
 
 
 def named_gateways(dispatch: Callable[[str], Any], n: int = 20) -> set[str]:
