@@ -30,7 +30,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from harness import restart_gateway, write_dispatcher_config
+from harness import RealDispatcher, launch_dispatcher, restart_gateway, write_dispatcher_config
 
 from bench.common import (
     TCPDISPATCH,
@@ -65,7 +65,7 @@ class Fleet:
         self.redis_port = free_port()
         self.redis: Any = None
         self.gws: list[Any] = []
-        self.disp: list[tuple[str, Path, Any]] = []  # (url, config, proc)
+        self.disp: list[RealDispatcher] = []
         self.loadgen: subprocess.Popen[bytes] | None = None
 
     def start_redis(self) -> None:
@@ -88,18 +88,13 @@ class Fleet:
                                   "moves_per_s": 300, "per_donor_per_s": 150, "interval_s": 0.5,
                                   "settle_s": 2, "breaker_cooldown_s": 5},
                 })
-            url = f"http://127.0.0.1:{port}"
-            self.disp.append((url, cfg, self.start_dispatcher(cfg)))
-        for url, _, _ in self.disp:
-            wait_until(lambda u=url: _admin(u, "GET", "/healthz") == 200, 20, 0.1, "dispatcher up")
-
-    def start_dispatcher(self, cfg: Path) -> Any:
-        return self.group([*TCPDISPATCH, "--log-level", "info", "dispatcher", "--config", str(cfg)],
-                          name="dispatcher")
+            self.disp.append(launch_dispatcher(self.group, port, cfg, log_level="info"))
+        for d in self.disp:
+            wait_until(lambda u=d.url: _admin(u, "GET", "/healthz") == 200, 20, 0.1, "dispatcher up")
 
     def start_clients(self) -> None:
         args = [*TCPDISPATCH, "--log-level", "warning", "loadgen",
-                *(a for u, _, _ in self.disp for a in ("--dispatcher", u)), "--clients", str(self.clients),
+                *(a for d in self.disp for a in ("--dispatcher", d.url)), "--clients", str(self.clients),
                 "--rate", "600", "--duration", "3600", "--processes", "3", "--message-interval", "5", "--json"]
         with open(self.work / "loadgen.json", "wb") as out, open(self.work / "loadgen.err", "wb") as err:
             self.loadgen = subprocess.Popen(args, stdout=out, stderr=err, start_new_session=True)
@@ -129,12 +124,11 @@ class Fleet:
             time.sleep(8)
             g.proc.signal(signal.SIGCONT)
         elif kind == "kill_dispatcher":
-            k = rng.randrange(len(self.disp))
-            url, cfg, proc = self.disp[k]
-            entry["target"] = url
-            proc.signal(signal.SIGKILL)
+            d = rng.choice(self.disp)
+            entry["target"] = d.url
+            d.proc.signal(signal.SIGKILL)
             time.sleep(5)
-            self.disp[k] = (url, cfg, self.start_dispatcher(cfg))
+            d.restart()
         elif kind == "restart_redis":
             self.redis.signal(signal.SIGKILL)
             time.sleep(3)
@@ -142,7 +136,7 @@ class Fleet:
         else:
             g = rng.choice(self.gws)
             entry["target"] = g.id
-            url = self.disp[0][0]
+            url = self.disp[0].url
             entry["drain"] = _admin(url, "POST", f"/v1/gateways/{g.id}/drain")
             time.sleep(8)
             entry["undrain"] = _admin(url, "POST", f"/v1/gateways/{g.id}/undrain")
@@ -202,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
                     ok_at = round(time.time() - t_last, 1)
                 time.sleep(1.0)
             final = fleet.held()
-            rebalance = json.loads(urllib.request.urlopen(fleet.disp[0][0] + "/v1/rebalance", timeout=3).read())
+            rebalance = json.loads(urllib.request.urlopen(fleet.disp[0].url + "/v1/rebalance", timeout=3).read())
         finally:
             fleet.stop()
         summary_text = (Path(tmp) / "loadgen.json").read_text().strip()
