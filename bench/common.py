@@ -15,6 +15,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import statistics
 import sys
 import time
@@ -59,6 +60,7 @@ __all__ = [
     "plot",
     "restart_gateway",
     "results_dir",
+    "revive",
     "start_dispatcher",
     "start_gateway",
     "start_haproxy",
@@ -197,6 +199,14 @@ stream {{
 }}
 """)
     return conf
+
+
+async def revive(group: ProcGroup, g: GatewayHandle, fault: str) -> None:
+    """Undo a fault trial: SIGCONT a SIGSTOPped gateway, start a SIGKILLed one again on its ports."""
+    if fault == "SIGSTOP":
+        g.signal(signal.SIGCONT)
+    else:
+        await asyncio.to_thread(restart_gateway, group, g)
 
 
 def start_haproxy(group: ProcGroup, cfg: Path, name: str = "haproxy") -> Proc:

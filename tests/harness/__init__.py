@@ -4,8 +4,9 @@ One way to start processes for every test and benchmark (``tests/`` is on the pa
 pytest's ``pythonpath``; ``bench`` puts it there too, so both import ``harness``):
 
 - :mod:`.waiting`: :func:`wait_until` / :func:`async_wait_until`, :func:`scaled`, :func:`free_port`;
-- :mod:`.system`: :func:`start_gateway` / :class:`GatewayHandle`, :func:`start_dispatcher`,
-  :func:`launch_dispatcher` and :func:`write_dispatcher_config` (the one dispatcher config writer,
+- :mod:`.system`: :func:`start_gateway` / :class:`GatewayHandle` / :func:`restart_gateway`,
+  :func:`start_dispatcher` / :func:`launch_dispatcher` / :class:`RealDispatcher` (replicas
+  too), :func:`write_dispatcher_config` (the one dispatcher config writer,
   :func:`tcpdispatch.dispatcher.config_writer.dispatcher_toml`, over gateway handles),
   :class:`ProcGroup` for scripts, :func:`get_json`, :func:`haproxy_stats`;
 - :mod:`.probe`: :class:`ProbeClient`, a raw protocol client for a gateway.
