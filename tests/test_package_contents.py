@@ -20,11 +20,16 @@ TEST_ONLY = {"tests", "harness", "helpers", "conftest", "pytest", "_pytest", "hy
 
 def shipped_modules() -> list[str]:
     """Every module the wheel ships, found the way pyproject.toml tells setuptools to."""
-    find = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    find = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"][
+        "find"
+    ]
     (where,) = find["where"]
     modules = []
-    for package in find_packages(where=str(ROOT / where), include=find.get("include", ("*",)),
-                                 exclude=find.get("exclude", ())):
+    for package in find_packages(
+        where=str(ROOT / where),
+        include=find.get("include", ("*",)),
+        exclude=find.get("exclude", ()),
+    ):
         folder = ROOT / where / package.replace(".", "/")
         modules += [f"{package}.{p.stem}" for p in sorted(folder.glob("*.py"))]
     return modules
@@ -37,7 +42,11 @@ def is_test_code(module: str) -> bool:
 
 def test_the_wheel_ships_no_test_module() -> None:
     modules = shipped_modules()
-    assert {"tcpdispatch.procs", "tcpdispatch.cluster", "tcpdispatch.dispatcher.config_writer"} <= set(modules)
+    assert {
+        "tcpdispatch.procs",
+        "tcpdispatch.cluster",
+        "tcpdispatch.dispatcher.config_writer",
+    } <= set(modules)
     assert [m for m in modules if is_test_code(m)] == []
 
 
@@ -61,12 +70,18 @@ def imports_of_test_code(source: str) -> list[str]:
     return found
 
 
-
-@pytest.mark.parametrize("source", [
-    "import pytest", "from tests.harness import start_gateway", "import harness.system",
-    "from helpers import wait_until", "from tcpdispatch.testing import Proc", "from tcpdispatch import testing",
-    "def f():\n    from harness import scaled\n",
-])
+@pytest.mark.parametrize(
+    "source",
+    [
+        "import pytest",
+        "from tests.harness import start_gateway",
+        "import harness.system",
+        "from helpers import wait_until",
+        "from tcpdispatch.testing import Proc",
+        "from tcpdispatch import testing",
+        "def f():\n    from harness import scaled\n",
+    ],
+)
 def test_the_import_scan_sees_test_imports_of_every_shape(source: str) -> None:
     assert imports_of_test_code(source)
 
@@ -74,5 +89,9 @@ def test_the_import_scan_sees_test_imports_of_every_shape(source: str) -> None:
 def test_nothing_under_src_imports_test_code() -> None:
     files = sorted((ROOT / "src").rglob("*.py"))
     assert len(files) > 50
-    offenders = {str(f.relative_to(ROOT)): found for f in files if (found := imports_of_test_code(f.read_text()))}
+    offenders = {
+        str(f.relative_to(ROOT)): found
+        for f in files
+        if (found := imports_of_test_code(f.read_text()))
+    }
     assert offenders == {}

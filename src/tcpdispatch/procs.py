@@ -1,4 +1,4 @@
-"""Child processes of a local tcpdispatch system (the demo's runtime, also used by the test harness).
+"""Child processes of a local tcpdispatch system: the demo's runtime, and the test harness's base.
 
 - :data:`TCPDISPATCH`, the command prefix that runs this tcpdispatch with this interpreter;
 - :func:`free_port` and :func:`scaled` (a timeout stretched by ``TCPDISPATCH_TIMEOUT_FACTOR``,

@@ -28,14 +28,18 @@ class ProbeClient:
         self.eof = False
 
     @classmethod
-    async def connect(cls, host: str, port: int, *, source: str | None = None, timeout: float = 5.0) -> ProbeClient:
+    async def connect(
+        cls, host: str, port: int, *, source: str | None = None, timeout: float = 5.0
+    ) -> ProbeClient:
         """Open a TCP connection, optionally from a given local source address."""
         sock = None
         if source is not None:
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             sock.bind((source, 0))
             sock.setblocking(False)
-            await asyncio.wait_for(asyncio.get_running_loop().sock_connect(sock, (host, port)), timeout)
+            await asyncio.wait_for(
+                asyncio.get_running_loop().sock_connect(sock, (host, port)), timeout
+            )
             reader, writer = await asyncio.open_connection(sock=sock)
         else:
             reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
@@ -70,6 +74,7 @@ class ProbeClient:
 
     async def recv(self, timeout: float = 5.0) -> Frame:
         """The next frame; raises EOFError when the gateway closed, TimeoutError when silent."""
+
         async def read() -> Frame:
             while not self._frames:
                 if self.eof:

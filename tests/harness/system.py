@@ -81,7 +81,8 @@ def wait_ready(proc: Any, what: str, timeout: float = 30.0) -> None:
 class GatewayHandle(LocalGateway):
     """A started ``tcpdispatch gateway`` with blocking status helpers and raw clients."""
 
-    check: str = ""  # what a dispatcher probes; the status URL unless set (a fault test may point it elsewhere)
+    # What a dispatcher probes: the status URL unless a fault test points it elsewhere.
+    check: str = ""
 
     def __post_init__(self) -> None:
         self.check = self.check or self.status_url
@@ -166,7 +167,7 @@ def restart_gateway(start: Callable[..., Any], gw: GatewayHandle, timeout: float
 
 
 def named_gateways(dispatch: Callable[[str], Any], n: int = 20) -> set[str]:
-    """Every gateway id named (as primary or alternate) in ``n`` answers of ``dispatch(client_id)``."""
+    """Every gateway id named (primary or alternate) in ``n`` answers of ``dispatch(client_id)``."""
     ids: set[str] = set()
     for i in range(n):
         doc = dispatch(f"probe-{i}")
@@ -283,7 +284,11 @@ def start_dispatcher(
     gateway healthy. ``description``: see :func:`write_dispatcher_config`."""
     sections = {"health": {"interval": 0.25}, **description.pop("sections", {})}
     port, config = write_dispatcher_config(
-        workdir, gateways, secret_file=secret_file, extra=extra_toml, sections=sections,
+        workdir,
+        gateways,
+        secret_file=secret_file,
+        extra=extra_toml,
+        sections=sections,
         **description,
     )
     d = launch_dispatcher(start, port, config, log_level=log_level)
@@ -297,7 +302,7 @@ def start_dispatcher(
 def haproxy_stats(
     sock_path: Path, backend: str = "gateways", timeout: float = 2.0
 ) -> dict[str, dict[str, str]]:
-    """HAProxy's ``show stat`` CSV rows of ``backend``'s servers (no FRONTEND/BACKEND rows), by name."""
+    """HAProxy's ``show stat`` CSV rows of ``backend``'s servers (not FRONTEND/BACKEND), by name."""
     with socket.socket(socket.AF_UNIX) as s:
         s.settimeout(timeout)
         s.connect(str(sock_path))

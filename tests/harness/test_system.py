@@ -16,12 +16,20 @@ def test_handles_become_gateway_entries_the_dispatcher_loads(tmp_path: Path) -> 
     g1 = GatewayHandle("g1", 7001, 8001, proc=None, weight=3)
     g2 = GatewayHandle("g2", 7002, 8002, proc=None)
     g2.check = "tcp://127.0.0.1:7002"
-    port, path = write_dispatcher_config(tmp_path, [g1, g2, {"id": "g3", "address": "127.0.0.1:7003"}],
-                                         secret_file="s", dispatcher={"policy": "round_robin"},
-                                         extra="[health]\ninterval = 0.3")
+    port, path = write_dispatcher_config(
+        tmp_path,
+        [g1, g2, {"id": "g3", "address": "127.0.0.1:7003"}],
+        secret_file="s",
+        dispatcher={"policy": "round_robin"},
+        extra="[health]\ninterval = 0.3",
+    )
     assert path == tmp_path / f"dispatcher-{port}.toml"
     cfg = load_config(path)
-    assert (cfg.listen, cfg.policy, cfg.health.interval) == (f"127.0.0.1:{port}", "round_robin", 0.3)
+    assert (cfg.listen, cfg.policy, cfg.health.interval) == (
+        f"127.0.0.1:{port}",
+        "round_robin",
+        0.3,
+    )
     assert [(g.id, g.address, g.check, g.weight) for g in cfg.gateways] == [
         ("g1", "127.0.0.1:7001", "http://127.0.0.1:8001/status", 3.0),
         ("g2", "127.0.0.1:7002", "tcp://127.0.0.1:7002", 1.0),

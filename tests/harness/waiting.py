@@ -25,13 +25,25 @@ __all__ = [
 ]
 
 
-def _timed_out(timeout: float, what: str, pred: object, last: BaseException | None) -> AssertionError:
-    limit = scaled(timeout)
-    shown = f"{timeout:g}s" if limit == timeout else f"{timeout:g}s (scaled to {limit:g}s)"
-    return AssertionError(
-        f"timed out after {shown} waiting for {what or pred}"
-        + (f" (last error: {last!r})" if last is not None else "")
-    )
+class _Deadline:
+    """The scaled deadline of one wait; :meth:`check` raises once it has passed."""
+
+    def __init__(self, timeout: float, what: str, pred: object) -> None:
+        self.timeout, self.what, self.pred = timeout, what, pred
+        self.end = time.monotonic() + scaled(timeout)
+        self.last: Exception | None = None  # the predicate's last error, named at the deadline
+
+    def check(self) -> None:
+        if time.monotonic() < self.end:
+            return
+        limit = scaled(self.timeout)
+        shown = (
+            f"{self.timeout:g}s"
+            if limit == self.timeout
+            else f"{self.timeout:g}s (scaled to {limit:g}s)"
+        )
+        last = f" (last error: {self.last!r})" if self.last is not None else ""
+        raise AssertionError(f"timed out after {shown} waiting for {self.what or self.pred}{last}")
 
 
 def wait_until(
@@ -42,17 +54,15 @@ def wait_until(
     Exceptions from ``pred`` count as "not yet" (a server may still be starting);
     at the scaled deadline an AssertionError names ``what`` and the last error.
     """
-    deadline = time.monotonic() + scaled(timeout)
-    last: Exception | None = None
+    deadline = _Deadline(timeout, what, pred)
     while True:
         try:
             value = pred()
         except Exception as exc:  # noqa: BLE001 - reported at the deadline
-            last, value = exc, None
+            deadline.last, value = exc, None
         if value:
             return value
-        if time.monotonic() >= deadline:
-            raise _timed_out(timeout, what, pred, last)
+        deadline.check()
         time.sleep(interval)
 
 
@@ -61,17 +71,15 @@ async def async_wait_until(
 ) -> Any:
     """:func:`wait_until` for async code: ``pred`` may return an awaitable (e.g.
     ``asyncio.to_thread(...)``), which is awaited; exceptions count as "not yet" the same way."""
-    deadline = time.monotonic() + scaled(timeout)
-    last: Exception | None = None
+    deadline = _Deadline(timeout, what, pred)
     while True:
         try:
             value = pred()
             if inspect.isawaitable(value):
                 value = await value
         except Exception as exc:  # noqa: BLE001 - reported at the deadline
-            last, value = exc, None
+            deadline.last, value = exc, None
         if value:
             return value
-        if time.monotonic() >= deadline:
-            raise _timed_out(timeout, what, pred, last)
+        deadline.check()
         await asyncio.sleep(interval)
