@@ -2,8 +2,9 @@
 
 The runtime of ``tcpdispatch demo``. The test suite and the benchmarks start systems
 with their own harness (``tests/harness``), built on the same :mod:`tcpdispatch.procs`
-and :mod:`tcpdispatch.dispatcher.config_writer`. Every child runs in its own process group and is killed on ``close()``, so
-nothing is left behind even when the caller is interrupted.
+and :mod:`tcpdispatch.dispatcher.config_writer`. Every child runs in its own process
+group and is killed on ``close()``, so nothing is left behind even when the caller is
+interrupted.
 """
 
 from __future__ import annotations
