@@ -3,9 +3,12 @@ dispatcher loads; a restarted gateway keeps its command line."""
 
 from __future__ import annotations
 
+import ast
 import sys
 from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 from harness import GatewayHandle, Proc, restart_gateway, write_dispatcher_config
 from tcpdispatch.config import load_config
@@ -50,3 +53,48 @@ def test_restart_gateway_runs_the_same_command_line_again(procs: Callable[..., P
     first.stop()
     restart_gateway(start, gw)
     assert started == [args, args] and gw.proc is not first and gw.proc.alive
+
+
+ROOT = Path(__file__).resolve().parents[2]
+EXEMPT = {
+    "src/tcpdispatch/dispatcher/config_writer.py",  # the writer itself
+    "tests/dispatcher/test_config.py",  # the loader's tests feed it TOML text, valid and broken
+    "tests/harness/test_system.py",  # the samples below
+}
+
+
+def toml_tables_written_by_hand(source: str) -> list[int]:
+    """Lines of ``source`` whose string literals open a ``[dispatcher]`` or ``[[gateways]]`` table."""
+    lines = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            text = node.value
+            if text.strip() in ("[dispatcher]", "[[gateways]]") or any(
+                f"{t}\n" in text for t in ("[dispatcher]", "[[gateways]]")
+            ):
+                lines.append(node.lineno)
+    return lines
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "cfg.write_text('[dispatcher]\\nlisten = \"x\"')",
+        "lines = ['[dispatcher]', f'listen = {x}']",
+        "text = f'[[gateways]]\\nid = \"{gid}\"\\n'",
+    ],
+)
+def test_the_scan_sees_hand_written_dispatcher_toml(source: str) -> None:
+    assert toml_tables_written_by_hand(source)
+
+
+def test_dispatcher_toml_is_written_only_through_the_writer() -> None:
+    files = [f for d in ("src", "tests", "bench") for f in (ROOT / d).rglob("*.py")]
+    assert len(files) > 150
+    found = {
+        rel: lines
+        for f in files
+        if (rel := str(f.relative_to(ROOT))) not in EXEMPT
+        and (lines := toml_tables_written_by_hand(f.read_text()))
+    }
+    assert found == {}, "write dispatcher configs with tcpdispatch.dispatcher.config_writer"
