@@ -3,8 +3,9 @@
 Results JSON and small PNG plots under ``bench/results/`` (``bench/results/quick/``
 for ``--quick`` runs, so the test run never overwrites the committed figures),
 the machine's core count, HAProxy and nginx config writers, a lean keep-alive
-HTTP client for ``/v1/dispatch``. Processes, ports, waits, HAProxy's stats socket
-and percentiles come from :mod:`tcpdispatch.testing` (re-exported here).
+HTTP client for ``/v1/dispatch``. Processes, ports, waits and HAProxy's stats socket
+come from the test suite's harness (:mod:`harness`, re-exported here), percentiles from
+:mod:`tcpdispatch.stats`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import statistics
 import sys
 import time
@@ -21,8 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tcpdispatch.stats import percentile
-from tcpdispatch.testing import (
+from harness import (
     TCPDISPATCH,
     GatewayHandle,
     Proc,
@@ -31,10 +32,13 @@ from tcpdispatch.testing import (
     free_port,
     get_json,
     haproxy_stats,
+    restart_gateway,
     start_dispatcher,
     start_gateway,
     wait_until,
 )
+
+from tcpdispatch.stats import percentile
 
 __all__ = [
     "RESULTS",
@@ -54,7 +58,9 @@ __all__ = [
     "nginx_stream_config",
     "percentile",
     "plot",
+    "restart_gateway",
     "results_dir",
+    "revive",
     "start_dispatcher",
     "start_gateway",
     "start_haproxy",
@@ -195,12 +201,12 @@ stream {{
     return conf
 
 
-def restart_gateway(group: ProcGroup, g: GatewayHandle, secret: Path, *extra: str) -> None:
-    """Start a SIGKILLed gateway again on its own ports (blocking until READY)."""
-    g.proc.popen.wait(timeout=5)
-    g.proc = group([*TCPDISPATCH, "gateway", "--id", g.id, "--listen", f"127.0.0.1:{g.port}",
-                    "--status", f"127.0.0.1:{g.status_port}", "--secret-file", str(secret), *extra], name=g.id)
-    wait_until(lambda p=g.proc: "READY" in p.output(), 20, 0.05, f"{g.id} restarted")
+async def revive(group: ProcGroup, g: GatewayHandle, fault: str) -> None:
+    """Undo a fault trial: SIGCONT a SIGSTOPped gateway, start a SIGKILLed one again on its ports."""
+    if fault == "SIGSTOP":
+        g.signal(signal.SIGCONT)
+    else:
+        await asyncio.to_thread(restart_gateway, group, g)
 
 
 def start_haproxy(group: ProcGroup, cfg: Path, name: str = "haproxy") -> Proc:

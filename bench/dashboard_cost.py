@@ -29,9 +29,9 @@ import time
 from pathlib import Path
 
 import psutil
+from harness import free_port, write_dispatcher_toml
 
 from bench.dispatch_throughput import wait_http, wrk
-from tcpdispatch.testing import free_port
 
 TOKEN = "bench-dashboard-admin-token"
 
@@ -116,12 +116,12 @@ def main() -> int:
     (work / "s").write_text("bench-secret-0123456789abcdef\n")
     (work / "a").write_text(TOKEN + "\n")
     port = free_port()
-    lines = ["[dispatcher]", f'listen = "127.0.0.1:{port}"', f'secret_file = "{work / "s"}"',
-             f'admin_token_file = "{work / "a"}"', "", "[health]", "ttl = 30", ""]
-    for i in range(args.gateways):
-        lines += ["[[gateways]]", f'id = "gw-{i:04d}"', f'address = "127.0.0.1:{20000 + i % 40000}"',
-                  'check = "push"', ""]
-    (work / "d.toml").write_text("\n".join(lines))
+    write_dispatcher_toml(
+        work / "d.toml", listen=f"127.0.0.1:{port}", secret_file=work / "s",
+        admin_token_file=work / "a", sections={"health": {"ttl": 30}},
+        gateways=[{"id": f"gw-{i:04d}", "address": f"127.0.0.1:{20000 + i % 40000}", "check": "push"}
+                  for i in range(args.gateways)],
+    )
     log = (work / "dispatcher.log").open("wb")
     disp = subprocess.Popen(["taskset", "-c", "0", sys.executable, "-m", "tcpdispatch", "dispatcher",
                              "--config", str(work / "d.toml")], stdout=log, stderr=subprocess.STDOUT)

@@ -33,7 +33,7 @@ from typing import Any
 from bench.common import (
     GatewayHandle,
     ProcGroup,
-    restart_gateway,
+    revive,
     start_dispatcher,
     start_gateway,
     wait_until,
@@ -70,10 +70,7 @@ async def _trials(kinds: list[str], trials: int, gws: list[GatewayHandle], url: 
             took = round(max(0.0, watch.last_named.get(g.id, t0) - t0), 3)
             out.append({"kind": kind, "gateway": g.id, "seconds": took})
             print(f"  {kind} {g.id}: out of rotation after {took} s", flush=True)
-            if kind == "SIGSTOP":
-                g.signal(signal.SIGCONT)
-            else:
-                await asyncio.to_thread(restart_gateway, group, g, secret, *CAPACITY)
+            await revive(group, g, kind)
     finally:
         stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -36,8 +36,9 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
-from tcpdispatch.testing import free_port
+from harness import free_port, write_dispatcher_toml
 
 PY = sys.executable
 
@@ -200,14 +201,14 @@ def main() -> int:
     try:
         secret = tmp / "ticket.secret"
         secret.write_text("bench-secret-0123456789abcdef\n")
-        gw_lines = []
+        gw_entries: list[dict[str, Any]] = []
         for i in range(3):
             lp, sp = free_port(), free_port()
             procs.start(["taskset", "-c", "1", PY, "-m", "tcpdispatch", "gateway", "--id", f"gw-{i + 1}",
                          "--listen", f"127.0.0.1:{lp}", "--status", f"127.0.0.1:{sp}",
                          "--secret-file", str(secret), "--capacity", "1000000"], tmp / f"gw{i}.log")
-            gw_lines.append(f'[[gateways]]\nid = "gw-{i + 1}"\naddress = "127.0.0.1:{lp}"\n'
-                            f'check = "http://127.0.0.1:{sp}/status"\nweight = {i + 1}\n')
+            gw_entries.append({"id": f"gw-{i + 1}", "address": f"127.0.0.1:{lp}",
+                               "check": f"http://127.0.0.1:{sp}/status", "weight": i + 1})
         servers: list[tuple[str, str]] = []
         body = b""
         for server in args.paths.split(","):
@@ -216,11 +217,14 @@ def main() -> int:
                 return 2
             dport = free_port()
             cfg = tmp / f"dispatcher-{server}.toml"
-            reuse = "reuse_port = true\n" if args.workers > 1 else ""
-            speedups = "speedups = false\n" if server == "python" else ""
-            cfg.write_text(f'[dispatcher]\nlisten = "127.0.0.1:{dport}"\nsecret_file = "ticket.secret"\n'
-                           f'{reuse}{speedups}[balancing]\nslow_start_s = 0\n'
-                           + "\n".join(gw_lines))
+            keys: dict[str, Any] = {}
+            if args.workers > 1:
+                keys["reuse_port"] = True
+            if server == "python":
+                keys["speedups"] = False
+            write_dispatcher_toml(cfg, listen=f"127.0.0.1:{dport}", gateways=gw_entries,
+                                  secret_file="ticket.secret", dispatcher=keys,
+                                  sections={"balancing": {"slow_start_s": 0}})
             for w in range(args.workers):
                 procs.start(["taskset", "-c", SERVER_CPUS, PY, "-m", "tcpdispatch", "dispatcher", "--config",
                              str(cfg)], tmp / f"dispatcher-{server}-{w}.log")

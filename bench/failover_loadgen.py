@@ -24,8 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-
-from tcpdispatch.testing import TCPDISPATCH, ProcGroup, start_dispatcher, start_gateway
+from harness import TCPDISPATCH, ProcGroup, start_dispatcher, start_gateway
 
 
 def main(argv: list[str] | None = None) -> int:

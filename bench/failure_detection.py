@@ -36,7 +36,7 @@ from bench.common import (
     haproxy_stats,
     headline,
     plot,
-    restart_gateway,
+    revive,
     start_dispatcher,
     start_gateway,
     start_haproxy,
@@ -170,10 +170,7 @@ async def _trials(kinds: list[str], trials: int, gws: list[GatewayHandle], url: 
             print(f"  {kind} #{t + 1} {g.id}: " + ", ".join(
                 f"{o} " + (f"{res[o]} s" if res[o] is not None else "not seen") for o in OBSERVERS),
                 flush=True)
-            if kind == "SIGSTOP":
-                g.signal(signal.SIGCONT)
-            else:  # restart on the same ports
-                await asyncio.to_thread(restart_gateway, group, g, secret)
+            await revive(group, g, kind)
     finally:
         stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -37,7 +37,7 @@ import sys
 import time
 from typing import Any
 
-from tcpdispatch.testing import free_port
+from harness import free_port
 
 PER_SOURCE_IP = 12_000  # well under the ~28k ephemeral ports of one (src, dst) pair
 MAX_FDS_PER_CLIENT = 19_000

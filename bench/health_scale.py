@@ -33,6 +33,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from harness import write_dispatcher_toml
+
 from bench.common import (
     TCPDISPATCH,
     ProcGroup,
@@ -88,14 +90,11 @@ def python_cmd(n: int) -> list[str]:
 
 
 def dispatcher_config(work: Path, port: int, ports: list[int]) -> Path:
-    lines = ["[dispatcher]", f'listen = "127.0.0.1:{port}"', 'policy = "p2c"',
-             f'secret_file = "{work / "ticket.secret"}"', "", "[balancing]", "slow_start_s = 0", ""]
-    for p in ports:
-        lines += ["[[gateways]]", f'id = "f{p}"', f'address = "127.0.0.1:{p}"',
-                  f'check = "http://127.0.0.1:{p}/status"', "capacity = 1000000", ""]
-    path = work / f"dispatcher-{len(ports)}.toml"
-    path.write_text("\n".join(lines))
-    return path
+    gateways = [{"id": f"f{p}", "address": f"127.0.0.1:{p}", "check": f"http://127.0.0.1:{p}/status",
+                 "capacity": 1000000} for p in ports]
+    return write_dispatcher_toml(work / f"dispatcher-{len(ports)}.toml", listen=f"127.0.0.1:{port}",
+                                 gateways=gateways, secret_file=work / "ticket.secret",
+                                 dispatcher={"policy": "p2c"}, sections={"balancing": {"slow_start_s": 0}})
 
 
 def healthy_count(url: str) -> int:

@@ -30,11 +30,12 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from harness import RealDispatcher, launch_dispatcher, restart_gateway, write_dispatcher_config
+
 from bench.common import (
     TCPDISPATCH,
     ProcGroup,
     free_port,
-    restart_gateway,
     results_dir,
     start_gateway,
     wait_until,
@@ -64,7 +65,7 @@ class Fleet:
         self.redis_port = free_port()
         self.redis: Any = None
         self.gws: list[Any] = []
-        self.disp: list[tuple[str, Path, Any]] = []  # (url, config, proc)
+        self.disp: list[RealDispatcher] = []
         self.loadgen: subprocess.Popen[bytes] | None = None
 
     def start_redis(self) -> None:
@@ -78,30 +79,22 @@ class Fleet:
         self.gws = [start_gateway(self.group, f"g{i}", "--capacity", str(CAPACITY), "--admin-token-file",
                                   str(self.token), secret_file=self.secret) for i in range(1, 5)]
         for _ in range(2):
-            port = free_port()
-            lines = ["[dispatcher]", f'listen = "127.0.0.1:{port}"', f'secret_file = "{self.secret}"',
-                     f'admin_token_file = "{self.token}"', "", "[health]", "interval = 0.25", "",
-                     "[store]", f'url = "redis://127.0.0.1:{self.redis_port}/0"', 'prefix = "faults:"', "",
-                     "[rebalance]", f'gateway_admin_token_file = "{self.token}"', "min_session_age_s = 10",
-                     "moves_per_s = 300", "per_donor_per_s = 150", "interval_s = 0.5", "settle_s = 2",
-                     "breaker_cooldown_s = 5", ""]
-            for g in self.gws:
-                lines += ["[[gateways]]", f'id = "{g.id}"', f'address = "{g.address}"',
-                          f'check = "{g.status_url}"', ""]
-            cfg = self.work / f"dispatcher-{port}.toml"
-            cfg.write_text("\n".join(lines))
-            url = f"http://127.0.0.1:{port}"
-            self.disp.append((url, cfg, self.start_dispatcher(cfg)))
-        for url, _, _ in self.disp:
-            wait_until(lambda u=url: _admin(u, "GET", "/healthz") == 200, 20, 0.1, "dispatcher up")
-
-    def start_dispatcher(self, cfg: Path) -> Any:
-        return self.group([*TCPDISPATCH, "--log-level", "info", "dispatcher", "--config", str(cfg)],
-                          name="dispatcher")
+            port, cfg = write_dispatcher_config(
+                self.work, [g.entry(weight=False) for g in self.gws], secret_file=self.secret,
+                admin_token_file=self.token, sections={
+                    "health": {"interval": 0.25},
+                    "store": {"url": f"redis://127.0.0.1:{self.redis_port}/0", "prefix": "faults:"},
+                    "rebalance": {"gateway_admin_token_file": self.token, "min_session_age_s": 10,
+                                  "moves_per_s": 300, "per_donor_per_s": 150, "interval_s": 0.5,
+                                  "settle_s": 2, "breaker_cooldown_s": 5},
+                })
+            self.disp.append(launch_dispatcher(self.group, port, cfg, log_level="info"))
+        for d in self.disp:
+            wait_until(lambda u=d.url: _admin(u, "GET", "/healthz") == 200, 20, 0.1, "dispatcher up")
 
     def start_clients(self) -> None:
         args = [*TCPDISPATCH, "--log-level", "warning", "loadgen",
-                *(a for u, _, _ in self.disp for a in ("--dispatcher", u)), "--clients", str(self.clients),
+                *(a for d in self.disp for a in ("--dispatcher", d.url)), "--clients", str(self.clients),
                 "--rate", "600", "--duration", "3600", "--processes", "3", "--message-interval", "5", "--json"]
         with open(self.work / "loadgen.json", "wb") as out, open(self.work / "loadgen.err", "wb") as err:
             self.loadgen = subprocess.Popen(args, stdout=out, stderr=err, start_new_session=True)
@@ -123,8 +116,7 @@ class Fleet:
             entry["target"] = g.id
             g.proc.signal(signal.SIGKILL)
             time.sleep(5)
-            restart_gateway(self.group, g, self.secret, "--capacity", str(CAPACITY), "--admin-token-file",
-                            str(self.token))
+            restart_gateway(self.group, g)
         elif kind == "stop_gateway":
             g = rng.choice(self.gws)
             entry["target"] = g.id
@@ -132,12 +124,11 @@ class Fleet:
             time.sleep(8)
             g.proc.signal(signal.SIGCONT)
         elif kind == "kill_dispatcher":
-            k = rng.randrange(len(self.disp))
-            url, cfg, proc = self.disp[k]
-            entry["target"] = url
-            proc.signal(signal.SIGKILL)
+            d = rng.choice(self.disp)
+            entry["target"] = d.url
+            d.proc.signal(signal.SIGKILL)
             time.sleep(5)
-            self.disp[k] = (url, cfg, self.start_dispatcher(cfg))
+            d.restart()
         elif kind == "restart_redis":
             self.redis.signal(signal.SIGKILL)
             time.sleep(3)
@@ -145,7 +136,7 @@ class Fleet:
         else:
             g = rng.choice(self.gws)
             entry["target"] = g.id
-            url = self.disp[0][0]
+            url = self.disp[0].url
             entry["drain"] = _admin(url, "POST", f"/v1/gateways/{g.id}/drain")
             time.sleep(8)
             entry["undrain"] = _admin(url, "POST", f"/v1/gateways/{g.id}/undrain")
@@ -205,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
                     ok_at = round(time.time() - t_last, 1)
                 time.sleep(1.0)
             final = fleet.held()
-            rebalance = json.loads(urllib.request.urlopen(fleet.disp[0][0] + "/v1/rebalance", timeout=3).read())
+            rebalance = json.loads(urllib.request.urlopen(fleet.disp[0].url + "/v1/rebalance", timeout=3).read())
         finally:
             fleet.stop()
         summary_text = (Path(tmp) / "loadgen.json").read_text().strip()

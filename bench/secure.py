@@ -49,8 +49,8 @@ from bench.common import (
     ProcGroup,
     binary,
     free_port,
-    get_json,
     headline,
+    start_dispatcher,
     start_gateway,
     wait_until,
     write_result,
@@ -598,27 +598,8 @@ def failover(work: Path, quick: bool, encrypted: bool = True) -> dict[str, Any]:
 
 def _dispatcher(group: ProcGroup, work: Path, gws: list[GatewayHandle], secret: Path,
                 pub: str) -> str:
-    port = free_port()
-    lines = ["[dispatcher]", f'listen = "127.0.0.1:{port}"', f'secret_file = "{secret}"', "",
-             "[health]", "interval = 0.25", ""]
-    for g in gws:
-        lines += ["[[gateways]]", f'id = "{g.id}"', f'address = "{g.address}"',
-                  f'check = "{g.status_url}"', *([f'key = "{pub}"'] if pub else []), ""]
-    cfg = work / "dispatcher.toml"
-    cfg.write_text("\n".join(lines))
-    group([*TCPDISPATCH, "dispatcher", "--config", str(cfg)], name="dispatcher")
-    url = f"http://127.0.0.1:{port}"
-
-    def healthy() -> bool:
-        try:
-            body = get_json(url + "/v1/gateways")
-        except OSError:
-            return False
-        items = body["gateways"] if isinstance(body, dict) else body
-        return len(items) == len(gws) and all(g.get("healthy") for g in items)
-
-    wait_until(healthy, 30, 0.1, "dispatcher sees every gateway healthy")
-    return url
+    entries = [{**g.entry(weight=False), **({"key": pub} if pub else {})} for g in gws]
+    return start_dispatcher(group, work, entries, secret).url
 
 
 # -- the scenario --------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
     python -m bench.soak --minutes 10        # make soak MINUTES=10
 
-Starts a dispatcher and three gateways (``tcpdispatch.cluster``) and, in this
+Starts a dispatcher and three gateways (with the test harness, ``tests/harness``) and, in this
 process, a fleet of SDK clients. For the whole run it keeps ``--clients``
 sessions open while replacing ``--churn`` of them per second (close one,
 connect a new one through the dispatcher) and sends ``--rate`` echo messages
@@ -37,7 +37,9 @@ import asyncio
 import json
 import os
 import random
+import shutil
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,9 +48,10 @@ from typing import Any
 
 import aiohttp
 import psutil
+from harness import ProcGroup, start_dispatcher, start_gateway
 
 from tcpdispatch.client import Client
-from tcpdispatch.cluster import Cluster
+from tcpdispatch.tickets import generate_secret
 
 RESULTS = Path(__file__).resolve().parent / "results" / "soak.json"
 RSS_NOISE_KIB = 1024  # median growth below this is allocator noise, whatever the slope
@@ -218,18 +221,20 @@ async def soak(args: argparse.Namespace) -> int:
     duration = args.minutes * 60
     warmup = max(30.0, duration * args.warmup)
     rng = random.Random(args.seed)
-    cluster = Cluster.temporary()
+    work = Path(tempfile.mkdtemp(prefix="tcpdispatch-soak-"))
+    group = ProcGroup(work)
+    secret = work / "ticket.secret"
+    secret.write_text(generate_secret() + "\n")
     fleet: Fleet | None = None
     try:
-        for gid in ("g1", "g2", "g3"):
-            cluster.start_gateway(gid, 1, "--heartbeat", "2", "--capacity", str(args.clients * 4))
-        cluster.start_dispatcher()
-        await cluster.wait_ready(timeout=60)
-        assert cluster.dispatcher is not None
-        series = [Series("dispatcher", cluster.dispatcher.popen.pid)]
-        series += [Series(f"gateway {gid}", gw.proc.popen.pid) for gid, gw in cluster.gateways.items()]
+        gws = [start_gateway(group, gid, "--heartbeat", "2", "--capacity", str(args.clients * 4),
+                             secret_file=secret, log_level="warning", timeout=60) for gid in ("g1", "g2", "g3")]
+        disp = start_dispatcher(group, work, gws, secret, dispatcher={"policy": "p2c"}, log_level="warning",
+                                timeout=60)
+        series = [Series("dispatcher", disp.proc.popen.pid)]
+        series += [Series(f"gateway {gw.id}", gw.proc.popen.pid) for gw in gws]
         series.append(Series(DRIVER, os.getpid(), children=False))  # the servers are its children
-        fleet = Fleet(cluster.dispatcher_url, args.clients, rng)
+        fleet = Fleet(disp.url, args.clients, rng)
         print(f"soak: {args.minutes:g} min, {args.clients} clients, churn {args.churn}/s, "
               f"{args.rate} msg/s, sampling every {args.interval:g}s, warm-up {warmup:.0f}s", flush=True)
         await fleet.start()
@@ -242,7 +247,7 @@ async def soak(args: argparse.Namespace) -> int:
             t = time.monotonic() - start
             for s in series:
                 if not s.sample(t) and s.name != DRIVER:
-                    raise RuntimeError(f"{s.name} (pid {s.pid}) died; logs in {cluster.workdir}")
+                    raise RuntimeError(f"{s.name} (pid {s.pid}) died; logs in {work}")
             if time.monotonic() >= next_report:
                 tr = fleet.traffic
                 mem = ", ".join(f"{s.name.split()[-1]} {s.samples[-1][1] / 2**20:.0f}M/{s.samples[-1][2]}fd"
@@ -268,7 +273,8 @@ async def soak(args: argparse.Namespace) -> int:
     finally:
         if fleet is not None:
             await fleet.close()
-        cluster.close()
+        group.stop()
+        shutil.rmtree(work, ignore_errors=True)
     print(f"\n{'process':<18}{'RSS MiB start->end':>20}{'KiB/min':>10}{'fds start->end':>16}{'fds/min':>9}  verdict")
     for r in rows:
         verdict = "GROWING" if r["growing"] else ("too short" if r["too_few_samples"] else "flat")

@@ -1,5 +1,5 @@
-"""Shared test helpers (importable as ``helpers``): a re-export of :mod:`tcpdispatch.testing`
-plus the pytest-only bits (skipping on missing binaries).
+"""Shared test helpers (importable as ``helpers``): the harness's most used names
+(:mod:`harness`) plus the pytest-only bits (skipping on missing binaries).
 
 Every wait polls with a deadline scaled by TCPDISPATCH_TIMEOUT_FACTOR (default
 1) so slow machines can stretch all timeouts at once.
@@ -11,8 +11,7 @@ import os
 import shutil
 
 import pytest
-
-from tcpdispatch.testing import (
+from harness import (
     TCPDISPATCH,
     GatewayHandle,
     Proc,

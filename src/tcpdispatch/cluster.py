@@ -1,8 +1,10 @@
 """Start a whole tcpdispatch system on loopback: gateways and a dispatcher as child processes.
 
-Used by the demo, the benchmarks and the tests that need a running system.
-Every child runs in its own process group and is killed on ``close()``, so
-nothing is left behind even when the caller is interrupted.
+The runtime of ``tcpdispatch demo``. The test suite and the benchmarks start systems
+with their own harness (``tests/harness``), built on the same :mod:`tcpdispatch.procs`
+and :mod:`tcpdispatch.dispatcher.config_writer`. Every child runs in its own process
+group and is killed on ``close()``, so nothing is left behind even when the caller is
+interrupted.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from typing import Any
 
 import aiohttp
 
-from tcpdispatch.testing import TCPDISPATCH, GatewayHandle, Proc, free_port, scaled, start_gateway
+from tcpdispatch.dispatcher.config_writer import write_dispatcher_toml
+from tcpdispatch.procs import TCPDISPATCH, LocalGateway, Proc, free_port, launch_gateway, scaled
 from tcpdispatch.tickets import generate_secret
 
 
@@ -28,7 +31,7 @@ class Cluster:
 
     workdir: Path
     host: str = "127.0.0.1"
-    gateways: dict[str, GatewayHandle] = field(default_factory=dict)
+    gateways: dict[str, LocalGateway] = field(default_factory=dict)
     dispatcher: Proc | None = None
     dispatcher_url: str = ""
     children: list[Proc] = field(default_factory=list)
@@ -56,44 +59,32 @@ class Cluster:
         self.children.append(child)
         return child
 
-    def start_gateway(self, gid: str, weight: int = 1, *extra: str) -> GatewayHandle:
+    def start_gateway(self, gid: str, weight: int = 1, *extra: str) -> LocalGateway:
         """Start a gateway (tickets on, the cluster's admin token for ``POST /drain``);
         :meth:`wait_ready` waits for it."""
-        gw = start_gateway(self._start, gid, *extra, secret_file=self.secret_file, weight=weight,
-                           host=self.host, log_level="warning", wait=False, admin_token_file=self.token_file)
+        gw = launch_gateway(self._start, gid, *extra, secret_file=self.secret_file, weight=weight,
+                            host=self.host, log_level="warning", admin_token_file=self.token_file)
         self.gateways[gid] = gw
         return gw
 
-    def write_config(self, policy: str = "p2c", extra: str = "") -> Path:
+    def write_config(self, policy: str = "p2c", extra: str = "",
+                     sections: dict[str, dict[str, Any]] | None = None) -> Path:
+        """The dispatcher's config over the started gateways: ``sections`` by name
+        (``[health]`` defaults to a 0.25 s interval), ``extra`` a TOML fragment."""
         port = free_port(self.host)
         self.dispatcher_url = f"http://{self.host}:{port}"
-        lines = [
-            "[dispatcher]",
-            f'listen = "{self.host}:{port}"',
-            f'policy = "{policy}"',
-            f'secret_file = "{self.secret_file}"',
-            f'admin_token_file = "{self.token_file}"',
-            "",
-            "[health]",
-            "interval = 0.25",
-            "",
-            extra,
-        ]
-        for gw in self.gateways.values():
-            lines += [
-                "[[gateways]]",
-                f'id = "{gw.id}"',
-                f'address = "{gw.address}"',
-                f'check = "{gw.status_url}"',
-                f"weight = {gw.weight}",
-                "",
-            ]
-        path = self.workdir / "dispatcher.toml"
-        path.write_text("\n".join(lines))
-        return path
+        gateways = [{"id": gw.id, "address": gw.address, "check": gw.status_url, "weight": gw.weight}
+                    for gw in self.gateways.values()]
+        return write_dispatcher_toml(
+            self.workdir / "dispatcher.toml", listen=f"{self.host}:{port}", gateways=gateways,
+            secret_file=self.secret_file, admin_token_file=self.token_file,
+            dispatcher={"policy": policy}, sections={"health": {"interval": 0.25}, **(sections or {})},
+            extra=extra)
 
-    def start_dispatcher(self, policy: str = "p2c", extra: str = "") -> Proc:
-        config = self.write_config(policy, extra)
+    def start_dispatcher(self, policy: str = "p2c", extra: str = "",
+                         sections: dict[str, dict[str, Any]] | None = None) -> Proc:
+        """Start the dispatcher over the started gateways (see :meth:`write_config`)."""
+        config = self.write_config(policy, extra, sections)
         self.dispatcher = self._start(
             [*TCPDISPATCH, "--log-level", "warning", "dispatcher", "--config", str(config)], "dispatcher")
         return self.dispatcher
@@ -153,15 +144,14 @@ class Cluster:
         async with http.post(f"http://{gw.host}:{gw.status_port}/drain", headers=headers) as r:
             return r.status
 
-    def start_gateway_admin(self, gid: str, weight: int = 1, *extra: str) -> GatewayHandle:
+    def start_gateway_admin(self, gid: str, weight: int = 1, *extra: str) -> LocalGateway:
         """:meth:`start_gateway` with the cluster's admin token on the status port (POST /shed, /drain)."""
         return self.start_gateway(gid, weight, "--admin-token-file", str(self.token_file), *extra)
 
-    def rebalance_toml(self, **settings: float | str) -> str:
-        """A ``[rebalance]`` section that lets the dispatcher shed on these gateways (admin token)."""
-        lines = ["[rebalance]", f'gateway_admin_token_file = "{self.token_file}"']
-        lines += [f"{k} = {json.dumps(v)}" for k, v in settings.items()]
-        return "\n".join(lines) + "\n"
+    def rebalance_section(self, **settings: float | str) -> dict[str, Any]:
+        """The keys of a ``[rebalance]`` section that lets the dispatcher shed on these
+        gateways (with the cluster's admin token)."""
+        return {"gateway_admin_token_file": str(self.token_file), **settings}
 
     async def rebalance(self, http: aiohttp.ClientSession) -> dict[str, Any]:
         """The dispatcher's ``GET /v1/rebalance``."""

@@ -302,10 +302,10 @@ class Demo:
         for gid, weight in (("g1", 1), ("g2", 2), ("g3", 3)):
             cl.start_gateway_admin(gid, weight, "--drain-window", "8", "--heartbeat", "2")
         # Small thresholds and a modest pace, so a few hundred clients visibly move.
-        cl.start_dispatcher("p2c", extra=cl.rebalance_toml(
+        cl.start_dispatcher("p2c", sections={"rebalance": cl.rebalance_section(
             abs_threshold=5, rel_threshold=0.1, moves_per_s=max(20, self.n_clients // 10),
             per_donor_per_s=max(20, self.n_clients // 10), min_session_age_s=3, interval_s=0.5,
-            settle_s=1.5, breaker_cooldown_s=3))
+            settle_s=1.5, breaker_cooldown_s=3)})
         await cl.wait_ready()
         self.say(f"ready in {time.monotonic() - t0:.1f}s; dispatcher at {cl.dispatcher_url}; "
                  f"logs in {cl.workdir}")

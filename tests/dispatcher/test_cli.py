@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tcpdispatch.cli import main
+from tcpdispatch.dispatcher.config_writer import write_dispatcher_toml
 
 
-def write(tmp_path: Path, extra: str = "") -> Path:
+def write(tmp_path: Path, **dispatcher: Any) -> Path:
     (tmp_path / "ticket.secret").write_text("test-secret-0123456789abcdef\n")
-    cfg = tmp_path / "d.toml"
-    cfg.write_text('[dispatcher]\nsecret_file = "ticket.secret"\n' + extra +
-                   '[[gateways]]\nid = "g1"\naddress = "127.0.0.1:9001"\n')
-    return cfg
+    return write_dispatcher_toml(tmp_path / "d.toml", secret_file="ticket.secret", dispatcher=dispatcher,
+                                 gateways=[{"id": "g1", "address": "127.0.0.1:9001"}])
 
 
 def test_check_config_ok(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -23,7 +23,7 @@ def test_check_config_ok(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
 
 
 def test_bad_config_exits_2_naming_file_key_reason(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    cfg = write(tmp_path, 'alternates = "two"\n')
+    cfg = write(tmp_path, alternates="two")
     assert main(["dispatcher", "--config", str(cfg)]) == 2
     err = capsys.readouterr().err
     assert str(cfg) in err and "dispatcher.alternates" in err and "must be an integer" in err

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from dispatcher_stack import Stack
+from harness import write_dispatcher_toml
 from helpers import scaled
 
 from tcpdispatch.config import DispatcherConfig, load_config
@@ -170,10 +171,10 @@ async def test_rebalancer_publishes_leadership_and_operator_switches(
 async def test_reload_publishes_success_and_refusal(tmp_path: Path) -> None:
     (tmp_path / "s").write_text("test-secret-0123456789abcdef\n")
     path = tmp_path / "d.toml"
-    path.write_text('[dispatcher]\nsecret_file = "s"\n')
+    write_dispatcher_toml(path, secret_file="s")
     server = DispatcherServer(load_config(path), config_path=path)
     assert (await server.reload())[0]
-    path.write_text("[dispatcher]\nnope = 1\n")
+    write_dispatcher_toml(path, dispatcher={"nope": 1})
     assert not (await server.reload())[0]
     events = [(e.kind, e.data["ok"], e.message) for e in server.events.recent if e.kind == "reload"]
     assert [ok for _, ok, _ in events] == [True, False]

@@ -17,13 +17,13 @@ import pytest
 from aiohttp import web
 from dispatcher.conftest import ADMIN
 from dispatcher_stack import Stack, call
+from harness import free_port
 
 from tcpdispatch.dispatcher.pool import Pool
 from tcpdispatch.dispatcher.rebalancer import Rebalancer, shed_url
 from tcpdispatch.dispatcher.service import Stats
 from tcpdispatch.health import ProbeResult
 from tcpdispatch.store import MemoryStore
-from tcpdispatch.testing import free_port
 
 GW_TOKEN = "gateway-admin-token"
 

@@ -12,6 +12,7 @@ import pytest
 from tcpdispatch.balancing import _ring
 from tcpdispatch.balancing.base import PickRequest
 from tcpdispatch.config import load_config
+from tcpdispatch.dispatcher.config_writer import write_dispatcher_toml
 from tcpdispatch.dispatcher.pool import Pool
 from tcpdispatch.dispatcher.server import DispatcherServer
 from tcpdispatch.health import ProbeResult, parse_agent_reply
@@ -183,9 +184,9 @@ async def test_concurrent_reloads_leave_one_checker(tmp_path: Path) -> None:
     path = tmp_path / "d.toml"
 
     def write(interval: float) -> None:
-        path.write_text(f'[dispatcher]\nsecret_file = "s"\nadmin_token_file = "admin"\n'
-                        f'[health]\ninterval = {interval}\n'
-                        '[[gateways]]\nid = "g1"\naddress = "127.0.0.1:9"\n')
+        write_dispatcher_toml(path, secret_file="s", admin_token_file="admin",
+                              sections={"health": {"interval": interval}},
+                              gateways=[{"id": "g1", "address": "127.0.0.1:9"}])
 
     write(0.5)
     server = DispatcherServer(load_config(path), config_path=path)

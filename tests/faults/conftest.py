@@ -1,8 +1,8 @@
 """Harness for the fault-injection tests: a small real system and a fleet of echoing SDK clients.
 
 * :class:`System` starts ``tcpdispatch gateway`` and ``tcpdispatch dispatcher``
-  processes on free loopback ports (all at once, then waits for every READY
-  line), optionally a gateway inside a network namespace.
+  processes with the harness (all at once, then waits for every READY line),
+  optionally a gateway inside a network namespace.
 * :class:`Fleet` holds N :class:`tcpdispatch.client.Client` objects. Each client
   sends numbered messages ``<client id>:<seq>`` to an echo gateway and checks that
   every number comes back to it, and only to it. Frames written into a socket
@@ -30,84 +30,32 @@ from typing import Any
 
 import aiohttp
 import pytest
-from helpers import (
-    REQUIRE_INTEGRATION,
-    TCPDISPATCH,
+from harness import (
+    GatewayHandle,
     Proc,
-    free_port,
-    get_json,
-    named_gateways,
+    RealDispatcher,
+    launch_dispatcher,
     scaled,
+    start_gateway,
     wait_until,
+    write_dispatcher_config,
 )
+from helpers import REQUIRE_INTEGRATION
 
 from tcpdispatch.client import Client, ClientEvent, EventKind
 
 GATEWAY_HEARTBEAT = "0.5"  # clients ping every 0.5 s and give up after MISSED_PONGS silent intervals
 MISSED_PONGS = 3
-HEALTH = "[health]\ninterval = 0.2\ntimeout = 0.4\nrise = 2\nfall = 2\n"
-# Fast client backoff hints so a test does not wait out production's 1 s x 1.6^n.
-RETRY = "[retry]\ninitial_s = 0.2\nmultiplier = 1.6\njitter = 0.2\nmax_s = 2.0\n"
-BALANCING = "[balancing]\nslow_start_s = 0\n"
+SECTIONS = {
+    "health": {"interval": 0.2, "timeout": 0.4, "rise": 2, "fall": 2},
+    # Fast client backoff hints so a test does not wait out production's 1 s x 1.6^n.
+    "retry": {"initial_s": 0.2, "multiplier": 1.6, "jitter": 0.2, "max_s": 2.0},
+    "balancing": {"slow_start_s": 0},
+}
 
 
-@dataclass
-class Gw:
-    """One gateway process."""
-
-    id: str
-    host: str
-    port: int
-    status_port: int
-    proc: Proc
-    check: str = ""  # what the dispatcher probes (defaults to the real status URL)
-
-    @property
-    def address(self) -> str:
-        return f"{self.host}:{self.port}"
-
-    @property
-    def status_url(self) -> str:
-        return f"http://{self.host}:{self.status_port}/status"
-
-    def status(self) -> dict[str, Any]:
-        return dict(get_json(self.status_url))
-
-    def connections(self) -> int | None:
-        try:
-            return int(self.status()["connections"])
-        except OSError:
-            return None
-
-
-@dataclass
-class Disp:
-    """One dispatcher process (restartable on the same port and config)."""
-
-    port: int
-    config: Path
-    proc: Proc
-    start: Callable[[], Proc]
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def pool(self) -> dict[str, dict[str, Any]]:
-        return {g["id"]: g for g in get_json(self.url + "/v1/gateways")["gateways"]}
-
-    def states(self) -> dict[str, str]:
-        return {gid: g["state"] for gid, g in self.pool().items()}
-
-    def dispatch(self, client_id: str) -> dict[str, Any]:
-        return dict(get_json(f"{self.url}/v1/dispatch?client_id={client_id}"))
-
-    def handed_out(self, n: int = 20) -> set[str]:
-        """Every gateway id named (as primary or alternate) in ``n`` dispatch answers."""
-        return named_gateways(self.dispatch, n)
-
-    def restart(self) -> None:
-        self.proc = self.start()
+Gw = GatewayHandle  # one gateway process; ``check`` is what the dispatcher probes
+Disp = RealDispatcher  # one dispatcher process, restartable on the same port and config
 
 
 class System:
@@ -134,33 +82,22 @@ class System:
     def gateway(self, gid: str, *extra: str, host: str = "127.0.0.1", netns: str | None = None,
                 tickets: bool = True) -> Gw:
         """Start a gateway (echo handler, fast heartbeats); does not wait for READY."""
-        port, status = free_port(), free_port()
-        prefix = ["ip", "netns", "exec", netns] if netns else []
-        ticket_args = ["--secret-file", str(self.secret_file)] if tickets else ["--no-ticket"]
-        proc = self._start([*prefix, *TCPDISPATCH, "--log-level", "debug", "gateway", "--id", gid,
-                            "--listen", f"{host}:{port}", "--status", f"{host}:{status}",
-                            *ticket_args, "--heartbeat", GATEWAY_HEARTBEAT, "--idle-timeout", "5",
-                            *extra], name=f"gateway-{gid}")
-        gw = Gw(gid, host, port, status, proc)
-        gw.check = gw.status_url
+        gw = start_gateway(self._start, gid, "--heartbeat", GATEWAY_HEARTBEAT, "--idle-timeout", "5",
+                           *extra, *([] if tickets else ["--no-ticket"]), wait=False, host=host,
+                           log_level="debug", secret_file=self.secret_file,
+                           prefix=("ip", "netns", "exec", netns) if netns else (), port_host="127.0.0.1")
         self.gateways[gid] = gw
         return gw
 
-    def dispatcher(self, gateways: list[Gw], *, dispatcher: str = "", sections: str = "") -> Disp:
-        """Start a dispatcher over ``gateways`` (each checked at ``gw.check``); no waiting."""
-        port = free_port()
-        lines = ["[dispatcher]", f'listen = "127.0.0.1:{port}"', f'secret_file = "{self.secret_file}"',
-                 f'admin_token_file = "{self.token_file}"', dispatcher, HEALTH, RETRY, BALANCING, sections]
-        for g in gateways:
-            lines += ["[[gateways]]", f'id = "{g.id}"', f'address = "{g.address}"', f'check = "{g.check}"', ""]
-        config = self.workdir / f"dispatcher-{port}.toml"
-        config.write_text("\n".join(lines))
-
-        def start() -> Proc:
-            return self._start([*TCPDISPATCH, "--log-level", "debug", "dispatcher", "--config", str(config)],
-                               name=f"dispatcher-{port}")
-
-        d = Disp(port, config, start(), start)
+    def dispatcher(self, gateways: list[Gw], *, dispatcher: dict[str, Any] | None = None,
+                   sections: dict[str, dict[str, Any]] | None = None) -> Disp:
+        """Start a dispatcher over ``gateways`` (each checked at ``gw.check``); no waiting.
+        ``dispatcher``: more [dispatcher] keys; ``sections`` replace or add to :data:`SECTIONS`."""
+        port, config = write_dispatcher_config(
+            self.workdir, [g.entry(weight=False) for g in gateways], secret_file=self.secret_file,
+            admin_token_file=self.token_file, dispatcher=dispatcher,
+            sections={**SECTIONS, **(sections or {})})
+        d = launch_dispatcher(self._start, port, config, log_level="debug", name=f"dispatcher-{port}")
         self.dispatchers.append(d)
         return d
 

@@ -7,13 +7,13 @@ import json
 from typing import Any
 
 import pytest
+from harness import free_port
 
 from tcpdispatch.gateway.config import GatewayConfig
 from tcpdispatch.gateway.loadmeter import LoopMeter
 from tcpdispatch.gateway.shm import NodeCounters
 from tcpdispatch.gateway.status import StatusService
 from tcpdispatch.gateway.watch import TICK, WatchFeed, parse_watch_interval, watch_doc
-from tcpdispatch.testing import free_port
 
 
 def doc(**kw: Any) -> dict[str, Any]:

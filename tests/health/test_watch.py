@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
+from harness import free_port
 from health_recorder import Recorder
 from helpers import async_wait_until, scaled
 
@@ -22,7 +23,6 @@ from tcpdispatch.health import (
     parse_check,
 )
 from tcpdispatch.health.rawprobe import RawProber
-from tcpdispatch.testing import free_port
 
 
 class Gateway:

@@ -24,12 +24,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import TCPDISPATCH, Proc, free_port, scaled, wait_until
+from harness import (
+    GatewayHandle,
+    ProbeClient,
+    launch_dispatcher,
+    wait_ready,
+    write_dispatcher_config,
+)
+from harness import start_gateway as _start_gateway
+from helpers import Proc, free_port, scaled, wait_until
 
 from tcpdispatch.errors import ErrorCode
-from tcpdispatch.gateway.testing import GatewayHandle, ProbeClient
 from tcpdispatch.protocol import Data, Error, Welcome
-from tcpdispatch.testing import start_gateway as _start_gateway
 
 pytestmark = pytest.mark.integration
 
@@ -52,18 +58,16 @@ def start_gateway(procs: Any, *extra: str, gw_id: str = "g1") -> GatewayHandle:
 
 
 class Dispatcher:
-    def __init__(self, procs: Any, tmp: Path, files: dict[str, Path], gateways: str, extra: str = "") -> None:
-        self.port = free_port()
-        self.config = tmp / "dispatcher.toml"
-        self.config.write_text(
-            f'[dispatcher]\nlisten = "127.0.0.1:{self.port}"\nsecret_file = "{files["secret"]}"\n'
-            f'admin_token_file = "{files["admin"]}"\npush_token_file = "{files["push"]}"\n{extra}\n'
-            f"[health]\ninterval = 0.2\n[balancing]\nslow_start_s = 0\n{gateways}")
-        self.proc: Proc = procs([*TCPDISPATCH, "--log-level", "debug", "dispatcher", "--config", str(self.config)],
-                                name="dispatcher")
-        wait_until(lambda: "READY" in self.proc.output() or self.proc.popen.poll() is not None, 20, 0.05,
-                   what="dispatcher READY")
-        assert self.proc.popen.poll() is None, self.proc.output()
+    def __init__(self, procs: Any, tmp: Path, files: dict[str, Path], gateways: list[dict[str, Any]],
+                 extra: str = "", *, port: int | None = None, sections: dict[str, Any] | None = None) -> None:
+        if sections is None:
+            sections = {"health": {"interval": 0.2}, "balancing": {"slow_start_s": 0}}
+        self.port, self.config = write_dispatcher_config(
+            tmp, gateways, port=port, name="dispatcher", secret_file=files["secret"],
+            admin_token_file=files["admin"], dispatcher={"push_token_file": files["push"]},
+            sections=sections, extra=extra)
+        self.proc: Proc = launch_dispatcher(procs, self.port, self.config, log_level="debug").proc
+        wait_ready(self.proc, "dispatcher", 20)
 
     def request(self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None,
                 ) -> tuple[int, dict[str, str], bytes]:
@@ -106,9 +110,9 @@ class Dispatcher:
         return str(json.loads(self.request("GET", f"/v1/gateways/{gid}")[2])["state"])
 
 
-def gateway_toml(gw: GatewayHandle, gid: str = "g1") -> str:
-    return (f'[[gateways]]\nid = "{gid}"\naddress = "127.0.0.1:{gw.port}"\n'
-            f'check = "http://127.0.0.1:{gw.status_port}/status"\n')
+def gateway_entries(gw: GatewayHandle, gid: str = "g1") -> list[dict[str, Any]]:
+    """The ``[[gateways]]`` entries of a dispatcher over ``gw`` alone."""
+    return [{"id": gid, "address": f"127.0.0.1:{gw.port}", "check": gw.status_url}]
 
 
 def status_line(resp: bytes) -> int:
@@ -117,7 +121,7 @@ def status_line(resp: bytes) -> int:
 
 def test_dispatcher_http_request_size_and_header_limits(procs: Any, tmp_path: Path, files: dict[str, Path]) -> None:
     gw = start_gateway(procs, "--secret-file", str(files["secret"]))
-    d = Dispatcher(procs, tmp_path, files, gateway_toml(gw), extra="max_body = 1024")
+    d = Dispatcher(procs, tmp_path, files, gateway_entries(gw), extra="max_body = 1024")
     wait_until(lambda: d.state("g1") == "up", 10, what="g1 up")
     pool_before = d.pool()
     admin = {"Authorization": f"Bearer {ADMIN}"}
@@ -157,7 +161,7 @@ def test_every_admin_route_refuses_missing_wrong_or_other_role_tokens(
     procs: Any, tmp_path: Path, files: dict[str, Path],
 ) -> None:
     gw = start_gateway(procs, "--secret-file", str(files["secret"]))
-    d = Dispatcher(procs, tmp_path, files, gateway_toml(gw))
+    d = Dispatcher(procs, tmp_path, files, gateway_entries(gw))
     wait_until(lambda: d.state("g1") == "up", 10, what="g1 up")
     before = d.pool()
     spec = {"id": "g2", "address": "127.0.0.1:9", "check": "tcp://127.0.0.1:9"}
@@ -188,7 +192,7 @@ def test_client_reports_alone_cannot_take_down_a_healthy_gateway(
     procs: Any, tmp_path: Path, files: dict[str, Path],
 ) -> None:
     gw = start_gateway(procs, "--secret-file", str(files["secret"]))
-    d = Dispatcher(procs, tmp_path, files, gateway_toml(gw))
+    d = Dispatcher(procs, tmp_path, files, gateway_entries(gw))
     wait_until(lambda: d.state("g1") == "up", 10, what="g1 up")
     conn = http.client.HTTPConnection("127.0.0.1", d.port, timeout=scaled(5))
     for i in range(300):  # POST /v1/report needs no token: a flood of lies from one client
@@ -229,15 +233,8 @@ async def test_no_secret_in_any_log_or_endpoint(procs: Any, tmp_path: Path, file
     dport = free_port()
     gw = start_gateway(procs, "--secret-file", str(files["secret"]), "--report-to", f"http://127.0.0.1:{dport}",
                        "--report-token-file", str(files["push"]), "--report-interval", "0.2")
-    d = Dispatcher.__new__(Dispatcher)
-    d.port = dport
-    d.config = tmp_path / "dispatcher.toml"
-    d.config.write_text(
-        f'[dispatcher]\nlisten = "127.0.0.1:{dport}"\nsecret_file = "{files["secret"]}"\n'
-        f'admin_token_file = "{files["admin"]}"\npush_token_file = "{files["push"]}"\n'
-        f'[[gateways]]\nid = "g1"\naddress = "127.0.0.1:{gw.port}"\ncheck = "push"\n')
-    d.proc = procs([*TCPDISPATCH, "--log-level", "debug", "dispatcher", "--config", str(d.config)], name="dispatcher")
-    wait_until(lambda: "READY" in d.proc.output(), 20, what="dispatcher READY")
+    d = Dispatcher(procs, tmp_path, files, [{"id": "g1", "address": f"127.0.0.1:{gw.port}", "check": "push"}],
+                   port=dport, sections={})
     wait_until(lambda: d.state("g1") == "up", 10, what="g1 up through push heartbeats")
 
     tickets = []

@@ -14,9 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from harness import start_dispatcher, start_gateway
 from helpers import scaled
-
-from tcpdispatch.testing import start_dispatcher, start_gateway
 
 pytestmark = pytest.mark.integration
 
@@ -43,6 +42,17 @@ def test_base_install_has_no_server_dependencies(base_venv: Path) -> None:
                             ("import tcpdispatch, pathlib; print((pathlib.Path(tcpdispatch.__file__).parent"
                              " / 'py.typed').exists())")], capture_output=True, text=True, check=True)
     assert typed.stdout.strip() == "True"
+
+
+def test_the_installed_package_holds_no_test_code(base_venv: Path) -> None:
+    listing = ("import importlib.metadata as m; "
+               "print('\\n'.join(str(f) for f in m.files('tcpdispatch') or ()))")
+    res = subprocess.run([str(base_venv / "bin" / "python"), "-c", listing],
+                         capture_output=True, text=True, check=True, timeout=scaled(60))
+    modules = [f for f in res.stdout.split() if f.startswith("tcpdispatch/") and f.endswith(".py")]
+    assert "tcpdispatch/procs.py" in modules, res.stdout[-2000:]  # the listing sees the package
+    test_code = [f for f in modules if Path(f).stem in ("testing", "conftest") or Path(f).stem.startswith("test_")]
+    assert test_code == [], f"test code in the installed package: {test_code}"
 
 
 def test_server_command_names_the_extra_to_install(base_venv: Path) -> None:

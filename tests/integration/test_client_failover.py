@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from harness import GatewayHandle, start_dispatcher, start_gateway
 from helpers import async_wait_until, scaled
 
 from tcpdispatch.client import BackoffConfig, Client, EventKind
 from tcpdispatch.errors import DispatchError
-from tcpdispatch.testing import GatewayHandle, start_dispatcher, start_gateway
 from tcpdispatch.tickets import TicketSigner, load_secrets
 
 pytestmark = pytest.mark.integration

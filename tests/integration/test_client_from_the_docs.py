@@ -12,11 +12,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from harness import start_gateway
 from helpers import Proc, scaled
 from noise.connection import Keypair, NoiseConnection
 
 from tcpdispatch.secure.keys import StaticKey, write_key_file
-from tcpdispatch.testing import start_gateway
 
 pytestmark = pytest.mark.integration
 

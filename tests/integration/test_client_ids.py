@@ -17,11 +17,11 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
+from harness import GatewayHandle, RealDispatcher, start_dispatcher, start_gateway
 from helpers import Proc, require_binary, require_speedups, scaled
 
 from tcpdispatch.client import Client
 from tcpdispatch.protocol import Connection, Hello, Role, Welcome
-from tcpdispatch.testing import GatewayHandle, RealDispatcher, start_dispatcher, start_gateway
 
 pytestmark = pytest.mark.integration
 

@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from harness import TCPDISPATCH, start_dispatcher, start_gateway, write_dispatcher_toml
 from helpers import Proc, free_port, require_binary, scaled, wait_until
-
-from tcpdispatch.testing import TCPDISPATCH, start_dispatcher, start_gateway
 
 pytestmark = pytest.mark.integration
 
@@ -129,12 +128,12 @@ def test_a_thousand_gateways_render_fast(procs: Callable[..., Proc], tmp_path: P
     """1,000 push gateways; heartbeats for 200 of them each second change their rows."""
     (tmp_path / "admin.token").write_text(ADMIN + "\n")
     port = free_port()
-    lines = ["[dispatcher]", f'listen = "127.0.0.1:{port}"', f'secret_file = "{secret_file}"',
-             f'admin_token_file = "{tmp_path / "admin.token"}"', "", "[health]", "ttl = 30", ""]
-    for i in range(1000):
-        lines += ["[[gateways]]", f'id = "gw-{i:04d}"', f'address = "127.0.0.1:{20000 + i}"', 'check = "push"', ""]
-    config = tmp_path / "big.toml"
-    config.write_text("\n".join(lines))
+    config = write_dispatcher_toml(
+        tmp_path / "big.toml", listen=f"127.0.0.1:{port}", secret_file=secret_file,
+        admin_token_file=tmp_path / "admin.token", sections={"health": {"ttl": 30}},
+        gateways=[{"id": f"gw-{i:04d}", "address": f"127.0.0.1:{20000 + i}", "check": "push"}
+                  for i in range(1000)],
+    )
     disp = procs([*TCPDISPATCH, "dispatcher", "--config", str(config)], name="dispatcher")
     url = f"http://127.0.0.1:{port}"
     wait_until(lambda: "READY" in disp.output(), 20, 0.05, what="dispatcher READY")

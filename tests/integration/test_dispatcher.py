@@ -17,9 +17,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import harness
 import pytest
+from harness import dispatcher_toml
 from helpers import (
-    TCPDISPATCH,
     Proc,
     free_port,
     named_gateways,
@@ -88,24 +89,22 @@ def wait_ready(proc: Proc, timeout: float = 20.0) -> None:
 
 
 def start_gateway(env: dict[str, Any], gid: str, *extra: str) -> Gateway:
-    port, status = free_port(), free_port()
-    proc = env["procs"]([*TCPDISPATCH, "gateway", "--id", gid, "--listen", f"127.0.0.1:{port}",
-                         "--status", f"127.0.0.1:{status}", "--secret-file", str(env["secret"]), *extra],
-                        name=f"gateway-{gid}")
-    return Gateway(gid, proc, port, status)
+    gw = harness.start_gateway(env["procs"], gid, *extra, secret_file=env["secret"], wait=False)
+    return Gateway(gid, gw.proc, gw.port, gw.status_port)
 
 
-def gateway_toml(gw: Gateway, weight: float = 1, check: str | None = None, **extra: Any) -> str:
+def gateway_entry(gw: Gateway, weight: float | str = 1, check: str | None = None, **extra: Any) -> dict[str, Any]:
+    """One ``[[gateways]]`` entry."""
     check = check or f"http://127.0.0.1:{gw.status}/status"
-    lines = [f'[[gateways]]\nid = "{gw.id}"\naddress = "127.0.0.1:{gw.port}"\ncheck = "{check}"\nweight = {weight}']
-    lines += [f"{k} = {json.dumps(v)}" for k, v in extra.items()]
-    return "\n".join(lines) + "\n"
+    return {"id": gw.id, "address": f"127.0.0.1:{gw.port}", "check": check, "weight": weight, **extra}
 
 
-def config_text(port: int, gateways: str, *, dispatcher: str = "", sections: str = "") -> str:
-    return (f'[dispatcher]\nlisten = "127.0.0.1:{port}"\nsecret_file = "ticket.secret"\n'
-            f'admin_token_file = "admin.token"\n{dispatcher}\n'
-            f"[balancing]\nslow_start_s = 0\n{sections}\n{gateways}")
+def config_text(port: int, gateways: list[dict[str, Any]], *, dispatcher: dict[str, Any] | None = None,
+                sections: dict[str, dict[str, Any]] | None = None) -> str:
+    sections = sections or {}
+    return dispatcher_toml(
+        listen=f"127.0.0.1:{port}", gateways=gateways, secret_file="ticket.secret", admin_token_file="admin.token",
+        dispatcher=dispatcher, sections={**sections, "balancing": {"slow_start_s": 0, **sections.get("balancing", {})}})
 
 
 @pytest.fixture(params=["c", "python"])
@@ -114,13 +113,13 @@ def env_both(env: dict[str, Any], request: pytest.FixtureRequest) -> dict[str, A
     return {**env, "speedups": request.param == "c"}
 
 
-def start_dispatcher(env: dict[str, Any], gateways: str, **kw: str) -> Dispatcher:
+def start_dispatcher(env: dict[str, Any], gateways: list[dict[str, Any]], **kw: Any) -> Dispatcher:
     port = free_port()
     cfg = env["tmp"] / "dispatcher.toml"
     if "speedups" in env:
-        kw["dispatcher"] = f'speedups = {str(env["speedups"]).lower()}\n' + kw.get("dispatcher", "")
+        kw["dispatcher"] = {"speedups": env["speedups"], **kw.get("dispatcher", {})}
     cfg.write_text(config_text(port, gateways, **kw))
-    proc = env["procs"]([*TCPDISPATCH, "dispatcher", "--config", str(cfg)], name="dispatcher")
+    proc = harness.launch_dispatcher(env["procs"], port, cfg).proc
     wait_ready(proc)
     assert f"READY http://127.0.0.1:{port}" in proc.output()
     return Dispatcher(proc, port, cfg)
@@ -162,7 +161,7 @@ def test_killed_gateway_out_within_1s_stopped_within_2s_and_back_after_rise(env:
     for g in gws:
         wait_ready(g.proc)
     # panic_threshold 0.3 so that 1 of 3 up still is "normal" (not panic) after both faults
-    d = start_dispatcher(env, "".join(gateway_toml(g) for g in gws), sections="panic_threshold = 0.3")
+    d = start_dispatcher(env, [gateway_entry(g) for g in gws], sections={"balancing": {"panic_threshold": 0.3}})
     wait_states(d, {"g1": "up", "g2": "up", "g3": "up"})
     assert d.handed_out() == {"g1", "g2", "g3"}
 
@@ -187,8 +186,8 @@ def test_push_mode_detects_missing_heartbeats_within_ttl(env: dict[str, Any]) ->
     gw = start_gateway(env, "p1", "--report-to", f"http://127.0.0.1:{port}",
                        "--report-token-file", str(env["tmp"] / "admin.token"), "--report-interval", "0.2")
     cfg = env["tmp"] / "dispatcher.toml"
-    cfg.write_text(config_text(port, gateway_toml(gw, check="push"), sections="[health]\nttl = 1.0"))
-    d = Dispatcher(env["procs"]([*TCPDISPATCH, "dispatcher", "--config", str(cfg)], name="dispatcher"), port, cfg)
+    cfg.write_text(config_text(port, [gateway_entry(gw, check="push")], sections={"health": {"ttl": 1.0}}))
+    d = Dispatcher(harness.launch_dispatcher(env["procs"], port, cfg).proc, port, cfg)
     wait_ready(d.proc)
     wait_ready(gw.proc)
     wait_states(d, {"p1": "up"}, timeout=10)
@@ -207,16 +206,16 @@ def test_sighup_reload_adds_a_gateway_and_a_bad_reload_keeps_serving(env: dict[s
     g1, g2 = start_gateway(env, "g1"), start_gateway(env, "g2")
     wait_ready(g1.proc)
     wait_ready(g2.proc)
-    d = start_dispatcher(env, gateway_toml(g1))
+    d = start_dispatcher(env, [gateway_entry(g1)])
     wait_states(d, {"g1": "up"})
     good = d.config.read_text()
 
-    d.config.write_text(good + gateway_toml(g2, weight=3))
+    d.config.write_text(config_text(d.port, [gateway_entry(g1), gateway_entry(g2, weight=3)]))
     d.proc.signal(signal.SIGHUP)
     wait_states(d, {"g1": "up", "g2": "up"})
     assert d.handed_out(30) == {"g1", "g2"}
 
-    d.config.write_text(good + gateway_toml(g2).replace("weight = 1", 'weight = "heavy"'))
+    d.config.write_text(config_text(d.port, [gateway_entry(g1), gateway_entry(g2, weight="heavy")]))
     d.proc.signal(signal.SIGHUP)
     wait_until(lambda: "reload refused" in d.proc.output(), 5, what="reload refused in the log")
     out = d.proc.output()
@@ -234,7 +233,7 @@ def test_admin_api_changes_apply_at_once_and_require_the_token(env_both: dict[st
     g1, g2 = start_gateway(env, "g1"), start_gateway(env, "g2")
     wait_ready(g1.proc)
     wait_ready(g2.proc)
-    d = start_dispatcher(env, gateway_toml(g1))
+    d = start_dispatcher(env, [gateway_entry(g1)])
     wait_states(d, {"g1": "up"})
     body = {"id": "g2", "address": f"127.0.0.1:{g2.port}", "check": f"http://127.0.0.1:{g2.status}/status"}
 
@@ -273,7 +272,7 @@ def test_tickets_accepted_by_named_gateway_refused_by_others_and_503_when_full(e
     for g in gws:
         wait_ready(g.proc)
     by_id = {g.id: g for g in gws}
-    d = start_dispatcher(env, "".join(gateway_toml(g) for g in gws), dispatcher="alternates = 0\nretry_after_max = 4")
+    d = start_dispatcher(env, [gateway_entry(g) for g in gws], dispatcher={"alternates": 0, "retry_after_max": 4})
     wait_states(d, {"g1": "up", "g2": "up", "g3": "up"})
 
     held = []
@@ -315,7 +314,7 @@ def test_bad_requests_get_clear_json_errors(env_both: dict[str, Any]) -> None:
     env = env_both
     g1 = start_gateway(env, "g1")
     wait_ready(g1.proc)
-    d = start_dispatcher(env, gateway_toml(g1))
+    d = start_dispatcher(env, [gateway_entry(g1)])
     cases = [
         ("GET", "/v1/dispatch", None, 400, "bad_request"),
         ("GET", "/v1/dispatch?client_id=" + "x" * 300, None, 400, "bad_request"),
@@ -362,8 +361,8 @@ def test_weighted_shares_over_real_http(env_both: dict[str, Any]) -> None:
     gws = [start_gateway(env, f"g{i}") for i in (1, 2, 3)]
     for g in gws:
         wait_ready(g.proc)
-    d = start_dispatcher(env, "".join(gateway_toml(g, weight=w, check=f"tcp://127.0.0.1:{g.port}")
-                                      for g, w in zip(gws, (1, 2, 3))))
+    d = start_dispatcher(env, [gateway_entry(g, weight=w, check=f"tcp://127.0.0.1:{g.port}")
+                                 for g, w in zip(gws, (1, 2, 3))])
     wait_states(d, {"g1": "up", "g2": "up", "g3": "up"})
     n = 1500
     counts: Counter[str] = Counter()
@@ -384,7 +383,7 @@ def test_c_and_python_hot_paths_issue_tickets_the_gateway_accepts(env: dict[str,
         require_speedups()
     g1 = start_gateway(env, "g1")
     wait_ready(g1.proc)
-    d = start_dispatcher(env, gateway_toml(g1), dispatcher=f"speedups = {str(speedups).lower()}")
+    d = start_dispatcher(env, [gateway_entry(g1)], dispatcher={"speedups": speedups})
     wait_states(d, {"g1": "up"})
     assert d.request("GET", "/healthz")[2]["hot_path"] == ("c" if speedups else "python")
     assert f"dispatch hot path: {'c' if speedups else 'python'}" in d.proc.output()

@@ -13,10 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from harness import start_dispatcher, start_gateway
+from harness import system as harness_system
 from helpers import Proc, scaled
-
-from tcpdispatch import testing
-from tcpdispatch.testing import start_dispatcher, start_gateway
 
 pytestmark = pytest.mark.integration
 
@@ -50,7 +49,7 @@ def test_no_admin_token_refuses_with_403_and_read_token_guards_listings(
     gw = start_gateway(procs, "g1", secret_file=secret_file)
     extra = f'speedups = {speedups}\nread_token_file = "{tmp_path / "read.token"}"'
     # start_dispatcher polls GET /v1/gateways until the gateway is up: that now needs the token
-    monkeypatch.setattr(testing, "get_json", lambda u, timeout=2.0: call(u, token=READ)[1])
+    monkeypatch.setattr(harness_system, "get_json", lambda u, timeout=2.0: call(u, token=READ)[1])
     disp = start_dispatcher(procs, tmp_path, [gw], secret_file, extra_toml=extra)
     url = disp.url
     for method, path, body in [("POST", "/v1/gateways/g1/drain", None), ("DELETE", "/v1/gateways/g1", None),

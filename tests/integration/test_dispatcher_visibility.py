@@ -11,9 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from harness import start_dispatcher, start_gateway
 from helpers import Proc, require_speedups, scaled, wait_until
-
-from tcpdispatch.testing import start_dispatcher, start_gateway
 
 pytestmark = pytest.mark.integration
 

@@ -8,12 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from harness import GatewayHandle as Gw
+from harness import start_gateway
 from helpers import TCPDISPATCH, async_wait_until, free_port, scaled, wait_until
 
 from tcpdispatch.errors import ErrorCode
 from tcpdispatch.protocol import Connection, Data, Error, Hello, Pong, Role, Welcome
-from tcpdispatch.testing import GatewayHandle as Gw
-from tcpdispatch.testing import start_gateway
 from tcpdispatch.tickets import TicketSigner
 
 pytestmark = pytest.mark.integration

@@ -10,11 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from harness import ProbeClient, start_gateway
 from helpers import scaled, wait_until
 
-from tcpdispatch.gateway.testing import ProbeClient
 from tcpdispatch.protocol import Bye, Reconnect, Welcome
-from tcpdispatch.testing import start_gateway
 
 pytestmark = pytest.mark.integration
 

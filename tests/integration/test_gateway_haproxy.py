@@ -7,11 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from harness import ProbeClient, haproxy_stats, start_gateway
 from helpers import free_port, require_binary, wait_until
 
-from tcpdispatch.gateway.testing import ProbeClient
 from tcpdispatch.protocol import Reconnect, Welcome
-from tcpdispatch.testing import haproxy_stats, start_gateway
 
 pytestmark = pytest.mark.integration
 

@@ -12,12 +12,11 @@ from typing import Any
 
 import psutil
 import pytest
+from harness import ProbeClient, start_gateway
 from helpers import wait_until
 
 from tcpdispatch.errors import ErrorCode
-from tcpdispatch.gateway.testing import ProbeClient
 from tcpdispatch.protocol import Error, Reconnect, Welcome
-from tcpdispatch.testing import start_gateway
 from tcpdispatch.tickets import TicketSigner
 
 pytestmark = pytest.mark.integration

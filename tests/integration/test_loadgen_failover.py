@@ -10,9 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from harness import start_dispatcher, start_gateway
 from helpers import TCPDISPATCH, scaled, wait_until
-
-from tcpdispatch.testing import start_dispatcher, start_gateway
 
 pytestmark = pytest.mark.integration
 

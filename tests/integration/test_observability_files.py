@@ -13,9 +13,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from harness import start_dispatcher, start_gateway
 from helpers import Proc, require_binary, scaled, wait_until
-
-from tcpdispatch.testing import start_dispatcher, start_gateway
 
 pytestmark = pytest.mark.integration
 

@@ -10,10 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from harness import ProbeClient, start_dispatcher, start_gateway
 from helpers import Proc, get_json, scaled, wait_until
-
-from tcpdispatch.gateway.testing import ProbeClient
-from tcpdispatch.testing import start_dispatcher, start_gateway
 
 pytestmark = pytest.mark.integration
 

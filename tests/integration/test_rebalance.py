@@ -20,27 +20,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import TCPDISPATCH, Proc, free_port, get_json, scaled, wait_until
+from harness import GatewayHandle, launch_dispatcher, start_gateway, write_dispatcher_config
+from helpers import TCPDISPATCH, Proc, get_json, scaled, wait_until
 from store.redis_server import RedisServer
-
-from tcpdispatch.testing import GatewayHandle, start_gateway
 
 pytestmark = pytest.mark.integration
 
 ADMIN = "rebalance-admin-token"
-REBALANCE = """
-[rebalance]
-interval_s = 0.5
-moves_per_s = {pace}
-per_donor_per_s = {pace}
-min_session_age_s = 2
-settle_s = 1.5
-abs_threshold = 30
-rel_threshold = 0.05
-breaker_cooldown_s = 3
-lease_ttl_s = 2
-gateway_admin_token_file = "{token}"
-"""
+REBALANCE = {  # [rebalance] besides the pace and the gateways' admin token
+    "interval_s": 0.5,
+    "min_session_age_s": 2,
+    "settle_s": 1.5,
+    "abs_threshold": 30,
+    "rel_threshold": 0.05,
+    "breaker_cooldown_s": 3,
+    "lease_ttl_s": 2,
+}
 
 
 class Fleet:
@@ -63,18 +58,18 @@ class Fleet:
                                           str(self.token), secret_file=self.secret)
 
     def dispatcher(self, extra: str = "", store: str | None = None, pace: int = 200) -> str:
-        port = free_port()
-        lines = ["[dispatcher]", f'listen = "127.0.0.1:{port}"', f'secret_file = "{self.secret}"',
-                 f'admin_token_file = "{self.token}"', "", "[health]", "interval = 0.25", "",
-                 REBALANCE.format(token=self.token, pace=pace), extra, ""]
+        """Start a dispatcher replica with [rebalance] at ``pace`` moves/s; ``extra``: a TOML fragment."""
+        sections: dict[str, dict[str, Any]] = {
+            "health": {"interval": 0.25},
+            "rebalance": {**REBALANCE, "moves_per_s": pace, "per_donor_per_s": pace,
+                          "gateway_admin_token_file": self.token},
+        }
         if store:
-            lines += ["[store]", f'url = "{store}"', 'prefix = "rb:"', "resync_interval = 0.5", ""]
-        for g in self.gws.values():
-            lines += ["[[gateways]]", f'id = "{g.id}"', f'address = "{g.address}"',
-                      f'check = "{g.status_url}"', ""]
-        cfg = self.tmp / f"dispatcher-{port}.toml"
-        cfg.write_text("\n".join(lines))
-        proc = self.procs([*TCPDISPATCH, "dispatcher", "--config", str(cfg)], name=f"dispatcher-{port}")
+            sections["store"] = {"url": store, "prefix": "rb:", "resync_interval": 0.5}
+        port, cfg = write_dispatcher_config(
+            self.tmp, [g.entry(weight=False) for g in self.gws.values()], secret_file=self.secret,
+            admin_token_file=self.token, sections=sections, extra=extra)
+        proc = launch_dispatcher(self.procs, port, cfg, name=f"dispatcher-{port}").proc
         url = f"http://127.0.0.1:{port}"
         wait_until(lambda: "READY" in proc.output() or not proc.alive, scaled(20), 0.05, what="dispatcher READY")
         assert proc.alive, proc.output()[-2000:]

@@ -13,7 +13,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from helpers import TCPDISPATCH, Proc, free_port, wait_until
+from harness import start_gateway
+from helpers import Proc, wait_until
 from store.redis_server import RedisServer
 from store.replica_kit import Sink, start_replica
 
@@ -90,11 +91,9 @@ def test_push_heartbeats_to_one_replica_reach_the_other(
     gws = [("g1", sinks[0].port)]
     a = start_replica(procs, tmp_path, "a", redis_server.url, gws)
     b = start_replica(procs, tmp_path, "b", redis_server.url, gws)
-    port, status = free_port(), free_port()
-    gw = procs([*TCPDISPATCH, "gateway", "--id", "p1", "--listen", f"127.0.0.1:{port}",
-                "--status", f"127.0.0.1:{status}", "--secret-file", str(tmp_path / "ticket.secret"),
-                "--report-to", f"http://127.0.0.1:{a.port}", "--report-token-file",
-                str(tmp_path / "admin.token"), "--report-interval", "0.2"], name="gateway-p1")
+    gw = start_gateway(procs, "p1", "--report-to", f"http://127.0.0.1:{a.port}", "--report-token-file",
+                       str(tmp_path / "admin.token"), "--report-interval", "0.2",
+                       secret_file=tmp_path / "ticket.secret", wait=False).proc
     # Registered on A through the heartbeat, shared through Redis, brought up on B by relayed beats.
     wait_until(lambda: (b.gateway("p1") or {}).get("state") == "up", 10, what="p1 up on B")
     assert b.gateway("p1")["source"] == "push"

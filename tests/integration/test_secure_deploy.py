@@ -16,12 +16,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from harness import start_dispatcher, start_gateway
 from helpers import Proc, free_port, require_binary, scaled, wait_until
 
 from tcpdispatch.client.client import Client
 from tcpdispatch.errors import DispatchError
 from tcpdispatch.secure.keys import StaticKey, write_key_file
-from tcpdispatch.testing import TCPDISPATCH, get_json, start_gateway
 
 pytestmark = pytest.mark.integration
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "nginx" / "dispatcher-https.conf"
@@ -87,15 +87,9 @@ def test_sdk_over_https_nginx_gets_the_gateway_key_and_connects_encrypted(
     write_key_file(tmp_path / "g1.key", key)
     gw = start_gateway(procs, "g1", "--key-file", str(tmp_path / "g1.key"),
                        secret_file=secret_file)
-    dport = free_port()
-    config = tmp_path / "dispatcher.toml"
-    config.write_text(
-        f'[dispatcher]\nlisten = "127.0.0.1:{dport}"\nsecret_file = "{secret_file}"\n'
-        f'[health]\ninterval = 0.25\n[[gateways]]\nid = "g1"\naddress = "{gw.address}"\n'
-        f'check = "{gw.status_url}"\nkey = "{key.public.text}"\n')
-    procs([*TCPDISPATCH, "dispatcher", "--config", str(config)], name="dispatcher")
-    wait_until(lambda: get_json(f"http://127.0.0.1:{dport}/v1/gateways"), 15, 0.1,
-               what="dispatcher up")
+    disp = start_dispatcher(procs, tmp_path, [{**gw.entry(weight=False), "key": key.public.text}],
+                            secret_file, timeout=15)
+    dport = disp.port
     ca, crt, tls_key = make_ca_and_cert(tmp_path)
     port = free_port()
     (tmp_path / "nginx.conf").write_text(nginx_conf(tmp_path, dport, port, crt, tls_key))

@@ -19,16 +19,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import async_wait_until, free_port, get_json, scaled, wait_until
-
-from tcpdispatch.client import Client
-from tcpdispatch.testing import (
+from harness import (
     TCPDISPATCH,
     GatewayHandle,
     RealDispatcher,
-    _wait_ready,
     start_gateway,
+    wait_ready,
+    write_dispatcher_toml,
 )
+from helpers import async_wait_until, free_port, get_json, scaled, wait_until
+
+from tcpdispatch.client import Client
 
 pytestmark = pytest.mark.integration
 
@@ -54,19 +55,18 @@ def start_zoned_dispatcher(procs: Any, workdir: Path, gws: list[GatewayHandle], 
                            capacity: int | None = None) -> RealDispatcher:
     """A dispatcher with zones a and b; ``capacity`` overrides what the gateways report."""
     port = free_port()
-    lines = ["[dispatcher]", f'listen = "127.0.0.1:{port}"', f'secret_file = "{secret}"',
-             'trusted_proxies = ["127.0.0.1/32"]', "spill_headroom = 0.5", "",
-             "[health]", "interval = 0.25", "",
-             "[[zones]]", 'name = "a"', 'cidrs = ["198.51.100.0/24"]', 'spill_to = ["b"]', "",
-             "[[zones]]", 'name = "b"', 'cidrs = ["203.0.113.0/24"]', ""]
-    for g in gws:
-        lines += ["[[gateways]]", f'id = "{g.id}"', f'address = "{g.address}"', f'check = "{g.status_url}"',
-                  f'zone = "{ZONE_OF[g.id]}"', f"capacity = {capacity}" if capacity else "", ""]
-    config = workdir / f"zones-{port}.toml"
-    config.write_text("\n".join(lines))
+    config = write_dispatcher_toml(
+        workdir / f"zones-{port}.toml", listen=f"127.0.0.1:{port}", secret_file=secret,
+        dispatcher={"trusted_proxies": ["127.0.0.1/32"], "spill_headroom": 0.5},
+        sections={"health": {"interval": 0.25}},
+        zones=[{"name": "a", "cidrs": ["198.51.100.0/24"], "spill_to": ["b"]},
+               {"name": "b", "cidrs": ["203.0.113.0/24"]}],
+        gateways=[{"id": g.id, "address": g.address, "check": g.status_url, "zone": ZONE_OF[g.id],
+                   **({"capacity": capacity} if capacity else {})} for g in gws],
+    )
     proc = procs([*TCPDISPATCH, "dispatcher", "--config", str(config)], name="dispatcher")
     d = RealDispatcher(f"http://127.0.0.1:{port}", proc)
-    _wait_ready(proc, "dispatcher", scaled(30))
+    wait_ready(proc, "dispatcher", scaled(30))
     wait_until(lambda: all(g["healthy"] for g in d.gateways().values()), scaled(30), 0.05, what="all healthy")
     return d
 

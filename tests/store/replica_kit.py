@@ -1,4 +1,6 @@
-"""Helpers for the replica integration tests: TCP sinks as gateways, replica processes, HTTP calls.
+"""Helpers for the replica integration tests: TCP sinks as gateways, replicas, HTTP calls.
+
+Replicas are dispatchers started with the harness (:func:`harness.launch_dispatcher`).
 
 Import as ``from store.replica_kit import ...`` (tests/ is on the path).
 """
@@ -13,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from helpers import TCPDISPATCH, Proc, free_port, scaled, wait_until
+from harness import Proc, launch_dispatcher, scaled, wait_ready, write_dispatcher_config
 
 ADMIN = "admin-token-for-replicas"
 
@@ -86,20 +88,16 @@ def write_common(tmp: Path) -> None:
 
 def start_replica(procs: Callable[..., Proc], tmp: Path, name: str, redis_url: str,
                   gateways: list[tuple[str, int]], *, extra: str = "", port: int | None = None) -> Replica:
-    """Start one replica sharing ``redis_url``; ``gateways`` are (id, port) with tcp:// checks."""
+    """Start one replica sharing ``redis_url``; ``gateways`` are (id, port) with tcp:// checks;
+    ``extra``: a TOML fragment (bare keys go to [dispatcher])."""
     write_common(tmp)
-    port = port or free_port()
-    gw = "".join(f'[[gateways]]\nid = "{gid}"\naddress = "127.0.0.1:{p}"\n' for gid, p in gateways)
-    cfg = tmp / f"{name}.toml"
-    cfg.write_text(
-        f'[dispatcher]\nlisten = "127.0.0.1:{port}"\nsecret_file = "ticket.secret"\n'
-        f'admin_token_file = "admin.token"\nregister_unknown = true\ntrusted_proxies = ["127.0.0.1/32"]\n'
-        f"{extra}\n"
-        f'[health]\ninterval = 0.1\nttl = 1.0\n\n[balancing]\nslow_start_s = 0\n\n'
-        f'[store]\nurl = "{redis_url}"\nprefix = "it:"\nresync_interval = 0.5\ntimeout = 0.3\n\n{gw}'
-    )
-    proc = procs([*TCPDISPATCH, "dispatcher", "--config", str(cfg)], name=f"dispatcher-{name}")
-    wait_until(lambda: "READY" in proc.output() or proc.popen.poll() is not None, 20, 0.05,
-               what=f"READY from replica {name}")
-    assert proc.popen.poll() is None, proc.output()
-    return Replica(proc, port)
+    port, cfg = write_dispatcher_config(
+        tmp, [{"id": gid, "address": f"127.0.0.1:{p}"} for gid, p in gateways], port=port, name=name,
+        secret_file="ticket.secret", admin_token_file="admin.token",
+        dispatcher={"register_unknown": True, "trusted_proxies": ["127.0.0.1/32"]},
+        sections={"health": {"interval": 0.1, "ttl": 1.0}, "balancing": {"slow_start_s": 0},
+                  "store": {"url": redis_url, "prefix": "it:", "resync_interval": 0.5, "timeout": 0.3}},
+        extra=extra)
+    d = launch_dispatcher(procs, port, cfg, name=f"dispatcher-{name}")
+    wait_ready(d.proc, f"replica {name}", 20)
+    return Replica(d.proc, port)

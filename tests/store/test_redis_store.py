@@ -201,7 +201,7 @@ async def test_lease_has_one_holder_and_passes_on_when_it_expires(redis_server: 
 
 
 async def test_lease_is_refused_while_redis_is_away() -> None:
-    from tcpdispatch.testing import free_port
+    from harness import free_port
 
     store = RedisStore(StoreConfig(url=f"redis://127.0.0.1:{free_port()}", timeout=0.2))
     try:

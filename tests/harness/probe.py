@@ -2,8 +2,8 @@
 
 It speaks the wire protocol through the sans-I/O :class:`Connection` (client
 role) over a plain asyncio stream; it makes no decisions (no reconnects, no
-automatic pings) so tests see exactly what the gateway sends. Start gateways with
-:func:`tcpdispatch.testing.start_gateway` (its :class:`GatewayHandle` is re-exported here).
+automatic pings) so tests see exactly what the gateway sends. Get one from a started
+gateway with ``await gw.client()`` (:class:`harness.GatewayHandle`).
 """
 
 from __future__ import annotations
@@ -13,9 +13,8 @@ import socket
 
 from tcpdispatch.errors import RemoteProtocolError
 from tcpdispatch.protocol import Connection, Frame, Hello, Ping, Role, State
-from tcpdispatch.testing import GatewayHandle
 
-__all__ = ["GatewayHandle", "ProbeClient"]
+__all__ = ["ProbeClient"]
 
 
 class ProbeClient:
@@ -29,14 +28,18 @@ class ProbeClient:
         self.eof = False
 
     @classmethod
-    async def connect(cls, host: str, port: int, *, source: str | None = None, timeout: float = 5.0) -> ProbeClient:
+    async def connect(
+        cls, host: str, port: int, *, source: str | None = None, timeout: float = 5.0
+    ) -> ProbeClient:
         """Open a TCP connection, optionally from a given local source address."""
         sock = None
         if source is not None:
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             sock.bind((source, 0))
             sock.setblocking(False)
-            await asyncio.wait_for(asyncio.get_running_loop().sock_connect(sock, (host, port)), timeout)
+            await asyncio.wait_for(
+                asyncio.get_running_loop().sock_connect(sock, (host, port)), timeout
+            )
             reader, writer = await asyncio.open_connection(sock=sock)
         else:
             reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
@@ -71,6 +74,7 @@ class ProbeClient:
 
     async def recv(self, timeout: float = 5.0) -> Frame:
         """The next frame; raises EOFError when the gateway closed, TimeoutError when silent."""
+
         async def read() -> Frame:
             while not self._frames:
                 if self.eof:

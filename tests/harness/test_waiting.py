@@ -1,4 +1,4 @@
-"""The shared helpers in tcpdispatch.testing: polling with a deadline, percentiles, processes."""
+"""The harness's waiting helpers and Proc: polling with a deadline, percentiles, process groups."""
 
 from __future__ import annotations
 
@@ -10,16 +10,20 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tcpdispatch import testing
+import harness as testing
+from harness import Proc, async_wait_until, scaled, wait_until
 from tcpdispatch.stats import percentile
-from tcpdispatch.testing import Proc, async_wait_until, scaled, wait_until
 
 
 def test_percentile_is_nearest_rank_of_any_order() -> None:
     assert percentile([], 50) is None
     values = [float(i) for i in range(100, 0, -1)]  # unsorted on purpose
-    assert (percentile(values, 0), percentile(values, 50), percentile(values, 99), percentile(values, 100)) == (
-        1.0, 50.0, 99.0, 100.0)
+    assert (
+        percentile(values, 0),
+        percentile(values, 50),
+        percentile(values, 99),
+        percentile(values, 100),
+    ) == (1.0, 50.0, 99.0, 100.0)
     assert percentile([1, 2, 3, 4], 75) == 3  # rank ceil(3.0) = 3, not 4
 
 
@@ -65,13 +69,16 @@ async def test_async_wait_until_swallows_errors_like_the_sync_one() -> None:
 
 async def test_async_wait_until_awaits_what_the_predicate_returns() -> None:
     t0 = time.monotonic()
-    assert await async_wait_until(lambda: asyncio.to_thread(lambda: time.monotonic() - t0 > 0.03),
-                                  timeout=2, interval=0.005)
+    assert await async_wait_until(
+        lambda: asyncio.to_thread(lambda: time.monotonic() - t0 > 0.03), timeout=2, interval=0.005
+    )
 
 
 def test_proc_stop_kills_the_process_group(tmp_path: Path) -> None:
-    code = ("import subprocess, sys, time; c = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
-            "print('READY', c.pid, flush=True); time.sleep(60)")
+    code = (
+        "import subprocess, sys, time; c = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+        "print('READY', c.pid, flush=True); time.sleep(60)"
+    )
     p = Proc([sys.executable, "-c", code], tmp_path / "p.log")
     line = wait_until(lambda: "READY" in p.output() and p.output(), timeout=10, what="child READY")
     grandchild = psutil.Process(int(line.split()[1]))
