@@ -89,3 +89,13 @@ def test_shared_pool_ignores_file_membership_on_reload(tmp_path: Path) -> None:
     cfg = replace(pool._config, gateways=())  # the file now lists nothing: the store still wins
     pool.apply_config(cfg)
     assert set(pool.gateways) == {"g1", "g2"} and pool.gateways["g1"].config.weight == 7.0
+
+
+def test_a_pool_built_shared_still_holds_the_file_gateways_to_seed_the_store(tmp_path: Path) -> None:
+    """The store is seeded from the first pool (shared_state): a pool built with shared=True
+    must load the file's gateways before the store owns membership."""
+    cfg = _pool(tmp_path, Clock())._config
+    pool = Pool(cfg, clock=Clock(), rng=random.Random(1), shared=True)
+    assert pool.shared and {e.config.id for e in pool.shared_state()} == {"g1", "g2"}
+    pool.apply_config(replace(cfg, gateways=()))  # from then on, the file no longer decides
+    assert set(pool.gateways) == {"g1", "g2"}

@@ -120,7 +120,9 @@ class Pool:
         self.rebuilds = 0
         self.overload_changes = 0  # gateways entering or leaving overload (a metric)
         self.overload_excluded: tuple[str, ...] = ()  # left out of the last picker for overload
-        self.shared = shared  # True: a shared store owns membership/weight/drain (see sync())
+        # True: a shared store owns membership/weight/drain (see sync()). The file's gateways
+        # are still loaded first: they seed an empty store (shared_state).
+        self.shared = False
         self.zones: ZoneRouter | None = None  # per-zone pickers while [[zones]] are configured
         self.zone_counters = ZoneCounters()
         self.zone_panic: frozenset[str] = frozenset()  # zones in panic (judged on their own)
@@ -138,6 +140,7 @@ class Pool:
         self._picker: Picker = self._new_picker(())
         self._listeners: list[Callable[[], None]] = []
         self.apply_config(config)
+        self.shared = shared
         # Gateways of the first config were serving before this dispatcher started: no slow start.
         self._initial: set[str] = set(self.gateways)
         self.rebuild()
