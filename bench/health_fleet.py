@@ -100,7 +100,8 @@ class StatusConn(asyncio.Protocol):
                 return
             self.transport.write(
                 f"HTTP/1.1 200 OK\r\nContent-Type: {CONTENT_TYPE}\r\n{WATCH_HEADER}: {interval:g}\r\n"
-                "Transfer-Encoding: chunked\r\n\r\n".encode())
+                "Transfer-Encoding: chunked\r\n\r\n".encode()
+            )
             self.feed = WatchFeed(interval)
             self.fleet.streams.add(self)
             self.due = 0.0
@@ -111,7 +112,9 @@ class StatusConn(asyncio.Protocol):
         reason = "OK" if status == 200 else "Bad Request"
         self.transport.write(
             f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
-            f"{'Connection: close' if close else 'Connection: keep-alive'}\r\n\r\n".encode() + body)
+            f"{'Connection: close' if close else 'Connection: keep-alive'}\r\n\r\n".encode()
+            + body
+        )
         if close:
             self.transport.close()
 
@@ -142,8 +145,18 @@ async def serve(count: int, first_port: int, ports_file: str) -> None:
         sock.listen(512)
         index = len(ports)
         gid = f"f{port}"
-        docs.append({"id": gid, "state": "serving", "connections": 0, "capacity": 1_000_000,
-                     "address": f"127.0.0.1:{port}", "cpu": 0.1, "busy": 0.1, "lag_ms": 0})
+        docs.append(
+            {
+                "id": gid,
+                "state": "serving",
+                "connections": 0,
+                "capacity": 1_000_000,
+                "address": f"127.0.0.1:{port}",
+                "cpu": 0.1,
+                "busy": 0.1,
+                "lag_ms": 0,
+            }
+        )
         servers.append(await loop.create_server(lambda i=index: StatusConn(fleet, i), sock=sock))  # type: ignore[misc]
         ports.append(port)
         port += 1

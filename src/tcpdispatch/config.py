@@ -568,8 +568,11 @@ def _parse_zones(raw: Any, file: str) -> tuple[ZoneConfig, ...]:
     for i, z in enumerate(zones):
         for j, target in enumerate(z.spill_to):
             if target not in names:
-                raise ConfigError(f"unknown zone {target!r}; declared zones: {', '.join(sorted(names))}",
-                                  file=file, key=f"zones[{i}].spill_to[{j}]")
+                raise ConfigError(
+                    f"unknown zone {target!r}; declared zones: {', '.join(sorted(names))}",
+                    file=file,
+                    key=f"zones[{i}].spill_to[{j}]",
+                )
     return tuple(zones)
 
 

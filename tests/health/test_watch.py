@@ -30,9 +30,13 @@ class Gateway:
 
     def __init__(self, gid: str = "g1") -> None:
         self.port = free_port()
-        cfg = GatewayConfig(id=gid, listen=("127.0.0.1", 9001), status=("127.0.0.1", self.port), capacity=100)
+        cfg = GatewayConfig(
+            id=gid, listen=("127.0.0.1", 9001), status=("127.0.0.1", self.port), capacity=100
+        )
         self.counters = NodeCounters(1)
-        self.service = StatusService(cfg, self.counters, on_drain=self.counters.set_draining, pids=list)
+        self.service = StatusService(
+            cfg, self.counters, on_drain=self.counters.set_draining, pids=list
+        )
 
     @property
     def url(self) -> str:
@@ -72,8 +76,10 @@ class PausableStream:
         try:
             head = await reader.readuntil(b"\r\n\r\n")
             interval = float(head.split(b"watch=", 1)[1].split(b" ", 1)[0])
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\n"
-                         b"Transfer-Encoding: chunked\r\n\r\n")
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\n"
+                b"Transfer-Encoding: chunked\r\n\r\n"
+            )
             feed = WatchFeed(interval)
             loop = asyncio.get_running_loop()
             while True:
@@ -139,8 +145,9 @@ async def test_watches_a_real_gateway_and_sees_changes_within_a_tick(gateways) -
         assert w.watching == {"g1"}
         for _ in range(7):
             gw.counters.admit(100, None, 0)
-        await async_wait_until(lambda: rec.calls["g1"][-1][1].connections == 7, timeout=scaled(0.5),
-                               what="load update")
+        await async_wait_until(
+            lambda: rec.calls["g1"][-1][1].connections == 7, timeout=scaled(0.5), what="load update"
+        )
         t0 = time.monotonic()
         gw.counters.set_draining()
         await async_wait_until(lambda: rec.calls["g1"][-1][1].draining, timeout=1.0, what="drain")
@@ -172,7 +179,9 @@ async def test_unchanged_ticks_are_not_reported_once_the_state_is_settled(stream
 async def test_crash_is_out_at_once_and_hang_after_the_missed_ticks(gateways, streams) -> None:  # type: ignore[no-untyped-def]
     gw = await gateways()
     hung = await streams()
-    settings = HealthSettings()  # the defaults are what is measured: interval 0.25, timeout 0.5, fall 2
+    settings = (
+        HealthSettings()
+    )  # the defaults are what is measured: interval 0.25, timeout 0.5, fall 2
     rec = Recorder(settings)
     w = StatusWatcher(settings, rec)
     w.set_targets({"crash": parse_check(gw.url), "hang": parse_check(hung.url)})
@@ -182,7 +191,9 @@ async def test_crash_is_out_at_once_and_hang_after_the_missed_ticks(gateways, st
         t0 = time.monotonic()
         await gw.crash()
         hung.paused = True
-        await async_wait_until(lambda: not rec.up("crash") and not rec.up("hang"), timeout=3.0, what="down")
+        await async_wait_until(
+            lambda: not rec.up("crash") and not rec.up("hang"), timeout=3.0, what="down"
+        )
         crash_t, hang_t = rec.down_since("crash", t0), rec.down_since("hang", t0)
         print(f"watch: crash seen after {crash_t:.3f}s, hang after {hang_t:.3f}s")
         assert crash_t is not None and crash_t < scaled(0.15)
@@ -234,7 +245,9 @@ async def test_plain_status_pages_fall_back_to_keep_alive_polling(status_server)
         await m.close()
 
 
-async def test_raw_prober_keeps_one_connection_and_reports_failures(status_server, refused_port) -> None:  # type: ignore[no-untyped-def]
+async def test_raw_prober_keeps_one_connection_and_reports_failures(
+    status_server, refused_port
+) -> None:  # type: ignore[no-untyped-def]
     plain = await status_server()
     prober = RawProber()
     spec = parse_check(plain.url)

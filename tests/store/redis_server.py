@@ -28,8 +28,23 @@ class RedisServer:
 
     def start(self) -> RedisServer:
         self.starts += 1
-        args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                "--appendonly", "no", "--dir", str(self.tmp), "--daemonize", "no", "--loglevel", "warning"]
+        args = [
+            self.binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(self.tmp),
+            "--daemonize",
+            "no",
+            "--loglevel",
+            "warning",
+        ]
         self.proc = Proc(args, self.tmp / f"redis-{self.starts}.log")
         deadline = time.monotonic() + scaled(10)
         while not self.ping():

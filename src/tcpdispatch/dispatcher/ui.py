@@ -15,8 +15,10 @@ from __future__ import annotations
 import hashlib
 from importlib import resources
 
-CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
-       "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'none'")
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+    "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'none'"
+)
 TYPES = {
     ".html": b"text/html; charset=utf-8",
     ".js": b"text/javascript; charset=utf-8",
@@ -53,8 +55,12 @@ class StaticFiles:
         if found is None:
             return None
         ctype, etag, body = found
-        headers = [(b"content-type", ctype), (b"etag", etag), (b"cache-control", b"no-cache"),
-                   *SECURITY_HEADERS]
+        headers = [
+            (b"content-type", ctype),
+            (b"etag", etag),
+            (b"cache-control", b"no-cache"),
+            *SECURITY_HEADERS,
+        ]
         if if_none_match and etag in [t.strip() for t in if_none_match.split(b",")]:
             return 304, headers, b""
         return 200, headers, body
