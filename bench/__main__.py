@@ -22,7 +22,8 @@ from typing import Any
 
 from bench.common import cores, results_dir
 
-# (name, module): the issue's scenarios 1..7 in order, then 8: encryption (issue 14), 9: health at scale (issue 15),
+# (name, module): the issue's scenarios 1..7 in order, then
+# 8: encryption (issue 14), 9: health at scale (issue 15),
 # 10: rebalancing (issue 13)
 SCENARIOS = [
     ("throughput", "bench.throughput"),
@@ -91,8 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         (n, m) for n, m in SCENARIOS if (n in only if only else not (args.quick and n in FULL_ONLY))
     ]
     print(
-        f"tcpdispatch bench: {len(selected)} scenario(s), {'quick' if args.quick else 'full'} sizes, "
-        f"{cores()} cores",
+        f"tcpdispatch bench: {len(selected)} scenario(s), "
+        f"{'quick' if args.quick else 'full'} sizes, {cores()} cores",
         flush=True,
     )
     t_all = time.monotonic()

@@ -184,8 +184,9 @@ def run(quick: bool) -> dict[str, Any]:
                     }
                     ours.setdefault(policy, {})[wname] = r
                     print(
-                        f"  {policy:16s} {wname:6s} shares {r['shares_pct']} (expected {r['expected_pct']}), "
-                        f"max dev {r['max_dev_points']} points, {r['dispatches_per_s']} dispatches/s",
+                        f"  {policy:16s} {wname:6s} shares {r['shares_pct']} (expected "
+                        f"{r['expected_pct']}), max dev {r['max_dev_points']} points, "
+                        f"{r['dispatches_per_s']} dispatches/s",
                         flush=True,
                     )
                 front = free_port()
@@ -227,8 +228,8 @@ def run(quick: bool) -> dict[str, Any]:
     worst = max(ours[p]["1:2:3"]["max_dev_points"] for p in policies)
     p2c = ours["p2c"]["1:2:3"]["max_dev_points"]
     text = (
-        f"weights 1:2:3 over {n:,} dispatches: p2c within {p2c} points, worst policy {worst} points "
-        f"(target {TARGET_POINTS}); HAProxy leastconn over {m:,} held connections within "
+        f"weights 1:2:3 over {n:,} dispatches: p2c within {p2c} points, worst policy {worst} "
+        f"points (target {TARGET_POINTS}); HAProxy leastconn over {m:,} held connections within "
         f"{peer['1:2:3']['max_dev_points']} points"
     )
     headline(NAME, text)
@@ -272,22 +273,25 @@ def table(r: dict[str, Any]) -> str:
     rows = [
         "### 3. Balance\n",
         (
-            f"tcpdispatch: {r['dispatches']:,} dispatches per row (dispatch-only requests, see text); "
-            f"HAProxy: {r['haproxy_held']:,} real connections held through it.\n"
+            f"tcpdispatch: {r['dispatches']:,} dispatches per row (dispatch-only requests, see "
+            f"text); HAProxy: {r['haproxy_held']:,} real connections held through it.\n"
         ),
-        "| balancer | weights | shares % (g1, g2, g3) | expected % | max deviation (points) | max/mean | rate /s |",
+        (
+            "| balancer | weights | shares % (g1, g2, g3) | expected % | "
+            "max deviation (points) | max/mean | rate /s |"
+        ),
         "|---|---|---|---|---|---|---|",
     ]
     for p, ws in r["policies"].items():
         for w, v in ws.items():
             rows.append(
-                f"| tcpdispatch {p} | {w} | {v['shares_pct']} | {v['expected_pct']} | {v['max_dev_points']} | "
-                f"{v['max_over_mean']} | {v['dispatches_per_s']:,} |"
+                f"| tcpdispatch {p} | {w} | {v['shares_pct']} | {v['expected_pct']} | "
+                f"{v['max_dev_points']} | {v['max_over_mean']} | {v['dispatches_per_s']:,} |"
             )
     for w, v in r["haproxy_leastconn"].items():
         rows.append(
-            f"| HAProxy leastconn | {w} | {v['shares_pct']} | {v['expected_pct']} | {v['max_dev_points']} | "
-            f"{v['max_over_mean']} | - |"
+            f"| HAProxy leastconn | {w} | {v['shares_pct']} | {v['expected_pct']} | "
+            f"{v['max_dev_points']} | {v['max_over_mean']} | - |"
         )
     rows.append("\n![balance](../bench/results/balance.png)\n")
     return "\n".join(rows)

@@ -61,7 +61,8 @@ def run(quick: bool) -> dict[str, Any]:
         out,
     )
     m_cpu = re.search(
-        r"idle ([\d.-]+) cores, pinging ([\d.-]+) cores -> ([\d.-]+) of one core = ([\d.-]+) us per PING",
+        r"idle ([\d.-]+) cores, pinging ([\d.-]+) cores -> "
+        r"([\d.-]+) of one core = ([\d.-]+) us per PING",
         out,
     )
     if not (m_conn and m_rate and m_rss and m_hb and m_cpu):
@@ -75,8 +76,8 @@ def run(quick: bool) -> dict[str, Any]:
     text = (
         f"{int(m_conn.group(1)):,} connections on one node: {kib:.2f} KiB RSS per connection "
         f"(target <= {TARGET_KIB}; goim publishes ~14 KiB -> {14 / kib:.1f}x less), "
-        f"{int(m_rate.group(1)):,} connects/s; heartbeat every {HEARTBEAT_S:g} s: {hb_share * 100:.1f} % of one "
-        f"core, {hb_us:.1f} µs per PING at {ping_rate:,} PINGs/s"
+        f"{int(m_rate.group(1)):,} connects/s; heartbeat every {HEARTBEAT_S:g} s: "
+        f"{hb_share * 100:.1f} % of one core, {hb_us:.1f} µs per PING at {ping_rate:,} PINGs/s"
         + ("" if rate_ok else f" (NOT the expected {expected:,}/s)")
     )
     headline(NAME, text)
@@ -119,8 +120,9 @@ def table(r: dict[str, Any]) -> str:
         "| connections open | workers | KiB RSS / connection | target | connects/s | met |",
         "|---|---|---|---|---|---|",
         (
-            f"| {r['open']:,} of {r['connections_target']:,} | {r['workers']} | {r['kib_per_connection']:.2f} | "
-            f"<= {r['target_kib']} | {r['connect_rate_per_s']:,} | {'yes' if r['met'] else 'no'} |\n"
+            f"| {r['open']:,} of {r['connections_target']:,} | {r['workers']} | "
+            f"{r['kib_per_connection']:.2f} | <= {r['target_kib']} | {r['connect_rate_per_s']:,} | "
+            f"{'yes' if r['met'] else 'no'} |\n"
         ),
     ]
     if (
@@ -131,13 +133,18 @@ def table(r: dict[str, Any]) -> str:
                 f"Heartbeat at the default interval ({r['heartbeat_s']:g} s), node CPU over "
                 f"{r['heartbeat_window_s']:g} s windows:\n"
             ),
-            "| PINGs/s (expected) | PONGs back | node CPU idle | node CPU pinging | heartbeat CPU | per PING |",
+            (
+                "| PINGs/s (expected) | PONGs back | node CPU idle | "
+                "node CPU pinging | heartbeat CPU | per PING |"
+            ),
             "|---|---|---|---|---|---|",
             (
                 f"| {r['ping_rate_per_s']:,} ({r['ping_rate_expected_per_s']:,}"
                 f"{'' if r['ping_rate_ok'] else ', NOT within 10 %'}) | {r['pongs_received']:,} of "
-                f"{r['pings_sent']:,} | {r['idle_cpu_cores'] * 100:.1f} % | {r['pinging_cpu_cores'] * 100:.1f} % | "
-                f"{r['heartbeat_cpu_share_of_core'] * 100:.1f} % of one core | {r['heartbeat_us_per_ping']:.1f} µs |\n"
+                f"{r['pings_sent']:,} | {r['idle_cpu_cores'] * 100:.1f} % | "
+                f"{r['pinging_cpu_cores'] * 100:.1f} % | "
+                f"{r['heartbeat_cpu_share_of_core'] * 100:.1f} % of one core | "
+                f"{r['heartbeat_us_per_ping']:.1f} µs |\n"
             ),
         ]
     return "\n".join(lines)

@@ -217,7 +217,8 @@ stream {{
 
 
 async def revive(group: ProcGroup, g: GatewayHandle, fault: str) -> None:
-    """Undo a fault trial: SIGCONT a SIGSTOPped gateway, start a SIGKILLed one again on its ports."""
+    """Undo a fault trial: SIGCONT a SIGSTOPped gateway,
+    start a SIGKILLed one again on its ports."""
     if fault == "SIGSTOP":
         g.signal(signal.SIGCONT)
     else:

@@ -9,8 +9,9 @@ the stream. wrk (CPU 1) measures keep-alive ``GET /v1/dispatch`` throughput with
 then with ``--streams`` streams read by curl; rounds alternate and the best of each counts. The
 feeder runs in both phases, so the difference is the streams' cost alone (medians and bests
 of the rounds are both printed). Before that, with no wrk running, the dispatcher's own CPU
-time is read with and without the streams: on a shared machine the cleanest of the figures. On a shared machine
-that difference can drown in noise, so the script also times, in process, what the streams
+time is read with and without the streams: on a shared machine the cleanest of the figures.
+On a shared machine that difference can drown in noise, so the script also times, in
+process, what the streams
 add per second: one overview snapshot of the pool (shared by all streams) plus, per stream,
 the changed-rows diff and its SSE encoding, as a share of one second of one core.
 """
@@ -203,8 +204,9 @@ def main() -> int:
                 readers = []
         without, with_streams = (statistics.median(v) for v in idle.values())
         print(
-            f"dispatcher CPU, no wrk: {100 * without:.1f} % of a core without streams, "
-            f"{100 * with_streams:.1f} % with {args.streams} (heartbeats for {args.gateways} gateways in both)"
+            f"dispatcher CPU, no wrk: {100 * without:.1f} % of a core without "
+            f"streams, {100 * with_streams:.1f} % with {args.streams} "
+            f"(heartbeats for {args.gateways} gateways in both)"
         )
         results: dict[str, list[float]] = {"no stream": [], f"{args.streams} streams": []}
         for _ in range(args.rounds):
@@ -238,15 +240,17 @@ def main() -> int:
             readers = []
         for name, values in results.items():
             print(
-                f"{name:>10}: median {statistics.median(values):,.0f}, best {max(values):,.0f} dispatches/s "
+                f"{name:>10}: median {statistics.median(values):,.0f}, "
+                f"best {max(values):,.0f} dispatches/s "
                 "(rounds: " + ", ".join(f"{v:,.0f}" for v in values) + ")"
             )
         base, loaded = (statistics.median(v) for v in results.values())
         best_base, best_loaded = (max(v) for v in results.values())
         print(
-            f"{args.gateways} gateways, every row changing each second: {args.streams} open streams cost "
-            f"{100 * (1 - loaded / base):.1f} % of dispatch throughput by the medians, "
-            f"{100 * (1 - best_loaded / best_base):.1f} % by the best of {args.rounds} rounds each"
+            f"{args.gateways} gateways, every row changing each second: {args.streams} "
+            f"open streams cost {100 * (1 - loaded / base):.1f} % of dispatch "
+            f"throughput by the medians, {100 * (1 - best_loaded / best_base):.1f} % "
+            f"by the best of {args.rounds} rounds each"
         )
     finally:
         stop.set()

@@ -172,7 +172,10 @@ def run(quick: bool) -> dict[str, Any]:
 def table(r: dict[str, Any]) -> str:
     rows = [
         "### 7. Data path\n",
-        f"Echo of {r['payload_bytes']}-byte DATA frames, closed loop, {r['seconds']:g} s per run.\n",
+        (
+            f"Echo of {r['payload_bytes']}-byte DATA frames, "
+            f"closed loop, {r['seconds']:g} s per run.\n"
+        ),
         "| path | load | msgs/s | MiB/s each way | p50 RTT µs | p99 RTT µs |",
         "|---|---|---|---|---|---|",
     ]
@@ -183,8 +186,9 @@ def table(r: dict[str, Any]) -> str:
                 f"{v['rtt_us']['p50']:,} | {v['rtt_us']['p99']:,} |"
             )
     rows.append(
-        f"\nDirect carries {r['throughput_ratio_direct_vs_haproxy']:.2f}x the messages/s of the HAProxy "
-        f"path; HAProxy's p50 round trip is {r['latency_ratio_haproxy_vs_direct']:.2f}x the direct one.\n"
+        f"\nDirect carries {r['throughput_ratio_direct_vs_haproxy']:.2f}x "
+        "the messages/s of the HAProxy path; HAProxy's p50 round trip is "
+        f"{r['latency_ratio_haproxy_vs_direct']:.2f}x the direct one.\n"
     )
     rows.append("![data path](../bench/results/data_path.png)\n")
     return "\n".join(rows)

@@ -174,8 +174,8 @@ def main() -> int:
             met = s["max_s"] <= BOUNDS[kind]
             ok &= met or label == "quiet"
             print(
-                f"{label:10s} {kind}: median {s['median_s']:.3f} s, max {s['max_s']:.3f} s over {s['trials']} "
-                f"trials (bound {BOUNDS[kind]} s: {'met' if met else 'NOT met'})"
+                f"{label:10s} {kind}: median {s['median_s']:.3f} s, max {s['max_s']:.3f} s over "
+                f"{s['trials']} trials (bound {BOUNDS[kind]} s: {'met' if met else 'NOT met'})"
             )
     return 0 if ok else 1
 

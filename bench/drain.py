@@ -173,11 +173,15 @@ def table(r: dict[str, Any]) -> str:
     return "\n".join(
         [
             "### 5. Drain\n",
-            "| clients | window | all moved after | lost | mean moves/s (expected) | busiest second / mean | met |",
+            (
+                "| clients | window | all moved after | lost | "
+                "mean moves/s (expected) | busiest second / mean | met |"
+            ),
             "|---|---|---|---|---|---|---|",
             (
-                f"| {r['clients']:,} | {r['window_s']:g} s | {r['moved_after_s']} s | {r['lost']} | {r['mean_moves_per_s']} "
-                f"({r['expected_per_s']}) | {r['max_over_mean']} | {'yes' if r['met'] else 'no'} |"
+                f"| {r['clients']:,} | {r['window_s']:g} s | {r['moved_after_s']} s | {r['lost']} "
+                f"| {r['mean_moves_per_s']} ({r['expected_per_s']}) | {r['max_over_mean']} | "
+                f"{'yes' if r['met'] else 'no'} |"
             ),
             "\n![drain](../bench/results/drain.png)\n",
         ]

@@ -219,9 +219,10 @@ def run(quick: bool, record: bool = True, slack: float | None = None) -> dict[st
     t100 = res["time_to_pct_s"]["100"]
     res["met"] = t100 is not None and t100 <= TARGET_S and all(v <= cap for v in peak.values())
     text = (
-        f"{moved:,} clients of {victim.id} back: 50% in {at(0.5)} s, 99% in {at(0.99)} s, 100% in {t100} s "
-        f"(target {TARGET_S} s); dispatcher p99 during storm {res['dispatch_latency_ms_during_storm']['p99']} ms; "
-        f"survivor peak {max(peak.values()):,}/{cap:,}"
+        f"{moved:,} clients of {victim.id} back: 50% in {at(0.5)} s, 99% in {at(0.99)} s, 100% in "
+        f"{t100} s (target {TARGET_S} s); dispatcher p99 during storm "
+        f"{res['dispatch_latency_ms_during_storm']['p99']} ms; survivor peak "
+        f"{max(peak.values()):,}/{cap:,}"
     )
     headline(NAME, text)
     res |= {"headline": text, "ok": res["met"]}
@@ -255,7 +256,8 @@ def draw_series(fig: Any, r: dict[str, Any], title: str, cap: int | None = None)
 
 
 def status_times(r: dict[str, Any]) -> dict[str, float | None]:
-    """Seconds after the kill until the survivors' /status totals regained 50/99/100 % of the moved clients."""
+    """Seconds after the kill until the survivors' /status
+    totals regained 50/99/100 % of the moved clients."""
     k = r["ids"].index(r["killed"])
     surv = [i for i in range(len(r["ids"])) if i != k]
     base = sum(r["before_kill"][r["ids"][i]] for i in surv)
@@ -281,23 +283,24 @@ def table(r: dict[str, Any]) -> str:
         [
             "### 4. Failover\n",
             (
-                f"{r['clients']:,} clients on 3 gateways (capacity {r['capacity_per_gateway']:,} each); {r['killed']} "
-                f"SIGKILLed with {r['moved_clients']:,} clients.\n"
+                f"{r['clients']:,} clients on 3 gateways (capacity {r['capacity_per_gateway']:,} "
+                f"each); {r['killed']} SIGKILLed with {r['moved_clients']:,} clients.\n"
             ),
             (
-                "| 50 % back | 99 % back | 100 % back | target | dispatcher p50 / p99 in storm | survivor peak / capacity | "
-                "still disconnected | met |"
+                "| 50 % back | 99 % back | 100 % back | target | dispatcher p50 / p99 in storm | "
+                "survivor peak / capacity | still disconnected | met |"
             ),
             "|---|---|---|---|---|---|---|---|",
             (
-                f"| {t['50']} s | {t['99']} s | {t['100']} s | <= {TARGET_S} s | {d['p50']} / {d['p99']} ms | "
-                f"{max(r['survivor_peak'].values()):,} / {r['capacity_per_gateway']:,} | {r['unrepaired']} | "
+                f"| {t['50']} s | {t['99']} s | {t['100']} s | <= {TARGET_S} s | {d['p50']} / "
+                f"{d['p99']} ms | {max(r['survivor_peak'].values()):,} / "
+                f"{r['capacity_per_gateway']:,} | {r['unrepaired']} | "
                 f"{'yes' if r['met'] else 'no'} |"
             ),
             (
-                f"\nSame from the gateways' `/status` (survivors' totals, 0.1 s samples): 50 % {st['50']} s, "
-                f"99 % {st['99']} s, 100 % {st['100']} s (None = not within the run). Loadgen errors: "
-                f"{r.get('loadgen_errors')}."
+                "\nSame from the gateways' `/status` (survivors' totals, 0.1 s samples): 50 % "
+                f"{st['50']} s, 99 % {st['99']} s, 100 % {st['100']} s (None = not within the "
+                f"run). Loadgen errors: {r.get('loadgen_errors')}."
             ),
             "\n![failover](../bench/results/failover.png)\n",
         ]

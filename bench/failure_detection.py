@@ -274,8 +274,9 @@ def run(quick: bool) -> dict[str, Any]:
         return f"{label} not waited for" if x is None else f"{label} {x}x ours"
 
     text = "; ".join(
-        f"{k}: median {summary[k]['tcpdispatch']['median_s']} s (max {summary[k]['tcpdispatch']['max_s']}), "
-        f"{vs(k, 'haproxy_default', 'HAProxy default')}, {vs(k, 'haproxy_tuned', 'tuned')}"
+        f"{k}: median {summary[k]['tcpdispatch']['median_s']} s (max "
+        f"{summary[k]['tcpdispatch']['max_s']}), {vs(k, 'haproxy_default', 'HAProxy default')}, "
+        f"{vs(k, 'haproxy_tuned', 'tuned')}"
         for k in TARGETS
     )
     headline(NAME, text)
@@ -314,10 +315,13 @@ def run(quick: bool) -> dict[str, Any]:
 def table(r: dict[str, Any]) -> str:
     rows = [
         "### 2. Failure detection\n",
-        f"{r['trials_per_kind']} trials per signal; seconds from the signal until the gateway is out of rotation.\n",
         (
-            "| signal | tcpdispatch median / max | HAProxy default (inter 2s fall 3) median / max | "
-            "HAProxy tuned (inter 250ms fall 2) median / max | target | met |"
+            f"{r['trials_per_kind']} trials per signal; seconds from "
+            "the signal until the gateway is out of rotation.\n"
+        ),
+        (
+            "| signal | tcpdispatch median / max | HAProxy default (inter 2s fall 3) median / max "
+            "| HAProxy tuned (inter 250ms fall 2) median / max | target | met |"
         ),
         "|---|---|---|---|---|---|",
     ]

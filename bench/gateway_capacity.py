@@ -51,7 +51,8 @@ RATE_TOLERANCE = 0.10
 def _client_main(
     port: int, count: int, sources: list[str], first: int, conn_out: Any, stop_in: Any
 ) -> None:
-    """Open ``count`` connections, report progress, hold them (pinging when told) until told to stop."""
+    """Open ``count`` connections, report progress, hold
+    them (pinging when told) until told to stop."""
     from tcpdispatch import aio
     from tcpdispatch.protocol import Connection, Hello, Ping, Pong, Role, Welcome
 
@@ -191,8 +192,8 @@ def run(args: argparse.Namespace) -> int:
     sources = [f"127.0.0.{2 + i}" for i in range(n_sources)]
     if n / workers > MAX_FDS_PER_CLIENT:
         print(
-            f"note: {n / workers:.0f} connections per worker is over the 20,000-fd limit per process;"
-            " raise --workers",
+            f"note: {n / workers:.0f} connections per worker is "
+            "over the 20,000-fd limit per process; raise --workers",
             file=sys.stderr,
         )
     port, status_port = free_port(), free_port()
@@ -237,7 +238,8 @@ def run(args: argparse.Namespace) -> int:
         time.sleep(2.0)  # let the workers settle after import
         base_rss, nproc = _node_rss(gw.pid)
         print(
-            f"gateway: {workers} workers ({nproc} processes), baseline RSS {base_rss / 2**20:.1f} MiB"
+            f"gateway: {workers} workers ({nproc} processes), "
+            f"baseline RSS {base_rss / 2**20:.1f} MiB"
         )
         share = [n // clients + (1 if i < n % clients else 0) for i in range(clients)]
         pipes = []
@@ -276,8 +278,8 @@ def run(args: argparse.Namespace) -> int:
             f"({clients} client processes, {len(sources)} source IPs)"
         )
         print(
-            f"gateway RSS: {rss / 2**20:.1f} MiB total, +{(rss - base_rss) / 2**20:.1f} MiB for {ok}"
-            f" connections = {per / 1024:.2f} KiB per connection"
+            f"gateway RSS: {rss / 2**20:.1f} MiB total, +{(rss - base_rss) / 2**20:.1f} MiB for "
+            f"{ok} connections = {per / 1024:.2f} KiB per connection"
         )
         ok_all = ok == n and status["connections"] == n
         if not ok_all:
@@ -310,7 +312,8 @@ def run(args: argparse.Namespace) -> int:
 def _heartbeat_cpu(
     args: argparse.Namespace, gw_pid: int, pipes: list[tuple[Any, Any]], n: int
 ) -> None:
-    """Node CPU over an idle window, then over a window of PINGs at N / interval; print both and the difference."""
+    """Node CPU over an idle window, then over a window of
+    PINGs at N / interval; print both and the difference."""
     import psutil
 
     root = psutil.Process(gw_pid)
@@ -337,8 +340,8 @@ def _heartbeat_cpu(
     share = busy - idle
     per_ping_us = share * window / max(sent, 1) * 1e6
     print(
-        f"heartbeat: interval {interval:g} s, window {window:g} s: {sent} PINGs sent -> {rate:.0f} PINGs/s "
-        f"(expected {expected:.0f}/s, {rate / expected * 100:.1f} %), {pongs} PONGs back, "
+        f"heartbeat: interval {interval:g} s, window {window:g} s: {sent} PINGs sent -> {rate:.0f} "
+        f"PINGs/s (expected {expected:.0f}/s, {rate / expected * 100:.1f} %), {pongs} PONGs back, "
         f"{closed} connections closed"
     )
     print(
@@ -367,7 +370,10 @@ def main(argv: list[str] | None = None) -> int:
         "--window",
         type=float,
         default=None,
-        help="length of each heartbeat-CPU window, idle and pinging (s); default 2 x --heartbeat, 0 = skip",
+        help=(
+            "length of each heartbeat-CPU window, idle and pinging (s); "
+            "default 2 x --heartbeat, 0 = skip"
+        ),
     )
     ap.add_argument("--timeout", type=float, default=600.0, help="bound on the whole run (s)")
     args = ap.parse_args(argv)

@@ -99,7 +99,8 @@ class StatusConn(asyncio.Protocol):
                 self._answer(400, b'{"error":"bad watch interval"}', True)
                 return
             self.transport.write(
-                f"HTTP/1.1 200 OK\r\nContent-Type: {CONTENT_TYPE}\r\n{WATCH_HEADER}: {interval:g}\r\n"
+                "HTTP/1.1 200 OK\r\nContent-Type: "
+                f"{CONTENT_TYPE}\r\n{WATCH_HEADER}: {interval:g}\r\n"
                 "Transfer-Encoding: chunked\r\n\r\n".encode()
             )
             self.feed = WatchFeed(interval)
@@ -111,7 +112,8 @@ class StatusConn(asyncio.Protocol):
     def _answer(self, status: int, body: bytes, close: bool) -> None:
         reason = "OK" if status == 200 else "Bad Request"
         self.transport.write(
-            f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+            f"HTTP/1.1 {status} {reason}\r\nContent-Type: "
+            f"application/json\r\nContent-Length: {len(body)}\r\n"
             f"{'Connection: close' if close else 'Connection: keep-alive'}\r\n\r\n".encode()
             + body
         )

@@ -288,18 +288,17 @@ def table(r: dict[str, Any]) -> str:
             "endpoints (httpchk, inter 250 fall 2 rise 2) in the same run.\n"
         ),
         (
-            "| gateways | dispatcher health CPU (cores) | HAProxy check CPU (cores) | dispatch req/s | "
-            "10 gateways alongside | ratio | all in view | load avg before/after |"
+            "| gateways | dispatcher health CPU (cores) | HAProxy check CPU (cores) | dispatch "
+            "req/s | 10 gateways alongside | ratio | all in view | load avg before/after |"
         ),
         "|---|---|---|---|---|---|---|---|",
     ]
     for row in r["rows"]:
         view = "yes" if row["in_view"] == row["gateways"] else f"no ({row['in_view']:,})"
         out.append(
-            f"| {row['gateways']:,} | {row['dispatcher_health_cpu']} | {row.get('haproxy_check_cpu', '-')} | "
-            f"{row['dispatch_rps']:,} | {row['dispatch_rps_10_alongside']:,} | "
-            f"{row.get('dispatch_ratio_vs_10')}x | "
-            f"{view} | "
+            f"| {row['gateways']:,} | {row['dispatcher_health_cpu']} | "
+            f"{row.get('haproxy_check_cpu', '-')} | {row['dispatch_rps']:,} | "
+            f"{row['dispatch_rps_10_alongside']:,} | {row.get('dispatch_ratio_vs_10')}x | {view} | "
             f"{row['loadavg_before']} / {row['loadavg_after']} |"
         )
     out.append(

@@ -1,4 +1,5 @@
-"""Scenario 8, rebalance: a fifth gateway joins four that hold N clients; who fills it, how fast, at what cost.
+"""Scenario 8, rebalance: a fifth gateway joins four that hold N clients; who fills it, how
+fast, at what cost.
 
 Three strategies, side by side in one run, each on a fresh fleet (four gateways,
 N SDK clients from loadgen processes sending a message every 2 s and checking its
@@ -156,7 +157,8 @@ def one(
         mode = "auto" if strategy == "tcpdispatch" else "off"
         extra = (
             f'admin_token_file = "{work / "admin.token"}"\n\n[rebalance]\nmode = "{mode}"\n'
-            f'gateway_admin_token_file = "{work / "admin.token"}"\nmin_session_age_s = {1 if n < 1000 else 5}\n'
+            f'gateway_admin_token_file = "{work / "admin.token"}"\n'
+            f"min_session_age_s = {1 if n < 1000 else 5}\n"
             f"moves_per_s = {max(50, n // 25)}\nper_donor_per_s = {max(25, n // 50)}\n"
             # thresholds inside the 5 % the scenario measures against
             f"abs_threshold = {max(5, n // 400)}\nrel_threshold = 0.04\n"
@@ -277,7 +279,8 @@ def one(
 def run(quick: bool) -> dict[str, Any]:
     n, procs, window, recycle_after = (200, 1, 6.0, 3.0) if quick else (10_000, 4, 60.0, 20.0)
     runs = []
-    # --quick (the suite's smoke test of the scripts) runs tcpdispatch only: the peers cost a minute more
+    # --quick (the suite's smoke test of the scripts)
+    # runs tcpdispatch only: the peers cost a minute more
     for strategy in STRATEGIES[:1] if quick else STRATEGIES:
         with tempfile.TemporaryDirectory(prefix=f"tcpdsuite-rb-{strategy}-") as tmp:
             print(f"   {strategy} ...", flush=True)
@@ -328,12 +331,13 @@ def table(r: dict[str, Any]) -> str:
     lines = [
         "### 8. Rebalance after scale-out\n",
         (
-            f"{r['clients']:,} clients on four gateways, a fifth joins; {r['window_s']:g} s observed from the join; "
-            f"recycling closes (here: RECONNECTs) sessions older than {r['recycle_after_s']:g} s.\n"
+            f"{r['clients']:,} clients on four gateways, a fifth joins; {r['window_s']:g} s "
+            "observed from the join; recycling closes (here: RECONNECTs) sessions older than "
+            f"{r['recycle_after_s']:g} s.\n"
         ),
         (
-            "| strategy | within 5 % after | connections made (minimum) | peak dispatches/s | peak opens/s on g5 "
-            "| messages lost | final held |"
+            "| strategy | within 5 % after | connections made (minimum) | peak dispatches/s | peak "
+            "opens/s on g5 | messages lost | final held |"
         ),
         "|---|---|---|---|---|---|---|",
     ]
@@ -345,8 +349,9 @@ def table(r: dict[str, Any]) -> str:
         )
         final = " / ".join(str(v) for v in x["final"].values())
         lines.append(
-            f"| {x['strategy']} | {conv} | {x['connections_made']:,} ({x['minimum']:,}) | "
-            f"{x['peak_dispatch_per_s']:,} | {x['peak_recipient_per_s']:,} | {x['messages_lost']} | {final} |"
+            f"| {x['strategy']} | {conv} | {x['connections_made']:,} "
+            f"({x['minimum']:,}) | {x['peak_dispatch_per_s']:,} | "
+            f"{x['peak_recipient_per_s']:,} | {x['messages_lost']} | {final} |"
         )
     lines.append("\n![rebalance](../bench/results/rebalance.png)\n")
     return "\n".join(lines)

@@ -1,4 +1,5 @@
-"""Rebalancing under faults (a script, not a test): ``python -m bench.rebalance_faults [--minutes 7]``.
+"""Rebalancing under faults (a script, not a test):
+``python -m bench.rebalance_faults [--minutes 7]``.
 
 Four gateways (capacity 2,500 each), two dispatcher replicas sharing a real
 redis-server, 6,000 SDK clients in loadgen processes that know both dispatchers
@@ -293,9 +294,10 @@ def main(argv: list[str] | None = None) -> int:
     out = results_dir(False) / "rebalance_faults.json"
     out.write_text(json.dumps(res, indent=1) + "\n")
     print(
-        f"{len(faults)} faults; within 60 s of the last: all held and max/mean <= 1.10 after {ok_at} s; "
-        f"final {final} (max/mean {res['max_over_mean']}); peak on one gateway {over} (capacity {CAPACITY}); "
-        f"messages {lg.get('messages_echoed')}/{lg.get('messages_sent')} echoed -> {'OK' if res['ok'] else 'FAILED'}"
+        f"{len(faults)} faults; within 60 s of the last: all held and max/mean <= 1.10 after "
+        f"{ok_at} s; final {final} (max/mean {res['max_over_mean']}); peak on one gateway {over} "
+        f"(capacity {CAPACITY}); messages {lg.get('messages_echoed')}/{lg.get('messages_sent')} "
+        f"echoed -> {'OK' if res['ok'] else 'FAILED'}"
     )
     return 0 if res["ok"] else 1
 

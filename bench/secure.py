@@ -753,8 +753,8 @@ def table(r: dict[str, Any]) -> str:
     rows = [
         "### 8. Encryption (Noise) vs plain vs HAProxy TLS\n",
         (
-            "Gateway-side CPU per handshake (sequential handshakes from another process; TCP accept "
-            "and close included; for HAProxy, HAProxy + gateway):\n"
+            "Gateway-side CPU per handshake (sequential handshakes from another process; TCP "
+            "accept and close included; for HAProxy, HAProxy + gateway):\n"
         ),
         "| mode | CPU per handshake | handshakes/s (one client) | target |",
         "|---|---|---|---|",

@@ -5,7 +5,7 @@ measured for wall time, CPU time (user + system) and peak RSS; its JSON and PNG
 go to ``bench/results/sim/``, and ``bench/results/sim/scale.json`` collects them.
 Rerunning skips runs whose JSON exists unless ``--force``.
 
-    python -m bench.sim_scale                       # 1,000,000 clients, 1,000 gateways, 10 replicas, 3 zones
+    python -m bench.sim_scale   # 1,000,000 clients, 1,000 gateways, 10 replicas, 3 zones
     python -m bench.sim_scale --clients 100000 --gateways 100 --tag 100k
     python -m bench.sim_scale --baselines none --jobs 2
 """
@@ -81,7 +81,8 @@ def run_one(scenario: str, baseline: str, a: argparse.Namespace) -> dict[str, An
     }
     json_path.write_text(json.dumps(doc, indent=1) + "\n")
     print(
-        f"{scenario:18} {who:14} wall {wall:6.1f} s  cpu {doc['cpu_s']:6.1f} s  rss {doc['peak_rss_mib']:5} MiB",
+        f"{scenario:18} {who:14} wall {wall:6.1f} s  cpu {doc['cpu_s']:6.1f} s  rss "
+        f"{doc['peak_rss_mib']:5} MiB",
         flush=True,
     )
     return doc

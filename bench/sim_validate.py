@@ -10,10 +10,12 @@
 4. **Balance**: ``bench/results/balance.json``'s p2c rows against
    ``balance_model`` (mean and range over 8 seeds: the report phases are random).
 
-Prints the comparison and writes ``bench/results/sim_validate_live.json`` (``_recorded`` with ``--real``).
+Prints the comparison and writes ``bench/results/sim_validate_live.json``
+(``_recorded`` with ``--real``).
 
     python -m bench.sim_validate
-    python -m bench.sim_validate --real bench/results/failover.json   # a recorded run, constant fitted
+    # a recorded run, constant fitted:
+    python -m bench.sim_validate --real bench/results/failover.json
 """
 
 from __future__ import annotations
@@ -95,7 +97,8 @@ def compare(
         r, m = real["time_to_pct_s"][q], model["time_to_pct_s"][q]
         diff = f"{(m - r) / r:+.0%}" if r else "-"
         out.append(
-            f"| failover {q} % back (s) | {r} | {m} | {diff} | {'yes' if _within(m, r) else 'no'} (25 %) |"
+            f"| failover {q} % back (s) | {r} | {m} | {diff} "
+            f"| {'yes' if _within(m, r) else 'no'} (25 %) |"
         )
     rs, ms = shares(real["before_kill"]), shares(model["before_kill"])
     dev = max(abs(a - b) for a, b in zip(rs, ms))
@@ -116,9 +119,9 @@ def compare(
             lo <= r <= hi for r, lo, hi in zip(row["real"], row["model_min"], row["model_max"])
         )
         out.append(
-            f"| balance p2c {row['weights']}, dispatch-only (%) | {row['real']} | mean {row['model_mean']} "
-            f"(range {row['model_min']}..{row['model_max']}) | {dev3:.2f} points | "
-            f"{'yes' if dev3 <= SHARE_POINTS else 'no'} (1 point); real inside the range: "
+            f"| balance p2c {row['weights']}, dispatch-only (%) | {row['real']} | mean "
+            f"{row['model_mean']} (range {row['model_min']}..{row['model_max']}) | {dev3:.2f} "
+            f"points | {'yes' if dev3 <= SHARE_POINTS else 'no'} (1 point); real inside the range: "
             f"{'yes' if inside else 'no'} |"
         )
     return out

@@ -325,15 +325,17 @@ async def soak(args: argparse.Namespace) -> int:
         group.stop()
         shutil.rmtree(work, ignore_errors=True)
     print(
-        f"\n{'process':<18}{'RSS MiB start->end':>20}{'KiB/min':>10}{'fds start->end':>16}{'fds/min':>9}  verdict"
+        f"\n{'process':<18}{'RSS MiB start->end':>20}{'KiB/min':>10}"
+        f"{'fds start->end':>16}{'fds/min':>9}  verdict"
     )
     for r in rows:
         verdict = "GROWING" if r["growing"] else ("too short" if r["too_few_samples"] else "flat")
         if r["process"] == DRIVER and not args.check_driver:
             verdict += " (informational)"
         print(
-            f"{r['process']:<18}{r['rss_start_mib']:>9} -> {r['rss_end_mib']:<8}{r['rss_slope_kib_per_min']:>10}"
-            f"{r['fds_start']:>7} -> {r['fds_end']:<6}{r['fd_slope_per_min']:>9}  {verdict}"
+            f"{r['process']:<18}{r['rss_start_mib']:>9} -> "
+            f"{r['rss_end_mib']:<8}{r['rss_slope_kib_per_min']:>10}{r['fds_start']:>7} -> "
+            f"{r['fds_end']:<6}{r['fd_slope_per_min']:>9}  {verdict}"
         )
     print(
         f"traffic: {tr.connects} connects ({tr.connect_failures} failed), {tr.closes} closes, "

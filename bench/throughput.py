@@ -152,7 +152,10 @@ def run(quick: bool) -> dict[str, Any]:
 def table(r: dict[str, Any]) -> str:
     rows = [
         "### 1. Dispatch throughput\n",
-        f"wrk {r['wrk_connections']} connections, {r['wrk_duration_s']:g} s per run, body {r['body_bytes']} bytes.\n",
+        (
+            f"wrk {r['wrk_connections']} connections, {r['wrk_duration_s']:g} s per run, body "
+            f"{r['body_bytes']} bytes.\n"
+        ),
         "| mode | nginx req/s | tcpdispatch req/s | ratio | target | met |",
         "|---|---|---|---|---|---|",
     ]
@@ -171,8 +174,8 @@ def table(r: dict[str, Any]) -> str:
     if r.get("workers_2"):
         rows += [
             (
-                "\nTwo workers on two cores (nginx `worker_processes 2`; two dispatcher processes sharing the "
-                "port with `reuse_port`; wrk on the same two cores):\n"
+                "\nTwo workers on two cores (nginx `worker_processes 2`; two dispatcher processes "
+                "sharing the port with `reuse_port`; wrk on the same two cores):\n"
             ),
             "| mode | nginx req/s | tcpdispatch req/s | ratio |",
             "|---|---|---|---|",

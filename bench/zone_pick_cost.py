@@ -150,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(r, indent=2))
     else:
         print(
-            f"{GATEWAYS} gateways, p2c, 2 alternates; best of {args.rounds} rounds, ns of CPU per call"
+            f"{GATEWAYS} gateways, p2c, 2 alternates; best "
+            f"of {args.rounds} rounds, ns of CPU per call"
         )
         for name, ns in r["ns"].items():
             print(f"  {name:<32}{ns:>10,.0f}")

@@ -54,7 +54,8 @@ class Cluster:
 
     # -- processes -----------------------------------------------------------
     def _start(self, args: list[str], name: str) -> Proc:
-        """Start a child logging to ``workdir/NAME.log`` (appended: a restarted child keeps its history)."""
+        """Start a child logging to ``workdir/NAME.log``
+        (appended: a restarted child keeps its history)."""
         child = Proc(args, self.workdir / f"{name}.log", name=name, append=True)
         self.children.append(child)
         return child
@@ -171,14 +172,16 @@ class Cluster:
             return r.status
 
     async def drain_gateway(self, http: aiohttp.ClientSession, gid: str) -> int:
-        """Ask the gateway itself to drain (RECONNECT its clients over its drain window, then exit)."""
+        """Ask the gateway itself to drain (RECONNECT its
+        clients over its drain window, then exit)."""
         gw = self.gateways[gid]
         headers = {"Authorization": f"Bearer {self.admin_token}"}
         async with http.post(f"http://{gw.host}:{gw.status_port}/drain", headers=headers) as r:
             return r.status
 
     def start_gateway_admin(self, gid: str, weight: int = 1, *extra: str) -> LocalGateway:
-        """:meth:`start_gateway` with the cluster's admin token on the status port (POST /shed, /drain)."""
+        """:meth:`start_gateway` with the cluster's admin
+        token on the status port (POST /shed, /drain)."""
         return self.start_gateway(gid, weight, "--admin-token-file", str(self.token_file), *extra)
 
     def rebalance_section(self, **settings: float | str) -> dict[str, Any]:

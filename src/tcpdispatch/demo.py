@@ -219,7 +219,8 @@ class Demo:
             await asyncio.sleep(1 / rate)
 
     async def verify_messages(self, tag: str, timeout: float = 10.0) -> tuple[int, int]:
-        """Every client sends ``tag``; returns (sent, echoed) once all came back or at the deadline."""
+        """Every client sends ``tag``; returns (sent,
+        echoed) once all came back or at the deadline."""
         for c in self.clients:
             await c.check(tag)
         deadline = time.monotonic() + timeout
@@ -278,7 +279,8 @@ class Demo:
         return self.summary
 
     async def linger_until_stopped(self) -> None:
-        """``--linger``: leave everything running (clients, table, dashboard) until Ctrl-C or SIGTERM."""
+        """``--linger``: leave everything running (clients,
+        table, dashboard) until Ctrl-C or SIGTERM."""
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -300,8 +302,8 @@ class Demo:
         total = len(self.clients)
         goal = {"g1": total / 4, "g4": 3 * total / 4}
         self.say(
-            f"rebalancing the held clients: g1 should keep {goal['g1']:.0f}, g4 reach {goal['g4']:.0f}; "
-            f"now {self.fmt_shares()}"
+            f"rebalancing the held clients: g1 should keep {goal['g1']:.0f}, g4 reach "
+            f"{goal['g4']:.0f}; now {self.fmt_shares()}"
         )
         curve: list[int] = []
         tag = 0
@@ -355,7 +357,8 @@ class Demo:
             f"logs in {cl.workdir}"
         )
         self.say(
-            f"live dashboard: {cl.dispatcher_url}/ui/ (actions take the admin token in {cl.token_file})"
+            f"live dashboard: {cl.dispatcher_url}/ui/ (actions "
+            f"take the admin token in {cl.token_file})"
         )
 
         n = self.n_clients
@@ -411,10 +414,10 @@ class Demo:
         t = time.monotonic()
         gw4 = cl.start_gateway_admin("g4", 3, "--heartbeat", "2")
         status = await cl.admin(
-            self.http,
+            self.http,  # type: ignore[arg-type]
             "POST",
             "/v1/gateways",
-            {  # type: ignore[arg-type]
+            {
                 "id": "g4",
                 "address": gw4.address,
                 "check": gw4.status_url,

@@ -142,7 +142,8 @@ class HashRing:
 
 
 def ring_for(ids: tuple[str, ...], weights: tuple[float, ...]) -> HashRing:
-    """The ring of ``ids`` at static ``weights``, from a small LRU cache (build cost is O(P log P))."""
+    """The ring of ``ids`` at static ``weights``, from
+    a small LRU cache (build cost is O(P log P))."""
     key = (ids, weights)
     ring = _ring_cache.get(key)
     if ring is None:

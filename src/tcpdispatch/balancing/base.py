@@ -104,7 +104,8 @@ class Picker(ABC):
     def choose(
         self, request: PickRequest, exclude: frozenset[str] | set[str] = frozenset()
     ) -> Candidate | None:
-        """One candidate not full and not in ``exclude``, counting no ticket (an extra alternate)."""
+        """One candidate not full and not in ``exclude``,
+        counting no ticket (an extra alternate)."""
         return self._choose(request, exclude)
 
     def pick(self, request: PickRequest, k: int = 1) -> list[Candidate]:

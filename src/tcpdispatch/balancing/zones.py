@@ -9,8 +9,9 @@ Two pieces, both built once per config or per pool rebuild and only read on the 
 - :class:`ZoneRouter` holds one picker per zone (built by the pool at rebuild from that
   zone's gateways alone, so panic is judged per zone) and chooses: the client's zone while it
   has room (healthy, non-draining gateways with more than ``spill_headroom`` of their slots
-  free; once it spills, more than ``spill_headroom + RETURN_BAND`` to take them back), else its ``spill_to`` zones in order, else the other zones by headroom; when no zone
-  has room above the threshold, the first zone in that order with any free slot; when none,
+  free; once it spills, more than ``spill_headroom + RETURN_BAND`` to take them back), else
+  its ``spill_to`` zones in order, else the other zones by headroom; when no zone has room
+  above the threshold, the first zone in that order with any free slot; when none,
   the caller falls back to the pool-wide picker. Alternates include one gateway of another
   zone when one exists, so a client survives the loss of its zone on its own.
 

@@ -28,7 +28,8 @@ _MARGIN = 5.0  # the inner asyncio timeout fires first; this only guards against
 
 
 class BlockingClient:
-    """Same constructor arguments as :class:`Client`, plus ``connect_timeout``; every method blocks."""
+    """Same constructor arguments as :class:`Client`,
+    plus ``connect_timeout``; every method blocks."""
 
     def __init__(
         self, *args: Any, connect_timeout: float | None = DEFAULT_CONNECT_TIMEOUT, **kwargs: Any

@@ -138,7 +138,8 @@ def urls_and_fallback(args: argparse.Namespace) -> tuple[list[str], list[str]]:
 
 
 def backoff_from(args: argparse.Namespace) -> BackoffConfig:
-    """The backoff of ``--backoff-initial``/``--backoff-max``; ConfigError names a value out of range."""
+    """The backoff of ``--backoff-initial``/``--backoff-max``;
+    ConfigError names a value out of range."""
     values = {}
     for name, flag in (("initial", "--backoff-initial"), ("max", "--backoff-max")):
         try:

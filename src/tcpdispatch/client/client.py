@@ -110,7 +110,8 @@ Listener = Callable[[ClientEvent], object]
 
 
 def check_payload(payload: object) -> bytes:
-    """``payload`` as bytes; TypeError naming the type for anything not bytes-like (e.g. ``str``)."""
+    """``payload`` as bytes; TypeError naming the type
+    for anything not bytes-like (e.g. ``str``)."""
     if isinstance(payload, bytes):
         return payload
     if isinstance(payload, (bytearray, memoryview)):
@@ -399,7 +400,8 @@ class Client:
             # The gateway we are leaving (dead, or draining) goes to the end of the
             # next race for a while: the dispatcher may not know yet and hand it out.
             self.gateway_memory.failed(session.endpoint.address)
-            # A rebalancing RECONNECT: tell the dispatcher which gateway we leave (docs/protocol.md).
+            # A rebalancing RECONNECT: tell the dispatcher
+            # which gateway we leave (docs/protocol.md).
             self._leaving = (
                 session.endpoint.id
                 if loss.graceful and loss.reason.startswith("rebalance")

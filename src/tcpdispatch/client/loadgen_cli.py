@@ -138,8 +138,9 @@ def plan(args: argparse.Namespace) -> list[WorkerConfig]:
     procs = min(procs, args.clients)
     if math.ceil(args.clients / procs) > MAX_CLIENTS_PER_PROCESS:
         raise ConfigError(
-            f"{args.clients} clients over {procs} processes exceeds {MAX_CLIENTS_PER_PROCESS} per process "
-            f"(open-file limit); use --processes {math.ceil(args.clients / MAX_CLIENTS_PER_PROCESS)} or more",
+            f"{args.clients} clients over {procs} processes exceeds {MAX_CLIENTS_PER_PROCESS} per "
+            "process (open-file limit); use --processes "
+            f"{math.ceil(args.clients / MAX_CLIENTS_PER_PROCESS)} or more",
             key="--processes",
         )
     bind = args.source_addresses == "on" or (

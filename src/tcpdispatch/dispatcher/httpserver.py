@@ -9,8 +9,9 @@ requests. Every other request is read whole and handed, as a
 :class:`~tcpdispatch.dispatcher.http.Request`, to the handler (the dispatcher's
 :class:`~tcpdispatch.dispatcher.routes.Router`), as a task; a streamed
 :class:`~tcpdispatch.dispatcher.http.Response` (Server-Sent Events) is written with
-chunked framing as its chunks come, and dropped when the client stops reading; while it runs, later pipelined requests on that
-connection wait in a bounded queue so answers always leave in request order.
+chunked framing as its chunks come, and dropped when the client stops reading; while it
+runs, later pipelined requests on that connection wait in a bounded queue so answers always
+leave in request order.
 
 Limits, each answered with a JSON error and a closed connection: request
 line + headers over ``max_head`` bytes or ``max_headers`` fields (431), a URL
@@ -145,7 +146,8 @@ class HTTPServer:
         on_date: Callable[[bytes], None] | None = None,
     ) -> None:
         self.fast, self.handler = fast, handler
-        # ``raw`` (the C recogniser) applies the default limits; other limits keep every request here.
+        # ``raw`` (the C recogniser) applies the default
+        # limits; other limits keep every request here.
         default_limits = (max_head, max_headers, max_url) == (MAX_HEAD, MAX_HEADERS, MAX_URL)
         self.raw = raw if default_limits else None
         self.on_date = on_date
@@ -457,7 +459,10 @@ class _Connection(asyncio.Protocol):
         except Exception:
             log.exception("dispatch failed")
             status, retry_after = 500, None
-            body = b'{"error":"internal_error","detail":"the dispatcher failed to answer; see its log"}'
+            body = (
+                b'{"error":"internal_error","detail":"the '
+                b'dispatcher failed to answer; see its log"}'
+            )
         extra = b"" if retry_after is None else b"retry-after: %b\r\n" % retry_after.encode()
         if keep_alive:
             self.transport.write(
@@ -483,7 +488,8 @@ class _Connection(asyncio.Protocol):
 
     def _answer_and_linger(self, answer: bytes) -> None:
         """Write a final answer, then close gently: closing with unread request bytes would
-        send a reset that can destroy the answer before the client reads it (nginx's lingering close)."""
+        send a reset that can destroy the answer before the client reads it (nginx's lingering
+        close)."""
         transport = self.transport
         transport.write(answer)
         if not transport.can_write_eof():
@@ -617,7 +623,8 @@ class _Connection(asyncio.Protocol):
     # ------------------------------------------------------------ closing
 
     def sweep(self, now: float) -> None:
-        """Called by the server's sweep timer: enforce the head/body deadlines and the idle timeout."""
+        """Called by the server's sweep timer: enforce
+        the head/body deadlines and the idle timeout."""
         if self.closing:
             return
         if self.head_deadline and now > self.head_deadline:

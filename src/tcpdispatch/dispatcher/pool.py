@@ -102,8 +102,9 @@ class Pool:
 
     ``clock`` is monotonic seconds (slow start and up_since use it); ``rng``
     is the pickers' generator, which the dispatcher's ticket signer and C hot path
-    share (default: a :class:`~tcpdispatch.rng.SplitMixRandom` seeded from the OS). ``on_targets`` is called with the active-check targets
-    whenever membership or checks change.
+    share (default: a :class:`~tcpdispatch.rng.SplitMixRandom` seeded from the OS).
+    ``on_targets`` is called with the active-check targets whenever membership or checks
+    change.
     Health, panic, drain and weight changes are published to ``events`` (the
     dashboard's feed) next to their log lines.
     """
@@ -424,7 +425,10 @@ class Pool:
         gw.transitions["down"] += 1
         gw.down_since = now
         if how == "probe":
-            why = f"{h.failures} probes in a row failed (fall = {h.fall}): {gw.last_detail or 'no detail'}"
+            why = (
+                f"{h.failures} probes in a row failed (fall = {h.fall}): "
+                f"{gw.last_detail or 'no detail'}"
+            )
         elif how == "client":
             why = f"client reports and failed probes reached fall = {h.fall}"
         else:
@@ -560,7 +564,8 @@ class Pool:
         if snap.panic != self.panic:
             self.panic_changes += 1
             if snap.panic:
-                # Before any probe has answered every gateway is down: that is start-up, not an alarm.
+                # Before any probe has answered every gateway
+                # is down: that is start-up, not an alarm.
                 known = any(g.ever_up or g.health.failures for g in self.gateways.values())
                 log.log(
                     logging.WARNING if known else logging.INFO,

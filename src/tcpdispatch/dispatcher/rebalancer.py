@@ -230,7 +230,8 @@ class Rebalancer:
                         accepted = doc["shedding"]
                     else:
                         detail = f"HTTP {resp.status}" + (
-                            " (set [rebalance] gateway_admin_token_file to the gateways' admin token)"
+                            " (set [rebalance] gateway_admin_token_file "
+                            "to the gateways' admin token)"
                             if resp.status in (401, 403)
                             else ""
                         )
@@ -273,7 +274,8 @@ class Rebalancer:
     # ------------------------------------------------------------ placement (any replica)
 
     def place(self, candidates: Sequence[Candidate], leaving: str, k: int) -> list[Candidate]:
-        """Gateways for a client leaving ``leaving`` (see :mod:`.placement`); empty: use the picker."""
+        """Gateways for a client leaving ``leaving`` (see
+        :mod:`.placement`); empty: use the picker."""
         chosen = place(candidates, self.planner.goal, self.planner.donors, leaving, k, self.rng)
         if chosen:
             self.moves_placed += 1

@@ -1,4 +1,5 @@
-"""Dispatcher process lifecycle: one asyncio loop runs the HTTP server, the health checker and signals.
+"""Dispatcher process lifecycle: one asyncio loop runs the HTTP server, the health checker
+and signals.
 
 The server is the composition root: it builds the pool, the store, the push
 tracker, the rebalancer, the :class:`DispatchService` and the :class:`Router`,
@@ -187,7 +188,10 @@ class DispatcherServer:
                     new.health.ttl, [gw.id for gw in self.pool.gateways.values() if gw.push]
                 )
         self.pool.rebuild()
-        detail = f"{len(new.gateways)} gateways in file, {len(self.pool.gateways)} in pool, policy {new.policy}"
+        detail = (
+            f"{len(new.gateways)} gateways in file, "
+            f"{len(self.pool.gateways)} in pool, policy {new.policy}"
+        )
         log.info("reloaded %s: %s", self.config_path, detail)
         self.events.publish("reload", f"reloaded {self.config_path.name}: {detail}", ok=True)
         return True, detail

@@ -40,7 +40,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tcpdispatch.dispatcher")
 
-# For policies that never read the PickRequest: one shared instance spares a dataclass build per dispatch.
+# For policies that never read the PickRequest: one
+# shared instance spares a dataclass build per dispatch.
 _NO_KEY = PickRequest()
 # Answer templates kept per ordered gateway-id tuple (LRU: large pools see many distinct tuples).
 TEMPLATE_CACHE = 4096
@@ -65,7 +66,8 @@ class Stats:
         self.bad_request = 0
         self.per_gateway: dict[str, int] = {}
         self.other: dict[tuple[str, int], int] = {}  # (route, status) -> count
-        # Answer times of dispatches answered through dispatch_core (the C recogniser keeps its own).
+        # Answer times of dispatches answered through
+        # dispatch_core (the C recogniser keeps its own).
         self.latency = LatencyHistogram(DISPATCH_BUCKETS)
         # Health probe durations by result ("ok" / "failed").
         self.probes = {
@@ -251,7 +253,8 @@ class DispatchService:
         self._install_fast()
 
     def _refresh_unavailable(self) -> None:
-        """Precompute the 503 detail (an O(n) count) so a refusal costs no scan and no encoder call."""
+        """Precompute the 503 detail (an O(n) count) so
+        a refusal costs no scan and no encoder call."""
         counts = self.pool.counts()
         if not self.pool.gateways:
             detail = "no gateways are configured"
@@ -283,8 +286,8 @@ class DispatchService:
     ) -> tuple[int, str | None, bytes]:
         """Validate, pick, sign: ``(status, retry_after or None, JSON body)``.
 
-        ``headers`` (lower-cased name/value byte pairs) are only read for X-Forwarded-For when the peer is a trusted proxy. The time it takes
-        goes to the answer-time histogram.
+        ``headers`` (lower-cased name/value byte pairs) are only read for X-Forwarded-For when
+        the peer is a trusted proxy. The time it takes goes to the answer-time histogram.
         """
         t0 = perf_counter()
         answer = self._dispatch(qs, ip, headers)
@@ -483,7 +486,10 @@ def _slow_client_id(text: str) -> tuple[str, str | None]:
             if _BAD_ESCAPE.search(value):
                 return (
                     "",
-                    "client_id has a malformed percent-escape ('%' must be followed by two hex digits)",
+                    (
+                        "client_id has a malformed percent-escape "
+                        "('%' must be followed by two hex digits)"
+                    ),
                 )
             try:
                 value = unquote(value, errors="strict")

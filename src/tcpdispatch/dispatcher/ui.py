@@ -50,7 +50,8 @@ class StaticFiles:
                 self.files[entry.name] = (TYPES[suffix], etag, body)
 
     def get(self, name: str, if_none_match: bytes = b"") -> Answer | None:
-        """The answer for ``/ui/<name>`` (``""``: index.html), or None when there is no such file."""
+        """The answer for ``/ui/<name>`` (``""``:
+        index.html), or None when there is no such file."""
         found = self.files.get(name or "index.html")
         if found is None:
             return None

@@ -1,4 +1,5 @@
-"""The asyncio adapter: one :class:`Gateway` per worker process, one small protocol object per connection.
+"""The asyncio adapter: one :class:`Gateway` per worker process, one small protocol object
+per connection.
 
 Memory per connection is the point of this module (the target is 100,000
 connections per node at <= 3 KiB each), so:
@@ -368,7 +369,8 @@ class Gateway:
         await self._done.wait()
 
     def drain(self) -> None:
-        """Start draining (idempotent): stop accepting, RECONNECT everyone over the window, then stop."""
+        """Start draining (idempotent): stop accepting,
+        RECONNECT everyone over the window, then stop."""
         if self.draining or self._done.is_set():
             return
         self.draining = True

@@ -70,7 +70,8 @@ class Sheddable(Protocol):
 def pick_oldest(
     conns: dict[int, Any], cutoff: int, count: int, usable: Callable[[Any], bool]
 ) -> list[Any]:
-    """Up to ``count`` connections numbered ``<= cutoff`` (oldest first) for which ``usable`` holds."""
+    """Up to ``count`` connections numbered ``<= cutoff``
+    (oldest first) for which ``usable`` holds."""
     out: list[Any] = []
     for num, p in conns.items():  # admission order: oldest first
         if num > cutoff or len(out) >= count:

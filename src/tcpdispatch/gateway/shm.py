@@ -221,7 +221,8 @@ class NodeCounters:
 
     # -- shed orders (supervisor -> worker) ------------------------------------
     def post_shed(self, worker: int, count: int, window_s: float, min_age_s: float) -> None:
-        """Supervisor side: ask ``worker`` to shed ``count`` more sessions (added to any not yet taken)."""
+        """Supervisor side: ask ``worker`` to shed ``count``
+        more sessions (added to any not yet taken)."""
         base = self._slot(worker)
         with self._lock:
             self._v[base + _F_ORDER_WINDOW_MS] = int(window_s * 1000)
@@ -229,7 +230,8 @@ class NodeCounters:
             self._v[base + _F_ORDER_COUNT] += count
 
     def take_shed(self) -> tuple[int, float, float] | None:
-        """Worker side: the order posted for this worker, if any, as (count, window_s, min_age_s)."""
+        """Worker side: the order posted for this worker,
+        if any, as (count, window_s, min_age_s)."""
         base = self._slot(self.worker)
         v = self._v
         if v[base + _F_ORDER_COUNT] <= 0:

@@ -94,8 +94,8 @@ def admin_refusal(request: web.Request, token: str | None, action: str) -> web.R
         return web.Response(
             body=error_body(
                 "admin_token_not_configured",
-                f"{action} is disabled: start the gateway with --admin-token-file FILE "
-                "(create FILE with `tcpdispatch secret FILE`) and send 'Authorization: Bearer <token>'; "
+                f"{action} is disabled: start the gateway with --admin-token-file FILE (create "
+                "FILE with `tcpdispatch secret FILE`) and send 'Authorization: Bearer <token>'; "
                 "SIGTERM drains without a token",
             ),
             status=403,

@@ -56,8 +56,8 @@ def parse_watch_interval(text: str) -> float:
         value = math.nan
     if not math.isfinite(value) or not MIN_INTERVAL <= value <= MAX_INTERVAL:
         raise ValueError(
-            f"watch must be a tick interval in seconds between {MIN_INTERVAL:g} and {MAX_INTERVAL:g}, "
-            f"got {text!r}"
+            f"watch must be a tick interval in seconds between {MIN_INTERVAL:g} and "
+            f"{MAX_INTERVAL:g}, got {text!r}"
         )
     return value
 

@@ -149,7 +149,8 @@ def parse_check(spec: str) -> CheckSpec:
     text = spec.strip()
     if not text:
         raise ValueError(
-            "check is empty; expected http://HOST:PORT/PATH, agent://HOST:PORT, tcp://HOST:PORT or push"
+            "check is empty; expected http://HOST:PORT/PATH, "
+            "agent://HOST:PORT, tcp://HOST:PORT or push"
         )
     if text.lower() == "push":
         return CheckSpec(kind="push")
@@ -165,7 +166,8 @@ def parse_check(spec: str) -> CheckSpec:
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https", "agent", "tcp"):
         raise ValueError(
-            f"check {spec!r}: unknown scheme {parts.scheme!r}; expected http, https, agent, tcp or push"
+            f"check {spec!r}: unknown scheme {parts.scheme!r}; "
+            "expected http, https, agent, tcp or push"
         )
     if not parts.hostname:
         raise ValueError(f"check {spec!r} has no host")

@@ -37,8 +37,9 @@ ramp) and returns the shed orders to send now. The rules:
    still leaving (a client on its way is counted nowhere: the round's total stands in for
    it until it has arrived). A batch of moves is in flight until
    the donor is seen to have lost as many sessions as it agreed to shed, or until
-   ``interval_s + settle_s`` after the last order. ``manual``: a round starts only on :meth:`trigger`.
-   ``off``: nothing. Every state change is returned once as an event (a log line).
+   ``interval_s + settle_s`` after the last order. ``manual``: a round starts only on
+   :meth:`trigger`. ``off``: nothing. Every state change is returned once as an event (a log
+   line).
 6. **Zones** (docs/zones.md). Targets are computed per zone: each zone's held total is shared
    among that zone's gateways only, and donors shed only as much as the recipients *of their
    own zone* have room for, so a round never moves a client out of its zone. Without zones

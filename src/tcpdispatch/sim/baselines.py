@@ -87,7 +87,8 @@ class LeastConnTwin:
 
 
 class GoimDecider:
-    """goim's weighted top-5 over the pool's candidates (counts from its last 10 s report + picks)."""
+    """goim's weighted top-5 over the pool's candidates
+    (counts from its last 10 s report + picks)."""
 
     def __init__(self, candidates: Sequence[Candidate], rng: random.Random) -> None:
         self.rng = rng

@@ -87,7 +87,9 @@ def add_parser(subparsers: Any) -> None:
         choices=sorted(POLICIES),
         default="p2c",
         metavar="P",
-        help=f"balancing policy of the replicas (default p2c; one of {', '.join(sorted(POLICIES))})",
+        help=(
+            f"balancing policy of the replicas (default p2c; one of {', '.join(sorted(POLICIES))})"
+        ),
     )
     p.add_argument(
         "--baseline",
@@ -205,8 +207,9 @@ def describe(r: Result) -> str:
     who = s["policy"] if s["baseline"] == "none" else f"baseline {s['baseline']}"
     lines = [
         (
-            f"{s['scenario']}: {s['clients']:,} clients, {s['gateways']:,} gateways, {s['replicas']} replicas, "
-            f"{s['zones']} zone(s), {who}, {x['modelled_s']:.0f} s modelled in {s['wall_s']} s"
+            f"{s['scenario']}: {s['clients']:,} clients, {s['gateways']:,} gateways, "
+            f"{s['replicas']} replicas, {s['zones']} zone(s), {who}, {x['modelled_s']:.0f} s "
+            f"modelled in {s['wall_s']} s"
         )
     ]
     if s["rehomed_p50_s"] is None:

@@ -33,7 +33,8 @@ class Memory:
     failed: list[str] = field(default_factory=list)  # addresses with a strike
 
     def harmless(self, dispatcher: str) -> bool:
-        """Only single strikes left (forgetting them shortens a later repeat ban from 2 s to 1 s)."""
+        """Only single strikes left (forgetting them
+        shortens a later repeat ban from 2 s to 1 s)."""
         return self.dispatchers.failures(dispatcher) == 0 and all(
             self.gateways.failures(a) <= 1 for a in self.failed
         )

@@ -131,7 +131,8 @@ SCENARIOS: dict[str, Scenario] = {
         ),
         Scenario(
             "dispatcher-outage",
-            "every replica down from t=10 s to t=70 s (restarted fresh); the busiest gateway crashes at t=15 s",
+            "every replica down from t=10 s to t=70 s (restarted "
+            "fresh); the busiest gateway crashes at t=15 s",
             lambda cfg: 130.0,
             _dispatcher_outage,
         ),

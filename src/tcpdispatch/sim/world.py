@@ -399,7 +399,8 @@ class World:
         self._round_at(i, now + elapsed + pop.failure_delay(i))
 
     def _served(self, i: int) -> None:
-        """Testbed: the machine has done the work of client ``i``'s round; make its decisions now."""
+        """Testbed: the machine has done the work of
+        client ``i``'s round; make its decisions now."""
         self._round_at(i, self.engine.now)
 
     def _connected(self, i: int, g: SimGateway, at: float) -> None:
@@ -425,7 +426,8 @@ class World:
 
     # -- fleet changes -----------------------------------------------------------
     def add_gateway(self, g: SimGateway) -> None:
-        """A new gateway starts and is added through the admin API (seen by each replica in turn)."""
+        """A new gateway starts and is added through the
+        admin API (seen by each replica in turn)."""
         g.state = "up"
         for rep in self.replicas:
             self.engine.after(self.rng.uniform(0, 1.0), rep.add_gateway, g)
@@ -460,7 +462,8 @@ class World:
         self.engine.run(self.end, progress)
 
     def check_invariants(self) -> None:
-        """Every client is in exactly one place; no gateway over capacity (AssertionError otherwise)."""
+        """Every client is in exactly one place; no gateway
+        over capacity (AssertionError otherwise)."""
         pop = self.pop
         held = 0
         for g in self.gateways:

@@ -72,7 +72,8 @@ redis.call('PUBLISH', ARGV[1], v)
 return v
 """
 
-# KEYS: seeded, gateways, weights, drain, version; ARGV: channel, n, then n x (id, json, weight, drain)
+# KEYS: seeded, gateways, weights, drain, version;
+# ARGV: channel, n, then n x (id, json, weight, drain)
 _SEED = """
 if redis.call('SETNX', KEYS[1], '1') == 0 then return 0 end
 redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
@@ -405,7 +406,8 @@ class RedisStore(Store):
         return await self._op("drain" if draining else "undrain", gateway_id)
 
     async def lease(self, name: str, holder: str, ttl: float) -> bool:
-        """One script call: take the lease when free, renew it when ours. False while Redis is away."""
+        """One script call: take the lease when free,
+        renew it when ours. False while Redis is away."""
         try:
             got = await self._lease(
                 keys=[f"{self.config.prefix}lease:{name}"], args=[holder, max(1, int(ttl * 1000))]
