@@ -1,4 +1,5 @@
-"""A dispatcher's service and router over one pool, wired as the server wires them, for unit tests."""
+"""A dispatcher's service and router over one pool, wired as the server wires them, for unit
+tests."""
 
 from __future__ import annotations
 

@@ -45,7 +45,8 @@ REQUIRE_INTEGRATION = os.environ.get("TCPDISPATCH_REQUIRE_INTEGRATION") == "1"
 
 
 def require_binary(name: str) -> str:
-    """Path of ``name``; skips the test when missing, fails under TCPDISPATCH_REQUIRE_INTEGRATION=1."""
+    """Path of ``name``; skips the test when missing, fails under
+    TCPDISPATCH_REQUIRE_INTEGRATION=1."""
     path = shutil.which(name) or next(
         (
             p

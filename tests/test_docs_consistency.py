@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_systemd_documentation_paths_are_the_installed_docs() -> None:
-    """Every ``Documentation=file:///opt/tcpdispatch/docs/X`` is a doc of ours that deploy/README copies."""
+    """Every ``Documentation=file:///opt/tcpdispatch/docs/X`` is a doc of ours that deploy/README
+    copies."""
     deploy = (ROOT / "deploy" / "README.md").read_text()
     assert "cp docs/*.md /opt/tcpdispatch/docs/" in deploy
     found = []

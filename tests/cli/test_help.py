@@ -80,7 +80,8 @@ def test_bad_log_level_after_the_subcommand_is_a_usage_error(
 
 
 def test_client_zone_option(capsys: pytest.CaptureFixture[str]) -> None:
-    """``client --zone`` reaches the SDK; a bad name is a one-line error and exit 2, no traceback."""
+    """``client --zone`` reaches the SDK; a bad name is a one-line error and exit 2, no
+    traceback."""
     from tcpdispatch.cli import main
 
     assert build_parser(["client"]).parse_args(["client", "--zone", "eu-1"]).zone == "eu-1"

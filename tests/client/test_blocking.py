@@ -1,4 +1,5 @@
-"""BlockingClient: bounded connect against a dead dispatcher, clear errors for wrong payload types."""
+"""BlockingClient: bounded connect against a dead dispatcher, clear errors for wrong payload
+types."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Fixtures for dispatcher unit tests: a config builder, a pool with a fake clock, a router caller."""
+"""Fixtures for dispatcher unit tests: a config builder, a pool with a fake clock, a router
+caller."""
 
 from __future__ import annotations
 

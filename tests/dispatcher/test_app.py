@@ -1,4 +1,5 @@
-"""The ASGI app called directly with fake scope/receive/send: dispatch, errors, admin, push, metrics."""
+"""The ASGI app called directly with fake scope/receive/send: dispatch, errors, admin, push,
+metrics."""
 
 from __future__ import annotations
 

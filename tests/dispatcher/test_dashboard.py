@@ -161,7 +161,8 @@ async def test_events_stream_over_the_built_in_server(
         ("g2", "draining")
     ]  # only what changed
     assert len(app.pool.events.subscribers) == 1
-    s.writer.close()  # the client leaves: the stream ends at its next write, its subscription with it
+    # the client leaves: the stream ends at its next write, its subscription with it
+    s.writer.close()
     for _ in range(int(scaled(50))):
         if not app.pool.events.subscribers:
             break

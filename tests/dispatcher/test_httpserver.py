@@ -1,4 +1,5 @@
-"""The built-in HTTP server (httpserver.py) over a real loopback socket, with the real service and router."""
+"""The built-in HTTP server (httpserver.py) over a real loopback socket, with the real service
+and router."""
 
 from __future__ import annotations
 
@@ -195,11 +196,15 @@ async def test_limits_431_414_413(serve: Any) -> None:
         (b"GET /v1/dispatch?client_id=a HTTP/1.1\r\n" + b"X-H: 1\r\n" * 150 + b"\r\n", 431),
         (b"GET /v1/dispatch?client_id=" + b"a" * 2000 + b" HTTP/1.1\r\n\r\n", 414),
         (
-            b"POST /v1/report HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 5000\r\n\r\n",
+            (
+                b"POST /v1/report HTTP/1.1\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 5000\r\n\r\n"
+            ),
             413,
         ),
         (
-            b"POST /v1/report HTTP/1.1\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"POST /v1/report HTTP/1.1\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
             + b"300\r\n"
             + b"a" * 0x300
             + b"\r\n"
@@ -359,7 +364,8 @@ async def test_a_slow_request_body_gets_408(serve: Any) -> None:
     _, connect = await serve(body_timeout=0.4, idle_timeout=60)
     c = await connect()
     await c.send(
-        b"POST /v1/report HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n{"
+        b"POST /v1/report HTTP/1.1\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 500\r\n\r\n{"
     )
     answer = asyncio.ensure_future(c.answer())
     for _ in range(200):

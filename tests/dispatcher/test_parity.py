@@ -296,7 +296,8 @@ def test_a_ticket_over_the_limit_is_refused_alike(
 def test_the_c_answer_is_the_python_answer_as_the_server_frames_it(
     twins: Callable[..., Twins],
 ) -> None:
-    """request() (the whole raw request in C) against dispatch_bytes() plus the built-in server's framing."""
+    """request() (the whole raw request in C) against dispatch_bytes() plus the built-in server's
+    framing."""
     require_speedups()
     t = twins()
     t.each(lambda a: bring_up(a.pool))

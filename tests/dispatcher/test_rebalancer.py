@@ -1,4 +1,5 @@
-"""The dispatcher side in one process: the Rebalancer over a real pool and app, fake gateway status ports.
+"""The dispatcher side in one process: the Rebalancer over a real pool and app, fake gateway
+status ports.
 
 Orders go out as POST /shed with the gateways' admin token; moved clients (``leaving=``) are
 placed below target and never on a donor; the admin API pauses, resumes and triggers;

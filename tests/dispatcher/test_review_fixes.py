@@ -1,4 +1,5 @@
-"""Regression tests for the review findings: rebuild storm, passive reports, reloads, nested JSON, HEAD."""
+"""Regression tests for the review findings: rebuild storm, passive reports, reloads, nested
+JSON, HEAD."""
 
 from __future__ import annotations
 

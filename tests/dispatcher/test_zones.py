@@ -1,4 +1,5 @@
-"""Zones in the dispatcher: config, the choice in a dispatch, the answer, admin and push (docs/zones.md)."""
+"""Zones in the dispatcher: config, the choice in a dispatch, the answer, admin and push
+(docs/zones.md)."""
 
 from __future__ import annotations
 
@@ -105,7 +106,8 @@ def test_hint_and_network_choose_the_zone_and_answers_name_it(zoned: Stack) -> N
         _dispatch(zoned, f"client_id=c{i}", "127.0.0.1", xff)[1]["gateway"]["zone"]
         for i in range(50)
     } == {"a"}
-    # an untrusted peer's header is ignored: 192.0.2.1 is in no zone -> today's choice over all zones
+    # an untrusted peer's header is ignored: 192.0.2.1 is in no zone -> today's choice over all
+    # zones
     zones = Counter(
         _dispatch(zoned, f"client_id=c{i}", "192.0.2.1", xff)[1]["gateway"]["zone"]
         for i in range(400)
@@ -157,7 +159,8 @@ def test_zone_outage_and_spill_serve_from_the_next_zone(zoned: Stack) -> None:
 
 
 def test_without_zones_answers_are_unchanged(make_app: Any) -> None:
-    """No [[zones]]: gateway zones and zone hints change nothing; the answer pieces are identical."""
+    """No [[zones]]: gateway zones and zone hints change nothing; the answer pieces are
+    identical."""
     a = make_app([{k: v for k, v in g.items() if k != "zone"} for g in GATEWAYS])
     b = make_app(GATEWAYS)  # gateways labelled, but zones off
     assert a.pool.zones is None and b.pool.zones is None

@@ -272,7 +272,8 @@ class Fleet:
         return sum(len(m.sent) - len(m.acked) for m in self.members)
 
     async def settle(self, timeout: float = 20.0) -> None:
-        """Wait until every client is connected and every message came back (resending as needed)."""
+        """Wait until every client is connected and every message came back (resending as
+        needed)."""
         deadline = time.monotonic() + scaled(timeout)
         while True:
             now = time.monotonic()
@@ -383,8 +384,9 @@ def _netns_unavailable(reason: str) -> None:
 
 @pytest.fixture
 def netns() -> Iterator[NetNS]:
-    """A fresh namespace + veth pair; skipped without CAP_NET_ADMIN, required when the privilege exists
-    and TCPDISPATCH_REQUIRE_INTEGRATION=1. Everything is removed at teardown, even on failure."""
+    """A fresh namespace + veth pair; skipped without CAP_NET_ADMIN, required when the privilege
+    exists and TCPDISPATCH_REQUIRE_INTEGRATION=1. Everything is removed at teardown, even on
+    failure."""
     import shutil
 
     if os.geteuid() != 0 or shutil.which("ip") is None:
@@ -419,7 +421,8 @@ def netns() -> Iterator[NetNS]:
             created_link = True
         yield NetNS(name, host_if, host_ip, ns_ip)
     finally:
-        # Kill what runs inside (only processes this test started there), then remove link and namespace.
+        # Kill what runs inside (only processes this test started there), then remove link and
+        # namespace.
         for pid in _run("ip", "netns", "pids", name).stdout.split():
             try:
                 os.kill(int(pid), 9)

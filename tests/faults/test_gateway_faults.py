@@ -57,7 +57,8 @@ async def test_gateway_sigkill(system: Any, fleets: Any) -> None:
     await fleet.settle()
     await fleet.exchange(3)
     assert fleet.by_gateway().keys() <= {"g2", "g3"}
-    # Clients notice a dead socket at once; the dispatcher needs `fall` failed probes: poll, don't race it.
+    # Clients notice a dead socket at once; the dispatcher needs `fall` failed probes: poll, don't
+    # race it.
     await async_wait_until(
         lambda: asyncio.to_thread(lambda: d.states()["g1"] == "down"),
         timeout=5,
@@ -65,7 +66,8 @@ async def test_gateway_sigkill(system: Any, fleets: Any) -> None:
     )
     undisturbed(others)
     print(
-        f"SIGKILL: {len(victims)} clients moved in {moved_in:.2f}s, {fleet.resent()} messages resent"
+        f"SIGKILL: {len(victims)} clients moved in {moved_in:.2f}s, "
+        f"{fleet.resent()} messages resent"
     )
 
 
@@ -111,7 +113,8 @@ async def test_gateway_sigstop_then_sigcont(system: Any, fleets: Any) -> None:
     await fleet.exchange(3)
     undisturbed(others)
     print(
-        f"SIGSTOP: {len(victims)} clients moved in {moved_in:.2f}s, {fleet.resent()} messages resent"
+        f"SIGSTOP: {len(victims)} clients moved in {moved_in:.2f}s, "
+        f"{fleet.resent()} messages resent"
     )
 
 

@@ -75,7 +75,8 @@ async def test_flapping_status_holds_state_by_rise_and_fall(system: Any, fleets:
         await fleet.exchange(2)
         assert fleet.reconnects() == 0
 
-        # Down (two failures in a row), then alternating: stays down (never `rise` successes in a row).
+        # Down (two failures in a row), then alternating: stays down (never `rise` successes in a
+        # row).
         flaky.mode = "fail"
         await async_wait_until(
             lambda: asyncio.to_thread(lambda: d.states()["g2"] == "down"),

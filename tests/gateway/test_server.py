@@ -281,7 +281,8 @@ async def test_drain_spreads_reconnects_then_stops() -> None:
         await asyncio.sleep(0.005)
     assert sorted(times) == list(range(5))
     spread = sorted(times.values())
-    # sent at ~0, 0.09, ..., 0.36 s (first 90% of the window); each upper bound stretches on slow machines
+    # sent at ~0, 0.09, ..., 0.36 s (first 90% of the window); each upper bound stretches on slow
+    # machines
     assert spread[0] < scaled(0.05) and 0.3 < spread[-1] < scaled(0.5), spread
     assert all(isinstance(t.frames[0], Reconnect) and t.frames[0].delay_ms < 250 for t in clients)
     late_handshake.send(Hello("", "late"))

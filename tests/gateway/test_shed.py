@@ -1,5 +1,5 @@
-"""Shedding: the oldest sessions past the minimum age get RECONNECT("rebalance"), spread over the window;
-POST /shed needs the admin token and validates its body."""
+"""Shedding: the oldest sessions past the minimum age get RECONNECT("rebalance"), spread over
+the window; POST /shed needs the admin token and validates its body."""
 
 from __future__ import annotations
 

@@ -239,7 +239,8 @@ async def test_post_drain_with_a_token_needs_the_right_bearer() -> None:
 
 
 async def test_status_port_cuts_a_request_head_that_trickles_past_the_deadline() -> None:
-    """A byte every 0.1 s never completes the head: closed ~0.5 s after connect, not reset by bytes."""
+    """A byte every 0.1 s never completes the head: closed ~0.5 s after connect, not reset by
+    bytes."""
     s = await _started(http_timeout=0.5)
     try:
         loop = asyncio.get_running_loop()
@@ -266,7 +267,8 @@ async def test_status_port_cuts_a_request_head_that_trickles_past_the_deadline()
 
 
 async def test_status_keep_alive_connection_survives_between_quick_requests() -> None:
-    """The deadline restarts after each answer: a client polling faster than it keeps its connection."""
+    """The deadline restarts after each answer: a client polling faster than it keeps its
+    connection."""
     s = await _started(http_timeout=0.3)
     try:
         reader, writer = await asyncio.open_connection(*s.cfg.status)
@@ -322,7 +324,8 @@ def test_metrics_carry_build_info_and_the_process_collector() -> None:
 
 
 def test_zone_is_reported_only_when_set() -> None:
-    """``--zone`` goes into /status (and so into pushed heartbeats); without it no field (docs/zones.md)."""
+    """``--zone`` goes into /status (and so into pushed heartbeats); without it no field
+    (docs/zones.md)."""
     assert from_args(parse("--no-ticket", "--zone", "eu-1")).zone == "eu-1"
     assert service(zone="eu-1").status()["zone"] == "eu-1"
     assert "zone" not in service().status()

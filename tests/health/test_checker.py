@@ -258,7 +258,8 @@ async def test_defaults_detect_a_hung_gateway_within_2s(status_server) -> None: 
         await checker.close()
     times = [rec.down_since(f"g{i}", t0) for i in range(N_GATEWAYS)]
     print(
-        f"hang detection times: {[round(t, 3) for t in times if t is not None]}, recovery <= {recovered:.3f}s"
+        f"hang detection times: {[round(t, 3) for t in times if t is not None]}, "
+        f"recovery <= {recovered:.3f}s"
     )
     assert all(t is not None and t < scaled(2.0) for t in times), times
     assert recovered < scaled(1.5)

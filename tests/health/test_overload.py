@@ -1,4 +1,5 @@
-"""Overload protection: the pure hysteresis, and the snapshot rule that applies it to every policy."""
+"""Overload protection: the pure hysteresis, and the snapshot rule that applies it to every
+policy."""
 
 from __future__ import annotations
 

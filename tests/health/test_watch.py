@@ -197,7 +197,8 @@ async def test_crash_is_out_at_once_and_hang_after_the_missed_ticks(gateways, st
         crash_t, hang_t = rec.down_since("crash", t0), rec.down_since("hang", t0)
         print(f"watch: crash seen after {crash_t:.3f}s, hang after {hang_t:.3f}s")
         assert crash_t is not None and crash_t < scaled(0.15)
-        # silence past timeout (0.5) then one more interval: 0.75 s after the last tick, at most ~1 s
+        # silence past timeout (0.5) then one more interval: 0.75 s after the last tick,
+        # at most ~1 s
         assert hang_t is not None and 0.45 < hang_t < scaled(1.1)
         hung.paused = False
         t1 = time.monotonic()

@@ -154,7 +154,8 @@ def test_dispatcher_http_request_size_and_header_limits(
     admin = {"Authorization": f"Bearer {ADMIN}"}
     big = {"id": "g9", "address": "127.0.0.1:9", "check": "tcp://127.0.0.1:9", "pad": "x" * 2000}
 
-    # Body over max_body: refused by Content-Length before reading, and while reading a chunked body.
+    # Body over max_body: refused by Content-Length before reading, and while reading a chunked
+    # body.
     status, _, body = d.request("POST", "/v1/gateways", big, admin)
     assert status == 413 and json.loads(body)["error"] in TOO_LARGE
     chunk = b"400\r\n" + b"x" * 1024 + b"\r\n"

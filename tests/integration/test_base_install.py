@@ -39,7 +39,10 @@ def base_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_base_install_has_no_server_dependencies(base_venv: Path) -> None:
-    probe = "import importlib.util as u, sys; print(' '.join(m for m in sys.argv[1:] if u.find_spec(m)))"
+    probe = (
+        "import importlib.util as u, sys; "
+        "print(' '.join(m for m in sys.argv[1:] if u.find_spec(m)))"
+    )
     res = subprocess.run(
         [str(base_venv / "bin" / "python"), "-c", probe, *SERVER_ONLY],
         capture_output=True,

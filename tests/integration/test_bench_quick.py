@@ -35,7 +35,8 @@ MARKERS = ("tcpdsuite-",)
 
 
 def _bench_processes() -> set[int]:
-    """Live processes whose command line names a bench temp dir (children are reparented on exit)."""
+    """Live processes whose command line names a bench temp dir (children are reparented on
+    exit)."""
     found = set()
     for proc in psutil.process_iter(["pid", "cmdline"]):
         cmd = " ".join(proc.info["cmdline"] or ())

@@ -1,4 +1,5 @@
-"""`tcpdispatch client` (interactive) and `tcpdispatch loadgen` argument errors, as real processes."""
+"""`tcpdispatch client` (interactive) and `tcpdispatch loadgen` argument errors, as real
+processes."""
 
 from __future__ import annotations
 

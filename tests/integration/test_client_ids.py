@@ -75,7 +75,8 @@ def test_curl_sdk_and_raw_client_ids_reach_the_gateway(
     curl = require_binary("curl")
     for cid in IDS:
         encoded = quote(cid, safe="")
-        # curl, with the id percent-encoded by RFC 3986 (what docs/protocol.md tells clients to send)
+        # curl, with the id percent-encoded by RFC 3986 (what docs/protocol.md tells clients to
+        # send)
         out = subprocess.run(
             [curl, "-sS", "--fail", f"{disp.url}/v1/dispatch?client_id={encoded}"],
             capture_output=True,

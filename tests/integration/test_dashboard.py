@@ -248,7 +248,8 @@ def test_a_thousand_gateways_render_fast(
     assert problems(browser) == []
     print(
         f"1,000 gateways: page open to table filled {first_wall * 1000:.0f} ms; first table render "
-        f"{perf['firstRenderMs']:.1f} ms, done {perf['readyAtMs']:.0f} ms after navigation start; updates {perf['updates']}, last {perf['lastUpdateMs']:.1f} ms, "
+        f"{perf['firstRenderMs']:.1f} ms, done {perf['readyAtMs']:.0f} ms after navigation start; "
+        f"updates {perf['updates']}, last {perf['lastUpdateMs']:.1f} ms, "
         f"max {perf['maxUpdateMs']:.1f} ms"
     )
     assert first_wall < scaled(2.0)

@@ -319,7 +319,7 @@ def test_admin_api_changes_apply_at_once_and_require_the_token(env_both: dict[st
     assert d.request("DELETE", "/v1/gateways/g1", token=ADMIN)[0] == 404
 
 
-# ---------------------------------------------------------------------------- tickets, overload, bad input
+# ----------------------------------------------------------------- tickets, overload, bad input
 
 
 def test_tickets_accepted_by_named_gateway_refused_by_others_and_503_when_full(
@@ -417,7 +417,8 @@ def test_bad_requests_get_clear_json_errors(env_both: dict[str, Any]) -> None:
 
 
 def test_weighted_shares_over_real_http(env_both: dict[str, Any]) -> None:
-    """1:2:3 over real HTTP (keep-alive); the 60,000-dispatch check runs in-process (tests/dispatcher).
+    """1:2:3 over real HTTP (keep-alive); the 60,000-dispatch check runs in-process
+    (tests/dispatcher).
 
     tcp:// checks: status reports reset each gateway's issued count at its own
     moment, which over the one or two report intervals these 1,500 requests

@@ -1,4 +1,5 @@
-"""The gateway as a real process: handshake, every rejection, timeouts, handlers, status endpoints."""
+"""The gateway as a real process: handshake, every rejection, timeouts, handlers, status
+endpoints."""
 
 from __future__ import annotations
 

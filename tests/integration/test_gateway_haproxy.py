@@ -1,4 +1,5 @@
-"""Real HAProxy balancing on the gateway's agent-check port marks the server DRAIN when it drains."""
+"""Real HAProxy balancing on the gateway's agent-check port marks the server DRAIN when it
+drains."""
 
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ frontend fe
     default_backend gateways
 backend gateways
     server g1 127.0.0.1:{gw.port} check inter 200ms agent-check agent-port {gw.agent_port} agent-inter 200ms
-""")
+""")  # noqa: E501 (a HAProxy config line cannot be continued)
     ha = procs([haproxy, "-db", "-f", str(cfg)], name="haproxy")
     wait_until(
         lambda: sock_path.exists() and haproxy_stats(sock_path, timeout=5)["g1"]["status"] == "UP",

@@ -19,7 +19,8 @@ HERE = Path(__file__).parent
 
 
 async def _saturate(host: str, port: int, stop: asyncio.Event) -> int:
-    """Keep 4 messages in flight to a BurnHandler gateway until ``stop``; returns echoes received."""
+    """Keep 4 messages in flight to a BurnHandler gateway until ``stop``; returns echoes
+    received."""
     client = await ProbeClient.connect(host, port)
     await client.hello()
     got = 0
@@ -67,7 +68,8 @@ async def test_a_saturated_gateway_gets_no_new_clients_until_it_recovers(
         )
         entered = time.monotonic() - t0
         print(
-            f"saturated gateway left out after {entered:.2f}s: {d.gateways()['g1']['overload_reason']}"
+            f"saturated gateway left out after {entered:.2f}s: "
+            f"{d.gateways()['g1']['overload_reason']}"
         )
         assert entered < scaled(2.0)
         assert not load.done()

@@ -1,4 +1,5 @@
-"""Rebalancing with real processes: gateways, dispatcher(s), loadgen processes of SDK clients, Redis.
+"""Rebalancing with real processes: gateways, dispatcher(s), loadgen processes of SDK clients,
+Redis.
 
 - 3 equal gateways, 3,000 clients held on two, the third undrained: each within 5 % of 1,000 in
   under 60 s, at most 1.2 x 1,000 connections made, no donor under 95 % of its target and the
@@ -65,7 +66,8 @@ class Fleet:
             )
 
     def dispatcher(self, extra: str = "", store: str | None = None, pace: int = 200) -> str:
-        """Start a dispatcher replica with [rebalance] at ``pace`` moves/s; ``extra``: a TOML fragment."""
+        """Start a dispatcher replica with [rebalance] at ``pace`` moves/s; ``extra``: a TOML
+        fragment."""
         sections: dict[str, dict[str, Any]] = {
             "health": {"interval": 0.25},
             "rebalance": {
@@ -179,7 +181,8 @@ def converge(
     donors: tuple[str, ...] = (),
     recipients: tuple[str, ...] = (),
 ) -> tuple[float, dict[str, int], dict[str, int]]:
-    """Poll held counts until each is within 5 % of ``goal``; returns (seconds, lowest, highest) seen."""
+    """Poll held counts until each is within 5 % of ``goal``; returns (seconds, lowest, highest)
+    seen."""
     t0 = time.monotonic()
     low = {g: 1 << 30 for g in goal}
     high = {g: 0 for g in goal}
@@ -239,7 +242,8 @@ def test_undrained_gateway_fills_then_weight_change(fleet: Fleet) -> None:
     assert summary["messages_echoed"] == summary["messages_sent"], summary
     print(
         f"\nrebalance: 1,000 moves in {took:.1f}s with {made} connections; "
-        f"weight change: 500 moves in {took2:.1f}s with {made2}; messages {summary['messages_sent']}"
+        f"weight change: 500 moves in {took2:.1f}s with {made2}; "
+        f"messages {summary['messages_sent']}"
     )
 
 

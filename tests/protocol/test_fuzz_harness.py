@@ -1,4 +1,5 @@
-"""The fuzz harness (bench/fuzz_codec.py) itself runs and reports its count; `make fuzz` runs it long."""
+"""The fuzz harness (bench/fuzz_codec.py) itself runs and reports its count; `make fuzz` runs it
+long."""
 
 from __future__ import annotations
 

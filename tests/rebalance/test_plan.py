@@ -75,7 +75,8 @@ def test_targets_share_by_weight_and_respect_limits() -> None:
         [GatewayLoad("a", 900, 1, limit=100), GatewayLoad("b", 0, 1), GatewayLoad("c", 0, 1)]
     )
     assert capped == {"a": 100.0, "b": 400.0, "c": 400.0}
-    # down gateways hold nothing countable; draining ones count (their clients land elsewhere) but get 0
+    # down gateways hold nothing countable; draining ones count (their clients land elsewhere) but
+    # get 0
     t = targets(
         [
             GatewayLoad("a", 600, 1),

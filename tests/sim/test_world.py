@@ -1,4 +1,5 @@
-"""Simulator invariants at small sizes: nobody lost or counted twice, capacity holds, determinism."""
+"""Simulator invariants at small sizes: nobody lost or counted twice, capacity holds,
+determinism."""
 
 from __future__ import annotations
 

@@ -13,7 +13,8 @@ from helpers import Proc, free_port, require_binary, scaled
 
 
 class RedisServer:
-    """``redis-server --port P --save "" --appendonly no``; ``kill()`` and ``start()`` again on the same port."""
+    """``redis-server --port P --save "" --appendonly no``; ``kill()`` and ``start()`` again on
+    the same port."""
 
     def __init__(self, tmp: Path, port: int | None = None) -> None:
         self.binary = require_binary("redis-server")

@@ -1,4 +1,5 @@
-"""``Pool.sync``: the pool follows a shared store's state and keeps health/load of unchanged gateways."""
+"""``Pool.sync``: the pool follows a shared store's state and keeps health/load of unchanged
+gateways."""
 
 from __future__ import annotations
 

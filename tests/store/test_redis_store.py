@@ -1,4 +1,5 @@
-"""RedisStore against a real redis-server: seeding, propagation, heartbeat relay, outage and return."""
+"""RedisStore against a real redis-server: seeding, propagation, heartbeat relay, outage and
+return."""
 
 from __future__ import annotations
 
