@@ -16,7 +16,6 @@ bounded by HAProxy's 2 fds per connection within the 20,000-fd limit).
 from __future__ import annotations
 
 import asyncio
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -30,6 +29,7 @@ from bench.common import (
     haproxy_config,
     headline,
     plot,
+    run_as_script,
     start_dispatcher,
     start_gateway,
     start_haproxy,
@@ -297,10 +297,5 @@ def table(r: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
-def main() -> int:
-    run("--quick" in sys.argv)
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    run_as_script(run)

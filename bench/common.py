@@ -19,7 +19,7 @@ import signal
 import statistics
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +73,11 @@ RESULTS = Path(__file__).resolve().parent / "results"
 HAPROXY = "/usr/sbin/haproxy"
 NGINX = "/usr/sbin/nginx"
 STREAM_MODULE = "/usr/lib/nginx/modules/ngx_stream_module.so"  # Debian: libnginx-mod-stream
+
+
+def run_as_script(run: Callable[[bool], Any]) -> None:
+    """``python -m bench.NAME [--quick]``: one scenario alone, as ``python -m bench`` runs it."""
+    run("--quick" in sys.argv)
 
 
 def nginx_has_stream() -> bool:

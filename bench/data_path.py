@@ -11,7 +11,6 @@ The client runs in this process on uvloop and speaks the real protocol.
 from __future__ import annotations
 
 import asyncio
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,6 +25,7 @@ from bench.common import (
     nginx_stream_config,
     percentile,
     plot,
+    run_as_script,
     start_gateway,
     start_haproxy,
     start_nginx,
@@ -194,10 +194,5 @@ def table(r: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
-def main() -> int:
-    run("--quick" in sys.argv)
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    run_as_script(run)

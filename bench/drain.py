@@ -15,7 +15,6 @@ established ones); the figures are absolutes.
 from __future__ import annotations
 
 import json
-import sys
 import tempfile
 import time
 import urllib.request
@@ -26,6 +25,7 @@ from bench.common import (
     ProcGroup,
     headline,
     plot,
+    run_as_script,
     start_dispatcher,
     start_gateway,
     wait_until,
@@ -188,10 +188,5 @@ def table(r: dict[str, Any]) -> str:
     )
 
 
-def main() -> int:
-    run("--quick" in sys.argv)
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    run_as_script(run)

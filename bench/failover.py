@@ -17,7 +17,6 @@ import asyncio
 import json
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -32,6 +31,7 @@ from bench.common import (
     headline,
     percentile,
     plot,
+    run_as_script,
     start_dispatcher,
     start_gateway,
     wait_until,
@@ -307,10 +307,5 @@ def table(r: dict[str, Any]) -> str:
     )
 
 
-def main() -> int:
-    run("--quick" in sys.argv)
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    run_as_script(run)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import signal
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -37,6 +36,7 @@ from bench.common import (
     headline,
     plot,
     revive,
+    run_as_script,
     start_dispatcher,
     start_gateway,
     start_haproxy,
@@ -339,10 +339,5 @@ def table(r: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
-def main() -> int:
-    run("--quick" in sys.argv)
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    run_as_script(run)

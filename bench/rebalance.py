@@ -27,7 +27,6 @@ import json
 import re
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -40,6 +39,7 @@ from bench.common import (
     ProcGroup,
     headline,
     plot,
+    run_as_script,
     start_dispatcher,
     start_gateway,
     wait_until,
@@ -357,10 +357,5 @@ def table(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main() -> int:
-    run("--quick" in sys.argv)
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    run_as_script(run)

@@ -50,6 +50,7 @@ from bench.common import (
     binary,
     free_port,
     headline,
+    run_as_script,
     start_dispatcher,
     start_gateway,
     wait_until,
@@ -833,10 +834,5 @@ def table(r: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
-def main() -> int:
-    run("--quick" in sys.argv)
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    run_as_script(run)

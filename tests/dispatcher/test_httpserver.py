@@ -447,85 +447,74 @@ class Streams:
             self.closed.set()
 
 
-async def _stream_server(make_app: Callable[..., Stack], streams: Streams) -> HTTPServer:
+class StreamRig:
+    """A server whose handler streams what the test feeds it, and one client that asked for it."""
+
+    def __init__(self, streams: Streams, server: HTTPServer) -> None:
+        self.streams, self.server = streams, server
+        self.reader: asyncio.StreamReader
+        self.writer: asyncio.StreamWriter
+
+    async def open(self) -> bytes:
+        """Connect, ask for /stream and return the answer's head."""
+        self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.server.port)
+        self.writer.write(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
+        return await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), scaled(5))
+
+
+@pytest.fixture
+async def rig(make_app: Callable[..., Stack]) -> AsyncIterator[StreamRig]:
+    streams = Streams()
     server = HTTPServer(make_app().service.dispatch_bytes, streams.handle, "127.0.0.1", 0)
     await server.start()
-    return server
+    rig = StreamRig(streams, server)
+    yield rig
+    if hasattr(rig, "writer"):
+        rig.writer.close()
+    await server.close(grace=0.1)
 
 
 async def test_a_stream_is_sent_chunked_as_it_comes_then_the_connection_goes_on(
-    make_app: Any,
+    rig: StreamRig,
 ) -> None:
-    streams = Streams()
-    server = await _stream_server(make_app, streams)
-    try:
-        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-        writer.write(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), scaled(5))
-        assert b"transfer-encoding: chunked" in head and b"content-length" not in head
-        assert b"text/event-stream" in head
-        streams.queue.put_nowait(b"data: one\n\n")
-        expected = b"b\r\ndata: one\n\n\r\n"
-        assert await asyncio.wait_for(reader.readexactly(len(expected)), scaled(5)) == expected
-        streams.queue.put_nowait(None)  # the stream ends: the last chunk, and the connection stays
-        assert await asyncio.wait_for(reader.readexactly(5), scaled(5)) == b"0\r\n\r\n"
-        writer.write(b"GET /other HTTP/1.1\r\nHost: x\r\n\r\n")
-        client = Client(reader, writer)
-        status, _, body = await client.answer()
-        assert status == 404 and body == b"no"
-        writer.close()
-    finally:
-        await server.close(grace=0.1)
+    head = await rig.open()
+    assert b"transfer-encoding: chunked" in head and b"content-length" not in head
+    assert b"text/event-stream" in head
+    rig.streams.queue.put_nowait(b"data: one\n\n")
+    expected = b"b\r\ndata: one\n\n\r\n"
+    assert await asyncio.wait_for(rig.reader.readexactly(len(expected)), scaled(5)) == expected
+    rig.streams.queue.put_nowait(None)  # the stream ends: the last chunk, and the connection stays
+    assert await asyncio.wait_for(rig.reader.readexactly(5), scaled(5)) == b"0\r\n\r\n"
+    rig.writer.write(b"GET /other HTTP/1.1\r\nHost: x\r\n\r\n")
+    status, _, body = await Client(rig.reader, rig.writer).answer()
+    assert status == 404 and body == b"no"
 
 
-async def test_a_client_that_goes_away_ends_its_stream(make_app: Any) -> None:
-    streams = Streams()
-    server = await _stream_server(make_app, streams)
-    try:
-        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-        writer.write(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
-        await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), scaled(5))
-        writer.close()
-        await async_wait_until(lambda: not server.connections, 5, what="the connection to close")
-        streams.queue.put_nowait(b"data: after\n\n")  # the next chunk finds the client gone
-        await asyncio.wait_for(streams.closed.wait(), scaled(5))
-        await async_wait_until(lambda: not server.tasks, 5, what="the stream task to end")
-    finally:
-        await server.close(grace=0.1)
+async def test_a_client_that_goes_away_ends_its_stream(rig: StreamRig) -> None:
+    await rig.open()
+    rig.writer.close()
+    server = rig.server
+    await async_wait_until(lambda: not server.connections, 5, what="the connection to close")
+    rig.streams.queue.put_nowait(b"data: after\n\n")  # the next chunk finds the client gone
+    await asyncio.wait_for(rig.streams.closed.wait(), scaled(5))
+    await async_wait_until(lambda: not server.tasks, 5, what="the stream task to end")
 
 
-async def test_a_stream_whose_client_does_not_read_is_dropped(make_app: Any) -> None:
-    streams = Streams()
-    server = await _stream_server(make_app, streams)
-    try:
-        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-        writer.write(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
-        await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), scaled(5))
-        chunk = b"data: " + b"x" * 65536 + b"\n\n"
-        for _ in range(
-            200
-        ):  # 13 MB the client never reads: more than kernel buffers + the 1 MiB limit
-            streams.queue.put_nowait(chunk)
-        await asyncio.wait_for(streams.closed.wait(), scaled(10))
-        await async_wait_until(
-            lambda: not server.connections, 5, what="the slow reader to be dropped"
-        )
-        writer.close()
-    finally:
-        await server.close(grace=0.1)
+async def test_a_stream_whose_client_does_not_read_is_dropped(rig: StreamRig) -> None:
+    await rig.open()
+    chunk = b"data: " + b"x" * 65536 + b"\n\n"
+    # 13 MB the client never reads: more than the kernel's buffers and the 1 MiB limit
+    for _ in range(200):
+        rig.streams.queue.put_nowait(chunk)
+    await asyncio.wait_for(rig.streams.closed.wait(), scaled(10))
+    server = rig.server
+    await async_wait_until(lambda: not server.connections, 5, what="the slow reader to be dropped")
 
 
-async def test_server_close_ends_open_streams_at_once(make_app: Any) -> None:
-    streams = Streams()
-    server = await _stream_server(make_app, streams)
-    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-    writer.write(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
-    await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), scaled(5))
+async def test_server_close_ends_open_streams_at_once(rig: StreamRig) -> None:
+    await rig.open()
     loop = asyncio.get_running_loop()
     t0 = loop.time()
-    await server.close(grace=5.0)
-    assert loop.time() - t0 < 2.0, (
-        "an open stream must not hold the server's shutdown for its grace period"
-    )
-    await asyncio.wait_for(streams.closed.wait(), scaled(5))
-    writer.close()
+    await rig.server.close(grace=5.0)
+    assert loop.time() - t0 < 2.0, "an open stream must not hold the shutdown for its grace period"
+    await asyncio.wait_for(rig.streams.closed.wait(), scaled(5))

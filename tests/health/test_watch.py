@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -133,14 +134,25 @@ async def streams() -> AsyncIterator[Callable[[], Awaitable[PausableStream]]]:
         await s.stop()
 
 
+@contextlib.asynccontextmanager
+async def watching(
+    settings: HealthSettings, targets: dict[str, Any]
+) -> AsyncIterator[tuple[StatusWatcher, Recorder]]:
+    """A started watcher over ``targets`` with a Recorder of its results; closed on exit."""
+    rec = Recorder(settings)
+    w = StatusWatcher(settings, rec)
+    w.set_targets(targets)
+    await w.start()
+    try:
+        yield w, rec
+    finally:
+        await w.close()
+
+
 async def test_watches_a_real_gateway_and_sees_changes_within_a_tick(gateways) -> None:  # type: ignore[no-untyped-def]
     gw = await gateways()
     settings = HealthSettings(interval=0.1)
-    rec = Recorder(settings)
-    w = StatusWatcher(settings, rec)
-    w.set_targets({"g1": parse_check(gw.url)})
-    await w.start()
-    try:
+    async with watching(settings, {"g1": parse_check(gw.url)}) as (w, rec):
         await async_wait_until(lambda: rec.up("g1"), timeout=2.0, what="up")
         assert w.watching == {"g1"}
         for _ in range(7):
@@ -152,18 +164,12 @@ async def test_watches_a_real_gateway_and_sees_changes_within_a_tick(gateways) -
         gw.counters.set_draining()
         await async_wait_until(lambda: rec.calls["g1"][-1][1].draining, timeout=1.0, what="drain")
         assert time.monotonic() - t0 < scaled(0.1)  # urgent: at once, not at the next tick
-    finally:
-        await w.close()
 
 
 async def test_unchanged_ticks_are_not_reported_once_the_state_is_settled(streams) -> None:  # type: ignore[no-untyped-def]
     s = await streams()
     settings = HealthSettings(interval=0.05)
-    rec = Recorder(settings)
-    w = StatusWatcher(settings, rec)
-    w.set_targets({"g": parse_check(s.url)})
-    await w.start()
-    try:
+    async with watching(settings, {"g": parse_check(s.url)}) as (w, rec):
         await async_wait_until(lambda: rec.up("g"), timeout=2.0)
         await asyncio.sleep(0.3)
         settled = len(rec.calls["g"])
@@ -172,8 +178,6 @@ async def test_unchanged_ticks_are_not_reported_once_the_state_is_settled(stream
         assert w.watching == {"g"}
         w.check_now("g")  # a client report: the next tick is judged again
         await async_wait_until(lambda: len(rec.calls["g"]) > settled, timeout=1.0)
-    finally:
-        await w.close()
 
 
 async def test_crash_is_out_at_once_and_hang_after_the_missed_ticks(gateways, streams) -> None:  # type: ignore[no-untyped-def]
@@ -182,11 +186,9 @@ async def test_crash_is_out_at_once_and_hang_after_the_missed_ticks(gateways, st
     settings = (
         HealthSettings()
     )  # the defaults are what is measured: interval 0.25, timeout 0.5, fall 2
-    rec = Recorder(settings)
-    w = StatusWatcher(settings, rec)
-    w.set_targets({"crash": parse_check(gw.url), "hang": parse_check(hung.url)})
-    await w.start()
-    try:
+    async with watching(
+        settings, {"crash": parse_check(gw.url), "hang": parse_check(hung.url)}
+    ) as (_w, rec):
         await async_wait_until(lambda: rec.up("crash") and rec.up("hang"), timeout=3.0, what="up")
         t0 = time.monotonic()
         await gw.crash()
@@ -204,26 +206,18 @@ async def test_crash_is_out_at_once_and_hang_after_the_missed_ticks(gateways, st
         t1 = time.monotonic()
         await async_wait_until(lambda: rec.up("hang"), timeout=2.0, what="back up")
         assert time.monotonic() - t1 < scaled(0.8)  # rise = 2 ticks
-    finally:
-        await w.close()
 
 
 async def test_a_bad_stream_is_a_failure_and_is_reopened(streams) -> None:  # type: ignore[no-untyped-def]
     s = await streams()
     settings = HealthSettings(interval=0.05)
-    rec = Recorder(settings)
-    w = StatusWatcher(settings, rec)
-    w.set_targets({"g": parse_check(s.url)})
-    await w.start()
-    try:
+    async with watching(settings, {"g": parse_check(s.url)}) as (_w, rec):
         await async_wait_until(lambda: rec.up("g"), timeout=2.0)
         s.garbage = True
         await async_wait_until(lambda: not rec.up("g"), timeout=2.0, what="down on garbage")
         assert any("bad status document" in r.detail for _, r in rec.calls["g"])
         s.garbage = False
         await async_wait_until(lambda: rec.up("g"), timeout=2.0, what="reopened")
-    finally:
-        await w.close()
 
 
 async def test_plain_status_pages_fall_back_to_keep_alive_polling(status_server) -> None:  # type: ignore[no-untyped-def]

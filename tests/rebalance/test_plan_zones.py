@@ -2,19 +2,9 @@
 
 from __future__ import annotations
 
-from tcpdispatch.rebalance.plan import GatewayLoad, Planner, targets
-from tcpdispatch.rebalance.settings import RebalanceSettings
+from rebalance.test_plan import FAST
 
-FAST = RebalanceSettings(
-    interval_s=1.0,
-    moves_per_s=200,
-    per_donor_per_s=100,
-    min_session_age_s=5,
-    settle_s=2.0,
-    breaker_cooldown_s=10.0,
-    abs_threshold=50,
-    rel_threshold=0.1,
-)
+from tcpdispatch.rebalance.plan import GatewayLoad, Planner, targets
 ZONE = {"a1": "a", "a2": "a", "b1": "b", "b2": "b"}
 
 
