@@ -5,6 +5,7 @@ from __future__ import annotations
 from rebalance.test_plan import FAST
 
 from tcpdispatch.rebalance.plan import GatewayLoad, Planner, targets
+
 ZONE = {"a1": "a", "a2": "a", "b1": "b", "b2": "b"}
 
 
