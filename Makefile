@@ -39,6 +39,7 @@ test-unit: $(TESTSTAMP)
 lint: $(TESTSTAMP)
 	$(BIN)/pip install -q -e '.[dev]'
 	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy src
 	$(BIN)/lint-imports
 

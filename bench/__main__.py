@@ -22,7 +22,8 @@ from typing import Any
 
 from bench.common import cores, results_dir
 
-# (name, module): the issue's scenarios 1..7 in order, then 8: encryption (issue 14), 9: health at scale (issue 15),
+# (name, module): the issue's scenarios 1..7 in order, then
+# 8: encryption (issue 14), 9: health at scale (issue 15),
 # 10: rebalancing (issue 13)
 SCENARIOS = [
     ("throughput", "bench.throughput"),
@@ -59,7 +60,9 @@ def regenerate_doc(results: Path | None = None, doc: Path = DOC) -> bool:
     text = doc.read_text()
     new = f"{START}\n\n" + "\n".join(parts) + f"\n{END}"
     if START in text and END in text:
-        text = re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: new, text, flags=re.DOTALL)
+        text = re.sub(
+            re.escape(START) + ".*?" + re.escape(END), lambda _: new, text, flags=re.DOTALL
+        )
     else:
         text += "\n" + new + "\n"
     doc.write_text(text)
@@ -67,11 +70,17 @@ def regenerate_doc(results: Path | None = None, doc: Path = DOC) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument("--quick", action="store_true", help="small sizes (the whole suite < 2.5 min)")
-    ap.add_argument("--only", default="", help="comma-separated scenario names: "
-                    + ",".join(n for n, _ in SCENARIOS))
+    ap.add_argument(
+        "--only",
+        default="",
+        help="comma-separated scenario names: " + ",".join(n for n, _ in SCENARIOS),
+    )
     ap.add_argument("--no-doc", action="store_true", help="do not regenerate docs/benchmarks.md")
     args = ap.parse_args(argv)
     names = [n for n, _ in SCENARIOS]
@@ -79,10 +88,14 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(only) - set(names))
     if unknown:
         ap.error(f"unknown scenario(s) {', '.join(unknown)}; choose from {', '.join(names)}")
-    selected = [(n, m) for n, m in SCENARIOS
-                if (n in only if only else not (args.quick and n in FULL_ONLY))]
-    print(f"tcpdispatch bench: {len(selected)} scenario(s), {'quick' if args.quick else 'full'} sizes, "
-          f"{cores()} cores", flush=True)
+    selected = [
+        (n, m) for n, m in SCENARIOS if (n in only if only else not (args.quick and n in FULL_ONLY))
+    ]
+    print(
+        f"tcpdispatch bench: {len(selected)} scenario(s), "
+        f"{'quick' if args.quick else 'full'} sizes, {cores()} cores",
+        flush=True,
+    )
     t_all = time.monotonic()
     summary: dict[str, Any] = {}
     for name, modname in selected:
@@ -90,20 +103,37 @@ def main(argv: list[str] | None = None) -> int:
         print(f"== {name}", flush=True)
         try:
             result = importlib.import_module(modname).run(args.quick)
-            summary[name] = {"ok": bool(result.get("ok", True)), "runtime_s": round(time.monotonic() - t0, 1),
-                             "headline": result.get("headline")}
+            summary[name] = {
+                "ok": bool(result.get("ok", True)),
+                "runtime_s": round(time.monotonic() - t0, 1),
+                "headline": result.get("headline"),
+            }
         except Exception as exc:  # noqa: BLE001 - report and go on with the next scenario
             traceback.print_exc()
-            summary[name] = {"ok": False, "runtime_s": round(time.monotonic() - t0, 1), "error": repr(exc)}
+            summary[name] = {
+                "ok": False,
+                "runtime_s": round(time.monotonic() - t0, 1),
+                "error": repr(exc),
+            }
         print(f"   {name}: {summary[name]['runtime_s']} s", flush=True)
     total = round(time.monotonic() - t_all, 1)
     out = results_dir(args.quick) / ("summary.json" if not only else "summary-partial.json")
-    out.write_text(json.dumps({"quick": args.quick, "cores": cores(), "total_s": total,
-                               "scenarios": summary}, indent=1) + "\n")
+    out.write_text(
+        json.dumps(
+            {"quick": args.quick, "cores": cores(), "total_s": total, "scenarios": summary},
+            indent=1,
+        )
+        + "\n"
+    )
     print(f"\nsummary ({total} s in all):")
     for name, s in summary.items():
-        status = (f"FAILED ({s['error']})" if "error" in s
-                  else "ran, targets met" if s["ok"] else "ran, a target NOT met")
+        status = (
+            f"FAILED ({s['error']})"
+            if "error" in s
+            else "ran, targets met"
+            if s["ok"]
+            else "ran, a target NOT met"
+        )
         print(f"  {name:18s} {s['runtime_s']:7.1f} s  {status}  {s.get('headline') or ''}")
     if not args.quick and not args.no_doc and regenerate_doc():
         print(f"tables regenerated in {DOC}")

@@ -19,7 +19,7 @@ import signal
 import statistics
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +75,11 @@ NGINX = "/usr/sbin/nginx"
 STREAM_MODULE = "/usr/lib/nginx/modules/ngx_stream_module.so"  # Debian: libnginx-mod-stream
 
 
+def run_as_script(run: Callable[[bool], Any]) -> None:
+    """``python -m bench.NAME [--quick]``: one scenario alone, as ``python -m bench`` runs it."""
+    run("--quick" in sys.argv)
+
+
 def nginx_has_stream() -> bool:
     """Debian builds ``stream`` as a module (package libnginx-mod-stream), often not installed."""
     return Path(STREAM_MODULE).exists()
@@ -104,15 +109,22 @@ def results_dir(quick: bool) -> Path:
 def write_result(name: str, quick: bool, data: dict[str, Any]) -> Path:
     """Write ``NAME.json`` with the machine facts every result carries."""
     doc = {
-        "scenario": name, "quick": quick, "cores": cores(), "python": platform.python_version(),
-        "machine": platform.machine(), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"), **data,
+        "scenario": name,
+        "quick": quick,
+        "cores": cores(),
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        **data,
     }
     path = results_dir(quick) / f"{name}.json"
     path.write_text(json.dumps(doc, indent=1, default=str) + "\n")
     return path
 
 
-def plot(name: str, quick: bool, draw: Any, *, size: tuple[float, float] = (6.4, 3.6)) -> Path | None:
+def plot(
+    name: str, quick: bool, draw: Any, *, size: tuple[float, float] = (6.4, 3.6)
+) -> Path | None:
     """Draw with ``draw(fig)`` and save a small PNG; returns None when matplotlib is missing."""
     try:
         import matplotlib
@@ -144,8 +156,14 @@ def median(values: Sequence[float]) -> float | None:
 
 # -- peers ---------------------------------------------------------------------------------
 def haproxy_config(
-    path: Path, *, front: int, servers: Sequence[tuple[str, int, int, int]], balance: str = "leastconn",
-    check: str = "", stats_socket: Path | None = None, maxconn: int = 9000,
+    path: Path,
+    *,
+    front: int,
+    servers: Sequence[tuple[str, int, int, int]],
+    balance: str = "leastconn",
+    check: str = "",
+    stats_socket: Path | None = None,
+    maxconn: int = 9000,
     extra_backends: str = "",
 ) -> Path:
     """A ``mode tcp`` HAProxy config: one frontend on ``front``, ``servers`` = (name, port, weight,
@@ -154,7 +172,7 @@ def haproxy_config(
         "global",
         f"    maxconn {maxconn}",
         "    nbthread 1",
-        *( [f"    stats socket {stats_socket} mode 600 level admin"] if stats_socket else [] ),
+        *([f"    stats socket {stats_socket} mode 600 level admin"] if stats_socket else []),
         "defaults",
         "    mode tcp",
         "    timeout connect 2s",
@@ -169,7 +187,9 @@ def haproxy_config(
     ]
     for name, port, weight, check_port in servers:
         port_opt = f" port {check_port}" if check and check_port else ""
-        lines.append(f"    server {name} 127.0.0.1:{port} weight {weight} {check}{port_opt}".rstrip())
+        lines.append(
+            f"    server {name} 127.0.0.1:{port} weight {weight} {check}{port_opt}".rstrip()
+        )
     path.write_text("\n".join(lines) + "\n" + extra_backends)
     return path
 
@@ -202,7 +222,8 @@ stream {{
 
 
 async def revive(group: ProcGroup, g: GatewayHandle, fault: str) -> None:
-    """Undo a fault trial: SIGCONT a SIGSTOPped gateway, start a SIGKILLed one again on its ports."""
+    """Undo a fault trial: SIGCONT a SIGSTOPped gateway,
+    start a SIGKILLed one again on its ports."""
     if fault == "SIGSTOP":
         g.signal(signal.SIGCONT)
     else:
@@ -227,23 +248,32 @@ class HttpDispatcher:
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
-    async def dispatch(self, client_id: str, timeout: float = 5.0) -> tuple[int, dict[str, Any] | None]:
+    async def dispatch(
+        self, client_id: str, timeout: float = 5.0
+    ) -> tuple[int, dict[str, Any] | None]:
         """(HTTP status, JSON body or None). Reconnects once if the kept-alive socket died."""
         for attempt in (0, 1):
             try:
                 if self.writer is None:
                     self.reader, self.writer = await asyncio.wait_for(
-                        asyncio.open_connection(self.host, self.port), timeout)
+                        asyncio.open_connection(self.host, self.port), timeout
+                    )
                 assert self.reader is not None
-                self.writer.write(f"GET /v1/dispatch?client_id={client_id} HTTP/1.1\r\n"
-                                  f"Host: {self.host}\r\n\r\n".encode())
+                self.writer.write(
+                    f"GET /v1/dispatch?client_id={client_id} HTTP/1.1\r\n"
+                    f"Host: {self.host}\r\n\r\n".encode()
+                )
                 head = await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), timeout)
                 status = int(head[9:12])
                 length = 0
                 for line in head.split(b"\r\n")[1:]:
                     if line[:15].lower() == b"content-length:":
                         length = int(line[15:])
-                body = await asyncio.wait_for(self.reader.readexactly(length), timeout) if length else b""
+                body = (
+                    await asyncio.wait_for(self.reader.readexactly(length), timeout)
+                    if length
+                    else b""
+                )
                 return status, json.loads(body) if body else None
             except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError):
                 self.close()

@@ -9,8 +9,9 @@ the stream. wrk (CPU 1) measures keep-alive ``GET /v1/dispatch`` throughput with
 then with ``--streams`` streams read by curl; rounds alternate and the best of each counts. The
 feeder runs in both phases, so the difference is the streams' cost alone (medians and bests
 of the rounds are both printed). Before that, with no wrk running, the dispatcher's own CPU
-time is read with and without the streams: on a shared machine the cleanest of the figures. On a shared machine
-that difference can drown in noise, so the script also times, in process, what the streams
+time is read with and without the streams: on a shared machine the cleanest of the figures.
+On a shared machine that difference can drown in noise, so the script also times, in
+process, what the streams
 add per second: one overview snapshot of the pool (shared by all streams) plus, per stream,
 the changed-rows diff and its SSE encoding, as a share of one second of one core.
 """
@@ -45,10 +46,20 @@ def feeder(port: int, gateways: int, stop: threading.Event) -> None:
         for i in range(gateways):
             if stop.is_set():
                 break
-            body = json.dumps({"id": f"gw-{i:04d}", "state": "serving", "connections": (n + i) % 4000,
-                               "capacity": 5000})
-            conn.request("POST", "/v1/heartbeat", body, {"Content-Type": "application/json",
-                                                        "Authorization": f"Bearer {TOKEN}"})
+            body = json.dumps(
+                {
+                    "id": f"gw-{i:04d}",
+                    "state": "serving",
+                    "connections": (n + i) % 4000,
+                    "capacity": 5000,
+                }
+            )
+            conn.request(
+                "POST",
+                "/v1/heartbeat",
+                body,
+                {"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"},
+            )
             conn.getresponse().read()
         n += 1
         stop.wait(max(0.0, 1.0 - (time.monotonic() - started)))
@@ -70,15 +81,24 @@ def in_process_cost(gateways: int, streams: int, ticks: int = 20) -> tuple[float
 
     work = Path(tempfile.mkdtemp(prefix="bench-dashboard-cpu-"))
     (work / "s").write_text("bench-secret-0123456789abcdef\n")
-    doc = {"dispatcher": {"secret_file": "s"},
-           "gateways": [{"id": f"gw-{i:04d}", "address": f"127.0.0.1:{20000 + i}", "check": "push"}
-                        for i in range(gateways)]}
+    doc = {
+        "dispatcher": {"secret_file": "s"},
+        "gateways": [
+            {"id": f"gw-{i:04d}", "address": f"127.0.0.1:{20000 + i}", "check": "push"}
+            for i in range(gateways)
+        ],
+    }
     cfg = parse_config(doc, file="bench.toml", base=work, env={})
     pool = Pool(cfg, rng=random.Random(1))
     app = DispatcherApp(cfg, pool)
     clock = [0.0]
-    overview = Overview(pool, app.stats, lambda: (list(app.stats.latency.counts), app.stats.latency.total),
-                        lambda: None, clock=lambda: clock[0])
+    overview = Overview(
+        pool,
+        app.stats,
+        lambda: (list(app.stats.latency.counts), app.stats.latency.total),
+        lambda: None,
+        clock=lambda: clock[0],
+    )
     sent: list[dict[str, bytes]] = [{} for _ in range(streams)]
     shared = per_stream = 0.0
     for tick in range(ticks):
@@ -103,28 +123,51 @@ def main() -> int:
     ap.add_argument("--duration", type=float, default=5.0)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--connections", type=int, default=32)
-    ap.add_argument("--readers-cpu", default="1",
-                    help="CPU for the curl stream readers during the wrk rounds (0: the dispatcher's own, the "
-                         "conservative choice; 1: wrk's)")
+    ap.add_argument(
+        "--readers-cpu",
+        default="1",
+        help="CPU for the curl stream readers during the wrk rounds (0: the dispatcher's own, the "
+        "conservative choice; 1: wrk's)",
+    )
     args = ap.parse_args()
     shared, each = in_process_cost(args.gateways, args.streams)
     total = shared + args.streams * each
-    print(f"in process, {args.gateways} gateways all changing each second: the shared snapshot takes "
-          f"{shared * 1000:.1f} ms of CPU per second, each stream {each * 1000:.2f} ms more; "
-          f"{args.streams} streams: {100 * total:.2f} % of one core")
+    print(
+        f"in process, {args.gateways} gateways all changing each second: the shared snapshot takes "
+        f"{shared * 1000:.1f} ms of CPU per second, each stream {each * 1000:.2f} ms more; "
+        f"{args.streams} streams: {100 * total:.2f} % of one core"
+    )
     work = Path(tempfile.mkdtemp(prefix="bench-dashboard-"))
     (work / "s").write_text("bench-secret-0123456789abcdef\n")
     (work / "a").write_text(TOKEN + "\n")
     port = free_port()
     write_dispatcher_toml(
-        work / "d.toml", listen=f"127.0.0.1:{port}", secret_file=work / "s",
-        admin_token_file=work / "a", sections={"health": {"ttl": 30}},
-        gateways=[{"id": f"gw-{i:04d}", "address": f"127.0.0.1:{20000 + i % 40000}", "check": "push"}
-                  for i in range(args.gateways)],
+        work / "d.toml",
+        listen=f"127.0.0.1:{port}",
+        secret_file=work / "s",
+        admin_token_file=work / "a",
+        sections={"health": {"ttl": 30}},
+        gateways=[
+            {"id": f"gw-{i:04d}", "address": f"127.0.0.1:{20000 + i % 40000}", "check": "push"}
+            for i in range(args.gateways)
+        ],
     )
     log = (work / "dispatcher.log").open("wb")
-    disp = subprocess.Popen(["taskset", "-c", "0", sys.executable, "-m", "tcpdispatch", "dispatcher",
-                             "--config", str(work / "d.toml")], stdout=log, stderr=subprocess.STDOUT)
+    disp = subprocess.Popen(
+        [
+            "taskset",
+            "-c",
+            "0",
+            sys.executable,
+            "-m",
+            "tcpdispatch",
+            "dispatcher",
+            "--config",
+            str(work / "d.toml"),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     stop = threading.Event()
     readers: list[subprocess.Popen[bytes]] = []
     url = f"http://127.0.0.1:{port}"
@@ -142,10 +185,17 @@ def main() -> int:
             return (after.user + after.system - before.user - before.system) / seconds
 
         idle: dict[int, list[float]] = {0: [], args.streams: []}
-        for _ in range(2):  # the dispatcher's CPU without wrk: heartbeats only, then with the streams
+        for _ in range(
+            2
+        ):  # the dispatcher's CPU without wrk: heartbeats only, then with the streams
             for k, shares in idle.items():
-                readers = [subprocess.Popen(["taskset", "-c", "1", "curl", "-sN", url + "/v1/events"],
-                                            stdout=subprocess.DEVNULL) for _ in range(k)]
+                readers = [
+                    subprocess.Popen(
+                        ["taskset", "-c", "1", "curl", "-sN", url + "/v1/events"],
+                        stdout=subprocess.DEVNULL,
+                    )
+                    for _ in range(k)
+                ]
                 time.sleep(1.0)
                 shares.append(cpu_share(6.0))
                 for r in readers:
@@ -153,29 +203,55 @@ def main() -> int:
                     r.wait(5)
                 readers = []
         without, with_streams = (statistics.median(v) for v in idle.values())
-        print(f"dispatcher CPU, no wrk: {100 * without:.1f} % of a core without streams, "
-              f"{100 * with_streams:.1f} % with {args.streams} (heartbeats for {args.gateways} gateways in both)")
+        print(
+            f"dispatcher CPU, no wrk: {100 * without:.1f} % of a core without "
+            f"streams, {100 * with_streams:.1f} % with {args.streams} "
+            f"(heartbeats for {args.gateways} gateways in both)"
+        )
         results: dict[str, list[float]] = {"no stream": [], f"{args.streams} streams": []}
         for _ in range(args.rounds):
-            results["no stream"].append(wrk(url + "/v1/dispatch?client_id=bench", args.duration,
-                                            args.connections, close=False))
-            readers = [subprocess.Popen(["taskset", "-c", args.readers_cpu, "curl", "-sN", url + "/v1/events"],
-                                        stdout=subprocess.DEVNULL) for _ in range(args.streams)]
+            results["no stream"].append(
+                wrk(
+                    url + "/v1/dispatch?client_id=bench",
+                    args.duration,
+                    args.connections,
+                    close=False,
+                )
+            )
+            readers = [
+                subprocess.Popen(
+                    ["taskset", "-c", args.readers_cpu, "curl", "-sN", url + "/v1/events"],
+                    stdout=subprocess.DEVNULL,
+                )
+                for _ in range(args.streams)
+            ]
             time.sleep(1.5)
-            results[f"{args.streams} streams"].append(wrk(url + "/v1/dispatch?client_id=bench", args.duration,
-                                                          args.connections, close=False))
+            results[f"{args.streams} streams"].append(
+                wrk(
+                    url + "/v1/dispatch?client_id=bench",
+                    args.duration,
+                    args.connections,
+                    close=False,
+                )
+            )
             for r in readers:
                 r.terminate()
                 r.wait(5)
             readers = []
         for name, values in results.items():
-            print(f"{name:>10}: median {statistics.median(values):,.0f}, best {max(values):,.0f} dispatches/s "
-                  "(rounds: " + ", ".join(f"{v:,.0f}" for v in values) + ")")
+            print(
+                f"{name:>10}: median {statistics.median(values):,.0f}, "
+                f"best {max(values):,.0f} dispatches/s "
+                "(rounds: " + ", ".join(f"{v:,.0f}" for v in values) + ")"
+            )
         base, loaded = (statistics.median(v) for v in results.values())
         best_base, best_loaded = (max(v) for v in results.values())
-        print(f"{args.gateways} gateways, every row changing each second: {args.streams} open streams cost "
-              f"{100 * (1 - loaded / base):.1f} % of dispatch throughput by the medians, "
-              f"{100 * (1 - best_loaded / best_base):.1f} % by the best of {args.rounds} rounds each")
+        print(
+            f"{args.gateways} gateways, every row changing each second: {args.streams} "
+            f"open streams cost {100 * (1 - loaded / base):.1f} % of dispatch "
+            f"throughput by the medians, {100 * (1 - best_loaded / best_base):.1f} % "
+            f"by the best of {args.rounds} rounds each"
+        )
     finally:
         stop.set()
         time.sleep(1.2)  # the feeder ends its round before the dispatcher goes

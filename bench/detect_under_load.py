@@ -47,8 +47,14 @@ CAPACITY = ["--capacity", "10000000"]
 WRK_MAX_S = 600
 
 
-async def _trials(kinds: list[str], trials: int, gws: list[GatewayHandle], url: str, group: ProcGroup,
-                  secret: Path) -> list[dict[str, Any]]:
+async def _trials(
+    kinds: list[str],
+    trials: int,
+    gws: list[GatewayHandle],
+    url: str,
+    group: ProcGroup,
+    secret: Path,
+) -> list[dict[str, Any]]:
     watch = Watch(url, Path("/nonexistent"))
     stop = asyncio.Event()
     tasks = [asyncio.create_task(watch.dispatch_loop(c, stop)) for c in watch.clients]
@@ -77,7 +83,10 @@ async def _trials(kinds: list[str], trials: int, gws: list[GatewayHandle], url: 
         for c in watch.clients:
             c.close()
     # The figure is only as fine as the observer's sampling: say how often it got an answer.
-    print(f"  observer: {watch.requests} answers ({watch.ok} naming gateways), {watch.errors} errors", flush=True)
+    print(
+        f"  observer: {watch.requests} answers ({watch.ok} naming gateways), {watch.errors} errors",
+        flush=True,
+    )
     return out
 
 
@@ -86,16 +95,24 @@ def _summary(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     for kind in BOUNDS:
         vals = [r["seconds"] for r in rows if r["kind"] == kind]
         if vals:
-            out[kind] = {"median_s": statistics.median(vals), "max_s": max(vals), "trials": len(vals)}
+            out[kind] = {
+                "median_s": statistics.median(vals),
+                "max_s": max(vals),
+                "trials": len(vals),
+            }
     return out
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trials", type=int, default=5, help="trials per signal (default 5)")
-    ap.add_argument("--quiet-baseline", action="store_true", help="first the same trials without load")
+    ap.add_argument(
+        "--quiet-baseline", action="store_true", help="first the same trials without load"
+    )
     args = ap.parse_args()
-    os.sched_setaffinity(0, {1})  # the observer (and the gateways it starts) stay off the dispatcher's core
+    os.sched_setaffinity(
+        0, {1}
+    )  # the observer (and the gateways it starts) stay off the dispatcher's core
     from tcpdispatch import aio
 
     with tempfile.TemporaryDirectory(prefix="tcpdsuite-dul-") as tmp:
@@ -105,19 +122,37 @@ def main() -> int:
         group = ProcGroup(work)
         wrk: subprocess.Popen[str] | None = None
         try:
-            gws = [start_gateway(group, f"g{i}", *CAPACITY, secret_file=secret, weight=i) for i in (1, 2, 3)]
-            disp = start_dispatcher(group, work, gws, secret, extra_toml="[balancing]\nslow_start_s = 0\n")
+            gws = [
+                start_gateway(group, f"g{i}", *CAPACITY, secret_file=secret, weight=i)
+                for i in (1, 2, 3)
+            ]
+            disp = start_dispatcher(
+                group, work, gws, secret, extra_toml="[balancing]\nslow_start_s = 0\n"
+            )
             os.sched_setaffinity(disp.proc.popen.pid, {0})
             results: dict[str, Any] = {}
             if args.quiet_baseline:
                 print("without load:", flush=True)
-                results["quiet"] = _summary(aio.run(_trials(list(BOUNDS), args.trials, gws, disp.url, group,
-                                                            secret)))
+                results["quiet"] = _summary(
+                    aio.run(_trials(list(BOUNDS), args.trials, gws, disp.url, group, secret))
+                )
             print("with wrk saturating the dispatcher (keep-alive, 50 connections):", flush=True)
             wrk = subprocess.Popen(
-                ["taskset", "-c", "1", "wrk", "-t1", "-c50", f"-d{WRK_MAX_S}s",
-                 f"{disp.url}/v1/dispatch?client_id=storm"],
-                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                [
+                    "taskset",
+                    "-c",
+                    "1",
+                    "wrk",
+                    "-t1",
+                    "-c50",
+                    f"-d{WRK_MAX_S}s",
+                    f"{disp.url}/v1/dispatch?client_id=storm",
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                start_new_session=True,
+            )
             time.sleep(2)  # let wrk reach full rate
             t0 = time.monotonic()
             loaded = aio.run(_trials(list(BOUNDS), args.trials, gws, disp.url, group, secret))
@@ -138,8 +173,10 @@ def main() -> int:
         for kind, s in summary.items():
             met = s["max_s"] <= BOUNDS[kind]
             ok &= met or label == "quiet"
-            print(f"{label:10s} {kind}: median {s['median_s']:.3f} s, max {s['max_s']:.3f} s over {s['trials']} "
-                  f"trials (bound {BOUNDS[kind]} s: {'met' if met else 'NOT met'})")
+            print(
+                f"{label:10s} {kind}: median {s['median_s']:.3f} s, max {s['max_s']:.3f} s over "
+                f"{s['trials']} trials (bound {BOUNDS[kind]} s: {'met' if met else 'NOT met'})"
+            )
     return 0 if ok else 1
 
 

@@ -60,11 +60,22 @@ SERVER_CPUS, WRK_CPUS, WRK_THREADS = "0", "1", 1  # --workers N: servers and wrk
 
 
 def wrk(url: str, duration: float, connections: int, close: bool) -> float:
-    args = ["taskset", "-c", WRK_CPUS, "wrk", f"-t{WRK_THREADS}", f"-c{connections}", f"-d{duration:g}s",
-            "--latency", url]
+    args = [
+        "taskset",
+        "-c",
+        WRK_CPUS,
+        "wrk",
+        f"-t{WRK_THREADS}",
+        f"-c{connections}",
+        f"-d{duration:g}s",
+        "--latency",
+        url,
+    ]
     if close:
         args[5:5] = ["-H", "Connection: close"]
-    out = subprocess.run(args, capture_output=True, text=True, timeout=duration + 60, check=False).stdout
+    out = subprocess.run(
+        args, capture_output=True, text=True, timeout=duration + 60, check=False
+    ).stdout
     m = re.search(r"Requests/sec:\s+([\d.]+)", out)
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if errors:
@@ -145,7 +156,7 @@ async def main():
     server = await asyncio.get_running_loop().create_server(Conn, "127.0.0.1", int(sys.argv[1]), backlog=2048)
     await server.serve_forever()
 uvloop.run(main())
-"""
+"""  # noqa: E501 (a literal program, run as written; its create_server line is 107 columns)
 
 
 def pick_cost() -> tuple[float, float]:
@@ -156,7 +167,10 @@ def pick_cost() -> tuple[float, float]:
     from tcpdispatch.balancing.base import Candidate, LoadCounter
 
     def per_pick(n: int) -> float:
-        cands = [Candidate(f"g{i}", "127.0.0.1", 10000 + i, 1.0 + i % 3, 10**9, LoadCounter()) for i in range(n)]
+        cands = [
+            Candidate(f"g{i}", "127.0.0.1", 10000 + i, 1.0 + i % 3, 10**9, LoadCounter())
+            for i in range(n)
+        ]
         picker = get_policy("p2c")(cands, rng=random.Random(1))
         req = PickRequest("client", "127.0.0.1")
         best = float("inf")
@@ -174,16 +188,29 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--duration", type=float, default=8.0, help="seconds per wrk run")
     ap.add_argument("--connections", type=int, default=50)
-    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the best of each counts")
+    ap.add_argument(
+        "--rounds", type=int, default=3, help="interleaved rounds; the best of each counts"
+    )
     ap.add_argument("--no-pick-cost", action="store_true")
-    ap.add_argument("--workers", type=int, default=1,
-                    help="N > 1: nginx with N worker processes vs N dispatcher processes sharing the port "
-                         "(reuse_port, built-in server only), both on CPUs 0..N-1, wrk on the same CPUs")
-    ap.add_argument("--paths", default="c,python",
-                    help="comma-separated dispatch hot paths to measure: c (the accelerator) and "
-                         "python (speedups = false)")
-    ap.add_argument("--no-baseline", dest="baseline", action="store_false",
-                    help="skip the do-nothing app (the HTTP server's own floor)")
+    ap.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="N > 1: nginx with N worker processes vs N dispatcher processes sharing the port "
+        "(reuse_port, built-in server only), both on CPUs 0..N-1, wrk on the same CPUs",
+    )
+    ap.add_argument(
+        "--paths",
+        default="c,python",
+        help="comma-separated dispatch hot paths to measure: c (the accelerator) and "
+        "python (speedups = false)",
+    )
+    ap.add_argument(
+        "--no-baseline",
+        dest="baseline",
+        action="store_false",
+        help="skip the do-nothing app (the HTTP server's own floor)",
+    )
     args = ap.parse_args()
     global SERVER_CPUS, WRK_CPUS, WRK_THREADS
     if args.workers > 1:
@@ -204,11 +231,36 @@ def main() -> int:
         gw_entries: list[dict[str, Any]] = []
         for i in range(3):
             lp, sp = free_port(), free_port()
-            procs.start(["taskset", "-c", "1", PY, "-m", "tcpdispatch", "gateway", "--id", f"gw-{i + 1}",
-                         "--listen", f"127.0.0.1:{lp}", "--status", f"127.0.0.1:{sp}",
-                         "--secret-file", str(secret), "--capacity", "1000000"], tmp / f"gw{i}.log")
-            gw_entries.append({"id": f"gw-{i + 1}", "address": f"127.0.0.1:{lp}",
-                               "check": f"http://127.0.0.1:{sp}/status", "weight": i + 1})
+            procs.start(
+                [
+                    "taskset",
+                    "-c",
+                    "1",
+                    PY,
+                    "-m",
+                    "tcpdispatch",
+                    "gateway",
+                    "--id",
+                    f"gw-{i + 1}",
+                    "--listen",
+                    f"127.0.0.1:{lp}",
+                    "--status",
+                    f"127.0.0.1:{sp}",
+                    "--secret-file",
+                    str(secret),
+                    "--capacity",
+                    "1000000",
+                ],
+                tmp / f"gw{i}.log",
+            )
+            gw_entries.append(
+                {
+                    "id": f"gw-{i + 1}",
+                    "address": f"127.0.0.1:{lp}",
+                    "check": f"http://127.0.0.1:{sp}/status",
+                    "weight": i + 1,
+                }
+            )
         servers: list[tuple[str, str]] = []
         body = b""
         for server in args.paths.split(","):
@@ -222,12 +274,29 @@ def main() -> int:
                 keys["reuse_port"] = True
             if server == "python":
                 keys["speedups"] = False
-            write_dispatcher_toml(cfg, listen=f"127.0.0.1:{dport}", gateways=gw_entries,
-                                  secret_file="ticket.secret", dispatcher=keys,
-                                  sections={"balancing": {"slow_start_s": 0}})
+            write_dispatcher_toml(
+                cfg,
+                listen=f"127.0.0.1:{dport}",
+                gateways=gw_entries,
+                secret_file="ticket.secret",
+                dispatcher=keys,
+                sections={"balancing": {"slow_start_s": 0}},
+            )
             for w in range(args.workers):
-                procs.start(["taskset", "-c", SERVER_CPUS, PY, "-m", "tcpdispatch", "dispatcher", "--config",
-                             str(cfg)], tmp / f"dispatcher-{server}-{w}.log")
+                procs.start(
+                    [
+                        "taskset",
+                        "-c",
+                        SERVER_CPUS,
+                        PY,
+                        "-m",
+                        "tcpdispatch",
+                        "dispatcher",
+                        "--config",
+                        str(cfg),
+                    ],
+                    tmp / f"dispatcher-{server}-{w}.log",
+                )
             durl = f"http://127.0.0.1:{dport}/v1/dispatch?client_id=bench-client-0001"
             deadline = time.monotonic() + 30
             while True:
@@ -241,10 +310,16 @@ def main() -> int:
                 from tcpdispatch.dispatcher import fastpath
 
                 if not fastpath.available():
-                    print("note: tcpdispatch._speedups is not built; the dispatcher runs the Python path")
+                    print(
+                        "note: tcpdispatch._speedups is not built; "
+                        "the dispatcher runs the Python path"
+                    )
         nport = free_port()
         conf = nginx_conf(tmp, nport, body.decode(), args.workers)
-        procs.start(["taskset", "-c", SERVER_CPUS, nginx, "-c", str(conf), "-p", str(tmp)], tmp / "nginx.log")
+        procs.start(
+            ["taskset", "-c", SERVER_CPUS, nginx, "-c", str(conf), "-p", str(tmp)],
+            tmp / "nginx.log",
+        )
         nurl = f"http://127.0.0.1:{nport}/v1/dispatch?client_id=bench-client-0001"
         nbody = wait_http(nurl)
         print(f"answer size: dispatcher {len(body)} bytes, nginx {len(nbody)} bytes")
@@ -255,8 +330,18 @@ def main() -> int:
             for name, code in (("uvloop-noop", UVLOOP_NOOP_APP),):
                 (tmp / f"{name}.py").write_text(code)
                 tport = free_port()
-                procs.start(["taskset", "-c", "0", PY, str(tmp / f"{name}.py"), str(tport), str(tmp / "body.json")],
-                            tmp / f"{name}.log")
+                procs.start(
+                    [
+                        "taskset",
+                        "-c",
+                        "0",
+                        PY,
+                        str(tmp / f"{name}.py"),
+                        str(tport),
+                        str(tmp / "body.json"),
+                    ],
+                    tmp / f"{name}.log",
+                )
                 turl = f"http://127.0.0.1:{tport}/v1/dispatch?client_id=bench-client-0001"
                 wait_http(turl)
                 servers.append((name, turl))
@@ -272,12 +357,18 @@ def main() -> int:
                     results[(name, mode)] = max(rps, results.get((name, mode), 0.0))
                     print(f"  round {rnd + 1}: {name:14s} {mode:28s} {rps:10.0f} req/s", flush=True)
             for name, _ in servers:
-                print(f"{name:14s} {mode:28s} {results[(name, mode)]:10.0f} req/s (best of {args.rounds})", flush=True)
+                print(
+                    f"{name:14s} {mode:28s} {results[(name, mode)]:10.0f} "
+                    f"req/s (best of {args.rounds})",
+                    flush=True,
+                )
         for mode, target in (("new connection per request", 0.9), ("keep-alive", 0.5)):
             print(f"ratio to nginx, {mode} (target >= {target}x):")
             for name, _ in servers[1:]:
                 ratio = results[(name, mode)] / results[("nginx", mode)]
-                verdict = "" if name.endswith("-noop") else ("meets" if ratio >= target else "below")
+                verdict = (
+                    "" if name.endswith("-noop") else ("meets" if ratio >= target else "below")
+                )
                 print(f"    {name:14s} {ratio:5.2f}x {verdict}")
     finally:
         procs.stop()
@@ -285,8 +376,10 @@ def main() -> int:
 
     if not args.no_pick_cost:  # after the servers are gone, so the CPU is ours
         small, big = pick_cost()
-        print(f"p2c pick (k=3): {small:.2f} us over 10 gateways, {big:.2f} us over 10,000 "
-              f"-> ratio {big / small:.2f} (target <= 1.5)")
+        print(
+            f"p2c pick (k=3): {small:.2f} us over 10 gateways, {big:.2f} us over 10,000 "
+            f"-> ratio {big / small:.2f} (target <= 1.5)"
+        )
     return 0
 
 

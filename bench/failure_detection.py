@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import signal
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -37,6 +36,7 @@ from bench.common import (
     headline,
     plot,
     revive,
+    run_as_script,
     start_dispatcher,
     start_gateway,
     start_haproxy,
@@ -52,9 +52,11 @@ TRIAL_BOUND_S = 15.0
 
 def _haproxy_cfg(path: Path, sock: Path, front: int, gws: list[GatewayHandle]) -> Path:
     def backend(name: str, check: str) -> str:
-        servers = "\n".join(f"    server {g.id} 127.0.0.1:{g.port} check port {g.status_port} {check}"
-                            for g in gws)
+        servers = "\n".join(
+            f"    server {g.id} 127.0.0.1:{g.port} check port {g.status_port} {check}" for g in gws
+        )
         return f"backend {name}\n    option httpchk GET /status\n{servers}\n"
+
     path.write_text(f"""global
     stats socket {sock} mode 600 level admin
 defaults
@@ -130,8 +132,17 @@ def _pool_up(url: str, gid: str) -> bool:
     return any(g["id"] == gid and g.get("healthy") for g in items)
 
 
-async def _trials(kinds: list[str], trials: int, gws: list[GatewayHandle], url: str, watch: Watch,
-                  group: ProcGroup, secret: Path, budget: float, wait_default: bool) -> list[dict[str, Any]]:
+async def _trials(
+    kinds: list[str],
+    trials: int,
+    gws: list[GatewayHandle],
+    url: str,
+    watch: Watch,
+    group: ProcGroup,
+    secret: Path,
+    budget: float,
+    wait_default: bool,
+) -> list[dict[str, Any]]:
     stop = asyncio.Event()
     tasks = [asyncio.create_task(watch.dispatch_loop(c, stop)) for c in watch.clients]
     tasks.append(asyncio.create_task(watch.haproxy_loop(stop)))
@@ -145,13 +156,22 @@ async def _trials(kinds: list[str], trials: int, gws: list[GatewayHandle], url: 
             g = gws[n % len(gws)]
 
             def up(gid: str) -> bool:
-                return (_pool_up(url, gid) and ("default", gid) not in watch.down_since
-                        and ("tuned", gid) not in watch.down_since
-                        and time.monotonic() - watch.last_named.get(gid, 0) < 0.5)
+                return (
+                    _pool_up(url, gid)
+                    and ("default", gid) not in watch.down_since
+                    and ("tuned", gid) not in watch.down_since
+                    and time.monotonic() - watch.last_named.get(gid, 0) < 0.5
+                )
+
             # Every gateway, not only the victim: with the previous victim still rising, 2 of 3
             # down is under the panic threshold, and panic hands out the dead one too.
-            await asyncio.to_thread(wait_until, lambda: all(up(x.id) for x in gws), 30, 0.1,
-                                    "every gateway up everywhere")
+            await asyncio.to_thread(
+                wait_until,
+                lambda: all(up(x.id) for x in gws),
+                30,
+                0.1,
+                "every gateway up everywhere",
+            )
             t0 = time.monotonic()
             g.signal(signal.SIGKILL if kind == "SIGKILL" else signal.SIGSTOP)
             res: dict[str, Any] = {"kind": kind, "trial": t, "gateway": g.id}
@@ -159,17 +179,25 @@ async def _trials(kinds: list[str], trials: int, gws: list[GatewayHandle], url: 
                 await asyncio.sleep(0.1)
                 now = time.monotonic()
                 quiet = now - watch.last_named.get(g.id, 0) > 1.0
-                if (quiet and (("default", g.id) in watch.down_since or not wait_default)
-                        and ("tuned", g.id) in watch.down_since):
+                if (
+                    quiet
+                    and (("default", g.id) in watch.down_since or not wait_default)
+                    and ("tuned", g.id) in watch.down_since
+                ):
                     break
             res["tcpdispatch"] = round(max(0.0, watch.last_named.get(g.id, t0) - t0), 3)
             for b in ("default", "tuned"):
                 d = watch.down_since.get((b, g.id))
                 res[f"haproxy_{b}"] = round(d - t0, 3) if d is not None else None
             out.append(res)
-            print(f"  {kind} #{t + 1} {g.id}: " + ", ".join(
-                f"{o} " + (f"{res[o]} s" if res[o] is not None else "not seen") for o in OBSERVERS),
-                flush=True)
+            print(
+                f"  {kind} #{t + 1} {g.id}: "
+                + ", ".join(
+                    f"{o} " + (f"{res[o]} s" if res[o] is not None else "not seen")
+                    for o in OBSERVERS
+                ),
+                flush=True,
+            )
             await revive(group, g, kind)
     finally:
         stop.set()
@@ -188,15 +216,35 @@ def run(quick: bool) -> dict[str, Any]:
         group = ProcGroup(work)
         try:
             gws = [start_gateway(group, f"g{i}", secret_file=secret) for i in (1, 2, 3)]
-            disp = start_dispatcher(group, work, gws, secret, extra_toml="[balancing]\nslow_start_s = 0\n")
+            disp = start_dispatcher(
+                group, work, gws, secret, extra_toml="[balancing]\nslow_start_s = 0\n"
+            )
             sock = work / "haproxy.sock"
             start_haproxy(group, _haproxy_cfg(work / "haproxy.cfg", sock, free_port(), gws))
-            wait_until(lambda: sock.exists() and all(r["status"] == "UP" for r in haproxy_stats(sock).values()),
-                       20, 0.05, "HAProxy sees every gateway UP")
+            wait_until(
+                lambda: (
+                    sock.exists() and all(r["status"] == "UP" for r in haproxy_stats(sock).values())
+                ),
+                20,
+                0.05,
+                "HAProxy sees every gateway UP",
+            )
             watch = Watch(disp.url, sock)
             from tcpdispatch import aio
-            rows = aio.run(_trials(list(TARGETS), trials, gws, disp.url, watch, group, secret,
-                                   budget=60 if quick else 900, wait_default=not quick))
+
+            rows = aio.run(
+                _trials(
+                    list(TARGETS),
+                    trials,
+                    gws,
+                    disp.url,
+                    watch,
+                    group,
+                    secret,
+                    budget=60 if quick else 900,
+                    wait_default=not quick,
+                )
+            )
         finally:
             group.stop()
     summary: dict[str, dict[str, Any]] = {}
@@ -207,56 +255,89 @@ def run(quick: bool) -> dict[str, Any]:
             got = [v for v in vals if v is not None]
             summary.setdefault(kind, {})[o] = {
                 "median_s": round(statistics.median(got), 3) if got else None,
-                "max_s": round(max(got), 3) if got else None, "not_detected": missed}
+                "max_s": round(max(got), 3) if got else None,
+                "not_detected": missed,
+            }
+
     def ratio(kind: str, peer: str) -> float | None:
         a, b = summary[kind]["tcpdispatch"]["median_s"], summary[kind][peer]["median_s"]
         return round(b / a, 1) if a and b else None
-    met = {k: summary[k]["tcpdispatch"]["max_s"] is not None and summary[k]["tcpdispatch"]["max_s"] <= v
-           for k, v in TARGETS.items()}
+
+    met = {
+        k: summary[k]["tcpdispatch"]["max_s"] is not None
+        and summary[k]["tcpdispatch"]["max_s"] <= v
+        for k, v in TARGETS.items()
+    }
+
     def vs(k: str, peer: str, label: str) -> str:
         x = ratio(k, peer)
         return f"{label} not waited for" if x is None else f"{label} {x}x ours"
+
     text = "; ".join(
-        f"{k}: median {summary[k]['tcpdispatch']['median_s']} s (max {summary[k]['tcpdispatch']['max_s']}), "
-        f"{vs(k, 'haproxy_default', 'HAProxy default')}, {vs(k, 'haproxy_tuned', 'tuned')}"
-        for k in TARGETS)
+        f"{k}: median {summary[k]['tcpdispatch']['median_s']} s (max "
+        f"{summary[k]['tcpdispatch']['max_s']}), {vs(k, 'haproxy_default', 'HAProxy default')}, "
+        f"{vs(k, 'haproxy_tuned', 'tuned')}"
+        for k in TARGETS
+    )
     headline(NAME, text)
-    result = {"trials_per_kind": len(rows) // 2, "trials_planned": trials, "trials": rows, "summary": summary, "targets_s": TARGETS, "met": met,
-              "dispatch_requests": watch.requests, "dispatch_errors": watch.errors, "headline": text,
-              "ok": all(met.values())}
+    result = {
+        "trials_per_kind": len(rows) // 2,
+        "trials_planned": trials,
+        "trials": rows,
+        "summary": summary,
+        "targets_s": TARGETS,
+        "met": met,
+        "dispatch_requests": watch.requests,
+        "dispatch_errors": watch.errors,
+        "headline": text,
+        "ok": all(met.values()),
+    }
     write_result(NAME, quick, result)
 
     def draw(fig: Any) -> None:
         axes = fig.subplots(1, 2, sharey=True)
         for ax, kind in zip(axes, TARGETS):
-            data = [[r[o] for r in rows if r["kind"] == kind and r[o] is not None] for o in OBSERVERS]
+            data = [
+                [r[o] for r in rows if r["kind"] == kind and r[o] is not None] for o in OBSERVERS
+            ]
             ax.boxplot(data, whis=(0, 100))
-            ax.set_xticks([1, 2, 3], ["tcpdispatch", "HAProxy\ndefault", "HAProxy\ntuned"], fontsize=8)
+            ax.set_xticks(
+                [1, 2, 3], ["tcpdispatch", "HAProxy\ndefault", "HAProxy\ntuned"], fontsize=8
+            )
             ax.axhline(TARGETS[kind], color="red", lw=0.8, ls="--")
             ax.set_title(f"{kind} ({trials} trials)", fontsize=9)
         axes[0].set_ylabel("seconds until out of rotation")
+
     plot(NAME, quick, draw)
     return result
 
 
 def table(r: dict[str, Any]) -> str:
-    rows = ["### 2. Failure detection\n",
-            f"{r['trials_per_kind']} trials per signal; seconds from the signal until the gateway is out of rotation.\n",
-            ("| signal | tcpdispatch median / max | HAProxy default (inter 2s fall 3) median / max | "
-             "HAProxy tuned (inter 250ms fall 2) median / max | target | met |"), "|---|---|---|---|---|---|"]
+    rows = [
+        "### 2. Failure detection\n",
+        (
+            f"{r['trials_per_kind']} trials per signal; seconds from "
+            "the signal until the gateway is out of rotation.\n"
+        ),
+        (
+            "| signal | tcpdispatch median / max | HAProxy default (inter 2s fall 3) median / max "
+            "| HAProxy tuned (inter 250ms fall 2) median / max | target | met |"
+        ),
+        "|---|---|---|---|---|---|",
+    ]
     for kind, s in r["summary"].items():
-        cells = [f"{s[o]['median_s']} / {s[o]['max_s']}" + (f" ({s[o]['not_detected']} undetected)"
-                 if s[o]["not_detected"] else "") for o in OBSERVERS]
-        rows.append(f"| {kind} | {' | '.join(cells)} | <= {r['targets_s'][kind]} s | "
-                    f"{'yes' if r['met'][kind] else 'no'} |")
+        cells = [
+            f"{s[o]['median_s']} / {s[o]['max_s']}"
+            + (f" ({s[o]['not_detected']} undetected)" if s[o]["not_detected"] else "")
+            for o in OBSERVERS
+        ]
+        rows.append(
+            f"| {kind} | {' | '.join(cells)} | <= {r['targets_s'][kind]} s | "
+            f"{'yes' if r['met'][kind] else 'no'} |"
+        )
     rows.append("\n![failure detection](../bench/results/failure_detection.png)\n")
     return "\n".join(rows)
 
 
-def main() -> int:
-    run("--quick" in sys.argv)
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    run_as_script(run)

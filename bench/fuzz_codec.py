@@ -81,9 +81,16 @@ def check_one(data: bytes) -> None:
 
 def seeds() -> list[bytes]:
     """Valid sessions for each mode, and a few near misses, as starting points."""
-    client: list[Frame] = [Welcome("s1", 10_000, 30_000), Pong(1), Data(b"hello"), Reconnect(500, "drain"),
-              Data(b"x" * 40), Pong(2), Error(304, "draining")]
-    server: list[Frame] = [Ping(1), Data(b"hello"), Data(b""), Ping(2 ** 63), Bye()]
+    client: list[Frame] = [
+        Welcome("s1", 10_000, 30_000),
+        Pong(1),
+        Data(b"hello"),
+        Reconnect(500, "drain"),
+        Data(b"x" * 40),
+        Pong(2),
+        Error(304, "draining"),
+    ]
+    server: list[Frame] = [Ping(1), Data(b"hello"), Data(b""), Ping(2**63), Bye()]
     out = []
     for ctl in (0, 4, 60, 64, 128):
         out.append(bytes([ctl]) + b"".join(encode(f) for f in client))
@@ -178,16 +185,26 @@ def run_atheris(runs: int, seed: int, max_len: int, corpus_dir: str) -> None:
             done["reported"] = True
             _report("atheris", time.monotonic() - t0)
 
-    argv = [sys.argv[0], f"-runs={runs}", f"-seed={seed}", f"-max_len={max_len}",
-            "-print_final_stats=0", f"-artifact_prefix={corpus_dir}/", corpus_dir]
+    argv = [
+        sys.argv[0],
+        f"-runs={runs}",
+        f"-seed={seed}",
+        f"-max_len={max_len}",
+        "-print_final_stats=0",
+        f"-artifact_prefix={corpus_dir}/",
+        corpus_dir,
+    ]
     atheris.Setup(argv, one)
     atheris.Fuzz()  # exits the process when done
 
 
 def _report(engine: str, elapsed: float) -> None:
     rate = _count / elapsed if elapsed else 0.0
-    print(f"fuzz_codec: {_count} inputs run, 0 findings, {elapsed:.1f} s ({rate:,.0f}/s), "
-          f"engine={engine}", flush=True)
+    print(
+        f"fuzz_codec: {_count} inputs run, 0 findings, {elapsed:.1f} s ({rate:,.0f}/s), "
+        f"engine={engine}",
+        flush=True,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -195,16 +212,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=1_000_000, help="inputs to run")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--engine", choices=("auto", "atheris", "random"), default="auto")
-    ap.add_argument("--max-len", type=int, default=1024,
-                    help="longest input in bytes (a few frames reach every state)")
-    ap.add_argument("--corpus", default=os.path.join(tempfile.gettempdir(),
-                                                     f"tcpdispatch-fuzz-corpus-{os.getuid()}"),
-                    help="atheris corpus directory (seeded with valid sessions, then grown)")
+    ap.add_argument(
+        "--max-len",
+        type=int,
+        default=1024,
+        help="longest input in bytes (a few frames reach every state)",
+    )
+    ap.add_argument(
+        "--corpus",
+        default=os.path.join(tempfile.gettempdir(), f"tcpdispatch-fuzz-corpus-{os.getuid()}"),
+        help="atheris corpus directory (seeded with valid sessions, then grown)",
+    )
     args = ap.parse_args(argv)
     engine = args.engine
     if engine == "auto":
         try:
             import atheris  # noqa: F401
+
             engine = "atheris"
         except ImportError:
             print("atheris is not installed: using the random-mutation loop", file=sys.stderr)

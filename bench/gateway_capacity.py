@@ -48,8 +48,11 @@ RATE_TOLERANCE = 0.10
 
 
 # -- client process -------------------------------------------------------------------
-def _client_main(port: int, count: int, sources: list[str], first: int, conn_out: Any, stop_in: Any) -> None:
-    """Open ``count`` connections, report progress, hold them (pinging when told) until told to stop."""
+def _client_main(
+    port: int, count: int, sources: list[str], first: int, conn_out: Any, stop_in: Any
+) -> None:
+    """Open ``count`` connections, report progress, hold
+    them (pinging when told) until told to stop."""
     from tcpdispatch import aio
     from tcpdispatch.protocol import Connection, Hello, Ping, Pong, Role, Welcome
 
@@ -188,16 +191,42 @@ def run(args: argparse.Namespace) -> int:
     n_sources = max(1, math.ceil(n / PER_SOURCE_IP))
     sources = [f"127.0.0.{2 + i}" for i in range(n_sources)]
     if n / workers > MAX_FDS_PER_CLIENT:
-        print(f"note: {n / workers:.0f} connections per worker is over the 20,000-fd limit per process;"
-              " raise --workers", file=sys.stderr)
+        print(
+            f"note: {n / workers:.0f} connections per worker is "
+            "over the 20,000-fd limit per process; raise --workers",
+            file=sys.stderr,
+        )
     port, status_port = free_port(), free_port()
     deadline = time.monotonic() + args.timeout
     gw = subprocess.Popen(
-        [sys.executable, "-m", "tcpdispatch", "--log-level", "warning", "gateway", "--id", "bench",
-         "--listen", f"127.0.0.1:{port}", "--status", f"127.0.0.1:{status_port}", "--no-ticket",
-         "--workers", str(workers), "--capacity", str(n + 1000), "--heartbeat", f"{args.heartbeat:g}",
-         "--idle-timeout", "3600", "--handshake-timeout", "120"],
-        stdout=subprocess.PIPE, text=True, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "tcpdispatch",
+            "--log-level",
+            "warning",
+            "gateway",
+            "--id",
+            "bench",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--status",
+            f"127.0.0.1:{status_port}",
+            "--no-ticket",
+            "--workers",
+            str(workers),
+            "--capacity",
+            str(n + 1000),
+            "--heartbeat",
+            f"{args.heartbeat:g}",
+            "--idle-timeout",
+            "3600",
+            "--handshake-timeout",
+            "120",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
     ctx = multiprocessing.get_context("fork")
     children: list[Any] = []
@@ -208,7 +237,10 @@ def run(args: argparse.Namespace) -> int:
             return 1
         time.sleep(2.0)  # let the workers settle after import
         base_rss, nproc = _node_rss(gw.pid)
-        print(f"gateway: {workers} workers ({nproc} processes), baseline RSS {base_rss / 2**20:.1f} MiB")
+        print(
+            f"gateway: {workers} workers ({nproc} processes), "
+            f"baseline RSS {base_rss / 2**20:.1f} MiB"
+        )
         share = [n // clients + (1 if i < n % clients else 0) for i in range(clients)]
         pipes = []
         first = 0
@@ -238,11 +270,17 @@ def run(args: argparse.Namespace) -> int:
         rss, _ = _node_rss(gw.pid)
         status = _status(status_port)
         per = (rss - base_rss) / max(ok, 1)
-        print(f"connections: {ok} open, {failed} failed, gateway /status says {status['connections']}")
-        print(f"connect time: {elapsed:.1f} s -> {ok / elapsed:.0f} connections/s "
-              f"({clients} client processes, {len(sources)} source IPs)")
-        print(f"gateway RSS: {rss / 2**20:.1f} MiB total, +{(rss - base_rss) / 2**20:.1f} MiB for {ok}"
-              f" connections = {per / 1024:.2f} KiB per connection")
+        print(
+            f"connections: {ok} open, {failed} failed, gateway /status says {status['connections']}"
+        )
+        print(
+            f"connect time: {elapsed:.1f} s -> {ok / elapsed:.0f} connections/s "
+            f"({clients} client processes, {len(sources)} source IPs)"
+        )
+        print(
+            f"gateway RSS: {rss / 2**20:.1f} MiB total, +{(rss - base_rss) / 2**20:.1f} MiB for "
+            f"{ok} connections = {per / 1024:.2f} KiB per connection"
+        )
         ok_all = ok == n and status["connections"] == n
         if not ok_all:
             print("WARNING: not every connection was established", file=sys.stderr)
@@ -250,7 +288,9 @@ def run(args: argparse.Namespace) -> int:
             if time.monotonic() + 2 * args.window + 10 < deadline:
                 _heartbeat_cpu(args, gw.pid, pipes, ok)
             else:
-                print("heartbeat CPU skipped: not enough time left before --timeout", file=sys.stderr)
+                print(
+                    "heartbeat CPU skipped: not enough time left before --timeout", file=sys.stderr
+                )
         for _, stop_w in pipes:
             try:
                 stop_w.send("stop")
@@ -269,8 +309,11 @@ def run(args: argparse.Namespace) -> int:
         gw.wait(timeout=10)
 
 
-def _heartbeat_cpu(args: argparse.Namespace, gw_pid: int, pipes: list[tuple[Any, Any]], n: int) -> None:
-    """Node CPU over an idle window, then over a window of PINGs at N / interval; print both and the difference."""
+def _heartbeat_cpu(
+    args: argparse.Namespace, gw_pid: int, pipes: list[tuple[Any, Any]], n: int
+) -> None:
+    """Node CPU over an idle window, then over a window of
+    PINGs at N / interval; print both and the difference."""
     import psutil
 
     root = psutil.Process(gw_pid)
@@ -296,24 +339,42 @@ def _heartbeat_cpu(args: argparse.Namespace, gw_pid: int, pipes: list[tuple[Any,
     rate, expected = sent / window, n / interval
     share = busy - idle
     per_ping_us = share * window / max(sent, 1) * 1e6
-    print(f"heartbeat: interval {interval:g} s, window {window:g} s: {sent} PINGs sent -> {rate:.0f} PINGs/s "
-          f"(expected {expected:.0f}/s, {rate / expected * 100:.1f} %), {pongs} PONGs back, "
-          f"{closed} connections closed")
-    print(f"heartbeat CPU: idle {idle:.3f} cores, pinging {busy:.3f} cores -> {share:.3f} of one core"
-          f" = {per_ping_us:.1f} us per PING")
+    print(
+        f"heartbeat: interval {interval:g} s, window {window:g} s: {sent} PINGs sent -> {rate:.0f} "
+        f"PINGs/s (expected {expected:.0f}/s, {rate / expected * 100:.1f} %), {pongs} PONGs back, "
+        f"{closed} connections closed"
+    )
+    print(
+        f"heartbeat CPU: idle {idle:.3f} cores, pinging {busy:.3f} cores -> {share:.3f} of one core"
+        f" = {per_ping_us:.1f} us per PING"
+    )
     if abs(rate / expected - 1) > RATE_TOLERANCE:
-        print(f"WARNING: ping rate {rate:.0f}/s is off the expected {expected:.0f}/s by more than "
-              f"{RATE_TOLERANCE:.0%}", file=sys.stderr)
+        print(
+            f"WARNING: ping rate {rate:.0f}/s is off the expected {expected:.0f}/s by more than "
+            f"{RATE_TOLERANCE:.0%}",
+            file=sys.stderr,
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--connections", type=int, default=10_000)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--client-processes", type=int, default=2)
-    ap.add_argument("--heartbeat", type=float, default=10.0, help="ping interval (s); the gateway default is 10")
-    ap.add_argument("--window", type=float, default=None,
-                    help="length of each heartbeat-CPU window, idle and pinging (s); default 2 x --heartbeat, 0 = skip")
+    ap.add_argument(
+        "--heartbeat", type=float, default=10.0, help="ping interval (s); the gateway default is 10"
+    )
+    ap.add_argument(
+        "--window",
+        type=float,
+        default=None,
+        help=(
+            "length of each heartbeat-CPU window, idle and pinging (s); "
+            "default 2 x --heartbeat, 0 = skip"
+        ),
+    )
     ap.add_argument("--timeout", type=float, default=600.0, help="bound on the whole run (s)")
     args = ap.parse_args(argv)
     if args.connections < 1 or args.workers < 1 or args.client_processes < 1:
@@ -327,5 +388,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
-
-

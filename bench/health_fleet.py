@@ -99,8 +99,10 @@ class StatusConn(asyncio.Protocol):
                 self._answer(400, b'{"error":"bad watch interval"}', True)
                 return
             self.transport.write(
-                f"HTTP/1.1 200 OK\r\nContent-Type: {CONTENT_TYPE}\r\n{WATCH_HEADER}: {interval:g}\r\n"
-                "Transfer-Encoding: chunked\r\n\r\n".encode())
+                "HTTP/1.1 200 OK\r\nContent-Type: "
+                f"{CONTENT_TYPE}\r\n{WATCH_HEADER}: {interval:g}\r\n"
+                "Transfer-Encoding: chunked\r\n\r\n".encode()
+            )
             self.feed = WatchFeed(interval)
             self.fleet.streams.add(self)
             self.due = 0.0
@@ -110,8 +112,11 @@ class StatusConn(asyncio.Protocol):
     def _answer(self, status: int, body: bytes, close: bool) -> None:
         reason = "OK" if status == 200 else "Bad Request"
         self.transport.write(
-            f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
-            f"{'Connection: close' if close else 'Connection: keep-alive'}\r\n\r\n".encode() + body)
+            f"HTTP/1.1 {status} {reason}\r\nContent-Type: "
+            f"application/json\r\nContent-Length: {len(body)}\r\n"
+            f"{'Connection: close' if close else 'Connection: keep-alive'}\r\n\r\n".encode()
+            + body
+        )
         if close:
             self.transport.close()
 
@@ -142,8 +147,18 @@ async def serve(count: int, first_port: int, ports_file: str) -> None:
         sock.listen(512)
         index = len(ports)
         gid = f"f{port}"
-        docs.append({"id": gid, "state": "serving", "connections": 0, "capacity": 1_000_000,
-                     "address": f"127.0.0.1:{port}", "cpu": 0.1, "busy": 0.1, "lag_ms": 0})
+        docs.append(
+            {
+                "id": gid,
+                "state": "serving",
+                "connections": 0,
+                "capacity": 1_000_000,
+                "address": f"127.0.0.1:{port}",
+                "cpu": 0.1,
+                "busy": 0.1,
+                "lag_ms": 0,
+            }
+        )
         servers.append(await loop.create_server(lambda i=index: StatusConn(fleet, i), sock=sock))  # type: ignore[misc]
         ports.append(port)
         port += 1

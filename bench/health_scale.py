@@ -73,8 +73,25 @@ def start_fleet(group: ProcGroup, work: Path, n: int) -> list[int]:
         count = n // procs + (1 if i < n % procs else 0)
         pf = work / f"fleet-{n}-{i}.json"
         first = FIRST_PORT + i * (PER_FLEET + 500)
-        handles.append((group([*python_cmd(n), "-m", "bench.health_fleet", "--count", str(count),
-                               "--first-port", str(first), "--ports-file", str(pf)], name=f"fleet{i}"), pf))
+        handles.append(
+            (
+                group(
+                    [
+                        *python_cmd(n),
+                        "-m",
+                        "bench.health_fleet",
+                        "--count",
+                        str(count),
+                        "--first-port",
+                        str(first),
+                        "--ports-file",
+                        str(pf),
+                    ],
+                    name=f"fleet{i}",
+                ),
+                pf,
+            )
+        )
     for proc, pf in handles:
         wait_until(lambda p=proc: "READY" in p.output() or not p.alive, 120, 0.1, "fleet READY")
         if not proc.alive:
@@ -90,11 +107,23 @@ def python_cmd(n: int) -> list[str]:
 
 
 def dispatcher_config(work: Path, port: int, ports: list[int]) -> Path:
-    gateways = [{"id": f"f{p}", "address": f"127.0.0.1:{p}", "check": f"http://127.0.0.1:{p}/status",
-                 "capacity": 1000000} for p in ports]
-    return write_dispatcher_toml(work / f"dispatcher-{len(ports)}.toml", listen=f"127.0.0.1:{port}",
-                                 gateways=gateways, secret_file=work / "ticket.secret",
-                                 dispatcher={"policy": "p2c"}, sections={"balancing": {"slow_start_s": 0}})
+    gateways = [
+        {
+            "id": f"f{p}",
+            "address": f"127.0.0.1:{p}",
+            "check": f"http://127.0.0.1:{p}/status",
+            "capacity": 1000000,
+        }
+        for p in ports
+    ]
+    return write_dispatcher_toml(
+        work / f"dispatcher-{len(ports)}.toml",
+        listen=f"127.0.0.1:{port}",
+        gateways=gateways,
+        secret_file=work / "ticket.secret",
+        dispatcher={"policy": "p2c"},
+        sections={"balancing": {"slow_start_s": 0}},
+    )
 
 
 def healthy_count(url: str) -> int:
@@ -104,9 +133,19 @@ def healthy_count(url: str) -> int:
 
 
 def haproxy_cfg(work: Path, ports: list[int]) -> Path:
-    lines = ["global", "    maxconn 4000", "    nbthread 1", "defaults", "    mode tcp",
-             "    timeout connect 2s", "    timeout client 30s", "    timeout server 30s",
-             "    timeout check 500ms", "backend pool", "    option httpchk GET /status"]
+    lines = [
+        "global",
+        "    maxconn 4000",
+        "    nbthread 1",
+        "defaults",
+        "    mode tcp",
+        "    timeout connect 2s",
+        "    timeout client 30s",
+        "    timeout server 30s",
+        "    timeout check 500ms",
+        "backend pool",
+        "    option httpchk GET /status",
+    ]
     lines += [f"    server f{p} 127.0.0.1:{p} check inter 250 fall 2 rise 2" for p in ports]
     lines += ["frontend fe", f"    bind 127.0.0.1:{free_port()}", "    default_backend pool"]
     path = work / f"haproxy-{len(ports)}.cfg"
@@ -118,7 +157,9 @@ def start_disp(group: ProcGroup, work: Path, ports: list[int]) -> tuple[Any, str
     """A dispatcher (CPU 0) over ``ports``, returned once every gateway is healthy."""
     port = free_port()
     cfg = dispatcher_config(work, port, ports)
-    disp = group(["taskset", "-c", "0", *TCPDISPATCH, "dispatcher", "--config", str(cfg)], name="dispatcher")
+    disp = group(
+        ["taskset", "-c", "0", *TCPDISPATCH, "dispatcher", "--config", str(cfg)], name="dispatcher"
+    )
     url = f"http://127.0.0.1:{port}"
     wait_until(lambda: "READY" in disp.output() or not disp.alive, 120, 0.1, "dispatcher READY")
     if not disp.alive:
@@ -134,8 +175,15 @@ def stop_disp(disp: Any) -> None:
     disp.wait(15)
 
 
-def measure(n: int, work: Path, window: float, wrk_s: float, rounds: int, with_haproxy: bool,
-            alongside: bool = True) -> dict[str, Any]:
+def measure(
+    n: int,
+    work: Path,
+    window: float,
+    wrk_s: float,
+    rounds: int,
+    with_haproxy: bool,
+    alongside: bool = True,
+) -> dict[str, Any]:
     """One pool size. Throughput is measured against a 10-gateway dispatcher over the same fleet,
     alternately (10, N, 10, N, ...), so the ratio is taken side by side on a shared machine."""
     group = ProcGroup(work)
@@ -152,7 +200,9 @@ def measure(n: int, work: Path, window: float, wrk_s: float, rounds: int, with_h
                 disp, url = start_disp(group, work, subset)
                 if into is full and r == 0:
                     seen = healthy_count(url)
-                    row["all_in_view_after_s"] = round(time.monotonic() - t0, 1) if seen == n else None
+                    row["all_in_view_after_s"] = (
+                        round(time.monotonic() - t0, 1) if seen == n else None
+                    )
                     row["in_view_at_start"] = seen
                     time.sleep(min(1.0, window / 2))  # settle: streams open, state machines settled
                     row["dispatcher_health_cpu"] = round(cpu_share(disp.pid, window), 4)
@@ -163,7 +213,9 @@ def measure(n: int, work: Path, window: float, wrk_s: float, rounds: int, with_h
                     row["overload_log_lines"] = disp.output().count("is overloaded")
                 stop_disp(disp)
         row["dispatch_rps"] = round(sum(full) / len(full))
-        row["dispatch_rps_10_alongside"] = round(sum(small) / len(small)) if small else row["dispatch_rps"]
+        row["dispatch_rps_10_alongside"] = (
+            round(sum(small) / len(small)) if small else row["dispatch_rps"]
+        )
         row["dispatch_ratio_vs_10"] = round(sum(full) / sum(small), 3) if small else 1.0
         if with_haproxy:
             hcfg = haproxy_cfg(work, ports)
@@ -187,14 +239,24 @@ def run(quick: bool, sizes: list[int] | None = None) -> dict[str, Any]:
         (work / "ticket.secret").write_text("bench-secret-0123456789abcdef\n")
         for n in sizes:
             try:
-                row = measure(n, work, window, wrk_s, rounds=1 if quick or n > 1000 else 2,
-                              with_haproxy=n <= (10 if quick else 1000), alongside=not quick)
+                row = measure(
+                    n,
+                    work,
+                    window,
+                    wrk_s,
+                    rounds=1 if quick or n > 1000 else 2,
+                    with_haproxy=n <= (10 if quick else 1000),
+                    alongside=not quick,
+                )
             except Exception as exc:  # noqa: BLE001 - keep the sizes already measured
                 print(f"  {n} gateways: failed: {exc!r}", flush=True)
                 break
             rows.append(row)
-            print(f"  {n:>6} gateways: " + ", ".join(f"{k} {v}" for k, v in row.items() if k != "gateways"),
-                  flush=True)
+            print(
+                f"  {n:>6} gateways: "
+                + ", ".join(f"{k} {v}" for k, v in row.items() if k != "gateways"),
+                flush=True,
+            )
     by_n = {r["gateways"]: r for r in rows}
     met: dict[str, bool] = {}
     if 1000 in by_n:
@@ -208,7 +270,9 @@ def run(quick: bool, sizes: list[int] | None = None) -> dict[str, Any]:
     text = "; ".join(
         f"{r['gateways']}: health {r['dispatcher_health_cpu']} core"
         + (f" (HAProxy {r['haproxy_check_cpu']})" if "haproxy_check_cpu" in r else "")
-        + f", dispatch {r['dispatch_ratio_vs_10']}x" for r in rows)
+        + f", dispatch {r['dispatch_ratio_vs_10']}x"
+        for r in rows
+    )
     headline(NAME, text)
     result = {"rows": rows, "met": met, "ok": all(met.values()), "headline": text}
     write_result(NAME, quick, result)
@@ -216,21 +280,32 @@ def run(quick: bool, sizes: list[int] | None = None) -> dict[str, Any]:
 
 
 def table(r: dict[str, Any]) -> str:
-    out = ["### 8. Health at scale\n",
-           ("One dispatcher (CPU 0) watching N gateways' status streams; health CPU sampled idle, "
+    out = [
+        "### 8. Health at scale\n",
+        (
+            "One dispatcher (CPU 0) watching N gateways' status streams; health CPU sampled idle, "
             "dispatch throughput by wrk (keep-alive, 50 connections); HAProxy checking the same "
-            "endpoints (httpchk, inter 250 fall 2 rise 2) in the same run.\n"),
-           ("| gateways | dispatcher health CPU (cores) | HAProxy check CPU (cores) | dispatch req/s | "
-            "10 gateways alongside | ratio | all in view | load avg before/after |"),
-           "|---|---|---|---|---|---|---|---|"]
+            "endpoints (httpchk, inter 250 fall 2 rise 2) in the same run.\n"
+        ),
+        (
+            "| gateways | dispatcher health CPU (cores) | HAProxy check CPU (cores) | dispatch "
+            "req/s | 10 gateways alongside | ratio | all in view | load avg before/after |"
+        ),
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for row in r["rows"]:
         view = "yes" if row["in_view"] == row["gateways"] else f"no ({row['in_view']:,})"
-        out.append(f"| {row['gateways']:,} | {row['dispatcher_health_cpu']} | {row.get('haproxy_check_cpu', '-')} | "
-                   f"{row['dispatch_rps']:,} | {row['dispatch_rps_10_alongside']:,} | "
-                   f"{row.get('dispatch_ratio_vs_10')}x | "
-                   f"{view} | "
-                   f"{row['loadavg_before']} / {row['loadavg_after']} |")
-    out.append("\nTargets: " + ", ".join(f"{k}: {'met' if v else 'NOT met'}" for k, v in r["met"].items()) + "\n")
+        out.append(
+            f"| {row['gateways']:,} | {row['dispatcher_health_cpu']} | "
+            f"{row.get('haproxy_check_cpu', '-')} | {row['dispatch_rps']:,} | "
+            f"{row['dispatch_rps_10_alongside']:,} | {row.get('dispatch_ratio_vs_10')}x | {view} | "
+            f"{row['loadavg_before']} / {row['loadavg_after']} |"
+        )
+    out.append(
+        "\nTargets: "
+        + ", ".join(f"{k}: {'met' if v else 'NOT met'}" for k, v in r["met"].items())
+        + "\n"
+    )
     return "\n".join(out)
 
 

@@ -101,11 +101,21 @@ class CAnswer:
         rng = SplitMixRandom(seed)  # the picker's generator is the one C draws from
         picker = make_picker(policy, candidates, rng=rng)
         assert isinstance(picker, WeightedSamplingPicker)
-        self.fast = fastpath.FastDispatch(**fastpath.settings(
-            secret=b"bench-secret-0123456789", lifetime=60, alternates=2, max_client_id=128,
-            tail=b'"heartbeat_s":10}', stats=Stats(), rng=rng))
-        frags = {c.id: b'{"id":"%s","host":"%s","port":%d' % (c.id.encode(), c.host.encode(), c.port)
-                 for c in candidates}
+        self.fast = fastpath.FastDispatch(
+            **fastpath.settings(
+                secret=b"bench-secret-0123456789",
+                lifetime=60,
+                alternates=2,
+                max_client_id=128,
+                tail=b'"heartbeat_s":10}',
+                stats=Stats(),
+                rng=rng,
+            )
+        )
+        frags = {
+            c.id: b'{"id":"%s","host":"%s","port":%d' % (c.id.encode(), c.host.encode(), c.port)
+            for c in candidates
+        }
         fastpath.install(self.fast, picker, frags, {c.id: pack_id(c.id) for c in candidates})
 
     def pick(self, request: PickRequest) -> bytes:

@@ -43,15 +43,19 @@ POLICIES = ("p2c", "least_conn", "load")
 
 def _pools(policy: str, gateways: int, seed: int, shared: bool, tmp: Path) -> list[Pool]:
     (tmp / "s").write_text("0123456789abcdef0123\n")
-    doc = {"dispatcher": {"secret_file": "s", "policy": policy},
-           "balancing": {"slow_start_s": 0},
-           "gateways": [{"id": f"g{i}", "address": f"127.0.0.1:{9000 + i}"} for i in range(gateways)]}
+    doc = {
+        "dispatcher": {"secret_file": "s", "policy": policy},
+        "balancing": {"slow_start_s": 0},
+        "gateways": [{"id": f"g{i}", "address": f"127.0.0.1:{9000 + i}"} for i in range(gateways)],
+    }
     cfg = parse_config(doc, file="bench.toml", base=tmp, env={})
     pools = [Pool(cfg, rng=random.Random(seed * 100 + r)) for r in range(REPLICAS)]
     for pool in pools:
         for gid in pool.gateways:
             for _ in range(2):
-                pool.on_result(gid, ProbeResult(ok=True, connections=0, capacity=10**9, utilization=0.0))
+                pool.on_result(
+                    gid, ProbeResult(ok=True, connections=0, capacity=10**9, utilization=0.0)
+                )
     if shared:  # one LoadCounter per gateway, seen by every replica
         for pool in pools[1:]:
             for gid, gw in pool.gateways.items():
@@ -61,8 +65,18 @@ def _pools(policy: str, gateways: int, seed: int, shared: bool, tmp: Path) -> li
     return pools
 
 
-def simulate(policy: str, *, gateways: int, dispatches: int, rate: float, interval: float,
-             shared: bool, seed: int, tmp: Path, join: bool = False) -> dict[str, Any]:
+def simulate(
+    policy: str,
+    *,
+    gateways: int,
+    dispatches: int,
+    rate: float,
+    interval: float,
+    shared: bool,
+    seed: int,
+    tmp: Path,
+    join: bool = False,
+) -> dict[str, Any]:
     """Run one scenario; returns the final balance and the worst balance seen along the way.
 
     ``join``: every gateway but one already holds ``dispatches / (2 x gateways)``
@@ -89,8 +103,12 @@ def simulate(policy: str, *, gateways: int, dispatches: int, rate: float, interv
                 for gid in ids:
                     # The load policy balances on utilization: make it the connection share.
                     util = true[gid] / max(1, dispatches)
-                    pools[r].on_result(gid, ProbeResult(ok=True, connections=true[gid],
-                                                        capacity=10**9, utilization=util))
+                    pools[r].on_result(
+                        gid,
+                        ProbeResult(
+                            ok=True, connections=true[gid], capacity=10**9, utilization=util
+                        ),
+                    )
                 next_report[r] += interval
                 mean = sum(true.values()) / len(true)
                 if now > interval and mean > 0:
@@ -101,11 +119,19 @@ def simulate(policy: str, *, gateways: int, dispatches: int, rate: float, interv
             continue
         true[chosen[0].id] += 1
     mean = sum(true.values()) / len(true)
-    return {"policy": policy, "shared": shared, "rate": rate, "interval": interval, "join": join,
-            "gateways": gateways, "dispatches": dispatches, "refused": refused,
-            "peak_max_over_mean": round(peak, 4),
-            "max_over_mean": round(max(true.values()) / mean, 4),
-            "min_over_mean": round(min(true.values()) / mean, 4)}
+    return {
+        "policy": policy,
+        "shared": shared,
+        "rate": rate,
+        "interval": interval,
+        "join": join,
+        "gateways": gateways,
+        "dispatches": dispatches,
+        "refused": refused,
+        "peak_max_over_mean": round(peak, 4),
+        "max_over_mean": round(max(true.values()) / mean, 4),
+        "min_over_mean": round(min(true.values()) / mean, 4),
+    }
 
 
 def dispatch_cost(tmp: Path, n: int = 20_000) -> float:
@@ -132,10 +158,25 @@ def redis_round_trip(n: int = 2000) -> float | None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     with tempfile.TemporaryDirectory() as d:
-        proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                 "--appendonly", "no", "--dir", d], stdout=subprocess.DEVNULL,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            [
+                binary,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                d,
+            ],
+            stdout=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         try:
+
             async def go() -> float:
                 client = aioredis.Redis(port=port)
                 for _ in range(100):  # wait for it to listen (bounded)
@@ -157,7 +198,9 @@ def redis_round_trip(n: int = 2000) -> float | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--quick", action="store_true", help="10,000 dispatches, one seed")
     ap.add_argument("--dispatches", type=int, default=100_000)
     ap.add_argument("--gateways", type=int, default=10)
@@ -174,28 +217,56 @@ def main(argv: list[str] | None = None) -> int:
             for policy in POLICIES:
                 for rate in rates:
                     for shared in (False, True):
-                        runs = [simulate(policy, gateways=args.gateways, dispatches=n, rate=rate,
-                                         interval=args.interval, shared=shared, seed=s, tmp=tmp, join=join)
-                                for s in seeds]
+                        runs = [
+                            simulate(
+                                policy,
+                                gateways=args.gateways,
+                                dispatches=n,
+                                rate=rate,
+                                interval=args.interval,
+                                shared=shared,
+                                seed=s,
+                                tmp=tmp,
+                                join=join,
+                            )
+                            for s in seeds
+                        ]
                         worst = max(runs, key=lambda x: x["max_over_mean"])
                         worst["peak_max_over_mean"] = max(x["peak_max_over_mean"] for x in runs)
                         rows.append(worst)
-                        print(f"  {'join' if join else 'even':4s} {policy:10s} rate {rate:>7,.0f}/s  "
-                              f"shared={'yes' if shared else 'no ':3s}  final max/mean "
-                              f"{worst['max_over_mean']:.4f}  peak {worst['peak_max_over_mean']:.4f}"
-                              f"  (worst of {len(runs)} seeds)", flush=True)
+                        print(
+                            f"  {'join' if join else 'even':4s} {policy:10s} rate {rate:>7,.0f}/s  "
+                            f"shared={'yes' if shared else 'no ':3s}  final max/mean "
+                            f"{worst['max_over_mean']:.4f}  peak {worst['peak_max_over_mean']:.4f}"
+                            f"  (worst of {len(runs)} seeds)",
+                            flush=True,
+                        )
         pick_s = dispatch_cost(tmp)
     rtt = redis_round_trip()
-    print(f"  p2c pick in-process: {pick_s * 1e6:.1f} us;  Redis INCR round trip: "
-          f"{'n/a' if rtt is None else f'{rtt * 1e6:.1f} us'}")
+    print(
+        f"  p2c pick in-process: {pick_s * 1e6:.1f} us;  Redis INCR round trip: "
+        f"{'n/a' if rtt is None else f'{rtt * 1e6:.1f} us'}"
+    )
     unshared = max(r["max_over_mean"] for r in rows if not r["shared"] and r["policy"] != "load")
     shared = max(r["max_over_mean"] for r in rows if r["shared"] and r["policy"] != "load")
-    write_result("replica_balance", args.quick, {
-        "replicas": REPLICAS, "dispatches": n, "gateways": args.gateways, "interval_s": args.interval,
-        "rows": rows, "pick_us": round(pick_s * 1e6, 2), "redis_incr_us": None if rtt is None else round(rtt * 1e6, 1),
-    })
-    headline("replica_balance", f"4 replicas, p2c/least_conn: max/mean {unshared:.3f} without shared ticket "
-             f"counts, {shared:.3f} with (goal <= 1.05)")
+    write_result(
+        "replica_balance",
+        args.quick,
+        {
+            "replicas": REPLICAS,
+            "dispatches": n,
+            "gateways": args.gateways,
+            "interval_s": args.interval,
+            "rows": rows,
+            "pick_us": round(pick_s * 1e6, 2),
+            "redis_incr_us": None if rtt is None else round(rtt * 1e6, 1),
+        },
+    )
+    headline(
+        "replica_balance",
+        f"4 replicas, p2c/least_conn: max/mean {unshared:.3f} without shared ticket "
+        f"counts, {shared:.3f} with (goal <= 1.05)",
+    )
     return 0
 
 

@@ -50,6 +50,7 @@ from bench.common import (
     binary,
     free_port,
     headline,
+    run_as_script,
     start_dispatcher,
     start_gateway,
     wait_until,
@@ -110,8 +111,11 @@ def _handshakes(mode: str, port: int, count: int, pub: str, out: Any) -> None:
                 ok += _recv_welcome_plain(sock)
             elif mode.startswith("haproxy"):
                 assert ctx is not None
-                tls = ctx.wrap_socket(sock, server_hostname="localhost",
-                                      session=session if mode == "haproxy_resumed" else None)
+                tls = ctx.wrap_socket(
+                    sock,
+                    server_hostname="localhost",
+                    session=session if mode == "haproxy_resumed" else None,
+                )
                 tls.sendall(hello)
                 ok += _recv_welcome_plain(tls)  # type: ignore[arg-type]
                 session = tls.session
@@ -162,8 +166,12 @@ def _measure(mode: str, port: int, count: int, pub: str, pids: list[int]) -> dic
     ok = _run_client(ctx, mode, port, count, pub)
     c1, t1 = _cpu(pids), time.monotonic()
     busy = max(0.0, (c1 - c0) - idle_rate * (t1 - t0))
-    return {"handshakes": ok, "cpu_us": round(busy / max(ok, 1) * 1e6, 1),
-            "per_s": round(ok / (t1 - t0), 1), "idle_cores": round(idle_rate, 4)}
+    return {
+        "handshakes": ok,
+        "cpu_us": round(busy / max(ok, 1) * 1e6, 1),
+        "per_s": round(ok / (t1 - t0), 1),
+        "idle_cores": round(idle_rate, 4),
+    }
 
 
 def handshake_only(count: int, rounds: int = 10) -> dict[str, float]:
@@ -205,8 +213,11 @@ def handshake_only(count: int, rounds: int = 10) -> dict[str, float]:
             ServerHandshake(sec).receive(m)
         res = time.process_time() - t0
         tls = _python_ssl_us(sctx, cctx, count)
-        for k, v in (("noise_full_us", full / count * 1e6), ("noise_resumed_us", res / count * 1e6),
-                     ("python_ssl_tls13_us", tls)):
+        for k, v in (
+            ("noise_full_us", full / count * 1e6),
+            ("noise_resumed_us", res / count * 1e6),
+            ("python_ssl_tls13_us", tls),
+        ):
             best[k] = min(best[k], round(v, 1))
     return best
 
@@ -252,37 +263,67 @@ def _tls_files(work: Path) -> tuple[Path, Path]:
     now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bench CA")])
-    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
-          .public_key(ca_key.public_key()).serial_number(1)
-          .not_valid_before(now - datetime.timedelta(minutes=5))
-          .not_valid_after(now + datetime.timedelta(days=1))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-          .sign(ca_key, hashes.SHA256()))
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(1)
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
     key = ec.generate_private_key(ec.SECP256R1())
-    cert = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
-            .issuer_name(ca_name).public_key(key.public_key()).serial_number(2)
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
-            .sign(ca_key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(2)
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
     ca_pem, both = work / "ca.pem", work / "haproxy.pem"
     ca_pem.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    both.write_bytes(cert.public_bytes(serialization.Encoding.PEM) + key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    both.write_bytes(
+        cert.public_bytes(serialization.Encoding.PEM)
+        + key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     return ca_pem, both
 
 
 def _haproxy(group: ProcGroup, work: Path, backend_port: int, pem: Path, maxconn: int) -> int:
     front = free_port()
     cfg = work / "haproxy-tls.cfg"
-    cfg.write_text("\n".join([
-        "global", f"    maxconn {maxconn}", "    nbthread 1",
-        "    ssl-default-bind-options ssl-min-ver TLSv1.3",
-        "defaults", "    mode tcp", "    timeout connect 2s", "    timeout client 600s",
-        "    timeout server 600s", f"    maxconn {maxconn}",
-        "frontend fe", f"    bind 127.0.0.1:{front} ssl crt {pem} backlog 4096",
-        "    default_backend gw", "backend gw", f"    server g1 127.0.0.1:{backend_port}", ""]))
+    cfg.write_text(
+        "\n".join(
+            [
+                "global",
+                f"    maxconn {maxconn}",
+                "    nbthread 1",
+                "    ssl-default-bind-options ssl-min-ver TLSv1.3",
+                "defaults",
+                "    mode tcp",
+                "    timeout connect 2s",
+                "    timeout client 600s",
+                "    timeout server 600s",
+                f"    maxconn {maxconn}",
+                "frontend fe",
+                f"    bind 127.0.0.1:{front} ssl crt {pem} backlog 4096",
+                "    default_backend gw",
+                "backend gw",
+                f"    server g1 127.0.0.1:{backend_port}",
+                "",
+            ]
+        )
+    )
     proc = group([binary("haproxy", "/usr/sbin/haproxy"), "-db", "-f", str(cfg)], name="haproxy")
 
     def up() -> bool:
@@ -319,8 +360,9 @@ def handshake_cpu(work: Path, quick: bool) -> dict[str, Any]:
 
 
 # -- idle connections and their memory -------------------------------------------------------
-def _idle_client(port: int, count: int, sources: list[str], pub: str | None, out: Any,
-                 stop: Any) -> None:
+def _idle_client(
+    port: int, count: int, sources: list[str], pub: str | None, out: Any, stop: Any
+) -> None:
     from tcpdispatch import aio
     from tcpdispatch.protocol import Connection, Hello, Role, Welcome
     from tcpdispatch.secure.handshake import ClientHandshake
@@ -416,8 +458,18 @@ def idle_rss(work: Path, n: int, encrypted: bool, behind_haproxy: bool = False) 
     key = StaticKey.generate()
     write_key_file(work / f"rss-{encrypted}-{behind_haproxy}.key", key)
     workers = max(1, math.ceil(n / PER_WORKER))
-    args = ["--workers", str(workers), "--capacity", str(n + 1000), "--idle-timeout", "3600",
-            "--handshake-timeout", "120", "--backlog", "8192"]
+    args = [
+        "--workers",
+        str(workers),
+        "--capacity",
+        str(n + 1000),
+        "--idle-timeout",
+        "3600",
+        "--handshake-timeout",
+        "120",
+        "--backlog",
+        "8192",
+    ]
     if encrypted:
         args += ["--key-file", str(work / f"rss-{encrypted}-{behind_haproxy}.key")]
     group = ProcGroup(work)
@@ -458,10 +510,16 @@ def idle_rss(work: Path, n: int, encrypted: bool, behind_haproxy: bool = False) 
         rss = sum(_node_rss(p) for p in pids)
         for _, stop_w in pipes:
             stop_w.send("stop")
-        return {"connections": ok, "failed": failed, "workers": workers,
-                "client_processes": clients, "connect_s": round(elapsed, 1),
-                "rss_mib": round(rss / 2**20, 1), "baseline_mib": round(base / 2**20, 1),
-                "kib_per_connection": round((rss - base) / max(ok, 1) / 1024, 2)}
+        return {
+            "connections": ok,
+            "failed": failed,
+            "workers": workers,
+            "client_processes": clients,
+            "connect_s": round(elapsed, 1),
+            "rss_mib": round(rss / 2**20, 1),
+            "baseline_mib": round(base / 2**20, 1),
+            "kib_per_connection": round((rss - base) / max(ok, 1) / 1024, 2),
+        }
     finally:
         for p in children:
             p.join(timeout=10)
@@ -470,8 +528,9 @@ def idle_rss(work: Path, n: int, encrypted: bool, behind_haproxy: bool = False) 
         group.stop()
 
 
-def _tls_idle_client(port: int, count: int, sources: list[str], pub: str | None, out: Any,
-                     stop: Any) -> None:
+def _tls_idle_client(
+    port: int, count: int, sources: list[str], pub: str | None, out: Any, stop: Any
+) -> None:
     """Idle plain-protocol clients over TLS (through HAProxy)."""
     from tcpdispatch import aio
     from tcpdispatch.protocol import Connection, Hello, Role, Welcome
@@ -507,9 +566,17 @@ def _tls_idle_client(port: int, count: int, sources: list[str], pub: str | None,
             async with sem:
                 try:
                     done: asyncio.Future[bool] = loop.create_future()
-                    t, p = await asyncio.wait_for(loop.create_connection(
-                        lambda: Idle(done), "127.0.0.1", port, ssl=ctx, server_hostname="localhost",
-                        local_addr=(sources[i % len(sources)], 0)), 60)
+                    t, p = await asyncio.wait_for(
+                        loop.create_connection(
+                            lambda: Idle(done),
+                            "127.0.0.1",
+                            port,
+                            ssl=ctx,
+                            server_hostname="localhost",
+                            local_addr=(sources[i % len(sources)], 0),
+                        ),
+                        60,
+                    )
                     p.conn.send(Hello("", f"tls-{i}"))
                     t.write(p.conn.data_to_send())
                     if await asyncio.wait_for(done, 60):
@@ -548,8 +615,10 @@ def failover(work: Path, quick: bool, encrypted: bool = True) -> dict[str, Any]:
     sampler: Sampler | None = None
     lg = None
     try:
-        gws = [start_gateway(group, f"g{i}", "--capacity", str(cap), *keyed, secret_file=secret)
-               for i in (1, 2, 3)]
+        gws = [
+            start_gateway(group, f"g{i}", "--capacity", str(cap), *keyed, secret_file=secret)
+            for i in (1, 2, 3)
+        ]
         url = _dispatcher(group, work, gws, secret, key.public.text if encrypted else "")
         sampler = Sampler(gws)
         sampler.start()
@@ -559,14 +628,36 @@ def failover(work: Path, quick: bool, encrypted: bool = True) -> dict[str, Any]:
         ramp_bound = 60.0 if quick else 600.0
         with open(work / "loadgen.json", "wb") as out, open(work / "loadgen.err", "wb") as err:
             lg = subprocess.Popen(
-                [*TCPDISPATCH, "--log-level", "warning", "loadgen", "--dispatcher", url,
-                 "--clients", str(n), "--rate", str(rate),
-                 "--duration", f"{ramp_bound + settle + after + 60:.0f}", "--processes", str(procs),
-                 "--encryption", "required" if encrypted else "off", "--json"],
-                stdout=out, stderr=err, start_new_session=True)
+                [
+                    *TCPDISPATCH,
+                    "--log-level",
+                    "warning",
+                    "loadgen",
+                    "--dispatcher",
+                    url,
+                    "--clients",
+                    str(n),
+                    "--rate",
+                    str(rate),
+                    "--duration",
+                    f"{ramp_bound + settle + after + 60:.0f}",
+                    "--processes",
+                    str(procs),
+                    "--encryption",
+                    "required" if encrypted else "off",
+                    "--json",
+                ],
+                stdout=out,
+                stderr=err,
+                start_new_session=True,
+            )
         t_start = time.monotonic()
-        wait_until(lambda: sum(sampler.latest().values()) >= n, ramp_bound, 0.2,
-                   f"{n} encrypted clients connected")
+        wait_until(
+            lambda: sum(sampler.latest().values()) >= n,
+            ramp_bound,
+            0.2,
+            f"{n} encrypted clients connected",
+        )
         ramp_s = time.monotonic() - t_start
         time.sleep(settle)
         before = sampler.latest()
@@ -590,14 +681,20 @@ def failover(work: Path, quick: bool, encrypted: bool = True) -> dict[str, Any]:
         k = int(q * moved + 0.999) - 1
         return round(back[k], 3) if 0 <= k < len(back) else None
 
-    return {"clients": n, "connect_all_s": round(ramp_s, 1), "moved_clients": moved,
-            "reconnected": len(back),
-            "time_to_pct_s": {"50": at(0.5), "99": at(0.99), "100": at(1.0)},
-            "unrepaired": summary.get("unrepaired"), "loadgen_errors": summary.get("errors")}
+    return {
+        "clients": n,
+        "connect_all_s": round(ramp_s, 1),
+        "moved_clients": moved,
+        "reconnected": len(back),
+        "time_to_pct_s": {"50": at(0.5), "99": at(0.99), "100": at(1.0)},
+        "unrepaired": summary.get("unrepaired"),
+        "loadgen_errors": summary.get("errors"),
+    }
 
 
-def _dispatcher(group: ProcGroup, work: Path, gws: list[GatewayHandle], secret: Path,
-                pub: str) -> str:
+def _dispatcher(
+    group: ProcGroup, work: Path, gws: list[GatewayHandle], secret: Path, pub: str
+) -> str:
     entries = [{**g.entry(weight=False), **({"key": pub} if pub else {})} for g in gws]
     return start_dispatcher(group, work, entries, secret).url
 
@@ -615,8 +712,11 @@ def run(quick: bool) -> dict[str, Any]:
         print(f"   handshake computation only: {res['handshake_only']}", flush=True)
         print(f"   handshakes: {res['handshake']}", flush=True)
         res["rss"] = {}
-        for label, enc, hap, count in (("plain", False, False, n), ("noise", True, False, n),
-                                       ("haproxy_tls", False, True, n_haproxy)):
+        for label, enc, hap, count in (
+            ("plain", False, False, n),
+            ("noise", True, False, n),
+            ("haproxy_tls", False, True, n_haproxy),
+        ):
             sub = work / f"rss-{label}"
             sub.mkdir()
             res["rss"][label] = idle_rss(sub, count, enc, hap)
@@ -635,11 +735,13 @@ def run(quick: bool) -> dict[str, Any]:
         "resumed": hs["noise_resumed"]["cpu_us"] <= TARGETS["resumed_us"],
         "failover": t100 is not None and t100 <= TARGETS["failover_s"] and not fo["unrepaired"],
     }
-    text = (f"gateway CPU/handshake: plain {hs['plain']['cpu_us']} us, noise full "
-            f"{hs['noise_full']['cpu_us']} us, resumed {hs['noise_resumed']['cpu_us']} us, "
-            f"haproxy TLS {hs['haproxy_tls']['cpu_us']} us; RSS/idle conn at {n:,}: plain "
-            f"{rss['plain']['kib_per_connection']} KiB, noise {rss['noise']['kib_per_connection']} "
-            f"KiB; encrypted failover of {fo['moved_clients']:,}: 100 % in {t100} s")
+    text = (
+        f"gateway CPU/handshake: plain {hs['plain']['cpu_us']} us, noise full "
+        f"{hs['noise_full']['cpu_us']} us, resumed {hs['noise_resumed']['cpu_us']} us, "
+        f"haproxy TLS {hs['haproxy_tls']['cpu_us']} us; RSS/idle conn at {n:,}: plain "
+        f"{rss['plain']['kib_per_connection']} KiB, noise {rss['noise']['kib_per_connection']} "
+        f"KiB; encrypted failover of {fo['moved_clients']:,}: 100 % in {t100} s"
+    )
     headline(NAME, text)
     res |= {"headline": text, "ok": all(res["met"].values())}
     write_result(NAME, quick, res)
@@ -651,54 +753,86 @@ def table(r: dict[str, Any]) -> str:
     t = fo["time_to_pct_s"]
     rows = [
         "### 8. Encryption (Noise) vs plain vs HAProxy TLS\n",
-        ("Gateway-side CPU per handshake (sequential handshakes from another process; TCP accept "
-        "and close included; for HAProxy, HAProxy + gateway):\n"),
+        (
+            "Gateway-side CPU per handshake (sequential handshakes from another process; TCP "
+            "accept and close included; for HAProxy, HAProxy + gateway):\n"
+        ),
         "| mode | CPU per handshake | handshakes/s (one client) | target |",
         "|---|---|---|---|",
     ]
-    names = {"plain": "plain", "noise_full": "Noise NK (full)",
-             "noise_resumed": "Noise NNpsk0 (resumed)", "haproxy_tls": "HAProxy TLS 1.3 (full)",
-             "haproxy_resumed": "HAProxy TLS 1.3 (resumed)"}
-    tgt = {"noise_full": f"<= {TARGETS['full_us']:g} us", "noise_resumed": f"<= {TARGETS['resumed_us']:g} us"}
+    names = {
+        "plain": "plain",
+        "noise_full": "Noise NK (full)",
+        "noise_resumed": "Noise NNpsk0 (resumed)",
+        "haproxy_tls": "HAProxy TLS 1.3 (full)",
+        "haproxy_resumed": "HAProxy TLS 1.3 (resumed)",
+    }
+    tgt = {
+        "noise_full": f"<= {TARGETS['full_us']:g} us",
+        "noise_resumed": f"<= {TARGETS['resumed_us']:g} us",
+    }
     for k, label in names.items():
         rows.append(f"| {label} | {hs[k]['cpu_us']} us | {hs[k]['per_s']} | {tgt.get(k, '')} |")
     only = r.get("handshake_only")
     if only:
-        rows += ["", ("The handshake computation alone, in one process (no sockets; the gateway's "
-                 "half only; best of 10 interleaved rounds of 200):\n"), ("| Noise NK (full) | Noise NNpsk0 (resumed) | Python ssl TLS 1.3 "
-                 "(ECDSA P-256) |"), "|---|---|---|",
-                 (f"| {only['noise_full_us']} us | {only['noise_resumed_us']} us | "
-                 f"{only['python_ssl_tls13_us']} us |")]
-    rows += ["", "RSS per idle connection (node RSS growth / connections):\n",
-             "| mode | connections | workers | KiB per connection | connect time | target |",
-             "|---|---|---|---|---|---|"]
-    for k, label in (("plain", "plain"), ("noise", "Noise (encrypted)"),
-                     ("haproxy_tls", "HAProxy TLS + plain gateway")):
+        rows += [
+            "",
+            (
+                "The handshake computation alone, in one process (no sockets; the gateway's "
+                "half only; best of 10 interleaved rounds of 200):\n"
+            ),
+            ("| Noise NK (full) | Noise NNpsk0 (resumed) | Python ssl TLS 1.3 (ECDSA P-256) |"),
+            "|---|---|---|",
+            (
+                f"| {only['noise_full_us']} us | {only['noise_resumed_us']} us | "
+                f"{only['python_ssl_tls13_us']} us |"
+            ),
+        ]
+    rows += [
+        "",
+        "RSS per idle connection (node RSS growth / connections):\n",
+        "| mode | connections | workers | KiB per connection | connect time | target |",
+        "|---|---|---|---|---|---|",
+    ]
+    for k, label in (
+        ("plain", "plain"),
+        ("noise", "Noise (encrypted)"),
+        ("haproxy_tls", "HAProxy TLS + plain gateway"),
+    ):
         x = rss[k]
-        rows.append(f"| {label} | {x['connections']:,} | {x['workers']} | {x['kib_per_connection']} | "
-                    f"{x['connect_s']} s | {'<= 4 KiB' if k == 'noise' else ''} |")
+        rows.append(
+            f"| {label} | {x['connections']:,} | {x['workers']} | {x['kib_per_connection']} | "
+            f"{x['connect_s']} s | {'<= 4 KiB' if k == 'noise' else ''} |"
+        )
     ref = r.get("failover_plain")
     if ref:
         rt = ref["time_to_pct_s"]
-        rows += ["", (f"Failover without encryption in the same run (reference): "
-                      f"{ref['moved_clients']:,} moved, 50 % back in {rt['50']} s, 99 % in "
-                      f"{rt['99']} s, 100 % in {rt['100']} s; all {ref['clients']:,} connected in "
-                      f"{ref.get('connect_all_s')} s; still disconnected: {ref['unrepaired']}.")]
-    rows += ["", (f"Failover with encryption: {fo['clients']:,} clients (all connected in "
-                  f"{fo.get('connect_all_s')} s), {fo['moved_clients']:,} on the "
-                  f"killed gateway, {fo.get('reconnected', 0):,} back within the "
-                  f"{fo.get('watched_s', 30)} s watched: "
-             f"50 % back in {t['50']} s, 99 % in {t['99']} s, 100 % in {t['100']} s "
-             f"(target <= {TARGETS['failover_s']:g} s); still disconnected: {fo['unrepaired']}."),
-             "", "Targets met: " + ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in r["met"].items())
-             + "\n"]
+        rows += [
+            "",
+            (
+                f"Failover without encryption in the same run (reference): "
+                f"{ref['moved_clients']:,} moved, 50 % back in {rt['50']} s, 99 % in "
+                f"{rt['99']} s, 100 % in {rt['100']} s; all {ref['clients']:,} connected in "
+                f"{ref.get('connect_all_s')} s; still disconnected: {ref['unrepaired']}."
+            ),
+        ]
+    rows += [
+        "",
+        (
+            f"Failover with encryption: {fo['clients']:,} clients (all connected in "
+            f"{fo.get('connect_all_s')} s), {fo['moved_clients']:,} on the "
+            f"killed gateway, {fo.get('reconnected', 0):,} back within the "
+            f"{fo.get('watched_s', 30)} s watched: "
+            f"50 % back in {t['50']} s, 99 % in {t['99']} s, 100 % in {t['100']} s "
+            f"(target <= {TARGETS['failover_s']:g} s); still disconnected: {fo['unrepaired']}."
+        ),
+        "",
+        "Targets met: "
+        + ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in r["met"].items())
+        + "\n",
+    ]
     return "\n".join(rows)
 
 
-def main() -> int:
-    run("--quick" in sys.argv)
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    run_as_script(run)

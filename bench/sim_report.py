@@ -1,6 +1,6 @@
 """Markdown tables of the simulator runs in ``bench/results/sim/`` (pasted into docs/simulation.md).
 
-    python -m bench.sim_report --tag 1m
+python -m bench.sim_report --tag 1m
 """
 
 from __future__ import annotations
@@ -39,8 +39,10 @@ def _f(v: Any) -> str:
 
 def table(tag: str) -> str:
     docs = load(tag)
-    head = ("| scenario | who | re-homed p50 / p99 / 100 % (s) | lost | peak load / capacity | "
-            "balance at end (max/mean) | moves | dispatch peak /s per replica | wall s | CPU s | peak RSS MiB |")
+    head = (
+        "| scenario | who | re-homed p50 / p99 / 100 % (s) | lost | peak load / capacity | balance "
+        "at end (max/mean) | moves | dispatch peak /s per replica | wall s | CPU s | peak RSS MiB |"
+    )
     rows = [head, "|" + "---|" * 11]
     for s in SCENARIOS:
         for b in BASELINES:
@@ -49,10 +51,12 @@ def table(tag: str) -> str:
                 continue
             who = "**tcpdispatch p2c**" if b == "none" else b
             rows.append(
-                f"| {s} | {who} | {_f(d['rehomed_p50_s'])} / {_f(d['rehomed_p99_s'])} / {_f(d['rehomed_100_s'])} | "
-                f"{_f(d['lost'])} | {_f(d['peak_gateway_load_ratio'])} | {_f(d['balance_max_over_mean_end'])} | "
-                f"{_f(d['moves'])} | {_f(d['dispatch_peak_rps_per_replica'])} | {_f(d.get('wall_s'))} | "
-                f"{_f(d.get('cpu_s'))} | {_f(d.get('peak_rss_mib'))} |")
+                f"| {s} | {who} | {_f(d['rehomed_p50_s'])} / {_f(d['rehomed_p99_s'])} / "
+                f"{_f(d['rehomed_100_s'])} | {_f(d['lost'])} | {_f(d['peak_gateway_load_ratio'])} "
+                f"| {_f(d['balance_max_over_mean_end'])} | {_f(d['moves'])} | "
+                f"{_f(d['dispatch_peak_rps_per_replica'])} | {_f(d.get('wall_s'))} | "
+                f"{_f(d.get('cpu_s'))} | {_f(d.get('peak_rss_mib'))} |"
+            )
     return "\n".join(rows)
 
 

@@ -5,7 +5,7 @@ measured for wall time, CPU time (user + system) and peak RSS; its JSON and PNG
 go to ``bench/results/sim/``, and ``bench/results/sim/scale.json`` collects them.
 Rerunning skips runs whose JSON exists unless ``--force``.
 
-    python -m bench.sim_scale                       # 1,000,000 clients, 1,000 gateways, 10 replicas, 3 zones
+    python -m bench.sim_scale   # 1,000,000 clients, 1,000 gateways, 10 replicas, 3 zones
     python -m bench.sim_scale --clients 100000 --gateways 100 --tag 100k
     python -m bench.sim_scale --baselines none --jobs 2
 """
@@ -36,10 +36,31 @@ def run_one(scenario: str, baseline: str, a: argparse.Namespace) -> dict[str, An
     json_path = stem.with_suffix(".json")
     if json_path.exists() and not a.force:
         return dict(json.loads(json_path.read_text()))
-    cmd = [*TCPDISPATCH, "--log-level", "warning", "simulate", scenario, "--clients", str(a.clients),
-           "--gateways", str(a.gateways), "--replicas", str(a.replicas), "--zones", str(a.zones),
-           "--baseline", baseline, "--seed", str(a.seed), "--json", str(stem) + ".summary.json",
-           "--plot", str(stem.with_suffix(".png")), "--progress", "off"]
+    cmd = [
+        *TCPDISPATCH,
+        "--log-level",
+        "warning",
+        "simulate",
+        scenario,
+        "--clients",
+        str(a.clients),
+        "--gateways",
+        str(a.gateways),
+        "--replicas",
+        str(a.replicas),
+        "--zones",
+        str(a.zones),
+        "--baseline",
+        baseline,
+        "--seed",
+        str(a.seed),
+        "--json",
+        str(stem) + ".summary.json",
+        "--plot",
+        str(stem.with_suffix(".png")),
+        "--progress",
+        "off",
+    ]
     t0 = time.monotonic()
     # wait4 gives this child's own CPU time and peak RSS (not the sum over all children).
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -51,16 +72,26 @@ def run_one(scenario: str, baseline: str, a: argparse.Namespace) -> dict[str, An
         raise RuntimeError(f"{scenario}/{who} failed: {err[-2000:]}")
     summary = json.loads(Path(str(stem) + ".summary.json").read_text())
     Path(str(stem) + ".summary.json").unlink()
-    doc = {**summary, "wall_s": round(wall, 1), "cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
-           "peak_rss_mib": round(usage.ru_maxrss / 1024), "text": out.strip()}
+    doc = {
+        **summary,
+        "wall_s": round(wall, 1),
+        "cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
+        "peak_rss_mib": round(usage.ru_maxrss / 1024),
+        "text": out.strip(),
+    }
     json_path.write_text(json.dumps(doc, indent=1) + "\n")
-    print(f"{scenario:18} {who:14} wall {wall:6.1f} s  cpu {doc['cpu_s']:6.1f} s  rss {doc['peak_rss_mib']:5} MiB",
-          flush=True)
+    print(
+        f"{scenario:18} {who:14} wall {wall:6.1f} s  cpu {doc['cpu_s']:6.1f} s  rss "
+        f"{doc['peak_rss_mib']:5} MiB",
+        flush=True,
+    )
     return doc
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--clients", type=int, default=1_000_000)
     p.add_argument("--gateways", type=int, default=1000)
     p.add_argument("--replicas", type=int, default=10)
@@ -74,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     OUT.mkdir(parents=True, exist_ok=True)
     todo = [(s, b) for b in a.baselines.split(",") for s in a.only.split(",")]
+
     def one(sb: tuple[str, str]) -> dict[str, Any] | None:
         try:
             return run_one(sb[0], sb[1], a)
@@ -86,7 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     index = OUT / f"{a.tag}-scale.json"
     old = json.loads(index.read_text()) if index.exists() else []
     keep = {(d["scenario"], d["baseline"]): d for d in old}
-    keep.update({(d["scenario"], d["baseline"]): {k: v for k, v in d.items() if k != "text"} for d in docs})
+    keep.update(
+        {(d["scenario"], d["baseline"]): {k: v for k, v in d.items() if k != "text"} for d in docs}
+    )
     index.write_text(json.dumps(list(keep.values()), indent=1) + "\n")
     return 0
 

@@ -129,8 +129,13 @@ class Fleet:
 
     async def open_one(self) -> None:
         self._next += 1
-        c = Client([self.url], client_id=f"soak{self._next}", http=self.http, rng=random.Random(self._next),
-                   dispatch_timeout=2.0)
+        c = Client(
+            [self.url],
+            client_id=f"soak{self._next}",
+            http=self.http,
+            rng=random.Random(self._next),
+            dispatch_timeout=2.0,
+        )
         try:
             await c.connect(timeout=15)
         except Exception:  # noqa: BLE001 - counted; the soak goes on
@@ -193,27 +198,39 @@ class Fleet:
             await self.http.close()
 
 
-def analyse(series: list[Series], warmup: float, max_rss: float, max_fd: float) -> list[dict[str, Any]]:
+def analyse(
+    series: list[Series], warmup: float, max_rss: float, max_fd: float
+) -> list[dict[str, Any]]:
     rows = []
     for s in series:
         post = [p for p in s.samples if p[0] >= warmup]
         rss_slope = slope([(t, rss) for t, rss, _ in post]) * 60 / 1024  # KiB/min
         fd_slope = slope([(t, fds) for t, _, fds in post]) * 60  # fds/min
         third = max(1, len(post) // 3)
-        rss_growth = (median([p[1] for p in post[-third:]]) - median([p[1] for p in post[:third]])) / 1024
+        rss_growth = (
+            median([p[1] for p in post[-third:]]) - median([p[1] for p in post[:third]])
+        ) / 1024
         fd_growth = median([p[2] for p in post[-third:]]) - median([p[2] for p in post[:third]])
-        growing = (rss_slope > max_rss and rss_growth > RSS_NOISE_KIB) or (fd_slope > max_fd and fd_growth > FD_NOISE)
-        rows.append({
-            "process": s.name, "pid": s.pid, "samples": len(post),
-            "rss_start_mib": round(post[0][1] / 2**20, 1) if post else None,
-            "rss_end_mib": round(post[-1][1] / 2**20, 1) if post else None,
-            "rss_slope_kib_per_min": round(rss_slope, 1),
-            "fds_start": post[0][2] if post else None, "fds_end": post[-1][2] if post else None,
-            "fd_slope_per_min": round(fd_slope, 2),
-            "rss_median_growth_kib": round(rss_growth), "fd_median_growth": fd_growth,
-            "growing": bool(len(post) >= 3 and growing),
-            "too_few_samples": len(post) < 3,
-        })
+        growing = (rss_slope > max_rss and rss_growth > RSS_NOISE_KIB) or (
+            fd_slope > max_fd and fd_growth > FD_NOISE
+        )
+        rows.append(
+            {
+                "process": s.name,
+                "pid": s.pid,
+                "samples": len(post),
+                "rss_start_mib": round(post[0][1] / 2**20, 1) if post else None,
+                "rss_end_mib": round(post[-1][1] / 2**20, 1) if post else None,
+                "rss_slope_kib_per_min": round(rss_slope, 1),
+                "fds_start": post[0][2] if post else None,
+                "fds_end": post[-1][2] if post else None,
+                "fd_slope_per_min": round(fd_slope, 2),
+                "rss_median_growth_kib": round(rss_growth),
+                "fd_median_growth": fd_growth,
+                "growing": bool(len(post) >= 3 and growing),
+                "too_few_samples": len(post) < 3,
+            }
+        )
     return rows
 
 
@@ -227,21 +244,39 @@ async def soak(args: argparse.Namespace) -> int:
     secret.write_text(generate_secret() + "\n")
     fleet: Fleet | None = None
     try:
-        gws = [start_gateway(group, gid, "--heartbeat", "2", "--capacity", str(args.clients * 4),
-                             secret_file=secret, log_level="warning", timeout=60) for gid in ("g1", "g2", "g3")]
-        disp = start_dispatcher(group, work, gws, secret, dispatcher={"policy": "p2c"}, log_level="warning",
-                                timeout=60)
+        gws = [
+            start_gateway(
+                group,
+                gid,
+                "--heartbeat",
+                "2",
+                "--capacity",
+                str(args.clients * 4),
+                secret_file=secret,
+                log_level="warning",
+                timeout=60,
+            )
+            for gid in ("g1", "g2", "g3")
+        ]
+        disp = start_dispatcher(
+            group, work, gws, secret, dispatcher={"policy": "p2c"}, log_level="warning", timeout=60
+        )
         series = [Series("dispatcher", disp.proc.popen.pid)]
         series += [Series(f"gateway {gw.id}", gw.proc.popen.pid) for gw in gws]
         series.append(Series(DRIVER, os.getpid(), children=False))  # the servers are its children
         fleet = Fleet(disp.url, args.clients, rng)
-        print(f"soak: {args.minutes:g} min, {args.clients} clients, churn {args.churn}/s, "
-              f"{args.rate} msg/s, sampling every {args.interval:g}s, warm-up {warmup:.0f}s", flush=True)
+        print(
+            f"soak: {args.minutes:g} min, {args.clients} clients, churn {args.churn}/s, "
+            f"{args.rate} msg/s, sampling every {args.interval:g}s, warm-up {warmup:.0f}s",
+            flush=True,
+        )
         await fleet.start()
         start = time.monotonic()
         until = start + duration
-        workers = [asyncio.create_task(fleet.churn(args.churn, until)),
-                   asyncio.create_task(fleet.talk(args.rate, until))]
+        workers = [
+            asyncio.create_task(fleet.churn(args.churn, until)),
+            asyncio.create_task(fleet.talk(args.rate, until)),
+        ]
         next_report = start
         while time.monotonic() < until:
             t = time.monotonic() - start
@@ -250,10 +285,15 @@ async def soak(args: argparse.Namespace) -> int:
                     raise RuntimeError(f"{s.name} (pid {s.pid}) died; logs in {work}")
             if time.monotonic() >= next_report:
                 tr = fleet.traffic
-                mem = ", ".join(f"{s.name.split()[-1]} {s.samples[-1][1] / 2**20:.0f}M/{s.samples[-1][2]}fd"
-                                for s in series)
-                print(f"  t={t:5.0f}s open={len(fleet.clients)} connects={tr.connects} "
-                      f"sent={tr.sent} echoed={tr.echoed} | {mem}", flush=True)
+                mem = ", ".join(
+                    f"{s.name.split()[-1]} {s.samples[-1][1] / 2**20:.0f}M/{s.samples[-1][2]}fd"
+                    for s in series
+                )
+                print(
+                    f"  t={t:5.0f}s open={len(fleet.clients)} connects={tr.connects} "
+                    f"sent={tr.sent} echoed={tr.echoed} | {mem}",
+                    flush=True,
+                )
                 next_report += 60
             await asyncio.sleep(args.interval)
         await asyncio.gather(*workers)
@@ -261,11 +301,20 @@ async def soak(args: argparse.Namespace) -> int:
         rows = analyse(series, warmup, args.max_rss_slope, args.max_fd_slope)
         tr = fleet.traffic
         result = {
-            "minutes": args.minutes, "clients": args.clients, "churn_per_s": args.churn, "rate_per_s": args.rate,
-            "interval_s": args.interval, "warmup_s": warmup,
-            "thresholds": {"rss_slope_kib_per_min": args.max_rss_slope, "rss_median_growth_kib": RSS_NOISE_KIB,
-                           "fd_slope_per_min": args.max_fd_slope, "fd_median_growth": FD_NOISE},
-            "traffic": vars(tr), "processes": rows,
+            "minutes": args.minutes,
+            "clients": args.clients,
+            "churn_per_s": args.churn,
+            "rate_per_s": args.rate,
+            "interval_s": args.interval,
+            "warmup_s": warmup,
+            "thresholds": {
+                "rss_slope_kib_per_min": args.max_rss_slope,
+                "rss_median_growth_kib": RSS_NOISE_KIB,
+                "fd_slope_per_min": args.max_fd_slope,
+                "fd_median_growth": FD_NOISE,
+            },
+            "traffic": vars(tr),
+            "processes": rows,
             "samples": {s.name: s.samples for s in series},
             "ok": not any(r["growing"] for r in rows if args.check_driver or r["process"] != DRIVER)
             and tr.foreign == 0,
@@ -275,18 +324,28 @@ async def soak(args: argparse.Namespace) -> int:
             await fleet.close()
         group.stop()
         shutil.rmtree(work, ignore_errors=True)
-    print(f"\n{'process':<18}{'RSS MiB start->end':>20}{'KiB/min':>10}{'fds start->end':>16}{'fds/min':>9}  verdict")
+    print(
+        f"\n{'process':<18}{'RSS MiB start->end':>20}{'KiB/min':>10}"
+        f"{'fds start->end':>16}{'fds/min':>9}  verdict"
+    )
     for r in rows:
         verdict = "GROWING" if r["growing"] else ("too short" if r["too_few_samples"] else "flat")
         if r["process"] == DRIVER and not args.check_driver:
             verdict += " (informational)"
-        print(f"{r['process']:<18}{r['rss_start_mib']:>9} -> {r['rss_end_mib']:<8}{r['rss_slope_kib_per_min']:>10}"
-              f"{r['fds_start']:>7} -> {r['fds_end']:<6}{r['fd_slope_per_min']:>9}  {verdict}")
-    print(f"traffic: {tr.connects} connects ({tr.connect_failures} failed), {tr.closes} closes, "
-          f"{tr.sent} messages sent, {tr.echoed} echoed, {tr.foreign} misdelivered")
-    print(f"thresholds: RSS {args.max_rss_slope:g} KiB/min and +{RSS_NOISE_KIB} KiB, "
-          f"fds {args.max_fd_slope:g}/min and +{FD_NOISE} "
-          f"(after {warmup:.0f}s warm-up)")
+        print(
+            f"{r['process']:<18}{r['rss_start_mib']:>9} -> "
+            f"{r['rss_end_mib']:<8}{r['rss_slope_kib_per_min']:>10}{r['fds_start']:>7} -> "
+            f"{r['fds_end']:<6}{r['fd_slope_per_min']:>9}  {verdict}"
+        )
+    print(
+        f"traffic: {tr.connects} connects ({tr.connect_failures} failed), {tr.closes} closes, "
+        f"{tr.sent} messages sent, {tr.echoed} echoed, {tr.foreign} misdelivered"
+    )
+    print(
+        f"thresholds: RSS {args.max_rss_slope:g} KiB/min and +{RSS_NOISE_KIB} KiB, "
+        f"fds {args.max_fd_slope:g}/min and +{FD_NOISE} "
+        f"(after {warmup:.0f}s warm-up)"
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
     print(f"wrote {args.out}; soak {'PASSED' if result['ok'] else 'FAILED'}")
@@ -295,20 +354,34 @@ async def soak(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__.split("\n\n")[0])
-    p.add_argument("--minutes", type=float, default=10.0, help="run time after the fleet is connected")
+    p.add_argument(
+        "--minutes", type=float, default=10.0, help="run time after the fleet is connected"
+    )
     p.add_argument("--clients", type=int, default=200, help="sessions kept open")
     p.add_argument("--churn", type=float, default=10.0, help="sessions replaced per second")
     p.add_argument("--rate", type=float, default=200.0, help="echo messages per second")
     p.add_argument("--interval", type=float, default=5.0, help="seconds between samples")
-    p.add_argument("--warmup", type=float, default=0.25, help="share of the run ignored by the fit (>= 30 s)")
+    p.add_argument(
+        "--warmup", type=float, default=0.25, help="share of the run ignored by the fit (>= 30 s)"
+    )
     p.add_argument("--max-rss-slope", type=float, default=256.0, help="KiB/min per process")
     p.add_argument("--max-fd-slope", type=float, default=0.5, help="descriptors/min per process")
-    p.add_argument("--check-driver", action=argparse.BooleanOptionalAction, default=True,
-                   help="fail when the driver process (the SDK clients) grows (default: on)")
+    p.add_argument(
+        "--check-driver",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="fail when the driver process (the SDK clients) grows (default: on)",
+    )
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
-    if not (args.minutes > 0 and args.clients > 0 and args.churn > 0 and args.rate > 0 and args.interval > 0):
+    if not (
+        args.minutes > 0
+        and args.clients > 0
+        and args.churn > 0
+        and args.rate > 0
+        and args.interval > 0
+    ):
         p.error("--minutes, --clients, --churn, --rate and --interval must be > 0")
     from tcpdispatch.aio import run
 

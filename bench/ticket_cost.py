@@ -60,8 +60,13 @@ def _pyjwt() -> Impl | None:
 
     def sign() -> object:
         now = int(time.time())
-        payload = {"g": list(GATEWAYS), "sub": CLIENT, "iat": now, "exp": now + 60,
-                   "jti": os.urandom(8).hex()}
+        payload = {
+            "g": list(GATEWAYS),
+            "sub": CLIENT,
+            "iat": now,
+            "exp": now + 60,
+            "jti": os.urandom(8).hex(),
+        }
         return jwt.encode(payload, SECRET, algorithm="HS256")
 
     def verify(t: object) -> object:

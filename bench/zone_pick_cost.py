@@ -46,19 +46,34 @@ def build(tmp: Path, *, zones: bool, speedups: bool = False) -> DispatcherApp:
     doc: dict[str, Any] = {
         "dispatcher": {"secret_file": "secret", "policy": "p2c", "speedups": speedups},
         "balancing": {"slow_start_s": 0},
-        "gateways": [{"id": f"gw-{i:04d}", "address": f"10.0.{i // 250}.{i % 250 + 1}:9000",
-                      "capacity": 1_000_000, "weight": 1 + i % 4, "zone": f"z{i % ZONES}"}
-                     for i in range(GATEWAYS)],
+        "gateways": [
+            {
+                "id": f"gw-{i:04d}",
+                "address": f"10.0.{i // 250}.{i % 250 + 1}:9000",
+                "capacity": 1_000_000,
+                "weight": 1 + i % 4,
+                "zone": f"z{i % ZONES}",
+            }
+            for i in range(GATEWAYS)
+        ],
     }
     if zones:
-        doc["zones"] = [{"name": f"z{z}", "cidrs": [f"10.{100 + z}.0.0/16"],
-                         "spill_to": [f"z{(z + 1) % ZONES}"]} for z in range(ZONES)]
+        doc["zones"] = [
+            {
+                "name": f"z{z}",
+                "cidrs": [f"10.{100 + z}.0.0/16"],
+                "spill_to": [f"z{(z + 1) % ZONES}"],
+            }
+            for z in range(ZONES)
+        ]
     cfg = parse_config(doc, file="bench.toml", base=tmp, env={})
     pool = Pool(cfg, rng=random.Random(1))
     rng = random.Random(2)
     for gid in pool.gateways:
         for _ in range(2):
-            pool.on_result(gid, ProbeResult(ok=True, connections=rng.randint(0, 100), capacity=1_000_000))
+            pool.on_result(
+                gid, ProbeResult(ok=True, connections=rng.randint(0, 100), capacity=1_000_000)
+            )
     pool.rebuild()
     return DispatcherApp(cfg, pool, rng=random.Random(3))
 
@@ -72,15 +87,20 @@ def timed(fn: Callable[[int], object], count: int) -> float:
 
 
 def measure(rounds: int, budget: float) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory() as d1, tempfile.TemporaryDirectory() as d2, \
-            tempfile.TemporaryDirectory() as d3:
+    with (
+        tempfile.TemporaryDirectory() as d1,
+        tempfile.TemporaryDirectory() as d2,
+        tempfile.TemporaryDirectory() as d3,
+    ):
         plain, zoned = build(Path(d1), zones=False), build(Path(d2), zones=True)
         c_path = build(Path(d3), zones=False, speedups=True)
         assert plain.pool.zones is None and zoned.pool.zones is not None
         router = zoned.pool.zones
         picker = plain.pool.picker
-        reqs = [PickRequest(f"client-{i:06d}", f"10.{100 + i % ZONES}.{i >> 8 & 255}.{i & 255}")
-                for i in range(N)]
+        reqs = [
+            PickRequest(f"client-{i:06d}", f"10.{100 + i % ZONES}.{i >> 8 & 255}.{i & 255}")
+            for i in range(N)
+        ]
         zone_of = [f"z{i % ZONES}" for i in range(N)]
         qs_plain = [f"client_id=client-{i:06d}".encode() for i in range(N)]
         qs_hint = [f"client_id=client-{i:06d}&zone=z{i % ZONES}".encode() for i in range(N)]
@@ -90,9 +110,15 @@ def measure(rounds: int, budget: float) -> dict[str, Any]:
             "pick, no zones": lambda i: picker.pick(reqs[i & m], 3),
             "pick, 10 zones": lambda i: router.pick(zone_of[i & m], reqs[i & m], 3),
             "dispatch, no zones": lambda i: plain.dispatch_bytes(qs_plain[i & m], ips[i & m], []),
-            "dispatch, 10 zones (hint)": lambda i: zoned.dispatch_bytes(qs_hint[i & m], ips[i & m], []),
-            "dispatch, 10 zones (network)": lambda i: zoned.dispatch_bytes(qs_plain[i & m], ips[i & m], []),
-            "dispatch, no zones, C path": lambda i: c_path.dispatch_bytes(qs_plain[i & m], ips[i & m], []),
+            "dispatch, 10 zones (hint)": lambda i: zoned.dispatch_bytes(
+                qs_hint[i & m], ips[i & m], []
+            ),
+            "dispatch, 10 zones (network)": lambda i: zoned.dispatch_bytes(
+                qs_plain[i & m], ips[i & m], []
+            ),
+            "dispatch, no zones, C path": lambda i: c_path.dispatch_bytes(
+                qs_plain[i & m], ips[i & m], []
+            ),
         }
         assert c_path.hot_path == "c" and zoned.hot_path == "python"
         counts = {k: max(2, int(budget * 1e9 / timed(fn, 50))) for k, fn in cases.items()}
@@ -114,14 +140,19 @@ def measure(rounds: int, budget: float) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=31, help="interleaved rounds (default 31)")
-    ap.add_argument("--budget", type=float, default=0.01, help="CPU seconds per timed batch (default 0.01)")
+    ap.add_argument(
+        "--budget", type=float, default=0.01, help="CPU seconds per timed batch (default 0.01)"
+    )
     ap.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = ap.parse_args(argv)
     r = measure(args.rounds, args.budget)
     if args.json:
         print(json.dumps(r, indent=2))
     else:
-        print(f"{GATEWAYS} gateways, p2c, 2 alternates; best of {args.rounds} rounds, ns of CPU per call")
+        print(
+            f"{GATEWAYS} gateways, p2c, 2 alternates; best "
+            f"of {args.rounds} rounds, ns of CPU per call"
+        )
         for name, ns in r["ns"].items():
             print(f"  {name:<32}{ns:>10,.0f}")
         print(f"  ratio pick                       {r['ratio_pick']:>10.2f}")
@@ -129,7 +160,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  ratio dispatch (network)         {r['ratio_dispatch_network']:>10.2f}")
     worst = max(r["ratio_pick"], r["ratio_dispatch_hint"], r["ratio_dispatch_network"])
     if worst > MAX_RATIO:
-        print(f"FAIL: the zone choice costs {worst:.2f} x the zoneless pick (bound {MAX_RATIO})", file=sys.stderr)
+        print(
+            f"FAIL: the zone choice costs {worst:.2f} x the zoneless pick (bound {MAX_RATIO})",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

@@ -12,7 +12,8 @@ from helpers import Proc
 
 @pytest.fixture
 def procs(tmp_path: Path) -> Iterator[Callable[..., Proc]]:
-    """Factory starting real processes; all are killed at teardown, with their logs shown on failure."""
+    """Factory starting real processes; all are killed at teardown, with their logs shown on
+    failure."""
     started: list[Proc] = []
 
     def start(args: list[str], name: str | None = None, env: dict[str, str] | None = None) -> Proc:

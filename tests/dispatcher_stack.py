@@ -1,4 +1,5 @@
-"""A dispatcher's service and router over one pool, wired as the server wires them, for unit tests."""
+"""A dispatcher's service and router over one pool, wired as the server wires them, for unit
+tests."""
 
 from __future__ import annotations
 
@@ -20,17 +21,35 @@ from tcpdispatch.store import Store
 class Stack:
     """``service`` answers dispatches, ``router`` every route; both see ``pool`` and ``stats``."""
 
-    def __init__(self, config: DispatcherConfig, pool: Pool, *, rng: random.Random | None = None,
-                 clock: Callable[[], float] | None = None, store: Store | None = None,
-                 tracker: PushTracker | None = None, rebalance: Rebalancer | None = None,
-                 stats: Stats | None = None, on_passive: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        config: DispatcherConfig,
+        pool: Pool,
+        *,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] | None = None,
+        store: Store | None = None,
+        tracker: PushTracker | None = None,
+        rebalance: Rebalancer | None = None,
+        stats: Stats | None = None,
+        on_passive: Callable[[str], None] | None = None,
+    ) -> None:
         self.config = config
         self.pool = pool
         self.stats = stats if stats is not None else Stats()
         extra = {"clock": clock} if clock is not None else {}
-        self.service = DispatchService(config, pool, stats=self.stats, rebalance=rebalance, rng=rng, **extra)
-        self.router = Router(config, pool, self.service, store=store, tracker=tracker, rebalance=rebalance,
-                             on_passive=on_passive)
+        self.service = DispatchService(
+            config, pool, stats=self.stats, rebalance=rebalance, rng=rng, **extra
+        )
+        self.router = Router(
+            config,
+            pool,
+            self.service,
+            store=store,
+            tracker=tracker,
+            rebalance=rebalance,
+            on_passive=on_passive,
+        )
 
     def configure(self, config: DispatcherConfig) -> None:
         """A reload, as the server applies it."""
@@ -53,8 +72,15 @@ class Answer:
 
 
 async def call(
-    stack: Stack, method: str, path: str, query: bytes = b"", *, body: bytes | None = None,
-    json_doc: Any = None, headers: list[tuple[bytes, bytes]] | None = None, token: str | None = None,
+    stack: Stack,
+    method: str,
+    path: str,
+    query: bytes = b"",
+    *,
+    body: bytes | None = None,
+    json_doc: Any = None,
+    headers: list[tuple[bytes, bytes]] | None = None,
+    token: str | None = None,
     client: tuple[str, int] = ("10.1.2.3", 40000),
 ) -> Answer:
     """One request through the router, as the HTTP server hands it over."""
@@ -64,4 +90,6 @@ async def call(
         hdrs.append((b"content-type", b"application/json"))
     if token is not None:
         hdrs.append((b"authorization", f"Bearer {token}".encode()))
-    return Answer(await stack.router.handle(Request(method, path, query, hdrs, body or b"", client)))
+    return Answer(
+        await stack.router.handle(Request(method, path, query, hdrs, body or b"", client))
+    )

@@ -45,9 +45,15 @@ REQUIRE_INTEGRATION = os.environ.get("TCPDISPATCH_REQUIRE_INTEGRATION") == "1"
 
 
 def require_binary(name: str) -> str:
-    """Path of ``name``; skips the test when missing, fails under TCPDISPATCH_REQUIRE_INTEGRATION=1."""
+    """Path of ``name``; skips the test when missing, fails under
+    TCPDISPATCH_REQUIRE_INTEGRATION=1."""
     path = shutil.which(name) or next(
-        (p for p in (f"/usr/sbin/{name}", f"/usr/bin/{name}", f"/sbin/{name}") if os.access(p, os.X_OK)), None
+        (
+            p
+            for p in (f"/usr/sbin/{name}", f"/usr/bin/{name}", f"/sbin/{name}")
+            if os.access(p, os.X_OK)
+        ),
+        None,
     )
     if path:
         return path
@@ -63,8 +69,10 @@ def require_speedups() -> None:
 
     if fastpath.FastDispatch is not None:
         return
-    msg = ("tcpdispatch._speedups is not built (needs gcc, the Python headers and libssl-dev; "
-           "`make install` builds it)")
+    msg = (
+        "tcpdispatch._speedups is not built (needs gcc, the Python headers and libssl-dev; "
+        "`make install` builds it)"
+    )
     if REQUIRE_INTEGRATION:
         pytest.fail(msg + " and TCPDISPATCH_REQUIRE_INTEGRATION=1")
     pytest.skip(msg)

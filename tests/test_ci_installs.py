@@ -33,10 +33,16 @@ def _loop_values(tree: ast.AST) -> dict[str, list[str]]:
     """``for tool in ("a", "b")`` -> {"tool": ["a", "b"]}."""
     found: dict[str, list[str]] = {}
     for node in ast.walk(tree):
-        if isinstance(node, ast.For) and isinstance(node.target, ast.Name) and isinstance(
-                node.iter, ast.Tuple | ast.List):
-            values = [e.value for e in node.iter.elts
-                      if isinstance(e, ast.Constant) and isinstance(e.value, str)]
+        if (
+            isinstance(node, ast.For)
+            and isinstance(node.target, ast.Name)
+            and isinstance(node.iter, ast.Tuple | ast.List)
+        ):
+            values = [
+                e.value
+                for e in node.iter.elts
+                if isinstance(e, ast.Constant) and isinstance(e.value, str)
+            ]
             found.setdefault(node.target.id, []).extend(values)
     return found
 
@@ -59,7 +65,11 @@ def looked_up(source: str) -> Iterator[str]:
         if isinstance(node, ast.Call) and node.args:
             name = _name(node.func)
             if name in LOOKUPS or name in RUNNERS:
-                yield from (s for s in _strings(node.args[0], loops) if re.fullmatch(r"[a-z][a-z0-9_+-]*", s))
+                yield from (
+                    s
+                    for s in _strings(node.args[0], loops)
+                    if re.fullmatch(r"[a-z][a-z0-9_+-]*", s)
+                )
         elif isinstance(node, ast.Constant) and isinstance(node.value, str):
             m = ABSOLUTE.match(node.value)
             if m:
@@ -78,12 +88,14 @@ def binaries_ci_installs() -> set[str]:
     text = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     block = re.search(r"REQUIRED_BINARIES=\((.*?)\)", text, re.DOTALL)
     assert block, ".ci/run has no REQUIRED_BINARIES=( ... ) list"
-    return {m.group(1) for m in re.finditer(r"^\s*([A-Za-z0-9_.+-]+):[a-z0-9.+-]+", block.group(1),
-                                                  re.MULTILINE)}
+    return {
+        m.group(1)
+        for m in re.finditer(r"^\s*([A-Za-z0-9_.+-]+):[a-z0-9.+-]+", block.group(1), re.MULTILINE)
+    }
 
 
 def test_scanner_sees_lookups_of_every_shape() -> None:
-    sample = '''
+    sample = """
 import shutil, subprocess
 shutil.which('alpha')  # single quotes: the before-stop hook greps for which("...")
 require_binary("beta")
@@ -93,16 +105,25 @@ subprocess.run(["epsilon", "-x"])
 _run("zeta", "netns")
 PATH = "/usr/sbin/eta"
 shutil.which(variable_we_cannot_know)
-'''
+"""
     assert set(looked_up(sample)) == {"alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta"}
 
 
 def test_the_scan_finds_the_known_integration_binaries() -> None:
     # Guards the scanner itself: if these vanish from the scan, it has gone blind.
-    assert {"nginx", "haproxy", "redis-server", "wrk", "iptables", "ip"} <= binaries_the_code_needs()
+    assert {
+        "nginx",
+        "haproxy",
+        "redis-server",
+        "wrk",
+        "iptables",
+        "ip",
+    } <= binaries_the_code_needs()
 
 
 def test_ci_run_installs_every_binary_the_tests_look_up() -> None:
     missing = sorted(binaries_the_code_needs() - binaries_ci_installs())
-    assert not missing, (f"tests or benchmarks look up {missing}, but .ci/run does not install them: "
-                         "add BINARY:DEBIAN-PACKAGE lines to REQUIRED_BINARIES in .ci/run")
+    assert not missing, (
+        f"tests or benchmarks look up {missing}, but .ci/run does not install them: "
+        "add BINARY:DEBIAN-PACKAGE lines to REQUIRED_BINARIES in .ci/run"
+    )

@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_systemd_documentation_paths_are_the_installed_docs() -> None:
-    """Every ``Documentation=file:///opt/tcpdispatch/docs/X`` is a doc of ours that deploy/README copies."""
+    """Every ``Documentation=file:///opt/tcpdispatch/docs/X`` is a doc of ours that deploy/README
+    copies."""
     deploy = (ROOT / "deploy" / "README.md").read_text()
     assert "cp docs/*.md /opt/tcpdispatch/docs/" in deploy
     found = []
@@ -38,11 +39,16 @@ def _gateway_metrics() -> str:
 def test_operations_guide_labels_of_gateway_metrics_match_the_gateway() -> None:
     """Rows of docs/operations.md's table about the gateway status port name the real labels."""
     text = _gateway_metrics()
-    rows = [r for r in (ROOT / "docs" / "operations.md").read_text().splitlines()
-            if r.startswith("|") and "gateway status port" in r]
+    rows = [
+        r
+        for r in (ROOT / "docs" / "operations.md").read_text().splitlines()
+        if r.startswith("|") and "gateway status port" in r
+    ]
     assert rows, "operations.md has gateway metric rows"
     for row in rows:
-        for name, labels in re.findall(r"`(tcpdispatch_gateway_\w+)(?:\{([^}]*)\})?`", row.split("|")[1]):
+        for name, labels in re.findall(
+            r"`(tcpdispatch_gateway_\w+)(?:\{([^}]*)\})?`", row.split("|")[1]
+        ):
             assert f"# HELP {name} " in text, f"{name} is not exported by the gateway"
             series = [ln for ln in text.splitlines() if ln.startswith(name + "{")]
             if not series:  # a labelled counter with no sample yet: nothing to compare
@@ -50,4 +56,6 @@ def test_operations_guide_labels_of_gateway_metrics_match_the_gateway() -> None:
             documented = set(filter(None, (labels or "").split(",")))
             real = set(re.findall(r"(\w+)=", series[0]))
             assert documented <= real, f"{name}: docs say {documented}, gateway has {real}"
-            assert "gateway" not in real or "gateway" in documented, f"{name}: docs omit the gateway label"
+            assert "gateway" not in real or "gateway" in documented, (
+                f"{name}: docs omit the gateway label"
+            )

@@ -30,13 +30,21 @@ def test_every_exception_the_package_defines_is_in_the_tree() -> None:
     strays = []
     for module in _modules():
         for name, cls in inspect.getmembers(module, inspect.isclass):
-            if (cls.__module__ == module.__name__ and issubclass(cls, BaseException)
-                    and not issubclass(cls, TcpDispatchError)):
+            if (
+                cls.__module__ == module.__name__
+                and issubclass(cls, BaseException)
+                and not issubclass(cls, TcpDispatchError)
+            ):
                 strays.append(f"{module.__name__}.{name}")
     assert not strays, f"outside TcpDispatchError: {strays}"
 
 
 def test_the_walk_sees_the_private_errors_too() -> None:
     # Guards the test above against walking nothing.
-    names = {f"{m.__name__}.{n}" for m in _modules() for n, _ in inspect.getmembers(m, inspect.isclass)}
-    assert {"tcpdispatch.client.session._Refused", "tcpdispatch.dispatcher.httpserver._Limit"} <= names
+    names = {
+        f"{m.__name__}.{n}" for m in _modules() for n, _ in inspect.getmembers(m, inspect.isclass)
+    }
+    assert {
+        "tcpdispatch.client.session._Refused",
+        "tcpdispatch.dispatcher.httpserver._Limit",
+    } <= names

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def _tour() -> str:
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     start = text.index("## Quick tour")
-    return text[start:text.index("\n## ", start + 1)]
+    return text[start : text.index("\n## ", start + 1)]
 
 
 def _shell_lines(tour: str) -> list[str]:
@@ -36,7 +36,9 @@ def _shell_lines(tour: str) -> list[str]:
 
 
 def test_every_tcpdispatch_command_in_the_tour_parses() -> None:
-    commands = [ln.rstrip("&").strip() for ln in _shell_lines(_tour()) if ln.startswith("tcpdispatch ")]
+    commands = [
+        ln.rstrip("&").strip() for ln in _shell_lines(_tour()) if ln.startswith("tcpdispatch ")
+    ]
     assert len(commands) >= 6, commands  # secrets, two gateways, dispatcher, client, loadgen
     for line in commands:
         argv = shlex.split(line)[1:]
@@ -58,11 +60,20 @@ def test_the_tours_dispatcher_config_loads(tmp_path: Path) -> None:
 
 def test_files_the_tour_creates_are_gitignored() -> None:
     tour = _tour()
-    created = set(re.findall(r"tcpdispatch secret (\S+)", tour)) | set(re.findall(r"cat > (\S+) <<", tour))
+    created = set(re.findall(r"tcpdispatch secret (\S+)", tour)) | set(
+        re.findall(r"cat > (\S+) <<", tour)
+    )
     assert created >= {"ticket.secret", "admin.token", "dispatcher.toml"}, created
-    res = subprocess.run(["git", "check-ignore", "--no-index", *sorted(created)], cwd=ROOT,
-                         capture_output=True, text=True, check=False)
-    assert sorted(res.stdout.split()) == sorted(created), f"not ignored: {created - set(res.stdout.split())}"
+    res = subprocess.run(
+        ["git", "check-ignore", "--no-index", *sorted(created)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert sorted(res.stdout.split()) == sorted(created), (
+        f"not ignored: {created - set(res.stdout.split())}"
+    )
 
 
 def test_the_tour_says_which_terminal_how_to_quit_and_how_to_stop() -> None:

@@ -40,8 +40,11 @@ def _missing_server_module() -> str | None:
 
 
 def _explain_server_extra(name: str, missing: str) -> int:
-    print(f"tcpdispatch {name}: needs the server extra (module {missing!r} is missing); "
-          "install it with: pip install 'tcpdispatch[server]'", file=sys.stderr)
+    print(
+        f"tcpdispatch {name}: needs the server extra (module {missing!r} is missing); "
+        "install it with: pip install 'tcpdispatch[server]'",
+        file=sys.stderr,
+    )
     return 2
 
 
@@ -67,8 +70,14 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str | None:
         text = action.help or ""
         default = action.default
-        if (not action.option_strings or "default" in text or default is argparse.SUPPRESS
-                or default is None or isinstance(default, bool) or default == []):
+        if (
+            not action.option_strings
+            or "default" in text
+            or default is argparse.SUPPRESS
+            or default is None
+            or isinstance(default, bool)
+            or default == []
+        ):
             return text
         return text + " (default: %(default)s)"
 
@@ -77,7 +86,8 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     """The ``tcpdispatch`` parser; only the subcommand named in ``argv`` is imported
     (every one when none is named, e.g. for ``--help``)."""
     parser = argparse.ArgumentParser(
-        prog="tcpdispatch", description="Load balancing for long-lived TCP connections.",
+        prog="tcpdispatch",
+        description="Load balancing for long-lived TCP connections.",
         formatter_class=HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"tcpdispatch {__version__}")
@@ -105,8 +115,9 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
         p.formatter_class = HelpFormatter
         if p.add_help:  # a real subcommand: also take --log-level after its name
             # SUPPRESS: when not given here, the value before the subcommand (or "info") stays.
-            p.add_argument("--log-level", choices=LOG_LEVELS, default=argparse.SUPPRESS,
-                           help=_LOG_LEVEL_HELP)
+            p.add_argument(
+                "--log-level", choices=LOG_LEVELS, default=argparse.SUPPRESS, help=_LOG_LEVEL_HELP
+            )
     return parser
 
 

@@ -54,7 +54,8 @@ class Cluster:
 
     # -- processes -----------------------------------------------------------
     def _start(self, args: list[str], name: str) -> Proc:
-        """Start a child logging to ``workdir/NAME.log`` (appended: a restarted child keeps its history)."""
+        """Start a child logging to ``workdir/NAME.log``
+        (appended: a restarted child keeps its history)."""
         child = Proc(args, self.workdir / f"{name}.log", name=name, append=True)
         self.children.append(child)
         return child
@@ -62,31 +63,56 @@ class Cluster:
     def start_gateway(self, gid: str, weight: int = 1, *extra: str) -> LocalGateway:
         """Start a gateway (tickets on, the cluster's admin token for ``POST /drain``);
         :meth:`wait_ready` waits for it."""
-        gw = launch_gateway(self._start, gid, *extra, secret_file=self.secret_file, weight=weight,
-                            host=self.host, log_level="warning", admin_token_file=self.token_file)
+        gw = launch_gateway(
+            self._start,
+            gid,
+            *extra,
+            secret_file=self.secret_file,
+            weight=weight,
+            host=self.host,
+            log_level="warning",
+            admin_token_file=self.token_file,
+        )
         self.gateways[gid] = gw
         return gw
 
-    def write_config(self, policy: str = "p2c", extra: str = "",
-                     sections: dict[str, dict[str, Any]] | None = None) -> Path:
+    def write_config(
+        self,
+        policy: str = "p2c",
+        extra: str = "",
+        sections: dict[str, dict[str, Any]] | None = None,
+    ) -> Path:
         """The dispatcher's config over the started gateways: ``sections`` by name
         (``[health]`` defaults to a 0.25 s interval), ``extra`` a TOML fragment."""
         port = free_port(self.host)
         self.dispatcher_url = f"http://{self.host}:{port}"
-        gateways = [{"id": gw.id, "address": gw.address, "check": gw.status_url, "weight": gw.weight}
-                    for gw in self.gateways.values()]
+        gateways = [
+            {"id": gw.id, "address": gw.address, "check": gw.status_url, "weight": gw.weight}
+            for gw in self.gateways.values()
+        ]
         return write_dispatcher_toml(
-            self.workdir / "dispatcher.toml", listen=f"{self.host}:{port}", gateways=gateways,
-            secret_file=self.secret_file, admin_token_file=self.token_file,
-            dispatcher={"policy": policy}, sections={"health": {"interval": 0.25}, **(sections or {})},
-            extra=extra)
+            self.workdir / "dispatcher.toml",
+            listen=f"{self.host}:{port}",
+            gateways=gateways,
+            secret_file=self.secret_file,
+            admin_token_file=self.token_file,
+            dispatcher={"policy": policy},
+            sections={"health": {"interval": 0.25}, **(sections or {})},
+            extra=extra,
+        )
 
-    def start_dispatcher(self, policy: str = "p2c", extra: str = "",
-                         sections: dict[str, dict[str, Any]] | None = None) -> Proc:
+    def start_dispatcher(
+        self,
+        policy: str = "p2c",
+        extra: str = "",
+        sections: dict[str, dict[str, Any]] | None = None,
+    ) -> Proc:
         """Start the dispatcher over the started gateways (see :meth:`write_config`)."""
         config = self.write_config(policy, extra, sections)
         self.dispatcher = self._start(
-            [*TCPDISPATCH, "--log-level", "warning", "dispatcher", "--config", str(config)], "dispatcher")
+            [*TCPDISPATCH, "--log-level", "warning", "dispatcher", "--config", str(config)],
+            "dispatcher",
+        )
         return self.dispatcher
 
     async def wait_ready(self, timeout: float = 30.0) -> None:
@@ -106,13 +132,17 @@ class Cluster:
                 except (TimeoutError, aiohttp.ClientError, ValueError):
                     pass
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"cluster not ready after {timeout}s; see logs in {self.workdir}")
+                    raise RuntimeError(
+                        f"cluster not ready after {timeout}s; see logs in {self.workdir}"
+                    )
                 await asyncio.sleep(0.1)
 
     # -- HTTP helpers ----------------------------------------------------------
     async def pool(self, http: aiohttp.ClientSession) -> dict[str, dict[str, Any]]:
         """The dispatcher's view of the pool, by gateway id."""
-        async with http.get(f"{self.dispatcher_url}/v1/gateways", timeout=aiohttp.ClientTimeout(total=2)) as r:
+        async with http.get(
+            f"{self.dispatcher_url}/v1/gateways", timeout=aiohttp.ClientTimeout(total=2)
+        ) as r:
             body = await r.json()
         items = body["gateways"] if isinstance(body, dict) else body
         return {g["id"]: g for g in items}
@@ -127,25 +157,31 @@ class Cluster:
         except (TimeoutError, aiohttp.ClientError, ValueError):
             return None
 
-    async def admin(self, http: aiohttp.ClientSession, method: str, path: str, body: Any = None) -> int:
+    async def admin(
+        self, http: aiohttp.ClientSession, method: str, path: str, body: Any = None
+    ) -> int:
         """Call the dispatcher's admin API; returns the HTTP status."""
         headers = {"Authorization": f"Bearer {self.admin_token}"}
         data = None if body is None else json.dumps(body)
         if data is not None:
             headers["Content-Type"] = "application/json"
-        async with http.request(method, f"{self.dispatcher_url}{path}", data=data, headers=headers) as r:
+        async with http.request(
+            method, f"{self.dispatcher_url}{path}", data=data, headers=headers
+        ) as r:
             await r.read()
             return r.status
 
     async def drain_gateway(self, http: aiohttp.ClientSession, gid: str) -> int:
-        """Ask the gateway itself to drain (RECONNECT its clients over its drain window, then exit)."""
+        """Ask the gateway itself to drain (RECONNECT its
+        clients over its drain window, then exit)."""
         gw = self.gateways[gid]
         headers = {"Authorization": f"Bearer {self.admin_token}"}
         async with http.post(f"http://{gw.host}:{gw.status_port}/drain", headers=headers) as r:
             return r.status
 
     def start_gateway_admin(self, gid: str, weight: int = 1, *extra: str) -> LocalGateway:
-        """:meth:`start_gateway` with the cluster's admin token on the status port (POST /shed, /drain)."""
+        """:meth:`start_gateway` with the cluster's admin
+        token on the status port (POST /shed, /drain)."""
         return self.start_gateway(gid, weight, "--admin-token-file", str(self.token_file), *extra)
 
     def rebalance_section(self, **settings: float | str) -> dict[str, Any]:
@@ -155,7 +191,9 @@ class Cluster:
 
     async def rebalance(self, http: aiohttp.ClientSession) -> dict[str, Any]:
         """The dispatcher's ``GET /v1/rebalance``."""
-        async with http.get(f"{self.dispatcher_url}/v1/rebalance", timeout=aiohttp.ClientTimeout(total=2)) as r:
+        async with http.get(
+            f"{self.dispatcher_url}/v1/rebalance", timeout=aiohttp.ClientTimeout(total=2)
+        ) as r:
             return dict(await r.json())
 
     def stop(self) -> None:

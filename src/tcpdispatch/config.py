@@ -39,7 +39,8 @@ _S = TypeVar("_S")
 
 @dataclass(frozen=True, slots=True)
 class GatewayEntry:
-    """One gateway of the dispatcher's pool: a ``[[gateways]]`` entry or a POST /v1/gateways body."""
+    """One gateway of the dispatcher's pool: a
+    ``[[gateways]]`` entry or a POST /v1/gateways body."""
 
     id: str
     host: str
@@ -531,7 +532,8 @@ def parse_config(
 
 
 def _parse_zones(raw: Any, file: str) -> tuple[ZoneConfig, ...]:
-    """``[[zones]]``: unique names, valid networks (each network in one zone), known spill targets."""
+    """``[[zones]]``: unique names, valid networks
+    (each network in one zone), known spill targets."""
     if raw is None:
         return ()
     if not isinstance(raw, list):
@@ -568,8 +570,11 @@ def _parse_zones(raw: Any, file: str) -> tuple[ZoneConfig, ...]:
     for i, z in enumerate(zones):
         for j, target in enumerate(z.spill_to):
             if target not in names:
-                raise ConfigError(f"unknown zone {target!r}; declared zones: {', '.join(sorted(names))}",
-                                  file=file, key=f"zones[{i}].spill_to[{j}]")
+                raise ConfigError(
+                    f"unknown zone {target!r}; declared zones: {', '.join(sorted(names))}",
+                    file=file,
+                    key=f"zones[{i}].spill_to[{j}]",
+                )
     return tuple(zones)
 
 

@@ -93,8 +93,9 @@ class DemoClient:
 
 
 class Demo:
-    def __init__(self, clients: int, console: Console, live: bool, pace: float = 3.0,
-                 linger: bool = False) -> None:
+    def __init__(
+        self, clients: int, console: Console, live: bool, pace: float = 3.0, linger: bool = False
+    ) -> None:
         self.n_clients = clients
         self.pace = pace
         self.linger = linger
@@ -128,25 +129,39 @@ class Demo:
             entry = self.pool.get(gid, {})
             if st is None:
                 code = gw.proc.popen.poll()
-                state = ("[red]killed[/red]" if code and code < 0 else "[dim]exited[/dim]") if code is not None \
+                state = (
+                    ("[red]killed[/red]" if code and code < 0 else "[dim]exited[/dim]")
+                    if code is not None
                     else "[yellow]no answer[/yellow]"
+                )
                 conns = 0
             else:
-                state = "[yellow]draining[/yellow]" if st.get("state") == "draining" else "[green]serving[/green]"
+                state = (
+                    "[yellow]draining[/yellow]"
+                    if st.get("state") == "draining"
+                    else "[green]serving[/green]"
+                )
                 conns = int(st.get("connections", 0))
             if entry and not entry.get("healthy", True) and gw.proc.alive:
                 state += " (down)"
             bar = "█" * round(40 * conns / total)
             rb = targets.get(gid, {})
-            target = f"{rb['target']:.0f}" + (f" ({rb['role']})" if rb.get("role", "-") != "-" else "") \
-                if rb.get("target") else "-"
-            table.add_row(gid, gw.address, str(entry.get("weight", gw.weight)), state, str(conns), target, bar)
+            target = (
+                f"{rb['target']:.0f}" + (f" ({rb['role']})" if rb.get("role", "-") != "-" else "")
+                if rb.get("target")
+                else "-"
+            )
+            table.add_row(
+                gid, gw.address, str(entry.get("weight", gw.weight)), state, str(conns), target, bar
+            )
         connected = sum(1 for c in self.clients if c.client.connected)
         rb_state = ""
         if self.rebalance:
             r = self.rebalance
-            rb_state = (f"   rebalance: {'round ' + str(r['round']['id']) if r.get('round') else 'idle'}, "
-                        f"{r.get('moves_requested', 0)} moves, breaker {r['breaker']['state']}")
+            rb_state = (
+                f"   rebalance: {'round ' + str(r['round']['id']) if r.get('round') else 'idle'}, "
+                f"{r.get('moves_requested', 0)} moves, breaker {r['breaker']['state']}"
+            )
         footer = Text(f"clients connected: {connected}/{len(self.clients)}{rb_state}", style="bold")
         return Group(table, footer)  # the narration scrolls above the live table, once
 
@@ -178,9 +193,13 @@ class Demo:
             if all(c.client.connected and c.client.gateway != avoid for c in self.clients):
                 return time.monotonic() - start
             if time.monotonic() - start > timeout:
-                missing = sum(1 for c in self.clients if not c.client.connected or c.client.gateway == avoid)
-                raise TimeoutError(f"{missing} of {len(self.clients)} clients not connected"
-                                   f"{f' away from {avoid}' if avoid else ''} within {timeout:g}s")
+                missing = sum(
+                    1 for c in self.clients if not c.client.connected or c.client.gateway == avoid
+                )
+                raise TimeoutError(
+                    f"{missing} of {len(self.clients)} clients not connected"
+                    f"{f' away from {avoid}' if avoid else ''} within {timeout:g}s"
+                )
             await asyncio.sleep(0.05)
 
     async def add_clients(self, count: int, rate: float) -> None:
@@ -200,7 +219,8 @@ class Demo:
             await asyncio.sleep(1 / rate)
 
     async def verify_messages(self, tag: str, timeout: float = 10.0) -> tuple[int, int]:
-        """Every client sends ``tag``; returns (sent, echoed) once all came back or at the deadline."""
+        """Every client sends ``tag``; returns (sent,
+        echoed) once all came back or at the deadline."""
         for c in self.clients:
             await c.check(tag)
         deadline = time.monotonic() + timeout
@@ -225,10 +245,15 @@ class Demo:
     # -- the script --------------------------------------------------------------
     async def run(self) -> Summary:
         cl = self.cluster
-        async with aiohttp.ClientSession() as self.http, aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=50)
-        ) as self.client_http:
-            live = Live(self.render(), console=self.console, refresh_per_second=4) if self.live_enabled else None
+        async with (
+            aiohttp.ClientSession() as self.http,
+            aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=50)) as self.client_http,
+        ):
+            live = (
+                Live(self.render(), console=self.console, refresh_per_second=4)
+                if self.live_enabled
+                else None
+            )
             if live is not None:
                 live.start()
             ticker = asyncio.get_running_loop().create_task(self.ticker(live))
@@ -254,13 +279,16 @@ class Demo:
         return self.summary
 
     async def linger_until_stopped(self) -> None:
-        """``--linger``: leave everything running (clients, table, dashboard) until Ctrl-C or SIGTERM."""
+        """``--linger``: leave everything running (clients,
+        table, dashboard) until Ctrl-C or SIGTERM."""
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        self.say(f"the system keeps running: dashboard {self.cluster.dispatcher_url}/ui/ "
-                 f"(admin token in {self.cluster.token_file}); press Ctrl-C to stop")
+        self.say(
+            f"the system keeps running: dashboard {self.cluster.dispatcher_url}/ui/ "
+            f"(admin token in {self.cluster.token_file}); press Ctrl-C to stop"
+        )
         try:
             await stop.wait()
         finally:
@@ -273,8 +301,10 @@ class Demo:
         t = time.monotonic()
         total = len(self.clients)
         goal = {"g1": total / 4, "g4": 3 * total / 4}
-        self.say(f"rebalancing the held clients: g1 should keep {goal['g1']:.0f}, g4 reach {goal['g4']:.0f}; "
-                 f"now {self.fmt_shares()}")
+        self.say(
+            f"rebalancing the held clients: g1 should keep {goal['g1']:.0f}, g4 reach "
+            f"{goal['g4']:.0f}; now {self.fmt_shares()}"
+        )
         curve: list[int] = []
         tag = 0
         while time.monotonic() - t < 40:
@@ -291,9 +321,13 @@ class Demo:
         shares = self.shares()
         balanced = all(abs(shares[g] - n) <= max(2, 0.05 * n) for g, n in goal.items())
         moves = self.rebalance.get("moves_requested", 0)
-        await self.step("rebalance", balanced and echoed == sent, time.monotonic() - t,
-                  f"g4 filled {' '.join(map(str, curve[::2]))} -> shares {self.fmt_shares()} "
-                  f"({moves} moves asked for); messages {echoed}/{sent} echoed")
+        await self.step(
+            "rebalance",
+            balanced and echoed == sent,
+            time.monotonic() - t,
+            f"g4 filled {' '.join(map(str, curve[::2]))} -> shares {self.fmt_shares()} "
+            f"({moves} moves asked for); messages {echoed}/{sent} echoed",
+        )
 
     async def script(self) -> None:
         cl = self.cluster
@@ -302,14 +336,30 @@ class Demo:
         for gid, weight in (("g1", 1), ("g2", 2), ("g3", 3)):
             cl.start_gateway_admin(gid, weight, "--drain-window", "8", "--heartbeat", "2")
         # Small thresholds and a modest pace, so a few hundred clients visibly move.
-        cl.start_dispatcher("p2c", sections={"rebalance": cl.rebalance_section(
-            abs_threshold=5, rel_threshold=0.1, moves_per_s=max(20, self.n_clients // 10),
-            per_donor_per_s=max(20, self.n_clients // 10), min_session_age_s=3, interval_s=0.5,
-            settle_s=1.5, breaker_cooldown_s=3)})
+        cl.start_dispatcher(
+            "p2c",
+            sections={
+                "rebalance": cl.rebalance_section(
+                    abs_threshold=5,
+                    rel_threshold=0.1,
+                    moves_per_s=max(20, self.n_clients // 10),
+                    per_donor_per_s=max(20, self.n_clients // 10),
+                    min_session_age_s=3,
+                    interval_s=0.5,
+                    settle_s=1.5,
+                    breaker_cooldown_s=3,
+                )
+            },
+        )
         await cl.wait_ready()
-        self.say(f"ready in {time.monotonic() - t0:.1f}s; dispatcher at {cl.dispatcher_url}; "
-                 f"logs in {cl.workdir}")
-        self.say(f"live dashboard: {cl.dispatcher_url}/ui/ (actions take the admin token in {cl.token_file})")
+        self.say(
+            f"ready in {time.monotonic() - t0:.1f}s; dispatcher at {cl.dispatcher_url}; "
+            f"logs in {cl.workdir}"
+        )
+        self.say(
+            f"live dashboard: {cl.dispatcher_url}/ui/ (actions "
+            f"take the admin token in {cl.token_file})"
+        )
 
         n = self.n_clients
         self.say(f"connecting {n} clients through the dispatcher")
@@ -317,9 +367,13 @@ class Demo:
         await self.add_clients(n, rate=150)
         await self.wait_all_connected(10)
         sent, echoed = await self.verify_messages("start")
-        await self.step("connect", echoed == sent, time.monotonic() - t,
-                  f"{n} clients connected in {time.monotonic() - t:.1f}s, shares {self.fmt_shares()} "
-                  f"(weights 1:2:3 -> expected about {n // 6}/{n // 3}/{n // 2})")
+        await self.step(
+            "connect",
+            echoed == sent,
+            time.monotonic() - t,
+            f"{n} clients connected in {time.monotonic() - t:.1f}s, shares {self.fmt_shares()} "
+            f"(weights 1:2:3 -> expected about {n // 6}/{n // 3}/{n // 2})",
+        )
 
         victim = "g2"
         moved = self.shares()[victim]
@@ -328,9 +382,13 @@ class Demo:
         cl.gateways[victim].proc.signal(signal.SIGKILL)
         took = await self.wait_all_connected(20, avoid=victim)
         sent, echoed = await self.verify_messages("after-kill")
-        await self.step("kill", echoed == sent, time.monotonic() - t,
-                  f"all {len(self.clients)} clients connected again {took:.1f}s after the kill; "
-                  f"messages {echoed}/{sent} echoed; shares {self.fmt_shares()}")
+        await self.step(
+            "kill",
+            echoed == sent,
+            time.monotonic() - t,
+            f"all {len(self.clients)} clients connected again {took:.1f}s after the kill; "
+            f"messages {echoed}/{sent} echoed; shares {self.fmt_shares()}",
+        )
 
         drained = "g3"
         before = self.shares()[drained]
@@ -344,16 +402,28 @@ class Demo:
         took = await self.wait_all_connected(10, avoid=drained)
         gradual = len(curve) >= 6 and curve[len(curve) // 2] not in (0, before)
         sent, echoed = await self.verify_messages("after-drain")
-        await self.step("drain", echoed == sent and gradual, time.monotonic() - t,
-                  f"{before} clients moved off {drained} gradually ({' '.join(map(str, curve[::2]))}); "
-                  f"messages {echoed}/{sent} echoed; shares {self.fmt_shares()}")
+        await self.step(
+            "drain",
+            echoed == sent and gradual,
+            time.monotonic() - t,
+            f"{before} clients moved off {drained} gradually ({' '.join(map(str, curve[::2]))}); "
+            f"messages {echoed}/{sent} echoed; shares {self.fmt_shares()}",
+        )
 
         self.say("adding gateway g4 (weight 3) through the admin API")
         t = time.monotonic()
         gw4 = cl.start_gateway_admin("g4", 3, "--heartbeat", "2")
-        status = await cl.admin(self.http, "POST", "/v1/gateways", {  # type: ignore[arg-type]
-            "id": "g4", "address": gw4.address, "check": gw4.status_url, "weight": 3,
-        })
+        status = await cl.admin(
+            self.http,  # type: ignore[arg-type]
+            "POST",
+            "/v1/gateways",
+            {
+                "id": "g4",
+                "address": gw4.address,
+                "check": gw4.status_url,
+                "weight": 3,
+            },
+        )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             pool = await cl.pool(self.http)  # type: ignore[arg-type]
@@ -366,8 +436,12 @@ class Demo:
         await self.add_clients(newcomers, rate=150)
         await self.wait_all_connected(10)
         on_g4 = sum(1 for c in self.clients[first_new:] if c.client.gateway == "g4")
-        await self.step("add", status in (200, 201) and on_g4 > newcomers // 2, time.monotonic() - t,
-                  f"{on_g4} of {newcomers} new clients went to the new, empty gateway g4")
+        await self.step(
+            "add",
+            status in (200, 201) and on_g4 > newcomers // 2,
+            time.monotonic() - t,
+            f"{on_g4} of {newcomers} new clients went to the new, empty gateway g4",
+        )
 
         await self.rebalance_step()
 
@@ -377,10 +451,13 @@ class Demo:
         self.summary.connected = sum(1 for c in self.clients if c.client.connected)
         self.summary.messages_sent, self.summary.messages_echoed = sent, echoed
         self.summary.final_shares = dict(self.shares())
-        await self.step("verify", echoed == sent and self.summary.connected == self.summary.clients,
-                  time.monotonic() - t,
-                  f"{self.summary.connected}/{self.summary.clients} clients connected, "
-                  f"{echoed}/{sent} messages echoed, none lost")
+        await self.step(
+            "verify",
+            echoed == sent and self.summary.connected == self.summary.clients,
+            time.monotonic() - t,
+            f"{self.summary.connected}/{self.summary.clients} clients connected, "
+            f"{echoed}/{sent} messages echoed, none lost",
+        )
 
 
 DESCRIPTION = """\
@@ -395,24 +472,43 @@ printed."""
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("demo", help="run the whole system on loopback for about a minute",
-                       description=DESCRIPTION)
-    p.add_argument("--clients", type=int, default=300, metavar="N",
-                   help="clients to connect first (at least 12)")
-    p.add_argument("--no-live", action="store_true",
-                   help="plain narration and one final table instead of the live table")
-    p.add_argument("--pace", type=float, default=3.0, metavar="S", help="seconds to pause after each step")
-    p.add_argument("--json", action="store_true",
-                   help="end with a one-line JSON summary ('DEMO SUMMARY {...}') for scripts")
-    p.add_argument("--linger", action="store_true",
-                   help="after the script, keep the system running (with its dashboard at /ui/) until Ctrl-C")
+    p = sub.add_parser(
+        "demo", help="run the whole system on loopback for about a minute", description=DESCRIPTION
+    )
+    p.add_argument(
+        "--clients",
+        type=int,
+        default=300,
+        metavar="N",
+        help="clients to connect first (at least 12)",
+    )
+    p.add_argument(
+        "--no-live",
+        action="store_true",
+        help="plain narration and one final table instead of the live table",
+    )
+    p.add_argument(
+        "--pace", type=float, default=3.0, metavar="S", help="seconds to pause after each step"
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="end with a one-line JSON summary ('DEMO SUMMARY {...}') for scripts",
+    )
+    p.add_argument(
+        "--linger",
+        action="store_true",
+        help="after the script, keep the system running (with its dashboard at /ui/) until Ctrl-C",
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     console = Console()
     live = console.is_terminal and not args.no_live
-    demo = Demo(max(args.clients, 12), console, live, max(args.pace, 0.0), getattr(args, "linger", False))
+    demo = Demo(
+        max(args.clients, 12), console, live, max(args.pace, 0.0), getattr(args, "linger", False)
+    )
     started = time.monotonic()
     error: BaseException | None = None
     try:
@@ -427,16 +523,24 @@ def run(args: argparse.Namespace) -> int:
     demo.cluster.close(keep_logs=not ok)
     if args.json:
         payload = asdict(summary) | {
-            "ok": ok, "seconds": round(time.monotonic() - started, 1), "workdir": str(workdir),
-            "logs_kept": not ok, "error": None if error is None else str(error) or type(error).__name__,
+            "ok": ok,
+            "seconds": round(time.monotonic() - started, 1),
+            "workdir": str(workdir),
+            "logs_kept": not ok,
+            "error": None if error is None else str(error) or type(error).__name__,
         }
         print("DEMO SUMMARY " + json.dumps(payload), flush=True)
     if ok:
         console.print("[green]demo finished: every step passed[/green]")
         return 0
     failed = [s.name for s in summary.steps if not s.ok]
-    why = (f"{type(error).__name__}: {error}" if error is not None
-           else f"failed steps: {', '.join(failed)}" if failed else "not every check passed")
+    why = (
+        f"{type(error).__name__}: {error}"
+        if error is not None
+        else f"failed steps: {', '.join(failed)}"
+        if failed
+        else "not every check passed"
+    )
     console.print(f"[red]demo failed ({why})[/red]", highlight=False, soft_wrap=True)
     console.print(f"logs kept in {workdir}", highlight=False, soft_wrap=True)
     return 1

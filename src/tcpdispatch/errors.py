@@ -10,7 +10,8 @@
      │    └── LocalProtocolError   we tried to send something the state forbids (our bug)
      ├── TicketError              a connect ticket was refused; carries an ErrorCode
      ├── DispatchError            client SDK: no gateway could be obtained from any source
-     ├── SecureHandshakeError     client: the encrypted handshake failed or was refused (code, reason)
+     ├── SecureHandshakeError     client: the encrypted handshake failed or was refused
+     │                            (code, reason)
      ├── ClientError              client SDK, per connection
      │    ├── ClientClosed         the client was closed; nothing more can be sent (client.py)
      │    └── HandshakeFailed      one connect attempt did not reach WELCOME (session.py)

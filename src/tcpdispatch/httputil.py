@@ -12,7 +12,9 @@ import json
 import os
 from typing import Any
 
-MIN_TOKEN_LEN = 8  # every bearer token, dispatcher and gateway alike; docs/configuration.md says why
+MIN_TOKEN_LEN = (
+    8  # every bearer token, dispatcher and gateway alike; docs/configuration.md says why
+)
 
 
 def error_body(slug: str, detail: str, **extra: Any) -> bytes:

@@ -45,8 +45,12 @@ class LatencyHistogram:
         self.total += total
 
 
-def histogram_family(name: str, doc: str, series: Iterable[tuple[Sequence[str], LatencyHistogram]],
-                     labels: Sequence[str] = ()) -> HistogramMetricFamily:
+def histogram_family(
+    name: str,
+    doc: str,
+    series: Iterable[tuple[Sequence[str], LatencyHistogram]],
+    labels: Sequence[str] = (),
+) -> HistogramMetricFamily:
     """One histogram family; ``series`` pairs label values with a histogram."""
     fam = HistogramMetricFamily(name, doc, labels=list(labels))
     for values, h in series:
@@ -69,9 +73,12 @@ def accelerator() -> str:
 
 def build_info() -> GaugeMetricFamily:
     """``tcpdispatch_build_info`` (always 1): what is running, in its labels."""
-    g = GaugeMetricFamily("tcpdispatch_build_info", "tcpdispatch version, Python version and whether "
-                          "the C accelerator is built (value is always 1)",
-                          labels=["version", "python", "accelerator"])
+    g = GaugeMetricFamily(
+        "tcpdispatch_build_info",
+        "tcpdispatch version, Python version and whether "
+        "the C accelerator is built (value is always 1)",
+        labels=["version", "python", "accelerator"],
+    )
     g.add_metric([__version__, platform.python_version(), accelerator()], 1.0)
     return g
 

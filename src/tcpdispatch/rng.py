@@ -39,7 +39,8 @@ except ImportError:  # the accelerator is not built: the Python core serves
 
 
 class PySplitMix64:
-    """splitmix64 in Python, the exact twin of ``_speedups.SplitMix64`` (same methods, same numbers)."""
+    """splitmix64 in Python, the exact twin of
+    ``_speedups.SplitMix64`` (same methods, same numbers)."""
 
     __slots__ = ("_state",)
 
@@ -71,7 +72,8 @@ class PySplitMix64:
 
 
 def seed_state(seed: int | bytes | str | None) -> int:
-    """A 64-bit state from a seed: an int as is (mod 2**64), other values hashed, None from the OS."""
+    """A 64-bit state from a seed: an int as is (mod
+    2**64), other values hashed, None from the OS."""
     if seed is None:
         return int.from_bytes(os.urandom(8), "big")
     if isinstance(seed, int):
@@ -135,7 +137,8 @@ class SplitMixRandom(random.Random):
     def setstate(self, state: tuple[int, ...]) -> None:
         self.core.setstate(state[0])
 
-    # Class-level versions for random.Random's subclass hooks; instances use the core's bound methods.
+    # Class-level versions for random.Random's subclass
+    # hooks; instances use the core's bound methods.
     def random(self) -> float:  # type: ignore[override]
         return float(self.core.random())
 

@@ -18,11 +18,19 @@ FILE is left alone unless --force is given."""
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("secret", help="write a new random secret (ticket secret or admin token) to a file",
-                       description=DESCRIPTION)
-    p.add_argument("path", metavar="FILE", help="file to create (mode 0600); its directory must exist")
-    p.add_argument("--force", action="store_true",
-                   help="replace FILE if it exists (the new file is written aside, then renamed over it)")
+    p = sub.add_parser(
+        "secret",
+        help="write a new random secret (ticket secret or admin token) to a file",
+        description=DESCRIPTION,
+    )
+    p.add_argument(
+        "path", metavar="FILE", help="file to create (mode 0600); its directory must exist"
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace FILE if it exists (the new file is written aside, then renamed over it)",
+    )
     p.set_defaults(func=run)
 
 

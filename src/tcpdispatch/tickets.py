@@ -54,6 +54,7 @@ _TO_URLSAFE = bytes.maketrans(b"+/", b"-_")
 _b2a = binascii.b2a_base64
 _LEN = [bytes((i,)) for i in range(256)]  # u8 length prefixes, prebuilt for issue()
 
+
 @dataclass(frozen=True, slots=True)
 class TicketClaims:
     """What a verified ticket asserts."""
@@ -122,9 +123,7 @@ class _Mac:
         inner.update(msg)
         outer = self._outer.copy()
         outer.update(inner.digest())
-        return _b2a(outer.digest()[:MAC_SIZE], newline=False).translate(_TO_URLSAFE)[
-            :MAC_B64_SIZE
-        ]
+        return _b2a(outer.digest()[:MAC_SIZE], newline=False).translate(_TO_URLSAFE)[:MAC_B64_SIZE]
 
 
 def pack_id(s: str) -> bytes:
@@ -204,7 +203,9 @@ class TicketSigner:
 
 
 def _full() -> TicketError:
-    return TicketError(ErrorCode.OVERLOADED, "replay guard is full (too many live tickets); retry later")
+    return TicketError(
+        ErrorCode.OVERLOADED, "replay guard is full (too many live tickets); retry later"
+    )
 
 
 def _forged(reason: str) -> TicketError:
@@ -246,7 +247,9 @@ class TicketVerifier:
             raise _forged("ticket is not a string")
         if len(ticket) > MAX_TICKET:
             # The same code a gateway sends when HELLO carries one (the frame check comes first).
-            raise TicketError(ErrorCode.MALFORMED_FRAME, f"ticket is longer than {MAX_TICKET} characters")
+            raise TicketError(
+                ErrorCode.MALFORMED_FRAME, f"ticket is longer than {MAX_TICKET} characters"
+            )
         try:
             raw = ticket.encode("ascii")
         except UnicodeEncodeError:
@@ -271,7 +274,9 @@ class TicketVerifier:
                 f"ticket is for {','.join(claims.gateway_ids)}, not {gateway_id}",
             )
         if client_id is not None and client_id != claims.client_id:
-            raise TicketError(ErrorCode.TICKET_WRONG_CLIENT, "ticket was issued to another client id")
+            raise TicketError(
+                ErrorCode.TICKET_WRONG_CLIENT, "ticket was issued to another client id"
+            )
         return claims
 
 
@@ -446,7 +451,9 @@ class NonceCache:
                 if free < 0:
                     free = i
             elif keys[i] == n:
-                raise TicketError(ErrorCode.TICKET_REPLAYED, "ticket was already used at this gateway")
+                raise TicketError(
+                    ErrorCode.TICKET_REPLAYED, "ticket was already used at this gateway"
+                )
             i = (i + 1) & mask
         else:  # the whole window was searched and holds no empty slot
             if free < 0:

@@ -16,8 +16,13 @@ NET = ipaddress.ip_network
 
 
 def test_zone_map_longest_prefix_wins_and_unknown_is_none() -> None:
-    zm = ZoneMap([("a", [NET("10.0.0.0/8"), NET("2001:db8::/32")]), ("b", [NET("10.1.0.0/16")]),
-                  ("c", [NET("192.0.2.7/32")])])
+    zm = ZoneMap(
+        [
+            ("a", [NET("10.0.0.0/8"), NET("2001:db8::/32")]),
+            ("b", [NET("10.1.0.0/16")]),
+            ("c", [NET("192.0.2.7/32")]),
+        ]
+    )
     assert zm.zone_of("10.2.3.4") == "a"
     assert zm.zone_of("10.1.3.4") == "b"
     assert zm.zone_of("192.0.2.7") == "c"
@@ -30,23 +35,42 @@ def test_zone_map_longest_prefix_wins_and_unknown_is_none() -> None:
 
 
 def _cands(prefix: str, n: int, limit: int | None = 100) -> list[Candidate]:
-    return [Candidate(f"{prefix}{i}", "127.0.0.1", 9000 + i, 1.0, limit, LoadCounter()) for i in range(n)]
+    return [
+        Candidate(f"{prefix}{i}", "127.0.0.1", 9000 + i, 1.0, limit, LoadCounter())
+        for i in range(n)
+    ]
 
 
-def _router(zones: dict[str, list[Candidate]], *, spill_to: dict[str, list[str]] | None = None,
-            panic: set[str] | None = None, spill_headroom: float = 0.1) -> ZoneRouter:
+def _router(
+    zones: dict[str, list[Candidate]],
+    *,
+    spill_to: dict[str, list[str]] | None = None,
+    panic: set[str] | None = None,
+    spill_headroom: float = 0.1,
+) -> ZoneRouter:
     rng = random.Random(1)
     pickers = {z: (P2CPicker(c, rng=rng), z in (panic or set())) for z, c in zones.items()}
     gz = {c.id: z for z, cs in zones.items() for c in cs}
-    return ZoneRouter(pickers, zone_map=ZoneMap([]), declared=list(zones), spill_to=spill_to or {},
-                      spill_headroom=spill_headroom, gateway_zone=gz)
+    return ZoneRouter(
+        pickers,
+        zone_map=ZoneMap([]),
+        declared=list(zones),
+        spill_to=spill_to or {},
+        spill_headroom=spill_headroom,
+        gateway_zone=gz,
+    )
 
 
 def test_client_zone_hint_must_be_declared() -> None:
     r = _router({"a": _cands("a", 2), "b": _cands("b", 2)})
     assert r.client_zone("a", "1.2.3.4") == ("a", None)
     zone, problem = r.client_zone("mars", "1.2.3.4")
-    assert zone is None and problem is not None and "unknown zone 'mars'" in problem and "a, b" in problem
+    assert (
+        zone is None
+        and problem is not None
+        and "unknown zone 'mars'" in problem
+        and "a, b" in problem
+    )
     assert r.client_zone(None, "1.2.3.4") == (None, None)
 
 
@@ -60,14 +84,18 @@ def test_served_from_its_zone_with_an_alternate_in_another() -> None:
     assert r.counters.dispatched == {("a", "a"): 200}
 
 
-def test_spills_at_the_threshold_in_spill_to_order_and_comes_back(caplog: pytest.LogCaptureFixture) -> None:
+def test_spills_at_the_threshold_in_spill_to_order_and_comes_back(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     a, b, c = _cands("a", 2), _cands("b", 2), _cands("c", 2)
     r = _router({"a": a, "b": b, "c": c}, spill_to={"a": ["c"]})
     for g in a:
         g.load.report(91)  # 9 % free: not above spill_headroom 0.1
     caplog.set_level(logging.INFO, "tcpdispatch.zones")
     picks = [r.pick("a", PickRequest(), 1)[0].id for _ in range(20)]
-    assert all(p.startswith("c") for p in picks[2:]), picks  # the verdict is at most one zone-size stale
+    assert all(p.startswith("c") for p in picks[2:]), (
+        picks
+    )  # the verdict is at most one zone-size stale
     assert r.counters.spilling == {"a": "c"}
     assert sum("zone a spills over to zone c" in m for m in caplog.messages) == 1
     for g in a:
@@ -104,7 +132,9 @@ def test_below_threshold_everywhere_any_free_slot_in_order_then_nothing() -> Non
     a[0].load.report(9)
     b[0].load.report(10)
     r = _router({"a": a, "b": b})
-    assert r.pick("a", PickRequest(), 2)[0].id == "a0"  # 10 % free is not above 0.1, but it is a slot
+    assert (
+        r.pick("a", PickRequest(), 2)[0].id == "a0"
+    )  # 10 % free is not above 0.1, but it is a slot
     assert r.pick("a", PickRequest(), 2) == []  # now a is full too: the caller falls back
 
 

@@ -19,7 +19,9 @@ def test_writes_a_fresh_0600_secret(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert len(path.read_text().strip()) >= 40 and capsys.readouterr().out == f"wrote {path}\n"
 
 
-def test_existing_file_is_kept_unless_force(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_existing_file_is_kept_unless_force(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = tmp_path / "admin.token"
     path.write_text("keep-me\n")
     assert main(["secret", str(path)]) == 2
@@ -32,16 +34,24 @@ def test_existing_file_is_kept_unless_force(tmp_path: Path, capsys: pytest.Captu
 
 
 @pytest.mark.parametrize("where", ["missing-dir/x.secret", "."])
-def test_bad_paths_get_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                           where: str) -> None:
+def test_bad_paths_get_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], where: str
+) -> None:
     assert main(["secret", str(tmp_path / where)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("tcpdispatch secret: cannot create ") and err.count("\n") == 1, err
 
 
 def test_as_a_process_no_traceback(tmp_path: Path) -> None:
-    res = subprocess.run([*TCPDISPATCH, "secret", str(tmp_path / "nope" / "f")], capture_output=True,
-                         text=True, check=False, timeout=scaled(30))
+    res = subprocess.run(
+        [*TCPDISPATCH, "secret", str(tmp_path / "nope" / "f")],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=scaled(30),
+    )
     assert res.returncode == 2 and "Traceback" not in res.stderr
-    assert res.stderr.strip() == f"tcpdispatch secret: cannot create {tmp_path / 'nope' / 'f'}: " \
-                                 f"directory {tmp_path / 'nope'} does not exist"
+    assert (
+        res.stderr.strip() == f"tcpdispatch secret: cannot create {tmp_path / 'nope' / 'f'}: "
+        f"directory {tmp_path / 'nope'} does not exist"
+    )

@@ -60,12 +60,21 @@ class FakeGateway:
                         if self.refuse is not None:
                             conn.fail(self.refuse, self.refuse.slug)
                         else:
-                            conn.send(Welcome(f"{self.id}-s{len(self.hellos)}", self.heartbeat_ms, 3 * self.heartbeat_ms))
+                            conn.send(
+                                Welcome(
+                                    f"{self.id}-s{len(self.hellos)}",
+                                    self.heartbeat_ms,
+                                    3 * self.heartbeat_ms,
+                                )
+                            )
                     elif isinstance(frame, Data):
                         self.received.append(frame.payload)
                         if self.echo_gate is not None:
-                            self.later.append(asyncio.get_running_loop().create_task(
-                                self._echo_later(conn, writer, frame.payload)))
+                            self.later.append(
+                                asyncio.get_running_loop().create_task(
+                                    self._echo_later(conn, writer, frame.payload)
+                                )
+                            )
                         else:
                             conn.send_data(frame.payload)
                     elif isinstance(frame, Ping) and not self.answer_pings:
@@ -80,7 +89,9 @@ class FakeGateway:
         finally:
             writer.close()
 
-    async def _echo_later(self, conn: Connection, writer: asyncio.StreamWriter, payload: bytes) -> None:
+    async def _echo_later(
+        self, conn: Connection, writer: asyncio.StreamWriter, payload: bytes
+    ) -> None:
         assert self.echo_gate is not None
         await self.echo_gate.wait()
         if not writer.is_closing() and conn.state in (State.OPEN, State.DRAINING):
@@ -187,4 +198,3 @@ def dead_address() -> str:
     port = s.getsockname()[1]
     s.close()
     return f"127.0.0.1:{port}"
-

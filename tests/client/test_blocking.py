@@ -1,4 +1,5 @@
-"""BlockingClient: bounded connect against a dead dispatcher, clear errors for wrong payload types."""
+"""BlockingClient: bounded connect against a dead dispatcher, clear errors for wrong payload
+types."""
 
 from __future__ import annotations
 
@@ -21,7 +22,10 @@ def test_with_block_against_a_dead_dispatcher_gives_up_at_the_connect_timeout() 
     dead = f"http://127.0.0.1:{free_port()}"
     before = _threads()
     t0 = time.monotonic()
-    with pytest.raises(DispatchError, match="within 1s"), BlockingClient(dispatchers=[dead], connect_timeout=1):
+    with (
+        pytest.raises(DispatchError, match="within 1s"),
+        BlockingClient(dispatchers=[dead], connect_timeout=1),
+    ):
         pass  # pragma: no cover - never entered
     took = time.monotonic() - t0
     assert 0.9 < took < 1 + scaled(1.5), took
@@ -43,7 +47,9 @@ def test_connect_timeout_is_bounded_by_default() -> None:
         BlockingClient(fallback=["127.0.0.1:1"], connect_timeout=0)
 
 
-@pytest.mark.parametrize("payload, hint", [("text", "encode it first"), (42, "int"), (None, "NoneType")])
+@pytest.mark.parametrize(
+    "payload, hint", [("text", "encode it first"), (42, "int"), (None, "NoneType")]
+)
 def test_send_of_a_wrong_type_is_a_clear_type_error(payload: object, hint: str) -> None:
     c = BlockingClient(fallback=["127.0.0.1:1"])
     try:

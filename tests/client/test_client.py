@@ -49,7 +49,9 @@ async def test_connects_via_dispatcher_sends_and_reports_state(fakes: Any, tmp_p
     g1 = await fakes["gateway"]("g1")
     d = await fakes["dispatcher"](ok(answer(g1)))
     events: list[Any] = []
-    client = Client([d.url], client_id="alice", cache_path=tmp_path / "c.json", rng=random.Random(1))
+    client = Client(
+        [d.url], client_id="alice", cache_path=tmp_path / "c.json", rng=random.Random(1)
+    )
     client.add_listener(events.append)
     await client.connect(timeout=scaled(5))
     try:
@@ -103,23 +105,33 @@ async def test_slow_dispatcher_is_skipped(fakes: Any) -> None:
 
 
 async def test_all_dispatchers_dead_uses_cache_then_static(
-    fakes: Any, tmp_path: Path, dead_address: str,
+    fakes: Any,
+    tmp_path: Path,
+    dead_address: str,
 ) -> None:
     g1 = await fakes["gateway"]("g1")
     g2 = await fakes["gateway"]("g2")
     cache = tmp_path / "cache.json"
-    save_cache(cache, DispatchAnswer.from_json(answer(g1, ticket="cached-ticket")), time.time() - 120)
+    save_cache(
+        cache, DispatchAnswer.from_json(answer(g1, ticket="cached-ticket")), time.time() - 120
+    )
     events: list[Any] = []
-    async with Client([f"http://{dead_address}"], fallback=[g2.address], cache_path=cache,
-                      rng=random.Random(1)) as client:
+    async with Client(
+        [f"http://{dead_address}"], fallback=[g2.address], cache_path=cache, rng=random.Random(1)
+    ) as client:
         client.add_listener(events.append)
         assert client.gateway == "g1"
         assert g1.hellos[-1].ticket == "cached-ticket" and not g2.hellos
     # An expired cached ticket is refused by the gateway -> the static list wins.
     g1.refuse = ErrorCode.TICKET_EXPIRED
     seen: list[Any] = []
-    async with Client([f"http://{dead_address}"], fallback=[g2.address], cache_path=cache,
-                      rng=random.Random(1), on_connected=seen.append) as client:
+    async with Client(
+        [f"http://{dead_address}"],
+        fallback=[g2.address],
+        cache_path=cache,
+        rng=random.Random(1),
+        on_connected=seen.append,
+    ) as client:
         assert client.gateway == g2.address and g2.hellos[-1].ticket == ""
         assert seen[0].source == "static"
         assert client.stats.attempt_errors == {"ticket_expired": 1}
@@ -127,8 +139,9 @@ async def test_all_dispatchers_dead_uses_cache_then_static(
 
 async def test_no_cache_uses_static_list(fakes: Any, tmp_path: Path, dead_address: str) -> None:
     g2 = await fakes["gateway"]("g2")
-    async with Client([f"http://{dead_address}"], fallback=[g2.address],
-                      cache_path=tmp_path / "missing.json") as client:
+    async with Client(
+        [f"http://{dead_address}"], fallback=[g2.address], cache_path=tmp_path / "missing.json"
+    ) as client:
         assert client.gateway == g2.address
         await echo(client, b"x")
 
@@ -170,7 +183,9 @@ async def test_overloaded_primary_falls_through_to_alternate(fakes: Any) -> None
 async def test_killed_gateway_reconnects_elsewhere_and_flushes_queue(fakes: Any) -> None:
     g1 = await fakes["gateway"]("g1")
     g2 = await fakes["gateway"]("g2")
-    d = await fakes["dispatcher"](lambda n: web.json_response(answer(g1, g2) if n == 1 else answer(g2)))
+    d = await fakes["dispatcher"](
+        lambda n: web.json_response(answer(g1, g2) if n == 1 else answer(g2))
+    )
     changes: list[Any] = []
     client = Client([d.url], on_gateway_changed=changes.append)
     await client.connect(timeout=scaled(5))
@@ -212,7 +227,9 @@ async def test_reconnect_frame_followed_after_its_delay(fakes: Any) -> None:
 
 
 @pytest.mark.parametrize("reason, leaving", [("rebalance", "g1"), ("drain", None)])
-async def test_rebalance_reconnect_names_the_gateway_left(fakes: Any, reason: str, leaving: str | None) -> None:
+async def test_rebalance_reconnect_names_the_gateway_left(
+    fakes: Any, reason: str, leaving: str | None
+) -> None:
     g1 = await fakes["gateway"]("g1")
     g2 = await fakes["gateway"]("g2")
     d = await fakes["dispatcher"](lambda n: web.json_response(answer(g1) if n == 1 else answer(g2)))
@@ -236,8 +253,9 @@ async def test_rebalance_reconnect_names_the_gateway_left(fakes: Any, reason: st
 
 
 @pytest.mark.parametrize("linger, delivered", [(1.0, True), (0.0, False)])
-async def test_old_session_lingers_so_replies_in_flight_arrive(fakes: Any, linger: float,
-                                                              delivered: bool) -> None:
+async def test_old_session_lingers_so_replies_in_flight_arrive(
+    fakes: Any, linger: float, delivered: bool
+) -> None:
     g1 = await fakes["gateway"]("g1")
     g2 = await fakes["gateway"]("g2")
     d = await fakes["dispatcher"](lambda n: web.json_response(answer(g1) if n == 1 else answer(g2)))
@@ -250,7 +268,9 @@ async def test_old_session_lingers_so_replies_in_flight_arrive(fakes: Any, linge
         g1.reconnect_all(0, "rebalance")
         await async_wait_until(lambda: client.gateway == "g2", timeout=3, what="moved to g2")
         if not delivered:  # no linger: the old session is gone before the reply is written
-            await async_wait_until(lambda: g1.open_connections == 0, timeout=3, what="old session closed")
+            await async_wait_until(
+                lambda: g1.open_connections == 0, timeout=3, what="old session closed"
+            )
         g1.echo_gate.set()
         try:
             async with asyncio.timeout(1.5):
@@ -258,7 +278,9 @@ async def test_old_session_lingers_so_replies_in_flight_arrive(fakes: Any, linge
         except TimeoutError:
             got = None
         assert (got == b"late reply") is delivered
-        await async_wait_until(lambda: g1.open_connections == 0, what="old session closed after lingering")
+        await async_wait_until(
+            lambda: g1.open_connections == 0, what="old session closed after lingering"
+        )
     finally:
         await client.close()
 
@@ -268,8 +290,11 @@ async def test_retry_after_is_honoured(fakes: Any) -> None:
 
     def respond(n: int) -> web.Response:
         if n == 1:
-            return web.json_response({"error": "no_gateway_available", "retry_after_s": 1},
-                                     status=503, headers={"Retry-After": "1"})
+            return web.json_response(
+                {"error": "no_gateway_available", "retry_after_s": 1},
+                status=503,
+                headers={"Retry-After": "1"},
+            )
         return web.json_response(answer(g1))
 
     d = await fakes["dispatcher"](respond)
@@ -281,8 +306,11 @@ async def test_retry_after_is_honoured(fakes: Any) -> None:
 
 async def test_dispatcher_outage_requests_are_bounded(fakes: Any) -> None:
     d = await fakes["dispatcher"](lambda n: web.json_response({"error": "x"}, status=500))
-    client = Client([d.url], backoff=BackoffConfig(initial=0.1, multiplier=2, jitter=0.2, max=10),
-                    rng=random.Random(2))
+    client = Client(
+        [d.url],
+        backoff=BackoffConfig(initial=0.1, multiplier=2, jitter=0.2, max=10),
+        rng=random.Random(2),
+    )
     with pytest.raises(DispatchError):
         await client.connect(timeout=2.0)
     await client.close()
@@ -299,7 +327,9 @@ async def test_missing_pongs_mean_dead(fakes: Any) -> None:
     d = await fakes["dispatcher"](lambda n: web.json_response(answer(g1) if n == 1 else answer(g2)))
     reasons: list[str] = []
     async with Client([d.url], backoff=FAST) as client:
-        client.add_listener(lambda e: reasons.append(e.reason) if e.kind is EventKind.DISCONNECTED else None)
+        client.add_listener(
+            lambda e: reasons.append(e.reason) if e.kind is EventKind.DISCONNECTED else None
+        )
         await async_wait_until(lambda: client.gateway == "g2", timeout=3, what="heartbeat failover")
         assert reasons == ["heartbeat"]
 
@@ -361,7 +391,11 @@ async def test_cache_file_is_json_with_age(tmp_path: Path) -> None:
     obj = json.loads(path.read_text())
     assert obj["saved_at"] == 1000.0 and obj["answer"]["ticket"] == "T"
     cached = load_cache(path)
-    assert cached is not None and cached.age(1060.0) == 60.0 and cached.answer.gateway.source == "cache"
+    assert (
+        cached is not None
+        and cached.age(1060.0) == 60.0
+        and cached.answer.gateway.source == "cache"
+    )
     path.write_text("{not json")
     assert load_cache(path) is None
 
@@ -391,8 +425,15 @@ async def test_zone_option_is_sent_as_the_hint(fakes: Any) -> None:
 
 
 async def test_a_400_answer_says_why(fakes: Any) -> None:
-    d = await fakes["dispatcher"](lambda n: web.json_response(
-        {"error": "bad_request", "detail": "unknown zone 'mars'; this dispatcher's zones are: a"}, status=400))
+    d = await fakes["dispatcher"](
+        lambda n: web.json_response(
+            {
+                "error": "bad_request",
+                "detail": "unknown zone 'mars'; this dispatcher's zones are: a",
+            },
+            status=400,
+        )
+    )
     async with aiohttp.ClientSession() as http:
         res = await fetch_dispatch(http, d.url, "c1", 2.0, zone="mars")
     assert res.kind == "http_400" and res.error is not None and "unknown zone 'mars'" in res.error

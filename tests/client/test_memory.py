@@ -44,8 +44,12 @@ async def test_closed_clients_are_freed_without_the_cycle_collector(fakes: Any) 
     refusing = await fakes["gateway"]("g0", refuse=ErrorCode.OVERLOADED)
     good = await fakes["gateway"]("g1")
     # The primary refuses every HELLO, so each round also leaves a refused attempt behind.
-    body = {"gateway": {"id": "g0", "host": "127.0.0.1", "port": refusing.port}, "ticket": "t",
-            "alternates": [good.json()], "heartbeat_s": 10}
+    body = {
+        "gateway": {"id": "g0", "host": "127.0.0.1", "port": refusing.port},
+        "ticket": "t",
+        "alternates": [good.json()],
+        "heartbeat_s": 10,
+    }
     d = await fakes["dispatcher"](lambda n: web.json_response(body))
 
     refs: list[weakref.ref[Any]] = []

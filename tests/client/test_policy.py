@@ -108,7 +108,8 @@ def test_failure_memory_ban_grows_and_expires() -> None:
 def test_failure_memory_order_puts_banned_last_soonest_first() -> None:
     clock = FakeClock()
     m = FailureMemory(clock)
-    m.failed("a"); m.failed("a")
+    m.failed("a")
+    m.failed("a")
     m.failed("c")  # banned 1 s
     assert m.order(["a", "b", "c", "d", "b"]) == ["b", "d", "c", "a"]
     assert m.usable(["a", "b", "c"]) == ["b"]
@@ -116,9 +117,11 @@ def test_failure_memory_order_puts_banned_last_soonest_first() -> None:
 
 def _answer(**over: object) -> dict:
     obj = {
-        "gateway": {"id": "g1", "host": "127.0.0.1", "port": 9001}, "ticket": "T",
+        "gateway": {"id": "g1", "host": "127.0.0.1", "port": 9001},
+        "ticket": "T",
         "alternates": [{"id": "g2", "host": "127.0.0.1", "port": 9002, "ticket": "T"}],
-        "heartbeat_s": 5, "retry": {"initial_s": 1.0},
+        "heartbeat_s": 5,
+        "retry": {"initial_s": 1.0},
     }
     obj.update(over)
     return obj
@@ -127,19 +130,24 @@ def _answer(**over: object) -> dict:
 def test_dispatch_answer_parses_contract_json() -> None:
     a = DispatchAnswer.from_json(_answer())
     assert [(e.id, e.address, e.ticket) for e in a.endpoints] == [
-        ("g1", "127.0.0.1:9001", "T"), ("g2", "127.0.0.1:9002", "T")]
+        ("g1", "127.0.0.1:9001", "T"),
+        ("g2", "127.0.0.1:9002", "T"),
+    ]
     assert a.heartbeat_s == 5.0 and a.retry == {"initial_s": 1.0}
     assert a.with_source("cache").gateway.source == "cache"
 
 
-@pytest.mark.parametrize("bad, what", [
-    ([], "not a JSON object"),
-    (_answer(gateway=None), "gateway is not an object"),
-    (_answer(gateway={"id": "g", "host": "h", "port": 0}), "gateway.port"),
-    (_answer(gateway={"id": "g", "port": 1}), "gateway.host"),
-    (_answer(alternates="x"), "'alternates' is not a list"),
-    (_answer(ticket=5), "'ticket' is not a string"),
-])
+@pytest.mark.parametrize(
+    "bad, what",
+    [
+        ([], "not a JSON object"),
+        (_answer(gateway=None), "gateway is not an object"),
+        (_answer(gateway={"id": "g", "host": "h", "port": 0}), "gateway.port"),
+        (_answer(gateway={"id": "g", "port": 1}), "gateway.host"),
+        (_answer(alternates="x"), "'alternates' is not a list"),
+        (_answer(ticket=5), "'ticket' is not a string"),
+    ],
+)
 def test_dispatch_answer_rejects_malformed(bad: object, what: str) -> None:
     with pytest.raises(DispatchError, match=what):
         DispatchAnswer.from_json(bad)
@@ -150,7 +158,9 @@ def test_retry_after_parsing() -> None:
     assert parse_retry_after(None, now=0, default=1.5) == 1.5
     assert parse_retry_after("garbage", now=0) == 1.0
     assert parse_retry_after("-5", now=0) == 0.0
-    assert parse_retry_after("Wed, 21 Oct 2015 07:28:10 GMT", now=1445412480.0) == pytest.approx(10.0)
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:10 GMT", now=1445412480.0) == pytest.approx(
+        10.0
+    )
 
 
 def test_static_list_and_candidate_order() -> None:
@@ -166,6 +176,8 @@ def test_static_list_and_candidate_order() -> None:
     ordered = order_candidates([dup, *eps], m)
     assert [e.address for e in ordered] == ["127.0.0.1:2", "[::1]:3", "127.0.0.1:1"]
     assert ordered[0].ticket == "T"  # first occurrence wins
-    firsts = {order_candidates(eps, FailureMemory(clock), shuffle=True, rng=random.Random(s))[0].port
-              for s in range(30)}
+    firsts = {
+        order_candidates(eps, FailureMemory(clock), shuffle=True, rng=random.Random(s))[0].port
+        for s in range(30)
+    }
     assert firsts == {1, 2, 3}

@@ -1,4 +1,5 @@
-"""Fixtures for dispatcher unit tests: a config builder, a pool with a fake clock, a router caller."""
+"""Fixtures for dispatcher unit tests: a config builder, a pool with a fake clock, a router
+caller."""
 
 from __future__ import annotations
 
@@ -34,23 +35,39 @@ def make_config(tmp_path: Path) -> Callable[..., DispatcherConfig]:
     (tmp_path / "ticket.secret").write_text(SECRET + "\n")
     (tmp_path / "admin.token").write_text(ADMIN + "\n")
 
-    def make(gateways: list[dict[str, Any]] | None = None, **sections: dict[str, Any]) -> DispatcherConfig:
-        d = {"secret_file": "ticket.secret", "admin_token_file": "admin.token", **sections.pop("dispatcher", {})}
-        doc: dict[str, Any] = {"dispatcher": d, "balancing": {"slow_start_s": 0, **sections.pop("balancing", {})}}
+    def make(
+        gateways: list[dict[str, Any]] | None = None, **sections: dict[str, Any]
+    ) -> DispatcherConfig:
+        d = {
+            "secret_file": "ticket.secret",
+            "admin_token_file": "admin.token",
+            **sections.pop("dispatcher", {}),
+        }
+        doc: dict[str, Any] = {
+            "dispatcher": d,
+            "balancing": {"slow_start_s": 0, **sections.pop("balancing", {})},
+        }
         doc.update(sections)
         if gateways is None:
-            gateways = [{"id": f"g{i}", "address": f"127.0.0.1:{9000 + i}", "weight": i} for i in (1, 2, 3)]
+            gateways = [
+                {"id": f"g{i}", "address": f"127.0.0.1:{9000 + i}", "weight": i} for i in (1, 2, 3)
+            ]
         doc["gateways"] = gateways
         return parse_config(doc, file="test.toml", base=tmp_path, env={})
 
     return make
 
 
-def bring_up(pool: Pool, *ids: str, connections: int = 0, capacity: int = 10_000, draining: bool = False) -> None:
+def bring_up(
+    pool: Pool, *ids: str, connections: int = 0, capacity: int = 10_000, draining: bool = False
+) -> None:
     """Feed enough good probe results to bring gateways up (rise)."""
     for gid in ids or list(pool.gateways):
         for _ in range(pool.gateways[gid].health.rise):
-            pool.on_result(gid, ProbeResult(ok=True, connections=connections, capacity=capacity, draining=draining))
+            pool.on_result(
+                gid,
+                ProbeResult(ok=True, connections=connections, capacity=capacity, draining=draining),
+            )
     pool.rebuild()
 
 
@@ -72,12 +89,18 @@ def hot_path(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def make_app(make_config: Callable[..., DispatcherConfig], clock: FakeClock,
-             request: pytest.FixtureRequest) -> Callable[..., Stack]:
+def make_app(
+    make_config: Callable[..., DispatcherConfig], clock: FakeClock, request: pytest.FixtureRequest
+) -> Callable[..., Stack]:
     path = request.getfixturevalue("hot_path") if "hot_path" in request.fixturenames else None
 
-    def make(*args: Any, up: bool = True, seed: int = 7, wall: Callable[[], float] = time.time,
-             **kwargs: Any) -> Stack:
+    def make(
+        *args: Any,
+        up: bool = True,
+        seed: int = 7,
+        wall: Callable[[], float] = time.time,
+        **kwargs: Any,
+    ) -> Stack:
         if path is not None:
             kwargs["dispatcher"] = {"speedups": path == "c", **kwargs.get("dispatcher", {})}
         cfg = make_config(*args, **kwargs)

@@ -1,4 +1,5 @@
-"""The ASGI app called directly with fake scope/receive/send: dispatch, errors, admin, push, metrics."""
+"""The ASGI app called directly with fake scope/receive/send: dispatch, errors, admin, push,
+metrics."""
 
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ ADMIN = "admin-token-123"
 
 
 @pytest.mark.usefixtures("hot_path")
-async def test_dispatch_answer_shape_and_one_ticket_for_all(make_app: Any, call_router: Any) -> None:
+async def test_dispatch_answer_shape_and_one_ticket_for_all(
+    make_app: Any, call_router: Any
+) -> None:
     app = make_app()
     r = await call_router(app, "GET", "/v1/dispatch", b"client_id=alice")
     assert r.status == 200
@@ -43,9 +46,13 @@ async def test_dispatch_answer_shape_and_one_ticket_for_all(make_app: Any, call_
 @pytest.mark.usefixtures("hot_path")
 async def test_alternates_setting_and_fewer_gateways(make_app: Any, call_router: Any) -> None:
     app = make_app(dispatcher={"alternates": 0})
-    assert (await call_router(app, "GET", "/v1/dispatch", b"client_id=a")).json()["alternates"] == []
+    assert (await call_router(app, "GET", "/v1/dispatch", b"client_id=a")).json()[
+        "alternates"
+    ] == []
     app = make_app([{"id": "only", "address": "127.0.0.1:9000"}], dispatcher={"alternates": 5})
-    assert (await call_router(app, "GET", "/v1/dispatch", b"client_id=a")).json()["alternates"] == []
+    assert (await call_router(app, "GET", "/v1/dispatch", b"client_id=a")).json()[
+        "alternates"
+    ] == []
 
 
 @pytest.mark.usefixtures("hot_path")
@@ -63,7 +70,9 @@ async def test_alternates_setting_and_fewer_gateways(make_app: Any, call_router:
         (b"client_id=\xff", "ASCII"),
     ],
 )
-async def test_bad_parameters_get_400_json(make_app: Any, call_router: Any, query: bytes, detail: str) -> None:
+async def test_bad_parameters_get_400_json(
+    make_app: Any, call_router: Any, query: bytes, detail: str
+) -> None:
     app = make_app()
     r = await call_router(app, "GET", "/v1/dispatch", query)
     assert r.status == 400, r.body
@@ -77,11 +86,15 @@ async def test_percent_encoded_and_extra_params_accepted(make_app: Any, call_rou
     app = make_app()
     r = await call_router(app, "GET", "/v1/dispatch", b"v=2&client_id=caf%C3%A9%20user+x")
     assert r.status == 200  # RFC 3986: '+' is a literal plus, a space is %20
-    TicketVerifier([SECRET]).verify(r.json()["ticket"], r.json()["gateway"]["id"], "caf\u00e9 user+x")
+    TicketVerifier([SECRET]).verify(
+        r.json()["ticket"], r.json()["gateway"]["id"], "caf\u00e9 user+x"
+    )
 
 
 @pytest.mark.usefixtures("hot_path")
-async def test_503_with_jittered_retry_after_when_all_full(make_app: Any, call_router: Any, up: Any) -> None:
+async def test_503_with_jittered_retry_after_when_all_full(
+    make_app: Any, call_router: Any, up: Any
+) -> None:
     app = make_app(up=False, dispatcher={"retry_after_min": 2, "retry_after_max": 7})
     up(app.pool, connections=5, capacity=5)
     seen = set()
@@ -121,18 +134,28 @@ async def test_503_when_no_gateway_is_up(make_app: Any, call_router: Any) -> Non
 
 
 @pytest.mark.usefixtures("hot_path")
-async def test_panic_hands_out_all_when_most_are_down(make_app: Any, call_router: Any, up: Any) -> None:
+async def test_panic_hands_out_all_when_most_are_down(
+    make_app: Any, call_router: Any, up: Any
+) -> None:
     app = make_app(up=False)  # default panic_threshold 0.5
     up(app.pool, "g1")  # 1 of 3 healthy < 50 %: panic
     assert app.pool.panic
-    seen = {(await call_router(app, "GET", "/v1/dispatch", f"client_id={i}".encode())).json()["gateway"]["id"]
-            for i in range(60)}
+    seen = {
+        (await call_router(app, "GET", "/v1/dispatch", f"client_id={i}".encode())).json()[
+            "gateway"
+        ]["id"]
+        for i in range(60)
+    }
     assert seen == {"g1", "g2", "g3"}
     assert (await call_router(app, "GET", "/healthz")).json()["panic"] is True
     up(app.pool, "g2")  # 2 of 3: normal again, the down one is not handed out
     assert not app.pool.panic
-    seen = {(await call_router(app, "GET", "/v1/dispatch", f"client_id={i}".encode())).json()["gateway"]["id"]
-            for i in range(60)}
+    seen = {
+        (await call_router(app, "GET", "/v1/dispatch", f"client_id={i}".encode())).json()[
+            "gateway"
+        ]["id"]
+        for i in range(60)
+    }
     assert seen == {"g1", "g2"}
 
 
@@ -155,7 +178,9 @@ async def test_admin_requires_bearer_token(make_app: Any, call_router: Any) -> N
         r = await call_router(app, "POST", "/v1/gateways", json_doc=body, token=token)
         assert r.status == 401 and r.json()["error"] == "unauthorized"
         assert "bearer" in r.headers["www-authenticate"].lower()
-    r = await call_router(app, "DELETE", "/v1/gateways/g1", headers=[(b"authorization", ADMIN.encode())])
+    r = await call_router(
+        app, "DELETE", "/v1/gateways/g1", headers=[(b"authorization", ADMIN.encode())]
+    )
     assert r.status == 401  # token without the Bearer scheme
     assert "g4" not in app.pool.gateways and "g1" in app.pool.gateways
 
@@ -167,7 +192,9 @@ async def test_admin_disabled_without_token(make_app: Any, call_router: Any, tmp
     app.configure(replace(app.config, admin_token=None))
     r = await call_router(app, "POST", "/v1/gateways/g1/drain", token=ADMIN)
     assert r.status == 403 and r.json()["error"] == "forbidden"
-    assert "no token is configured" in r.json()["detail"] and "admin_token_file" in r.json()["detail"]
+    assert (
+        "no token is configured" in r.json()["detail"] and "admin_token_file" in r.json()["detail"]
+    )
 
 
 async def test_admin_changes_apply_at_once(make_app: Any, call_router: Any, up: Any) -> None:
@@ -176,14 +203,30 @@ async def test_admin_changes_apply_at_once(make_app: Any, call_router: Any, up: 
     async def primaries(n: int = 120) -> Counter[str]:
         c: Counter[str] = Counter()
         for i in range(n):
-            c[(await call_router(app, "GET", "/v1/dispatch", f"client_id=c{i}".encode())).json()["gateway"]["id"]] += 1
+            c[
+                (await call_router(app, "GET", "/v1/dispatch", f"client_id=c{i}".encode())).json()[
+                    "gateway"
+                ]["id"]
+            ] += 1
         return c
 
-    r = await call_router(app, "POST", "/v1/gateways", json_doc={"id": "g4", "address": "127.0.0.1:9004", "weight": 2},
-                   token=ADMIN)
+    r = await call_router(
+        app,
+        "POST",
+        "/v1/gateways",
+        json_doc={"id": "g4", "address": "127.0.0.1:9004", "weight": 2},
+        token=ADMIN,
+    )
     assert r.status == 201 and r.json()["state"] == "down"
-    assert (await call_router(app, "POST", "/v1/gateways", json_doc={"id": "g4", "address": "127.0.0.1:1"},
-                       token=ADMIN)).status == 409
+    assert (
+        await call_router(
+            app,
+            "POST",
+            "/v1/gateways",
+            json_doc={"id": "g4", "address": "127.0.0.1:1"},
+            token=ADMIN,
+        )
+    ).status == 409
     up(app.pool, "g4")
     assert (await primaries())["g4"] > 0
 
@@ -209,16 +252,34 @@ async def test_admin_changes_apply_at_once(make_app: Any, call_router: Any, up: 
 @pytest.mark.parametrize(
     ("kwargs", "status", "error"),
     [
-        ({"body": b"{not json", "headers": [(b"content-type", b"application/json")]}, 400, "bad_json"),
+        (
+            {"body": b"{not json", "headers": [(b"content-type", b"application/json")]},
+            400,
+            "bad_json",
+        ),
         ({"body": b"[1,2]"}, 400, "bad_request"),
         ({"body": b""}, 400, "bad_request"),
-        ({"body": b'{"id":"g9"}', "headers": [(b"content-type", b"text/plain")]}, 415, "unsupported_media_type"),
-        ({"json_doc": {"id": "g9", "address": "127.0.0.1:1", "weight": -3}}, 400, "bad_gateway_spec"),
-        ({"json_doc": {"id": "g9", "address": "127.0.0.1:1", "colour": "red"}}, 400, "bad_gateway_spec"),
+        (
+            {"body": b'{"id":"g9"}', "headers": [(b"content-type", b"text/plain")]},
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            {"json_doc": {"id": "g9", "address": "127.0.0.1:1", "weight": -3}},
+            400,
+            "bad_gateway_spec",
+        ),
+        (
+            {"json_doc": {"id": "g9", "address": "127.0.0.1:1", "colour": "red"}},
+            400,
+            "bad_gateway_spec",
+        ),
         ({"body": b'{"id":"' + b"x" * 80000 + b'"}'}, 413, "body_too_large"),
     ],
 )
-async def test_malformed_admin_bodies_change_nothing(make_app: Any, call_router: Any, kwargs: dict, status: int, error: str) -> None:
+async def test_malformed_admin_bodies_change_nothing(
+    make_app: Any, call_router: Any, kwargs: dict, status: int, error: str
+) -> None:
     app = make_app()
     before = sorted(app.pool.gateways)
     r = await call_router(app, "POST", "/v1/gateways", token=ADMIN, **kwargs)
@@ -243,44 +304,70 @@ async def test_passive_report_counts_but_never_keeps_down(make_app: Any, call_ro
     called: list[str] = []
     app.router.on_passive = called.append
     for _ in range(5):
-        r = await call_router(app, "POST", "/v1/report", json_doc={"gateway_id": "g1", "error": "refused"})
+        r = await call_router(
+            app, "POST", "/v1/report", json_doc={"gateway_id": "g1", "error": "refused"}
+        )
         assert r.status == 202
     assert called == ["g1"] * 5
     assert app.pool.gateways["g1"].health.up  # at most one passive failure counts between probes
     app.pool.on_result("g1", ProbeResult(ok=False, detail="refused"))
     await call_router(app, "POST", "/v1/report", json_doc={"gateway_id": "g1"})
     assert not app.pool.gateways["g1"].health.up
-    assert (await call_router(app, "POST", "/v1/report", json_doc={"gateway_id": "nope"})).status == 404
+    assert (
+        await call_router(app, "POST", "/v1/report", json_doc={"gateway_id": "nope"})
+    ).status == 404
     assert (await call_router(app, "POST", "/v1/report", json_doc={"gateway_id": 5})).status == 400
-    assert (await call_router(app, "POST", "/v1/report", json_doc={"gateway_id": "g2", "error": 1})).status == 400
+    assert (
+        await call_router(app, "POST", "/v1/report", json_doc={"gateway_id": "g2", "error": 1})
+    ).status == 400
 
 
 def _status(gid: str, **kw: Any) -> dict[str, Any]:
-    return {"id": gid, "state": "serving", "connections": 0, "capacity": 100, "cpu": 0.1,
-            "address": "127.0.0.1:9100", **kw}
+    return {
+        "id": gid,
+        "state": "serving",
+        "connections": 0,
+        "capacity": 100,
+        "cpu": 0.1,
+        "address": "127.0.0.1:9100",
+        **kw,
+    }
 
 
 async def test_push_heartbeats(make_app: Any, call_router: Any) -> None:
     from tcpdispatch.health import PushTracker
 
-    app = make_app([{"id": "p1", "address": "127.0.0.1:9100", "check": "push"},
-                    {"id": "h1", "address": "127.0.0.1:9101"}], up=False)
+    app = make_app(
+        [
+            {"id": "p1", "address": "127.0.0.1:9100", "check": "push"},
+            {"id": "h1", "address": "127.0.0.1:9101"},
+        ],
+        up=False,
+    )
     app.router.tracker = PushTracker(3.0)
     assert (await call_router(app, "POST", "/v1/heartbeat", json_doc=_status("p1"))).status == 401
-    assert (await call_router(app, "POST", "/v1/heartbeat", json_doc=_status("p1"), token="bad-token")).status == 401
+    assert (
+        await call_router(app, "POST", "/v1/heartbeat", json_doc=_status("p1"), token="bad-token")
+    ).status == 401
     for _ in range(2):  # rise = 2
-        r = await call_router(app, "POST", "/v1/heartbeat", json_doc=_status("p1", connections=7), token=ADMIN)
+        r = await call_router(
+            app, "POST", "/v1/heartbeat", json_doc=_status("p1", connections=7), token=ADMIN
+        )
         assert r.status == 204 and r.body == b""
     gw = app.pool.gateways["p1"]
     assert gw.health.up and gw.load.reported == 7 and gw.reported_capacity == 100
     assert app.router.tracker.alive("p1")
-    r = await call_router(app, "POST", "/v1/heartbeat", json_doc=_status("p1", state="draining"), token=ADMIN)
+    r = await call_router(
+        app, "POST", "/v1/heartbeat", json_doc=_status("p1", state="draining"), token=ADMIN
+    )
     assert r.status == 204 and app.pool.gateways["p1"].state() == "draining"
     r = await call_router(app, "POST", "/v1/heartbeat", json_doc=_status("h1"), token=ADMIN)
     assert r.status == 409  # actively checked gateways do not take heartbeats
     r = await call_router(app, "POST", "/v1/heartbeat", json_doc=_status("new"), token=ADMIN)
     assert r.status == 404 and "register_unknown" in r.json()["detail"]
-    r = await call_router(app, "POST", "/v1/heartbeat", json_doc=_status("p1", connections=-1), token=ADMIN)
+    r = await call_router(
+        app, "POST", "/v1/heartbeat", json_doc=_status("p1", connections=-1), token=ADMIN
+    )
     assert r.status == 400 and "connections" in r.json()["detail"]
     app.pool.push_expired("p1")
     assert not app.pool.gateways["p1"].health.up
@@ -289,8 +376,15 @@ async def test_push_heartbeats(make_app: Any, call_router: Any) -> None:
 async def test_push_registration_of_unknown_gateways(make_app: Any, call_router: Any) -> None:
     app = make_app([], dispatcher={"register_unknown": True})
     for _ in range(2):
-        assert (await call_router(app, "POST", "/v1/heartbeat", json_doc=_status("auto", address="127.0.0.1:9300"),
-                           token=ADMIN)).status == 204
+        assert (
+            await call_router(
+                app,
+                "POST",
+                "/v1/heartbeat",
+                json_doc=_status("auto", address="127.0.0.1:9300"),
+                token=ADMIN,
+            )
+        ).status == 204
     gw = app.pool.gateways["auto"]
     assert gw.source == "push" and gw.config.port == 9300 and gw.health.up
     r = await call_router(app, "GET", "/v1/dispatch", b"client_id=x")
@@ -303,16 +397,27 @@ async def test_x_forwarded_for_only_from_trusted_proxies(make_app: Any) -> None:
     assert app.service.client_ip("10.0.0.1", xff) == "203.0.113.9"
     assert app.service.client_ip("192.0.2.1", xff) == "192.0.2.1"  # untrusted peer: header ignored
     assert app.service.client_ip("10.0.0.1", []) == "10.0.0.1"
-    assert app.service.client_ip("10.0.0.1", [(b"x-forwarded-for", b"1.2.3.4, garbage")]) == "10.0.0.1"
-    assert app.service.client_ip("10.0.0.1", [(b"x-forwarded-for", b"spoofed, 198.51.100.1")]) == "198.51.100.1"
+    assert (
+        app.service.client_ip("10.0.0.1", [(b"x-forwarded-for", b"1.2.3.4, garbage")]) == "10.0.0.1"
+    )
+    assert (
+        app.service.client_ip("10.0.0.1", [(b"x-forwarded-for", b"spoofed, 198.51.100.1")])
+        == "198.51.100.1"
+    )
 
 
 async def test_ip_hash_uses_forwarded_address(make_app: Any, call_router: Any) -> None:
     app = make_app(dispatcher={"policy": "ip_hash", "trusted_proxies": ["10.0.0.0/8"]})
     picks = set()
     for i in range(20):
-        r = await call_router(app, "GET", "/v1/dispatch", f"client_id=c{i}".encode(), client=("10.0.0.1", 1000 + i),
-                       headers=[(b"x-forwarded-for", b"198.51.100.77")])
+        r = await call_router(
+            app,
+            "GET",
+            "/v1/dispatch",
+            f"client_id=c{i}".encode(),
+            client=("10.0.0.1", 1000 + i),
+            headers=[(b"x-forwarded-for", b"198.51.100.77")],
+        )
         picks.add(r.json()["gateway"]["id"])
     assert len(picks) == 1
 
@@ -333,12 +438,16 @@ async def test_metrics_and_healthz(make_app: Any, call_router: Any) -> None:
 
 @pytest.mark.usefixtures("hot_path")
 @pytest.mark.parametrize("policy", ["p2c", "round_robin", "random", "least_conn"])
-async def test_weighted_shares_over_60000_dispatches(make_app: Any, call_router: Any, up: Any, policy: str) -> None:
+async def test_weighted_shares_over_60000_dispatches(
+    make_app: Any, call_router: Any, up: Any, policy: str
+) -> None:
     """Weights 1:2:3 give 1/6, 2/6, 3/6 of new connections (within 2 points)."""
     app = make_app(dispatcher={"policy": policy, "alternates": 0}, up=False)
     app.pool.rng.seed(11)
     up(app.pool, capacity=1_000_000)
-    n = 60_000 if policy == "p2c" else 12_000  # the full run through the ASGI app once; pickers are shared
+    n = (
+        60_000 if policy == "p2c" else 12_000
+    )  # the full run through the ASGI app once; pickers are shared
     for i in range(n):
         r = await call_router(app, "GET", "/v1/dispatch", b"client_id=c%d" % i)
         assert r.status == 200

@@ -13,16 +13,21 @@ import pytest
 from .conftest import ADMIN
 
 READ = "read-token-456"
-MUTATING = [("POST", "/v1/gateways", {"id": "g9", "address": "127.0.0.1:9009"}),
-            ("PATCH", "/v1/gateways/g1", {"weight": 5}), ("DELETE", "/v1/gateways/g1", None),
-            ("POST", "/v1/gateways/g1/drain", None), ("POST", "/v1/gateways/g1/undrain", None),
-            ("POST", "/v1/reload", None)]
+MUTATING = [
+    ("POST", "/v1/gateways", {"id": "g9", "address": "127.0.0.1:9009"}),
+    ("PATCH", "/v1/gateways/g1", {"weight": 5}),
+    ("DELETE", "/v1/gateways/g1", None),
+    ("POST", "/v1/gateways/g1/drain", None),
+    ("POST", "/v1/gateways/g1/undrain", None),
+    ("POST", "/v1/reload", None),
+]
 LISTING = ["/v1/gateways", "/v1/gateways/g1", "/metrics"]
 
 
 @pytest.mark.parametrize(("method", "path", "body"), MUTATING)
 async def test_every_admin_route_is_403_with_how_to_enable_when_no_token_is_set(
-        make_app: Any, call_router: Any, method: str, path: str, body: Any) -> None:
+    make_app: Any, call_router: Any, method: str, path: str, body: Any
+) -> None:
     app = make_app()
     app.configure(replace(app.config, admin_token=None, push_token=None))
     before = {gid: app.pool.describe(g) for gid, g in app.pool.gateways.items()}
@@ -34,10 +39,14 @@ async def test_every_admin_route_is_403_with_how_to_enable_when_no_token_is_set(
     assert {gid: app.pool.describe(g) for gid, g in app.pool.gateways.items()} == before
 
 
-async def test_push_heartbeats_are_403_without_a_push_token(make_app: Any, call_router: Any) -> None:
+async def test_push_heartbeats_are_403_without_a_push_token(
+    make_app: Any, call_router: Any
+) -> None:
     app = make_app()
     app.configure(replace(app.config, admin_token=None, push_token=None))
-    r = await call_router(app, "POST", "/v1/heartbeat", json_doc={"id": "g1", "state": "serving"}, token=ADMIN)
+    r = await call_router(
+        app, "POST", "/v1/heartbeat", json_doc={"id": "g1", "state": "serving"}, token=ADMIN
+    )
     assert r.status == 403 and "push_token_file" in r.json()["detail"]
 
 
@@ -58,7 +67,9 @@ async def test_read_token_guards_the_listings(read_app: Any, call_router: Any, p
         assert (await call_router(read_app, "GET", path, token=token)).status == 200
 
 
-async def test_dispatch_and_healthz_stay_open_with_a_read_token(read_app: Any, call_router: Any) -> None:
+async def test_dispatch_and_healthz_stay_open_with_a_read_token(
+    read_app: Any, call_router: Any
+) -> None:
     assert (await call_router(read_app, "GET", "/v1/dispatch", b"client_id=a")).status == 200
     assert (await call_router(read_app, "GET", "/healthz")).status == 200
 

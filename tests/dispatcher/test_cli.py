@@ -13,8 +13,12 @@ from tcpdispatch.dispatcher.config_writer import write_dispatcher_toml
 
 def write(tmp_path: Path, **dispatcher: Any) -> Path:
     (tmp_path / "ticket.secret").write_text("test-secret-0123456789abcdef\n")
-    return write_dispatcher_toml(tmp_path / "d.toml", secret_file="ticket.secret", dispatcher=dispatcher,
-                                 gateways=[{"id": "g1", "address": "127.0.0.1:9001"}])
+    return write_dispatcher_toml(
+        tmp_path / "d.toml",
+        secret_file="ticket.secret",
+        dispatcher=dispatcher,
+        gateways=[{"id": "g1", "address": "127.0.0.1:9001"}],
+    )
 
 
 def test_check_config_ok(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -22,7 +26,9 @@ def test_check_config_ok(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert "OK (1 gateways, policy p2c)" in capsys.readouterr().out
 
 
-def test_bad_config_exits_2_naming_file_key_reason(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_config_exits_2_naming_file_key_reason(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     cfg = write(tmp_path, alternates="two")
     assert main(["dispatcher", "--config", str(cfg)]) == 2
     err = capsys.readouterr().err

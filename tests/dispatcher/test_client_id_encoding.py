@@ -77,16 +77,25 @@ def test_the_sdk_encoding_round_trips(app: Stack, client_id: str) -> None:
 def test_the_c_recogniser_takes_a_literal_plus(make_app: Callable[..., Stack]) -> None:
     require_speedups()
     app = make_app()
-    answer = app.service.fast.request(b"GET /v1/dispatch?client_id=user+tag@example.com HTTP/1.1\r\nHost: x\r\n\r\n")
+    answer = app.service.fast.request(
+        b"GET /v1/dispatch?client_id=user+tag@example.com HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
     assert answer is not None, "an id with '+' needs no decoding: C answers it"
     assert ticket_client(answer[0].partition(b"\r\n\r\n")[2]) == "user+tag@example.com"
-    assert app.service.fast.request(b"GET /v1/dispatch?client_id=a%20b HTTP/1.1\r\nHost: x\r\n\r\n") is None
+    assert (
+        app.service.fast.request(b"GET /v1/dispatch?client_id=a%20b HTTP/1.1\r\nHost: x\r\n\r\n")
+        is None
+    )
 
 
 def test_max_client_id_is_counted_in_decoded_bytes_on_both_paths(app: Stack) -> None:
     limit = app.config.max_client_id
-    for cid, ok in (("a" * limit, True), ("a" * (limit + 1), False), ("%C3%A9" * (limit // 2), True),
-                    ("%C3%A9" * (limit // 2 + 1), False)):
+    for cid, ok in (
+        ("a" * limit, True),
+        ("a" * (limit + 1), False),
+        ("%C3%A9" * (limit // 2), True),
+        ("%C3%A9" * (limit // 2 + 1), False),
+    ):
         status, _, body = app.service.dispatch_bytes(f"client_id={cid}".encode(), "10.0.0.1", [])
         assert status == (200 if ok else 400), (cid[:12], body)
         if not ok:
@@ -98,7 +107,11 @@ def test_max_client_id_is_counted_in_decoded_bytes_on_both_paths(app: Stack) -> 
 
 @pytest.fixture
 async def server(app: Stack, hot_path: str) -> AsyncIterator[HTTPServer]:
-    raw = {"raw": app.service.fast_request, "on_date": app.service.set_date} if hot_path == "c" else {}
+    raw = (
+        {"raw": app.service.fast_request, "on_date": app.service.set_date}
+        if hot_path == "c"
+        else {}
+    )
     srv = HTTPServer(app.service.dispatch_bytes, app.router.handle, "127.0.0.1", 0, **raw)
     await srv.start()
     yield srv
@@ -115,8 +128,9 @@ async def exchange(port: int, data: bytes) -> bytes:
         writer.close()
 
 
-@pytest.mark.parametrize("line", [b"GET /v1/dispatch?client_id=a", b"GET /v1/dispatch?client_id=a+b",
-                                  b"GET /healthz"])
+@pytest.mark.parametrize(
+    "line", [b"GET /v1/dispatch?client_id=a", b"GET /v1/dispatch?client_id=a+b", b"GET /healthz"]
+)
 async def test_http09_request_line_gets_400(server: HTTPServer, app: Stack, line: bytes) -> None:
     answer = await exchange(server.port, line + b"\r\n\r\n")
     head, _, body = answer.partition(b"\r\n\r\n")
@@ -127,8 +141,10 @@ async def test_http09_request_line_gets_400(server: HTTPServer, app: Stack, line
 
 
 async def test_plus_over_a_socket(server: HTTPServer) -> None:
-    answer = await exchange(server.port, b"GET /v1/dispatch?client_id=u+t%2B%20x HTTP/1.1\r\nHost: x\r\n"
-                                         b"Connection: close\r\n\r\n")
+    answer = await exchange(
+        server.port,
+        b"GET /v1/dispatch?client_id=u+t%2B%20x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
     assert answer.startswith(b"HTTP/1.1 200 ")
     assert ticket_client(answer.partition(b"\r\n\r\n")[2]) == "u+t+ x"
 
@@ -142,6 +158,8 @@ def test_the_c_recogniser_applies_the_same_client_id_limit(make_app: Callable[..
         return b"GET /v1/dispatch?client_id=%b HTTP/1.1\r\nHost: x\r\n\r\n" % cid
 
     assert app.service.fast.request(raw(b"a" * limit)) is not None
-    assert app.service.fast.request(raw(b"a" * (limit + 1))) is None  # left to Python, which answers 400
+    assert (
+        app.service.fast.request(raw(b"a" * (limit + 1))) is None
+    )  # left to Python, which answers 400
     status, _, body = app.service.dispatch_bytes(b"client_id=" + b"a" * (limit + 1), "10.0.0.1", [])
     assert status == 400 and f"longer than {limit} bytes" in json.loads(body)["detail"]

@@ -51,7 +51,9 @@ def test_minimal_config_and_defaults(cfgdir: Path) -> None:
     assert (gw.id, gw.host, gw.port, gw.weight, gw.capacity) == ("g1", "127.0.0.1", 9001, 1.0, None)
 
 
-def test_relative_paths_resolve_against_config_dir(cfgdir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_relative_paths_resolve_against_config_dir(
+    cfgdir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     elsewhere = tmp_path / "cwd"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
@@ -78,28 +80,94 @@ def test_default_check_is_tcp_to_the_address(cfgdir: Path) -> None:
         ("weight = 1", "weight = 1\ncapacity = -5", "gateways[0].capacity", "between"),
         ("weight = 1", "weight = 1\nwieght = 2", "gateways[0].wieght", "unknown key"),
         ('address = "127.0.0.1:9001"', 'address = "nowhere"', "gateways[0].address", "HOST:PORT"),
-        ('check = "http://127.0.0.1:9101/status"', 'check = "ftp://x:1"', "gateways[0].check", "ftp"),
-        ('check = "http://127.0.0.1:9101/status"', 'check = "agent://h"', "gateways[0].check", "port"),
+        (
+            'check = "http://127.0.0.1:9101/status"',
+            'check = "ftp://x:1"',
+            "gateways[0].check",
+            "ftp",
+        ),
+        (
+            'check = "http://127.0.0.1:9101/status"',
+            'check = "agent://h"',
+            "gateways[0].check",
+            "port",
+        ),
         ('id = "g1"', 'id = "has space"', "gateways[0].id", "printable"),
-        ('policy = "p2c"', 'policy = "fastest"', "dispatcher.policy", "must be one of round_robin,"),
-        ('listen = "127.0.0.1:8080"', 'listen = "127.0.0.1:http"', "dispatcher.listen", "non-numeric"),
-        ('secret_file = "ticket.secret"', 'secret_file = "missing.secret"', "dispatcher.secret_file", "cannot read"),
-        ('admin_token_file = "admin.token"', 'admin_token_file = "nope"', "dispatcher.admin_token_file", "cannot read"),
-        ("[dispatcher]", "[dispatcher]\nalternates = 99", "dispatcher.alternates", "between 0 and 16"),
-        ("[dispatcher]", '[dispatcher]\ntrusted_proxies = ["10.0.0.0/33"]', "dispatcher.trusted_proxies[0]", "not an IP network"),
-        ("[dispatcher]", "[dispatcher]\nretry_after_min = 9\nretry_after_max = 2", "dispatcher.retry_after_max", ">= retry_after_min"),
+        (
+            'policy = "p2c"',
+            'policy = "fastest"',
+            "dispatcher.policy",
+            "must be one of round_robin,",
+        ),
+        (
+            'listen = "127.0.0.1:8080"',
+            'listen = "127.0.0.1:http"',
+            "dispatcher.listen",
+            "non-numeric",
+        ),
+        (
+            'secret_file = "ticket.secret"',
+            'secret_file = "missing.secret"',
+            "dispatcher.secret_file",
+            "cannot read",
+        ),
+        (
+            'admin_token_file = "admin.token"',
+            'admin_token_file = "nope"',
+            "dispatcher.admin_token_file",
+            "cannot read",
+        ),
+        (
+            "[dispatcher]",
+            "[dispatcher]\nalternates = 99",
+            "dispatcher.alternates",
+            "between 0 and 16",
+        ),
+        (
+            "[dispatcher]",
+            '[dispatcher]\ntrusted_proxies = ["10.0.0.0/33"]',
+            "dispatcher.trusted_proxies[0]",
+            "not an IP network",
+        ),
+        (
+            "[dispatcher]",
+            "[dispatcher]\nretry_after_min = 9\nretry_after_max = 2",
+            "dispatcher.retry_after_max",
+            ">= retry_after_min",
+        ),
         ("[dispatcher]", "[health]\nrise = 0\n[dispatcher]", "health.rise", "between 1 and 100"),
-        ("[dispatcher]", "[health]\nintervall = 1\n[dispatcher]", "health.intervall", "unknown key"),
+        (
+            "[dispatcher]",
+            "[health]\nintervall = 1\n[dispatcher]",
+            "health.intervall",
+            "unknown key",
+        ),
         ("[dispatcher]", "[health]\nwatch = 1\n[dispatcher]", "health.watch", "true or false"),
-        ("[dispatcher]", "[health]\noverload_busy = 0.5\n[dispatcher]", "health.overload_busy",
-         "must not be below overload_busy_exit"),
-        ("[dispatcher]", "[balancing]\npanic_threshold = 2\n[dispatcher]", "balancing.panic_threshold", "<= 1.0"),
+        (
+            "[dispatcher]",
+            "[health]\noverload_busy = 0.5\n[dispatcher]",
+            "health.overload_busy",
+            "must not be below overload_busy_exit",
+        ),
+        (
+            "[dispatcher]",
+            "[balancing]\npanic_threshold = 2\n[dispatcher]",
+            "balancing.panic_threshold",
+            "<= 1.0",
+        ),
         ("[dispatcher]", "[retry]\nmultiplier = 0.5\n[dispatcher]", "retry.multiplier", ">= 1.0"),
         ("[dispatcher]", "[nonsense]\n[dispatcher]", "nonsense", "unknown key"),
-        ("[dispatcher]", '[dispatcher]\nserver = "uvloop"', "dispatcher.server", "only the built-in HTTP server"),
+        (
+            "[dispatcher]",
+            '[dispatcher]\nserver = "uvloop"',
+            "dispatcher.server",
+            "only the built-in HTTP server",
+        ),
     ],
 )
-def test_each_error_names_file_key_and_reason(cfgdir: Path, old: str, new: str, key: str, reason: str) -> None:
+def test_each_error_names_file_key_and_reason(
+    cfgdir: Path, old: str, new: str, key: str, reason: str
+) -> None:
     assert old in BASE
     path = write(cfgdir, BASE.replace(old, new, 1))
     with pytest.raises(ConfigError) as info:
@@ -128,12 +196,18 @@ def test_unreadable_and_invalid_toml(cfgdir: Path) -> None:
 
 
 def test_health_watch_and_overload_keys(cfgdir: Path) -> None:
-    cfg = load_config(write(cfgdir, BASE + "\n[health]\nwatch = false\noverload_lag = 0.2\n"), env={})
-    assert cfg.health.watch is False and cfg.health.overload_lag == 0.2 and cfg.health.overload is True
+    cfg = load_config(
+        write(cfgdir, BASE + "\n[health]\nwatch = false\noverload_lag = 0.2\n"), env={}
+    )
+    assert (
+        cfg.health.watch is False and cfg.health.overload_lag == 0.2 and cfg.health.overload is True
+    )
 
 
 def test_parse_gateway_for_admin_bodies() -> None:
-    gw = parse_gateway({"id": "x", "address": "127.0.0.1:1", "weight": 2.5, "capacity": 10, "check": "push"})
+    gw = parse_gateway(
+        {"id": "x", "address": "127.0.0.1:1", "weight": 2.5, "capacity": 10, "check": "push"}
+    )
     assert (gw.weight, gw.capacity, gw.check) == (2.5, 10, "push")
     with pytest.raises(ConfigError) as info:
         parse_gateway({"id": "x"}, file="request body")

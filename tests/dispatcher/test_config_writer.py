@@ -63,11 +63,17 @@ def test_the_dispatcher_loads_what_it_writes(tmp_path: Path) -> None:
 def test_zones_are_written_as_an_array_of_tables(tmp_path: Path) -> None:
     (tmp_path / "ticket.secret").write_text("test-secret-0123456789abcdef\n")
     zones = [{"name": "a", "cidrs": ["10.1.0.0/16"], "spill_to": ["b"]}, {"name": "b"}]
-    path = write_dispatcher_toml(tmp_path / "d.toml", secret_file="ticket.secret", zones=zones,
-                                 gateways=[{**GATEWAYS[0], "zone": "a"}, {**GATEWAYS[1], "zone": "b"}])
+    path = write_dispatcher_toml(
+        tmp_path / "d.toml",
+        secret_file="ticket.secret",
+        zones=zones,
+        gateways=[{**GATEWAYS[0], "zone": "a"}, {**GATEWAYS[1], "zone": "b"}],
+    )
     cfg = load_config(path)
     assert [(z.name, [str(n) for n in z.cidrs], z.spill_to) for z in cfg.zones] == [
-        ("a", ["10.1.0.0/16"], ("b",)), ("b", [], ())]
+        ("a", ["10.1.0.0/16"], ("b",)),
+        ("b", [], ()),
+    ]
     assert [g.zone for g in cfg.gateways] == ["a", "b"]
     with pytest.raises(ValueError, match="own argument"):
         dispatcher_toml(sections={"zones": {"name": "a"}})

@@ -30,8 +30,9 @@ ADMIN = "admin-token-123"
 # ------------------------------------------------------------------ static files
 
 
-async def test_ui_serves_package_files_with_types_etag_and_csp(make_app: Callable[..., Stack],
-                                                              call_router: Any) -> None:
+async def test_ui_serves_package_files_with_types_etag_and_csp(
+    make_app: Callable[..., Stack], call_router: Any
+) -> None:
     app = make_app()
     r = await call_router(app, "GET", "/ui")
     assert r.status == 308 and r.headers["location"] == "/ui/"
@@ -39,16 +40,25 @@ async def test_ui_serves_package_files_with_types_etag_and_csp(make_app: Callabl
     assert r.status == 200 and r.headers["content-type"] == "text/html; charset=utf-8"
     assert r.headers["content-security-policy"] == CSP and "script-src 'self';" in CSP
     assert "unsafe-inline" not in CSP and "unsafe-eval" not in CSP
-    assert r.headers["x-content-type-options"] == "nosniff" and r.headers["cache-control"] == "no-cache"
+    assert (
+        r.headers["x-content-type-options"] == "nosniff"
+        and r.headers["cache-control"] == "no-cache"
+    )
     html = r.body.decode()
-    assert "<script src=\"app.js\"" in html and "<script>" not in html and "style=" not in html
-    for name, ctype in (("app.js", "text/javascript"), ("style.css", "text/css"),
-                        ("uPlot.iife.min.js", "text/javascript"), ("uPlot.min.css", "text/css"),
-                        ("favicon.svg", "image/svg+xml")):
+    assert '<script src="app.js"' in html and "<script>" not in html and "style=" not in html
+    for name, ctype in (
+        ("app.js", "text/javascript"),
+        ("style.css", "text/css"),
+        ("uPlot.iife.min.js", "text/javascript"),
+        ("uPlot.min.css", "text/css"),
+        ("favicon.svg", "image/svg+xml"),
+    ):
         r = await call_router(app, "GET", "/ui/" + name)
         assert r.status == 200 and r.headers["content-type"].startswith(ctype), name
     etag = r.headers["etag"]
-    r = await call_router(app, "GET", "/ui/favicon.svg", headers=[(b"if-none-match", etag.encode())])
+    r = await call_router(
+        app, "GET", "/ui/favicon.svg", headers=[(b"if-none-match", etag.encode())]
+    )
     assert r.status == 304 and r.body == b""
     for bad in ("/ui/../routes.py", "/ui/nope.js", "/ui/README.md/x", "/ui/%2e%2e/app.py"):
         r = await call_router(app, "GET", bad)
@@ -59,7 +69,10 @@ def test_every_shipped_file_is_served_and_the_vendored_licence_is_there() -> Non
     files = StaticFiles().files
     assert {"index.html", "app.js", "style.css", "uPlot.iife.min.js", "uPlot.min.css"} <= set(files)
     root = Path(__file__).parents[2] / "src/tcpdispatch/dispatcher/ui"
-    assert "MIT" in (root / "uPlot.LICENSE").read_text() and "1.6.32" in (root / "README.md").read_text()
+    assert (
+        "MIT" in (root / "uPlot.LICENSE").read_text()
+        and "1.6.32" in (root / "README.md").read_text()
+    )
 
 
 # ------------------------------------------------------------------ /v1/events over the real server
@@ -74,8 +87,9 @@ class Stream:
     async def head(self) -> tuple[int, dict[str, str]]:
         raw = await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), scaled(5))
         lines = raw.decode().split("\r\n")
-        return int(lines[0].split()[1]), {k.lower(): v.strip() for k, _, v in
-                                          (ln.partition(":") for ln in lines[1:] if ln)}
+        return int(lines[0].split()[1]), {
+            k.lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:] if ln)
+        }
 
     async def chunk(self) -> bytes:
         """The next chunk of the body (chunked transfer coding)."""
@@ -121,8 +135,9 @@ async def server(make_app: Callable[..., Stack]) -> AsyncIterator[Callable[..., 
         await s.close(grace=0.5)
 
 
-async def test_events_stream_over_the_built_in_server(make_app: Callable[..., Stack], server: Any,
-                                                      call_router: Any) -> None:
+async def test_events_stream_over_the_built_in_server(
+    make_app: Callable[..., Stack], server: Any, call_router: Any
+) -> None:
     app = make_app()
     open_stream = await server(app)
     s = await open_stream()
@@ -136,13 +151,18 @@ async def test_events_stream_over_the_built_in_server(make_app: Callable[..., St
     assert r.status == 200
     event = await s.message("event")
     assert event["kind"] == "drain" and event["gateway"] == "g2" and event["draining"] is True
-    for _ in range(3):  # the first tick may still serve the snapshot taken on connect (shared, 0.25 s)
+    for _ in range(
+        3
+    ):  # the first tick may still serve the snapshot taken on connect (shared, 0.25 s)
         pool = await s.message("pool")
         if pool["gateways"]:
             break
-    assert [(g["id"], g["state"]) for g in pool["gateways"]] == [("g2", "draining")]  # only what changed
+    assert [(g["id"], g["state"]) for g in pool["gateways"]] == [
+        ("g2", "draining")
+    ]  # only what changed
     assert len(app.pool.events.subscribers) == 1
-    s.writer.close()  # the client leaves: the stream ends at its next write, its subscription with it
+    # the client leaves: the stream ends at its next write, its subscription with it
+    s.writer.close()
     for _ in range(int(scaled(50))):
         if not app.pool.events.subscribers:
             break
@@ -150,8 +170,9 @@ async def test_events_stream_over_the_built_in_server(make_app: Callable[..., St
     assert not app.pool.events.subscribers
 
 
-async def test_events_follow_the_read_token_rule(make_app: Callable[..., Stack], server: Any,
-                                                 tmp_path: Path) -> None:
+async def test_events_follow_the_read_token_rule(
+    make_app: Callable[..., Stack], server: Any, tmp_path: Path
+) -> None:
     (tmp_path / "read.token").write_text("read-token-456\n")
     app = make_app(dispatcher={"read_token_file": "read.token"})
     open_stream = await server(app)
@@ -163,8 +184,9 @@ async def test_events_follow_the_read_token_rule(make_app: Callable[..., Stack],
         assert "gateways" in await s.message("snapshot")
 
 
-async def test_event_streams_are_bounded(make_app: Callable[..., Stack], server: Any,
-                                         monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_event_streams_are_bounded(
+    make_app: Callable[..., Stack], server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(routes, "MAX_STREAMS", 2)
     app = make_app()
     open_stream = await server(app)
@@ -206,37 +228,66 @@ class Clock:
         return self.t
 
 
-async def test_overview_states_targets_probe_and_rates(make_config: Callable[..., DispatcherConfig]) -> None:
-    cfg = make_config([{"id": f"g{i}", "address": f"127.0.0.1:{9000 + i}", "capacity": 100} for i in range(5)],
-                      balancing={"slow_start_s": 30})
+async def test_overview_states_targets_probe_and_rates(
+    make_config: Callable[..., DispatcherConfig],
+) -> None:
+    cfg = make_config(
+        [{"id": f"g{i}", "address": f"127.0.0.1:{9000 + i}", "capacity": 100} for i in range(5)],
+        balancing={"slow_start_s": 30},
+    )
     clock = Clock()
     pool = Pool(cfg, clock=clock, rng=random.Random(1))
     for gid in ("g0", "g1", "g2", "g3"):
         for _ in range(2):
-            pool.on_result(gid, ProbeResult(ok=True, connections=10, capacity=100, latency_s=0.0042))
+            pool.on_result(
+                gid, ProbeResult(ok=True, connections=10, capacity=100, latency_s=0.0042)
+            )
     pool.rebuild()
     clock.t += 60  # past slow start
     pool.set_drain("g1", True)
     pool.remove("g3")
     pool.add(cfg.gateways[3], "admin")
     for _ in range(2):
-        pool.on_result("g3", ProbeResult(ok=True, connections=0, capacity=100))  # joined later: slow start
+        pool.on_result(
+            "g3", ProbeResult(ok=True, connections=0, capacity=100)
+        )  # joined later: slow start
     pool.rebuild()
     app = Stack(cfg, pool)
     rb = Rebalancer(cfg.rebalance, pool, app.stats, MemoryStore(), holder="r1")
     await rb.step()
     tick = Clock()
-    ov = Overview(pool, app.stats, lambda: (list(app.stats.latency.counts), app.stats.latency.total),
-                  lambda: rb, clock=tick)
+    ov = Overview(
+        pool,
+        app.stats,
+        lambda: (list(app.stats.latency.counts), app.stats.latency.total),
+        lambda: rb,
+        clock=tick,
+    )
     first = ov.snapshot()
     rows = {gid: json.loads(row) for gid, row in first.rows.items()}
     assert {k: v["state"] for k, v in rows.items()} == {
-        "g0": "up", "g1": "draining", "g2": "up", "g3": "slow start", "g4": "down"}
-    assert rows["g0"]["held"] == 10 and rows["g0"]["capacity"] == 100 and rows["g0"]["zone"] == "default"
-    assert rows["g0"]["probe_ok"] is True and rows["g0"]["probe_ms"] == 4.2 and rows["g4"]["probe_ok"] is None
+        "g0": "up",
+        "g1": "draining",
+        "g2": "up",
+        "g3": "slow start",
+        "g4": "down",
+    }
+    assert (
+        rows["g0"]["held"] == 10
+        and rows["g0"]["capacity"] == 100
+        and rows["g0"]["zone"] == "default"
+    )
+    assert (
+        rows["g0"]["probe_ok"] is True
+        and rows["g0"]["probe_ms"] == 4.2
+        and rows["g4"]["probe_ok"] is None
+    )
     assert rows["g0"]["target"] is not None and rows["g1"]["weight"] == 1.0
     assert first.head["replica"] == {"id": "r1", "leader": True, "leader_id": "r1"}
-    assert first.head["rebalance"]["breaker"]["state"] == "closed" and "gateways" not in first.head["rebalance"]
+    assert (
+        first.head["rebalance"]["breaker"]["state"] == "closed"
+        and "gateways" not in first.head["rebalance"]
+    )
     assert ov.snapshot() is first  # shared between streams within min_interval_s
     for i in range(30):
         app.service.dispatch_bytes(f"client_id=c{i}".encode(), "10.0.0.1", [])
@@ -251,8 +302,12 @@ async def test_overview_states_targets_probe_and_rates(make_config: Callable[...
     assert second.rows["g2"] is first.rows["g2"]
 
 
-def test_panic_state_for_a_down_gateway_handed_out(make_config: Callable[..., DispatcherConfig]) -> None:
-    pool = Pool(make_config(), rng=random.Random(1))  # nothing probed yet: all down, panic hands them out
+def test_panic_state_for_a_down_gateway_handed_out(
+    make_config: Callable[..., DispatcherConfig],
+) -> None:
+    pool = Pool(
+        make_config(), rng=random.Random(1)
+    )  # nothing probed yet: all down, panic hands them out
     app = Stack(make_config(), pool)
     ov = Overview(pool, app.stats, lambda: ([0] * 12, 0.0), lambda: None)
     view = ov.snapshot()
@@ -260,13 +315,17 @@ def test_panic_state_for_a_down_gateway_handed_out(make_config: Callable[..., Di
     assert {json.loads(row)["state"] for row in view.rows.values()} == {"panic"}
 
 
-async def test_metrics_count_events_by_kind_and_open_streams(make_app: Callable[..., Stack],
-                                                             call_router: Any) -> None:
+async def test_metrics_count_events_by_kind_and_open_streams(
+    make_app: Callable[..., Stack], call_router: Any
+) -> None:
     app = make_app()
     app.pool.set_drain("g1", True)
     app.pool.set_drain("g1", False)
     sub = app.pool.events.subscribe()
     text = (await call_router(app, "GET", "/metrics")).body.decode()
     assert 'tcpdispatch_events_total{kind="drain"} 2.0' in text
-    assert "tcpdispatch_event_streams 1.0" in text and "tcpdispatch_event_streams_dropped_total 0.0" in text
+    assert (
+        "tcpdispatch_event_streams 1.0" in text
+        and "tcpdispatch_event_streams_dropped_total 0.0" in text
+    )
     sub.close()

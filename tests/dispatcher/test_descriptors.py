@@ -15,4 +15,6 @@ def test_warns_when_health_connections_would_take_half_the_limit(caplog: Any) ->
         assert not caplog.records
         _descriptor_headroom(soft)
     assert len(caplog.records) == 1 and "file descriptors" in caplog.records[0].getMessage()
-    assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] >= soft  # raised to the hard cap, never lowered
+    assert (
+        resource.getrlimit(resource.RLIMIT_NOFILE)[0] >= soft
+    )  # raised to the hard cap, never lowered

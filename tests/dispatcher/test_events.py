@@ -52,8 +52,13 @@ def test_history_is_bounded_and_subscribers_get_each_event() -> None:
         bus.publish("drain", f"m{i}", gateway="g1")
     assert [e["message"] for e in bus.history()] == ["m2", "m3", "m4"]
     assert [e.seq for e in sub.take()] == [1, 2, 3, 4, 5]
-    assert bus.history()[-1] == {"seq": 5, "at": round(bus.recent[-1].at, 3), "kind": "drain",
-                                 "message": "m4", "gateway": "g1"}
+    assert bus.history()[-1] == {
+        "seq": 5,
+        "at": round(bus.recent[-1].at, 3),
+        "kind": "drain",
+        "message": "m4",
+        "gateway": "g1",
+    }
 
 
 def test_a_subscriber_that_falls_behind_is_dropped_and_publishing_goes_on() -> None:
@@ -75,15 +80,28 @@ def test_sse_message_format() -> None:
 def test_pool_update_sends_only_changed_rows_and_removed_ids() -> None:
     a, b = b'{"id":"a","held":1}', b'{"id":"b","held":2}'
     doc, sent = pool_update(PoolView({"panic": False}, {"a": a, "b": b}, [1]), {})
-    assert json.loads(doc) == {"gateways": [{"id": "a", "held": 1}, {"id": "b", "held": 2}], "removed": [],
-                               "panic": False}  # no history after the snapshot
+    assert json.loads(doc) == {
+        "gateways": [{"id": "a", "held": 1}, {"id": "b", "held": 2}],
+        "removed": [],
+        "panic": False,
+    }  # no history after the snapshot
     c = b'{"id":"c","held":0}'
     doc, sent = pool_update(PoolView({"panic": True}, {"a": a, "c": c}), sent)
-    assert json.loads(doc) == {"gateways": [{"id": "c", "held": 0}], "removed": ["b"], "panic": True}
+    assert json.loads(doc) == {
+        "gateways": [{"id": "c", "held": 0}],
+        "removed": ["b"],
+        "panic": True,
+    }
     assert sent == {"a": a, "c": c}
-    snap = json.loads(snapshot_data(PoolView({"panic": True}, {"a": a, "c": c}, [[1, 2]]), [{"seq": 1}]))
-    assert snap == {"gateways": [{"id": "a", "held": 1}, {"id": "c", "held": 0}], "panic": True,
-                    "history": [[1, 2]], "events": [{"seq": 1}]}
+    snap = json.loads(
+        snapshot_data(PoolView({"panic": True}, {"a": a, "c": c}, [[1, 2]]), [{"seq": 1}])
+    )
+    assert snap == {
+        "gateways": [{"id": "a", "held": 1}, {"id": "c", "held": 0}],
+        "panic": True,
+        "history": [[1, 2]],
+        "events": [{"seq": 1}],
+    }
 
 
 async def _next(stream: AsyncIterator[bytes]) -> list[tuple[str, Any]]:
@@ -100,8 +118,16 @@ async def test_stream_snapshot_then_events_then_pool_ticks_then_overflow() -> No
     assert len(bus.subscribers) == 1
     bus.publish("drain", "g1 drained", gateway="g1")
     got = await _next(stream)
-    assert got[0] == ("event", {"seq": 2, "at": round(bus.recent[-1].at, 3), "kind": "drain",
-                                "message": "g1 drained", "gateway": "g1"})
+    assert got[0] == (
+        "event",
+        {
+            "seq": 2,
+            "at": round(bus.recent[-1].at, 3),
+            "kind": "drain",
+            "message": "g1 drained",
+            "gateway": "g1",
+        },
+    )
     rows["g1"] = b'{"id":"g1","held":5}'
     pools: list[Any] = []
     while not pools:
@@ -130,7 +156,8 @@ def kinds(bus: EventBus) -> list[tuple[str, str]]:
 
 
 def test_pool_publishes_health_panic_drain_weight_and_membership(
-        make_config: Callable[..., DispatcherConfig]) -> None:
+    make_config: Callable[..., DispatcherConfig],
+) -> None:
     bus = EventBus()
     pool = Pool(make_config(), rng=random.Random(1), events=bus)
     for _ in range(2):
@@ -140,12 +167,15 @@ def test_pool_publishes_health_panic_drain_weight_and_membership(
     assert ("health", "gateway g1 is up") in kinds(bus)
     assert [m for k, m in kinds(bus) if k == "panic"] == [
         "panic mode on: 0 of 3 non-draining gateways are healthy",
-        "panic mode off: 2 of 3 non-draining gateways are healthy"]
+        "panic mode off: 2 of 3 non-draining gateways are healthy",
+    ]
     pool.set_drain("g2", True)
     pool.set_drain("g2", True)  # no change, no event
     pool.set_weight("g3", 5)
     assert [k for k in kinds(bus) if k[0] in ("drain", "weight")] == [
-        ("drain", "gateway g2 drained by the operator"), ("weight", "gateway g3 weight 3 -> 5")]
+        ("drain", "gateway g2 drained by the operator"),
+        ("weight", "gateway g3 weight 3 -> 5"),
+    ]
     for _ in range(3):
         pool.on_result("g1", ProbeResult(ok=False, detail="connection refused"))
     down = "gateway g1 went down: 2 probes in a row failed (fall = 2): connection refused"
@@ -155,7 +185,8 @@ def test_pool_publishes_health_panic_drain_weight_and_membership(
 
 
 async def test_rebalancer_publishes_leadership_and_operator_switches(
-        make_config: Callable[..., DispatcherConfig]) -> None:
+    make_config: Callable[..., DispatcherConfig],
+) -> None:
     cfg = make_config()
     pool = Pool(cfg, rng=random.Random(1))
     app = Stack(cfg, pool)
@@ -183,7 +214,8 @@ async def test_reload_publishes_success_and_refusal(tmp_path: Path) -> None:
 
 
 async def test_a_replica_that_does_not_lead_names_the_one_that_does(
-        make_config: Callable[..., DispatcherConfig]) -> None:
+    make_config: Callable[..., DispatcherConfig],
+) -> None:
     class OneLease(MemoryStore):  # shared by both replicas, as Redis would be; r1 holds the lease
         async def lease(self, name: str, holder: str, ttl: float) -> bool:
             return holder == "r1"

@@ -14,11 +14,13 @@ K1, K2 = StaticKey.generate().public.text, StaticKey.generate().public.text
 
 
 async def test_answer_names_each_gateways_key(make_app: Any, call_router: Any) -> None:
-    app = make_app([
-        {"id": "g1", "address": "127.0.0.1:9001", "key": K1},
-        {"id": "g2", "address": "127.0.0.1:9002", "key": K2},
-        {"id": "g3", "address": "127.0.0.1:9003"},  # plain gateway: no key in its entries
-    ])
+    app = make_app(
+        [
+            {"id": "g1", "address": "127.0.0.1:9001", "key": K1},
+            {"id": "g2", "address": "127.0.0.1:9002", "key": K2},
+            {"id": "g3", "address": "127.0.0.1:9003"},  # plain gateway: no key in its entries
+        ]
+    )
     keys = {"g1": K1, "g2": K2, "g3": None}
     for i in range(10):
         r = await call_router(app, "GET", "/v1/dispatch", f"client_id=c{i}".encode())

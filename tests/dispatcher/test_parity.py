@@ -32,21 +32,31 @@ from .conftest import SECRET, FakeClock, bring_up
 WALL = 1_767_225_600.75  # 2026-01-01, with a fraction that int() must drop
 DATE = b"date: Thu, 01 Jan 2026 00:00:00 GMT\r\n"
 # splitmix64 from state 1234567: the reference outputs of Vigna's splitmix64.c
-SPLITMIX_1234567 = [6457827717110365317, 3203168211198807973, 9817491932198370423,
-                    4593380528125082431, 16408922859458223821]
+SPLITMIX_1234567 = [
+    6457827717110365317,
+    3203168211198807973,
+    9817491932198370423,
+    4593380528125082431,
+    16408922859458223821,
+]
 
 
 class Twins:
     """The app under test and a pure-Python reference built alike."""
 
-    def __init__(self, make_config: Callable[..., Any], hot_path: str, seed: int, *args: Any,
-                 **sections: Any) -> None:
+    def __init__(
+        self, make_config: Callable[..., Any], hot_path: str, seed: int, *args: Any, **sections: Any
+    ) -> None:
         self.wall = FakeClock(WALL)
         d = sections.pop("dispatcher", {})
-        self.app = self._build(make_config(*args, dispatcher={**d, "speedups": hot_path == "c"}, **sections),
-                               SplitMixRandom(seed))
-        self.ref = self._build(make_config(*args, dispatcher={**d, "speedups": False}, **sections),
-                               SplitMixRandom(seed, pure=True))
+        self.app = self._build(
+            make_config(*args, dispatcher={**d, "speedups": hot_path == "c"}, **sections),
+            SplitMixRandom(seed),
+        )
+        self.ref = self._build(
+            make_config(*args, dispatcher={**d, "speedups": False}, **sections),
+            SplitMixRandom(seed, pure=True),
+        )
         assert not self.ref.draws.in_c and self.ref.hot_path == "python"
         self.hot_path = hot_path
         self.answered_in_c = 0
@@ -80,9 +90,15 @@ class Twins:
     def same_state(self) -> None:
         a, r = self.apps
         assert (a.stats.dispatched, a.stats.unavailable, a.stats.bad_request) == (
-            r.stats.dispatched, r.stats.unavailable, r.stats.bad_request)
+            r.stats.dispatched,
+            r.stats.unavailable,
+            r.stats.bad_request,
+        )
         assert a.stats.per_gateway == r.stats.per_gateway
-        loads = [{g: (gw.load.reported, gw.load.issued) for g, gw in x.pool.gateways.items()} for x in (a, r)]
+        loads = [
+            {g: (gw.load.reported, gw.load.issued) for g, gw in x.pool.gateways.items()}
+            for x in (a, r)
+        ]
         assert loads[0] == loads[1]
         assert a.draws.getstate() == r.draws.getstate()  # the same number of draws, too
 
@@ -165,16 +181,26 @@ def test_a_fresh_pool_gives_the_same_answers(twins: Callable[..., Twins], policy
 
 
 def test_several_hundred_dispatches_over_changing_pools_are_byte_identical(
-        twins: Callable[..., Twins]) -> None:
+    twins: Callable[..., Twins],
+) -> None:
     """600 dispatches, the pool changing every 20: loads, full gateways, headroom, weights,
     gateways down and back, alternates, and 400/503 answers in between."""
-    gws = [{"id": f"gw-{i}", "address": f"127.0.0.1:{9100 + i}", "weight": 1 + i % 3} for i in range(8)]
+    gws = [
+        {"id": f"gw-{i}", "address": f"127.0.0.1:{9100 + i}", "weight": 1 + i % 3} for i in range(8)
+    ]
     t = twins(gws, dispatcher={"alternates": 3, "retry_after_min": 1, "retry_after_max": 9})
     t.each(lambda a: bring_up(a.pool, capacity=40))
     t.check_path()
     script = random.Random(2024)  # what happens to the pool, the same for both apps
-    queries = [b"client_id=", b"client_id=" + b"x" * 200, b"client_id=a%0A", b"client_id=%zz",
-               b"v=2&client_id=caf%C3%A9", b"client_id=a+b", b"client_id=moved&leaving=gw-1"]
+    queries = [
+        b"client_id=",
+        b"client_id=" + b"x" * 200,
+        b"client_id=a%0A",
+        b"client_id=%zz",
+        b"v=2&client_id=caf%C3%A9",
+        b"client_id=a+b",
+        b"client_id=moved&leaving=gw-1",
+    ]
     statuses: dict[int, int] = {}
     for step in range(600):
         if step % 20 == 0:
@@ -189,7 +215,9 @@ def test_several_hundred_dispatches_over_changing_pools_are_byte_identical(
         statuses[status] = statuses.get(status, 0) + 1
     t.same_state()
     assert (t.answered_in_c > 300) if t.hot_path == "c" else (t.answered_in_c == 0)
-    assert statuses[200] > 300 and statuses.get(400, 0) >= 10 and statuses.get(503, 0) >= 10, statuses
+    assert statuses[200] > 300 and statuses.get(400, 0) >= 10 and statuses.get(503, 0) >= 10, (
+        statuses
+    )
 
 
 def _change_pool(t: Twins, script: random.Random, step: int) -> None:
@@ -197,21 +225,39 @@ def _change_pool(t: Twins, script: random.Random, step: int) -> None:
     kind = (step // 20) % 6
     if kind == 0:  # fresh reports: new loads, some gateways nearly full
         reports = {g: script.randrange(0, 40) for g in ids}
-        t.each(lambda a: [a.pool.on_result(g, ProbeResult(ok=True, connections=c, capacity=40))
-                          for g, c in reports.items()])
+        t.each(
+            lambda a: [
+                a.pool.on_result(g, ProbeResult(ok=True, connections=c, capacity=40))
+                for g, c in reports.items()
+            ]
+        )
     elif kind == 1:  # an agent caps some gateways by headroom
         heads = {g: script.choice([None, 0, 1, 3]) for g in ids}
-        t.each(lambda a: [a.pool.gateways[g].load.report(a.pool.gateways[g].load.reported, headroom=h)
-                          for g, h in heads.items()])
+        t.each(
+            lambda a: [
+                a.pool.gateways[g].load.report(a.pool.gateways[g].load.reported, headroom=h)
+                for g, h in heads.items()
+            ]
+        )
     elif kind == 2:  # weights change (a new picker, a new alias table)
         g, w = script.choice(ids), script.choice([0.5, 1.0, 4.0, 9.0])
         t.each(lambda a: a.pool.set_weight(g, w))
     elif kind == 3:  # everything full: 503 answers
-        t.each(lambda a: [a.pool.on_result(g, ProbeResult(ok=True, connections=40, capacity=40)) for g in ids])
+        t.each(
+            lambda a: [
+                a.pool.on_result(g, ProbeResult(ok=True, connections=40, capacity=40)) for g in ids
+            ]
+        )
     elif kind == 4:  # room again, on a few gateways only
         room = set(script.sample(ids, 3))
-        t.each(lambda a: [a.pool.on_result(g, ProbeResult(ok=True, connections=0 if g in room else 40,
-                                                          capacity=40)) for g in ids])
+        t.each(
+            lambda a: [
+                a.pool.on_result(
+                    g, ProbeResult(ok=True, connections=0 if g in room else 40, capacity=40)
+                )
+                for g in ids
+            ]
+        )
     else:  # drain one (a rebuild without it), undrain another
         out, back = script.sample(ids, 2)
         t.each(lambda a: (a.pool.set_drain(out, True), a.pool.set_drain(back, False)))
@@ -219,7 +265,9 @@ def _change_pool(t: Twins, script: random.Random, step: int) -> None:
 
 
 @pytest.mark.parametrize("alternates", [0, 1, 2, 5])
-def test_alternates_and_small_pools_give_the_same_answers(twins: Callable[..., Twins], alternates: int) -> None:
+def test_alternates_and_small_pools_give_the_same_answers(
+    twins: Callable[..., Twins], alternates: int
+) -> None:
     gws = [{"id": f"g{i}", "address": f"127.0.0.1:{9000 + i}", "weight": i} for i in (1, 2, 3, 4)]
     t = twins(gws, dispatcher={"alternates": alternates})
     t.each(lambda a: bring_up(a.pool, capacity=30))
@@ -229,7 +277,9 @@ def test_alternates_and_small_pools_give_the_same_answers(twins: Callable[..., T
     t.same_state()
 
 
-def test_a_ticket_over_the_limit_is_refused_alike(twins: Callable[..., Twins], monkeypatch: Any) -> None:
+def test_a_ticket_over_the_limit_is_refused_alike(
+    twins: Callable[..., Twins], monkeypatch: Any
+) -> None:
     """Over tickets.MAX_TICKET both paths raise and count alike (the limit lowered on both, so
     that short client ids pass and long ones do not; C reads it from fastpath at configure)."""
     t = twins()
@@ -243,15 +293,20 @@ def test_a_ticket_over_the_limit_is_refused_alike(twins: Callable[..., Twins], m
     t.same_state()
 
 
-def test_the_c_answer_is_the_python_answer_as_the_server_frames_it(twins: Callable[..., Twins]) -> None:
-    """request() (the whole raw request in C) against dispatch_bytes() plus the built-in server's framing."""
+def test_the_c_answer_is_the_python_answer_as_the_server_frames_it(
+    twins: Callable[..., Twins],
+) -> None:
+    """request() (the whole raw request in C) against dispatch_bytes() plus the built-in server's
+    framing."""
     require_speedups()
     t = twins()
     t.each(lambda a: bring_up(a.pool))
     for i in range(100):
         close = i % 3 == 0
         raw = b"GET /v1/dispatch?client_id=r%d HTTP/1.1\r\nHost: x\r\n%b\r\n" % (
-            i, b"Connection: close\r\n" if close else b"")
+            i,
+            b"Connection: close\r\n" if close else b"",
+        )
         got = t.app.fast.request(raw) if t.app.fast is not None else None
         status, _, body = t.ref.dispatch_bytes(b"client_id=r%d" % i, "10.0.0.1", [])
         assert status == 200
@@ -259,13 +314,21 @@ def test_the_c_answer_is_the_python_answer_as_the_server_frames_it(twins: Callab
             assert got is None
             continue
         want = b"%b%b%b%bcontent-length: %d\r\n\r\n%b" % (
-            _status_line(200), DATE, _JSON_HEAD, b"connection: close\r\n" if close else b"", len(body), body)
+            _status_line(200),
+            DATE,
+            _JSON_HEAD,
+            b"connection: close\r\n" if close else b"",
+            len(body),
+            body,
+        )
         assert got == (want, close)
     if t.hot_path == "c":
         t.same_state()
 
 
-def test_when_c_declines_it_has_drawn_nothing(make_app: Callable[..., Stack], hot_path: str) -> None:
+def test_when_c_declines_it_has_drawn_nothing(
+    make_app: Callable[..., Stack], hot_path: str
+) -> None:
     """All gateways full: C returns None with the generator as it was, so Python draws the same."""
     app = make_app(up=False).service
     bring_up(app.pool, connections=5, capacity=5)
@@ -280,16 +343,22 @@ def test_when_c_declines_it_has_drawn_nothing(make_app: Callable[..., Stack], ho
 # ------------------------------------------------------------------ clock, constants, policies
 
 
-def test_an_injected_clock_dates_c_tickets_too(make_app: Callable[..., Stack], hot_path: str) -> None:
+def test_an_injected_clock_dates_c_tickets_too(
+    make_app: Callable[..., Stack], hot_path: str
+) -> None:
     wall = FakeClock(WALL)
     app = make_app(wall=wall).service
-    assert app.hot_path == hot_path, app.hot_path_reason()  # an injected clock no longer turns C off
+    assert app.hot_path == hot_path, (
+        app.hot_path_reason()
+    )  # an injected clock no longer turns C off
     verifier = TicketVerifier([SECRET.encode()], clock=wall)
     for t in (WALL, WALL + 100.9):
         wall.t = t
         _, _, body = app.dispatch_bytes(b"client_id=a", "10.0.0.1", [])
         ticket = body.split(b'"ticket":"')[1].split(b'"')[0].decode()
-        assert verifier.verify(ticket, body.split(b'"id":"')[1].split(b'"')[0].decode()).issued_at == int(t)
+        assert verifier.verify(
+            ticket, body.split(b'"id":"')[1].split(b'"')[0].decode()
+        ).issued_at == int(t)
 
 
 def test_c_takes_its_limits_from_python(make_app: Callable[..., Stack], monkeypatch: Any) -> None:
@@ -327,10 +396,13 @@ def test_a_picker_without_c_rule_keeps_the_python_path(make_app: Callable[..., S
 
 
 def test_a_generator_c_cannot_share_keeps_the_python_path_and_says_why(
-        make_config: Callable[..., Any]) -> None:
+    make_config: Callable[..., Any],
+) -> None:
     require_speedups()
     cfg = make_config()
-    pool = Pool(cfg, clock=FakeClock(), rng=random.Random(1))  # a Mersenne Twister: C cannot draw from it
+    pool = Pool(
+        cfg, clock=FakeClock(), rng=random.Random(1)
+    )  # a Mersenne Twister: C cannot draw from it
     bring_up(pool)
     app = DispatchService(cfg, pool)
     assert app.hot_path == "python" and "SplitMixRandom" in app.hot_path_reason()

@@ -93,7 +93,9 @@ def test_self_reported_drain_and_capacity(make_config: Any, up: Any) -> None:
 
 
 def test_configured_capacity_wins_and_high_water(make_config: Any, up: Any) -> None:
-    cfg = make_config([{"id": "a", "address": "127.0.0.1:1", "capacity": 100}], balancing={"high_water": 0.9})
+    cfg = make_config(
+        [{"id": "a", "address": "127.0.0.1:1", "capacity": 100}], balancing={"high_water": 0.9}
+    )
     pool = Pool(cfg, clock=lambda: 0.0)
     up(pool, capacity=5000)
     assert pool.picker.candidates[0].limit == 90
@@ -134,7 +136,9 @@ def test_remove_and_unknown_results(make_config: Any, up: Any) -> None:
 def test_agent_percent_is_load_not_weight(make_config: Any) -> None:
     # "up N%" is remaining capacity, which moves with every connection: it feeds the live
     # utilization (read by the `load` policy), never the snapshot's weights.
-    cfg = make_config([{"id": "a", "address": "127.0.0.1:1", "check": "agent://127.0.0.1:2", "weight": 4}])
+    cfg = make_config(
+        [{"id": "a", "address": "127.0.0.1:1", "check": "agent://127.0.0.1:2", "weight": 4}]
+    )
     pool = Pool(cfg, clock=lambda: 0.0)
     for _ in range(2):
         pool.on_result("a", ProbeResult(ok=True, weight_pct=25, utilization=0.75))
@@ -157,7 +161,9 @@ def test_overload_takes_a_gateway_out_under_any_policy_and_logs_once(
                 pool.on_result("g2", hot)
             assert ids(pool) == {"g1", "g3"} and pool.overload_excluded == ("g2",)
             assert pool.describe(pool.gateways["g2"])["overloaded"] is True
-            pool.on_result("g2", replace(OK, busy=0.8, lag_s=0.01))  # under enter, over exit: stays out
+            pool.on_result(
+                "g2", replace(OK, busy=0.8, lag_s=0.01)
+            )  # under enter, over exit: stays out
             assert "g2" not in ids(pool)
             pool.on_result("g2", replace(OK, busy=0.1, lag_s=0.001))
             assert ids(pool) == {"g1", "g2", "g3"}
@@ -186,12 +192,16 @@ def test_overload_protection_can_be_turned_off(make_config: Any) -> None:
     assert "g1" in ids(pool)
 
 
-def test_late_statuses_count_only_for_gateways_that_do_not_measure_themselves(make_config: Any) -> None:
+def test_late_statuses_count_only_for_gateways_that_do_not_measure_themselves(
+    make_config: Any,
+) -> None:
     pool = Pool(make_config(), rng=random.Random(1))
     for gid in ("g1", "g2"):
         pool.on_result(gid, OK)
         pool.on_result(gid, OK)
-    late_own = replace(OK, busy=0.1, lag_s=0.0, late_s=1.2)  # a tcpdispatch gateway: its loop is fine
+    late_own = replace(
+        OK, busy=0.1, lag_s=0.0, late_s=1.2
+    )  # a tcpdispatch gateway: its loop is fine
     late_page = replace(OK, latency_s=0.4)  # a plain status page answering slowly
     for _ in range(3):
         pool.on_result("g1", late_own)
@@ -200,7 +210,9 @@ def test_late_statuses_count_only_for_gateways_that_do_not_measure_themselves(ma
     assert pool.gateways["g2"].overload.over and "late" in pool.gateways["g2"].overload.reason
 
 
-async def test_rebuilds_are_paced_to_a_share_of_the_loop(make_config: Any, monkeypatch: Any) -> None:
+async def test_rebuilds_are_paced_to_a_share_of_the_loop(
+    make_config: Any, monkeypatch: Any
+) -> None:
     import tcpdispatch.dispatcher.pool as pool_mod
 
     pool = Pool(make_config(), rng=random.Random(1))

@@ -1,4 +1,5 @@
-"""The dispatcher side in one process: the Rebalancer over a real pool and app, fake gateway status ports.
+"""The dispatcher side in one process: the Rebalancer over a real pool and app, fake gateway
+status ports.
 
 Orders go out as POST /shed with the gateways' admin token; moved clients (``leaving=``) are
 placed below target and never on a donor; the admin API pauses, resumes and triggers;
@@ -64,15 +65,26 @@ async def ports() -> AsyncIterator[FakeStatusPorts]:
         await r.cleanup()
 
 
-async def build(make_config: Any, ports: FakeStatusPorts, tmp_path: Path, held: dict[str, int],
-                **rebalance: Any) -> tuple[Stack, Rebalancer]:
+async def build(
+    make_config: Any, ports: FakeStatusPorts, tmp_path: Path, held: dict[str, int], **rebalance: Any
+) -> tuple[Stack, Rebalancer]:
     (tmp_path / "gw.token").write_text(GW_TOKEN + "\n")
     gateways = []
     for i, gid in enumerate(held):
         port = await ports.add(gid)
-        gateways.append({"id": gid, "address": f"127.0.0.1:{9100 + i}",
-                         "check": f"http://127.0.0.1:{port}/status"})
-    settings = {"gateway_admin_token_file": "gw.token", "min_session_age_s": 7, "settle_s": 0.5, **rebalance}
+        gateways.append(
+            {
+                "id": gid,
+                "address": f"127.0.0.1:{9100 + i}",
+                "check": f"http://127.0.0.1:{port}/status",
+            }
+        )
+    settings = {
+        "gateway_admin_token_file": "gw.token",
+        "min_session_age_s": 7,
+        "settle_s": 0.5,
+        **rebalance,
+    }
     cfg = make_config(gateways, rebalance=settings)
     pool = Pool(cfg, rng=random.Random(7))
     for gid, n in held.items():
@@ -92,8 +104,9 @@ def test_shed_url() -> None:
     assert shed_url("agent://10.0.0.1:9101") is None and shed_url("push") is None
 
 
-async def test_leader_orders_donors_and_places_moved_clients(make_config: Any, ports: FakeStatusPorts,
-                                                           tmp_path: Path) -> None:
+async def test_leader_orders_donors_and_places_moved_clients(
+    make_config: Any, ports: FakeStatusPorts, tmp_path: Path
+) -> None:
     app, rb = await build(make_config, ports, tmp_path, {"g1": 1500, "g2": 1500, "g3": 0})
     try:
         await rb.step()
@@ -103,7 +116,9 @@ async def test_leader_orders_donors_and_places_moved_clients(make_config: Any, p
         assert rb.moves_accepted == 200
         # a moved client lands below target: never on a donor, never back where it came from
         for i in range(50):
-            r = await call(app, "GET", "/v1/dispatch", f"client_id=c{i}&leaving=g1&reason=rebalance".encode())
+            r = await call(
+                app, "GET", "/v1/dispatch", f"client_id=c{i}&leaving=g1&reason=rebalance".encode()
+            )
             doc = r.json()
             ids = [doc["gateway"]["id"]] + [a["id"] for a in doc["alternates"]]
             assert ids == ["g3"], ids
@@ -114,8 +129,11 @@ async def test_leader_orders_donors_and_places_moved_clients(make_config: Any, p
         assert bad.status == 400 and "leaving" in bad.json()["detail"]
         status = (await call(app, "GET", "/v1/rebalance")).json()
         assert status["leader"] and status["round"]["donors"] == ["g1", "g2"]
-        assert {g["id"]: g["role"] for g in status["gateways"]} == {"g1": "donor", "g2": "donor",
-                                                                    "g3": "recipient"}
+        assert {g["id"]: g["role"] for g in status["gateways"]} == {
+            "g1": "donor",
+            "g2": "donor",
+            "g3": "recipient",
+        }
         metrics = (await call(app, "GET", "/metrics")).body.decode()
         assert "tcpdispatch_rebalance_moves_requested_total 200.0" in metrics
         assert "tcpdispatch_rebalance_leader 1.0" in metrics
@@ -124,11 +142,17 @@ async def test_leader_orders_donors_and_places_moved_clients(make_config: Any, p
         await rb.close()
 
 
-async def test_admin_pause_resume_trigger(make_config: Any, ports: FakeStatusPorts, tmp_path: Path) -> None:
-    app, rb = await build(make_config, ports, tmp_path, {"g1": 1500, "g2": 1500, "g3": 0}, mode="manual")
+async def test_admin_pause_resume_trigger(
+    make_config: Any, ports: FakeStatusPorts, tmp_path: Path
+) -> None:
+    app, rb = await build(
+        make_config, ports, tmp_path, {"g1": 1500, "g2": 1500, "g3": 0}, mode="manual"
+    )
     try:
         assert (await call(app, "POST", "/v1/rebalance/pause")).status == 401
-        assert (await call(app, "POST", "/v1/rebalance/trigger", token="wrong-token-1")).status == 401
+        assert (
+            await call(app, "POST", "/v1/rebalance/trigger", token="wrong-token-1")
+        ).status == 401
         await rb.step()
         assert not ports.orders  # manual: waits for a trigger
         r = await call(app, "POST", "/v1/rebalance/pause", token=ADMIN)
@@ -136,15 +160,18 @@ async def test_admin_pause_resume_trigger(make_config: Any, ports: FakeStatusPor
         assert (await call(app, "POST", "/v1/rebalance/trigger", token=ADMIN)).status == 202
         await rb.step()
         assert not ports.orders  # paused
-        assert (await call(app, "POST", "/v1/rebalance/resume", token=ADMIN)).json()["paused"] is False
+        assert (await call(app, "POST", "/v1/rebalance/resume", token=ADMIN)).json()[
+            "paused"
+        ] is False
         await rb.step()
         assert len(ports.orders) == 2  # the triggered round runs
     finally:
         await rb.close()
 
 
-async def test_refused_order_opens_breaker(make_config: Any, ports: FakeStatusPorts, tmp_path: Path,
-                                           caplog: pytest.LogCaptureFixture) -> None:
+async def test_refused_order_opens_breaker(
+    make_config: Any, ports: FakeStatusPorts, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     app, rb = await build(make_config, ports, tmp_path, {"g1": 1500, "g2": 500})
     ports.status = 403
     try:
@@ -162,7 +189,9 @@ async def test_refused_order_opens_breaker(make_config: Any, ports: FakeStatusPo
         await rb.close()
 
 
-async def test_off_mode_never_leads(make_config: Any, ports: FakeStatusPorts, tmp_path: Path) -> None:
+async def test_off_mode_never_leads(
+    make_config: Any, ports: FakeStatusPorts, tmp_path: Path
+) -> None:
     app, rb = await build(make_config, ports, tmp_path, {"g1": 1500, "g2": 500}, mode="off")
     try:
         await rb.step()
@@ -173,11 +202,14 @@ async def test_off_mode_never_leads(make_config: Any, ports: FakeStatusPorts, tm
         await rb.close()
 
 
-async def test_sessions_reported_leaving_are_not_shed_again(make_config: Any, ports: FakeStatusPorts,
-                                                           tmp_path: Path) -> None:
+async def test_sessions_reported_leaving_are_not_shed_again(
+    make_config: Any, ports: FakeStatusPorts, tmp_path: Path
+) -> None:
     app, rb = await build(make_config, ports, tmp_path, {"g1": 1500, "g2": 1000, "g3": 1000})
     try:
-        rb.pool.on_result("g1", ProbeResult(ok=True, connections=1500, capacity=10_000, leaving=500))
+        rb.pool.on_result(
+            "g1", ProbeResult(ok=True, connections=1500, capacity=10_000, leaving=500)
+        )
         await rb.step()
         assert not ports.orders  # the 500 are on their way already
         doc = (await call(app, "GET", "/v1/rebalance")).json()

@@ -1,4 +1,5 @@
-"""Regression tests for the review findings: rebuild storm, passive reports, reloads, nested JSON, HEAD."""
+"""Regression tests for the review findings: rebuild storm, passive reports, reloads, nested
+JSON, HEAD."""
 
 from __future__ import annotations
 
@@ -29,7 +30,11 @@ class Clock:
 def _agents(n: int, capacity: int | None = None) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for i in range(n):
-        g: dict[str, Any] = {"id": f"a{i}", "address": f"127.0.0.1:{9000 + i}", "check": f"agent://127.0.0.1:{9500 + i}"}
+        g: dict[str, Any] = {
+            "id": f"a{i}",
+            "address": f"127.0.0.1:{9000 + i}",
+            "check": f"agent://127.0.0.1:{9500 + i}",
+        }
         if capacity is not None:
             g["capacity"] = capacity
         out.append(g)
@@ -38,8 +43,12 @@ def _agents(n: int, capacity: int | None = None) -> list[dict[str, Any]]:
 
 @pytest.mark.parametrize("policy", ["p2c", "consistent_hash", "ip_hash", "least_conn"])
 @pytest.mark.parametrize("capacity", [None, 100])
-def test_agent_load_replies_do_not_rebuild(make_config: Any, policy: str, capacity: int | None) -> None:
-    pool = Pool(make_config(_agents(5, capacity), dispatcher={"policy": policy}), rng=random.Random(1))
+def test_agent_load_replies_do_not_rebuild(
+    make_config: Any, policy: str, capacity: int | None
+) -> None:
+    pool = Pool(
+        make_config(_agents(5, capacity), dispatcher={"policy": policy}), rng=random.Random(1)
+    )
     for gid in pool.gateways:
         for _ in range(2):
             pool.on_result(gid, parse_agent_reply("up 90% maxconn:90"))
@@ -57,7 +66,9 @@ def test_agent_remaining_slots_are_read_live(make_config: Any) -> None:
         pool.on_result("a0", parse_agent_reply("up 50% maxconn:3"))
     picker = pool.picker
     assert sum(bool(picker.pick(PickRequest(f"c{i}"))) for i in range(10)) == 3
-    pool.on_result("a0", parse_agent_reply("up 10% maxconn:1"))  # fewer left: no rebuild, still obeyed
+    pool.on_result(
+        "a0", parse_agent_reply("up 10% maxconn:1")
+    )  # fewer left: no rebuild, still obeyed
     assert pool.picker is picker
     assert sum(bool(picker.pick(PickRequest(f"d{i}"))) for i in range(10)) == 1
     pool.on_result("a0", parse_agent_reply("drain"))  # drain is membership: rebuilds
@@ -65,19 +76,29 @@ def test_agent_remaining_slots_are_read_live(make_config: Any) -> None:
 
 
 def test_http_load_reports_do_not_rebuild(make_config: Any) -> None:
-    gws = [{"id": f"g{i}", "address": f"127.0.0.1:{9000 + i}", "check": f"http://127.0.0.1:{9500 + i}/status"}
-           for i in range(3)]
+    gws = [
+        {
+            "id": f"g{i}",
+            "address": f"127.0.0.1:{9000 + i}",
+            "check": f"http://127.0.0.1:{9500 + i}/status",
+        }
+        for i in range(3)
+    ]
     pool = Pool(make_config(gws), rng=random.Random(1))
     for gid in pool.gateways:
         for _ in range(2):
             pool.on_result(gid, ProbeResult(ok=True, connections=0, capacity=1000, utilization=0.1))
     before = pool.rebuilds
     for i in range(300):
-        pool.on_result(f"g{i % 3}", ProbeResult(ok=True, connections=i, capacity=1000, utilization=i / 300))
+        pool.on_result(
+            f"g{i % 3}", ProbeResult(ok=True, connections=i, capacity=1000, utilization=i / 300)
+        )
     assert pool.rebuilds == before
 
 
-async def test_slow_start_reuses_the_hash_ring(make_config: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_slow_start_reuses_the_hash_ring(
+    make_config: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     built: list[int] = []
     real = _ring.HashRing
 
@@ -118,8 +139,11 @@ async def test_slow_start_reuses_the_hash_ring(make_config: Any, monkeypatch: py
 def test_ramping_gateway_takes_a_growing_stable_share_of_its_keys(make_config: Any) -> None:
     clock = Clock()
     gws = [{"id": f"r{i}", "address": f"127.0.0.1:{9000 + i}"} for i in range(4)]
-    cfg = make_config(gws, dispatcher={"policy": "consistent_hash"},
-                      balancing={"slow_start_s": 10, "hash_epsilon": 10})
+    cfg = make_config(
+        gws,
+        dispatcher={"policy": "consistent_hash"},
+        balancing={"slow_start_s": 10, "hash_epsilon": 10},
+    )
     pool = Pool(cfg, clock=clock, rng=random.Random(1))
     keys = [f"client-{i}" for i in range(4000)]
 
@@ -145,11 +169,15 @@ def test_ramping_gateway_takes_a_growing_stable_share_of_its_keys(make_config: A
 
 
 @pytest.mark.parametrize("fall", [1, 2])
-async def test_report_flood_never_takes_down_a_healthy_gateway(make_app: Any, call_router: Any, fall: int) -> None:
+async def test_report_flood_never_takes_down_a_healthy_gateway(
+    make_app: Any, call_router: Any, fall: int
+) -> None:
     app = make_app(health={"fall": fall})
     for _ in range(20):
         for _ in range(5):
-            r = await call_router(app, "POST", "/v1/report", json_doc={"gateway_id": "g1", "error": "refused"})
+            r = await call_router(
+                app, "POST", "/v1/report", json_doc={"gateway_id": "g1", "error": "refused"}
+            )
             assert r.status == 202
         assert app.pool.gateways["g1"].health.up, fall
         app.pool.on_result("g1", ProbeResult(ok=True, connections=0, capacity=10_000))
@@ -159,11 +187,23 @@ async def test_report_flood_never_takes_down_a_healthy_gateway(make_app: Any, ca
 async def test_deeply_nested_json_is_a_400(make_app: Any, call_router: Any) -> None:
     app = make_app()
     for body in (b"[" * 50_000, b'{"a":' * 50_000):
-        r = await call_router(app, "POST", "/v1/report", body=body, headers=[(b"content-type", b"application/json")])
+        r = await call_router(
+            app, "POST", "/v1/report", body=body, headers=[(b"content-type", b"application/json")]
+        )
         assert r.status in (400, 413)
-    app.config = app.config.__class__(**{**{f: getattr(app.config, f) for f in app.config.__dataclass_fields__},
-                                         "max_body": 1 << 20})
-    r = await call_router(app, "POST", "/v1/report", body=b"[" * 50_000, headers=[(b"content-type", b"application/json")])
+    app.config = app.config.__class__(
+        **{
+            **{f: getattr(app.config, f) for f in app.config.__dataclass_fields__},
+            "max_body": 1 << 20,
+        }
+    )
+    r = await call_router(
+        app,
+        "POST",
+        "/v1/report",
+        body=b"[" * 50_000,
+        headers=[(b"content-type", b"application/json")],
+    )
     assert r.status == 400 and r.json()["error"] == "bad_json"
 
 
@@ -173,7 +213,11 @@ async def test_head_dispatch_is_405_and_issues_nothing(make_app: Any, call_route
     r = await call_router(app, "HEAD", "/v1/dispatch", b"client_id=alice")
     assert r.status == 405 and r.headers["allow"] == "GET" and r.body == b""
     r = await call_router(app, "POST", "/v1/dispatch", b"client_id=alice")
-    assert r.status == 405 and r.headers["allow"] == "GET" and r.json()["error"] == "method_not_allowed"
+    assert (
+        r.status == 405
+        and r.headers["allow"] == "GET"
+        and r.json()["error"] == "method_not_allowed"
+    )
     assert sum(g.load.issued for g in app.pool.gateways.values()) == issued
     assert app.stats.dispatched == 0
 
@@ -184,9 +228,13 @@ async def test_concurrent_reloads_leave_one_checker(tmp_path: Path) -> None:
     path = tmp_path / "d.toml"
 
     def write(interval: float) -> None:
-        write_dispatcher_toml(path, secret_file="s", admin_token_file="admin",
-                              sections={"health": {"interval": interval}},
-                              gateways=[{"id": "g1", "address": "127.0.0.1:9"}])
+        write_dispatcher_toml(
+            path,
+            secret_file="s",
+            admin_token_file="admin",
+            sections={"health": {"interval": interval}},
+            gateways=[{"id": "g1", "address": "127.0.0.1:9"}],
+        )
 
     write(0.5)
     server = DispatcherServer(load_config(path), config_path=path)
@@ -221,8 +269,11 @@ async def test_concurrent_reloads_leave_one_checker(tmp_path: Path) -> None:
 def test_config_derives_policy_options_and_accepts_https_checks(make_config: Any) -> None:
     from tcpdispatch.balancing.load import LoadPicker
 
-    cfg = make_config([{"id": "h", "address": "127.0.0.1:1", "check": "https://127.0.0.1:2/status"}],
-                      dispatcher={"policy": "load"}, balancing={"load_floor": 0.3})
+    cfg = make_config(
+        [{"id": "h", "address": "127.0.0.1:1", "check": "https://127.0.0.1:2/status"}],
+        dispatcher={"policy": "load"},
+        balancing={"load_floor": 0.3},
+    )
     pool = Pool(cfg)
     assert isinstance(pool.picker, LoadPicker) and pool.picker.floor == 0.3
     assert pool.targets()["h"].kind == "http"
@@ -245,8 +296,14 @@ def test_httputil_helpers(tmp_path: Path) -> None:
 
     from tcpdispatch.httputil import check_bearer, error_body, read_token
 
-    assert json.loads(error_body("x", "y", retry_after_s=2)) == {"error": "x", "detail": "y", "retry_after_s": 2}
-    assert check_bearer(b"Bearer secret-1", "secret-1") and check_bearer("bEaReR  secret-1 ", "secret-1")
+    assert json.loads(error_body("x", "y", retry_after_s=2)) == {
+        "error": "x",
+        "detail": "y",
+        "retry_after_s": 2,
+    }
+    assert check_bearer(b"Bearer secret-1", "secret-1") and check_bearer(
+        "bEaReR  secret-1 ", "secret-1"
+    )
     assert not check_bearer(b"Basic secret-1", "secret-1") and not check_bearer(b"Bearer x", "")
     assert not check_bearer(None, "secret-1") and not check_bearer(b"Bearer secret-2", "secret-1")
     (tmp_path / "t").write_text(" token-123 \n")
@@ -258,7 +315,9 @@ def test_httputil_helpers(tmp_path: Path) -> None:
         read_token(tmp_path / "missing")
 
 
-async def test_answer_template_cache_is_a_bounded_lru(make_app: Any, call_router: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_answer_template_cache_is_a_bounded_lru(
+    make_app: Any, call_router: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from tcpdispatch.dispatcher import service
 
     monkeypatch.setattr(service, "TEMPLATE_CACHE", 2)
@@ -269,7 +328,9 @@ async def test_answer_template_cache_is_a_bounded_lru(make_app: Any, call_router
         assert len(app.service._templates) <= 2
 
 
-async def test_503_body_is_precomputed_and_follows_the_pool(make_app: Any, call_router: Any) -> None:
+async def test_503_body_is_precomputed_and_follows_the_pool(
+    make_app: Any, call_router: Any
+) -> None:
     app = make_app(up=False, balancing={"panic_threshold": 0})
     r = await call_router(app, "GET", "/v1/dispatch", b"client_id=a")
     assert r.status == 503 and "no gateway is up (3 down" in r.json()["detail"]

@@ -44,7 +44,9 @@ from helpers import REQUIRE_INTEGRATION
 
 from tcpdispatch.client import Client, ClientEvent, EventKind
 
-GATEWAY_HEARTBEAT = "0.5"  # clients ping every 0.5 s and give up after MISSED_PONGS silent intervals
+GATEWAY_HEARTBEAT = (
+    "0.5"  # clients ping every 0.5 s and give up after MISSED_PONGS silent intervals
+)
 MISSED_PONGS = 3
 SECTIONS = {
     "health": {"interval": 0.2, "timeout": 0.4, "rise": 2, "fall": 2},
@@ -79,30 +81,60 @@ class System:
         self.all_procs.append(p)
         return p
 
-    def gateway(self, gid: str, *extra: str, host: str = "127.0.0.1", netns: str | None = None,
-                tickets: bool = True) -> Gw:
+    def gateway(
+        self,
+        gid: str,
+        *extra: str,
+        host: str = "127.0.0.1",
+        netns: str | None = None,
+        tickets: bool = True,
+    ) -> Gw:
         """Start a gateway (echo handler, fast heartbeats); does not wait for READY."""
-        gw = start_gateway(self._start, gid, "--heartbeat", GATEWAY_HEARTBEAT, "--idle-timeout", "5",
-                           *extra, *([] if tickets else ["--no-ticket"]), wait=False, host=host,
-                           log_level="debug", secret_file=self.secret_file,
-                           prefix=("ip", "netns", "exec", netns) if netns else (), port_host="127.0.0.1")
+        gw = start_gateway(
+            self._start,
+            gid,
+            "--heartbeat",
+            GATEWAY_HEARTBEAT,
+            "--idle-timeout",
+            "5",
+            *extra,
+            *([] if tickets else ["--no-ticket"]),
+            wait=False,
+            host=host,
+            log_level="debug",
+            secret_file=self.secret_file,
+            prefix=("ip", "netns", "exec", netns) if netns else (),
+            port_host="127.0.0.1",
+        )
         self.gateways[gid] = gw
         return gw
 
-    def dispatcher(self, gateways: list[Gw], *, dispatcher: dict[str, Any] | None = None,
-                   sections: dict[str, dict[str, Any]] | None = None) -> Disp:
+    def dispatcher(
+        self,
+        gateways: list[Gw],
+        *,
+        dispatcher: dict[str, Any] | None = None,
+        sections: dict[str, dict[str, Any]] | None = None,
+    ) -> Disp:
         """Start a dispatcher over ``gateways`` (each checked at ``gw.check``); no waiting.
         ``dispatcher``: more [dispatcher] keys; ``sections`` replace or add to :data:`SECTIONS`."""
         port, config = write_dispatcher_config(
-            self.workdir, [g.entry(weight=False) for g in gateways], secret_file=self.secret_file,
-            admin_token_file=self.token_file, dispatcher=dispatcher,
-            sections={**SECTIONS, **(sections or {})})
-        d = launch_dispatcher(self._start, port, config, log_level="debug", name=f"dispatcher-{port}")
+            self.workdir,
+            [g.entry(weight=False) for g in gateways],
+            secret_file=self.secret_file,
+            admin_token_file=self.token_file,
+            dispatcher=dispatcher,
+            sections={**SECTIONS, **(sections or {})},
+        )
+        d = launch_dispatcher(
+            self._start, port, config, log_level="debug", name=f"dispatcher-{port}"
+        )
         self.dispatchers.append(d)
         return d
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         """Every started process printed READY, and every dispatcher has all its gateways up."""
+
         def ready() -> bool:
             for p in self.all_procs:
                 if p.popen.poll() is not None and "READY" not in p.output():
@@ -111,8 +143,12 @@ class System:
 
         wait_until(ready, timeout, 0.05, what="READY from every process")
         for d in self.dispatchers:
-            wait_until(lambda d=d: all(s == "up" for s in d.states().values()), timeout, 0.05,
-                       what="every gateway up at the dispatcher")
+            wait_until(
+                lambda d=d: all(s == "up" for s in d.states().values()),
+                timeout,
+                0.05,
+                what="every gateway up at the dispatcher",
+            )
 
     def assert_no_secrets_logged(self) -> None:
         for p in self.all_procs:
@@ -136,7 +172,9 @@ class Member:
     """One SDK client and its message bookkeeping."""
 
     client: Client
-    sent: dict[int, tuple[str | None, float]] = field(default_factory=dict)  # seq -> (session, time)
+    sent: dict[int, tuple[str | None, float]] = field(
+        default_factory=dict
+    )  # seq -> (session, time)
     acked: set[int] = field(default_factory=set)
     duplicates: int = 0
     foreign: int = 0  # payloads that were not ours: must stay 0
@@ -155,9 +193,18 @@ class Member:
 class Fleet:
     """N echoing clients sharing one HTTP session; see the module docstring."""
 
-    def __init__(self, n: int, dispatchers: list[str], *, fallback: list[str] | None = None,
-                 cache_dir: Path | None = None, prefix: str = "c", rto: float = 4.0, seed: int = 1,
-                 **client_kw: Any) -> None:
+    def __init__(
+        self,
+        n: int,
+        dispatchers: list[str],
+        *,
+        fallback: list[str] | None = None,
+        cache_dir: Path | None = None,
+        prefix: str = "c",
+        rto: float = 4.0,
+        seed: int = 1,
+        **client_kw: Any,
+    ) -> None:
         self.n = n
         self.dispatchers = dispatchers
         self.fallback = fallback or []
@@ -165,8 +212,12 @@ class Fleet:
         self.prefix = prefix
         self.rto = rto
         self.rng = random.Random(seed)
-        self.client_kw = {"missed_pongs": MISSED_PONGS, "dispatch_timeout": 1.0, "handshake_timeout": 2.0,
-                          **client_kw}
+        self.client_kw = {
+            "missed_pongs": MISSED_PONGS,
+            "dispatch_timeout": 1.0,
+            "handshake_timeout": 2.0,
+            **client_kw,
+        }
         self.members: list[Member] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._http: aiohttp.ClientSession | None = None
@@ -179,8 +230,17 @@ class Fleet:
         async def one(i: int) -> None:
             cid = f"{self.prefix}{i}"
             cache = str(self.cache_dir / f"{cid}.json") if self.cache_dir else None
-            member = Member(Client(self.dispatchers, self.fallback, client_id=cid, cache_path=cache,
-                                   http=self._http, rng=random.Random(self.rng.random()), **self.client_kw))
+            member = Member(
+                Client(
+                    self.dispatchers,
+                    self.fallback,
+                    client_id=cid,
+                    cache_path=cache,
+                    http=self._http,
+                    rng=random.Random(self.rng.random()),
+                    **self.client_kw,
+                )
+            )
             member.client.add_listener(member.events.append)
             self.members.append(member)
             async with sem:
@@ -212,7 +272,8 @@ class Fleet:
         return sum(len(m.sent) - len(m.acked) for m in self.members)
 
     async def settle(self, timeout: float = 20.0) -> None:
-        """Wait until every client is connected and every message came back (resending as needed)."""
+        """Wait until every client is connected and every message came back (resending as
+        needed)."""
         deadline = time.monotonic() + scaled(timeout)
         while True:
             now = time.monotonic()
@@ -234,12 +295,20 @@ class Fleet:
             if all(m.client.connected for m in self.members) and self.unacked() == 0:
                 break
             if now > deadline:
-                lost = {m.id: sorted(set(m.sent) - m.acked)[:5] for m in self.members if set(m.sent) - m.acked}
+                lost = {
+                    m.id: sorted(set(m.sent) - m.acked)[:5]
+                    for m in self.members
+                    if set(m.sent) - m.acked
+                }
                 down = [m.id for m in self.members if not m.client.connected]
-                raise AssertionError(f"after {timeout}s: {len(down)} clients disconnected {down[:5]}, "
-                                     f"{self.unacked()} messages unanswered {dict(list(lost.items())[:5])}")
+                raise AssertionError(
+                    f"after {timeout}s: {len(down)} clients disconnected {down[:5]}, "
+                    f"{self.unacked()} messages unanswered {dict(list(lost.items())[:5])}"
+                )
             await asyncio.sleep(0.05)
-        assert sum(m.foreign for m in self.members) == 0, "a client received another client's message"
+        assert sum(m.foreign for m in self.members) == 0, (
+            "a client received another client's message"
+        )
 
     async def exchange(self, k: int = 3, timeout: float = 20.0) -> None:
         await self.send(k)
@@ -315,8 +384,9 @@ def _netns_unavailable(reason: str) -> None:
 
 @pytest.fixture
 def netns() -> Iterator[NetNS]:
-    """A fresh namespace + veth pair; skipped without CAP_NET_ADMIN, required when the privilege exists
-    and TCPDISPATCH_REQUIRE_INTEGRATION=1. Everything is removed at teardown, even on failure."""
+    """A fresh namespace + veth pair; skipped without CAP_NET_ADMIN, required when the privilege
+    exists and TCPDISPATCH_REQUIRE_INTEGRATION=1. Everything is removed at teardown, even on
+    failure."""
     import shutil
 
     if os.geteuid() != 0 or shutil.which("ip") is None:
@@ -351,7 +421,8 @@ def netns() -> Iterator[NetNS]:
             created_link = True
         yield NetNS(name, host_if, host_ip, ns_ip)
     finally:
-        # Kill what runs inside (only processes this test started there), then remove link and namespace.
+        # Kill what runs inside (only processes this test started there), then remove link and
+        # namespace.
         for pid in _run("ip", "netns", "pids", name).stdout.split():
             try:
                 os.kill(int(pid), 9)

@@ -36,9 +36,14 @@ async def test_dispatcher_restart_during_reconnect_storm(system: Any, fleets: An
     await fleet.send(2)
     await asyncio.to_thread(d.proc.wait)
     d.restart()
-    await asyncio.to_thread(wait_until, lambda: "READY" in d.proc.output(), 20, 0.05, "dispatcher READY again")
-    await async_wait_until(lambda: all(m.client.gateway in ("g2", "g3") for m in victims), timeout=25,
-                           what="every client of the dead gateway reconnected through the new dispatcher")
+    await asyncio.to_thread(
+        wait_until, lambda: "READY" in d.proc.output(), 20, 0.05, "dispatcher READY again"
+    )
+    await async_wait_until(
+        lambda: all(m.client.gateway in ("g2", "g3") for m in victims),
+        timeout=25,
+        what="every client of the dead gateway reconnected through the new dispatcher",
+    )
     storm = time.monotonic() - t0
     await fleet.settle()
     await fleet.exchange(2)
@@ -46,12 +51,16 @@ async def test_dispatcher_restart_during_reconnect_storm(system: Any, fleets: An
     asked = [m.client.stats.dispatch_requests - before[m.id] for m in victims]
     assert max(asked) <= 8, sorted(asked)[-5:]
     assert all(s in ("dispatcher",) for m in victims for s in m.connected_sources())
-    print(f"restart storm: {len(victims)} clients back after {storm:.2f}s, "
-          f"dispatch requests per client max {max(asked)}, mean {sum(asked) / len(asked):.1f}")
+    print(
+        f"restart storm: {len(victims)} clients back after {storm:.2f}s, "
+        f"dispatch requests per client max {max(asked)}, mean {sum(asked) / len(asked):.1f}"
+    )
 
 
 async def test_every_dispatcher_down_cache_then_static_list(
-    system: Any, fleets: Any, tmp_path: Path,
+    system: Any,
+    fleets: Any,
+    tmp_path: Path,
 ) -> None:
     """Both dispatcher replicas die. Connected clients stay put; clients of a dying gateway use
     their cached answer; when the cache only names dead gateways, the static list."""
@@ -75,20 +84,30 @@ async def test_every_dispatcher_down_cache_then_static_list(
     assert on_g1, fleet.by_gateway()
     g1.proc.signal(signal.SIGKILL)
     await fleet.send(2)
-    await async_wait_until(lambda: all(m.client.gateway not in (None, "g1") for m in on_g1), timeout=15,
-                           what="clients of g1 reconnected without any dispatcher")
+    await async_wait_until(
+        lambda: all(m.client.gateway not in (None, "g1") for m in on_g1),
+        timeout=15,
+        what="clients of g1 reconnected without any dispatcher",
+    )
     await fleet.settle()
     sources = [m.connected_sources()[-1] for m in on_g1]
     # A cached ticket is single-use per gateway: where a raced alternate already spent it, the
     # client goes on to the static list. Most must come back through the cache.
-    assert set(sources) <= {"cache", "static"} and sources.count("cache") * 2 > len(sources), sources
+    assert set(sources) <= {"cache", "static"} and sources.count("cache") * 2 > len(sources), (
+        sources
+    )
 
     g2.proc.signal(signal.SIGKILL)
     await fleet.send(2)
-    await async_wait_until(lambda: all(m.client.gateway == static.address for m in fleet.members), timeout=20,
-                           what="every client on the static list")
+    await async_wait_until(
+        lambda: all(m.client.gateway == static.address for m in fleet.members),
+        timeout=20,
+        what="every client on the static list",
+    )
     await fleet.settle()
     await fleet.exchange(2)
     assert all(m.connected_sources()[-1] == "static" for m in fleet.members)
-    print(f"all dispatchers down: {sources.count('cache')}/{len(sources)} via cache, "
-          f"then {len(fleet.members)} via the static list; {fleet.resent()} messages resent")
+    print(
+        f"all dispatchers down: {sources.count('cache')}/{len(sources)} via cache, "
+        f"then {len(fleet.members)} via the static list; {fleet.resent()} messages resent"
+    )

@@ -28,8 +28,11 @@ def start_three(system: Any, **kw: Any) -> Any:
 
 def undisturbed(members: list[Any]) -> None:
     """Clients of healthy gateways kept their session: no reconnect, nothing resent."""
-    moved = [(m.id, m.client.stats.reconnects, m.resent) for m in members
-             if m.client.stats.reconnects or m.resent]
+    moved = [
+        (m.id, m.client.stats.reconnects, m.resent)
+        for m in members
+        if m.client.stats.reconnects or m.resent
+    ]
     assert not moved, f"clients of healthy gateways were disturbed: {moved[:5]}"
 
 
@@ -45,17 +48,27 @@ async def test_gateway_sigkill(system: Any, fleets: Any) -> None:
     g1.proc.signal(signal.SIGKILL)
     t0 = time.monotonic()
     await fleet.send(3)  # some hit the dead socket, some are queued by the SDK
-    await async_wait_until(lambda: all(m.client.gateway in ("g2", "g3") for m in victims), timeout=10,
-                           what="every client of the killed gateway connected elsewhere")
+    await async_wait_until(
+        lambda: all(m.client.gateway in ("g2", "g3") for m in victims),
+        timeout=10,
+        what="every client of the killed gateway connected elsewhere",
+    )
     moved_in = time.monotonic() - t0
     await fleet.settle()
     await fleet.exchange(3)
     assert fleet.by_gateway().keys() <= {"g2", "g3"}
-    # Clients notice a dead socket at once; the dispatcher needs `fall` failed probes: poll, don't race it.
-    await async_wait_until(lambda: asyncio.to_thread(lambda: d.states()["g1"] == "down"), timeout=5,
-                           what="killed gateway marked down")
+    # Clients notice a dead socket at once; the dispatcher needs `fall` failed probes: poll, don't
+    # race it.
+    await async_wait_until(
+        lambda: asyncio.to_thread(lambda: d.states()["g1"] == "down"),
+        timeout=5,
+        what="killed gateway marked down",
+    )
     undisturbed(others)
-    print(f"SIGKILL: {len(victims)} clients moved in {moved_in:.2f}s, {fleet.resent()} messages resent")
+    print(
+        f"SIGKILL: {len(victims)} clients moved in {moved_in:.2f}s, "
+        f"{fleet.resent()} messages resent"
+    )
 
 
 async def test_gateway_sigstop_then_sigcont(system: Any, fleets: Any) -> None:
@@ -71,25 +84,38 @@ async def test_gateway_sigstop_then_sigcont(system: Any, fleets: Any) -> None:
     try:
         t0 = time.monotonic()
         await fleet.send(3)
-        await async_wait_until(lambda: all(m.client.gateway in ("g2", "g3") for m in victims),
-                               timeout=10, what="clients of the hung gateway moved")
+        await async_wait_until(
+            lambda: all(m.client.gateway in ("g2", "g3") for m in victims),
+            timeout=10,
+            what="clients of the hung gateway moved",
+        )
         moved_in = time.monotonic() - t0
         await fleet.settle()
-        await async_wait_until(lambda: asyncio.to_thread(lambda: d.states()["g1"] == "down"),
-                               timeout=5, what="hung gateway marked down")
+        await async_wait_until(
+            lambda: asyncio.to_thread(lambda: d.states()["g1"] == "down"),
+            timeout=5,
+            what="hung gateway marked down",
+        )
         assert "g1" not in await asyncio.to_thread(d.handed_out)
     finally:
         g1.proc.signal(signal.SIGCONT)
     # Back in rotation after `rise` probes; the sessions it held while frozen are cleaned up.
-    await async_wait_until(lambda: asyncio.to_thread(lambda: d.states()["g1"] == "up"), timeout=5,
-                           what="resumed gateway up again")
+    await async_wait_until(
+        lambda: asyncio.to_thread(lambda: d.states()["g1"] == "up"),
+        timeout=5,
+        what="resumed gateway up again",
+    )
+
     async def cleaned() -> bool:
         return await asyncio.to_thread(g1.connections) == len(fleet.on("g1"))
 
     await async_wait_until(cleaned, timeout=10, what="stale sessions of the resumed gateway closed")
     await fleet.exchange(3)
     undisturbed(others)
-    print(f"SIGSTOP: {len(victims)} clients moved in {moved_in:.2f}s, {fleet.resent()} messages resent")
+    print(
+        f"SIGSTOP: {len(victims)} clients moved in {moved_in:.2f}s, "
+        f"{fleet.resent()} messages resent"
+    )
 
 
 async def test_gateway_black_holed_by_network(system: Any, fleets: Any, netns: Any) -> None:
@@ -108,22 +134,33 @@ async def test_gateway_black_holed_by_network(system: Any, fleets: Any, netns: A
     netns.black_hole()
     t0 = time.monotonic()
     await fleet.send(3)
-    await async_wait_until(lambda: asyncio.to_thread(lambda: d.states()["g3"] == "down"), timeout=6,
-                           what="black-holed gateway marked down")
+    await async_wait_until(
+        lambda: asyncio.to_thread(lambda: d.states()["g3"] == "down"),
+        timeout=6,
+        what="black-holed gateway marked down",
+    )
     down_in = time.monotonic() - t0
-    await async_wait_until(lambda: all(m.client.gateway in ("g1", "g2") for m in victims), timeout=10,
-                           what="clients of the black-holed gateway moved")
+    await async_wait_until(
+        lambda: all(m.client.gateway in ("g1", "g2") for m in victims),
+        timeout=10,
+        what="clients of the black-holed gateway moved",
+    )
     await fleet.settle()
     assert "g3" not in await asyncio.to_thread(d.handed_out)
 
     netns.restore()
-    await async_wait_until(lambda: asyncio.to_thread(lambda: d.states()["g3"] == "up"), timeout=6,
-                           what="gateway up again once the network heals")
+    await async_wait_until(
+        lambda: asyncio.to_thread(lambda: d.states()["g3"] == "up"),
+        timeout=6,
+        what="gateway up again once the network heals",
+    )
     await fleet.exchange(3)
     undisturbed(others)
     assert down_in <= scaled(3.0), f"black-holed gateway handed out for {down_in:.2f}s"
-    print(f"black hole: marked down after {down_in:.2f}s, {len(victims)} clients moved, "
-          f"{fleet.resent()} messages resent")
+    print(
+        f"black hole: marked down after {down_in:.2f}s, {len(victims)} clients moved, "
+        f"{fleet.resent()} messages resent"
+    )
 
 
 class Forwarder:
@@ -182,8 +219,11 @@ async def test_status_endpoint_dead_but_tcp_port_alive(system: Any, fleets: Any)
     assert held, fleet.by_gateway()
 
     await relay.kill()
-    await async_wait_until(lambda: asyncio.to_thread(lambda: d.states()["g3"] == "down"), timeout=5,
-                           what="gateway with a dead status endpoint marked down")
+    await async_wait_until(
+        lambda: asyncio.to_thread(lambda: d.states()["g3"] == "down"),
+        timeout=5,
+        what="gateway with a dead status endpoint marked down",
+    )
     assert "g3" not in await asyncio.to_thread(d.handed_out)
     # Its clients keep their sessions and keep talking; newcomers go elsewhere.
     await fleet.exchange(3)
@@ -196,6 +236,9 @@ async def test_status_endpoint_dead_but_tcp_port_alive(system: Any, fleets: Any)
     assert await asyncio.to_thread(g3.connections) == len(held)
 
     await relay.start(relay.port)  # the status path heals: back in rotation
-    await async_wait_until(lambda: asyncio.to_thread(lambda: d.states()["g3"] == "up"), timeout=5,
-                           what="gateway up again")
+    await async_wait_until(
+        lambda: asyncio.to_thread(lambda: d.states()["g3"] == "up"),
+        timeout=5,
+        what="gateway up again",
+    )
     await relay.kill()

@@ -75,18 +75,25 @@ async def test_flapping_status_holds_state_by_rise_and_fall(system: Any, fleets:
         await fleet.exchange(2)
         assert fleet.reconnects() == 0
 
-        # Down (two failures in a row), then alternating: stays down (never `rise` successes in a row).
+        # Down (two failures in a row), then alternating: stays down (never `rise` successes in a
+        # row).
         flaky.mode = "fail"
-        await async_wait_until(lambda: asyncio.to_thread(lambda: d.states()["g2"] == "down"), timeout=5,
-                               what="g2 down after `fall` failures")
+        await async_wait_until(
+            lambda: asyncio.to_thread(lambda: d.states()["g2"] == "down"),
+            timeout=5,
+            what="g2 down after `fall` failures",
+        )
         flaky.mode = "alternate"
         assert await watch_state(d, "g2", flaky, 12) == {"down"}
         assert "g2" not in await asyncio.to_thread(d.handed_out)
 
         # Healthy again: up after `rise` successes. Its clients were never disturbed meanwhile.
         flaky.mode = "ok"
-        await async_wait_until(lambda: asyncio.to_thread(lambda: d.states()["g2"] == "up"), timeout=5,
-                               what="g2 up after `rise` successes")
+        await async_wait_until(
+            lambda: asyncio.to_thread(lambda: d.states()["g2"] == "up"),
+            timeout=5,
+            what="g2 up after `rise` successes",
+        )
         await fleet.exchange(2)
         assert fleet.reconnects() == 0 and fleet.resent() == 0
     finally:

@@ -82,7 +82,9 @@ class FakeTransport:
 def make(gw_kwargs: dict[str, Any] | None = None, **cfg: Any) -> Gateway:
     base: dict[str, Any] = {"id": "g1", "listen": ("127.0.0.1", 1), "status": ("127.0.0.1", 2)}
     base.update(cfg)
-    return Gateway(GatewayConfig(**base), NodeCounters(1), rng=random.Random(1), **(gw_kwargs or {}))
+    return Gateway(
+        GatewayConfig(**base), NodeCounters(1), rng=random.Random(1), **(gw_kwargs or {})
+    )
 
 
 def connect(gw: Gateway, ip: str = "10.0.0.1") -> FakeTransport:
@@ -126,11 +128,14 @@ async def test_welcome_echo_ping_and_session_lookup() -> None:
     assert gw.counters.snapshot().accepted == 1
 
 
-@pytest.mark.parametrize("signer_ids,client,code", [
-    (["g1"], "c1", None),
-    (["g2"], "c1", ErrorCode.TICKET_WRONG_GATEWAY),
-    (["g1"], "c2", ErrorCode.TICKET_WRONG_CLIENT),
-])
+@pytest.mark.parametrize(
+    "signer_ids,client,code",
+    [
+        (["g1"], "c1", None),
+        (["g2"], "c1", ErrorCode.TICKET_WRONG_GATEWAY),
+        (["g1"], "c2", ErrorCode.TICKET_WRONG_CLIENT),
+    ],
+)
 async def test_ticket_checks(signer_ids: list[str], client: str, code: ErrorCode | None) -> None:
     gw = make(secrets=(SECRET,))
     t = connect(gw)
@@ -276,7 +281,8 @@ async def test_drain_spreads_reconnects_then_stops() -> None:
         await asyncio.sleep(0.005)
     assert sorted(times) == list(range(5))
     spread = sorted(times.values())
-    # sent at ~0, 0.09, ..., 0.36 s (first 90% of the window); each upper bound stretches on slow machines
+    # sent at ~0, 0.09, ..., 0.36 s (first 90% of the window); each upper bound stretches on slow
+    # machines
     assert spread[0] < scaled(0.05) and 0.3 < spread[-1] < scaled(0.5), spread
     assert all(isinstance(t.frames[0], Reconnect) and t.frames[0].delay_ms < 250 for t in clients)
     late_handshake.send(Hello("", "late"))

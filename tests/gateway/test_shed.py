@@ -1,5 +1,5 @@
-"""Shedding: the oldest sessions past the minimum age get RECONNECT("rebalance"), spread over the window;
-POST /shed needs the admin token and validates its body."""
+"""Shedding: the oldest sessions past the minimum age get RECONNECT("rebalance"), spread over
+the window; POST /shed needs the admin token and validates its body."""
 
 from __future__ import annotations
 
@@ -51,16 +51,19 @@ def test_counters_carry_shed_orders_between_processes() -> None:
     assert c.snapshot().shed == 4
 
 
-@pytest.mark.parametrize("body, problem", [
-    (b"{", "not valid JSON"),
-    (b"[]", "JSON object"),
-    (b'{"count": 0}', "count"),
-    (b'{"count": true}', "count"),
-    (b'{"count": 5, "window_s": -1}', "window_s"),
-    (b'{"count": 5, "min_age_s": "x"}', "min_age_s"),
-    (b'{"count": 5, "extra": 1}', "unknown field"),
-    (b'{"count": 5, "reason": 7}', "reason"),
-])
+@pytest.mark.parametrize(
+    "body, problem",
+    [
+        (b"{", "not valid JSON"),
+        (b"[]", "JSON object"),
+        (b'{"count": 0}', "count"),
+        (b'{"count": true}', "count"),
+        (b'{"count": 5, "window_s": -1}', "window_s"),
+        (b'{"count": 5, "min_age_s": "x"}', "min_age_s"),
+        (b'{"count": 5, "extra": 1}', "unknown field"),
+        (b'{"count": 5, "reason": 7}', "reason"),
+    ],
+)
 def test_parse_order_rejects_bad_bodies(body: bytes, problem: str) -> None:
     with pytest.raises(ValueError, match=problem):
         parse_order(body)
@@ -83,12 +86,18 @@ async def test_shed_picks_oldest_past_min_age_and_spreads() -> None:
     await async_wait_until(lambda: gw.shedding == 0, timeout=1, interval=0.005, what="orders sent")
     got = [t for t in old + young if t.frames]
     assert got == old[:4]  # the oldest first
-    assert all(isinstance(t.frames[0], Reconnect) and t.frames[0].reason == "rebalance" for t in got)
+    assert all(
+        isinstance(t.frames[0], Reconnect) and t.frames[0].reason == "rebalance" for t in got
+    )
     assert gw.counters.snapshot().shed == 4
     assert gw.counters.snapshot().leaving == 4  # until they close
     got[0].close()
-    await async_wait_until(lambda: gw.counters.snapshot().leaving == 3, timeout=1, interval=0.005,
-                           what="a moved session closed")
+    await async_wait_until(
+        lambda: gw.counters.snapshot().leaving == 3,
+        timeout=1,
+        interval=0.005,
+        what="a moved session closed",
+    )
     # already asked: not asked again; asking for 10 more finds the 2 old ones left (one closed)
     assert gw.shed(10, 0.0, 5.0) == 2
     await async_wait_until(lambda: gw.shedding == 0, timeout=1, interval=0.005, what="orders sent")
@@ -100,7 +109,9 @@ async def test_shed_picks_oldest_past_min_age_and_spreads() -> None:
     ts = [opened(real, f"c{i}") for i in range(5)]
     t0 = loop.time()
     assert real.shed(5, 0.4, 0.0) == 5
-    await async_wait_until(lambda: all(t.frames for t in ts), timeout=2, interval=0.005, what="all sent")
+    await async_wait_until(
+        lambda: all(t.frames for t in ts), timeout=2, interval=0.005, what="all sent"
+    )
     assert 0.25 < loop.time() - t0 < scaled(1.0)
 
 
@@ -109,7 +120,9 @@ async def test_overlapping_orders_do_not_pick_the_same_sessions() -> None:
     ts = [opened(gw, f"c{i}") for i in range(6)]
     assert gw.shed(3, 0.3, 0.0) == 3
     assert gw.shed(3, 0.3, 0.0) == 3  # within the first window: the next three
-    await async_wait_until(lambda: all(t.frames for t in ts), timeout=2, interval=0.005, what="all sent")
+    await async_wait_until(
+        lambda: all(t.frames for t in ts), timeout=2, interval=0.005, what="all sent"
+    )
     assert all(len(t.frames) == 1 for t in ts) and gw.counters.snapshot().shed == 6
     assert gw.shed(3, 0.3, 0.0) == 0
 
@@ -123,17 +136,23 @@ async def test_shed_refused_while_draining() -> None:
 
 async def _post(port: int, body: Any, token: str | None) -> tuple[int, dict[str, Any]]:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    async with aiohttp.ClientSession() as s, s.post(
-        f"http://127.0.0.1:{port}/shed", data=body if isinstance(body, bytes) else json.dumps(body),
-        headers=headers,
-    ) as r:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(
+            f"http://127.0.0.1:{port}/shed",
+            data=body if isinstance(body, bytes) else json.dumps(body),
+            headers=headers,
+        ) as r,
+    ):
         return r.status, await r.json(content_type=None)
 
 
 @pytest.mark.parametrize("token", ["s3cret-token", None])
 async def test_post_shed_auth_and_status_counts(token: str | None) -> None:
     port = free_port()
-    cfg = GatewayConfig(id="g1", listen=("127.0.0.1", 1), status=("127.0.0.1", port), admin_token=token)
+    cfg = GatewayConfig(
+        id="g1", listen=("127.0.0.1", 1), status=("127.0.0.1", port), admin_token=token
+    )
     counters = NodeCounters(1)
     calls: list[tuple[int, float, float]] = []
 

@@ -127,13 +127,18 @@ def test_replay_guard_admits_each_nonce_once_node_wide() -> None:
     assert sorted(admitted) == sorted(nonces)  # each nonce exactly once, whichever process
     assert all(codes <= {ErrorCode.TICKET_REPLAYED} for _, codes in results)
     # the supervisor (another view of the same table) sees them too
-    assert refusal(c.nonce_cache(), claims(nonces[0], int(time.time()) + 60)) is ErrorCode.TICKET_REPLAYED
+    assert (
+        refusal(c.nonce_cache(), claims(nonces[0], int(time.time()) + 60))
+        is ErrorCode.TICKET_REPLAYED
+    )
 
 
 def _late_worker(c: NodeCounters, fresh: list[int], kept: int, refused: int, out: object) -> None:
     cache = c.nonce_cache(clock=Clock(T0 + 66))  # first tickets expired (60 s + 5 s leeway)
-    out.put([refusal(cache, claims(n, T0 + 200)) for n in fresh]  # type: ignore[attr-defined]
-            + [refusal(cache, claims(kept, T0 + 200)), refusal(cache, claims(refused, T0 + 200))])
+    out.put(
+        [refusal(cache, claims(n, T0 + 200)) for n in fresh]  # type: ignore[attr-defined]
+        + [refusal(cache, claims(kept, T0 + 200)), refusal(cache, claims(refused, T0 + 200))]
+    )
 
 
 def test_replay_guard_full_table_refuses_and_expiry_frees_slots() -> None:

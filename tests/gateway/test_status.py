@@ -33,10 +33,28 @@ def test_status_fields_and_metrics() -> None:
         s.counters.add_accepted()
     s.counters.add_rejected(ErrorCode.TICKET_EXPIRED)
     st = s.status()
-    assert {k: st[k] for k in ("id", "state", "connections", "capacity", "address", "accepted", "rejected",
-                               "workers")} == {
-        "id": "g1", "state": "serving", "connections": 3, "capacity": 10, "address": "gw1.example:9001",
-        "accepted": 3, "rejected": {"ticket_expired": 1}, "workers": 1}
+    assert {
+        k: st[k]
+        for k in (
+            "id",
+            "state",
+            "connections",
+            "capacity",
+            "address",
+            "accepted",
+            "rejected",
+            "workers",
+        )
+    } == {
+        "id": "g1",
+        "state": "serving",
+        "connections": 3,
+        "capacity": 10,
+        "address": "gw1.example:9001",
+        "accepted": 3,
+        "rejected": {"ticket_expired": 1},
+        "workers": 1,
+    }
     assert 0 <= st["cpu"] <= 1 and st["uptime_s"] >= 0 and st["version"]
     from prometheus_client import generate_latest
 
@@ -65,36 +83,59 @@ def test_cpu_sampler_uses_injected_clock() -> None:
 def parse(*argv: str) -> argparse.Namespace:
     p = argparse.ArgumentParser()
     add_parser(p.add_subparsers())
-    return p.parse_args(["gateway", "--id", "g1", "--listen", "127.0.0.1:1", "--status", "127.0.0.1:2", *argv])
+    return p.parse_args(
+        ["gateway", "--id", "g1", "--listen", "127.0.0.1:1", "--status", "127.0.0.1:2", *argv]
+    )
 
 
 def test_config_defaults(tmp_path: Path) -> None:
     cfg = from_args(parse("--no-ticket"))
-    assert (cfg.capacity, cfg.per_ip_limit, cfg.heartbeat, cfg.idle_timeout, cfg.handshake_timeout,
-            cfg.drain_window, cfg.max_frame, cfg.workers, cfg.secrets) == (
-        10_000, 0, 10.0, 30.0, 5.0, 30.0, 65536, 1, None)
+    assert (
+        cfg.capacity,
+        cfg.per_ip_limit,
+        cfg.heartbeat,
+        cfg.idle_timeout,
+        cfg.handshake_timeout,
+        cfg.drain_window,
+        cfg.max_frame,
+        cfg.workers,
+        cfg.secrets,
+    ) == (10_000, 0, 10.0, 30.0, 5.0, 30.0, 65536, 1, None)
     secret = tmp_path / "s"
     secret.write_text("a-secret-of-enough-length\n")
     token = tmp_path / "t"
     token.write_text("report-token\n")
-    cfg = from_args(parse("--secret-file", str(secret), "--heartbeat", "2", "--report-to",
-                          "http://127.0.0.1:8080/", "--report-token-file", str(token)))
+    cfg = from_args(
+        parse(
+            "--secret-file",
+            str(secret),
+            "--heartbeat",
+            "2",
+            "--report-to",
+            "http://127.0.0.1:8080/",
+            "--report-token-file",
+            str(token),
+        )
+    )
     assert cfg.secrets == (b"a-secret-of-enough-length",) and cfg.idle_timeout == 6.0
     assert cfg.report_to == "http://127.0.0.1:8080" and cfg.report_token == "report-token"
 
 
-@pytest.mark.parametrize("argv,key", [
-    ((), "--secret-file"),
-    (("--no-ticket", "--capacity", "0"), "--capacity"),
-    (("--no-ticket", "--workers", "0"), "--workers"),
-    (("--no-ticket", "--idle-timeout", "-1"), "--idle-timeout"),
-    (("--no-ticket", "--max-frame", "10"), "--max-frame"),
-    (("--no-ticket", "--report-to", "ftp://x"), "--report-to"),
-    (("--no-ticket", "--report-to", "http://x"), "--report-token-file"),
-    (("--no-ticket", "--agent", "nope"), "--agent"),
-    (("--no-ticket", "--http-timeout", "0"), "--http-timeout"),
-    (("--no-ticket", "--zone", "a/b"), "--zone"),
-])
+@pytest.mark.parametrize(
+    "argv,key",
+    [
+        ((), "--secret-file"),
+        (("--no-ticket", "--capacity", "0"), "--capacity"),
+        (("--no-ticket", "--workers", "0"), "--workers"),
+        (("--no-ticket", "--idle-timeout", "-1"), "--idle-timeout"),
+        (("--no-ticket", "--max-frame", "10"), "--max-frame"),
+        (("--no-ticket", "--report-to", "ftp://x"), "--report-to"),
+        (("--no-ticket", "--report-to", "http://x"), "--report-token-file"),
+        (("--no-ticket", "--agent", "nope"), "--agent"),
+        (("--no-ticket", "--http-timeout", "0"), "--http-timeout"),
+        (("--no-ticket", "--zone", "a/b"), "--zone"),
+    ],
+)
 def test_config_errors_name_the_flag(argv: tuple[str, ...], key: str) -> None:
     with pytest.raises(ConfigError) as exc:
         from_args(parse(*argv))
@@ -105,7 +146,12 @@ def test_handler_registry() -> None:
     assert load_handler_class("echo") is EchoHandler
     assert load_handler_class("broadcast") is BroadcastHandler
     assert load_handler_class("tcpdispatch.gateway.handlers:EchoHandler") is EchoHandler
-    for bad in ("nope", "no.such.module:X", "tcpdispatch.gateway.handlers:Missing", "json:JSONDecoder"):
+    for bad in (
+        "nope",
+        "no.such.module:X",
+        "tcpdispatch.gateway.handlers:Missing",
+        "json:JSONDecoder",
+    ):
         with pytest.raises(ConfigError):
             load_handler_class(bad)
 
@@ -149,7 +195,13 @@ async def _http(s: StatusService, raw: bytes) -> tuple[int, bytes]:
     reader, writer = await asyncio.open_connection(*s.cfg.status)
     writer.write(raw)
     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
-    length = int(next(ln.split(b":")[1] for ln in head.split(b"\r\n") if ln.lower().startswith(b"content-length")))
+    length = int(
+        next(
+            ln.split(b":")[1]
+            for ln in head.split(b"\r\n")
+            if ln.lower().startswith(b"content-length")
+        )
+    )
     body = await reader.readexactly(length)
     writer.close()
     return int(head.split()[1]), body
@@ -158,10 +210,14 @@ async def _http(s: StatusService, raw: bytes) -> tuple[int, bytes]:
 async def test_post_drain_without_an_admin_token_is_refused_with_how_to_enable_it() -> None:
     s = await _started()
     try:
-        status, body = await _http(s, b"POST /drain HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+        status, body = await _http(
+            s, b"POST /drain HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
+        )
         assert status == 403
         doc = json.loads(body)
-        assert doc["error"] == "admin_token_not_configured" and "--admin-token-file" in doc["detail"]
+        assert (
+            doc["error"] == "admin_token_not_configured" and "--admin-token-file" in doc["detail"]
+        )
         assert not s.counters.draining
     finally:
         await s.stop()
@@ -174,14 +230,17 @@ async def test_post_drain_with_a_token_needs_the_right_bearer() -> None:
         assert (await _http(s, req.format("").encode()))[0] == 401
         assert (await _http(s, req.format("Authorization: Bearer nope\r\n").encode()))[0] == 401
         assert not s.counters.draining
-        assert (await _http(s, req.format("Authorization: Bearer gw-admin-token\r\n").encode()))[0] == 202
+        assert (await _http(s, req.format("Authorization: Bearer gw-admin-token\r\n").encode()))[
+            0
+        ] == 202
         assert s.counters.draining
     finally:
         await s.stop()
 
 
 async def test_status_port_cuts_a_request_head_that_trickles_past_the_deadline() -> None:
-    """A byte every 0.1 s never completes the head: closed ~0.5 s after connect, not reset by bytes."""
+    """A byte every 0.1 s never completes the head: closed ~0.5 s after connect, not reset by
+    bytes."""
     s = await _started(http_timeout=0.5)
     try:
         loop = asyncio.get_running_loop()
@@ -208,7 +267,8 @@ async def test_status_port_cuts_a_request_head_that_trickles_past_the_deadline()
 
 
 async def test_status_keep_alive_connection_survives_between_quick_requests() -> None:
-    """The deadline restarts after each answer: a client polling faster than it keeps its connection."""
+    """The deadline restarts after each answer: a client polling faster than it keeps its
+    connection."""
     s = await _started(http_timeout=0.3)
     try:
         reader, writer = await asyncio.open_connection(*s.cfg.status)
@@ -216,8 +276,13 @@ async def test_status_keep_alive_connection_survives_between_quick_requests() ->
             writer.write(b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n")
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
             assert head.startswith(b"HTTP/1.1 200")
-            length = int(next(ln.split(b":")[1] for ln in head.split(b"\r\n")
-                              if ln.lower().startswith(b"content-length")))
+            length = int(
+                next(
+                    ln.split(b":")[1]
+                    for ln in head.split(b"\r\n")
+                    if ln.lower().startswith(b"content-length")
+                )
+            )
             await reader.readexactly(length)
             await asyncio.sleep(0.2)  # longer than nothing, shorter than the idle allowance
         writer.close()
@@ -251,13 +316,16 @@ def test_metrics_carry_build_info_and_the_process_collector() -> None:
     from tcpdispatch.metrics_common import accelerator
 
     text = generate_latest(service()._registry).decode()  # type: ignore[arg-type]
-    assert (f'tcpdispatch_build_info{{accelerator="{accelerator()}",python="{platform.python_version()}",'
-            f'version="{__version__}"}} 1.0') in text
+    assert (
+        f'tcpdispatch_build_info{{accelerator="{accelerator()}",python="{platform.python_version()}",'
+        f'version="{__version__}"}} 1.0'
+    ) in text
     assert "process_cpu_seconds_total " in text and "process_resident_memory_bytes " in text
 
 
 def test_zone_is_reported_only_when_set() -> None:
-    """``--zone`` goes into /status (and so into pushed heartbeats); without it no field (docs/zones.md)."""
+    """``--zone`` goes into /status (and so into pushed heartbeats); without it no field
+    (docs/zones.md)."""
     assert from_args(parse("--no-ticket", "--zone", "eu-1")).zone == "eu-1"
     assert service(zone="eu-1").status()["zone"] == "eu-1"
     assert "zone" not in service().status()

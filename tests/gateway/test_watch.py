@@ -17,8 +17,18 @@ from tcpdispatch.gateway.watch import TICK, WatchFeed, parse_watch_interval, wat
 
 
 def doc(**kw: Any) -> dict[str, Any]:
-    base = {"id": "g1", "state": "serving", "connections": 3, "capacity": 10, "address": "h:1",
-            "cpu": 0.1, "busy": 0.2, "lag_ms": 1, "uptime_s": 5.0, "accepted": 7}
+    base = {
+        "id": "g1",
+        "state": "serving",
+        "connections": 3,
+        "capacity": 10,
+        "address": "h:1",
+        "cpu": 0.1,
+        "busy": 0.2,
+        "lag_ms": 1,
+        "uptime_s": 5.0,
+        "accepted": 7,
+    }
     base.update(kw)
     return base
 
@@ -37,7 +47,9 @@ def test_feed_sends_urgent_changes_at_once() -> None:
     f = WatchFeed(1.0)
     f.poll(doc(), 0.0)
     assert json.loads(f.poll(doc(state="draining"), 0.05)) == {"state": "draining"}
-    assert json.loads(f.poll(doc(state="draining", connections=10), 0.1)) == {"connections": 10}  # now full
+    assert json.loads(f.poll(doc(state="draining", connections=10), 0.1)) == {
+        "connections": 10
+    }  # now full
     assert f.poll(doc(state="draining", connections=10), 0.2) == b""
     assert f.poll(doc(state="draining", connections=10), 1.1) == TICK
 
@@ -90,7 +102,9 @@ def test_status_reports_the_busiest_worker() -> None:
 
 async def test_status_endpoint_streams_and_refuses_bad_intervals() -> None:
     port = free_port()
-    cfg = GatewayConfig(id="g1", listen=("127.0.0.1", 9001), status=("127.0.0.1", port), capacity=10)
+    cfg = GatewayConfig(
+        id="g1", listen=("127.0.0.1", 9001), status=("127.0.0.1", port), capacity=10
+    )
     counters = NodeCounters(1)
     service = StatusService(cfg, counters, on_drain=counters.set_draining, pids=list)
     await service.start()
@@ -98,7 +112,11 @@ async def test_status_endpoint_streams_and_refuses_bad_intervals() -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(b"GET /status?watch=0.05 HTTP/1.1\r\nHost: x\r\n\r\n")
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 2)
-        assert b"200 OK" in head and b"application/x-ndjson" in head and b"Tcpdispatch-Watch: 0.05" in head
+        assert (
+            b"200 OK" in head
+            and b"application/x-ndjson" in head
+            and b"Tcpdispatch-Watch: 0.05" in head
+        )
         body = b""
         while body.count(b"\n") < 4:  # the document, then ticks (chunked framing around them)
             body += await asyncio.wait_for(reader.read(4096), 2)

@@ -59,13 +59,15 @@ ROOT = Path(__file__).resolve().parents[2]
 EXEMPT = {
     "src/tcpdispatch/dispatcher/config_writer.py",  # the writer itself
     "tests/dispatcher/test_config.py",  # the loader's tests feed it TOML text, valid and broken
-    "tests/test_settings.py",  # the declarations' tests feed the loader text, in range and out of it
+    # the declarations' tests feed the loader text, in range and out of it
+    "tests/test_settings.py",
     "tests/harness/test_system.py",  # the samples below
 }
 
 
 def toml_tables_written_by_hand(source: str) -> list[int]:
-    """Lines of ``source`` whose string literals open a ``[dispatcher]`` or ``[[gateways]]`` table."""
+    """Lines of ``source`` whose string literals open a ``[dispatcher]`` or ``[[gateways]]``
+    table."""
     lines = []
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Constant) and isinstance(node.value, str):

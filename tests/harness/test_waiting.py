@@ -76,7 +76,8 @@ async def test_async_wait_until_awaits_what_the_predicate_returns() -> None:
 
 def test_proc_stop_kills_the_process_group(tmp_path: Path) -> None:
     code = (
-        "import subprocess, sys, time; c = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+        "import subprocess, sys, time; "
+        "c = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
         "print('READY', c.pid, flush=True); time.sleep(60)"
     )
     p = Proc([sys.executable, "-c", code], tmp_path / "p.log")

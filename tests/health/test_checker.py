@@ -35,7 +35,9 @@ class FakeProber:
         self.active: dict[str, int] = defaultdict(int)
         self.max_active = 0
 
-    async def __call__(self, spec: CheckSpec, timeout: float, session: aiohttp.ClientSession | None) -> ProbeResult:
+    async def __call__(
+        self, spec: CheckSpec, timeout: float, session: aiohttp.ClientSession | None
+    ) -> ProbeResult:
         key = str(spec)
         self.starts[key].append(time.monotonic())
         self.active[key] += 1
@@ -59,7 +61,9 @@ async def test_calls_on_result_at_about_the_interval(status_server) -> None:  # 
     checker.set_targets({"g1": parse_check(server.url)})
     await checker.start()
     try:
-        await async_wait_until(lambda: len(rec.calls["g1"]) >= 9, timeout=3.0, what="9 probe results")
+        await async_wait_until(
+            lambda: len(rec.calls["g1"]) >= 9, timeout=3.0, what="9 probe results"
+        )
     finally:
         await checker.close()
     times = [t for t, _ in rec.calls["g1"]]
@@ -160,7 +164,9 @@ async def test_callback_and_prober_errors_do_not_stop_checking() -> None:
         calls.append(result)
         raise RuntimeError("consumer bug")
 
-    async def broken(spec: CheckSpec, timeout: float, session: aiohttp.ClientSession | None) -> ProbeResult:
+    async def broken(
+        spec: CheckSpec, timeout: float, session: aiohttp.ClientSession | None
+    ) -> ProbeResult:
         raise KeyError("prober bug")
 
     checker = HealthChecker(HealthSettings(interval=0.02), on_result, prober=broken)
@@ -204,7 +210,9 @@ async def _bring_up(status_server, n: int):  # type: ignore[no-untyped-def]
     checker = HealthChecker(settings, rec)
     checker.set_targets({f"g{i}": parse_check(s.url) for i, s in enumerate(servers)})
     await checker.start()
-    await async_wait_until(lambda: all(rec.up(f"g{i}") for i in range(n)), timeout=3.0, what="all up")
+    await async_wait_until(
+        lambda: all(rec.up(f"g{i}") for i in range(n)), timeout=3.0, what="all up"
+    )
     return servers, rec, checker
 
 
@@ -218,7 +226,9 @@ async def test_defaults_detect_a_crashed_gateway_within_1s(status_server) -> Non
         for s in servers:
             await s.stop()  # listener and kept-alive connections closed: connection refused
         await async_wait_until(
-            lambda: all(not rec.up(f"g{i}") for i in range(N_GATEWAYS)), timeout=3.0, what="all down"
+            lambda: all(not rec.up(f"g{i}") for i in range(N_GATEWAYS)),
+            timeout=3.0,
+            what="all down",
         )
     finally:
         await checker.close()
@@ -234,7 +244,9 @@ async def test_defaults_detect_a_hung_gateway_within_2s(status_server) -> None: 
         for s in servers:
             s.mode = "hang"  # accepts and reads, never answers: a SIGSTOPped gateway from outside
         await async_wait_until(
-            lambda: all(not rec.up(f"g{i}") for i in range(N_GATEWAYS)), timeout=4.0, what="all down"
+            lambda: all(not rec.up(f"g{i}") for i in range(N_GATEWAYS)),
+            timeout=4.0,
+            what="all down",
         )
         for s in servers:  # and it comes back after `rise` successes
             s.mode = "ok"
@@ -245,6 +257,9 @@ async def test_defaults_detect_a_hung_gateway_within_2s(status_server) -> None: 
     finally:
         await checker.close()
     times = [rec.down_since(f"g{i}", t0) for i in range(N_GATEWAYS)]
-    print(f"hang detection times: {[round(t, 3) for t in times if t is not None]}, recovery <= {recovered:.3f}s")
+    print(
+        f"hang detection times: {[round(t, 3) for t in times if t is not None]}, "
+        f"recovery <= {recovered:.3f}s"
+    )
     assert all(t is not None and t < scaled(2.0) for t in times), times
     assert recovered < scaled(1.5)

@@ -1,4 +1,5 @@
-"""Overload protection: the pure hysteresis, and the snapshot rule that applies it to every policy."""
+"""Overload protection: the pure hysteresis, and the snapshot rule that applies it to every
+policy."""
 
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ def test_busy_enters_after_two_statuses_and_leaves_only_under_the_exit_threshold
     assert not s.observe(T, 0.85, 0.01, 0.0)  # the issue's 85 % worker is busy, not collapsing
     assert not s.observe(T, 0.97, 0.01, 0.0)  # one status: a blip so far
     assert s.observe(T, 0.97, 0.01, 0.0) and s.over and "busy 0.97" in s.reason
-    assert not s.observe(T, 0.8, 0.01, 0.0) and s.over  # between exit and enter: stays (no flapping)
+    assert (
+        not s.observe(T, 0.8, 0.01, 0.0) and s.over
+    )  # between exit and enter: stays (no flapping)
     assert s.observe(T, 0.5, 0.01, 0.0) and not s.over and "busy 0.50" in s.reason
 
 

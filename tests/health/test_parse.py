@@ -64,7 +64,9 @@ def test_settings_accept_ints_for_seconds_and_zero_jitter() -> None:
 
 
 def test_settings_from_mapping() -> None:
-    assert HealthSettings.from_mapping({"interval": 0.5, "fall": 3}) == HealthSettings(interval=0.5, fall=3)
+    assert HealthSettings.from_mapping({"interval": 0.5, "fall": 3}) == HealthSettings(
+        interval=0.5, fall=3
+    )
     with pytest.raises(ValueError, match="intervall"):
         HealthSettings.from_mapping({"intervall": 1})
     with pytest.raises(ValueError, match="timeout"):
@@ -83,7 +85,10 @@ def test_settings_are_frozen() -> None:
     ("text", "expected"),
     [
         ("http://127.0.0.1:9101/status", CheckSpec("http", url="http://127.0.0.1:9101/status")),
-        ("https://gw.example:443/status?x=1", CheckSpec("http", url="https://gw.example:443/status?x=1")),
+        (
+            "https://gw.example:443/status?x=1",
+            CheckSpec("http", url="https://gw.example:443/status?x=1"),
+        ),
         ("http://gw/status", CheckSpec("http", url="http://gw/status")),
         ("agent://127.0.0.1:9201", CheckSpec("agent", host="127.0.0.1", port=9201)),
         ("AGENT://Gw.Local:9201/", CheckSpec("agent", host="gw.local", port=9201)),
@@ -127,7 +132,9 @@ def test_parse_check_rejects_non_strings() -> None:
         parse_check(None)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("text", ["http://127.0.0.1:9101/status", "agent://h:1", "tcp://[::1]:9", "push"])
+@pytest.mark.parametrize(
+    "text", ["http://127.0.0.1:9101/status", "agent://h:1", "tcp://[::1]:9", "push"]
+)
 def test_check_spec_str_round_trips(text: str) -> None:
     assert parse_check(str(parse_check(text))) == parse_check(text)
 
@@ -138,7 +145,10 @@ AGENT_TABLE: list[tuple[str, dict[str, Any]]] = [
     # what tcpdispatch gateways send
     ("up 75% maxconn:30", {"ok": True, "weight_pct": 75, "utilization": 0.25, "capacity": 30}),
     ("up 0% maxconn:0", {"ok": True, "weight_pct": 0, "utilization": 1.0, "capacity": 0}),
-    ("up 100% maxconn:10000", {"ok": True, "weight_pct": 100, "utilization": 0.0, "capacity": 10000}),
+    (
+        "up 100% maxconn:10000",
+        {"ok": True, "weight_pct": 100, "utilization": 0.0, "capacity": 10000},
+    ),
     ("drain", {"ok": True, "draining": True}),
     # HAProxy agent-check vocabulary
     ("up", {"ok": True}),
@@ -177,7 +187,10 @@ def test_agent_reply_table(line: str, expected: dict[str, Any]) -> None:
     assert result.latency_s == 0.01
     for key, value in expected.items():
         got = getattr(result, key)
-        assert got == pytest.approx(value) if isinstance(value, float) else got == value, (key, result)
+        assert got == pytest.approx(value) if isinstance(value, float) else got == value, (
+            key,
+            result,
+        )
     assert result.connections is None
     if not result.ok:
         assert result.detail
@@ -188,8 +201,15 @@ def test_agent_reply_table(line: str, expected: dict[str, Any]) -> None:
 
 def doc(**overrides: Any) -> dict[str, Any]:
     base: dict[str, Any] = {
-        "id": "g1", "state": "serving", "connections": 12, "capacity": 100,
-        "address": "127.0.0.1:9001", "cpu": 0.25, "accepted": 3, "rejected": {}, "uptime_s": 1.0,
+        "id": "g1",
+        "state": "serving",
+        "connections": 12,
+        "capacity": 100,
+        "address": "127.0.0.1:9001",
+        "cpu": 0.25,
+        "accepted": 3,
+        "rejected": {},
+        "uptime_s": 1.0,
     }
     base.update(overrides)
     return base
@@ -197,8 +217,13 @@ def doc(**overrides: Any) -> dict[str, Any]:
 
 def test_status_to_result_maps_fields() -> None:
     assert status_to_result(doc(), latency_s=0.002) == ProbeResult(
-        ok=True, latency_s=0.002, connections=12, capacity=100, draining=False,
-        utilization=0.25, address="127.0.0.1:9001",
+        ok=True,
+        latency_s=0.002,
+        connections=12,
+        capacity=100,
+        draining=False,
+        utilization=0.25,
+        address="127.0.0.1:9001",
     )
 
 

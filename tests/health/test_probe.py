@@ -80,14 +80,18 @@ async def test_http_without_a_session(status_server) -> None:  # type: ignore[no
 
 
 async def test_http_refused_fails_fast(refused_port: int, session) -> None:  # type: ignore[no-untyped-def]
-    result, elapsed = await timed(parse_check(f"http://127.0.0.1:{refused_port}/status"), 2.0, session)
+    result, elapsed = await timed(
+        parse_check(f"http://127.0.0.1:{refused_port}/status"), 2.0, session
+    )
     assert not result.ok and result.detail
     assert elapsed < scaled(0.5)
 
 
 async def test_http_silent_listener_times_out(silent_port: int, session) -> None:  # type: ignore[no-untyped-def]
     """The kernel accepts (like a SIGSTOPped gateway's backlog) but nothing answers."""
-    result, elapsed = await timed(parse_check(f"http://127.0.0.1:{silent_port}/status"), TIMEOUT, session)
+    result, elapsed = await timed(
+        parse_check(f"http://127.0.0.1:{silent_port}/status"), TIMEOUT, session
+    )
     assert not result.ok and "timeout" in result.detail
     assert TIMEOUT * 0.9 <= elapsed < TIMEOUT + scaled(0.3)
 
@@ -116,7 +120,11 @@ async def test_http_oversized_body_is_not_ok(session) -> None:  # type: ignore[n
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")
         body = b"[" + b"0," * 40_000 + b"0]"
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+            % len(body)
+            + body
+        )
         await writer.drain()
         writer.close()
 
@@ -145,10 +153,17 @@ async def test_http_oversized_body_is_not_ok(session) -> None:  # type: ignore[n
         (b"\xff\xfe up\n", True, False, None, None),  # undecodable bytes are ignored
     ],
 )
-async def test_agent_replies(agent_server, reply: bytes, ok: bool, draining: bool, weight_pct, capacity) -> None:  # type: ignore[no-untyped-def]
+async def test_agent_replies(
+    agent_server, reply: bytes, ok: bool, draining: bool, weight_pct, capacity
+) -> None:  # type: ignore[no-untyped-def]
     port = await agent_server(reply)
     result = await probe(parse_check(f"agent://127.0.0.1:{port}"), 2.0)
-    assert (result.ok, result.draining, result.weight_pct, result.capacity) == (ok, draining, weight_pct, capacity)
+    assert (result.ok, result.draining, result.weight_pct, result.capacity) == (
+        ok,
+        draining,
+        weight_pct,
+        capacity,
+    )
     if not ok:
         assert result.detail
 
@@ -176,7 +191,9 @@ async def test_agent_refused(refused_port: int) -> None:
 # ---------------------------------------------------------------- tcp
 
 
-async def test_tcp_ok_refused_and_the_hung_process_blind_spot(agent_server, refused_port: int, silent_port: int) -> None:  # type: ignore[no-untyped-def]
+async def test_tcp_ok_refused_and_the_hung_process_blind_spot(
+    agent_server, refused_port: int, silent_port: int
+) -> None:  # type: ignore[no-untyped-def]
     port = await agent_server(None)
     assert (await probe(parse_check(f"tcp://127.0.0.1:{port}"), 2.0)).ok
     refused, elapsed = await timed(parse_check(f"tcp://127.0.0.1:{refused_port}"), 2.0)

@@ -129,7 +129,9 @@ def test_property_active_successes_always_win(
 
 @settings(max_examples=200, deadline=None)
 @given(rise=st.integers(1, 4), fall=st.integers(2, 4), events=st.text(alphabet="+p", max_size=60))
-def test_property_passive_alone_never_downs_a_healthy_gateway(rise: int, fall: int, events: str) -> None:
+def test_property_passive_alone_never_downs_a_healthy_gateway(
+    rise: int, fall: int, events: str
+) -> None:
     s = HealthState(rise=rise, fall=fall, up=True)
     assert not any(feed(s, events))
     assert s.up

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -30,9 +31,13 @@ class Gateway:
 
     def __init__(self, gid: str = "g1") -> None:
         self.port = free_port()
-        cfg = GatewayConfig(id=gid, listen=("127.0.0.1", 9001), status=("127.0.0.1", self.port), capacity=100)
+        cfg = GatewayConfig(
+            id=gid, listen=("127.0.0.1", 9001), status=("127.0.0.1", self.port), capacity=100
+        )
         self.counters = NodeCounters(1)
-        self.service = StatusService(cfg, self.counters, on_drain=self.counters.set_draining, pids=list)
+        self.service = StatusService(
+            cfg, self.counters, on_drain=self.counters.set_draining, pids=list
+        )
 
     @property
     def url(self) -> str:
@@ -72,8 +77,10 @@ class PausableStream:
         try:
             head = await reader.readuntil(b"\r\n\r\n")
             interval = float(head.split(b"watch=", 1)[1].split(b" ", 1)[0])
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\n"
-                         b"Transfer-Encoding: chunked\r\n\r\n")
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\n"
+                b"Transfer-Encoding: chunked\r\n\r\n"
+            )
             feed = WatchFeed(interval)
             loop = asyncio.get_running_loop()
             while True:
@@ -127,36 +134,42 @@ async def streams() -> AsyncIterator[Callable[[], Awaitable[PausableStream]]]:
         await s.stop()
 
 
+@contextlib.asynccontextmanager
+async def watching(
+    settings: HealthSettings, targets: dict[str, Any]
+) -> AsyncIterator[tuple[StatusWatcher, Recorder]]:
+    """A started watcher over ``targets`` with a Recorder of its results; closed on exit."""
+    rec = Recorder(settings)
+    w = StatusWatcher(settings, rec)
+    w.set_targets(targets)
+    await w.start()
+    try:
+        yield w, rec
+    finally:
+        await w.close()
+
+
 async def test_watches_a_real_gateway_and_sees_changes_within_a_tick(gateways) -> None:  # type: ignore[no-untyped-def]
     gw = await gateways()
     settings = HealthSettings(interval=0.1)
-    rec = Recorder(settings)
-    w = StatusWatcher(settings, rec)
-    w.set_targets({"g1": parse_check(gw.url)})
-    await w.start()
-    try:
+    async with watching(settings, {"g1": parse_check(gw.url)}) as (w, rec):
         await async_wait_until(lambda: rec.up("g1"), timeout=2.0, what="up")
         assert w.watching == {"g1"}
         for _ in range(7):
             gw.counters.admit(100, None, 0)
-        await async_wait_until(lambda: rec.calls["g1"][-1][1].connections == 7, timeout=scaled(0.5),
-                               what="load update")
+        await async_wait_until(
+            lambda: rec.calls["g1"][-1][1].connections == 7, timeout=scaled(0.5), what="load update"
+        )
         t0 = time.monotonic()
         gw.counters.set_draining()
         await async_wait_until(lambda: rec.calls["g1"][-1][1].draining, timeout=1.0, what="drain")
         assert time.monotonic() - t0 < scaled(0.1)  # urgent: at once, not at the next tick
-    finally:
-        await w.close()
 
 
 async def test_unchanged_ticks_are_not_reported_once_the_state_is_settled(streams) -> None:  # type: ignore[no-untyped-def]
     s = await streams()
     settings = HealthSettings(interval=0.05)
-    rec = Recorder(settings)
-    w = StatusWatcher(settings, rec)
-    w.set_targets({"g": parse_check(s.url)})
-    await w.start()
-    try:
+    async with watching(settings, {"g": parse_check(s.url)}) as (w, rec):
         await async_wait_until(lambda: rec.up("g"), timeout=2.0)
         await asyncio.sleep(0.3)
         settled = len(rec.calls["g"])
@@ -165,53 +178,46 @@ async def test_unchanged_ticks_are_not_reported_once_the_state_is_settled(stream
         assert w.watching == {"g"}
         w.check_now("g")  # a client report: the next tick is judged again
         await async_wait_until(lambda: len(rec.calls["g"]) > settled, timeout=1.0)
-    finally:
-        await w.close()
 
 
 async def test_crash_is_out_at_once_and_hang_after_the_missed_ticks(gateways, streams) -> None:  # type: ignore[no-untyped-def]
     gw = await gateways()
     hung = await streams()
-    settings = HealthSettings()  # the defaults are what is measured: interval 0.25, timeout 0.5, fall 2
-    rec = Recorder(settings)
-    w = StatusWatcher(settings, rec)
-    w.set_targets({"crash": parse_check(gw.url), "hang": parse_check(hung.url)})
-    await w.start()
-    try:
+    settings = (
+        HealthSettings()
+    )  # the defaults are what is measured: interval 0.25, timeout 0.5, fall 2
+    async with watching(
+        settings, {"crash": parse_check(gw.url), "hang": parse_check(hung.url)}
+    ) as (_w, rec):
         await async_wait_until(lambda: rec.up("crash") and rec.up("hang"), timeout=3.0, what="up")
         t0 = time.monotonic()
         await gw.crash()
         hung.paused = True
-        await async_wait_until(lambda: not rec.up("crash") and not rec.up("hang"), timeout=3.0, what="down")
+        await async_wait_until(
+            lambda: not rec.up("crash") and not rec.up("hang"), timeout=3.0, what="down"
+        )
         crash_t, hang_t = rec.down_since("crash", t0), rec.down_since("hang", t0)
         print(f"watch: crash seen after {crash_t:.3f}s, hang after {hang_t:.3f}s")
         assert crash_t is not None and crash_t < scaled(0.15)
-        # silence past timeout (0.5) then one more interval: 0.75 s after the last tick, at most ~1 s
+        # silence past timeout (0.5) then one more interval: 0.75 s after the last tick,
+        # at most ~1 s
         assert hang_t is not None and 0.45 < hang_t < scaled(1.1)
         hung.paused = False
         t1 = time.monotonic()
         await async_wait_until(lambda: rec.up("hang"), timeout=2.0, what="back up")
         assert time.monotonic() - t1 < scaled(0.8)  # rise = 2 ticks
-    finally:
-        await w.close()
 
 
 async def test_a_bad_stream_is_a_failure_and_is_reopened(streams) -> None:  # type: ignore[no-untyped-def]
     s = await streams()
     settings = HealthSettings(interval=0.05)
-    rec = Recorder(settings)
-    w = StatusWatcher(settings, rec)
-    w.set_targets({"g": parse_check(s.url)})
-    await w.start()
-    try:
+    async with watching(settings, {"g": parse_check(s.url)}) as (_w, rec):
         await async_wait_until(lambda: rec.up("g"), timeout=2.0)
         s.garbage = True
         await async_wait_until(lambda: not rec.up("g"), timeout=2.0, what="down on garbage")
         assert any("bad status document" in r.detail for _, r in rec.calls["g"])
         s.garbage = False
         await async_wait_until(lambda: rec.up("g"), timeout=2.0, what="reopened")
-    finally:
-        await w.close()
 
 
 async def test_plain_status_pages_fall_back_to_keep_alive_polling(status_server) -> None:  # type: ignore[no-untyped-def]
@@ -234,7 +240,9 @@ async def test_plain_status_pages_fall_back_to_keep_alive_polling(status_server)
         await m.close()
 
 
-async def test_raw_prober_keeps_one_connection_and_reports_failures(status_server, refused_port) -> None:  # type: ignore[no-untyped-def]
+async def test_raw_prober_keeps_one_connection_and_reports_failures(
+    status_server, refused_port
+) -> None:  # type: ignore[no-untyped-def]
     plain = await status_server()
     prober = RawProber()
     spec = parse_check(plain.url)

@@ -47,7 +47,11 @@ TOO_LARGE = ("body_too_large",)  # one slug for the limit, from the HTTP server 
 
 @pytest.fixture
 def files(tmp_path: Path) -> dict[str, Path]:
-    out = {"secret": tmp_path / "ticket.secret", "admin": tmp_path / "admin.token", "push": tmp_path / "push.token"}
+    out = {
+        "secret": tmp_path / "ticket.secret",
+        "admin": tmp_path / "admin.token",
+        "push": tmp_path / "push.token",
+    }
     for key, value in (("secret", SECRET), ("admin", ADMIN), ("push", PUSH)):
         out[key].write_text(value + "\n")
     return out
@@ -58,19 +62,40 @@ def start_gateway(procs: Any, *extra: str, gw_id: str = "g1") -> GatewayHandle:
 
 
 class Dispatcher:
-    def __init__(self, procs: Any, tmp: Path, files: dict[str, Path], gateways: list[dict[str, Any]],
-                 extra: str = "", *, port: int | None = None, sections: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        procs: Any,
+        tmp: Path,
+        files: dict[str, Path],
+        gateways: list[dict[str, Any]],
+        extra: str = "",
+        *,
+        port: int | None = None,
+        sections: dict[str, Any] | None = None,
+    ) -> None:
         if sections is None:
             sections = {"health": {"interval": 0.2}, "balancing": {"slow_start_s": 0}}
         self.port, self.config = write_dispatcher_config(
-            tmp, gateways, port=port, name="dispatcher", secret_file=files["secret"],
-            admin_token_file=files["admin"], dispatcher={"push_token_file": files["push"]},
-            sections=sections, extra=extra)
+            tmp,
+            gateways,
+            port=port,
+            name="dispatcher",
+            secret_file=files["secret"],
+            admin_token_file=files["admin"],
+            dispatcher={"push_token_file": files["push"]},
+            sections=sections,
+            extra=extra,
+        )
         self.proc: Proc = launch_dispatcher(procs, self.port, self.config, log_level="debug").proc
         wait_ready(self.proc, "dispatcher", 20)
 
-    def request(self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None,
-                ) -> tuple[int, dict[str, str], bytes]:
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, dict[str, str], bytes]:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=scaled(5))
         data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
         hdrs = {"Content-Type": "application/json"} if data is not None else {}
@@ -119,7 +144,9 @@ def status_line(resp: bytes) -> int:
     return int(resp.split(b" ", 2)[1]) if resp.startswith(b"HTTP/1.1 ") else 0
 
 
-def test_dispatcher_http_request_size_and_header_limits(procs: Any, tmp_path: Path, files: dict[str, Path]) -> None:
+def test_dispatcher_http_request_size_and_header_limits(
+    procs: Any, tmp_path: Path, files: dict[str, Path]
+) -> None:
     gw = start_gateway(procs, "--secret-file", str(files["secret"]))
     d = Dispatcher(procs, tmp_path, files, gateway_entries(gw), extra="max_body = 1024")
     wait_until(lambda: d.state("g1") == "up", 10, what="g1 up")
@@ -127,21 +154,40 @@ def test_dispatcher_http_request_size_and_header_limits(procs: Any, tmp_path: Pa
     admin = {"Authorization": f"Bearer {ADMIN}"}
     big = {"id": "g9", "address": "127.0.0.1:9", "check": "tcp://127.0.0.1:9", "pad": "x" * 2000}
 
-    # Body over max_body: refused by Content-Length before reading, and while reading a chunked body.
+    # Body over max_body: refused by Content-Length before reading, and while reading a chunked
+    # body.
     status, _, body = d.request("POST", "/v1/gateways", big, admin)
     assert status == 413 and json.loads(body)["error"] in TOO_LARGE
     chunk = b"400\r\n" + b"x" * 1024 + b"\r\n"
-    resp = d.raw(b"POST /v1/report HTTP/1.1\r\nHost: d\r\nContent-Type: application/json\r\n"
-                 b"Transfer-Encoding: chunked\r\n\r\n" + chunk * 4 + b"0\r\n\r\n")
-    assert status_line(resp) == 413 and json.loads(resp.partition(b"\r\n\r\n")[2])["error"] in TOO_LARGE
+    resp = d.raw(
+        b"POST /v1/report HTTP/1.1\r\nHost: d\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n" + chunk * 4 + b"0\r\n\r\n"
+    )
+    assert (
+        status_line(resp) == 413
+        and json.loads(resp.partition(b"\r\n\r\n")[2])["error"] in TOO_LARGE
+    )
     # Header limits of the HTTP server: header count, header block size, URI length.
     many = b"".join(b"X-H%d: v\r\n" % i for i in range(300))
     assert status_line(d.raw(b"GET /healthz HTTP/1.1\r\nHost: d\r\n" + many + b"\r\n")) == 431
     huge = b"X-Big: " + b"a" * 1_000_000 + b"\r\n"
     assert status_line(d.raw(b"GET /healthz HTTP/1.1\r\nHost: d\r\n" + huge + b"\r\n")) == 431
-    assert status_line(d.raw(b"GET /v1/dispatch?client_id=" + b"a" * 70_000 + b" HTTP/1.1\r\nHost: d\r\n\r\n")) == 414
-    assert status_line(d.raw(b"GET /v1/dispatch?client_id=" + b"a" * 5000 + b" HTTP/1.1\r\nHost: d\r\n\r\n")) == 400
-    assert status_line(d.raw(b"\x16\x03\x01\x02\x00garbage\r\n\r\n")) in (0, 400)  # TLS hello / junk
+    assert (
+        status_line(
+            d.raw(b"GET /v1/dispatch?client_id=" + b"a" * 70_000 + b" HTTP/1.1\r\nHost: d\r\n\r\n")
+        )
+        == 414
+    )
+    assert (
+        status_line(
+            d.raw(b"GET /v1/dispatch?client_id=" + b"a" * 5000 + b" HTTP/1.1\r\nHost: d\r\n\r\n")
+        )
+        == 400
+    )
+    assert status_line(d.raw(b"\x16\x03\x01\x02\x00garbage\r\n\r\n")) in (
+        0,
+        400,
+    )  # TLS hello / junk
 
     # Clients stuck half-way through their headers do not block anyone else.
     stuck = [socket.create_connection(("127.0.0.1", d.port), timeout=5) for _ in range(100)]
@@ -158,18 +204,37 @@ def test_dispatcher_http_request_size_and_header_limits(procs: Any, tmp_path: Pa
 
 
 def test_every_admin_route_refuses_missing_wrong_or_other_role_tokens(
-    procs: Any, tmp_path: Path, files: dict[str, Path],
+    procs: Any,
+    tmp_path: Path,
+    files: dict[str, Path],
 ) -> None:
     gw = start_gateway(procs, "--secret-file", str(files["secret"]))
     d = Dispatcher(procs, tmp_path, files, gateway_entries(gw))
     wait_until(lambda: d.state("g1") == "up", 10, what="g1 up")
     before = d.pool()
     spec = {"id": "g2", "address": "127.0.0.1:9", "check": "tcp://127.0.0.1:9"}
-    routes = [("POST", "/v1/gateways", spec), ("PATCH", "/v1/gateways/g1", {"weight": 0}),
-              ("POST", "/v1/gateways/g1/drain", None), ("POST", "/v1/gateways/g1/undrain", None),
-              ("DELETE", "/v1/gateways/g1", None), ("POST", "/v1/reload", None)]
-    bad = [None, "", "Bearer", "Bearer ", f"Bearer {ADMIN[:-1]}", f"Bearer {ADMIN}x", f"Bearer x{ADMIN}",
-           f"Basic {ADMIN}", f"Token {ADMIN}", f"Bearer {ADMIN.upper()}", f"Bearer {PUSH}", ADMIN]
+    routes = [
+        ("POST", "/v1/gateways", spec),
+        ("PATCH", "/v1/gateways/g1", {"weight": 0}),
+        ("POST", "/v1/gateways/g1/drain", None),
+        ("POST", "/v1/gateways/g1/undrain", None),
+        ("DELETE", "/v1/gateways/g1", None),
+        ("POST", "/v1/reload", None),
+    ]
+    bad = [
+        None,
+        "",
+        "Bearer",
+        "Bearer ",
+        f"Bearer {ADMIN[:-1]}",
+        f"Bearer {ADMIN}x",
+        f"Bearer x{ADMIN}",
+        f"Basic {ADMIN}",
+        f"Token {ADMIN}",
+        f"Bearer {ADMIN.upper()}",
+        f"Bearer {PUSH}",
+        ADMIN,
+    ]
     for method, path, body in routes:
         for auth in bad:
             headers = {} if auth is None else {"Authorization": auth}
@@ -185,19 +250,28 @@ def test_every_admin_route_refuses_missing_wrong_or_other_role_tokens(
         assert d.request("POST", "/v1/heartbeat", heartbeat, headers)[0] == 401
     assert d.pool() == before
     # And the real token does work (the refusals above were about the token, not the route).
-    assert d.request("POST", "/v1/gateways/g1/drain", None, {"Authorization": f"Bearer {ADMIN}"})[0] == 200
+    assert (
+        d.request("POST", "/v1/gateways/g1/drain", None, {"Authorization": f"Bearer {ADMIN}"})[0]
+        == 200
+    )
 
 
 def test_client_reports_alone_cannot_take_down_a_healthy_gateway(
-    procs: Any, tmp_path: Path, files: dict[str, Path],
+    procs: Any,
+    tmp_path: Path,
+    files: dict[str, Path],
 ) -> None:
     gw = start_gateway(procs, "--secret-file", str(files["secret"]))
     d = Dispatcher(procs, tmp_path, files, gateway_entries(gw))
     wait_until(lambda: d.state("g1") == "up", 10, what="g1 up")
     conn = http.client.HTTPConnection("127.0.0.1", d.port, timeout=scaled(5))
     for i in range(300):  # POST /v1/report needs no token: a flood of lies from one client
-        conn.request("POST", "/v1/report", body=json.dumps({"gateway_id": "g1", "error": f"refused {i}"}),
-                     headers={"Content-Type": "application/json"})
+        conn.request(
+            "POST",
+            "/v1/report",
+            body=json.dumps({"gateway_id": "g1", "error": f"refused {i}"}),
+            headers={"Content-Type": "application/json"},
+        )
         resp = conn.getresponse()
         resp.read()
         assert resp.status == 202
@@ -221,20 +295,41 @@ async def test_gateway_maximum_frame_size_on_the_wire(procs: Any) -> None:
     assert await c.recv() == Data(b"a" * 1022)
     await c.send_raw(struct.pack("!IBB", 1025, 1, 5) + b"b" * 1023)
     frames = await c.recv_all(timeout=scaled(3))
-    assert len(frames) == 1 and isinstance(frames[0], Error) and frames[0].code == ErrorCode.FRAME_TOO_LARGE
+    assert (
+        len(frames) == 1
+        and isinstance(frames[0], Error)
+        and frames[0].code == ErrorCode.FRAME_TOO_LARGE
+    )
     wait_until(lambda: gw.status()["connections"] == 0, 5, what="both connections closed")
     assert gw.status()["rejected"].get("frame_too_large") == 1  # the pre-HELLO one
 
 
-async def test_no_secret_in_any_log_or_endpoint(procs: Any, tmp_path: Path, files: dict[str, Path]) -> None:
+async def test_no_secret_in_any_log_or_endpoint(
+    procs: Any, tmp_path: Path, files: dict[str, Path]
+) -> None:
     """Exercise every path that handles a secret, at debug level, then search all output."""
     from tcpdispatch.tickets import TicketSigner
 
     dport = free_port()
-    gw = start_gateway(procs, "--secret-file", str(files["secret"]), "--report-to", f"http://127.0.0.1:{dport}",
-                       "--report-token-file", str(files["push"]), "--report-interval", "0.2")
-    d = Dispatcher(procs, tmp_path, files, [{"id": "g1", "address": f"127.0.0.1:{gw.port}", "check": "push"}],
-                   port=dport, sections={})
+    gw = start_gateway(
+        procs,
+        "--secret-file",
+        str(files["secret"]),
+        "--report-to",
+        f"http://127.0.0.1:{dport}",
+        "--report-token-file",
+        str(files["push"]),
+        "--report-interval",
+        "0.2",
+    )
+    d = Dispatcher(
+        procs,
+        tmp_path,
+        files,
+        [{"id": "g1", "address": f"127.0.0.1:{gw.port}", "check": "push"}],
+        port=dport,
+        sections={},
+    )
     wait_until(lambda: d.state("g1") == "up", 10, what="g1 up through push heartbeats")
 
     tickets = []
@@ -251,7 +346,9 @@ async def test_no_secret_in_any_log_or_endpoint(procs: Any, tmp_path: Path, file
     for auth in (f"Bearer {ADMIN}x", f"Bearer {PUSH}", f"Bearer {ADMIN}"):
         d.request("PATCH", "/v1/gateways/g1", {"weight": 2}, {"Authorization": auth})
     d.request("POST", "/v1/heartbeat", {"id": "g1"}, {"Authorization": f"Bearer {ADMIN}"})
-    d.config.write_text(d.config.read_text() + "\nbogus = 1\n")  # a refused reload logs the config error
+    d.config.write_text(
+        d.config.read_text() + "\nbogus = 1\n"
+    )  # a refused reload logs the config error
     d.proc.signal(signal.SIGHUP)
     wait_until(lambda: "reload refused" in d.proc.output(), 5, what="reload refused")
 
@@ -259,8 +356,13 @@ async def test_no_secret_in_any_log_or_endpoint(procs: Any, tmp_path: Path, file
     texts += [d.request("GET", p)[2].decode() for p in ("/v1/gateways", "/metrics", "/healthz")]
     outputs = {"gateway": gw.proc.output(), "dispatcher": d.proc.output()}
     assert "heartbeat" in outputs["dispatcher"] or "g1 is up" in outputs["dispatcher"]
-    for value, what in [(SECRET, "ticket secret"), (ADMIN, "admin token"), (PUSH, "push token"),
-                        *((t, "ticket") for t in tickets), (forged, "forged ticket")]:
+    for value, what in [
+        (SECRET, "ticket secret"),
+        (ADMIN, "admin token"),
+        (PUSH, "push token"),
+        *((t, "ticket") for t in tickets),
+        (forged, "forged ticket"),
+    ]:
         for name, out in outputs.items():
             assert value not in out, f"{what} in the {name} log"
         for text in texts:

@@ -15,8 +15,17 @@ pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICK = ROOT / "bench" / "results" / "quick"
-SCENARIOS = ("throughput", "failure_detection", "balance", "failover", "drain", "capacity", "data_path",
-             "health_scale", "rebalance")
+SCENARIOS = (
+    "throughput",
+    "failure_detection",
+    "balance",
+    "failover",
+    "drain",
+    "capacity",
+    "data_path",
+    "health_scale",
+    "rebalance",
+)
 
 
 # The temp-dir prefix of the suite's own scenarios (children name files in it on their command
@@ -26,7 +35,8 @@ MARKERS = ("tcpdsuite-",)
 
 
 def _bench_processes() -> set[int]:
-    """Live processes whose command line names a bench temp dir (children are reparented on exit)."""
+    """Live processes whose command line names a bench temp dir (children are reparented on
+    exit)."""
     found = set()
     for proc in psutil.process_iter(["pid", "cmdline"]):
         cmd = " ".join(proc.info["cmdline"] or ())
@@ -40,8 +50,14 @@ def test_bench_quick_runs_every_scenario() -> None:
     for tool in ("haproxy", "nginx", "wrk"):
         require_binary(tool)
     before = _bench_processes()
-    p = subprocess.run([sys.executable, "-m", "bench", "--quick"], check=False, cwd=ROOT, capture_output=True, text=True,
-                       timeout=220)
+    p = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick"],
+        check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=220,
+    )
     assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-4000:]
     summary = json.loads((QUICK / "summary.json").read_text())
     assert summary["quick"] is True and summary["cores"] >= 1

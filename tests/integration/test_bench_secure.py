@@ -17,12 +17,20 @@ def test_handshake_costs_and_idle_encrypted_connections(tmp_path: Path) -> None:
     res = secure.idle_rss(tmp_path, 60, encrypted=True)
     assert res["connections"] == 60 and res["failed"] == 0, res
     row = {"cpu_us": 1.0, "per_s": 1.0}
-    doc = secure.table({
-        "handshake": dict.fromkeys(("plain", "noise_full", "noise_resumed", "haproxy_tls",
-                                    "haproxy_resumed"), row),
-        "handshake_only": costs,
-        "rss": dict.fromkeys(("plain", "noise", "haproxy_tls"), res),
-        "failover": {"clients": 1, "moved_clients": 1, "unrepaired": 0,
-                     "time_to_pct_s": {"50": 1.0, "99": 1.0, "100": 1.0}},
-        "met": {"rss": True}})
+    doc = secure.table(
+        {
+            "handshake": dict.fromkeys(
+                ("plain", "noise_full", "noise_resumed", "haproxy_tls", "haproxy_resumed"), row
+            ),
+            "handshake_only": costs,
+            "rss": dict.fromkeys(("plain", "noise", "haproxy_tls"), res),
+            "failover": {
+                "clients": 1,
+                "moved_clients": 1,
+                "unrepaired": 0,
+                "time_to_pct_s": {"50": 1.0, "99": 1.0, "100": 1.0},
+            },
+            "met": {"rss": True},
+        }
+    )
     assert "Noise NK (full)" in doc

@@ -37,18 +37,25 @@ async def echo(client: Client, payload: bytes) -> None:
 @pytest.fixture
 def system(procs: Any, secret_file: Path, tmp_path: Path) -> tuple[list[GatewayHandle], Any]:
     """Three ticket-checking gateways (heartbeat 1 s) and a dispatcher over them."""
-    gws = [start_gateway(procs, f"g{i}", "--heartbeat", "1", secret_file=secret_file) for i in (1, 2, 3)]
+    gws = [
+        start_gateway(procs, f"g{i}", "--heartbeat", "1", secret_file=secret_file)
+        for i in (1, 2, 3)
+    ]
     return gws, start_dispatcher(procs, tmp_path, gws, secret_file)
 
 
 async def test_dispatcher_failover_then_cache_then_static(
-    system: Any, procs: Any, tmp_path: Path,
+    system: Any,
+    procs: Any,
+    tmp_path: Path,
 ) -> None:
     _gws, disp = system
     static = start_gateway(procs, "static1")  # --no-ticket: the direct IP list
     cache = tmp_path / "dispatch.json"
     # 1. The first dispatcher URL is dead: the second one answers.
-    async with Client([dead_url(), disp.url], [static.address], client_id="c1", cache_path=cache) as c:
+    async with Client(
+        [dead_url(), disp.url], [static.address], client_id="c1", cache_path=cache
+    ) as c:
         assert c.gateway in {"g1", "g2", "g3"}
         await echo(c, b"via dispatcher")
     assert cache.exists()
@@ -56,14 +63,24 @@ async def test_dispatcher_failover_then_cache_then_static(
     # already (a gateway admits a nonce once), so an alternate in the same answer wins.
     disp.proc.signal(signal.SIGKILL)
     sources: list[str] = []
-    async with Client([dead_url(), disp.url], [static.address], client_id="c1", cache_path=cache,
-                      on_connected=lambda e: sources.append(e.source)) as c:
+    async with Client(
+        [dead_url(), disp.url],
+        [static.address],
+        client_id="c1",
+        cache_path=cache,
+        on_connected=lambda e: sources.append(e.source),
+    ) as c:
         assert sources == ["cache"] and c.gateway in {"g1", "g2", "g3"}
         await echo(c, b"via cache")
     # 3. No cache: the static list.
     cache.unlink()
-    async with Client([disp.url], [static.address], client_id="c1", cache_path=cache,
-                      on_connected=lambda e: sources.append(e.source)) as c:
+    async with Client(
+        [disp.url],
+        [static.address],
+        client_id="c1",
+        cache_path=cache,
+        on_connected=lambda e: sources.append(e.source),
+    ) as c:
         assert sources[-1] == "static" and c.gateway == static.address
         await echo(c, b"via static list")
 
@@ -82,13 +99,18 @@ async def test_static_only_random_mode_with_failover(procs: Any) -> None:
 
 
 async def test_race_black_holed_gateway_loses_to_alternate(
-    procs: Any, secret_file: Path,
+    procs: Any,
+    secret_file: Path,
 ) -> None:
     hole, good = (start_gateway(procs, gid, secret_file=secret_file) for gid in ("hole", "good"))
     hole.signal(signal.SIGSTOP)  # its kernel still completes TCP handshakes; nothing answers
     ticket = TicketSigner(load_secrets(secret_file)[0]).issue(["hole", "good"], "racer")
-    body = {"gateway": {"id": "hole", "host": "127.0.0.1", "port": hole.port}, "ticket": ticket,
-            "alternates": [{"id": "good", "host": "127.0.0.1", "port": good.port, "ticket": ticket}]}
+    body = {
+        "gateway": {"id": "hole", "host": "127.0.0.1", "port": hole.port},
+        "ticket": ticket,
+        "alternates": [{"id": "good", "host": "127.0.0.1", "port": good.port, "ticket": ticket}],
+    }
+
     async def dispatch(request: web.Request) -> web.Response:
         return web.json_response(body)
 
@@ -117,16 +139,30 @@ async def test_killed_gateway_client_reconnects_within_2s(system: Any) -> None:
         victim = next(g for g in gws if g.id == first)
         t0 = time.monotonic()
         victim.signal(signal.SIGKILL)
-        await async_wait_until(lambda: c.gateway not in (None, first), timeout=2, what="reconnected elsewhere")
+        await async_wait_until(
+            lambda: c.gateway not in (None, first), timeout=2, what="reconnected elsewhere"
+        )
         assert time.monotonic() - t0 < scaled(2.0)
         await echo(c, b"still here")
 
 
 async def test_reconnect_frame_is_followed(
-    procs: Any, secret_file: Path, tmp_path: Path, admin_token_file: Path,
+    procs: Any,
+    secret_file: Path,
+    tmp_path: Path,
+    admin_token_file: Path,
 ) -> None:
-    gws = [start_gateway(procs, f"d{i}", "--drain-window", "1", secret_file=secret_file,
-                         admin_token_file=admin_token_file) for i in (1, 2)]
+    gws = [
+        start_gateway(
+            procs,
+            f"d{i}",
+            "--drain-window",
+            "1",
+            secret_file=secret_file,
+            admin_token_file=admin_token_file,
+        )
+        for i in (1, 2)
+    ]
     disp = start_dispatcher(procs, tmp_path, gws, secret_file)
     events: list[Any] = []
     async with Client([disp.url], client_id="mover") as c:
@@ -135,26 +171,40 @@ async def test_reconnect_frame_is_followed(
         victim = next(g for g in gws if g.id == first)
         victim.drain()
         # The drain window is 1 s; allow for a slow, shared machine.
-        await async_wait_until(lambda: c.gateway not in (None, first), timeout=10, what="moved after RECONNECT")
+        await async_wait_until(
+            lambda: c.gateway not in (None, first), timeout=10, what="moved after RECONNECT"
+        )
         await echo(c, b"moved")
-        assert any(e.kind is EventKind.RECONNECTING and e.reason.startswith("reconnect") for e in events)
+        assert any(
+            e.kind is EventKind.RECONNECTING and e.reason.startswith("reconnect") for e in events
+        )
         assert not any(e.kind is EventKind.DISCONNECTED for e in events)  # moved without a gap
         assert victim.proc.popen.wait(scaled(10)) is not None  # the drained gateway exits
 
 
 async def test_503_retry_after_is_honoured_by_real_dispatcher(
-    procs: Any, secret_file: Path, tmp_path: Path,
+    procs: Any,
+    secret_file: Path,
+    tmp_path: Path,
 ) -> None:
     gw = start_gateway(procs, "full", "--capacity", "1", secret_file=secret_file)
-    disp = start_dispatcher(procs, tmp_path, [gw], secret_file,
-                            extra_toml="retry_after_min = 2\nretry_after_max = 2")
+    disp = start_dispatcher(
+        procs, tmp_path, [gw], secret_file, extra_toml="retry_after_min = 2\nretry_after_max = 2"
+    )
     async with Client([disp.url], client_id="first") as first:
         assert first.gateway == "full"
-        await async_wait_until(lambda: disp.gateways()["full"]["connections"] >= 1, timeout=5,
-                               what="dispatcher sees the gateway full")
+        await async_wait_until(
+            lambda: disp.gateways()["full"]["connections"] >= 1,
+            timeout=5,
+            what="dispatcher sees the gateway full",
+        )
         delays: list[float] = []
-        second = Client([disp.url], client_id="second", backoff=BackoffConfig(initial=0.05, max=0.1),
-                        on_reconnecting=lambda e: delays.append(e.delay or 0))
+        second = Client(
+            [disp.url],
+            client_id="second",
+            backoff=BackoffConfig(initial=0.05, max=0.1),
+            on_reconnecting=lambda e: delays.append(e.delay or 0),
+        )
         with pytest.raises(DispatchError):
             await second.connect(timeout=scaled(3.0))
         await second.close()

@@ -82,7 +82,8 @@ class DocClient:
 
 
 def test_a_client_written_from_the_spec_connects_securely(
-    tmp_path: Path, procs: Callable[..., Proc],
+    tmp_path: Path,
+    procs: Callable[..., Proc],
 ) -> None:
     key = StaticKey.generate()
     write_key_file(tmp_path / "g.key", key)

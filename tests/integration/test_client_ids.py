@@ -29,13 +29,15 @@ IDS = ["user+tag@example.com", "100%", "a b", "café-€", "+ %2B%"]
 
 
 @pytest.fixture(params=[True, False], ids=["c", "python"])
-def system(request: pytest.FixtureRequest, procs: Callable[..., Proc], tmp_path: Path,
-           secret_file: Path) -> tuple[GatewayHandle, RealDispatcher]:
+def system(
+    request: pytest.FixtureRequest, procs: Callable[..., Proc], tmp_path: Path, secret_file: Path
+) -> tuple[GatewayHandle, RealDispatcher]:
     if request.param:
         require_speedups()
     gw = start_gateway(procs, "g1", secret_file=secret_file)
-    disp = start_dispatcher(procs, tmp_path, [gw], secret_file,
-                            extra_toml=f"speedups = {str(request.param).lower()}")
+    disp = start_dispatcher(
+        procs, tmp_path, [gw], secret_file, extra_toml=f"speedups = {str(request.param).lower()}"
+    )
     return gw, disp
 
 
@@ -66,26 +68,41 @@ def raw_get(disp: RealDispatcher, target: str) -> dict[str, Any]:
     return dict(json.loads(body))
 
 
-def test_curl_sdk_and_raw_client_ids_reach_the_gateway(system: tuple[GatewayHandle, RealDispatcher]) -> None:
+def test_curl_sdk_and_raw_client_ids_reach_the_gateway(
+    system: tuple[GatewayHandle, RealDispatcher],
+) -> None:
     gw, disp = system
     curl = require_binary("curl")
     for cid in IDS:
         encoded = quote(cid, safe="")
-        # curl, with the id percent-encoded by RFC 3986 (what docs/protocol.md tells clients to send)
-        out = subprocess.run([curl, "-sS", "--fail", f"{disp.url}/v1/dispatch?client_id={encoded}"],
-                             capture_output=True, timeout=scaled(10), check=True)
+        # curl, with the id percent-encoded by RFC 3986 (what docs/protocol.md tells clients to
+        # send)
+        out = subprocess.run(
+            [curl, "-sS", "--fail", f"{disp.url}/v1/dispatch?client_id={encoded}"],
+            capture_output=True,
+            timeout=scaled(10),
+            check=True,
+        )
         doc = json.loads(out.stdout)
         assert isinstance(hello(gw, doc["ticket"], cid), Welcome), cid
         # a raw client, same request bytes
         doc = raw_get(disp, f"/v1/dispatch?client_id={encoded}")
         assert isinstance(hello(gw, doc["ticket"], cid), Welcome), cid
     # the audit's request: a literal '+' in the URL is a plus, not a space
-    out = subprocess.run([curl, "-sS", "--fail", f"{disp.url}/v1/dispatch?client_id=user+tag@example.com"],
-                         capture_output=True, timeout=scaled(10), check=True)
+    out = subprocess.run(
+        [curl, "-sS", "--fail", f"{disp.url}/v1/dispatch?client_id=user+tag@example.com"],
+        capture_output=True,
+        timeout=scaled(10),
+        check=True,
+    )
     assert isinstance(hello(gw, json.loads(out.stdout)["ticket"], "user+tag@example.com"), Welcome)
     # a malformed escape is a clear 400
-    out = subprocess.run([curl, "-sS", "-w", "\n%{http_code}", f"{disp.url}/v1/dispatch?client_id=a%zz"],
-                         capture_output=True, timeout=scaled(10), check=True)
+    out = subprocess.run(
+        [curl, "-sS", "-w", "\n%{http_code}", f"{disp.url}/v1/dispatch?client_id=a%zz"],
+        capture_output=True,
+        timeout=scaled(10),
+        check=True,
+    )
     body, _, code = out.stdout.decode().rpartition("\n")
     assert code == "400" and "malformed percent-escape" in json.loads(body)["detail"]
 

@@ -26,13 +26,24 @@ def test_demo_runs_every_step_and_leaves_nothing_behind() -> None:
     env = {**os.environ, "TTY_COMPATIBLE": "1", "COLUMNS": "140"}
     proc = subprocess.run(
         [*TCPDISPATCH, "demo", "--clients", "90", "--pace", "0.2", "--json"],
-        check=False, capture_output=True, text=True, timeout=scaled(150), env=env,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=scaled(150),
+        env=env,
     )
     plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", proc.stdout)  # without rich's terminal codes
     lines = [ln for ln in plain.splitlines() if ln.startswith("DEMO SUMMARY ")]
     assert lines, f"no summary line; stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
-    summary = json.loads(lines[-1][len("DEMO SUMMARY "):])
-    assert [s["name"] for s in summary["steps"]] == ["connect", "kill", "drain", "add", "rebalance", "verify"]
+    summary = json.loads(lines[-1][len("DEMO SUMMARY ") :])
+    assert [s["name"] for s in summary["steps"]] == [
+        "connect",
+        "kill",
+        "drain",
+        "add",
+        "rebalance",
+        "verify",
+    ]
     failed = [s for s in summary["steps"] if not s["ok"]]
     assert not failed, failed
     assert summary["clients"] == summary["connected"] > 90
@@ -51,7 +62,8 @@ def test_demo_runs_every_step_and_leaves_nothing_behind() -> None:
     workdir = summary["workdir"]
     assert not Path(workdir).exists() and summary["logs_kept"] is False
     leftovers = [
-        p.pid for p in psutil.process_iter(["cmdline"])
+        p.pid
+        for p in psutil.process_iter(["cmdline"])
         if any(workdir in part for part in (p.info["cmdline"] or []))
     ]
     assert leftovers == [], f"processes left behind: {leftovers}"
@@ -59,7 +71,9 @@ def test_demo_runs_every_step_and_leaves_nothing_behind() -> None:
 
 @pytest.mark.parametrize("as_json", [False, True])
 def test_failed_step_keeps_the_logs_and_says_where(
-    monkeypatch: Any, capsys: pytest.CaptureFixture[str], as_json: bool,
+    monkeypatch: Any,
+    capsys: pytest.CaptureFixture[str],
+    as_json: bool,
 ) -> None:
     async def failing_script(self: demo_cli.Demo) -> None:
         self.say("starting (for the test: fails at once)")
@@ -80,7 +94,8 @@ def test_failed_step_keeps_the_logs_and_says_where(
 
 
 def test_linger_keeps_running_until_interrupted_and_names_the_dashboard(
-    monkeypatch: Any, capsys: pytest.CaptureFixture[str],
+    monkeypatch: Any,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     import asyncio
     import signal
@@ -102,7 +117,9 @@ def test_linger_keeps_running_until_interrupted_and_names_the_dashboard(
 
     monkeypatch.setattr(demo_cli.Demo, "script", quick_script)
     monkeypatch.setattr(demo_cli.Demo, "say", say)
-    code = demo_cli.run(argparse.Namespace(clients=12, no_live=True, pace=0.0, json=False, linger=True))
+    code = demo_cli.run(
+        argparse.Namespace(clients=12, no_live=True, pace=0.0, json=False, linger=True)
+    )
     out = capsys.readouterr().out
     assert code == 0, out  # Ctrl-C after a good run is a good end, not 130
     assert said and time.monotonic() - said[0] >= 0.5  # it waited for the interrupt

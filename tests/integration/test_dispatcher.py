@@ -46,8 +46,14 @@ class Dispatcher:
     def __init__(self, proc: Proc, port: int, config: Path) -> None:
         self.proc, self.port, self.config = proc, port, config
 
-    def request(self, method: str, path: str, body: Any = None, token: str | None = None,
-                headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], Any]:
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        token: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, dict[str, str], Any]:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=scaled(5))
         hdrs = dict(headers or {})
         data = None
@@ -60,7 +66,11 @@ class Dispatcher:
             conn.request(method, path, body=data, headers=hdrs)
             resp = conn.getresponse()
             raw = resp.read()
-            return resp.status, {k.lower(): v for k, v in resp.getheaders()}, json.loads(raw) if raw else None
+            return (
+                resp.status,
+                {k.lower(): v for k, v in resp.getheaders()},
+                json.loads(raw) if raw else None,
+            )
         finally:
             conn.close()
 
@@ -83,8 +93,12 @@ def env(tmp_path: Path, procs: Callable[..., Proc], secret_file: Path) -> dict[s
 
 
 def wait_ready(proc: Proc, timeout: float = 20.0) -> None:
-    wait_until(lambda: "READY" in proc.output() or proc.popen.poll() is not None, timeout, 0.05,
-               what=f"READY from {proc.args[3:5]}")
+    wait_until(
+        lambda: "READY" in proc.output() or proc.popen.poll() is not None,
+        timeout,
+        0.05,
+        what=f"READY from {proc.args[3:5]}",
+    )
     assert proc.popen.poll() is None, proc.output()
 
 
@@ -93,18 +107,36 @@ def start_gateway(env: dict[str, Any], gid: str, *extra: str) -> Gateway:
     return Gateway(gid, gw.proc, gw.port, gw.status_port)
 
 
-def gateway_entry(gw: Gateway, weight: float | str = 1, check: str | None = None, **extra: Any) -> dict[str, Any]:
+def gateway_entry(
+    gw: Gateway, weight: float | str = 1, check: str | None = None, **extra: Any
+) -> dict[str, Any]:
     """One ``[[gateways]]`` entry."""
     check = check or f"http://127.0.0.1:{gw.status}/status"
-    return {"id": gw.id, "address": f"127.0.0.1:{gw.port}", "check": check, "weight": weight, **extra}
+    return {
+        "id": gw.id,
+        "address": f"127.0.0.1:{gw.port}",
+        "check": check,
+        "weight": weight,
+        **extra,
+    }
 
 
-def config_text(port: int, gateways: list[dict[str, Any]], *, dispatcher: dict[str, Any] | None = None,
-                sections: dict[str, dict[str, Any]] | None = None) -> str:
+def config_text(
+    port: int,
+    gateways: list[dict[str, Any]],
+    *,
+    dispatcher: dict[str, Any] | None = None,
+    sections: dict[str, dict[str, Any]] | None = None,
+) -> str:
     sections = sections or {}
     return dispatcher_toml(
-        listen=f"127.0.0.1:{port}", gateways=gateways, secret_file="ticket.secret", admin_token_file="admin.token",
-        dispatcher=dispatcher, sections={**sections, "balancing": {"slow_start_s": 0, **sections.get("balancing", {})}})
+        listen=f"127.0.0.1:{port}",
+        gateways=gateways,
+        secret_file="ticket.secret",
+        admin_token_file="admin.token",
+        dispatcher=dispatcher,
+        sections={**sections, "balancing": {"slow_start_s": 0, **sections.get("balancing", {})}},
+    )
 
 
 @pytest.fixture(params=["c", "python"])
@@ -127,8 +159,12 @@ def start_dispatcher(env: dict[str, Any], gateways: list[dict[str, Any]], **kw: 
 
 def wait_states(d: Dispatcher, want: dict[str, str], timeout: float = 10.0) -> float:
     t0 = time.monotonic()
-    wait_until(lambda: all(d.states().get(k) == v for k, v in want.items()), timeout, 0.02,
-               what=f"states {want}")
+    wait_until(
+        lambda: all(d.states().get(k) == v for k, v in want.items()),
+        timeout,
+        0.02,
+        what=f"states {want}",
+    )
     return time.monotonic() - t0
 
 
@@ -156,12 +192,16 @@ def hello(gw: Gateway, ticket: str, client_id: str) -> tuple[socket.socket, Any]
 # ---------------------------------------------------------------------------- health
 
 
-def test_killed_gateway_out_within_1s_stopped_within_2s_and_back_after_rise(env: dict[str, Any]) -> None:
+def test_killed_gateway_out_within_1s_stopped_within_2s_and_back_after_rise(
+    env: dict[str, Any],
+) -> None:
     gws = [start_gateway(env, f"g{i}") for i in (1, 2, 3)]
     for g in gws:
         wait_ready(g.proc)
     # panic_threshold 0.3 so that 1 of 3 up still is "normal" (not panic) after both faults
-    d = start_dispatcher(env, [gateway_entry(g) for g in gws], sections={"balancing": {"panic_threshold": 0.3}})
+    d = start_dispatcher(
+        env, [gateway_entry(g) for g in gws], sections={"balancing": {"panic_threshold": 0.3}}
+    )
     wait_states(d, {"g1": "up", "g2": "up", "g3": "up"})
     assert d.handed_out() == {"g1", "g2", "g3"}
 
@@ -183,10 +223,20 @@ def test_killed_gateway_out_within_1s_stopped_within_2s_and_back_after_rise(env:
 
 def test_push_mode_detects_missing_heartbeats_within_ttl(env: dict[str, Any]) -> None:
     port = free_port()
-    gw = start_gateway(env, "p1", "--report-to", f"http://127.0.0.1:{port}",
-                       "--report-token-file", str(env["tmp"] / "admin.token"), "--report-interval", "0.2")
+    gw = start_gateway(
+        env,
+        "p1",
+        "--report-to",
+        f"http://127.0.0.1:{port}",
+        "--report-token-file",
+        str(env["tmp"] / "admin.token"),
+        "--report-interval",
+        "0.2",
+    )
     cfg = env["tmp"] / "dispatcher.toml"
-    cfg.write_text(config_text(port, [gateway_entry(gw, check="push")], sections={"health": {"ttl": 1.0}}))
+    cfg.write_text(
+        config_text(port, [gateway_entry(gw, check="push")], sections={"health": {"ttl": 1.0}})
+    )
     d = Dispatcher(harness.launch_dispatcher(env["procs"], port, cfg).proc, port, cfg)
     wait_ready(d.proc)
     wait_ready(gw.proc)
@@ -235,7 +285,11 @@ def test_admin_api_changes_apply_at_once_and_require_the_token(env_both: dict[st
     wait_ready(g2.proc)
     d = start_dispatcher(env, [gateway_entry(g1)])
     wait_states(d, {"g1": "up"})
-    body = {"id": "g2", "address": f"127.0.0.1:{g2.port}", "check": f"http://127.0.0.1:{g2.status}/status"}
+    body = {
+        "id": "g2",
+        "address": f"127.0.0.1:{g2.port}",
+        "check": f"http://127.0.0.1:{g2.status}/status",
+    }
 
     for token in (None, "not-the-token"):
         status, _, doc = d.request("POST", "/v1/gateways", body, token=token)
@@ -250,7 +304,9 @@ def test_admin_api_changes_apply_at_once_and_require_the_token(env_both: dict[st
     assert d.handed_out(30) == {"g1", "g2"}
 
     assert d.request("POST", "/v1/gateways/g1/drain", token=ADMIN)[0] == 200
-    assert {d.dispatch(f"x{i}")["gateway"]["id"] for i in range(20)} == {"g2"}  # the very next request
+    assert {d.dispatch(f"x{i}")["gateway"]["id"] for i in range(20)} == {
+        "g2"
+    }  # the very next request
     assert d.request("POST", "/v1/gateways/g1/undrain", token=ADMIN)[0] == 200
     assert "g1" in {d.dispatch(f"x{i}")["gateway"]["id"] for i in range(30)}
 
@@ -263,16 +319,20 @@ def test_admin_api_changes_apply_at_once_and_require_the_token(env_both: dict[st
     assert d.request("DELETE", "/v1/gateways/g1", token=ADMIN)[0] == 404
 
 
-# ---------------------------------------------------------------------------- tickets, overload, bad input
+# ----------------------------------------------------------------- tickets, overload, bad input
 
 
-def test_tickets_accepted_by_named_gateway_refused_by_others_and_503_when_full(env_both: dict[str, Any]) -> None:
+def test_tickets_accepted_by_named_gateway_refused_by_others_and_503_when_full(
+    env_both: dict[str, Any],
+) -> None:
     env = env_both
     gws = [start_gateway(env, f"g{i}", "--capacity", "1") for i in (1, 2, 3)]
     for g in gws:
         wait_ready(g.proc)
     by_id = {g.id: g for g in gws}
-    d = start_dispatcher(env, [gateway_entry(g) for g in gws], dispatcher={"alternates": 0, "retry_after_max": 4})
+    d = start_dispatcher(
+        env, [gateway_entry(g) for g in gws], dispatcher={"alternates": 0, "retry_after_max": 4}
+    )
     wait_states(d, {"g1": "up", "g2": "up", "g3": "up"})
 
     held = []
@@ -298,12 +358,18 @@ def test_tickets_accepted_by_named_gateway_refused_by_others_and_503_when_full(e
         assert isinstance(frame, Welcome), frame
         held.append(sock)
         named = doc["gateway"]["id"]
-    wait_until(lambda: all(g["connections"] == 1 for g in d.request("GET", "/v1/gateways")[2]["gateways"]), 5)
+    wait_until(
+        lambda: all(g["connections"] == 1 for g in d.request("GET", "/v1/gateways")[2]["gateways"]),
+        5,
+    )
     for _ in range(5):
         status, headers, doc = d.request("GET", "/v1/dispatch?client_id=late")
         assert status == 503, doc
         assert doc["error"] == "no_gateway_available"
-        assert 1 <= int(headers["retry-after"]) <= 4 and int(headers["retry-after"]) == doc["retry_after_s"]
+        assert (
+            1 <= int(headers["retry-after"]) <= 4
+            and int(headers["retry-after"]) == doc["retry_after_s"]
+        )
     held.pop().close()  # one slot frees: dispatching works again after the next report
     wait_until(lambda: d.request("GET", "/v1/dispatch?client_id=late")[0] == 200, 5)
     for s in held:
@@ -351,7 +417,8 @@ def test_bad_requests_get_clear_json_errors(env_both: dict[str, Any]) -> None:
 
 
 def test_weighted_shares_over_real_http(env_both: dict[str, Any]) -> None:
-    """1:2:3 over real HTTP (keep-alive); the 60,000-dispatch check runs in-process (tests/dispatcher).
+    """1:2:3 over real HTTP (keep-alive); the 60,000-dispatch check runs in-process
+    (tests/dispatcher).
 
     tcp:// checks: status reports reset each gateway's issued count at its own
     moment, which over the one or two report intervals these 1,500 requests
@@ -361,8 +428,13 @@ def test_weighted_shares_over_real_http(env_both: dict[str, Any]) -> None:
     gws = [start_gateway(env, f"g{i}") for i in (1, 2, 3)]
     for g in gws:
         wait_ready(g.proc)
-    d = start_dispatcher(env, [gateway_entry(g, weight=w, check=f"tcp://127.0.0.1:{g.port}")
-                                 for g, w in zip(gws, (1, 2, 3))])
+    d = start_dispatcher(
+        env,
+        [
+            gateway_entry(g, weight=w, check=f"tcp://127.0.0.1:{g.port}")
+            for g, w in zip(gws, (1, 2, 3))
+        ],
+    )
     wait_states(d, {"g1": "up", "g2": "up", "g3": "up"})
     n = 1500
     counts: Counter[str] = Counter()
@@ -378,7 +450,9 @@ def test_weighted_shares_over_real_http(env_both: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize("speedups", [True, False])
-def test_c_and_python_hot_paths_issue_tickets_the_gateway_accepts(env: dict[str, Any], speedups: bool) -> None:
+def test_c_and_python_hot_paths_issue_tickets_the_gateway_accepts(
+    env: dict[str, Any], speedups: bool
+) -> None:
     if speedups:
         require_speedups()
     g1 = start_gateway(env, "g1")

@@ -22,7 +22,9 @@ pytestmark = pytest.mark.integration
 READ = "read-token-for-tests"
 
 
-def call(url: str, method: str = "GET", token: str | None = None, body: Any = None) -> tuple[int, Any]:
+def call(
+    url: str, method: str = "GET", token: str | None = None, body: Any = None
+) -> tuple[int, Any]:
     data = None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(url, data=data, method=method)
     if data is not None:
@@ -43,8 +45,12 @@ def call(url: str, method: str = "GET", token: str | None = None, body: Any = No
 
 @pytest.mark.parametrize("speedups", ["true", "false"])
 def test_no_admin_token_refuses_with_403_and_read_token_guards_listings(
-        procs: Callable[..., Proc], tmp_path: Path, secret_file: Path, speedups: str,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    procs: Callable[..., Proc],
+    tmp_path: Path,
+    secret_file: Path,
+    speedups: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     (tmp_path / "read.token").write_text(READ + "\n")
     gw = start_gateway(procs, "g1", secret_file=secret_file)
     extra = f'speedups = {speedups}\nread_token_file = "{tmp_path / "read.token"}"'
@@ -52,9 +58,13 @@ def test_no_admin_token_refuses_with_403_and_read_token_guards_listings(
     monkeypatch.setattr(harness_system, "get_json", lambda u, timeout=2.0: call(u, token=READ)[1])
     disp = start_dispatcher(procs, tmp_path, [gw], secret_file, extra_toml=extra)
     url = disp.url
-    for method, path, body in [("POST", "/v1/gateways/g1/drain", None), ("DELETE", "/v1/gateways/g1", None),
-                               ("PATCH", "/v1/gateways/g1", {"weight": 3}), ("POST", "/v1/reload", None),
-                               ("POST", "/v1/gateways", {"id": "g2", "address": "127.0.0.1:9"})]:
+    for method, path, body in [
+        ("POST", "/v1/gateways/g1/drain", None),
+        ("DELETE", "/v1/gateways/g1", None),
+        ("PATCH", "/v1/gateways/g1", {"weight": 3}),
+        ("POST", "/v1/reload", None),
+        ("POST", "/v1/gateways", {"id": "g2", "address": "127.0.0.1:9"}),
+    ]:
         status, doc = call(url + path, method, READ, body)
         assert status == 403 and doc["error"] == "forbidden", (method, path, status, doc)
         assert "admin_token_file" in doc["detail"]

@@ -1,4 +1,5 @@
-"""The gateway as a real process: handshake, every rejection, timeouts, handlers, status endpoints."""
+"""The gateway as a real process: handshake, every rejection, timeouts, handlers, status
+endpoints."""
 
 from __future__ import annotations
 
@@ -47,7 +48,9 @@ async def test_every_ticket_rejection_names_its_reason(secret_gw: Gw) -> None:
     good = TicketSigner(SECRET)
     cases = {
         ErrorCode.TICKET_FORGED: TicketSigner(b"another-secret-0123456789").issue(["g1"], "c1"),
-        ErrorCode.TICKET_EXPIRED: TicketSigner(SECRET, 10, clock=lambda: time.time() - 600).issue(["g1"], "c1"),
+        ErrorCode.TICKET_EXPIRED: TicketSigner(SECRET, 10, clock=lambda: time.time() - 600).issue(
+            ["g1"], "c1"
+        ),
         ErrorCode.TICKET_WRONG_GATEWAY: good.issue(["g2", "g3"], "c1"),
         ErrorCode.TICKET_WRONG_CLIENT: good.issue(["g1"], "someone-else"),
         ErrorCode.TICKET_REQUIRED: "",
@@ -70,8 +73,9 @@ async def test_every_ticket_rejection_names_its_reason(secret_gw: Gw) -> None:
 
 
 async def test_handshake_and_idle_timeouts(procs: Any) -> None:
-    gw = start_gateway(procs, "g1", "--handshake-timeout", "0.4", "--heartbeat", "0.2",
-                       "--idle-timeout", "0.8")
+    gw = start_gateway(
+        procs, "g1", "--handshake-timeout", "0.4", "--heartbeat", "0.2", "--idle-timeout", "0.8"
+    )
     mute = await gw.client()  # never says HELLO
     silent = await gw.client()
     pinger = await gw.client()
@@ -177,8 +181,13 @@ async def test_status_metrics_and_agent_match_connection_count(procs: Any) -> No
     wait_until(lambda: gw.status()["connections"] == 3, what="3 connections")
     st = gw.status()
     assert {k: st[k] for k in ("id", "state", "capacity", "address", "accepted", "workers")} == {
-        "id": "g1", "state": "serving", "capacity": 100, "address": "gw.example:9", "accepted": 4,
-        "workers": 1}
+        "id": "g1",
+        "state": "serving",
+        "capacity": 100,
+        "address": "gw.example:9",
+        "accepted": 4,
+        "workers": 1,
+    }
     assert 0.0 <= st["cpu"] <= 1.0 and st["uptime_s"] > 0 and st["version"]
     text = gw.metrics()
     assert 'tcpdispatch_gateway_connections{gateway="g1"} 3.0' in text
@@ -195,8 +204,9 @@ async def test_user_handler_class(procs: Any, tmp_path: Path) -> None:
         "    def on_message(self, session, payload):\n"
         "        self.hub.send(session.session_id, payload.upper())\n"
     )
-    gw = start_gateway(procs, "g1", "--handler", "shout_handler:Shout",
-                       env={"PYTHONPATH": str(tmp_path)})
+    gw = start_gateway(
+        procs, "g1", "--handler", "shout_handler:Shout", env={"PYTHONPATH": str(tmp_path)}
+    )
     c = await gw.client()
     assert isinstance(await c.hello(client_id="zoe"), Welcome)
     assert await c.recv() == Data(b"welcome zoe")
@@ -216,15 +226,31 @@ async def test_protocol_violation_gets_error_code(procs: Any) -> None:
 def test_config_errors_exit_2(tmp_path: Path) -> None:
     import subprocess
 
-    base = [*TCPDISPATCH, "gateway", "--id", "g1", "--listen", "127.0.0.1:1", "--status", "127.0.0.1:2"]
-    for extra, needle in (([], "--secret-file"),
-                          (["--secret-file", str(tmp_path / "nope")], "nope"),
-                          (["--no-ticket", "--handler", "nosuch.module:X"], "--handler"),
-                          (["--no-ticket", "--capacity", "0"], "--capacity"),
-                          (["--no-ticket", "--id", "a/b"], "--id: may only contain printable ASCII"),
-                          (["--no-ticket", "--admin-token-file", str(tmp_path / "none")], "none")):
-        r = subprocess.run(base + extra, check=False, capture_output=True, text=True, timeout=scaled(30))
-        assert r.returncode == 2 and needle in r.stderr and "Traceback" not in r.stderr, (extra, r.stderr)
+    base = [
+        *TCPDISPATCH,
+        "gateway",
+        "--id",
+        "g1",
+        "--listen",
+        "127.0.0.1:1",
+        "--status",
+        "127.0.0.1:2",
+    ]
+    for extra, needle in (
+        ([], "--secret-file"),
+        (["--secret-file", str(tmp_path / "nope")], "nope"),
+        (["--no-ticket", "--handler", "nosuch.module:X"], "--handler"),
+        (["--no-ticket", "--capacity", "0"], "--capacity"),
+        (["--no-ticket", "--id", "a/b"], "--id: may only contain printable ASCII"),
+        (["--no-ticket", "--admin-token-file", str(tmp_path / "none")], "none"),
+    ):
+        r = subprocess.run(
+            base + extra, check=False, capture_output=True, text=True, timeout=scaled(30)
+        )
+        assert r.returncode == 2 and needle in r.stderr and "Traceback" not in r.stderr, (
+            extra,
+            r.stderr,
+        )
 
 
 async def test_push_heartbeats_and_failures_logged_once(procs: Any, tmp_path: Path) -> None:
@@ -245,12 +271,24 @@ async def test_push_heartbeats_and_failures_logged_once(procs: Any, tmp_path: Pa
     token = tmp_path / "push.token"
     token.write_text("push-token-1\n")
     try:
-        gw = start_gateway(procs, "g1", "--report-to", f"http://127.0.0.1:{port}",
-                           "--report-token-file", str(token), "--report-interval", "0.1")
+        gw = start_gateway(
+            procs,
+            "g1",
+            "--report-to",
+            f"http://127.0.0.1:{port}",
+            "--report-token-file",
+            str(token),
+            "--report-interval",
+            "0.1",
+        )
         await async_wait_until(lambda: len(got) >= 3, what="three heartbeats")
         auth, body = got[-1]
         assert auth == "Bearer push-token-1"
-        assert body["id"] == "g1" and body["address"] == f"127.0.0.1:{gw.port}" and body["state"] == "serving"
+        assert (
+            body["id"] == "g1"
+            and body["address"] == f"127.0.0.1:{gw.port}"
+            and body["state"] == "serving"
+        )
     finally:
         await runner.cleanup()
     # the dispatcher is gone: serving goes on, and the failure is logged once, not every 0.1 s

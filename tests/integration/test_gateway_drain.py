@@ -41,7 +41,9 @@ async def test_sigterm_spreads_reconnects_then_exits(procs: Any) -> None:
     t0 = time.monotonic()
     gw.proc.signal(signal.SIGTERM)
     # Blocking HTTP runs in a thread: the followers must keep timestamping arrivals meanwhile.
-    await asyncio.to_thread(wait_until, lambda: gw.status()["state"] == "draining", 2, 0.05, "state draining")
+    await asyncio.to_thread(
+        wait_until, lambda: gw.status()["state"] == "draining", 2, 0.05, "state draining"
+    )
     with pytest.raises(OSError):  # no longer accepting
         await gw.client()
     await asyncio.gather(*followers)
@@ -54,10 +56,16 @@ async def test_sigterm_spreads_reconnects_then_exits(procs: Any) -> None:
     assert time.monotonic() - t0 < 2.0 + scaled(2)
 
 
-async def test_post_drain_closes_stragglers_at_window_end(procs: Any, admin_token_file: Path) -> None:
-    gw = start_gateway(procs, "g1", "--drain-window", "1.0", agent=True, admin_token_file=admin_token_file)
+async def test_post_drain_closes_stragglers_at_window_end(
+    procs: Any, admin_token_file: Path
+) -> None:
+    gw = start_gateway(
+        procs, "g1", "--drain-window", "1.0", agent=True, admin_token_file=admin_token_file
+    )
     clients = await _connect(gw, 3)
-    t0 = time.monotonic()  # before the drain starts: the lower bound below must not depend on HTTP speed
+    t0 = (
+        time.monotonic()
+    )  # before the drain starts: the lower bound below must not depend on HTTP speed
     assert await asyncio.to_thread(gw.drain) == 202
     assert (await asyncio.to_thread(gw.status))["state"] == "draining"
     assert await asyncio.to_thread(gw.agent) == "drain\n"
@@ -87,12 +95,20 @@ def test_post_drain_requires_the_admin_token_when_configured(procs: Any, tmp_pat
     token.write_text("gateway-admin-token-123\n")
     gw = start_gateway(procs, "g1", "--admin-token-file", str(token))
     url = f"http://127.0.0.1:{gw.status_port}/drain"
-    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "gateway-admin-token-123"}):
+    for headers in (
+        {},
+        {"Authorization": "Bearer wrong"},
+        {"Authorization": "gateway-admin-token-123"},
+    ):
         with pytest.raises(urllib.error.HTTPError) as exc:
-            urllib.request.urlopen(urllib.request.Request(url, method="POST", headers=headers), timeout=5)
+            urllib.request.urlopen(
+                urllib.request.Request(url, method="POST", headers=headers), timeout=5
+            )
         assert exc.value.code == 401
     assert gw.status()["state"] == "serving"
-    ok = urllib.request.Request(url, method="POST", headers={"Authorization": "Bearer gateway-admin-token-123"})
+    ok = urllib.request.Request(
+        url, method="POST", headers={"Authorization": "Bearer gateway-admin-token-123"}
+    )
     with urllib.request.urlopen(ok, timeout=5) as r:
         assert r.status == 202
     assert gw.proc.wait(timeout=10) == 0  # no clients: drained at once

@@ -23,9 +23,20 @@ pytestmark = pytest.mark.integration
 
 
 async def test_two_workers_act_as_one_node(procs: Any, admin_token_file: Path) -> None:
-    gw = start_gateway(procs, "g1", "--workers", "2", "--capacity", "24",
-                       "--per-ip-limit", "12", "--drain-window", "1.5", agent=True,
-                       admin_token_file=admin_token_file)
+    gw = start_gateway(
+        procs,
+        "g1",
+        "--workers",
+        "2",
+        "--capacity",
+        "24",
+        "--per-ip-limit",
+        "12",
+        "--drain-window",
+        "1.5",
+        agent=True,
+        admin_token_file=admin_token_file,
+    )
     clients: list[ProbeClient] = []
     for src in ("127.0.0.1", "127.0.0.2"):
         for i in range(12):
@@ -61,7 +72,9 @@ async def test_two_workers_act_as_one_node(procs: Any, admin_token_file: Path) -
     assert time.monotonic() - t0 < 5
 
 
-async def test_a_ticket_opens_one_session_per_node_not_per_worker(procs: Any, secret_file: Path) -> None:
+async def test_a_ticket_opens_one_session_per_node_not_per_worker(
+    procs: Any, secret_file: Path
+) -> None:
     """Two connections with one ticket, landing on different workers: one WELCOME, one REPLAYED."""
     gw = start_gateway(procs, "g1", "--workers", "2", secret_file=secret_file)
     signer = TicketSigner(secret_file.read_text().strip().encode())
@@ -105,7 +118,9 @@ async def test_a_killed_worker_is_restarted_and_status_tells_the_truth(procs: An
     os.kill(victim, signal.SIGKILL)
     # the death is seen (and reported) before the restart (backoff 0.5 s)
     wait_until(lambda: gw.status()["workers"] == 1, timeout=2, interval=0.02, what="1 live worker")
-    st = wait_until(lambda: (s := gw.status())["workers"] == 2 and s, timeout=10, what="worker restarted")
+    st = wait_until(
+        lambda: (s := gw.status())["workers"] == 2 and s, timeout=10, what="worker restarted"
+    )
     assert st["worker_restarts"] == 1 and st["workers_configured"] == 2
     now = [p.pid for p in psutil.Process(gw.proc.pid).children()]
     assert victim not in now and len(now) == 2

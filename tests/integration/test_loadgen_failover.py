@@ -19,17 +19,38 @@ CLIENTS = 300
 CAPACITY = 200
 
 
-def test_loadgen_300_clients_survive_a_gateway_kill(procs: Any, secret_file: Path, tmp_path: Path) -> None:
-    gws = [start_gateway(procs, f"g{i}", "--capacity", str(CAPACITY), secret_file=secret_file)
-           for i in (1, 2, 3)]
+def test_loadgen_300_clients_survive_a_gateway_kill(
+    procs: Any, secret_file: Path, tmp_path: Path
+) -> None:
+    gws = [
+        start_gateway(procs, f"g{i}", "--capacity", str(CAPACITY), secret_file=secret_file)
+        for i in (1, 2, 3)
+    ]
     disp = start_dispatcher(procs, tmp_path, gws, secret_file)
     out = tmp_path / "loadgen.json"
     duration = 12.0
     with open(out, "wb") as fh:
-        lg = subprocess.Popen([*TCPDISPATCH, "loadgen", "--dispatcher", disp.url, "--clients", str(CLIENTS),
-                               "--rate", "400", "--duration", str(duration), "--processes", "2", "--json"],
-                              stdout=fh, stderr=subprocess.PIPE)
+        lg = subprocess.Popen(
+            [
+                *TCPDISPATCH,
+                "loadgen",
+                "--dispatcher",
+                disp.url,
+                "--clients",
+                str(CLIENTS),
+                "--rate",
+                "400",
+                "--duration",
+                str(duration),
+                "--processes",
+                "2",
+                "--json",
+            ],
+            stdout=fh,
+            stderr=subprocess.PIPE,
+        )
     try:
+
         def total(gateways: list[Any]) -> int:
             return sum(g.status()["connections"] for g in gateways)
 

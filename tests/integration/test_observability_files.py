@@ -28,12 +28,22 @@ LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*"([^"]*)"')
 
 def test_promtool_checks_and_unit_tests_the_alert_rules() -> None:
     promtool = require_binary("promtool")
-    check = subprocess.run([promtool, "check", "rules", str(ALERTS)], capture_output=True, text=True, check=False,
-                           timeout=scaled(30))
+    check = subprocess.run(
+        [promtool, "check", "rules", str(ALERTS)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=scaled(30),
+    )
     assert check.returncode == 0, check.stdout + check.stderr
     assert "SUCCESS: 6 rules found" in check.stdout
-    unit = subprocess.run([promtool, "test", "rules", str(ALERTS.with_name("alerts_test.yml"))],
-                          capture_output=True, text=True, check=False, timeout=scaled(30))
+    unit = subprocess.run(
+        [promtool, "test", "rules", str(ALERTS.with_name("alerts_test.yml"))],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=scaled(30),
+    )
     assert unit.returncode == 0, unit.stdout + unit.stderr
 
 
@@ -42,7 +52,7 @@ def expressions() -> Iterator[tuple[str, str]]:
     for i, line in enumerate(ALERTS.read_text().splitlines()):
         if line.strip().startswith("expr:"):
             # multi-line (|) expressions: the indented lines that follow
-            rest = ALERTS.read_text().splitlines()[i + 1:]
+            rest = ALERTS.read_text().splitlines()[i + 1 :]
             body = [line.split("expr:", 1)[1]]
             for more in rest:
                 if more.startswith(" " * 12) and not more.strip().startswith(("for:", "labels:")):
@@ -71,7 +81,8 @@ def scrape(url: str) -> dict[str, list[dict[str, str]]]:
 
 
 def test_every_metric_the_dashboard_and_alerts_name_is_exported(
-        procs: Callable[..., Proc], tmp_path: Path, secret_file: Path) -> None:
+    procs: Callable[..., Proc], tmp_path: Path, secret_file: Path
+) -> None:
     gw = start_gateway(procs, "g1", secret_file=secret_file)
     disp = start_dispatcher(procs, tmp_path, [gw], secret_file)
     urllib.request.urlopen(f"{disp.url}/v1/dispatch?client_id=a", timeout=scaled(5)).read()
@@ -85,8 +96,11 @@ def test_every_metric_the_dashboard_and_alerts_name_is_exported(
 
     asyncio.run(refused_hello())
     gateway_metrics = gw.status_url.rsplit("/", 1)[0] + "/metrics"
-    wait_until(lambda: "tcpdispatch_gateway_rejected_total" in scrape(gateway_metrics), 5,
-               what="a refusal counted")
+    wait_until(
+        lambda: "tcpdispatch_gateway_rejected_total" in scrape(gateway_metrics),
+        5,
+        what="a refusal counted",
+    )
     exported = scrape(disp.url + "/metrics")
     for name, samples in scrape(gateway_metrics).items():
         exported.setdefault(name, []).extend(samples)
@@ -111,13 +125,20 @@ def test_every_metric_the_dashboard_and_alerts_name_is_exported(
             for label in (k.strip() for k in key.split(",")):
                 names = [n.group(1) for n in METRIC.finditer(expr)]
                 if label not in ("le", "instance", "job") and not any(
-                        label in {k for s in exported.get(n, []) for k in s} for n in names):
+                    label in {k for s in exported.get(n, []) for k in s} for n in names
+                ):
                     problems.append(f"{where}: no metric in it has the label {label!r}")
     assert not problems, "\n".join(problems)
     # The files cover what an operator needs: these are all named somewhere.
-    assert {"tcpdispatch_gateway_up", "tcpdispatch_panic", "tcpdispatch_rebalance_imbalance",
-            "tcpdispatch_dispatch_requests_total", "tcpdispatch_gateway_connections",
-            "tcpdispatch_gateway_capacity", "tcpdispatch_rebalance_breaker_open"} <= named
+    assert {
+        "tcpdispatch_gateway_up",
+        "tcpdispatch_panic",
+        "tcpdispatch_rebalance_imbalance",
+        "tcpdispatch_dispatch_requests_total",
+        "tcpdispatch_gateway_connections",
+        "tcpdispatch_gateway_capacity",
+        "tcpdispatch_rebalance_breaker_open",
+    } <= named
 
 
 def test_grafana_dashboard_is_well_formed() -> None:
@@ -125,6 +146,8 @@ def test_grafana_dashboard_is_well_formed() -> None:
     ids = [p["id"] for p in dash["panels"]]
     assert len(ids) == len(set(ids)) and dash["uid"] == "tcpdispatch"
     for p in dash["panels"]:
-        assert {"x", "y", "w", "h"} <= set(p["gridPos"]) and p["gridPos"]["x"] + p["gridPos"]["w"] <= 24
+        assert {"x", "y", "w", "h"} <= set(p["gridPos"]) and p["gridPos"]["x"] + p["gridPos"][
+            "w"
+        ] <= 24
         if p["type"] != "row":
             assert p["datasource"]["uid"] == "${datasource}" and p["targets"], p["title"]

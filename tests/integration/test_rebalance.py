@@ -1,4 +1,5 @@
-"""Rebalancing with real processes: gateways, dispatcher(s), loadgen processes of SDK clients, Redis.
+"""Rebalancing with real processes: gateways, dispatcher(s), loadgen processes of SDK clients,
+Redis.
 
 - 3 equal gateways, 3,000 clients held on two, the third undrained: each within 5 % of 1,000 in
   under 60 s, at most 1.2 x 1,000 connections made, no donor under 95 % of its target and the
@@ -54,43 +55,85 @@ class Fleet:
     def gateways(self, n: int, capacity: int = 5000) -> None:
         for i in range(1, n + 1):
             gid = f"g{i}"
-            self.gws[gid] = start_gateway(self.procs, gid, "--capacity", str(capacity), "--admin-token-file",
-                                          str(self.token), secret_file=self.secret)
+            self.gws[gid] = start_gateway(
+                self.procs,
+                gid,
+                "--capacity",
+                str(capacity),
+                "--admin-token-file",
+                str(self.token),
+                secret_file=self.secret,
+            )
 
     def dispatcher(self, extra: str = "", store: str | None = None, pace: int = 200) -> str:
-        """Start a dispatcher replica with [rebalance] at ``pace`` moves/s; ``extra``: a TOML fragment."""
+        """Start a dispatcher replica with [rebalance] at ``pace`` moves/s; ``extra``: a TOML
+        fragment."""
         sections: dict[str, dict[str, Any]] = {
             "health": {"interval": 0.25},
-            "rebalance": {**REBALANCE, "moves_per_s": pace, "per_donor_per_s": pace,
-                          "gateway_admin_token_file": self.token},
+            "rebalance": {
+                **REBALANCE,
+                "moves_per_s": pace,
+                "per_donor_per_s": pace,
+                "gateway_admin_token_file": self.token,
+            },
         }
         if store:
             sections["store"] = {"url": store, "prefix": "rb:", "resync_interval": 0.5}
         port, cfg = write_dispatcher_config(
-            self.tmp, [g.entry(weight=False) for g in self.gws.values()], secret_file=self.secret,
-            admin_token_file=self.token, sections=sections, extra=extra)
+            self.tmp,
+            [g.entry(weight=False) for g in self.gws.values()],
+            secret_file=self.secret,
+            admin_token_file=self.token,
+            sections=sections,
+            extra=extra,
+        )
         proc = launch_dispatcher(self.procs, port, cfg, name=f"dispatcher-{port}").proc
         url = f"http://127.0.0.1:{port}"
-        wait_until(lambda: "READY" in proc.output() or not proc.alive, scaled(20), 0.05, what="dispatcher READY")
+        wait_until(
+            lambda: "READY" in proc.output() or not proc.alive,
+            scaled(20),
+            0.05,
+            what="dispatcher READY",
+        )
         assert proc.alive, proc.output()[-2000:]
-        wait_until(lambda: all(g["healthy"] for g in get_json(url + "/v1/gateways")["gateways"]),
-                   scaled(10), 0.05, what="gateways healthy")
+        wait_until(
+            lambda: all(g["healthy"] for g in get_json(url + "/v1/gateways")["gateways"]),
+            scaled(10),
+            0.05,
+            what="gateways healthy",
+        )
         self.urls.append(url)
         self.dispatchers.append(proc)
         return url
 
     def admin(self, url: str, method: str, path: str, body: Any = None) -> int:
         data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(url + path, data=data, method=method,
-                                     headers={"Authorization": f"Bearer {ADMIN}",
-                                              "Content-Type": "application/json"})
+        req = urllib.request.Request(
+            url + path,
+            data=data,
+            method=method,
+            headers={"Authorization": f"Bearer {ADMIN}", "Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(req, timeout=5) as r:
             return int(r.status)
 
     def start_clients(self, n: int, processes: int, duration: float = 120.0) -> None:
-        args = [*TCPDISPATCH, "loadgen", *(a for u in self.urls for a in ("--dispatcher", u)),
-                "--clients", str(n), "--rate", "1000", "--duration", str(duration),
-                "--processes", str(processes), "--message-interval", "2", "--json"]
+        args = [
+            *TCPDISPATCH,
+            "loadgen",
+            *(a for u in self.urls for a in ("--dispatcher", u)),
+            "--clients",
+            str(n),
+            "--rate",
+            "1000",
+            "--duration",
+            str(duration),
+            "--processes",
+            str(processes),
+            "--message-interval",
+            "2",
+            "--json",
+        ]
         with open(self.out, "wb") as fh:
             self.loadgen = subprocess.Popen(args, stdout=fh, stderr=subprocess.PIPE)
 
@@ -98,7 +141,9 @@ class Fleet:
         assert self.loadgen is not None
         self.loadgen.send_signal(signal.SIGTERM)
         self.loadgen.wait(timeout=scaled(40))
-        assert self.loadgen.returncode == 0, self.loadgen.stderr.read().decode() if self.loadgen.stderr else ""
+        assert self.loadgen.returncode == 0, (
+            self.loadgen.stderr.read().decode() if self.loadgen.stderr else ""
+        )
         return dict(json.loads(self.out.read_text()))
 
     def held(self) -> dict[str, int]:
@@ -129,10 +174,15 @@ def fleet(procs: Callable[..., Proc], tmp_path: Path, secret_file: Path) -> Iter
     f.close()
 
 
-def converge(fleet: Fleet, goal: dict[str, float], timeout: float,
-             donors: tuple[str, ...] = (), recipients: tuple[str, ...] = ()) -> tuple[float, dict[str, int],
-                                                                                     dict[str, int]]:
-    """Poll held counts until each is within 5 % of ``goal``; returns (seconds, lowest, highest) seen."""
+def converge(
+    fleet: Fleet,
+    goal: dict[str, float],
+    timeout: float,
+    donors: tuple[str, ...] = (),
+    recipients: tuple[str, ...] = (),
+) -> tuple[float, dict[str, int], dict[str, int]]:
+    """Poll held counts until each is within 5 % of ``goal``; returns (seconds, lowest, highest)
+    seen."""
     t0 = time.monotonic()
     low = {g: 1 << 30 for g in goal}
     high = {g: 0 for g in goal}
@@ -148,8 +198,12 @@ def converge(fleet: Fleet, goal: dict[str, float], timeout: float,
 
 
 def round_over(fleet: Fleet, url: str) -> None:
-    wait_until(lambda: (r := fleet.rebalance(url))["round"] is None and r["in_flight"] == 0, scaled(15), 0.1,
-               what="the round over")
+    wait_until(
+        lambda: (r := fleet.rebalance(url))["round"] is None and r["in_flight"] == 0,
+        scaled(15),
+        0.1,
+        what="the round over",
+    )
 
 
 def test_undrained_gateway_fills_then_weight_change(fleet: Fleet) -> None:
@@ -157,7 +211,9 @@ def test_undrained_gateway_fills_then_weight_change(fleet: Fleet) -> None:
     url = fleet.dispatcher()
     assert fleet.admin(url, "POST", "/v1/gateways/g3/drain") == 200
     fleet.start_clients(3000, processes=3)
-    wait_until(lambda: sum(fleet.held().values()) == 3000, scaled(60), 0.1, what="3,000 clients held")
+    wait_until(
+        lambda: sum(fleet.held().values()) == 3000, scaled(60), 0.1, what="3,000 clients held"
+    )
     assert fleet.held()["g3"] == 0
     before = fleet.accepted()
     assert fleet.admin(url, "POST", "/v1/gateways/g3/undrain") == 200
@@ -184,8 +240,11 @@ def test_undrained_gateway_fills_then_weight_change(fleet: Fleet) -> None:
     assert summary["ever_connected"] == 3000 and summary["unrepaired"] == 0
     assert summary["messages_sent"] > 3000
     assert summary["messages_echoed"] == summary["messages_sent"], summary
-    print(f"\nrebalance: 1,000 moves in {took:.1f}s with {made} connections; "
-          f"weight change: 500 moves in {took2:.1f}s with {made2}; messages {summary['messages_sent']}")
+    print(
+        f"\nrebalance: 1,000 moves in {took:.1f}s with {made} connections; "
+        f"weight change: 500 moves in {took2:.1f}s with {made2}; "
+        f"messages {summary['messages_sent']}"
+    )
 
 
 def test_gateway_dying_mid_round_opens_breaker_then_round_completes(fleet: Fleet) -> None:
@@ -193,21 +252,35 @@ def test_gateway_dying_mid_round_opens_breaker_then_round_completes(fleet: Fleet
     url = fleet.dispatcher(extra="[balancing]\nslow_start_s = 0\n", pace=40)
     assert fleet.admin(url, "POST", "/v1/gateways/g3/drain") == 200
     fleet.start_clients(1200, processes=2)
-    wait_until(lambda: sum(fleet.held().values()) == 1200, scaled(20), 0.1, what="1,200 clients held")
+    wait_until(
+        lambda: sum(fleet.held().values()) == 1200, scaled(20), 0.1, what="1,200 clients held"
+    )
     assert fleet.admin(url, "POST", "/v1/gateways/g3/undrain") == 200
     wait_until(lambda: fleet.held()["g3"] >= 60, scaled(20), 0.05, what="the round under way")
     fleet.gws["g2"].signal(signal.SIGKILL)
-    wait_until(lambda: fleet.rebalance(url)["breaker"]["state"] == "open", scaled(5), 0.05,
-               what="breaker open")
+    wait_until(
+        lambda: fleet.rebalance(url)["breaker"]["state"] == "open",
+        scaled(5),
+        0.05,
+        what="breaker open",
+    )
     reason = fleet.rebalance(url)["breaker"]["reason"]
-    assert "g2 went down" in reason or "g2 did not accept" in reason, reason  # whichever is seen first
+    assert "g2 went down" in reason or "g2 did not accept" in reason, (
+        reason
+    )  # whichever is seen first
     # g2's clients come back through ordinary dispatch; the round resumes after the cooldown
     converge(fleet, {"g1": 600, "g3": 600}, 45)
-    wait_until(lambda: sum(fleet.held().values()) == 1200, scaled(10), 0.1, what="every client held")
+    wait_until(
+        lambda: sum(fleet.held().values()) == 1200, scaled(10), 0.1, what="every client held"
+    )
     # Ordinary dispatch may even out g2's clients before the cooldown (10 s) has run out:
     # the breaker closes by itself once its cause has been clear for the cooldown.
-    rb = wait_until(lambda: (r := fleet.rebalance(url))["breaker"]["state"] == "closed" and r, scaled(15), 0.1,
-                    what="breaker closed by itself")
+    rb = wait_until(
+        lambda: (r := fleet.rebalance(url))["breaker"]["state"] == "closed" and r,
+        scaled(15),
+        0.1,
+        what="breaker closed by itself",
+    )
     assert rb["breaker"]["trips"] >= 1
     summary = fleet.stop_clients()
     assert summary["unrepaired"] == 0 and summary["connected"] == 1200
@@ -220,18 +293,30 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     server.stop()
 
 
-def test_leader_killed_lease_moves_and_round_completes(fleet: Fleet, redis_server: RedisServer) -> None:
+def test_leader_killed_lease_moves_and_round_completes(
+    fleet: Fleet, redis_server: RedisServer
+) -> None:
     fleet.gateways(3)
     slow = "[balancing]\nslow_start_s = 0\n"
     a = fleet.dispatcher(extra=slow, store=redis_server.url, pace=40)
     b = fleet.dispatcher(extra=slow, store=redis_server.url, pace=40)
-    wait_until(lambda: [fleet.rebalance(u)["leader"] for u in (a, b)].count(True) == 1, scaled(10), 0.1,
-               what="exactly one leader")
+    wait_until(
+        lambda: [fleet.rebalance(u)["leader"] for u in (a, b)].count(True) == 1,
+        scaled(10),
+        0.1,
+        what="exactly one leader",
+    )
     assert fleet.admin(a, "POST", "/v1/gateways/g3/drain") == 200
-    wait_until(lambda: all(get_json(u + "/v1/gateways/g3")["admin_drain"] for u in (a, b)), scaled(5), 0.05,
-               what="drain shared")
+    wait_until(
+        lambda: all(get_json(u + "/v1/gateways/g3")["admin_drain"] for u in (a, b)),
+        scaled(5),
+        0.05,
+        what="drain shared",
+    )
     fleet.start_clients(1200, processes=2)
-    wait_until(lambda: sum(fleet.held().values()) == 1200, scaled(20), 0.1, what="1,200 clients held")
+    wait_until(
+        lambda: sum(fleet.held().values()) == 1200, scaled(20), 0.1, what="1,200 clients held"
+    )
     # a slow pace (40/s), so the round is still running when the leader dies
     assert fleet.admin(b, "POST", "/v1/gateways/g3/undrain") == 200
     leader = a if fleet.rebalance(a)["leader"] else b
@@ -240,12 +325,16 @@ def test_leader_killed_lease_moves_and_round_completes(fleet: Fleet, redis_serve
     assert fleet.held()["g3"] < 350
     t_kill = time.monotonic()
     fleet.dispatchers[fleet.urls.index(leader)].signal(signal.SIGKILL)
-    wait_until(lambda: fleet.rebalance(other)["leader"], scaled(8), 0.05, what="the other replica leads")
+    wait_until(
+        lambda: fleet.rebalance(other)["leader"], scaled(8), 0.05, what="the other replica leads"
+    )
     handover = time.monotonic() - t_kill
     assert handover < scaled(4.0), handover
     converge(fleet, {"g1": 400, "g2": 400, "g3": 400}, 45)
     round_over(fleet, other)
-    wait_until(lambda: sum(fleet.held().values()) == 1200, scaled(10), 0.1, what="every client held once")
+    wait_until(
+        lambda: sum(fleet.held().values()) == 1200, scaled(10), 0.1, what="every client held once"
+    )
     summary = fleet.stop_clients()
     assert summary["unrepaired"] == 0 and summary["messages_echoed"] == summary["messages_sent"]
     print(f"\nlease handed over in {handover:.2f}s")

@@ -43,20 +43,30 @@ def _within(deadline_s: float, pred: Callable[[], object], what: str) -> float:
 
 
 def test_admin_changes_propagate_and_survive_a_redis_outage(
-    tmp_path: Path, procs: Callable[..., Proc], redis_server: RedisServer, sinks: list[Sink],
+    tmp_path: Path,
+    procs: Callable[..., Proc],
+    redis_server: RedisServer,
+    sinks: list[Sink],
 ) -> None:
     gws = [("g1", sinks[0].port), ("g2", sinks[1].port)]
     a = start_replica(procs, tmp_path, "a", redis_server.url, gws)
     b = start_replica(procs, tmp_path, "b", redis_server.url, gws)
     for r in (a, b):
-        wait_until(lambda r=r: all((r.gateway(g) or {}).get("state") == "up" for g, _ in gws), 5,
-                   what="both gateways up")
+        wait_until(
+            lambda r=r: all((r.gateway(g) or {}).get("state") == "up" for g, _ in gws),
+            5,
+            what="both gateways up",
+        )
 
     # A weight change on A is used by B within 1 s (weight 0: no new clients).
     assert a.request("PATCH", "/v1/gateways/g2", {"weight": 0}, admin=True)[0] == 200
     t0 = time.monotonic()
-    wait_until(lambda: all(b.answer(f"w{i}")[0] == "g1" for i in range(5)), 1.0, 0.01,
-               what="B stops handing out g2 as primary")
+    wait_until(
+        lambda: all(b.answer(f"w{i}")[0] == "g1" for i in range(5)),
+        1.0,
+        0.01,
+        what="B stops handing out g2 as primary",
+    )
     assert time.monotonic() - t0 < 1.0
     assert all(b.answer(f"x{i}")[0] == "g1" for i in range(20))
     assert a.request("PATCH", "/v1/gateways/g2", {"weight": 1}, admin=True)[0] == 200
@@ -86,14 +96,26 @@ def test_admin_changes_propagate_and_survive_a_redis_outage(
 
 
 def test_push_heartbeats_to_one_replica_reach_the_other(
-    tmp_path: Path, procs: Callable[..., Proc], redis_server: RedisServer, sinks: list[Sink],
+    tmp_path: Path,
+    procs: Callable[..., Proc],
+    redis_server: RedisServer,
+    sinks: list[Sink],
 ) -> None:
     gws = [("g1", sinks[0].port)]
     a = start_replica(procs, tmp_path, "a", redis_server.url, gws)
     b = start_replica(procs, tmp_path, "b", redis_server.url, gws)
-    gw = start_gateway(procs, "p1", "--report-to", f"http://127.0.0.1:{a.port}", "--report-token-file",
-                       str(tmp_path / "admin.token"), "--report-interval", "0.2",
-                       secret_file=tmp_path / "ticket.secret", wait=False).proc
+    gw = start_gateway(
+        procs,
+        "p1",
+        "--report-to",
+        f"http://127.0.0.1:{a.port}",
+        "--report-token-file",
+        str(tmp_path / "admin.token"),
+        "--report-interval",
+        "0.2",
+        secret_file=tmp_path / "ticket.secret",
+        wait=False,
+    ).proc
     # Registered on A through the heartbeat, shared through Redis, brought up on B by relayed beats.
     wait_until(lambda: (b.gateway("p1") or {}).get("state") == "up", 10, what="p1 up on B")
     assert b.gateway("p1")["source"] == "push"

@@ -62,7 +62,9 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
 
 
 def test_replica_killed_mid_load_fails_no_dispatch(
-    tmp_path: Path, procs: Callable[..., Proc], redis_server: RedisServer,
+    tmp_path: Path,
+    procs: Callable[..., Proc],
+    redis_server: RedisServer,
 ) -> None:
     nginx = require_binary("nginx")
     sinks = [Sink(), Sink()]
@@ -123,7 +125,9 @@ def test_replica_killed_mid_load_fails_no_dispatch(
             for t in threads:
                 t.join(scaled(10))
         failed = [s for _, s in results if s != 200]
-        assert not failed, f"{len(failed)} of {len(results)} dispatches failed: {sorted(set(failed))}"
+        assert not failed, (
+            f"{len(failed)} of {len(results)} dispatches failed: {sorted(set(failed))}"
+        )
         assert b.request("GET", "/healthz")[0] == 200
     finally:
         for s in sinks:

@@ -32,29 +32,44 @@ def make_ca_and_cert(d: Path) -> tuple[Path, Path, Path]:
     now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "tcpdispatch test CA")])
-    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
-          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-          .not_valid_before(now - datetime.timedelta(minutes=5))
-          .not_valid_after(now + datetime.timedelta(days=1))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-          .sign(ca_key, hashes.SHA256()))
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
     key = ec.generate_private_key(ec.SECP256R1())
-    cert = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
-            .issuer_name(ca_name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                critical=False)
-            .sign(ca_key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
     paths = d / "ca.pem", d / "dispatch.crt", d / "dispatch.key"
     paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    paths[2].write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     return paths
 
 
@@ -72,23 +87,33 @@ def nginx_conf(tmp: Path, dispatcher_port: int, port: int, crt: Path, key: Path)
     for old, new in subs.items():
         assert old in text, f"deploy file no longer contains {old!r}"
         text = text.replace(old, new)
-    temps = "\n".join(f"    {k}_temp_path {tmp}/nginx-{k};"
-                      for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
-    return (f"daemon off;\nworker_processes 1;\npid {tmp}/nginx.pid;\n"
-            f"error_log {tmp}/nginx-error.log warn;\nevents {{ worker_connections 256; }}\n"
-            f"http {{\n{temps}\n{text}\n}}\n")
+    temps = "\n".join(
+        f"    {k}_temp_path {tmp}/nginx-{k};"
+        for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    return (
+        f"daemon off;\nworker_processes 1;\npid {tmp}/nginx.pid;\n"
+        f"error_log {tmp}/nginx-error.log warn;\nevents {{ worker_connections 256; }}\n"
+        f"http {{\n{temps}\n{text}\n}}\n"
+    )
 
 
 def test_sdk_over_https_nginx_gets_the_gateway_key_and_connects_encrypted(
-    tmp_path: Path, procs: Callable[..., Proc], secret_file: Path,
+    tmp_path: Path,
+    procs: Callable[..., Proc],
+    secret_file: Path,
 ) -> None:
     nginx = require_binary("nginx")
     key = StaticKey.generate()
     write_key_file(tmp_path / "g1.key", key)
-    gw = start_gateway(procs, "g1", "--key-file", str(tmp_path / "g1.key"),
-                       secret_file=secret_file)
-    disp = start_dispatcher(procs, tmp_path, [{**gw.entry(weight=False), "key": key.public.text}],
-                            secret_file, timeout=15)
+    gw = start_gateway(procs, "g1", "--key-file", str(tmp_path / "g1.key"), secret_file=secret_file)
+    disp = start_dispatcher(
+        procs,
+        tmp_path,
+        [{**gw.entry(weight=False), "key": key.public.text}],
+        secret_file,
+        timeout=15,
+    )
     dport = disp.port
     ca, crt, tls_key = make_ca_and_cert(tmp_path)
     port = free_port()
@@ -97,8 +122,9 @@ def test_sdk_over_https_nginx_gets_the_gateway_key_and_connects_encrypted(
     url = f"https://localhost:{port}"
 
     async def scenario() -> None:
-        async with Client([url], ca_file=str(ca), encryption="required",
-                          report_failures=False) as c:
+        async with Client(
+            [url], ca_file=str(ca), encryption="required", report_failures=False
+        ) as c:
             assert c.gateway == "g1" and c._session is not None and c._session.encrypted
             await c.send(b"over noise")
             assert await asyncio.wait_for(c.receive(), scaled(5)) == b"over noise"
@@ -117,7 +143,8 @@ def test_sdk_over_https_nginx_gets_the_gateway_key_and_connects_encrypted(
 
 
 def test_sighup_rotates_keys_without_dropping_sessions(
-    tmp_path: Path, procs: Callable[..., Proc],
+    tmp_path: Path,
+    procs: Callable[..., Proc],
 ) -> None:
     old, new = StaticKey.generate(), StaticKey.generate()
     path = tmp_path / "g1.key"
@@ -125,8 +152,12 @@ def test_sighup_rotates_keys_without_dropping_sessions(
     gw = start_gateway(procs, "g1", "--key-file", str(path), "--workers", "2")
 
     def client(key: StaticKey) -> Client:
-        return Client(fallback=[f"{key.public.text}@{gw.address}"], encryption="required",
-                      report_failures=False, resumption=False)
+        return Client(
+            fallback=[f"{key.public.text}@{gw.address}"],
+            encryption="required",
+            report_failures=False,
+            resumption=False,
+        )
 
     async def scenario() -> None:
         held = [client(old) for _ in range(4)]  # over both workers

@@ -51,23 +51,46 @@ def metrics_text(url: str) -> str:
         return str(resp.read().decode())
 
 
-def start_zoned_dispatcher(procs: Any, workdir: Path, gws: list[GatewayHandle], secret: Path, *,
-                           capacity: int | None = None) -> RealDispatcher:
+def start_zoned_dispatcher(
+    procs: Any,
+    workdir: Path,
+    gws: list[GatewayHandle],
+    secret: Path,
+    *,
+    capacity: int | None = None,
+) -> RealDispatcher:
     """A dispatcher with zones a and b; ``capacity`` overrides what the gateways report."""
     port = free_port()
     config = write_dispatcher_toml(
-        workdir / f"zones-{port}.toml", listen=f"127.0.0.1:{port}", secret_file=secret,
+        workdir / f"zones-{port}.toml",
+        listen=f"127.0.0.1:{port}",
+        secret_file=secret,
         dispatcher={"trusted_proxies": ["127.0.0.1/32"], "spill_headroom": 0.5},
         sections={"health": {"interval": 0.25}},
-        zones=[{"name": "a", "cidrs": ["198.51.100.0/24"], "spill_to": ["b"]},
-               {"name": "b", "cidrs": ["203.0.113.0/24"]}],
-        gateways=[{"id": g.id, "address": g.address, "check": g.status_url, "zone": ZONE_OF[g.id],
-                   **({"capacity": capacity} if capacity else {})} for g in gws],
+        zones=[
+            {"name": "a", "cidrs": ["198.51.100.0/24"], "spill_to": ["b"]},
+            {"name": "b", "cidrs": ["203.0.113.0/24"]},
+        ],
+        gateways=[
+            {
+                "id": g.id,
+                "address": g.address,
+                "check": g.status_url,
+                "zone": ZONE_OF[g.id],
+                **({"capacity": capacity} if capacity else {}),
+            }
+            for g in gws
+        ],
     )
     proc = procs([*TCPDISPATCH, "dispatcher", "--config", str(config)], name="dispatcher")
     d = RealDispatcher(f"http://127.0.0.1:{port}", proc)
     wait_ready(proc, "dispatcher", scaled(30))
-    wait_until(lambda: all(g["healthy"] for g in d.gateways().values()), scaled(30), 0.05, what="all healthy")
+    wait_until(
+        lambda: all(g["healthy"] for g in d.gateways().values()),
+        scaled(30),
+        0.05,
+        what="all healthy",
+    )
     return d
 
 
@@ -82,8 +105,12 @@ async def echo(client: Client, payload: bytes) -> None:
 
 
 async def test_two_zones_end_to_end(procs: Any, secret_file: Path, tmp_path: Path) -> None:
-    gws = [start_gateway(procs, gid, "--heartbeat", "1", "--capacity", str(CAPACITY), secret_file=secret_file)
-           for gid in ZONE_OF]
+    gws = [
+        start_gateway(
+            procs, gid, "--heartbeat", "1", "--capacity", str(CAPACITY), secret_file=secret_file
+        )
+        for gid in ZONE_OF
+    ]
     # Every ticket issued counts as a connection until the next status report, so the checks
     # that dispatch in bulk use a dispatcher that knows the gateways as big (capacity 100,000)
     # and the spill check one that knows their real capacity (10).
@@ -105,23 +132,36 @@ async def test_two_zones_end_to_end(procs: Any, secret_file: Path, tmp_path: Pat
 
     # 2. Zone a filled to its spill point (10 of 20 slots held): new zone-a clients go to zone b;
     # as zone a frees up they come back.
-    held = [Client([small.url], zone="a", client_id=f"held{i}", stagger=scaled(2)) for i in range(10)]
+    held = [
+        Client([small.url], zone="a", client_id=f"held{i}", stagger=scaled(2)) for i in range(10)
+    ]
     try:
         for c in held:
             await c.connect(scaled(5))
         assert Counter(ZONE_OF[c.gateway or ""] for c in held) == {"a": 10}
-        await async_wait_until(lambda: zone_held(small, "a") >= 10, timeout=scaled(5), what="zone a reports 10")
-        spilled = Counter(dispatch(small.url, f"client_id=n{i}&zone=a")["gateway"]["zone"] for i in range(10))
+        await async_wait_until(
+            lambda: zone_held(small, "a") >= 10, timeout=scaled(5), what="zone a reports 10"
+        )
+        spilled = Counter(
+            dispatch(small.url, f"client_id=n{i}&zone=a")["gateway"]["zone"] for i in range(10)
+        )
         assert spilled["b"] >= 8, spilled  # the zone's verdict is at most one zone-size (2) stale
         zones = get_json(small.url + "/v1/gateways")["zones"]
         assert zones["a"]["spilling_to"] == "b"
     finally:
         for c in held:
             await c.close()
-    await async_wait_until(lambda: zone_held(small, "a") == 0, timeout=scaled(5), what="zone a empty again")
-    await async_wait_until(lambda: get_json(small.url + "/v1/gateways")["zones"]["b"]["held"] == 0,
-                           timeout=scaled(5), what="the spilled tickets expired from zone b's counts")
-    back = Counter(dispatch(small.url, f"client_id=r{i}&zone=a")["gateway"]["zone"] for i in range(6))
+    await async_wait_until(
+        lambda: zone_held(small, "a") == 0, timeout=scaled(5), what="zone a empty again"
+    )
+    await async_wait_until(
+        lambda: get_json(small.url + "/v1/gateways")["zones"]["b"]["held"] == 0,
+        timeout=scaled(5),
+        what="the spilled tickets expired from zone b's counts",
+    )
+    back = Counter(
+        dispatch(small.url, f"client_id=r{i}&zone=a")["gateway"]["zone"] for i in range(6)
+    )
     assert back["a"] >= 5, back
 
     # 3. Zone a's gateways killed: zone-a clients are served from zone b within the failure
@@ -136,16 +176,25 @@ async def test_two_zones_end_to_end(procs: Any, secret_file: Path, tmp_path: Pat
         killed = time.monotonic()
         for g in gws[:2]:
             g.proc.signal(signal.SIGKILL)
-        await async_wait_until(lambda: dispatch(d.url, "client_id=probe&zone=a")["gateway"]["zone"] == "b",
-                               timeout=scaled(1.5), interval=0.02, what="zone-a clients served from b")
+        await async_wait_until(
+            lambda: dispatch(d.url, "client_id=probe&zone=a")["gateway"]["zone"] == "b",
+            timeout=scaled(1.5),
+            interval=0.02,
+            what="zone-a clients served from b",
+        )
         served_from_b = time.monotonic() - killed
-        await async_wait_until(lambda: all(ZONE_OF.get(c.gateway or "") == "b" for c in clients),
-                               timeout=scaled(5), what="every held client on zone b")
+        await async_wait_until(
+            lambda: all(ZONE_OF.get(c.gateway or "") == "b" for c in clients),
+            timeout=scaled(5),
+            what="every held client on zone b",
+        )
         moved = time.monotonic() - killed
         for c in clients:
             await echo(c, b"after")  # nothing lost: each one still talks
-        print(f"zone outage: dispatch served from b after {served_from_b:.2f}s, "
-              f"every held client on b after {moved:.2f}s")
+        print(
+            f"zone outage: dispatch served from b after {served_from_b:.2f}s, "
+            f"every held client on b after {moved:.2f}s"
+        )
         assert served_from_b <= scaled(1.5)
 
         # 4. Zone a restarted on the same ports: zone-a clients are served from zone a again.
@@ -153,7 +202,9 @@ async def test_two_zones_end_to_end(procs: Any, secret_file: Path, tmp_path: Pat
             procs(g.proc.args, name=f"{g.id}-again")
         await async_wait_until(
             lambda: dispatch(d.url, "client_id=back&zone=a")["gateway"]["zone"] == "a",
-            timeout=scaled(10), what="zone a serves its clients again")
+            timeout=scaled(10),
+            what="zone a serves its clients again",
+        )
     finally:
         for c in clients:
             await c.close()

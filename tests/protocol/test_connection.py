@@ -27,7 +27,11 @@ from tcpdispatch.protocol import (
 
 C, S = Role.CLIENT, Role.SERVER
 HS, AUTH, OPEN, DRAIN, CLOSED = (
-    State.HANDSHAKE, State.AUTHENTICATING, State.OPEN, State.DRAINING, State.CLOSED,
+    State.HANDSHAKE,
+    State.AUTHENTICATING,
+    State.OPEN,
+    State.DRAINING,
+    State.CLOSED,
 )
 
 SAMPLE: dict[Opcode, Frame] = {
@@ -48,26 +52,36 @@ _CLOSE = {(st, op): CLOSED for st in _LIVE for op in (Opcode.ERROR, Opcode.BYE)}
 EXPECTED = {
     (C, "send"): {
         (HS, Opcode.HELLO): AUTH,
-        (OPEN, Opcode.PING): OPEN, (OPEN, Opcode.DATA): OPEN,
-        (DRAIN, Opcode.PING): DRAIN, (DRAIN, Opcode.DATA): DRAIN,
+        (OPEN, Opcode.PING): OPEN,
+        (OPEN, Opcode.DATA): OPEN,
+        (DRAIN, Opcode.PING): DRAIN,
+        (DRAIN, Opcode.DATA): DRAIN,
         **_CLOSE,
     },
     (C, "recv"): {
         (AUTH, Opcode.WELCOME): OPEN,
-        (OPEN, Opcode.PONG): OPEN, (OPEN, Opcode.DATA): OPEN, (OPEN, Opcode.RECONNECT): DRAIN,
-        (DRAIN, Opcode.PONG): DRAIN, (DRAIN, Opcode.DATA): DRAIN,
+        (OPEN, Opcode.PONG): OPEN,
+        (OPEN, Opcode.DATA): OPEN,
+        (OPEN, Opcode.RECONNECT): DRAIN,
+        (DRAIN, Opcode.PONG): DRAIN,
+        (DRAIN, Opcode.DATA): DRAIN,
         **_CLOSE,
     },
     (S, "send"): {
         (AUTH, Opcode.WELCOME): OPEN,
-        (OPEN, Opcode.PONG): OPEN, (OPEN, Opcode.DATA): OPEN, (OPEN, Opcode.RECONNECT): DRAIN,
-        (DRAIN, Opcode.PONG): DRAIN, (DRAIN, Opcode.DATA): DRAIN,
+        (OPEN, Opcode.PONG): OPEN,
+        (OPEN, Opcode.DATA): OPEN,
+        (OPEN, Opcode.RECONNECT): DRAIN,
+        (DRAIN, Opcode.PONG): DRAIN,
+        (DRAIN, Opcode.DATA): DRAIN,
         **_CLOSE,
     },
     (S, "recv"): {
         (HS, Opcode.HELLO): AUTH,
-        (OPEN, Opcode.PING): OPEN, (OPEN, Opcode.DATA): OPEN,
-        (DRAIN, Opcode.PING): DRAIN, (DRAIN, Opcode.DATA): DRAIN,
+        (OPEN, Opcode.PING): OPEN,
+        (OPEN, Opcode.DATA): OPEN,
+        (DRAIN, Opcode.PING): DRAIN,
+        (DRAIN, Opcode.DATA): DRAIN,
         **_CLOSE,
     },
 }

@@ -246,8 +246,12 @@ def test_decoder_poisoned_after_error() -> None:
     with pytest.raises(RemoteProtocolError) as first:
         dec.feed(h("00000002 09 08"))
     assert dec.failed is first.value
-    for action in (lambda: dec.feed(encode(Bye())), lambda: dec.feed(b""), dec.feed_eof,
-                   dec.next_frame):
+    for action in (
+        lambda: dec.feed(encode(Bye())),
+        lambda: dec.feed(b""),
+        dec.feed_eof,
+        dec.next_frame,
+    ):
         with pytest.raises(RemoteProtocolError) as again:
             action()
         assert again.value.code is ErrorCode.BAD_VERSION
@@ -272,7 +276,9 @@ def test_docs_hex_examples_are_exact() -> None:
     doc = (Path(__file__).parents[2] / "docs" / "protocol.md").read_text()
     examples = {
         "00 00 00 09 | 01 | 01 | 00 01 | 74 | 00 02 | 63 31": Hello("t", "c1"),
-        "00 00 00 0d | 01 | 02 | 00 00 27 10 | 00 00 75 30 | 02 | 73 31": Welcome("s1", 10000, 30000),
+        "00 00 00 0d | 01 | 02 | 00 00 27 10 | 00 00 75 30 | 02 | 73 31": Welcome(
+            "s1", 10000, 30000
+        ),
         "00 00 00 0a | 01 | 03 | 00 00 00 00 00 00 00 01": Ping(1),
         "00 00 00 0a | 01 | 04 | 00 00 00 00 00 00 00 01": Pong(1),
         "00 00 00 04 | 01 | 05 | 68 69": Data(b"hi"),

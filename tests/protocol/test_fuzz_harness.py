@@ -1,4 +1,5 @@
-"""The fuzz harness (bench/fuzz_codec.py) itself runs and reports its count; `make fuzz` runs it long."""
+"""The fuzz harness (bench/fuzz_codec.py) itself runs and reports its count; `make fuzz` runs it
+long."""
 
 from __future__ import annotations
 
@@ -18,7 +19,11 @@ ENGINES = ["random"] + (["atheris"] if importlib.util.find_spec("atheris") else 
 def test_fuzz_harness_short_run(engine: str) -> None:
     out = subprocess.run(
         [sys.executable, "-m", "bench.fuzz_codec", "--runs", "3000", "--engine", engine],
-        check=False, cwd=ROOT, capture_output=True, text=True, timeout=scaled(60),
+        check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=scaled(60),
     )
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     assert "fuzz_codec: 3000 inputs run, 0 findings" in out.stdout

@@ -61,8 +61,9 @@ client_inbound = st.tuples(
 ).map(lambda t: [t[0], *t[1], *(t[2] + t[3] if t[2] else []), *t[4]])
 
 
-def _feed(role: Role, stream: bytes, sizes: list[int], opened: bool = False
-          ) -> tuple[list[Frame], ErrorCode | None, bytes]:
+def _feed(
+    role: Role, stream: bytes, sizes: list[int], opened: bool = False
+) -> tuple[list[Frame], ErrorCode | None, bytes]:
     """Feed ``stream`` cut into ``sizes`` (cycled); then EOF. Only our error may escape.
 
     A client has sent HELLO; a server is fresh, or OPEN when ``opened``.
@@ -124,9 +125,14 @@ def _mutate(stream: bytes, ops: list[tuple[int, int, int, bytes]]) -> bytes:
 
 
 mutations = st.lists(
-    st.tuples(st.integers(0, 4), st.integers(0, 2**16), st.integers(0, 2**16),
-              st.binary(min_size=1, max_size=8)),
-    min_size=1, max_size=4,
+    st.tuples(
+        st.integers(0, 4),
+        st.integers(0, 2**16),
+        st.integers(0, 2**16),
+        st.binary(min_size=1, max_size=8),
+    ),
+    min_size=1,
+    max_size=4,
 )
 chunk_sizes = st.lists(st.integers(1, 64), min_size=1, max_size=8)
 roles = st.sampled_from([Role.CLIENT, Role.SERVER])
@@ -195,18 +201,29 @@ def test_valid_client_streams_are_accepted(frames: list[Frame], sizes: list[int]
 
 
 @FAST
-@given(frames=st.one_of(server_inbound.map(lambda fs: (Role.SERVER, fs)),
-                        client_inbound.map(lambda fs: (Role.CLIENT, fs))),
-       ops=mutations, sizes=chunk_sizes)
+@given(
+    frames=st.one_of(
+        server_inbound.map(lambda fs: (Role.SERVER, fs)),
+        client_inbound.map(lambda fs: (Role.CLIENT, fs)),
+    ),
+    ops=mutations,
+    sizes=chunk_sizes,
+)
 def test_mutated_streams(frames: tuple[Role, list[Frame]], ops: list, sizes: list[int]) -> None:
     role, fs = frames
     _check_consistent(role, _mutate(b"".join(encode(f) for f in fs), ops), sizes, opened=True)
 
 
 @FAST
-@given(frames=st.one_of(server_inbound.map(lambda fs: (Role.SERVER, fs)),
-                        client_inbound.map(lambda fs: (Role.CLIENT, fs))),
-       order=st.randoms(use_true_random=False), dup=st.booleans(), sizes=chunk_sizes)
+@given(
+    frames=st.one_of(
+        server_inbound.map(lambda fs: (Role.SERVER, fs)),
+        client_inbound.map(lambda fs: (Role.CLIENT, fs)),
+    ),
+    order=st.randoms(use_true_random=False),
+    dup=st.booleans(),
+    sizes=chunk_sizes,
+)
 def test_reordered_and_duplicated_frames(
     frames: tuple[Role, list[Frame]], order: object, dup: bool, sizes: list[int]
 ) -> None:
@@ -217,8 +234,12 @@ def test_reordered_and_duplicated_frames(
 
 
 @FAST
-@given(role=roles, frames=st.lists(any_frame, max_size=8), cut=st.integers(0, 2**16),
-       opened=st.booleans())
+@given(
+    role=roles,
+    frames=st.lists(any_frame, max_size=8),
+    cut=st.integers(0, 2**16),
+    opened=st.booleans(),
+)
 def test_truncated_streams(role: Role, frames: list[Frame], cut: int, opened: bool) -> None:
     stream = b"".join(encode(f) for f in frames)
     stream = stream[: cut % (len(stream) + 1)]

@@ -11,8 +11,16 @@ from tcpdispatch.rebalance.placement import place
 from tcpdispatch.rebalance.plan import GatewayLoad, Planner, split_budget, targets
 from tcpdispatch.rebalance.settings import RebalanceSettings
 
-FAST = RebalanceSettings(interval_s=1.0, moves_per_s=200, per_donor_per_s=100, min_session_age_s=5,
-                         settle_s=2.0, breaker_cooldown_s=10.0, abs_threshold=50, rel_threshold=0.1)
+FAST = RebalanceSettings(
+    interval_s=1.0,
+    moves_per_s=200,
+    per_donor_per_s=100,
+    min_session_age_s=5,
+    settle_s=2.0,
+    breaker_cooldown_s=10.0,
+    abs_threshold=50,
+    rel_threshold=0.1,
+)
 
 
 def gws(*held: int, weights: tuple[float, ...] | None = None, **kw: object) -> list[GatewayLoad]:
@@ -20,14 +28,23 @@ def gws(*held: int, weights: tuple[float, ...] | None = None, **kw: object) -> l
     return [GatewayLoad(f"g{i + 1}", h, w, **kw) for i, (h, w) in enumerate(zip(held, weights))]  # type: ignore[arg-type]
 
 
-def simulate(planner: Planner, fleet: dict[str, int], *, weights: dict[str, float] | None = None,
-             ticks: int = 60, states: dict[str, str] | None = None) -> tuple[list[int], dict[str, int]]:
+def simulate(
+    planner: Planner,
+    fleet: dict[str, int],
+    *,
+    weights: dict[str, float] | None = None,
+    ticks: int = 60,
+    states: dict[str, str] | None = None,
+) -> tuple[list[int], dict[str, int]]:
     """Apply each order at once (moved clients land on the most under-target gateway)."""
     weights = weights or {}
     per_tick = []
     low = dict(fleet)
     for t in range(ticks):
-        view = [GatewayLoad(g, n, weights.get(g, 1.0), state=(states or {}).get(g, "up")) for g, n in fleet.items()]
+        view = [
+            GatewayLoad(g, n, weights.get(g, 1.0), state=(states or {}).get(g, "up"))
+            for g, n in fleet.items()
+        ]
         d = planner.tick(float(t), view)
         moved = 0
         for o in d.orders:
@@ -35,8 +52,10 @@ def simulate(planner: Planner, fleet: dict[str, int], *, weights: dict[str, floa
             for _ in range(o.count):
                 fleet[o.gateway] -= 1
                 goal = planner.goal
-                dest = max((g for g in fleet if g not in planner.donors and g != o.gateway),
-                           key=lambda g: goal[g] - fleet[g])
+                dest = max(
+                    (g for g in fleet if g not in planner.donors and g != o.gateway),
+                    key=lambda g: goal[g] - fleet[g],
+                )
                 fleet[dest] += 1
             moved += o.count
         for g, n in fleet.items():
@@ -47,12 +66,25 @@ def simulate(planner: Planner, fleet: dict[str, int], *, weights: dict[str, floa
 
 def test_targets_share_by_weight_and_respect_limits() -> None:
     assert targets(gws(1500, 1500, 0)) == {"g1": 1000.0, "g2": 1000.0, "g3": 1000.0}
-    assert targets(gws(1000, 1000, 1000, weights=(2, 1, 1))) == {"g1": 1500.0, "g2": 750.0, "g3": 750.0}
-    capped = targets([GatewayLoad("a", 900, 1, limit=100), GatewayLoad("b", 0, 1), GatewayLoad("c", 0, 1)])
+    assert targets(gws(1000, 1000, 1000, weights=(2, 1, 1))) == {
+        "g1": 1500.0,
+        "g2": 750.0,
+        "g3": 750.0,
+    }
+    capped = targets(
+        [GatewayLoad("a", 900, 1, limit=100), GatewayLoad("b", 0, 1), GatewayLoad("c", 0, 1)]
+    )
     assert capped == {"a": 100.0, "b": 400.0, "c": 400.0}
-    # down gateways hold nothing countable; draining ones count (their clients land elsewhere) but get 0
-    t = targets([GatewayLoad("a", 600, 1), GatewayLoad("b", 300, 1, state="draining"),
-                 GatewayLoad("c", 700, 1, state="down"), GatewayLoad("d", 0, 0)])
+    # down gateways hold nothing countable; draining ones count (their clients land elsewhere) but
+    # get 0
+    t = targets(
+        [
+            GatewayLoad("a", 600, 1),
+            GatewayLoad("b", 300, 1, state="draining"),
+            GatewayLoad("c", 700, 1, state="down"),
+            GatewayLoad("d", 0, 0),
+        ]
+    )
     assert t == {"a": 900.0, "b": 0.0, "c": 0.0, "d": 0.0}
 
 
@@ -101,8 +133,16 @@ def test_per_donor_cap_and_pending_moves_are_not_asked_twice() -> None:
 
 
 def test_hysteresis_keeps_shedding_to_target_then_stops() -> None:
-    p = Planner(RebalanceSettings(abs_threshold=50, rel_threshold=0.1, stop_within=0.01, settle_s=0,
-                                  moves_per_s=10, per_donor_per_s=10))
+    p = Planner(
+        RebalanceSettings(
+            abs_threshold=50,
+            rel_threshold=0.1,
+            stop_within=0.01,
+            settle_s=0,
+            moves_per_s=10,
+            per_donor_per_s=10,
+        )
+    )
     fleet = {"a": 1200, "b": 800}  # target 1000: a is a donor (+200)
     for t in range(40):
         d = p.tick(float(t), [GatewayLoad(g, n) for g, n in fleet.items()])
@@ -129,7 +169,9 @@ def test_min_age_shortfall_is_not_a_failure() -> None:
 def test_breaker_opens_on_gateway_failure_and_resumes_after_cooldown() -> None:
     p = Planner(FAST)
     p.tick(0.0, gws(1500, 1500, 0))
-    d = p.tick(1.0, [GatewayLoad("g1", 1500), GatewayLoad("g2", 1500, state="down"), GatewayLoad("g3", 0)])
+    d = p.tick(
+        1.0, [GatewayLoad("g1", 1500), GatewayLoad("g2", 1500, state="down"), GatewayLoad("g3", 0)]
+    )
     assert p.breaker.open and not d.orders
     assert any("g2 went down" in e for e in d.events)
     assert p.in_flight() == 200  # still on their way: counted, never asked for again
@@ -140,10 +182,13 @@ def test_breaker_opens_on_gateway_failure_and_resumes_after_cooldown() -> None:
     assert d.orders and d.orders[0].gateway == "g1"
 
 
-@pytest.mark.parametrize("kw, cause", [
-    ({"panic": True}, "panic"),
-    ({"dispatched": 80, "unavailable": 20}, "refused"),
-])
+@pytest.mark.parametrize(
+    "kw, cause",
+    [
+        ({"panic": True}, "panic"),
+        ({"dispatched": 80, "unavailable": 20}, "refused"),
+    ],
+)
 def test_breaker_opens_on_panic_and_error_rate(kw: dict[str, object], cause: str) -> None:
     p = Planner(FAST)
     d = p.tick(0.0, gws(1500, 1500, 0), **kw)  # type: ignore[arg-type]
@@ -177,7 +222,9 @@ def test_failed_order_opens_breaker() -> None:
 
 def test_slow_start_recipient_is_filled_at_its_ramp() -> None:
     p = Planner(FAST)
-    d = p.tick(0.0, [GatewayLoad("a", 1500), GatewayLoad("b", 1500), GatewayLoad("c", 0, ramp=0.25)])
+    d = p.tick(
+        0.0, [GatewayLoad("a", 1500), GatewayLoad("b", 1500), GatewayLoad("c", 0, ramp=0.25)]
+    )
     assert sum(o.count for o in d.orders) == 50  # 200/s x 0.25
 
 
@@ -203,7 +250,9 @@ def test_not_leader_and_paused_send_nothing() -> None:
 
 def test_draining_gateways_are_not_donors_and_shrink_the_room() -> None:
     p = Planner(FAST)
-    d = p.tick(0.0, [GatewayLoad("a", 1000), GatewayLoad("b", 0), GatewayLoad("c", 1000, state="draining")])
+    d = p.tick(
+        0.0, [GatewayLoad("a", 1000), GatewayLoad("b", 0), GatewayLoad("c", 1000, state="draining")]
+    )
     assert not d.orders  # c's 1000 will fill b; a is at target 1000
 
 
@@ -299,9 +348,19 @@ def test_clients_on_their_way_keep_their_share() -> None:
     p.tick(0.0, gws(1500, 1500, 0))
     assert p.round is not None and p.round.total == 3000
     # 200 chosen to move have left the donors' settled counts but not reached g3 yet
-    p.tick(0.5, [GatewayLoad("g1", 1500, leaving=100), GatewayLoad("g2", 1500, leaving=100),
-                 GatewayLoad("g3", 0)])
-    assert p.goal == {"g1": 1000.0, "g2": 1000.0, "g3": 1000.0}  # not 933: nobody sheds for them twice
+    p.tick(
+        0.5,
+        [
+            GatewayLoad("g1", 1500, leaving=100),
+            GatewayLoad("g2", 1500, leaving=100),
+            GatewayLoad("g3", 0),
+        ],
+    )
+    assert p.goal == {
+        "g1": 1000.0,
+        "g2": 1000.0,
+        "g3": 1000.0,
+    }  # not 933: nobody sheds for them twice
 
 
 def test_round_waits_for_clients_on_their_way() -> None:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from tcpdispatch.rebalance.plan import GatewayLoad, Planner, targets
-from tcpdispatch.rebalance.settings import RebalanceSettings
+from rebalance.test_plan import FAST
 
-FAST = RebalanceSettings(interval_s=1.0, moves_per_s=200, per_donor_per_s=100, min_session_age_s=5,
-                         settle_s=2.0, breaker_cooldown_s=10.0, abs_threshold=50, rel_threshold=0.1)
+from tcpdispatch.rebalance.plan import GatewayLoad, Planner, targets
+
 ZONE = {"a1": "a", "a2": "a", "b1": "b", "b2": "b"}
 
 
@@ -17,10 +16,21 @@ def view(fleet: dict[str, int], **kw: object) -> list[GatewayLoad]:
 def test_targets_are_shared_within_each_zone() -> None:
     # zone a holds 1,000 and zone b 200: the fleet-wide target (300 each) would empty zone a.
     assert targets(view({"a1": 1000, "a2": 0, "b1": 100, "b2": 100})) == {
-        "a1": 500.0, "a2": 500.0, "b1": 100.0, "b2": 100.0}
+        "a1": 500.0,
+        "a2": 500.0,
+        "b1": 100.0,
+        "b2": 100.0,
+    }
     # clients on their way (the round's total above the settled sum) stay in the zone they leave
-    t = targets([GatewayLoad("a1", 600, leaving=100, zone="a"), GatewayLoad("a2", 300, zone="a"),
-                 GatewayLoad("b1", 100, zone="b"), GatewayLoad("b2", 100, zone="b")], total=1100)
+    t = targets(
+        [
+            GatewayLoad("a1", 600, leaving=100, zone="a"),
+            GatewayLoad("a2", 300, zone="a"),
+            GatewayLoad("b1", 100, zone="b"),
+            GatewayLoad("b2", 100, zone="b"),
+        ],
+        total=1100,
+    )
     assert t == {"a1": 450.0, "a2": 450.0, "b1": 100.0, "b2": 100.0}
 
 
@@ -34,7 +44,9 @@ def test_rounds_never_move_clients_across_zones() -> None:
             planner.shed_result(o, o.count, float(t))
             shed[o.gateway] = shed.get(o.gateway, 0) + o.count
             fleet[o.gateway] -= o.count
-            fleet["a2" if ZONE[o.gateway] == "a" else "b2"] += o.count  # the client stays in its zone
+            fleet["a2" if ZONE[o.gateway] == "a" else "b2"] += (
+                o.count
+            )  # the client stays in its zone
     assert set(shed) == {"a1"} and shed["a1"] == 500  # exactly the excess within zone a
     assert fleet == {"a1": 500, "a2": 500, "b1": 100, "b2": 100}
 
@@ -43,8 +55,12 @@ def test_no_move_out_of_a_zone_even_when_another_zone_is_empty() -> None:
     """Zone a's clients all belong on a1 (a2 drains): fleet-wide, a1 would be a donor to the empty
     zone b; per zone it is on target, so no order is sent."""
     planner = Planner(FAST)
-    gw = [GatewayLoad("a1", 1000, zone="a"), GatewayLoad("a2", 900, zone="a", state="draining"),
-          GatewayLoad("b1", 0, zone="b"), GatewayLoad("b2", 0, zone="b")]
+    gw = [
+        GatewayLoad("a1", 1000, zone="a"),
+        GatewayLoad("a2", 900, zone="a", state="draining"),
+        GatewayLoad("b1", 0, zone="b"),
+        GatewayLoad("b2", 0, zone="b"),
+    ]
     for t in range(10):
         assert planner.tick(float(t), gw).orders == ()
     assert planner.goal["a1"] == 1900.0 and not planner.donors

@@ -38,15 +38,15 @@ def handshake(sec: ServerSecurity, client: ClientHandshake) -> tuple[HandshakeDo
     msg = client.first_message()
     done = None
     for i in range(len(msg)):  # byte at a time: nothing is decided before the message is whole
-        done = server.receive(msg[i:i + 1])
+        done = server.receive(msg[i : i + 1])
         assert (done is None) == (i < len(msg) - 1)
     assert done is not None
     answer = done.reply + done.transport.encrypt(b"WELCOME")
     for i in range(len(answer)):
-        got = client.receive(answer[i:i + 1])
+        got = client.receive(answer[i : i + 1])
         if got is not None:  # whole answer in: the rest belongs to the transport
             assert i == len(done.reply) - 1 and not got.plaintext
-            rest = got.transport.decrypt(answer[i + 1:])
+            rest = got.transport.decrypt(answer[i + 1 :])
             return done, HandshakeDone(got.transport, b"", rest, got.resumed, got.grant)
     raise AssertionError("the client never completed")
 
@@ -103,7 +103,8 @@ def test_wrong_pinned_key_is_refused_by_the_gateway_naming_its_key() -> None:
     other = StaticKey.generate()
     with pytest.raises(RemoteProtocolError) as err:
         ServerHandshake(ServerSecurity((KEY,))).receive(
-            ClientHandshake(other.public, HELLO).first_message())
+            ClientHandshake(other.public, HELLO).first_message()
+        )
     assert err.value.code == ErrorCode.UNKNOWN_SERVER_KEY
     assert KEY.public.text in err.value.reason and other.id.hex() in err.value.reason
     # ... and the client reports the refusal it gets in clear.
@@ -181,7 +182,10 @@ def test_expired_forged_and_foreign_grants_are_rejected() -> None:
     assert "did not authenticate" in _refused(sec, forged).reason
     rotated = ServerSecurity((StaticKey.generate(),), clock=clock)  # the key was replaced
     assert "does not hold" in _refused(rotated, grant).reason
-    assert "wrong length" in _refused(sec, ResumptionGrant(grant.server_key, b"x", bytes(32), 0)).reason
+    assert (
+        "wrong length"
+        in _refused(sec, ResumptionGrant(grant.server_key, b"x", bytes(32), 0)).reason
+    )
 
 
 def test_no_grant_when_resumption_is_off_and_rotation_accepts_old_key() -> None:
@@ -211,7 +215,7 @@ def test_garbage_only_ever_raises_the_protocol_error(data: bytes, prefix: bytes)
     server = ServerHandshake(ServerSecurity((KEY,)))
     try:
         for i in range(0, len(prefix + data), 7):
-            server.receive((prefix + data)[i:i + 7])
+            server.receive((prefix + data)[i : i + 7])
     except RemoteProtocolError:
         pass
 

@@ -16,7 +16,8 @@ from tcpdispatch.secure.keys import StaticKey, load_key_file, parse_public_key
 
 
 def test_keygen_writes_a_private_file_and_refuses_to_overwrite(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = tmp_path / "g.key"
     assert main(["keygen", str(path)]) == 0
     printed = capsys.readouterr().out.strip()
@@ -29,12 +30,15 @@ def test_keygen_writes_a_private_file_and_refuses_to_overwrite(
     assert capsys.readouterr().out.strip() == printed
 
 
-@pytest.mark.parametrize("text,why", [
-    ("", "holds no key"),
-    ("# only a comment\n", "holds no key"),
-    ("not-base64!\n", "line 1"),
-    ("QUJD\n", "line 1: private key must be 32 bytes"),
-])
+@pytest.mark.parametrize(
+    "text,why",
+    [
+        ("", "holds no key"),
+        ("# only a comment\n", "holds no key"),
+        ("not-base64!\n", "line 1"),
+        ("QUJD\n", "line 1: private key must be 32 bytes"),
+    ],
+)
 def test_bad_key_files_name_the_file_and_line(tmp_path: Path, text: str, why: str) -> None:
     path = tmp_path / "bad.key"
     path.write_text(text)
@@ -64,15 +68,27 @@ def test_public_key_text_round_trip_and_errors() -> None:
 def _gateway_args(*extra: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     add_parser(parser.add_subparsers())
-    return parser.parse_args(["gateway", "--id", "g1", "--listen", "127.0.0.1:1",
-                              "--status", "127.0.0.1:2", "--no-ticket", *extra])
+    return parser.parse_args(
+        [
+            "gateway",
+            "--id",
+            "g1",
+            "--listen",
+            "127.0.0.1:1",
+            "--status",
+            "127.0.0.1:2",
+            "--no-ticket",
+            *extra,
+        ]
+    )
 
 
 def test_gateway_key_flags(tmp_path: Path) -> None:
     path = tmp_path / "g.key"
     path.write_text(StaticKey.generate().private_text + "\n")
-    cfg = from_args(_gateway_args("--key-file", str(path), "--allow-plain",
-                                  "--resume-lifetime", "60"))
+    cfg = from_args(
+        _gateway_args("--key-file", str(path), "--allow-plain", "--resume-lifetime", "60")
+    )
     assert (cfg.key_file, cfg.allow_plain, cfg.resume_lifetime) == (str(path), True, 60)
     with pytest.raises(ConfigError, match="--allow-plain"):
         from_args(_gateway_args("--allow-plain"))

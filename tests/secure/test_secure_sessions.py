@@ -51,8 +51,14 @@ async def gateways() -> AsyncIterator[Callable[..., Any]]:
 def client(gw: Gateway, key: StaticKey | None = None, **kw: Any) -> Client:
     prefix = f"{key.public.text}@" if key is not None else ""
     kw.setdefault("encryption", "required" if key is not None else "off")
-    return Client(fallback=[f"{prefix}127.0.0.1:{gw.cfg.listen[1]}"], backoff=FAST,
-                  report_failures=False, rng=random.Random(7), stagger=0.05, **kw)
+    return Client(
+        fallback=[f"{prefix}127.0.0.1:{gw.cfg.listen[1]}"],
+        backoff=FAST,
+        report_failures=False,
+        rng=random.Random(7),
+        stagger=0.05,
+        **kw,
+    )
 
 
 async def echo(c: Client, payload: bytes) -> None:
@@ -92,6 +98,7 @@ async def test_required_encryption_refuses_a_gateway_with_no_known_key(gateways:
 async def _relay(port: int, captured: bytearray, answer: Callable[[bytes], bytes] | None) -> Any:
     """A man in the middle on loopback: relays to ``port`` recording every byte, or (with
     ``answer``) replies to the client's first message itself."""
+
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if answer is not None:
             first = await reader.read(65536)
@@ -115,21 +122,27 @@ async def _relay(port: int, captured: bytearray, answer: Callable[[bytes], bytes
 
 
 async def test_eavesdropper_sees_neither_ticket_nor_client_id_nor_data(
-        tmp_path: Path, gateways: Any) -> None:
+    tmp_path: Path, gateways: Any
+) -> None:
     key = StaticKey.generate()
     gw = await gateways(key_file=str(key_file(tmp_path, key)))
     captured = bytearray()
     relay = await _relay(gw.cfg.listen[1], captured, None)
     port = relay.sockets[0].getsockname()[1]
-    async with Client(fallback=[f"{key.public.text}@127.0.0.1:{port}"], client_id="alice-secret-id",
-                      encryption="required", report_failures=False) as c:
+    async with Client(
+        fallback=[f"{key.public.text}@127.0.0.1:{port}"],
+        client_id="alice-secret-id",
+        encryption="required",
+        report_failures=False,
+    ) as c:
         await echo(c, b"top-secret-payload")
     relay.close()
     assert captured and b"alice-secret-id" not in captured and b"top-secret" not in captured
 
 
 async def test_man_in_the_middle_presenting_another_key_is_refused(
-        tmp_path: Path, gateways: Any) -> None:
+    tmp_path: Path, gateways: Any
+) -> None:
     from tcpdispatch.secure.handshake import ClientHandshake, ServerHandshake, ServerSecurity
 
     key, impostor = StaticKey.generate(), StaticKey.generate()
@@ -146,8 +159,12 @@ async def test_man_in_the_middle_presenting_another_key_is_refused(
     captured = bytearray()
     mitm = await _relay(gw.cfg.listen[1], captured, answer)
     port = mitm.sockets[0].getsockname()[1]
-    c = Client(fallback=[f"{key.public.text}@127.0.0.1:{port}"], encryption="required",
-               report_failures=False, backoff=FAST)
+    c = Client(
+        fallback=[f"{key.public.text}@127.0.0.1:{port}"],
+        encryption="required",
+        report_failures=False,
+        backoff=FAST,
+    )
     with pytest.raises(DispatchError, match="did not prove it holds the private key"):
         await c.connect(timeout=scaled(1.0))
     await c.close()
@@ -156,7 +173,8 @@ async def test_man_in_the_middle_presenting_another_key_is_refused(
 
 
 async def test_plain_and_encrypted_clients_side_by_side_during_migration(
-        tmp_path: Path, gateways: Any) -> None:
+    tmp_path: Path, gateways: Any
+) -> None:
     key = StaticKey.generate()
     gw = await gateways(key_file=str(key_file(tmp_path, key)), allow_plain=True)
     async with client(gw, key) as enc, client(gw, None) as plain:
@@ -192,7 +210,8 @@ async def _drop_sessions(gw: Gateway) -> None:
 
 
 async def test_reconnect_resumes_and_a_forged_grant_falls_back_to_a_full_handshake(
-        tmp_path: Path, gateways: Any) -> None:
+    tmp_path: Path, gateways: Any
+) -> None:
     key = StaticKey.generate()
     gw = await gateways(key_file=str(key_file(tmp_path, key)))
     async with client(gw, key) as c:

@@ -29,8 +29,9 @@ def test_same_bytes_as_the_library() -> None:
     r.start_handshake()
     r.read_message(i.write_message())
     i.read_message(r.write_message())
-    ours = SecureTransport(i.noise_protocol.cipher_state_encrypt.k,
-                           i.noise_protocol.cipher_state_decrypt.k)
+    ours = SecureTransport(
+        i.noise_protocol.cipher_state_encrypt.k, i.noise_protocol.cipher_state_decrypt.k
+    )
     for n in range(3):
         msg = ours.encrypt(b"m%d" % n)
         assert int.from_bytes(msg[:2], "big") == len(msg) - 2
@@ -43,7 +44,7 @@ def test_same_bytes_as_the_library() -> None:
 def test_any_chunking_gives_back_the_stream(payload: bytes, step: int) -> None:
     tx, rx = pair()
     wire = tx.encrypt(payload) + tx.encrypt(b"tail")
-    got = b"".join(rx.decrypt(wire[i:i + step]) for i in range(0, len(wire), step))
+    got = b"".join(rx.decrypt(wire[i : i + step]) for i in range(0, len(wire), step))
     assert got == payload + b"tail" and rx.buffered == 0
 
 

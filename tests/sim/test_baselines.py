@@ -10,10 +10,14 @@ from tcpdispatch.balancing.least_conn import LeastConnPicker
 from tcpdispatch.sim.baselines import GoimDecider, LeastConnTwin, _goim_weight
 
 
-def _cands(loads: list[int], weights: list[float] | None = None, limit: int | None = None) -> list[Candidate]:
+def _cands(
+    loads: list[int], weights: list[float] | None = None, limit: int | None = None
+) -> list[Candidate]:
     weights = weights or [1.0] * len(loads)
-    return [Candidate(f"g{k}", "h", 1, w, limit, LoadCounter(reported=n), base_weight=w)
-            for k, (n, w) in enumerate(zip(loads, weights))]
+    return [
+        Candidate(f"g{k}", "h", 1, w, limit, LoadCounter(reported=n), base_weight=w)
+        for k, (n, w) in enumerate(zip(loads, weights))
+    ]
 
 
 def test_least_conn_twin_hands_out_what_the_real_picker_does() -> None:

@@ -14,9 +14,25 @@ ARGS = ["--clients", "600", "--gateways", "3", "--replicas", "1"]
 
 
 def test_json_has_exactly_the_documented_fields_and_a_plot_is_written(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out, png = tmp_path / "r.json", tmp_path / "r.png"
-    assert main(["simulate", "gateway-crash", *ARGS, "--seed", "3", "--json", str(out), "--plot", str(png)]) == 0
+    assert (
+        main(
+            [
+                "simulate",
+                "gateway-crash",
+                *ARGS,
+                "--seed",
+                "3",
+                "--json",
+                str(out),
+                "--plot",
+                str(png),
+            ]
+        )
+        == 0
+    )
     doc = json.loads(out.read_text())
     assert tuple(doc) == JSON_FIELDS
     assert doc["scenario"] == "gateway-crash" and doc["clients"] == 600 and doc["lost"] == 0
@@ -37,16 +53,20 @@ def test_same_seed_same_json_but_wall_time(tmp_path: Path) -> None:
     assert docs[0] == docs[1]
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["zone-outage", "--zones", "1"], "needs --zones >= 2"),
-    (["steady", "--clients", "0"], "--clients must be between"),
-    (["steady", "--clients", "many"], "is not a whole number"),
-    (["steady", "--gateways", "3", "--zones", "4"], "cannot exceed"),
-    (["steady", "--baseline", "nginx"], "invalid choice"),
-    (["storm"], "invalid choice"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["zone-outage", "--zones", "1"], "needs --zones >= 2"),
+        (["steady", "--clients", "0"], "--clients must be between"),
+        (["steady", "--clients", "many"], "is not a whole number"),
+        (["steady", "--gateways", "3", "--zones", "4"], "cannot exceed"),
+        (["steady", "--baseline", "nginx"], "invalid choice"),
+        (["storm"], "invalid choice"),
+    ],
+)
 def test_bad_input_is_one_clear_line_and_a_non_zero_exit(
-        argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     try:
         code = main(["simulate", *argv])
     except SystemExit as exc:  # argparse's own errors
@@ -57,7 +77,9 @@ def test_bad_input_is_one_clear_line_and_a_non_zero_exit(
     assert "Traceback" not in err
 
 
-def test_unwritable_json_path_fails_cleanly(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_unwritable_json_path_fails_cleanly(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     code = main(["simulate", "steady", *ARGS, "--json", str(tmp_path / "missing" / "r.json")])
     assert code == 1
     assert "cannot write output" in capsys.readouterr().err

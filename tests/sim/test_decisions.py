@@ -33,8 +33,10 @@ class _FakePool:
         from tcpdispatch.balancing.base import Candidate, LoadCounter
         from tcpdispatch.balancing.p2c import P2CPicker
 
-        self.picker = P2CPicker([Candidate(f"{prefix}{i}", "h", 1, 1.0, limit, LoadCounter()) for i in range(n)],
-                                rng=random.Random(1))
+        self.picker = P2CPicker(
+            [Candidate(f"{prefix}{i}", "h", 1, 1.0, limit, LoadCounter()) for i in range(n)],
+            rng=random.Random(1),
+        )
         self.panic = panic
 
 

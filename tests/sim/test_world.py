@@ -1,4 +1,5 @@
-"""Simulator invariants at small sizes: nobody lost or counted twice, capacity holds, determinism."""
+"""Simulator invariants at small sizes: nobody lost or counted twice, capacity holds,
+determinism."""
 
 from __future__ import annotations
 
@@ -39,8 +40,11 @@ def test_baselines_keep_the_invariants_through_a_crash(baseline: str) -> None:
 
 def test_capacity_holds_when_the_fleet_is_nearly_full() -> None:
     # 1,000 clients on 4 x 300 slots; one gateway dies: the 3 left have 900 slots for ~970 online.
-    world = build(SimConfig(scenario="gateway-crash", clients=1000, gateways=4, replicas=2, capacity=300,
-                            seed=5))
+    world = build(
+        SimConfig(
+            scenario="gateway-crash", clients=1000, gateways=4, replicas=2, capacity=300, seed=5
+        )
+    )
     world.engine.run(world.end)
     world.check_invariants()
     r = summarize(world)
@@ -84,11 +88,11 @@ def test_dark_zone_is_noticed_by_heartbeats_and_spills_to_the_other_zones() -> N
 def test_static_random_never_uses_gateways_added_later() -> None:
     world = build(SimConfig(scenario="scale-out", baseline="static-random", seed=7, **SMALL))
     world.engine.run(world.end)
-    new = world.gateways[SMALL["gateways"]:]
+    new = world.gateways[SMALL["gateways"] :]
     assert new and all(g.held == 0 for g in new)
     world2 = build(SimConfig(scenario="scale-out", seed=7, **SMALL))
     world2.engine.run(world2.end)
-    assert sum(g.held for g in world2.gateways[SMALL["gateways"]:]) > 0
+    assert sum(g.held for g in world2.gateways[SMALL["gateways"] :]) > 0
 
 
 def test_dispatcher_outage_falls_back_to_cache_and_static_list() -> None:

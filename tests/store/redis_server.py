@@ -13,7 +13,8 @@ from helpers import Proc, free_port, require_binary, scaled
 
 
 class RedisServer:
-    """``redis-server --port P --save "" --appendonly no``; ``kill()`` and ``start()`` again on the same port."""
+    """``redis-server --port P --save "" --appendonly no``; ``kill()`` and ``start()`` again on
+    the same port."""
 
     def __init__(self, tmp: Path, port: int | None = None) -> None:
         self.binary = require_binary("redis-server")
@@ -28,8 +29,23 @@ class RedisServer:
 
     def start(self) -> RedisServer:
         self.starts += 1
-        args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                "--appendonly", "no", "--dir", str(self.tmp), "--daemonize", "no", "--loglevel", "warning"]
+        args = [
+            self.binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(self.tmp),
+            "--daemonize",
+            "no",
+            "--loglevel",
+            "warning",
+        ]
         self.proc = Proc(args, self.tmp / f"redis-{self.starts}.log")
         deadline = time.monotonic() + scaled(10)
         while not self.ping():

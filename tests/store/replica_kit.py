@@ -51,14 +51,20 @@ class Replica:
     def __init__(self, proc: Proc, port: int) -> None:
         self.proc, self.port = proc, port
 
-    def request(self, method: str, path: str, body: Any = None, admin: bool = False) -> tuple[int, Any]:
+    def request(
+        self, method: str, path: str, body: Any = None, admin: bool = False
+    ) -> tuple[int, Any]:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=scaled(5))
         headers = {"Content-Type": "application/json"} if body is not None else {}
         if admin:
             headers["Authorization"] = f"Bearer {ADMIN}"
         try:
-            conn.request(method, path, body=json.dumps(body).encode() if body is not None else None,
-                         headers=headers)
+            conn.request(
+                method,
+                path,
+                body=json.dumps(body).encode() if body is not None else None,
+                headers=headers,
+            )
             resp = conn.getresponse()
             raw = resp.read()
             return resp.status, json.loads(raw) if raw else None
@@ -86,18 +92,34 @@ def write_common(tmp: Path) -> None:
         (tmp / "ticket.secret").write_text("test-secret-0123456789abcdef\n")
 
 
-def start_replica(procs: Callable[..., Proc], tmp: Path, name: str, redis_url: str,
-                  gateways: list[tuple[str, int]], *, extra: str = "", port: int | None = None) -> Replica:
+def start_replica(
+    procs: Callable[..., Proc],
+    tmp: Path,
+    name: str,
+    redis_url: str,
+    gateways: list[tuple[str, int]],
+    *,
+    extra: str = "",
+    port: int | None = None,
+) -> Replica:
     """Start one replica sharing ``redis_url``; ``gateways`` are (id, port) with tcp:// checks;
     ``extra``: a TOML fragment (bare keys go to [dispatcher])."""
     write_common(tmp)
     port, cfg = write_dispatcher_config(
-        tmp, [{"id": gid, "address": f"127.0.0.1:{p}"} for gid, p in gateways], port=port, name=name,
-        secret_file="ticket.secret", admin_token_file="admin.token",
+        tmp,
+        [{"id": gid, "address": f"127.0.0.1:{p}"} for gid, p in gateways],
+        port=port,
+        name=name,
+        secret_file="ticket.secret",
+        admin_token_file="admin.token",
         dispatcher={"register_unknown": True, "trusted_proxies": ["127.0.0.1/32"]},
-        sections={"health": {"interval": 0.1, "ttl": 1.0}, "balancing": {"slow_start_s": 0},
-                  "store": {"url": redis_url, "prefix": "it:", "resync_interval": 0.5, "timeout": 0.3}},
-        extra=extra)
+        sections={
+            "health": {"interval": 0.1, "ttl": 1.0},
+            "balancing": {"slow_start_s": 0},
+            "store": {"url": redis_url, "prefix": "it:", "resync_interval": 0.5, "timeout": 0.3},
+        },
+        extra=extra,
+    )
     d = launch_dispatcher(procs, port, cfg, name=f"dispatcher-{name}")
     wait_ready(d.proc, f"replica {name}", 20)
     return Replica(d.proc, port)

@@ -1,4 +1,5 @@
-"""Agent-checked gateways: each agent reply resets the load estimate (regression: looked full forever)."""
+"""Agent-checked gateways: each agent reply resets the load estimate (regression: looked full
+forever)."""
 
 from __future__ import annotations
 

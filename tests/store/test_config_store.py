@@ -27,19 +27,35 @@ def test_default_is_the_memory_store(tmp_path: Path) -> None:
 
 
 def test_redis_url_and_options(tmp_path: Path) -> None:
-    cfg = _cfg(tmp_path, url="redis://:pw@127.0.0.1:6390/2", prefix="td:", resync_interval=0.5, timeout=0.2)
+    cfg = _cfg(
+        tmp_path, url="redis://:pw@127.0.0.1:6390/2", prefix="td:", resync_interval=0.5, timeout=0.2
+    )
     s = cfg.store
-    assert (s.url, s.prefix, s.resync_interval, s.timeout) == ("redis://:pw@127.0.0.1:6390/2", "td:", 0.5, 0.2)
+    assert (s.url, s.prefix, s.resync_interval, s.timeout) == (
+        "redis://:pw@127.0.0.1:6390/2",
+        "td:",
+        0.5,
+        0.2,
+    )
     assert "pw" not in repr(cfg)  # the URL may carry a password
 
 
-@pytest.mark.parametrize(("store", "key", "reason"), [
-    ({"url": "http://127.0.0.1:6379"}, "store.url", "must start with redis://"),
-    ({"url": "redis://x", "resync_interval": 0}, "store.resync_interval", "must be a number >= 0.05"),
-    ({"url": "redis://x", "timeout": 0}, "store.timeout", "must be a number > 0.0"),
-    ({"url": "redis://x", "bogus": 1}, "store.bogus", "unknown key"),
-])
-def test_bad_store_settings_name_the_key(tmp_path: Path, store: dict[str, object], key: str, reason: str) -> None:
+@pytest.mark.parametrize(
+    ("store", "key", "reason"),
+    [
+        ({"url": "http://127.0.0.1:6379"}, "store.url", "must start with redis://"),
+        (
+            {"url": "redis://x", "resync_interval": 0},
+            "store.resync_interval",
+            "must be a number >= 0.05",
+        ),
+        ({"url": "redis://x", "timeout": 0}, "store.timeout", "must be a number > 0.0"),
+        ({"url": "redis://x", "bogus": 1}, "store.bogus", "unknown key"),
+    ],
+)
+def test_bad_store_settings_name_the_key(
+    tmp_path: Path, store: dict[str, object], key: str, reason: str
+) -> None:
     with pytest.raises(ConfigError) as info:
         _cfg(tmp_path, **store)
     assert info.value.key == key and reason in info.value.reason

@@ -1,4 +1,5 @@
-"""``Pool.sync``: the pool follows a shared store's state and keeps health/load of unchanged gateways."""
+"""``Pool.sync``: the pool follows a shared store's state and keeps health/load of unchanged
+gateways."""
 
 from __future__ import annotations
 
@@ -22,9 +23,14 @@ class Clock:
 
 def _pool(tmp_path: Path, clock: Clock) -> Pool:
     (tmp_path / "s").write_text("0123456789abcdef0123\n")
-    doc = {"dispatcher": {"secret_file": "s"}, "balancing": {"slow_start_s": 10},
-           "gateways": [{"id": f"g{i}", "address": f"127.0.0.1:{9000 + i}"} for i in (1, 2)]}
-    return Pool(parse_config(doc, file="d.toml", base=tmp_path, env={}), clock=clock, rng=random.Random(1))
+    doc = {
+        "dispatcher": {"secret_file": "s"},
+        "balancing": {"slow_start_s": 10},
+        "gateways": [{"id": f"g{i}", "address": f"127.0.0.1:{9000 + i}"} for i in (1, 2)],
+    }
+    return Pool(
+        parse_config(doc, file="d.toml", base=tmp_path, env={}), clock=clock, rng=random.Random(1)
+    )
 
 
 def _up(pool: Pool, *ids: str) -> None:
@@ -47,7 +53,9 @@ def test_sync_applies_weight_drain_add_remove_and_keeps_health(tmp_path: Path) -
     state = _entries(pool)
     state["g1"] = replace(state["g1"], config=replace(state["g1"].config, weight=5.0))
     state["g2"] = replace(state["g2"], drain=True)
-    state["g3"] = SharedGateway(GatewayEntry("g3", "127.0.0.1", 9003, "tcp://127.0.0.1:9003"), "admin")
+    state["g3"] = SharedGateway(
+        GatewayEntry("g3", "127.0.0.1", 9003, "tcp://127.0.0.1:9003"), "admin"
+    )
     assert pool.sync(state)
     assert pool.gateways["g1"] is g1 and g1.health.up and g1.load.reported == 42  # kept
     assert g1.config.weight == 5.0
@@ -74,7 +82,9 @@ def test_undrain_by_sync_ramps_through_slow_start(tmp_path: Path) -> None:
 def test_initial_sync_skips_slow_start_for_new_gateways(tmp_path: Path) -> None:
     pool = _pool(tmp_path, Clock())
     state = _entries(pool)
-    state["g9"] = SharedGateway(GatewayEntry("g9", "127.0.0.1", 9009, "tcp://127.0.0.1:9009"), "admin")
+    state["g9"] = SharedGateway(
+        GatewayEntry("g9", "127.0.0.1", 9009, "tcp://127.0.0.1:9009"), "admin"
+    )
     pool.sync(state, initial=True)
     _up(pool, "g9")
     assert pool.gateways["g9"].up_since is None
@@ -91,7 +101,9 @@ def test_shared_pool_ignores_file_membership_on_reload(tmp_path: Path) -> None:
     assert set(pool.gateways) == {"g1", "g2"} and pool.gateways["g1"].config.weight == 7.0
 
 
-def test_a_pool_built_shared_still_holds_the_file_gateways_to_seed_the_store(tmp_path: Path) -> None:
+def test_a_pool_built_shared_still_holds_the_file_gateways_to_seed_the_store(
+    tmp_path: Path,
+) -> None:
     """The store is seeded from the first pool (shared_state): a pool built with shared=True
     must load the file's gateways before the store owns membership."""
     cfg = _pool(tmp_path, Clock())._config

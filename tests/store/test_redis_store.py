@@ -1,4 +1,5 @@
-"""RedisStore against a real redis-server: seeding, propagation, heartbeat relay, outage and return."""
+"""RedisStore against a real redis-server: seeding, propagation, heartbeat relay, outage and
+return."""
 
 from __future__ import annotations
 
@@ -30,9 +31,12 @@ class Replica:
         self.applied = 0
 
     def hooks(self) -> StoreHooks:
-        return StoreHooks(snapshot=lambda: list(self.state.values()), apply=self._apply,
-                          heartbeat=lambda gid, doc: self.heartbeats.append((gid, dict(doc))),
-                          push_ids=lambda: [g for g, e in self.state.items() if e.config.check == "push"])
+        return StoreHooks(
+            snapshot=lambda: list(self.state.values()),
+            apply=self._apply,
+            heartbeat=lambda gid, doc: self.heartbeats.append((gid, dict(doc))),
+            push_ids=lambda: [g for g, e in self.state.items() if e.config.check == "push"],
+        )
 
     def _apply(self, entries: Mapping[str, SharedGateway], initial: bool) -> None:
         self.state = dict(entries)
@@ -40,7 +44,9 @@ class Replica:
 
 
 def _store(server: RedisServer, **kw: Any) -> RedisStore:
-    return RedisStore(StoreConfig(url=server.url, prefix="t:", resync_interval=kw.pop("resync", 0.3), timeout=0.3))
+    return RedisStore(
+        StoreConfig(url=server.url, prefix="t:", resync_interval=kw.pop("resync", 0.3), timeout=0.3)
+    )
 
 
 async def test_first_replica_seeds_then_redis_wins(redis_server: RedisServer) -> None:
@@ -70,7 +76,9 @@ async def test_writes_propagate_within_a_second(redis_server: RedisServer) -> No
         assert await sb.set_drain("g2", False)
         await async_wait_until(lambda: not a.state["g2"].drain, timeout=1.0)
         assert await sb.add(SharedGateway(_gw("g3", 2.0), "admin"))
-        await async_wait_until(lambda: "g3" in a.state and a.state["g3"].source == "admin", timeout=1.0)
+        await async_wait_until(
+            lambda: "g3" in a.state and a.state["g3"].source == "admin", timeout=1.0
+        )
         assert not await sa.add(SharedGateway(_gw("g3"), "admin"))  # exists
         assert await sa.remove("g1")
         await async_wait_until(lambda: "g1" not in b.state, timeout=1.0)
@@ -97,7 +105,9 @@ async def test_zones_are_shared_with_every_replica(redis_server: RedisServer) ->
         await async_wait_until(lambda: b.state["g1"].config.zone == "eu-3", timeout=1.0)
         assert b.state["g1"].config.capacity == 50  # the rest of the entry is kept
         assert await sa.add(SharedGateway(replace(_gw("g3"), zone="eu-1"), "admin"))
-        await async_wait_until(lambda: "g3" in b.state and b.state["g3"].config.zone == "eu-1", timeout=1.0)
+        await async_wait_until(
+            lambda: "g3" in b.state and b.state["g3"].config.zone == "eu-1", timeout=1.0
+        )
         assert not await sa.set_zone("g9", "eu-1")  # unknown
     finally:
         await sa.close()
@@ -145,7 +155,8 @@ async def test_heartbeats_are_relayed_and_stored_with_ttl(redis_server: RedisSer
 
 
 async def test_outage_refuses_writes_logs_once_and_reseeds_after_restart(
-    redis_server: RedisServer, caplog: pytest.LogCaptureFixture,
+    redis_server: RedisServer,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     a, b = Replica("g1", "g2"), Replica()
     sa, sb = _store(redis_server, resync=0.2), _store(redis_server, resync=0.2)
@@ -176,7 +187,9 @@ async def test_outage_refuses_writes_logs_once_and_reseeds_after_restart(
         await sb.close()
 
 
-async def test_lease_has_one_holder_and_passes_on_when_it_expires(redis_server: RedisServer) -> None:
+async def test_lease_has_one_holder_and_passes_on_when_it_expires(
+    redis_server: RedisServer,
+) -> None:
     sa, sb = _store(redis_server), _store(redis_server)
     try:
         await sa.start(Replica("g1").hooks())

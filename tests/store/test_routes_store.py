@@ -64,18 +64,29 @@ class FakeStore(Store):
 def _app(tmp_path: Path) -> tuple[Stack, FakeStore]:
     (tmp_path / "s").write_text("0123456789abcdef0123\n")
     (tmp_path / "a").write_text(ADMIN)
-    doc = {"dispatcher": {"secret_file": "s", "admin_token_file": "a", "register_unknown": True},
-           "gateways": [{"id": "g1", "address": "127.0.0.1:9001"}]}
+    doc = {
+        "dispatcher": {"secret_file": "s", "admin_token_file": "a", "register_unknown": True},
+        "gateways": [{"id": "g1", "address": "127.0.0.1:9001"}],
+    }
     cfg = parse_config(doc, file="d.toml", base=tmp_path, env={})
     store = FakeStore()
     app = Stack(cfg, Pool(cfg, rng=random.Random(1)), store=store)
     return app, store
 
 
-async def _call(app: Stack, method: str, path: str, doc: Any = None) -> tuple[int, dict[str, str], Any]:
+async def _call(
+    app: Stack, method: str, path: str, doc: Any = None
+) -> tuple[int, dict[str, str], Any]:
     body = json.dumps(doc).encode() if doc is not None else b""
-    answer = await call(app, method, path, body=body, token=ADMIN,
-                        headers=[(b"content-type", b"application/json")], client=("127.0.0.1", 5000))
+    answer = await call(
+        app,
+        method,
+        path,
+        body=body,
+        token=ADMIN,
+        headers=[(b"content-type", b"application/json")],
+        client=("127.0.0.1", 5000),
+    )
     return answer.status, answer.headers, json.loads(answer.body) if answer.body else None
 
 
@@ -93,9 +104,13 @@ async def test_admin_writes_go_through_the_store(tmp_path: Path) -> None:
 async def test_store_down_gives_503_json_and_changes_nothing(tmp_path: Path) -> None:
     app, store = _app(tmp_path)
     store.up = False
-    for method, path, doc in [("PATCH", "/v1/gateways/g1", {"weight": 3}), ("POST", "/v1/gateways/g1/drain", None),
-                              ("POST", "/v1/gateways/g1/undrain", None), ("DELETE", "/v1/gateways/g1", None),
-                              ("POST", "/v1/gateways", {"id": "g2", "address": "127.0.0.1:9002"})]:
+    for method, path, doc in [
+        ("PATCH", "/v1/gateways/g1", {"weight": 3}),
+        ("POST", "/v1/gateways/g1/drain", None),
+        ("POST", "/v1/gateways/g1/undrain", None),
+        ("DELETE", "/v1/gateways/g1", None),
+        ("POST", "/v1/gateways", {"id": "g2", "address": "127.0.0.1:9002"}),
+    ]:
         status, headers, body = await _call(app, method, path, doc)
         assert status == 503, (method, path)
         assert body["error"] == "store_unavailable" and "unreachable" in body["detail"]
@@ -109,7 +124,13 @@ async def test_store_down_gives_503_json_and_changes_nothing(tmp_path: Path) -> 
 async def test_heartbeats_are_accepted_and_relayed_while_store_is_down(tmp_path: Path) -> None:
     app, store = _app(tmp_path)
     store.up = False
-    hb = {"id": "p1", "state": "serving", "connections": 1, "capacity": 10, "address": "127.0.0.1:9100"}
+    hb = {
+        "id": "p1",
+        "state": "serving",
+        "connections": 1,
+        "capacity": 10,
+        "address": "127.0.0.1:9100",
+    }
     status, _, _ = await _call(app, "POST", "/v1/heartbeat", hb)
     assert status == 204 and "p1" in app.pool.gateways  # registered locally despite the outage
     assert store.beats == ["p1"]  # relay is the store's call (a real store drops it while down)

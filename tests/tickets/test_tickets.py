@@ -42,17 +42,27 @@ class Clock:
         return self.now
 
 
-def signer(secret: bytes = SECRET, lifetime: float = 60, clock: Clock | None = None,
-           nonce: int | None = None) -> TicketSigner:
-    return TicketSigner(secret, lifetime, clock=clock or Clock(),
-                        nonce=(lambda: nonce) if nonce is not None else None)
+def signer(
+    secret: bytes = SECRET,
+    lifetime: float = 60,
+    clock: Clock | None = None,
+    nonce: int | None = None,
+) -> TicketSigner:
+    return TicketSigner(
+        secret,
+        lifetime,
+        clock=clock or Clock(),
+        nonce=(lambda: nonce) if nonce is not None else None,
+    )
 
 
 def verifier(*secrets: bytes, clock: Clock | None = None, leeway: float = 5) -> TicketVerifier:
     return TicketVerifier(list(secrets) or [SECRET], clock=clock or Clock(), leeway=leeway)
 
 
-def refused(v: TicketVerifier, ticket: object, gw: str = "g1", client: str | None = "c1") -> ErrorCode:
+def refused(
+    v: TicketVerifier, ticket: object, gw: str = "g1", client: str | None = "c1"
+) -> ErrorCode:
     with pytest.raises(TicketError) as info:
         v.verify(ticket, gw, client)
     return info.value.code
@@ -64,8 +74,9 @@ def refused(v: TicketVerifier, ticket: object, gw: str = "g1", client: str | Non
 def test_issue_verify_round_trip() -> None:
     t = signer(nonce=0x0102030405060708).issue(["g1", "g2", "g3"], "c1")
     claims = verifier().verify(t, "g2", "c1")
-    assert claims == TicketClaims(("g1", "g2", "g3"), "c1", int(T0), int(T0) + 60,
-                                  bytes.fromhex("0102030405060708"))
+    assert claims == TicketClaims(
+        ("g1", "g2", "g3"), "c1", int(T0), int(T0) + 60, bytes.fromhex("0102030405060708")
+    )
 
 
 def test_wire_format_matches_the_spec() -> None:
@@ -183,15 +194,29 @@ def test_wrong_secret() -> None:
 def test_payload_edited_and_resigned_with_another_key() -> None:
     t = signer(OTHER).issue(["g1"], "c1")
     body = t[: t.rindex(".")]
-    assert refused(verifier(), body + "." + signer().issue(["g1"], "c1").rsplit(".", 1)[1]) \
+    assert (
+        refused(verifier(), body + "." + signer().issue(["g1"], "c1").rsplit(".", 1)[1])
         is ErrorCode.TICKET_FORGED
+    )
 
 
 @pytest.mark.parametrize(
     "ticket",
-    ["", ".", "v1.", "v1..", "v2.AAAA.AAAAAAAAAAAAAAAAAAAAAA", "v1.AAAA", "garbage",
-     "v1.!!!!.AAAAAAAAAAAAAAAAAAAAAA", "v1.AAAA.AAAAAAAAAAAAAAAAAAAAAA",
-     "v1.ÄÖÜ.AAAAAAAAAAAAAAAAAAAAAA", "tické", "\x00\x00", "v1.\udcff.A"],
+    [
+        "",
+        ".",
+        "v1.",
+        "v1..",
+        "v2.AAAA.AAAAAAAAAAAAAAAAAAAAAA",
+        "v1.AAAA",
+        "garbage",
+        "v1.!!!!.AAAAAAAAAAAAAAAAAAAAAA",
+        "v1.AAAA.AAAAAAAAAAAAAAAAAAAAAA",
+        "v1.ÄÖÜ.AAAAAAAAAAAAAAAAAAAAAA",
+        "tické",
+        "\x00\x00",
+        "v1.\udcff.A",
+    ],
 )
 def test_garbage_strings(ticket: str) -> None:
     assert refused(verifier(), ticket) is ErrorCode.TICKET_FORGED
@@ -204,7 +229,9 @@ def test_non_string_tickets(ticket: object) -> None:
 
 def test_a_ticket_over_4096_characters_is_malformed_frame_as_in_hello() -> None:
     good = signer().issue(["g1"], "c1")
-    assert refused(verifier(), good + "A" * (MAX_TICKET + 1 - len(good))) is ErrorCode.MALFORMED_FRAME
+    assert (
+        refused(verifier(), good + "A" * (MAX_TICKET + 1 - len(good))) is ErrorCode.MALFORMED_FRAME
+    )
     assert refused(verifier(), "x" * (MAX_TICKET + 1)) is ErrorCode.MALFORMED_FRAME
 
 
@@ -215,7 +242,9 @@ def _signed(payload: bytes) -> str:
 
 
 @pytest.mark.parametrize(("lifetime", "ids"), [(0, [b"g1"]), (60, [])])
-def test_validly_signed_ticket_outside_the_layout_is_forged(lifetime: int, ids: list[bytes]) -> None:
+def test_validly_signed_ticket_outside_the_layout_is_forged(
+    lifetime: int, ids: list[bytes]
+) -> None:
     """Lifetime is 1..65535 and a ticket names 1..255 gateways (docs/protocol.md, section 6)."""
     payload = struct.pack("!IH8sB", int(T0), lifetime, b"n" * 8, len(ids))
     payload += b"".join(bytes((len(i),)) + i for i in ids) + b"\x02c1"
@@ -230,8 +259,10 @@ def test_validly_signed_but_malformed_payload_is_forged() -> None:
     for payload in (b"", b"\x00" * 14, struct.pack("!IH8sB", int(T0), 60, b"n" * 8, 1) + b"\x05g1"):
         signed = b"v1." + base64.urlsafe_b64encode(payload).rstrip(b"=")
         mac = base64.urlsafe_b64encode(hmac.new(SECRET, signed, hashlib.sha256).digest()[:16])
-        assert refused(verifier(), (signed + b"." + mac.rstrip(b"=")).decode()) \
+        assert (
+            refused(verifier(), (signed + b"." + mac.rstrip(b"=")).decode())
             is ErrorCode.TICKET_FORGED
+        )
 
 
 # --- time ------------------------------------------------------------------------------
@@ -337,8 +368,9 @@ def test_nonce_cache_memory_is_bounded_by_rate_times_lifetime() -> None:
     cache = NonceCache(clock=clock, leeway=5)
     for i in range(5000):  # 50 tickets per second for 100 s, 10 s lifetime
         clock.now = T0 + i / 50
-        cache.admit(TicketClaims(("g",), "c", int(clock.now), int(clock.now) + 10,
-                                 i.to_bytes(8, "big")))
+        cache.admit(
+            TicketClaims(("g",), "c", int(clock.now), int(clock.now) + 10, i.to_bytes(8, "big"))
+        )
     assert len(cache) <= 50 * (10 + 5 + 1)
 
 
@@ -360,12 +392,18 @@ def test_generated_secret_loads(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("content", "why"),
-    [(None, "cannot read"), ("", "empty"), ("\n \n\t\n", "empty"),
-     ("short\n", "shorter than 16"), ("ok-secret-0123456789\nshort\n", "#2"),
-     (b"\xff\xfe\x00binary-secret-0123456789", "UTF-8")],
+    [
+        (None, "cannot read"),
+        ("", "empty"),
+        ("\n \n\t\n", "empty"),
+        ("short\n", "shorter than 16"),
+        ("ok-secret-0123456789\nshort\n", "#2"),
+        (b"\xff\xfe\x00binary-secret-0123456789", "UTF-8"),
+    ],
 )
-def test_load_secrets_errors_name_the_file(tmp_path: Path, content: str | bytes | None,
-                                           why: str) -> None:
+def test_load_secrets_errors_name_the_file(
+    tmp_path: Path, content: str | bytes | None, why: str
+) -> None:
     p = tmp_path / "ticket.secret"
     if isinstance(content, bytes):
         p.write_bytes(content)
@@ -385,8 +423,9 @@ def test_load_secrets_directory_is_config_error(tmp_path: Path) -> None:
 
 # --- properties --------------------------------------------------------------------------
 
-PROPS = settings(max_examples=150, deadline=timedelta(seconds=3),
-                 suppress_health_check=[HealthCheck.too_slow])
+PROPS = settings(
+    max_examples=150, deadline=timedelta(seconds=3), suppress_health_check=[HealthCheck.too_slow]
+)
 _GOOD = signer(nonce=7).issue(["g1", "g2"], "c1")
 
 
@@ -402,8 +441,11 @@ def test_verify_arbitrary_strings_raises_only_ticket_error(s: str) -> None:
 
 
 @PROPS
-@given(st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.=",
-               max_size=200))
+@given(
+    st.text(
+        alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.=", max_size=200
+    )
+)
 def test_verify_base64_looking_strings(s: str) -> None:
     with pytest.raises(TicketError):
         verifier().verify("v1." + s, "g1", "c1")
@@ -421,8 +463,11 @@ def test_any_single_character_change_is_refused(pos: int, ch: str) -> None:
 
 
 @PROPS
-@given(gws=st.lists(st.text(min_size=1, max_size=20), min_size=1, max_size=5),
-       client=st.text(max_size=40), lifetime=st.integers(1, 65535))
+@given(
+    gws=st.lists(st.text(min_size=1, max_size=20), min_size=1, max_size=5),
+    client=st.text(max_size=40),
+    lifetime=st.integers(1, 65535),
+)
 def test_round_trip_any_ids(gws: list[str], client: str, lifetime: int) -> None:
     if any(len(g.encode()) > 255 for g in gws) or len(client.encode()) > 255:
         return
@@ -434,8 +479,12 @@ def test_round_trip_any_ids(gws: list[str], client: str, lifetime: int) -> None:
 
 def test_docs_example_ticket() -> None:
     """The worked example in docs/protocol.md section 6 is exact."""
-    s = TicketSigner(b"test-secret-0123456789abcdef", 60, clock=lambda: 1_700_000_000,
-                     nonce=lambda: 0x0102030405060708)
+    s = TicketSigner(
+        b"test-secret-0123456789abcdef",
+        60,
+        clock=lambda: 1_700_000_000,
+        nonce=lambda: 0x0102030405060708,
+    )
     t = s.issue(["g1", "g2"], "alice")
     assert t == "v1.ZVPxAAA8AQIDBAUGBwgCAmcxAmcyBWFsaWNl.lbETLogVhLqAFEB4Ke4Chw"
     doc = (Path(__file__).parents[2] / "docs" / "protocol.md").read_text()

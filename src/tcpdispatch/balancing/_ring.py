@@ -142,7 +142,8 @@ class HashRing:
 
 
 def ring_for(ids: tuple[str, ...], weights: tuple[float, ...]) -> HashRing:
-    """The ring of ``ids`` at static ``weights``, from a small LRU cache (build cost is O(P log P))."""
+    """The ring of ``ids`` at static ``weights``, from
+    a small LRU cache (build cost is O(P log P))."""
     key = (ids, weights)
     ring = _ring_cache.get(key)
     if ring is None:
@@ -200,7 +201,9 @@ class HashRingPicker(Picker):
         if epsilon is not None and not (epsilon >= 0 and math.isfinite(epsilon)):
             raise ValueError(f"epsilon must be a finite number >= 0 (or None), got {epsilon!r}")
         self.epsilon = epsilon
-        static = tuple(c.weight if c.base_weight is None else c.base_weight for c in self.candidates)
+        static = tuple(
+            c.weight if c.base_weight is None else c.base_weight for c in self.candidates
+        )
         self._ring = ring_for(tuple(c.id for c in self.candidates), static)
         # Slow-start share per candidate; None when nobody ramps (the common case).
         factors = [min(1.0, c.weight / s) for c, s in zip(self.candidates, static)]

@@ -81,7 +81,8 @@ class WeightedSamplingPicker(Picker):
 
     @property
     def alias_table(self) -> tuple[array[float], array[int]]:
-        """(probability, alias) per candidate slot, as drawn by ``_draw`` (read by the C hot path)."""
+        """(probability, alias) per candidate slot, as
+        drawn by ``_draw`` (read by the C hot path)."""
         return self._prob, self._alias
 
     def _draw(self, exclude: Collection[str], avoid: int = -1) -> int:

@@ -32,7 +32,9 @@ class LoadCounter:
     def current(self) -> int:
         return self.reported + self.issued
 
-    def report(self, connections: int, utilization: float | None = None, *, headroom: int | None = None) -> None:
+    def report(
+        self, connections: int, utilization: float | None = None, *, headroom: int | None = None
+    ) -> None:
         """A fresh status report replaces the estimate."""
         self.reported = connections
         self.issued = 0
@@ -78,7 +80,9 @@ class Picker(ABC):
     """
 
     name: str = ""
-    keyed: bool = False  # reads the PickRequest; False lets the caller pass one shared empty request
+    keyed: bool = (
+        False  # reads the PickRequest; False lets the caller pass one shared empty request
+    )
     ordered_alternates: bool = False  # alternates come in a meaningful order (the ring walk)
     # The C twin of this picker's ``_choose`` (a code from balancing._sampling, read by the
     # dispatcher's C hot path); None: no twin, the Python path answers. A subclass that changes
@@ -87,7 +91,9 @@ class Picker(ABC):
     # Constructor keyword -> the BalancerSettings field ([balancing] key) it is fed from.
     options: tuple[tuple[str, str], ...] = ()
 
-    def __init__(self, candidates: Sequence[Candidate], *, rng: random.Random | None = None) -> None:
+    def __init__(
+        self, candidates: Sequence[Candidate], *, rng: random.Random | None = None
+    ) -> None:
         self.candidates: tuple[Candidate, ...] = tuple(candidates)
         self.rng = rng or random.Random()
 
@@ -95,8 +101,11 @@ class Picker(ABC):
     def _choose(self, request: PickRequest, exclude: frozenset[str] | set[str]) -> Candidate | None:
         """One candidate that is not full and not in ``exclude``, or None."""
 
-    def choose(self, request: PickRequest, exclude: frozenset[str] | set[str] = frozenset()) -> Candidate | None:
-        """One candidate not full and not in ``exclude``, counting no ticket (an extra alternate)."""
+    def choose(
+        self, request: PickRequest, exclude: frozenset[str] | set[str] = frozenset()
+    ) -> Candidate | None:
+        """One candidate not full and not in ``exclude``,
+        counting no ticket (an extra alternate)."""
         return self._choose(request, exclude)
 
     def pick(self, request: PickRequest, k: int = 1) -> list[Candidate]:

@@ -9,8 +9,9 @@ Two pieces, both built once per config or per pool rebuild and only read on the 
 - :class:`ZoneRouter` holds one picker per zone (built by the pool at rebuild from that
   zone's gateways alone, so panic is judged per zone) and chooses: the client's zone while it
   has room (healthy, non-draining gateways with more than ``spill_headroom`` of their slots
-  free; once it spills, more than ``spill_headroom + RETURN_BAND`` to take them back), else its ``spill_to`` zones in order, else the other zones by headroom; when no zone
-  has room above the threshold, the first zone in that order with any free slot; when none,
+  free; once it spills, more than ``spill_headroom + RETURN_BAND`` to take them back), else
+  its ``spill_to`` zones in order, else the other zones by headroom; when no zone has room
+  above the threshold, the first zone in that order with any free slot; when none,
   the caller falls back to the pool-wide picker. Alternates include one gateway of another
   zone when one exists, so a client survives the loss of its zone on its own.
 
@@ -43,7 +44,9 @@ RETURN_BAND = 0.05
 class ZoneMap:
     """Client address -> zone name by longest-prefix match (``None``: the address is in no zone)."""
 
-    def __init__(self, zones: Iterable[tuple[str, Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network]]]) -> None:
+    def __init__(
+        self, zones: Iterable[tuple[str, Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network]]]
+    ) -> None:
         tables: dict[tuple[int, int], dict[int, str]] = {}
         for name, nets in zones:
             for net in nets:
@@ -51,8 +54,16 @@ class ZoneMap:
                 key = int(net.network_address) >> (bits - net.prefixlen)
                 tables.setdefault((net.version, net.prefixlen), {})[key] = name
         # (shift, table) per IP version, longest prefix first.
-        self._v4 = [(32 - plen, t) for (v, plen), t in sorted(tables.items(), key=lambda kv: -kv[0][1]) if v == 4]
-        self._v6 = [(128 - plen, t) for (v, plen), t in sorted(tables.items(), key=lambda kv: -kv[0][1]) if v == 6]
+        self._v4 = [
+            (32 - plen, t)
+            for (v, plen), t in sorted(tables.items(), key=lambda kv: -kv[0][1])
+            if v == 4
+        ]
+        self._v6 = [
+            (128 - plen, t)
+            for (v, plen), t in sorted(tables.items(), key=lambda kv: -kv[0][1])
+            if v == 6
+        ]
         self._cache: dict[str, str | None] = {}
 
     def __bool__(self) -> bool:
@@ -71,7 +82,9 @@ class ZoneMap:
         except ValueError:
             ip = None
         if ip is not None:
-            if ip.version == 6 and ip.ipv4_mapped is not None:  # ::ffff:a.b.c.d from a dual-stack socket
+            if (
+                ip.version == 6 and ip.ipv4_mapped is not None
+            ):  # ::ffff:a.b.c.d from a dual-stack socket
                 ip = ip.ipv4_mapped
             value = int(ip)
             for shift, table in self._v4 if ip.version == 4 else self._v6:
@@ -110,8 +123,12 @@ class ZoneState:
     headroom: float = 0.0
     room: bool = False
     countdown: int = 0  # dispatches until the verdict is recomputed
-    served: dict[str, int] = field(default_factory=dict)  # client zone -> count (ZoneCounters.served)
-    others: tuple[ZoneState, ...] = ()  # the other zones with gateways: spill_to first, then by name
+    served: dict[str, int] = field(
+        default_factory=dict
+    )  # client zone -> count (ZoneCounters.served)
+    others: tuple[
+        ZoneState, ...
+    ] = ()  # the other zones with gateways: spill_to first, then by name
 
     def refresh(self, threshold: float) -> None:
         """Recompute headroom (share of free slots) and whether it is above ``threshold``."""
@@ -167,8 +184,10 @@ class ZoneRouter:
         self.gateway_zone = dict(gateway_zone)
         self.counters = counters or ZoneCounters()
         served = self.counters.served
-        self.zones = {name: ZoneState(name, picker, panic, served=served.setdefault(name, {}))
-                      for name, (picker, panic) in pickers.items()}
+        self.zones = {
+            name: ZoneState(name, picker, panic, served=served.setdefault(name, {}))
+            for name, (picker, panic) in pickers.items()
+        }
         for state in self.zones.values():
             state.refresh(self._threshold(state.name))
         names = sorted(set(pickers) | self.declared)
@@ -176,10 +195,15 @@ class ZoneRouter:
         self.orders: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
         for name in names:
             first = tuple(z for z in spill_to.get(name, ()) if z in pickers)
-            self.orders[name] = first, tuple(z for z in sorted(pickers) if z != name and z not in first)
+            self.orders[name] = (
+                first,
+                tuple(z for z in sorted(pickers) if z != name and z not in first),
+            )
         for name, state in self.zones.items():
             state.others = tuple(self.zones[z] for part in self.orders[name] for z in part)
-        self._unknown_hint = "unknown zone {!r}; this dispatcher's zones are: " + ", ".join(sorted(self.declared))
+        self._unknown_hint = "unknown zone {!r}; this dispatcher's zones are: " + ", ".join(
+            sorted(self.declared)
+        )
 
     # ------------------------------------------------------------ the client's zone
 
@@ -287,7 +311,9 @@ class ZoneRouter:
         return []
 
     @staticmethod
-    def _pick_in(state: ZoneState, request: PickRequest, k: int, client_zone: str) -> list[Candidate]:
+    def _pick_in(
+        state: ZoneState, request: PickRequest, k: int, client_zone: str
+    ) -> list[Candidate]:
         """The primary and ``k - 2`` alternates from ``state``'s zone, and the last alternate from
         the next other zone that has a free gateway (from this zone again when none has): as many
         draws as a pick without zones."""
@@ -319,8 +345,11 @@ class ZoneRouter:
             if zone in spilling:
                 del spilling[zone]
                 self.counters.spill_changes += 1
-                log.info("zone %s serves its own clients again (headroom %.0f%%)", zone,
-                         100 * (home.headroom if home else 0.0))
+                log.info(
+                    "zone %s serves its own clients again (headroom %.0f%%)",
+                    zone,
+                    100 * (home.headroom if home else 0.0),
+                )
             return
         spilling[zone] = to
         self.counters.spill_changes += 1
@@ -328,8 +357,12 @@ class ZoneRouter:
         if to:
             log.warning("zone %s spills over to zone %s: %s", zone, to, why)
         else:
-            log.warning("zone %s spills over and no zone has headroom above spill_headroom %g: %s",
-                        zone, self.spill_headroom, why)
+            log.warning(
+                "zone %s spills over and no zone has headroom above spill_headroom %g: %s",
+                zone,
+                self.spill_headroom,
+                why,
+            )
 
     # ------------------------------------------------------------ reporting
 
@@ -339,8 +372,10 @@ class ZoneRouter:
         for name, state in sorted(self.zones.items()):
             state.refresh(self._threshold(name))
             out[name] = {
-                "in_rotation": len(state.picker.candidates), "panic": state.panic,
-                "headroom": round(state.headroom, 4), "spilling_to": self.counters.spilling.get(name),
+                "in_rotation": len(state.picker.candidates),
+                "panic": state.panic,
+                "headroom": round(state.headroom, 4),
+                "spilling_to": self.counters.spilling.get(name),
             }
         return out
 

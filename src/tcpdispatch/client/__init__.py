@@ -15,6 +15,15 @@ from tcpdispatch.client.policy import (
 )
 
 __all__ = [
-    "Backoff", "BackoffConfig", "BlockingClient", "Client", "ClientClosed", "ClientEvent",
-    "ClientStats", "DispatchAnswer", "Endpoint", "EventKind", "FailureMemory",
+    "Backoff",
+    "BackoffConfig",
+    "BlockingClient",
+    "Client",
+    "ClientClosed",
+    "ClientEvent",
+    "ClientStats",
+    "DispatchAnswer",
+    "Endpoint",
+    "EventKind",
+    "FailureMemory",
 ]

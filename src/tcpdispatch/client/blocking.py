@@ -28,15 +28,21 @@ _MARGIN = 5.0  # the inner asyncio timeout fires first; this only guards against
 
 
 class BlockingClient:
-    """Same constructor arguments as :class:`Client`, plus ``connect_timeout``; every method blocks."""
+    """Same constructor arguments as :class:`Client`,
+    plus ``connect_timeout``; every method blocks."""
 
-    def __init__(self, *args: Any, connect_timeout: float | None = DEFAULT_CONNECT_TIMEOUT,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, connect_timeout: float | None = DEFAULT_CONNECT_TIMEOUT, **kwargs: Any
+    ) -> None:
         if connect_timeout is not None and connect_timeout <= 0:
-            raise ValueError(f"connect_timeout must be > 0 seconds or None, got {connect_timeout!r}")
+            raise ValueError(
+                f"connect_timeout must be > 0 seconds or None, got {connect_timeout!r}"
+            )
         self.connect_timeout = connect_timeout
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="tcpdispatch-client", daemon=True)
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="tcpdispatch-client", daemon=True
+        )
         self._thread.start()
         try:
             self._client: Client = self._call(self._make(args, kwargs))

@@ -29,6 +29,7 @@ input (Ctrl-D) closes the session with BYE and exits 0."""
 
 _BACKOFF = dict(settings_of(BackoffConfig))  # --backoff-* defaults and ranges
 
+
 def split_list(text: str | None) -> list[str]:
     """``"a,b , c"`` -> ``["a", "b", "c"]``; several flags may also be repeated."""
     return [p.strip() for p in (text or "").split(",") if p.strip()]
@@ -36,28 +37,72 @@ def split_list(text: str | None) -> list[str]:
 
 def add_common_arguments(p: argparse.ArgumentParser) -> None:
     """Options shared by ``client`` and ``loadgen``."""
-    p.add_argument("--dispatcher", action="append", default=[], metavar="URL[,URL...]",
-                   help="dispatcher base URL(s), tried in order (repeatable or comma-separated)")
-    p.add_argument("--fallback", action="append", default=[], metavar="HOST:PORT[,...]",
-                   help="static gateway list used when no dispatcher answers (the direct IP list)")
-    p.add_argument("--dispatch-timeout", type=float, default=2.0, metavar="S",
-                   help="per-request dispatcher timeout in seconds")
-    p.add_argument("--handshake-timeout", type=float, default=5.0, metavar="S",
-                   help="HELLO->WELCOME timeout per gateway attempt in seconds")
-    initial, growth, jitter, longest = (_BACKOFF[k] for k in ("initial", "multiplier", "jitter", "max"))
-    p.add_argument("--backoff-initial", type=float, default=initial.default, metavar="S",
-                   help=f"first wait before reconnecting after a failed round, in seconds; it grows "
-                        f"{growth.default:g}x per failure with {jitter.default:.0%}% jitter (a dispatcher's "
-                        f"retry hints override it) ({initial.allowed()})")
-    p.add_argument("--backoff-max", type=float, default=longest.default, metavar="S",
-                   help=f"longest wait between reconnect rounds, in seconds ({longest.allowed()})")
-    p.add_argument("--encryption", choices=["auto", "required", "off"], default="auto",
-                   help="encrypt to gateways whose public key is known (auto), refuse the "
-                        "others (required: use it outside loopback), or never (off)")
-    p.add_argument("--pin", action="append", default=[], metavar="ID_OR_HOST:PORT=KEY",
-                   help="pin a gateway's public key (repeatable); --fallback also takes KEY@HOST:PORT")
-    p.add_argument("--ca-file", metavar="PEM",
-                   help="CA bundle that verifies https:// dispatchers (default: system store)")
+    p.add_argument(
+        "--dispatcher",
+        action="append",
+        default=[],
+        metavar="URL[,URL...]",
+        help="dispatcher base URL(s), tried in order (repeatable or comma-separated)",
+    )
+    p.add_argument(
+        "--fallback",
+        action="append",
+        default=[],
+        metavar="HOST:PORT[,...]",
+        help="static gateway list used when no dispatcher answers (the direct IP list)",
+    )
+    p.add_argument(
+        "--dispatch-timeout",
+        type=float,
+        default=2.0,
+        metavar="S",
+        help="per-request dispatcher timeout in seconds",
+    )
+    p.add_argument(
+        "--handshake-timeout",
+        type=float,
+        default=5.0,
+        metavar="S",
+        help="HELLO->WELCOME timeout per gateway attempt in seconds",
+    )
+    initial, growth, jitter, longest = (
+        _BACKOFF[k] for k in ("initial", "multiplier", "jitter", "max")
+    )
+    p.add_argument(
+        "--backoff-initial",
+        type=float,
+        default=initial.default,
+        metavar="S",
+        help=f"first wait before reconnecting after a failed round, in seconds; it grows "
+        f"{growth.default:g}x per failure with {jitter.default:.0%}% jitter (a dispatcher's "
+        f"retry hints override it) ({initial.allowed()})",
+    )
+    p.add_argument(
+        "--backoff-max",
+        type=float,
+        default=longest.default,
+        metavar="S",
+        help=f"longest wait between reconnect rounds, in seconds ({longest.allowed()})",
+    )
+    p.add_argument(
+        "--encryption",
+        choices=["auto", "required", "off"],
+        default="auto",
+        help="encrypt to gateways whose public key is known (auto), refuse the "
+        "others (required: use it outside loopback), or never (off)",
+    )
+    p.add_argument(
+        "--pin",
+        action="append",
+        default=[],
+        metavar="ID_OR_HOST:PORT=KEY",
+        help="pin a gateway's public key (repeatable); --fallback also takes KEY@HOST:PORT",
+    )
+    p.add_argument(
+        "--ca-file",
+        metavar="PEM",
+        help="CA bundle that verifies https:// dispatchers (default: system store)",
+    )
 
 
 def security_from(args: argparse.Namespace) -> dict[str, Any]:
@@ -86,12 +131,15 @@ def urls_and_fallback(args: argparse.Namespace) -> tuple[list[str], list[str]]:
         if not url.startswith(("http://", "https://")):
             raise ConfigError(f"not an http(s) URL: {url!r}", key="--dispatcher")
     if not dispatchers and not fallback:
-        raise ConfigError("give at least one --dispatcher URL or --fallback address", key="--dispatcher")
+        raise ConfigError(
+            "give at least one --dispatcher URL or --fallback address", key="--dispatcher"
+        )
     return dispatchers, fallback
 
 
 def backoff_from(args: argparse.Namespace) -> BackoffConfig:
-    """The backoff of ``--backoff-initial``/``--backoff-max``; ConfigError names a value out of range."""
+    """The backoff of ``--backoff-initial``/``--backoff-max``;
+    ConfigError names a value out of range."""
     values = {}
     for name, flag in (("initial", "--backoff-initial"), ("max", "--backoff-max")):
         try:
@@ -103,30 +151,56 @@ def backoff_from(args: argparse.Namespace) -> BackoffConfig:
 
 def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
-        "client", help="interactive client: stdin lines are sent, received messages printed",
+        "client",
+        help="interactive client: stdin lines are sent, received messages printed",
         description=DESCRIPTION,
     )
     add_common_arguments(p)
-    p.add_argument("--client-id", default=None, help="client id sent in HELLO and to the dispatcher")
-    p.add_argument("--zone", default=None, metavar="NAME",
-                   help="the client's zone, sent to the dispatcher as a hint (docs/zones.md)")
-    p.add_argument("--cache", default=None, metavar="FILE",
-                   help="file caching the last good dispatch answer (used when no dispatcher answers)")
-    p.add_argument("--ordered-fallback", action="store_true",
-                   help="try --fallback addresses in the given order instead of at random")
-    p.add_argument("--connect-timeout", type=float, default=None, metavar="S",
-                   help="give up (exit 1) if no gateway is reachable within S seconds")
-    p.add_argument("--linger", type=float, default=1.0, metavar="S",
-                   help="after stdin ends, wait up to S seconds for replies (ends early once "
-                        "as many messages came back as were sent)")
+    p.add_argument(
+        "--client-id", default=None, help="client id sent in HELLO and to the dispatcher"
+    )
+    p.add_argument(
+        "--zone",
+        default=None,
+        metavar="NAME",
+        help="the client's zone, sent to the dispatcher as a hint (docs/zones.md)",
+    )
+    p.add_argument(
+        "--cache",
+        default=None,
+        metavar="FILE",
+        help="file caching the last good dispatch answer (used when no dispatcher answers)",
+    )
+    p.add_argument(
+        "--ordered-fallback",
+        action="store_true",
+        help="try --fallback addresses in the given order instead of at random",
+    )
+    p.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=None,
+        metavar="S",
+        help="give up (exit 1) if no gateway is reachable within S seconds",
+    )
+    p.add_argument(
+        "--linger",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="after stdin ends, wait up to S seconds for replies (ends early once "
+        "as many messages came back as were sent)",
+    )
     p.set_defaults(func=run)
 
 
 def _status(event: ClientEvent) -> None:
     k = event.kind
     if k is EventKind.CONNECTED:
-        msg = f"connected to {event.gateway} (session {event.session_id}, via {event.source}, " \
-              f"{(event.connect_time or 0) * 1000:.0f} ms)"
+        msg = (
+            f"connected to {event.gateway} (session {event.session_id}, via {event.source}, "
+            f"{(event.connect_time or 0) * 1000:.0f} ms)"
+        )
     elif k is EventKind.RECONNECTING:
         msg = f"reconnecting in {event.delay:.2f}s ({event.reason})"
     elif k is EventKind.GATEWAY_CHANGED:
@@ -144,9 +218,15 @@ async def _main(args: argparse.Namespace) -> int:
     dispatchers, fallback = urls_and_fallback(args)
     try:
         client = Client(
-            dispatchers, fallback, client_id=args.client_id, zone=args.zone, cache_path=args.cache,
-            backoff=backoff_from(args), dispatch_timeout=args.dispatch_timeout,
-            handshake_timeout=args.handshake_timeout, shuffle_fallback=not args.ordered_fallback,
+            dispatchers,
+            fallback,
+            client_id=args.client_id,
+            zone=args.zone,
+            cache_path=args.cache,
+            backoff=backoff_from(args),
+            dispatch_timeout=args.dispatch_timeout,
+            handshake_timeout=args.handshake_timeout,
+            shuffle_fallback=not args.ordered_fallback,
             **security_from(args),
         )
     except ValueError as exc:  # a bad option value (e.g. --zone)

@@ -110,7 +110,8 @@ Listener = Callable[[ClientEvent], object]
 
 
 def check_payload(payload: object) -> bytes:
-    """``payload`` as bytes; TypeError naming the type for anything not bytes-like (e.g. ``str``)."""
+    """``payload`` as bytes; TypeError naming the type
+    for anything not bytes-like (e.g. ``str``)."""
     if isinstance(payload, bytes):
         return payload
     if isinstance(payload, (bytearray, memoryview)):
@@ -217,8 +218,11 @@ class Client:
         self._http = http
         self._own_http = http is None
         self._listeners: list[Listener] = []
-        for kind, cb in ((EventKind.CONNECTED, on_connected), (EventKind.RECONNECTING, on_reconnecting),
-                         (EventKind.GATEWAY_CHANGED, on_gateway_changed)):
+        for kind, cb in (
+            (EventKind.CONNECTED, on_connected),
+            (EventKind.RECONNECTING, on_reconnecting),
+            (EventKind.GATEWAY_CHANGED, on_gateway_changed),
+        ):
             if cb is not None:
                 self._listeners.append(_only(kind, cb))
         self._session: GatewaySession | None = None
@@ -368,7 +372,11 @@ class Client:
         old: GatewaySession | None = None  # a session that asked us to move, still usable
         while not self._closing:
             if delay > 0:
-                self._emit(ClientEvent(EventKind.RECONNECTING, self._last_gateway, delay=delay, reason=reason))
+                self._emit(
+                    ClientEvent(
+                        EventKind.RECONNECTING, self._last_gateway, delay=delay, reason=reason
+                    )
+                )
                 await self._sleep(delay)
                 self.stats.waited_seconds += delay
                 if self._closing:
@@ -379,7 +387,9 @@ class Client:
                 self.stats.failed_rounds += 1
                 delay = self.backoff.failure_delay(exc.hint)
                 reason = self.last_failure = exc.reason
-                log.debug("client %s: round failed: %s; retry in %.2fs", self.client_id, reason, delay)
+                log.debug(
+                    "client %s: round failed: %s; retry in %.2fs", self.client_id, reason, delay
+                )
                 continue
             if old is not None:
                 self._spawn(self._retire(old))
@@ -390,8 +400,13 @@ class Client:
             # The gateway we are leaving (dead, or draining) goes to the end of the
             # next race for a while: the dispatcher may not know yet and hand it out.
             self.gateway_memory.failed(session.endpoint.address)
-            # A rebalancing RECONNECT: tell the dispatcher which gateway we leave (docs/protocol.md).
-            self._leaving = session.endpoint.id if loss.graceful and loss.reason.startswith("rebalance") else None
+            # A rebalancing RECONNECT: tell the dispatcher
+            # which gateway we leave (docs/protocol.md).
+            self._leaving = (
+                session.endpoint.id
+                if loss.graceful and loss.reason.startswith("rebalance")
+                else None
+            )
             if loss.graceful:
                 old = session  # keep using it while we look for the next gateway
                 delay = self.backoff.loss_delay(up_for, loss.delay or 0.0)
@@ -428,28 +443,50 @@ class Client:
         self._session = session
         self._last_gateway = session.endpoint.label
         session.attach(self._on_data)
-        interval = self.heartbeat_override or (session.welcome.heartbeat_ms / 1000) or self._heartbeat_hint or 10.0
+        interval = (
+            self.heartbeat_override
+            or (session.welcome.heartbeat_ms / 1000)
+            or self._heartbeat_hint
+            or 10.0
+        )
         session.start_heartbeat(max(interval, 0.05), self.missed_pongs)
         started = self.clock()
         self.stats.connects += 1
         self.stats.handshake_seconds += session.connect_time
         self.gateway_memory.succeeded(session.endpoint.address)
         self._connected.set()
-        self._emit(ClientEvent(
-            EventKind.CONNECTED, session.endpoint.label, session.session_id,
-            source=session.endpoint.source, connect_time=session.connect_time,
-        ))
+        self._emit(
+            ClientEvent(
+                EventKind.CONNECTED,
+                session.endpoint.label,
+                session.session_id,
+                source=session.endpoint.source,
+                connect_time=session.connect_time,
+            )
+        )
         if previous is not None and previous != session.endpoint.label:
-            self._emit(ClientEvent(EventKind.GATEWAY_CHANGED, session.endpoint.label, session.session_id,
-                                   previous=previous))
+            self._emit(
+                ClientEvent(
+                    EventKind.GATEWAY_CHANGED,
+                    session.endpoint.label,
+                    session.session_id,
+                    previous=previous,
+                )
+            )
         await self._flush()
         loss = await asyncio.shield(session.ended)
         up_for = self.clock() - started
         if not loss.graceful:
             self._connected.clear()
             session.close(bye=False)
-            self._emit(ClientEvent(EventKind.DISCONNECTED, session.endpoint.label, session.session_id,
-                                   reason=f"{loss.kind} {error_name(loss.code) if loss.code else ''}".strip()))
+            self._emit(
+                ClientEvent(
+                    EventKind.DISCONNECTED,
+                    session.endpoint.label,
+                    session.session_id,
+                    reason=f"{loss.kind} {error_name(loss.code) if loss.code else ''}".strip(),
+                )
+            )
         return loss, up_for
 
     def _on_data(self, payload: bytes) -> None:
@@ -472,8 +509,10 @@ class Client:
     async def _round(self) -> GatewaySession:
         candidates, dispatcher_url = await self._candidates()
         ordered = order_candidates(
-            candidates, self.gateway_memory,
-            shuffle=not self.dispatchers and self.shuffle_fallback, rng=self.rng,
+            candidates,
+            self.gateway_memory,
+            shuffle=not self.dispatchers and self.shuffle_fallback,
+            rng=self.rng,
         )
 
         def failed(ep: Endpoint, exc: BaseException) -> None:
@@ -482,20 +521,34 @@ class Client:
             self.stats.attempt_errors[slug] = self.stats.attempt_errors.get(slug, 0) + 1
             self.gateway_memory.failed(ep.address)
             log.debug("client %s: %s failed: %s", self.client_id, ep.label, exc)
-            if (self.report_failures and dispatcher_url and ep.id and isinstance(exc, HandshakeFailed)
-                    and exc.unreachable and self._http is not None
-                    and _report_due(dispatcher_url, ep.id, self.clock())):
+            if (
+                self.report_failures
+                and dispatcher_url
+                and ep.id
+                and isinstance(exc, HandshakeFailed)
+                and exc.unreachable
+                and self._http is not None
+                and _report_due(dispatcher_url, ep.id, self.clock())
+            ):
                 self._spawn(report_gateway(self._http, dispatcher_url, ep.id, exc.reason))
 
         async def attempt(ep: Endpoint) -> GatewaySession:
-            return await open_session(ep, self.client_id, timeout=self.handshake_timeout,
-                                      local_host=self.local_host, key=self.key_for(ep),
-                                      grants=self.grants)
+            return await open_session(
+                ep,
+                self.client_id,
+                timeout=self.handshake_timeout,
+                local_host=self.local_host,
+                key=self.key_for(ep),
+                grants=self.grants,
+            )
 
         result = await race(
-            ordered, attempt,
-            stagger=self.current_stagger(), max_in_flight=self.max_in_flight,
-            on_failure=failed, discard=lambda s: s.close(),
+            ordered,
+            attempt,
+            stagger=self.current_stagger(),
+            max_in_flight=self.max_in_flight,
+            on_failure=failed,
+            discard=lambda s: s.close(),
         )
         if result.winner is None:
             reasons = sorted({str(e) for _, e in result.failures})
@@ -521,13 +574,16 @@ class Client:
             try:
                 key = parse_public_key(ep.key)
             except ValueError as exc:
-                raise HandshakeFailed(ep, f"bad public key: {exc}",
-                                      int(ErrorCode.HANDSHAKE_FAILED)) from None
+                raise HandshakeFailed(
+                    ep, f"bad public key: {exc}", int(ErrorCode.HANDSHAKE_FAILED)
+                ) from None
         if key is None and self.encryption == "required":
             raise HandshakeFailed(
-                ep, "no public key known for this gateway (neither pinned nor in the "
-                    "dispatcher's answer); refusing to connect in clear (encryption='required')",
-                int(ErrorCode.ENCRYPTION_REQUIRED))
+                ep,
+                "no public key known for this gateway (neither pinned nor in the "
+                "dispatcher's answer); refusing to connect in clear (encryption='required')",
+                int(ErrorCode.ENCRYPTION_REQUIRED),
+            )
         return key
 
     def current_stagger(self) -> float:
@@ -554,8 +610,14 @@ class Client:
                 continue
             assert self._http is not None
             self.stats.dispatch_requests += 1
-            res = await fetch_dispatch(self._http, url, self.client_id, self.dispatch_timeout,
-                                       leaving=self._leaving, zone=self.zone)
+            res = await fetch_dispatch(
+                self._http,
+                url,
+                self.client_id,
+                self.dispatch_timeout,
+                leaving=self._leaving,
+                zone=self.zone,
+            )
             self.stats.dispatch_seconds += self.clock() - now
             now = self.clock()
             if res.answer is not None:
@@ -637,6 +699,7 @@ def _only(kind: EventKind, cb: Listener) -> Listener:
     def listener(event: ClientEvent) -> None:
         if event.kind is kind:
             cb(event)
+
     return listener
 
 

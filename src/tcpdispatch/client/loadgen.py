@@ -44,14 +44,25 @@ class WorkerConfig:
     encryption: str = "auto"
     pinned_keys: dict[str, str] = field(default_factory=dict)
     ca_file: str | None = None
-    message_interval: float | None = None  # each client sends a message this often (jittered), checks the echo
+    message_interval: float | None = (
+        None  # each client sends a message this often (jittered), checks the echo
+    )
     echo_timeout: float = 10.0  # a message not echoed within this long counts as lost
 
 
 class _Tracker:
     """Follows one client's events; the worker aggregates trackers."""
 
-    __slots__ = ("connected", "echoed", "first_connect", "gateway", "lost_at", "sent", "started", "ttr")
+    __slots__ = (
+        "connected",
+        "echoed",
+        "first_connect",
+        "gateway",
+        "lost_at",
+        "sent",
+        "started",
+        "ttr",
+    )
 
     def __init__(self, started: float) -> None:
         self.started = started
@@ -77,12 +88,18 @@ class _Tracker:
             self.gateway = None
             if self.lost_at is None:
                 self.lost_at = now
-        elif ev.kind is EventKind.RECONNECTING and ev.reason.startswith("reconnect") and self.lost_at is None:
+        elif (
+            ev.kind is EventKind.RECONNECTING
+            and ev.reason.startswith("reconnect")
+            and self.lost_at is None
+        ):
             self.lost_at = now  # RECONNECT frame: the move starts now (still connected meanwhile)
 
 
 async def run_worker(
-    cfg: WorkerConfig, emit: Callable[[Report], None], stop: asyncio.Event | None = None,
+    cfg: WorkerConfig,
+    emit: Callable[[Report], None],
+    stop: asyncio.Event | None = None,
 ) -> Report:
     """Start ``cfg.clients`` clients at ``cfg.rate``/s, hold them ``cfg.duration`` s, report.
 
@@ -97,8 +114,11 @@ async def run_worker(
         import ssl
 
         ssl_ctx = ssl.create_default_context(cafile=cfg.ca_file)
-    connector = aiohttp.TCPConnector(limit=cfg.http_connections, ssl=ssl_ctx,
-                                     local_addr=(cfg.local_host, 0) if cfg.local_host else None)
+    connector = aiohttp.TCPConnector(
+        limit=cfg.http_connections,
+        ssl=ssl_ctx,
+        local_addr=(cfg.local_host, 0) if cfg.local_host else None,
+    )
     http = aiohttp.ClientSession(connector=connector)
     clients: list[Client] = []
     trackers: list[_Tracker] = []
@@ -119,17 +139,27 @@ async def run_worker(
             failed_rounds += c.stats.failed_rounds
             dispatches += c.stats.dispatch_requests
         rep: Report = {
-            "type": "final" if final else "progress", "worker": cfg.index, "target": cfg.clients,
-            "started": len(clients), "connected": sum(gateways.values()), "gateways": dict(gateways),
-            "reconnects": reconnects, "failed_rounds": failed_rounds, "dispatch_requests": dispatches,
-            "errors": dict(errors), "dispatch_errors": dict(dispatch_errors),
-            "seconds": dict(seconds), "elapsed": time.time() - t0,
+            "type": "final" if final else "progress",
+            "worker": cfg.index,
+            "target": cfg.clients,
+            "started": len(clients),
+            "connected": sum(gateways.values()),
+            "gateways": dict(gateways),
+            "reconnects": reconnects,
+            "failed_rounds": failed_rounds,
+            "dispatch_requests": dispatches,
+            "errors": dict(errors),
+            "dispatch_errors": dict(dispatch_errors),
+            "seconds": dict(seconds),
+            "elapsed": time.time() - t0,
             "ever_connected": sum(1 for t in trackers if t.first_connect is not None),
             "messages_sent": sum(t.sent for t in trackers),
             "messages_echoed": sum(t.echoed for t in trackers),
         }
         if final:
-            rep["connect_latencies"] = [t.first_connect for t in trackers if t.first_connect is not None]
+            rep["connect_latencies"] = [
+                t.first_connect for t in trackers if t.first_connect is not None
+            ]
             rep["ttr"] = [pair for t in trackers for pair in t.ttr]
             rep["unrepaired_since"] = [t.lost_at for t in trackers if t.lost_at is not None]
         return rep
@@ -150,20 +180,37 @@ async def run_worker(
                 break
             tracker = _Tracker(time.time())
             client = Client(
-                cfg.dispatchers, cfg.fallback, client_id=f"lg{cfg.index}-{i}", backoff=cfg.backoff,
-                dispatch_timeout=cfg.dispatch_timeout, handshake_timeout=cfg.handshake_timeout,
-                heartbeat=cfg.heartbeat, local_host=cfg.local_host, http=http,
-                rng=random.Random(rng.getrandbits(64)), report_failures=True,
-                encryption=cfg.encryption, pinned_keys=cfg.pinned_keys,
+                cfg.dispatchers,
+                cfg.fallback,
+                client_id=f"lg{cfg.index}-{i}",
+                backoff=cfg.backoff,
+                dispatch_timeout=cfg.dispatch_timeout,
+                handshake_timeout=cfg.handshake_timeout,
+                heartbeat=cfg.heartbeat,
+                local_host=cfg.local_host,
+                http=http,
+                rng=random.Random(rng.getrandbits(64)),
+                report_failures=True,
+                encryption=cfg.encryption,
+                pinned_keys=cfg.pinned_keys,
             )
             client.add_listener(tracker)
             clients.append(client)
             trackers.append(tracker)
             asyncio.get_running_loop().create_task(_start(client))
             if cfg.message_interval:
-                talkers.append(asyncio.get_running_loop().create_task(_talk(
-                    client, tracker, cfg.message_interval, cfg.echo_timeout,
-                    random.Random(rng.getrandbits(64)), quiet)))
+                talkers.append(
+                    asyncio.get_running_loop().create_task(
+                        _talk(
+                            client,
+                            tracker,
+                            cfg.message_interval,
+                            cfg.echo_timeout,
+                            random.Random(rng.getrandbits(64)),
+                            quiet,
+                        )
+                    )
+                )
             next_start += interval
             delay = next_start - time.monotonic()
             if delay > 0:
@@ -184,7 +231,7 @@ async def run_worker(
         final = snapshot(True)
         # Close in batches so 10,000 BYEs do not starve the loop.
         for i in range(0, len(clients), 500):
-            await asyncio.gather(*(c.close() for c in clients[i:i + 500]), return_exceptions=True)
+            await asyncio.gather(*(c.close() for c in clients[i : i + 500]), return_exceptions=True)
         await http.close()
     emit(final)
     return final
@@ -196,8 +243,14 @@ async def _start(client: Client) -> None:
         await client.connect()
 
 
-async def _talk(client: Client, tracker: _Tracker, interval: float, timeout: float, rng: random.Random,
-                quiet: asyncio.Event) -> None:
+async def _talk(
+    client: Client,
+    tracker: _Tracker,
+    interval: float,
+    timeout: float,
+    rng: random.Random,
+    quiet: asyncio.Event,
+) -> None:
     """Send a numbered message every ``interval`` (jittered) and wait for its echo."""
     seq = 0
     with contextlib.suppress(Exception):
@@ -239,29 +292,50 @@ def merge(reports: Sequence[Report]) -> Report:
         latencies += r.get("connect_latencies", [])
         ttr += [tuple(p) for p in r.get("ttr", [])]  # type: ignore[misc]
         unrepaired += r.get("unrepaired_since", [])
-        for key in ("target", "started", "connected", "ever_connected", "reconnects", "failed_rounds",
-                    "dispatch_requests", "messages_sent", "messages_echoed"):
+        for key in (
+            "target",
+            "started",
+            "connected",
+            "ever_connected",
+            "reconnects",
+            "failed_rounds",
+            "dispatch_requests",
+            "messages_sent",
+            "messages_echoed",
+        ):
             totals[key] += r.get(key, 0)
     latencies.sort()
     ttr_s = sorted(b - a for a, b in ttr)
 
     def summary(values: list[float]) -> dict[str, float | None]:
-        return {f"p{q}": _r(percentile(values, q)) for q in (50, 90, 99)} | {"max": _r(max(values, default=None))}
+        return {f"p{q}": _r(percentile(values, q)) for q in (50, 90, 99)} | {
+            "max": _r(max(values, default=None))
+        }
 
     return {
-        "clients": totals["target"], "started": totals["started"], "connected": totals["connected"],
-        "ever_connected": totals["ever_connected"], "reconnects": totals["reconnects"],
-        "failed_rounds": totals["failed_rounds"], "dispatch_requests": totals["dispatch_requests"],
-        "errors": dict(errors), "dispatch_errors": dict(dispatch_errors), "gateways": dict(sorted(gateways.items())),
+        "clients": totals["target"],
+        "started": totals["started"],
+        "connected": totals["connected"],
+        "ever_connected": totals["ever_connected"],
+        "reconnects": totals["reconnects"],
+        "failed_rounds": totals["failed_rounds"],
+        "dispatch_requests": totals["dispatch_requests"],
+        "errors": dict(errors),
+        "dispatch_errors": dict(dispatch_errors),
+        "gateways": dict(sorted(gateways.items())),
         "connect_latency_s": summary(latencies),
         "time_to_reconnect_s": {"count": len(ttr_s), **summary(ttr_s)},
         "last_reconnect_at": max((b for _, b in ttr), default=None),
         "reconnect_pairs": [[round(a, 4), round(b, 4)] for a, b in ttr],
-        "unrepaired": len(unrepaired), "workers": len(reports),
-        "messages_sent": totals["messages_sent"], "messages_echoed": totals["messages_echoed"],
+        "unrepaired": len(unrepaired),
+        "workers": len(reports),
+        "messages_sent": totals["messages_sent"],
+        "messages_echoed": totals["messages_echoed"],
         # Mean seconds per dispatcher request / per successful handshake / per client in backoff.
         "mean_dispatch_s": _r(seconds["dispatch"] / max(totals["dispatch_requests"], 1)),
-        "mean_handshake_s": _r(seconds["handshake"] / max(totals["ever_connected"] + totals["reconnects"], 1)),
+        "mean_handshake_s": _r(
+            seconds["handshake"] / max(totals["ever_connected"] + totals["reconnects"], 1)
+        ),
         "mean_waited_s": _r(seconds["waited"] / max(totals["target"], 1)),
     }
 

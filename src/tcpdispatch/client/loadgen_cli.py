@@ -48,34 +48,78 @@ the end (the last line says FAILED and why), 2 on bad arguments."""
 
 def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
-        "loadgen", help="hold N client connections and report connects, reconnects, latencies",
+        "loadgen",
+        help="hold N client connections and report connects, reconnects, latencies",
         description=DESCRIPTION,
     )
     add_common_arguments(p)
     p.add_argument("--clients", type=int, required=True, metavar="N", help="connections to hold")
-    p.add_argument("--rate", type=float, default=1000.0, metavar="R",
-                   help="new clients started per second, all processes together")
-    p.add_argument("--duration", type=float, default=30.0, metavar="S",
-                   help="run time in seconds, ramp-up included")
-    p.add_argument("--processes", type=int, default=None, metavar="P",
-                   help=f"worker processes (default: one per 5,000 clients; at most "
-                        f"{MAX_CLIENTS_PER_PROCESS} clients each)")
-    p.add_argument("--heartbeat", type=float, default=None, metavar="S",
-                   help="client PING interval (default: what the gateway's WELCOME says)")
-    p.add_argument("--source-addresses", choices=["auto", "on", "off"], default="auto",
-                   help="bind each worker to its own 127.0.0.x source address "
-                        f"(auto: when more than {SOURCE_ADDRESS_THRESHOLD} clients)")
-    p.add_argument("--dispatch-connections", type=int, default=100, metavar="N",
-                   help="keep-alive HTTP connections to the dispatchers per process")
-    p.add_argument("--progress-file", default=None, metavar="FILE",
-                   help="append merged progress as JSON lines (t, started, connected, reconnects, "
-                        "gateways) about twice a second, for scripts")
-    p.add_argument("--message-interval", type=float, default=None, metavar="S",
-                   help="each client sends a numbered message about every S seconds and checks its echo "
-                        "(needs the echo handler); the summary counts messages_sent and messages_echoed")
+    p.add_argument(
+        "--rate",
+        type=float,
+        default=1000.0,
+        metavar="R",
+        help="new clients started per second, all processes together",
+    )
+    p.add_argument(
+        "--duration",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="run time in seconds, ramp-up included",
+    )
+    p.add_argument(
+        "--processes",
+        type=int,
+        default=None,
+        metavar="P",
+        help=f"worker processes (default: one per 5,000 clients; at most "
+        f"{MAX_CLIENTS_PER_PROCESS} clients each)",
+    )
+    p.add_argument(
+        "--heartbeat",
+        type=float,
+        default=None,
+        metavar="S",
+        help="client PING interval (default: what the gateway's WELCOME says)",
+    )
+    p.add_argument(
+        "--source-addresses",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="bind each worker to its own 127.0.0.x source address "
+        f"(auto: when more than {SOURCE_ADDRESS_THRESHOLD} clients)",
+    )
+    p.add_argument(
+        "--dispatch-connections",
+        type=int,
+        default=100,
+        metavar="N",
+        help="keep-alive HTTP connections to the dispatchers per process",
+    )
+    p.add_argument(
+        "--progress-file",
+        default=None,
+        metavar="FILE",
+        help="append merged progress as JSON lines (t, started, connected, reconnects, "
+        "gateways) about twice a second, for scripts",
+    )
+    p.add_argument(
+        "--message-interval",
+        type=float,
+        default=None,
+        metavar="S",
+        help="each client sends a numbered message about every S seconds and checks its echo "
+        "(needs the echo handler); the summary counts messages_sent and messages_echoed",
+    )
     p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
-    p.add_argument("--seed", type=int, default=None, metavar="N",
-                   help="seed the clients' randomness (reproducible backoff and choices)")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        metavar="N",
+        help="seed the clients' randomness (reproducible backoff and choices)",
+    )
     p.set_defaults(func=run)
 
 
@@ -94,26 +138,37 @@ def plan(args: argparse.Namespace) -> list[WorkerConfig]:
     procs = min(procs, args.clients)
     if math.ceil(args.clients / procs) > MAX_CLIENTS_PER_PROCESS:
         raise ConfigError(
-            f"{args.clients} clients over {procs} processes exceeds {MAX_CLIENTS_PER_PROCESS} per process "
-            f"(open-file limit); use --processes {math.ceil(args.clients / MAX_CLIENTS_PER_PROCESS)} or more",
+            f"{args.clients} clients over {procs} processes exceeds {MAX_CLIENTS_PER_PROCESS} per "
+            "process (open-file limit); use --processes "
+            f"{math.ceil(args.clients / MAX_CLIENTS_PER_PROCESS)} or more",
             key="--processes",
         )
     bind = args.source_addresses == "on" or (
-        args.source_addresses == "auto" and args.clients > SOURCE_ADDRESS_THRESHOLD)
+        args.source_addresses == "auto" and args.clients > SOURCE_ADDRESS_THRESHOLD
+    )
     security = security_from(args)
     configs = []
     for i in range(procs):
         n = args.clients // procs + (1 if i < args.clients % procs else 0)
-        configs.append(WorkerConfig(
-            index=i, clients=n, dispatchers=dispatchers, fallback=fallback,
-            rate=args.rate * n / args.clients, duration=args.duration,
-            local_host=f"127.0.{i // 254}.{2 + i % 254}" if bind else None,
-            backoff=backoff_from(args), dispatch_timeout=args.dispatch_timeout,
-            handshake_timeout=args.handshake_timeout, heartbeat=args.heartbeat,
-            seed=None if args.seed is None else args.seed * 1000 + i,
-            http_connections=max(1, args.dispatch_connections), **security,
-            message_interval=args.message_interval,
-        ))
+        configs.append(
+            WorkerConfig(
+                index=i,
+                clients=n,
+                dispatchers=dispatchers,
+                fallback=fallback,
+                rate=args.rate * n / args.clients,
+                duration=args.duration,
+                local_host=f"127.0.{i // 254}.{2 + i % 254}" if bind else None,
+                backoff=backoff_from(args),
+                dispatch_timeout=args.dispatch_timeout,
+                handshake_timeout=args.handshake_timeout,
+                heartbeat=args.heartbeat,
+                seed=None if args.seed is None else args.seed * 1000 + i,
+                http_connections=max(1, args.dispatch_connections),
+                **security,
+                message_interval=args.message_interval,
+            )
+        )
     return configs
 
 
@@ -193,7 +248,9 @@ def run(args: argparse.Namespace) -> int:
     configs = plan(args)
     ctx = mp.get_context("fork")
     q = ctx.Queue()
-    workers = [ctx.Process(target=_worker_main, args=(cfg, q, os.getpid()), daemon=True) for cfg in configs]
+    workers = [
+        ctx.Process(target=_worker_main, args=(cfg, q, os.getpid()), daemon=True) for cfg in configs
+    ]
     for w in workers:
         w.start()
 
@@ -258,7 +315,9 @@ def verdict(s: Report) -> tuple[bool, str]:
     the one line that says so."""
     problems = []
     if s["connected"] < s["clients"]:
-        problems.append(f"{s['clients'] - s['connected']} of {s['clients']} clients not connected at the end")
+        problems.append(
+            f"{s['clients'] - s['connected']} of {s['clients']} clients not connected at the end"
+        )
     if s.get("missing_workers"):
         problems.append(f"{s['missing_workers']} worker process(es) did not report")
     if problems:
@@ -271,10 +330,15 @@ def _progress_line(latest: dict[int, Report]) -> Report:
     for r in latest.values():
         for g, n in r.get("gateways", {}).items():
             gateways[g] = gateways.get(g, 0) + n
-    return {"t": time.time(), "workers": len(latest),
-            **{k: sum(r.get(k, 0) for r in latest.values())
-               for k in ("started", "connected", "ever_connected", "reconnects", "failed_rounds")},
-            "gateways": gateways}
+    return {
+        "t": time.time(),
+        "workers": len(latest),
+        **{
+            k: sum(r.get(k, 0) for r in latest.values())
+            for k in ("started", "connected", "ever_connected", "reconnects", "failed_rounds")
+        },
+        "gateways": gateways,
+    }
 
 
 def print_summary(s: Report) -> None:
@@ -286,19 +350,32 @@ def print_summary(s: Report) -> None:
     def counts(d: dict[str, int]) -> str:
         return ", ".join(f"{k}={v}" for k, v in sorted(d.items())) or "none"
 
-    print(f"clients: {s['clients']}  started: {s['started']}  connected at end: {s['connected']}  "
-          f"ever connected: {s['ever_connected']}")
-    print(f"reconnects: {s['reconnects']}  failed rounds: {s['failed_rounds']}  "
-          f"dispatch requests: {s['dispatch_requests']}  still disconnected: {s['unrepaired']}")
+    print(
+        f"clients: {s['clients']}  started: {s['started']}  connected at end: {s['connected']}  "
+        f"ever connected: {s['ever_connected']}"
+    )
+    print(
+        f"reconnects: {s['reconnects']}  failed rounds: {s['failed_rounds']}  "
+        f"dispatch requests: {s['dispatch_requests']}  still disconnected: {s['unrepaired']}"
+    )
     # The two kinds of failure, named alike: dispatcher requests, then gateway connect attempts.
     print(f"dispatcher request errors: {counts(s['dispatch_errors'])}")
     print(f"gateway attempt errors: {counts(s['errors'])}")
-    print("connected per gateway: " + (", ".join(f"{k}={v}" for k, v in s["gateways"].items()) or "none"))
-    print(f"connect latency: p50 {ms(lat['p50'])}  p90 {ms(lat['p90'])}  p99 {ms(lat['p99'])}  "
-          f"max {ms(lat['max'])}")
+    print(
+        "connected per gateway: "
+        + (", ".join(f"{k}={v}" for k, v in s["gateways"].items()) or "none")
+    )
+    print(
+        f"connect latency: p50 {ms(lat['p50'])}  p90 {ms(lat['p90'])}  p99 {ms(lat['p99'])}  "
+        f"max {ms(lat['max'])}"
+    )
     if s.get("messages_sent"):
-        print(f"messages: {s['messages_sent']} sent, {s['messages_echoed']} echoed, "
-              f"{s['messages_sent'] - s['messages_echoed']} lost")
+        print(
+            f"messages: {s['messages_sent']} sent, {s['messages_echoed']} echoed, "
+            f"{s['messages_sent'] - s['messages_echoed']} lost"
+        )
     if ttr["count"]:
-        print(f"time to reconnect ({ttr['count']}): p50 {ms(ttr['p50'])}  p90 {ms(ttr['p90'])}  "
-              f"p99 {ms(ttr['p99'])}  max {ms(ttr['max'])}")
+        print(
+            f"time to reconnect ({ttr['count']}): p50 {ms(ttr['p50'])}  p90 {ms(ttr['p90'])}  "
+            f"p99 {ms(ttr['p99'])}  max {ms(ttr['max'])}"
+        )

@@ -39,7 +39,9 @@ class Backoff:
     client loop fast.
     """
 
-    def __init__(self, config: BackoffConfig | None = None, rng: random.Random | None = None) -> None:
+    def __init__(
+        self, config: BackoffConfig | None = None, rng: random.Random | None = None
+    ) -> None:
         self.config = (config or BackoffConfig()).clamped()
         self.rng = rng or random.Random()
         self.failures = 0
@@ -94,7 +96,9 @@ class FailureMemory:
     ``min(base * factor**(n-1), max_ban)`` seconds; a success forgets it.
     """
 
-    def __init__(self, clock: Clock, base: float = 1.0, factor: float = 2.0, max_ban: float = 60.0) -> None:
+    def __init__(
+        self, clock: Clock, base: float = 1.0, factor: float = 2.0, max_ban: float = 60.0
+    ) -> None:
         self.clock = clock
         self.base = base
         self.factor = factor
@@ -186,11 +190,20 @@ class DispatchAnswer:
         if not isinstance(alts_raw, list):
             raise DispatchError("dispatch answer: 'alternates' is not a list")
         alternates = tuple(
-            _endpoint(a, a.get("ticket", ticket) if isinstance(a, dict) else ticket, source, f"alternates[{i}]")
+            _endpoint(
+                a,
+                a.get("ticket", ticket) if isinstance(a, dict) else ticket,
+                source,
+                f"alternates[{i}]",
+            )
             for i, a in enumerate(alts_raw)
         )
         hb = obj.get("heartbeat_s")
-        heartbeat = float(hb) if isinstance(hb, (int, float)) and not isinstance(hb, bool) and hb > 0 else None
+        heartbeat = (
+            float(hb)
+            if isinstance(hb, (int, float)) and not isinstance(hb, bool) and hb > 0
+            else None
+        )
         retry_raw = obj.get("retry")
         retry: dict[str, Any] = retry_raw if isinstance(retry_raw, dict) else {}
         return cls(gateway, alternates, heartbeat, retry, obj)
@@ -259,7 +272,10 @@ def parse_retry_after(value: str | None, now: float, default: float = 1.0) -> fl
 
 
 def order_candidates(
-    endpoints: Sequence[Endpoint], memory: FailureMemory, *, shuffle: bool = False,
+    endpoints: Sequence[Endpoint],
+    memory: FailureMemory,
+    *,
+    shuffle: bool = False,
     rng: random.Random | None = None,
 ) -> list[Endpoint]:
     """Race order: unbanned addresses first (shuffled in static random mode), banned last.

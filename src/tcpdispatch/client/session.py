@@ -199,7 +199,9 @@ class _Refused(ClientError):
 class GatewaySession:
     """An open session (after WELCOME) with one gateway."""
 
-    def __init__(self, endpoint: Endpoint, proto: _Protocol, welcome: Welcome, connect_time: float) -> None:
+    def __init__(
+        self, endpoint: Endpoint, proto: _Protocol, welcome: Welcome, connect_time: float
+    ) -> None:
         self.endpoint = endpoint
         self.welcome = welcome
         self.connect_time = connect_time  # seconds from first SYN to WELCOME
@@ -221,14 +223,19 @@ class GatewaySession:
 
     @property
     def open(self) -> bool:
-        return self._proto.conn.state in (State.OPEN, State.DRAINING) and not self._proto.ended.done()
+        return (
+            self._proto.conn.state in (State.OPEN, State.DRAINING) and not self._proto.ended.done()
+        )
 
     @property
     def usable(self) -> bool:
         """Can still carry DATA (open, or asked to move but not yet gone)."""
         t = self._proto.transport
-        return (self._proto.conn.state in (State.OPEN, State.DRAINING)
-                and t is not None and not t.is_closing())
+        return (
+            self._proto.conn.state in (State.OPEN, State.DRAINING)
+            and t is not None
+            and not t.is_closing()
+        )
 
     @property
     def ended(self) -> asyncio.Future[Loss]:
@@ -304,9 +311,14 @@ class GatewaySession:
 
 
 async def open_session(
-    endpoint: Endpoint, client_id: str, *, timeout: float = 5.0,
-    local_host: str | None = None, max_frame: int = 65536,
-    key: PublicKey | None = None, grants: ResumptionStore | None = None,
+    endpoint: Endpoint,
+    client_id: str,
+    *,
+    timeout: float = 5.0,
+    local_host: str | None = None,
+    max_frame: int = 65536,
+    key: PublicKey | None = None,
+    grants: ResumptionStore | None = None,
 ) -> GatewaySession:
     """Connect, HELLO, await WELCOME; raise HandshakeFailed on any failure.
 
@@ -319,21 +331,28 @@ async def open_session(
     deadline = loop.time() + timeout
     grant = grants.take(key, loop.time()) if key is not None and grants is not None else None
     try:
-        session = await _attempt(endpoint, client_id, deadline, timeout, local_host, max_frame,
-                                 key, grant)
+        session = await _attempt(
+            endpoint, client_id, deadline, timeout, local_host, max_frame, key, grant
+        )
     except HandshakeFailed as exc:
         if grant is None or exc.code != ErrorCode.RESUME_REJECTED:
             raise
-        session = await _attempt(endpoint, client_id, deadline, timeout, local_host, max_frame,
-                                 key, None)
+        session = await _attempt(
+            endpoint, client_id, deadline, timeout, local_host, max_frame, key, None
+        )
     if grants is not None and session._proto.grant is not None:
         grants.put(session._proto.grant)
     return session
 
 
 async def _attempt(
-    endpoint: Endpoint, client_id: str, deadline: float, timeout: float,
-    local_host: str | None, max_frame: int, key: PublicKey | None,
+    endpoint: Endpoint,
+    client_id: str,
+    deadline: float,
+    timeout: float,
+    local_host: str | None,
+    max_frame: int,
+    key: PublicKey | None,
     grant: ResumptionGrant | None,
 ) -> GatewaySession:
     loop = asyncio.get_running_loop()
@@ -345,7 +364,9 @@ async def _attempt(
         async with asyncio.timeout_at(deadline):
             try:
                 _, proto = await loop.create_connection(
-                    lambda: _Protocol(conn), endpoint.host, endpoint.port,
+                    lambda: _Protocol(conn),
+                    endpoint.host,
+                    endpoint.port,
                     local_addr=(local_host, 0) if local_host else None,
                 )
             except OSError as exc:
@@ -353,8 +374,9 @@ async def _attempt(
             conn.send(Hello(endpoint.ticket, client_id))
             if key is not None:
                 # The HELLO rides in the first handshake message: still one round trip.
-                hs = proto.handshake = ClientHandshake(key, conn.data_to_send(), grant,
-                                                       clock=loop.time)
+                hs = proto.handshake = ClientHandshake(
+                    key, conn.data_to_send(), grant, clock=loop.time
+                )
                 assert proto.transport is not None
                 proto.transport.write(hs.first_message())
             else:
@@ -395,8 +417,11 @@ class RaceResult(Generic[T, R]):
 
 
 async def race(
-    candidates: Sequence[T], attempt: Callable[[T], Awaitable[R]], *,
-    stagger: float = 0.25, max_in_flight: int = 3,
+    candidates: Sequence[T],
+    attempt: Callable[[T], Awaitable[R]],
+    *,
+    stagger: float = 0.25,
+    max_in_flight: int = 3,
     on_failure: Callable[[T, BaseException], None] | None = None,
     discard: Callable[[R], None] | None = None,
 ) -> RaceResult[T, R]:
@@ -425,7 +450,9 @@ async def race(
     try:
         while pending and winner is None:
             timeout = stagger if queue and len(pending) < max_in_flight else None
-            done, _ = await asyncio.wait(pending, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(
+                pending, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
             if not done:
                 start_next()
                 continue

@@ -52,7 +52,12 @@ def dispatch_url(url: str, client_id: str) -> str:
 
 
 async def fetch_dispatch(
-    session: aiohttp.ClientSession, url: str, client_id: str, timeout: float, *, leaving: str | None = None,
+    session: aiohttp.ClientSession,
+    url: str,
+    client_id: str,
+    timeout: float,
+    *,
+    leaving: str | None = None,
     zone: str | None = None,
 ) -> DispatchResult:
     """Ask one dispatcher for a gateway. Never raises for network or HTTP trouble.
@@ -84,16 +89,24 @@ async def fetch_dispatch(
                 if isinstance(body, dict) and isinstance(body.get("retry_after_s"), (int, float)):
                     default = float(body["retry_after_s"])
                 delay = parse_retry_after(resp.headers.get("Retry-After"), time.time(), default)
-                return DispatchResult(url, retry_after=delay, error="503 no gateway available", kind="503")
+                return DispatchResult(
+                    url, retry_after=delay, error="503 no gateway available", kind="503"
+                )
             if resp.status != 200:
                 detail = ""
                 if resp.status == 400:  # our request is at fault (an unknown zone): say why
                     try:
                         doc = await resp.json(content_type=None)
-                        detail = f": {doc['detail']}" if isinstance(doc, dict) and "detail" in doc else ""
+                        detail = (
+                            f": {doc['detail']}"
+                            if isinstance(doc, dict) and "detail" in doc
+                            else ""
+                        )
                     except (ValueError, aiohttp.ClientError):
                         pass
-                return DispatchResult(url, error=f"HTTP {resp.status}{detail}", kind=f"http_{resp.status}")
+                return DispatchResult(
+                    url, error=f"HTTP {resp.status}{detail}", kind=f"http_{resp.status}"
+                )
             obj = await resp.json(content_type=None)
             return DispatchResult(url, answer=DispatchAnswer.from_json(obj))
     except TimeoutError:
@@ -105,12 +118,17 @@ async def fetch_dispatch(
 
 
 async def report_gateway(
-    session: aiohttp.ClientSession, url: str, gateway_id: str, error: str, timeout: float = 1.0,
+    session: aiohttp.ClientSession,
+    url: str,
+    gateway_id: str,
+    error: str,
+    timeout: float = 1.0,
 ) -> None:
     """Tell a dispatcher we could not reach ``gateway_id`` (passive health; best effort)."""
     try:
         async with session.post(
-            url.rstrip("/") + "/v1/report", json={"gateway_id": gateway_id, "error": error[:200]},
+            url.rstrip("/") + "/v1/report",
+            json={"gateway_id": gateway_id, "error": error[:200]},
             timeout=aiohttp.ClientTimeout(total=timeout),
         ) as resp:
             await resp.read()
@@ -133,7 +151,9 @@ def save_cache(path: str | os.PathLike[str], answer: DispatchAnswer, now: float)
     tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps({"version": CACHE_VERSION, "saved_at": now, "answer": dict(answer.raw)}))
+        tmp.write_text(
+            json.dumps({"version": CACHE_VERSION, "saved_at": now, "answer": dict(answer.raw)})
+        )
         os.replace(tmp, p)
     except OSError as exc:
         log.warning("cannot write dispatch cache %s: %s", p, exc)

@@ -11,10 +11,13 @@ from tcpdispatch.errors import ConfigError
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser(
-        "dispatcher", help="run the get-tcp-ip HTTP dispatcher",
+        "dispatcher",
+        help="run the get-tcp-ip HTTP dispatcher",
         description="Serve GET /v1/dispatch and the admin API; SIGHUP reloads the config file.",
     )
-    p.add_argument("--config", required=True, type=Path, help="dispatcher TOML config (see docs/dispatcher.md)")
+    p.add_argument(
+        "--config", required=True, type=Path, help="dispatcher TOML config (see docs/dispatcher.md)"
+    )
     p.add_argument("--listen", metavar="HOST:PORT", help="override [dispatcher] listen")
     p.add_argument("--check-config", action="store_true", help="validate the config file and exit")
     p.set_defaults(func=run)

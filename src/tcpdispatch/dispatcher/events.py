@@ -40,8 +40,13 @@ class Event:
     data: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {"seq": self.seq, "at": round(self.at, 3), "kind": self.kind, "message": self.message,
-                **self.data}
+        return {
+            "seq": self.seq,
+            "at": round(self.at, 3),
+            "kind": self.kind,
+            "message": self.message,
+            **self.data,
+        }
 
 
 class Subscription:
@@ -77,8 +82,9 @@ class Subscription:
 class EventBus:
     """Publish/subscribe for operator events; ``clock`` is wall time (the page shows it)."""
 
-    def __init__(self, *, history: int = HISTORY, queue: int = QUEUE,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, *, history: int = HISTORY, queue: int = QUEUE, clock: Callable[[], float] = time.time
+    ) -> None:
         self.recent: deque[Event] = deque(maxlen=history)
         self.queue = queue
         self.clock = clock
@@ -154,12 +160,20 @@ def sse(event: str, data: Any, event_id: int | None = None) -> bytes:
     return b"%bevent: %b\ndata: %b\n\n" % (head, event.encode(), body)
 
 
-SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-store"),
-               (b"x-accel-buffering", b"no")]  # nginx: pass each event through at once
+SSE_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-store"),
+    (b"x-accel-buffering", b"no"),
+]  # nginx: pass each event through at once
 
 
-async def sse_stream(bus: EventBus, snapshot: Callable[[], PoolView], *, tick_s: float = 1.0,
-                     heartbeat_s: float = 15.0) -> AsyncIterator[bytes]:
+async def sse_stream(
+    bus: EventBus,
+    snapshot: Callable[[], PoolView],
+    *,
+    tick_s: float = 1.0,
+    heartbeat_s: float = 15.0,
+) -> AsyncIterator[bytes]:
     """The ``/v1/events`` body: ``snapshot`` (with the recent events) on connect, then each event
     as ``event``, ``snapshot()`` again as ``pool`` every ``tick_s`` (only the gateway rows that
     changed, see :func:`pool_update`), ``: ping`` every ``heartbeat_s``. Ends with an
@@ -182,8 +196,13 @@ async def sse_stream(bus: EventBus, snapshot: Callable[[], PoolView], *, tick_s:
                 except TimeoutError:
                     pass
             if sub.dropped:
-                yield sse("overflow", {"detail": f"this stream fell {sub.size} events behind and was "
-                                                 "dropped; reconnect for a fresh snapshot"})
+                yield sse(
+                    "overflow",
+                    {
+                        "detail": f"this stream fell {sub.size} events behind and was "
+                        "dropped; reconnect for a fresh snapshot"
+                    },
+                )
                 return
             chunks = [sse("event", e.to_json(), e.seq) for e in sub.take()]
             now = loop.time()
@@ -200,5 +219,14 @@ async def sse_stream(bus: EventBus, snapshot: Callable[[], PoolView], *, tick_s:
         sub.close()
 
 
-__all__ = ["SSE_HEADERS", "Event", "EventBus", "PoolView", "Subscription", "pool_update", "snapshot_data", "sse",
-           "sse_stream"]
+__all__ = [
+    "SSE_HEADERS",
+    "Event",
+    "EventBus",
+    "PoolView",
+    "Subscription",
+    "pool_update",
+    "snapshot_data",
+    "sse",
+    "sse_stream",
+]

@@ -71,7 +71,13 @@ ANSWER_PIECES = (
 
 def framing() -> tuple[bytes, bytes, bytes, bytes, bytes]:
     """The HTTP framing of a 200 answer, as the built-in server writes it for the Python path."""
-    return (_status_line(200), _JSON_HEAD, b"connection: close\r\n", b"content-length: ", b"\r\n\r\n")
+    return (
+        _status_line(200),
+        _JSON_HEAD,
+        b"connection: close\r\n",
+        b"content-length: ",
+        b"\r\n\r\n",
+    )
 
 
 def available() -> bool:
@@ -84,8 +90,13 @@ def shares(rng: random.Random) -> bool:
     return isinstance(rng, SplitMixRandom) and rng.in_c
 
 
-def create(config: DispatcherConfig, stats: Any, tail: bytes, rng: random.Random,
-           clock: Callable[[], float]) -> Any | None:
+def create(
+    config: DispatcherConfig,
+    stats: Any,
+    tail: bytes,
+    rng: random.Random,
+    clock: Callable[[], float],
+) -> Any | None:
     """A configured accelerator, or None when it is unavailable, ``speedups = false`` or
     ``rng`` is not one it can share."""
     if not (config.speedups and available() and shares(rng)):
@@ -93,38 +104,75 @@ def create(config: DispatcherConfig, stats: Any, tail: bytes, rng: random.Random
     return FastDispatch(**_from_config(config, stats, tail, rng, clock))  # type: ignore[misc]
 
 
-def configure(fast: Any, config: DispatcherConfig, stats: Any, tail: bytes, rng: random.Random,
-              clock: Callable[[], float]) -> None:
+def configure(
+    fast: Any,
+    config: DispatcherConfig,
+    stats: Any,
+    tail: bytes,
+    rng: random.Random,
+    clock: Callable[[], float],
+) -> None:
     """Apply a reloaded config (secret, lifetime, alternates, limits, hints) in place."""
     fast.configure(**_from_config(config, stats, tail, rng, clock))
 
 
-def _from_config(config: DispatcherConfig, stats: Any, tail: bytes, rng: random.Random,
-                 clock: Callable[[], float]) -> dict[str, Any]:
-    return settings(secret=config.secrets[0], lifetime=int(config.ticket_lifetime),
-                    alternates=config.alternates, max_client_id=config.max_client_id,
-                    tail=tail, stats=stats, rng=rng, clock=clock)
+def _from_config(
+    config: DispatcherConfig,
+    stats: Any,
+    tail: bytes,
+    rng: random.Random,
+    clock: Callable[[], float],
+) -> dict[str, Any]:
+    return settings(
+        secret=config.secrets[0],
+        lifetime=int(config.ticket_lifetime),
+        alternates=config.alternates,
+        max_client_id=config.max_client_id,
+        tail=tail,
+        stats=stats,
+        rng=rng,
+        clock=clock,
+    )
 
 
-def settings(*, secret: bytes, lifetime: int, alternates: int, max_client_id: int, tail: bytes,
-             stats: Any, rng: random.Random, clock: Callable[[], float] = time.time) -> dict[str, Any]:
+def settings(
+    *,
+    secret: bytes,
+    lifetime: int,
+    alternates: int,
+    max_client_id: int,
+    tail: bytes,
+    stats: Any,
+    rng: random.Random,
+    clock: Callable[[], float] = time.time,
+) -> dict[str, Any]:
     """Every argument of ``FastDispatch(...)`` / ``.configure(...)``: the given ones, and the
     constants, each from the one place it is defined in Python."""
     if not shares(rng):
         raise ValueError("the C path draws from a SplitMixRandom with the C core only")
     assert isinstance(rng, SplitMixRandom)
     return {
-        "secret": secret, "lifetime": lifetime, "alternates": alternates, "max_client_id": max_client_id,
-        "max_head": MAX_HEAD, "max_url": MAX_URL, "max_headers": MAX_HEADERS,
-        "tail": tail, "stats": stats, "rng": rng.core,
+        "secret": secret,
+        "lifetime": lifetime,
+        "alternates": alternates,
+        "max_client_id": max_client_id,
+        "max_head": MAX_HEAD,
+        "max_url": MAX_URL,
+        "max_headers": MAX_HEADERS,
+        "tail": tail,
+        "stats": stats,
+        "rng": rng.core,
         # The wall clock is read in C (one read dates the ticket and starts the answer timer).
         "clock": None if clock is time.time else clock,
-        "latency_bounds": DISPATCH_BUCKETS, "attempts": ATTEMPTS,
-        "max_ticket": MAX_TICKET, "mac_size": MAC_SIZE,
+        "latency_bounds": DISPATCH_BUCKETS,
+        "attempts": ATTEMPTS,
+        "max_ticket": MAX_TICKET,
+        "mac_size": MAC_SIZE,
         # slot descriptors: C reads and writes these fields through them, never by name
         "load_fields": (LoadCounter.reported, LoadCounter.issued, LoadCounter.headroom),  # type: ignore[misc]
         "stats_fields": (type(stats).dispatched, type(stats).per_gateway),
-        "answer": ANSWER_PIECES, "framing": framing(),
+        "answer": ANSWER_PIECES,
+        "framing": framing(),
     }
 
 
@@ -135,8 +183,14 @@ def policy_code(picker: Picker | type[Picker]) -> int:
     return OFF if code is None or not issubclass(cls, WeightedSamplingPicker) else code
 
 
-def install(fast: Any, picker: Picker, frags: dict[str, bytes], packed_ids: dict[str, bytes], *,
-            enabled: bool = True) -> None:
+def install(
+    fast: Any,
+    picker: Picker,
+    frags: dict[str, bytes],
+    packed_ids: dict[str, bytes],
+    *,
+    enabled: bool = True,
+) -> None:
     """Hand a new snapshot to the accelerator (off for pickers without a C rule).
 
     ``frags`` and ``packed_ids`` map each candidate's id to its JSON fragment and to
@@ -146,5 +200,8 @@ def install(fast: Any, picker: Picker, frags: dict[str, bytes], packed_ids: dict
     policy = policy_code(picker) if enabled else OFF
     if policy == OFF or not isinstance(picker, WeightedSamplingPicker):
         return
-    rows = [(c.load, c.id, frags[c.id], packed_ids[c.id], float(c.weight), c.limit) for c in picker.candidates]
+    rows = [
+        (c.load, c.id, frags[c.id], packed_ids[c.id], float(c.weight), c.limit)
+        for c in picker.candidates
+    ]
     fast.set_pool(policy, rows, picker.alias_table[0], picker.alias_table[1])

@@ -22,8 +22,15 @@ class Request:
 
     __slots__ = ("body", "client", "headers", "method", "path", "query")
 
-    def __init__(self, method: str, path: str, query: bytes = b"", headers: Headers | None = None,
-                 body: bytes = b"", client: tuple[str, int] = ("", 0)) -> None:
+    def __init__(
+        self,
+        method: str,
+        path: str,
+        query: bytes = b"",
+        headers: Headers | None = None,
+        body: bytes = b"",
+        client: tuple[str, int] = ("", 0),
+    ) -> None:
         self.method = method
         self.path = path
         self.query = query
@@ -51,8 +58,13 @@ class Response:
 
     __slots__ = ("body", "headers", "status", "stream")
 
-    def __init__(self, status: int, headers: Headers | None = None, body: bytes = b"",
-                 stream: AsyncIterator[bytes] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        headers: Headers | None = None,
+        body: bytes = b"",
+        stream: AsyncIterator[bytes] | None = None,
+    ) -> None:
         self.status = status
         self.headers: Headers = headers if headers is not None else []
         self.body = body

@@ -9,8 +9,9 @@ requests. Every other request is read whole and handed, as a
 :class:`~tcpdispatch.dispatcher.http.Request`, to the handler (the dispatcher's
 :class:`~tcpdispatch.dispatcher.routes.Router`), as a task; a streamed
 :class:`~tcpdispatch.dispatcher.http.Response` (Server-Sent Events) is written with
-chunked framing as its chunks come, and dropped when the client stops reading; while it runs, later pipelined requests on that
-connection wait in a bounded queue so answers always leave in request order.
+chunked framing as its chunks come, and dropped when the client stops reading; while it
+runs, later pipelined requests on that connection wait in a bounded queue so answers always
+leave in request order.
 
 Limits, each answered with a JSON error and a closed connection: request
 line + headers over ``max_head`` bytes or ``max_headers`` fields (431), a URL
@@ -50,7 +51,11 @@ FastPath = Callable[[bytes, str, list[tuple[bytes, bytes]]], tuple[int, "str | N
 Handler = Callable[[Request], Awaitable[Response]]
 
 FAST_PATH = b"/v1/dispatch"
-MAX_HEAD, MAX_HEADERS, MAX_URL = 16384, 100, 8192  # default limits (the C recogniser applies the same)
+MAX_HEAD, MAX_HEADERS, MAX_URL = (
+    16384,
+    100,
+    8192,
+)  # default limits (the C recogniser applies the same)
 # A whole raw request -> (HTTP answer, close after it) or None for "not mine"
 RawPath = Callable[[bytes], "tuple[bytes, bool] | None"]
 LINGER_S = 2.0  # after an error answer, how long to drain the client's remaining bytes
@@ -80,7 +85,12 @@ def _error(status: int, slug: str, detail: str) -> bytes:
     """A complete JSON error answer after which the connection closes."""
     body = error_body(slug, detail)
     return b"%b%b%bconnection: close\r\ncontent-length: %d\r\n\r\n%b" % (
-        _status_line(status), _Date.line, _JSON_HEAD, len(body), body)
+        _status_line(status),
+        _Date.line,
+        _JSON_HEAD,
+        len(body),
+        body,
+    )
 
 
 class _Limit(TcpDispatchError):
@@ -96,30 +106,64 @@ class _Request:
 
     __slots__ = ("body", "headers", "keep_alive", "method", "url")
 
-    def __init__(self, method: str, url: bytes, headers: list[tuple[bytes, bytes]], body: bytes,
-                 keep_alive: bool) -> None:
-        self.method, self.url, self.headers, self.body, self.keep_alive = method, url, headers, body, keep_alive
+    def __init__(
+        self,
+        method: str,
+        url: bytes,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+        keep_alive: bool,
+    ) -> None:
+        self.method, self.url, self.headers, self.body, self.keep_alive = (
+            method,
+            url,
+            headers,
+            body,
+            keep_alive,
+        )
 
 
 class HTTPServer:
     """Listens and owns the connections; ``fast`` answers GET /v1/dispatch, ``handler`` the rest."""
 
-    def __init__(self, fast: FastPath, handler: Handler, host: str, port: int, *, max_body: int = 65536,
-                 max_head: int = MAX_HEAD, max_headers: int = MAX_HEADERS, max_url: int = MAX_URL,
-                 idle_timeout: float = 60.0, header_timeout: float = 10.0, body_timeout: float = 30.0,
-                 backlog: int = 2048, reuse_port: bool = False, raw: RawPath | None = None,
-                 on_date: Callable[[bytes], None] | None = None) -> None:
+    def __init__(
+        self,
+        fast: FastPath,
+        handler: Handler,
+        host: str,
+        port: int,
+        *,
+        max_body: int = 65536,
+        max_head: int = MAX_HEAD,
+        max_headers: int = MAX_HEADERS,
+        max_url: int = MAX_URL,
+        idle_timeout: float = 60.0,
+        header_timeout: float = 10.0,
+        body_timeout: float = 30.0,
+        backlog: int = 2048,
+        reuse_port: bool = False,
+        raw: RawPath | None = None,
+        on_date: Callable[[bytes], None] | None = None,
+    ) -> None:
         self.fast, self.handler = fast, handler
-        # ``raw`` (the C recogniser) applies the default limits; other limits keep every request here.
+        # ``raw`` (the C recogniser) applies the default
+        # limits; other limits keep every request here.
         default_limits = (max_head, max_headers, max_url) == (MAX_HEAD, MAX_HEADERS, MAX_URL)
         self.raw = raw if default_limits else None
         self.on_date = on_date
         self.host, self.port = host, port
-        self.max_body, self.max_head, self.max_headers, self.max_url = max_body, max_head, max_headers, max_url
+        self.max_body, self.max_head, self.max_headers, self.max_url = (
+            max_body,
+            max_head,
+            max_headers,
+            max_url,
+        )
         self.idle_timeout = idle_timeout
         self.header_timeout, self.body_timeout = header_timeout, body_timeout
         self.sweep_every = min(idle_timeout / 2, header_timeout / 4, body_timeout / 4)
-        self.idle_sweeps = max(2, math.ceil(idle_timeout / self.sweep_every))  # quiet sweeps before closing
+        self.idle_sweeps = max(
+            2, math.ceil(idle_timeout / self.sweep_every)
+        )  # quiet sweeps before closing
         self.backlog = backlog
         self.reuse_port = reuse_port
         self.connections: set[_Connection] = set()
@@ -135,9 +179,14 @@ class HTTPServer:
         self.time = loop.time
         self._tick_date()
         self._sweep_timer = loop.call_later(self.sweep_every, self._sweep)
-        self._server = await loop.create_server(lambda: _Connection(self), self.host, self.port,
-                                                backlog=self.backlog, reuse_address=True,
-                                                reuse_port=self.reuse_port or None)
+        self._server = await loop.create_server(
+            lambda: _Connection(self),
+            self.host,
+            self.port,
+            backlog=self.backlog,
+            reuse_address=True,
+            reuse_port=self.reuse_port or None,
+        )
         if self.port == 0:
             self.port = self._server.sockets[0].getsockname()[1]
 
@@ -285,8 +334,11 @@ class _Connection(asyncio.Protocol):
             else:
                 self.head_raw += len(data)
                 if self.head_raw > self.server.max_head:
-                    self._fail(431, "request_header_fields_too_large",
-                               f"request line and headers exceed {self.server.max_head} bytes")
+                    self._fail(
+                        431,
+                        "request_header_fields_too_large",
+                        f"request line and headers exceed {self.server.max_head} bytes",
+                    )
 
     def pause_writing(self) -> None:
         # The client does not read its answers: stop reading its requests until it does.
@@ -323,17 +375,23 @@ class _Connection(asyncio.Protocol):
         headers = self.headers
         headers.append((name.lower(), value))
         if self.head_len > self.server.max_head or len(headers) > self.server.max_headers:
-            raise _Limit(431, "request_header_fields_too_large",
-                         f"request line and headers exceed {self.server.max_head} bytes "
-                         f"or {self.server.max_headers} fields")
+            raise _Limit(
+                431,
+                "request_header_fields_too_large",
+                f"request line and headers exceed {self.server.max_head} bytes "
+                f"or {self.server.max_headers} fields",
+            )
 
     def on_headers_complete(self) -> None:
         self.in_head = False
         self.head_deadline = 0.0
         version = self.parser.get_http_version() if self.parser is not None else "1.1"
         if not version.startswith("1."):  # llhttp takes "GET /path" with no version as HTTP/0.9
-            raise _Limit(400, "bad_request",
-                         f"HTTP/{version} is not served: the request line must end in HTTP/1.0 or HTTP/1.1")
+            raise _Limit(
+                400,
+                "bad_request",
+                f"HTTP/{version} is not served: the request line must end in HTTP/1.0 or HTTP/1.1",
+            )
         for name, value in self.headers:
             if name == b"content-length":
                 try:
@@ -341,19 +399,29 @@ class _Connection(asyncio.Protocol):
                 except ValueError:
                     raise _Limit(400, "bad_request", "invalid Content-Length") from None
                 if size > self.server.max_body:
-                    raise _Limit(413, "body_too_large",
-                                 f"request body is {size} bytes, the limit is {self.server.max_body}")
+                    raise _Limit(
+                        413,
+                        "body_too_large",
+                        f"request body is {size} bytes, the limit is {self.server.max_body}",
+                    )
                 if size:
                     self.body_deadline = self.server.time() + self.server.body_timeout
             elif name == b"transfer-encoding":
                 self.body_deadline = self.server.time() + self.server.body_timeout
-            elif name == b"expect" and value.lower() == b"100-continue" and not self.busy and not self.queue:
+            elif (
+                name == b"expect"
+                and value.lower() == b"100-continue"
+                and not self.busy
+                and not self.queue
+            ):
                 self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
         self.body_len += len(body)
         if self.body_len > self.server.max_body:
-            raise _Limit(413, "body_too_large", f"request body exceeds {self.server.max_body} bytes")
+            raise _Limit(
+                413, "body_too_large", f"request body exceeds {self.server.max_body} bytes"
+            )
         self.body.append(body)
 
     def on_message_complete(self) -> None:
@@ -391,14 +459,21 @@ class _Connection(asyncio.Protocol):
         except Exception:
             log.exception("dispatch failed")
             status, retry_after = 500, None
-            body = b'{"error":"internal_error","detail":"the dispatcher failed to answer; see its log"}'
+            body = (
+                b'{"error":"internal_error","detail":"the '
+                b'dispatcher failed to answer; see its log"}'
+            )
         extra = b"" if retry_after is None else b"retry-after: %b\r\n" % retry_after.encode()
         if keep_alive:
-            self.transport.write(b"%b%b%b%bcontent-length: %d\r\n\r\n%b" % (
-                _status_line(status), _Date.line, _JSON_HEAD, extra, len(body), body))
+            self.transport.write(
+                b"%b%b%b%bcontent-length: %d\r\n\r\n%b"
+                % (_status_line(status), _Date.line, _JSON_HEAD, extra, len(body), body)
+            )
         else:
-            self.transport.write(b"%b%b%b%bconnection: close\r\ncontent-length: %d\r\n\r\n%b" % (
-                _status_line(status), _Date.line, _JSON_HEAD, extra, len(body), body))
+            self.transport.write(
+                b"%b%b%b%bconnection: close\r\ncontent-length: %d\r\n\r\n%b"
+                % (_status_line(status), _Date.line, _JSON_HEAD, extra, len(body), body)
+            )
             self._close()
 
     def _fail(self, status: int, slug: str, detail: str) -> None:
@@ -413,7 +488,8 @@ class _Connection(asyncio.Protocol):
 
     def _answer_and_linger(self, answer: bytes) -> None:
         """Write a final answer, then close gently: closing with unread request bytes would
-        send a reset that can destroy the answer before the client reads it (nginx's lingering close)."""
+        send a reset that can destroy the answer before the client reads it (nginx's lingering
+        close)."""
         transport = self.transport
         transport.write(answer)
         if not transport.can_write_eof():
@@ -436,7 +512,11 @@ class _Connection(asyncio.Protocol):
     async def _run_handler(self, req: _Request) -> None:
         try:
             response = await self.server.handler(self._request(req))
-            answer = self._head(req, response) if response.stream is not None else self._whole(req, response)
+            answer = (
+                self._head(req, response)
+                if response.stream is not None
+                else self._whole(req, response)
+            )
         except Exception:
             log.exception("request %s %r failed", req.method, req.url)
             answer = _error(500, "internal_error", "the dispatcher failed to answer; see its log")
@@ -505,38 +585,60 @@ class _Connection(asyncio.Protocol):
             parsed = httptools.parse_url(url)
             url = (parsed.path or b"/") + (b"?" + parsed.query if parsed.query else b"")
         raw_path, _, qs = url.partition(b"?")
-        return Request(req.method, unquote(raw_path.decode("latin-1")), qs, req.headers, req.body, self.peer)
+        return Request(
+            req.method, unquote(raw_path.decode("latin-1")), qs, req.headers, req.body, self.peer
+        )
 
     @staticmethod
     def _whole(req: _Request, response: Response) -> bytes:
         """The whole answer for a response with a body."""
-        head = b"".join(b"%b: %b\r\n" % (k, v) for k, v in response.headers if k.lower() not in _DROP)
+        head = b"".join(
+            b"%b: %b\r\n" % (k, v) for k, v in response.headers if k.lower() not in _DROP
+        )
         body = response.body
         conn = b"" if req.keep_alive else b"connection: close\r\n"
         return b"%b%b%b%bcontent-length: %d\r\n\r\n%b" % (
-            _status_line(response.status), _Date.line, head, conn, len(body),
-            b"" if req.method == "HEAD" else body)
+            _status_line(response.status),
+            _Date.line,
+            head,
+            conn,
+            len(body),
+            b"" if req.method == "HEAD" else body,
+        )
 
     @staticmethod
     def _head(req: _Request, response: Response) -> bytes:
         """The head of a streamed answer (chunked framing)."""
-        head = b"".join(b"%b: %b\r\n" % (k, v) for k, v in response.headers if k.lower() not in _DROP)
+        head = b"".join(
+            b"%b: %b\r\n" % (k, v) for k, v in response.headers if k.lower() not in _DROP
+        )
         conn = b"" if req.keep_alive else b"connection: close\r\n"
         return b"%b%b%b%btransfer-encoding: chunked\r\n\r\n" % (
-            _status_line(response.status), _Date.line, head, conn)
+            _status_line(response.status),
+            _Date.line,
+            head,
+            conn,
+        )
 
     # ------------------------------------------------------------ closing
 
     def sweep(self, now: float) -> None:
-        """Called by the server's sweep timer: enforce the head/body deadlines and the idle timeout."""
+        """Called by the server's sweep timer: enforce
+        the head/body deadlines and the idle timeout."""
         if self.closing:
             return
         if self.head_deadline and now > self.head_deadline:
-            self._fail(408, "request_timeout",
-                       f"request head not received within {self.server.header_timeout:g} s")
+            self._fail(
+                408,
+                "request_timeout",
+                f"request head not received within {self.server.header_timeout:g} s",
+            )
         elif self.body_deadline and now > self.body_deadline:
-            self._fail(408, "request_timeout",
-                       f"request body not received within {self.server.body_timeout:g} s")
+            self._fail(
+                408,
+                "request_timeout",
+                f"request body not received within {self.server.body_timeout:g} s",
+            )
         elif self.active or self.busy or self.queue:
             self.active = False
             self.quiet = 0
@@ -580,4 +682,3 @@ async def _close_stream(stream: AsyncIterator[bytes]) -> None:
 def _log_task_error(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("HTTP request task failed", exc_info=task.exception())
-

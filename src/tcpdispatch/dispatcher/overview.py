@@ -27,7 +27,9 @@ if TYPE_CHECKING:
     from tcpdispatch.dispatcher.pool import Gateway, Pool
     from tcpdispatch.dispatcher.rebalancer import Rebalancer
 
-_ENCODE = json.JSONEncoder(separators=(",", ":")).encode  # one encoder for every row (no per-call set-up)
+_ENCODE = json.JSONEncoder(
+    separators=(",", ":")
+).encode  # one encoder for every row (no per-call set-up)
 HISTORY = 300  # points (one per snapshot, about one a second: five minutes)
 # (bucket counts, sum of seconds) of every dispatch answer so far, over DISPATCH_BUCKETS
 Latency = Callable[[], tuple[Sequence[int], float]]
@@ -36,9 +38,17 @@ Latency = Callable[[], tuple[Sequence[int], float]]
 class Overview:
     """Snapshots of the pool, the rates and the rebalancer for the dashboard."""
 
-    def __init__(self, pool: Pool, stats: Stats, latency: Latency,
-                 rebalancer: Callable[[], Rebalancer | None], *, min_interval_s: float = 0.25,
-                 clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        pool: Pool,
+        stats: Stats,
+        latency: Latency,
+        rebalancer: Callable[[], Rebalancer | None],
+        *,
+        min_interval_s: float = 0.25,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
         self.pool, self.stats, self.latency, self.rebalancer = pool, stats, latency, rebalancer
         self.min_interval_s = min_interval_s
         self.clock, self.wall = clock, wall
@@ -67,11 +77,19 @@ class Overview:
         point = self._rates(now)
         head = {
             "at": round(self.wall(), 3),
-            "replica": None if rb is None else {"id": rb.holder, "leader": rb.leader,
-                                                "leader_id": rb.leader_id},
-            "policy": pool.policy, "panic": pool.panic, "counts": pool.counts(),
-            "rates": dict(zip(("at", "dispatch_per_s", "unavailable_per_s", "mean_ms", "p99_ms"), point,
-                              strict=True)),
+            "replica": None
+            if rb is None
+            else {"id": rb.holder, "leader": rb.leader, "leader_id": rb.leader_id},
+            "policy": pool.policy,
+            "panic": pool.panic,
+            "counts": pool.counts(),
+            "rates": dict(
+                zip(
+                    ("at", "dispatch_per_s", "unavailable_per_s", "mean_ms", "p99_ms"),
+                    point,
+                    strict=True,
+                )
+            ),
             "rebalance": rebalance,
         }
         return PoolView(head, self._encode_rows(goal), list(self.history))
@@ -115,8 +133,11 @@ class Overview:
         cfg = gw.config
         target = goal.get(gw.id)
         return {
-            "id": gw.id, "zone": getattr(cfg, "zone", None) or "default", "address": cfg.address,
-            "state": self._state(gw, now), "weight": cfg.weight,
+            "id": gw.id,
+            "zone": getattr(cfg, "zone", None) or "default",
+            "address": cfg.address,
+            "state": self._state(gw, now),
+            "weight": cfg.weight,
             "held": gw.load.reported,
             "capacity": cfg.capacity if cfg.capacity is not None else gw.reported_capacity,
             "target": None if target is None else round(target, 1),
@@ -131,8 +152,11 @@ class Overview:
         state = gw.state()
         if state == "down":
             return "panic" if self.pool.panic and gw.id in self.pool.in_rotation else "down"
-        if state == "up" and gw.up_since is not None and \
-                slow_start_factor(now - gw.up_since, self.pool.balancing) < 1.0:
+        if (
+            state == "up"
+            and gw.up_since is not None
+            and slow_start_factor(now - gw.up_since, self.pool.balancing) < 1.0
+        ):
             return "slow start"
         return state
 

@@ -38,7 +38,9 @@ log = logging.getLogger("tcpdispatch.dispatcher.pool")
 # Scheduled rebuilds may take at most about this share of the event loop: with 10,000 gateways a
 # rebuild costs ~20 ms, and health changes arriving every loop turn would otherwise starve dispatch.
 REBUILD_SHARE = 0.2
-PACE_ABOVE_S = 0.002  # rebuilds cheaper than this (pools of a few hundred) run in the same loop turn
+PACE_ABOVE_S = (
+    0.002  # rebuilds cheaper than this (pools of a few hundred) run in the same loop turn
+)
 
 
 @dataclass(slots=True, eq=False)
@@ -74,10 +76,17 @@ class Gateway:
 
     def view(self) -> GatewayView:
         return GatewayView(
-            id=self.id, host=self.config.host, port=self.config.port, weight=self.config.weight,
-            capacity=self.config.capacity, reported_capacity=self.reported_capacity,
-            healthy=self.health.up, draining=self.admin_drain or self.self_drain,
-            up_since=self.up_since, load=self.load, overloaded=self.overload.over,
+            id=self.id,
+            host=self.config.host,
+            port=self.config.port,
+            weight=self.config.weight,
+            capacity=self.config.capacity,
+            reported_capacity=self.reported_capacity,
+            healthy=self.health.up,
+            draining=self.admin_drain or self.self_drain,
+            up_since=self.up_since,
+            load=self.load,
+            overloaded=self.overload.over,
         )
 
     def state(self) -> str:
@@ -93,8 +102,9 @@ class Pool:
 
     ``clock`` is monotonic seconds (slow start and up_since use it); ``rng``
     is the pickers' generator, which the dispatcher's ticket signer and C hot path
-    share (default: a :class:`~tcpdispatch.rng.SplitMixRandom` seeded from the OS). ``on_targets`` is called with the active-check targets
-    whenever membership or checks change.
+    share (default: a :class:`~tcpdispatch.rng.SplitMixRandom` seeded from the OS).
+    ``on_targets`` is called with the active-check targets whenever membership or checks
+    change.
     Health, panic, drain and weight changes are published to ``events`` (the
     dashboard's feed) next to their log lines.
     """
@@ -205,8 +215,12 @@ class Pool:
         if gcfg.id in self.gateways:
             raise KeyError(gcfg.id)
         gw = self._upsert(gcfg, source)
-        self.events.publish("member", f"gateway {gcfg.id} joined the pool ({source})", gateway=gcfg.id,
-                            source=source)
+        self.events.publish(
+            "member",
+            f"gateway {gcfg.id} joined the pool ({source})",
+            gateway=gcfg.id,
+            source=source,
+        )
         self._targets_changed()
         self.rebuild()
         return gw
@@ -225,8 +239,13 @@ class Pool:
         old = gw.config.weight
         gw.config = replace(gw.config, weight=float(weight))
         if old != gw.config.weight:
-            self.events.publish("weight", f"gateway {gateway_id} weight {old:g} -> {weight:g}",
-                                gateway=gateway_id, weight=float(weight), previous=old)
+            self.events.publish(
+                "weight",
+                f"gateway {gateway_id} weight {old:g} -> {weight:g}",
+                gateway=gateway_id,
+                weight=float(weight),
+                previous=old,
+            )
         self.rebuild()
         return gw
 
@@ -262,7 +281,10 @@ class Pool:
         for gid, entry in entries.items():
             gw = self.gateways.get(gid)
             if gw is None or gw.config != entry.config or gw.source != entry.source:
-                if gw is None or (gw.config.address, gw.config.check) != (entry.config.address, entry.config.check):
+                if gw is None or (gw.config.address, gw.config.check) != (
+                    entry.config.address,
+                    entry.config.check,
+                ):
                     targets = True
                     if initial:
                         self._initial.add(gid)
@@ -281,8 +303,12 @@ class Pool:
         return changed or targets
 
     def _drain_event(self, gid: str, draining: bool, how: str) -> None:
-        self.events.publish("drain", f"gateway {gid} {'drained' if draining else 'undrained'} {how}",
-                            gateway=gid, draining=draining)
+        self.events.publish(
+            "drain",
+            f"gateway {gid} {'drained' if draining else 'undrained'} {how}",
+            gateway=gid,
+            draining=draining,
+        )
 
     def shared_state(self) -> list[SharedGateway]:
         """The admin-owned state of every gateway (seeds an empty shared store)."""
@@ -327,10 +353,19 @@ class Pool:
             self._log_transition(gw, now, "probe")
         elif not gw.ever_up and not gw.said_not_up and gw.health.failures >= gw.health.fall:
             gw.said_not_up = True
-            log.warning("gateway %s has not come up: %d probes in a row failed (fall = %d): %s",
-                        gw.id, gw.health.failures, gw.health.fall, gw.last_detail or "no detail")
-            self.events.publish("health", f"gateway {gw.id} has not come up: {gw.last_detail or 'no detail'}",
-                                gateway=gw.id, state="down")
+            log.warning(
+                "gateway %s has not come up: %d probes in a row failed (fall = %d): %s",
+                gw.id,
+                gw.health.failures,
+                gw.health.fall,
+                gw.last_detail or "no detail",
+            )
+            self.events.publish(
+                "health",
+                f"gateway {gw.id} has not come up: {gw.last_detail or 'no detail'}",
+                gateway=gw.id,
+                state="down",
+            )
         if result.ok:
             gw.last_ok = now
             if gw.config.check.startswith("agent://"):
@@ -364,12 +399,28 @@ class Pool:
         if h.up:
             gw.transitions["up"] += 1
             if gw.ever_up:
-                down_for = "" if gw.down_since is None else f", down for {now - gw.down_since:.1f} s"
-                log.info("gateway %s came back: %d %s in a row passed (rise = %d)%s",
-                         gw.id, h.successes, checks, h.rise, down_for)
-                self.events.publish("health", f"gateway {gw.id} came back{down_for}", gateway=gw.id, state="up")
+                down_for = (
+                    "" if gw.down_since is None else f", down for {now - gw.down_since:.1f} s"
+                )
+                log.info(
+                    "gateway %s came back: %d %s in a row passed (rise = %d)%s",
+                    gw.id,
+                    h.successes,
+                    checks,
+                    h.rise,
+                    down_for,
+                )
+                self.events.publish(
+                    "health", f"gateway {gw.id} came back{down_for}", gateway=gw.id, state="up"
+                )
             else:
-                log.info("gateway %s is up: %d %s in a row passed (rise = %d)", gw.id, h.successes, checks, h.rise)
+                log.info(
+                    "gateway %s is up: %d %s in a row passed (rise = %d)",
+                    gw.id,
+                    h.successes,
+                    checks,
+                    h.rise,
+                )
                 self.events.publish("health", f"gateway {gw.id} is up", gateway=gw.id, state="up")
             gw.ever_up = True
             gw.down_since = None
@@ -377,13 +428,18 @@ class Pool:
         gw.transitions["down"] += 1
         gw.down_since = now
         if how == "probe":
-            why = f"{h.failures} probes in a row failed (fall = {h.fall}): {gw.last_detail or 'no detail'}"
+            why = (
+                f"{h.failures} probes in a row failed (fall = {h.fall}): "
+                f"{gw.last_detail or 'no detail'}"
+            )
         elif how == "client":
             why = f"client reports and failed probes reached fall = {h.fall}"
         else:
             why = how
         log.warning("gateway %s went down: %s", gw.id, why)
-        self.events.publish("health", f"gateway {gw.id} went down: {why}", gateway=gw.id, state="down")
+        self.events.publish(
+            "health", f"gateway {gw.id} went down: {why}", gateway=gw.id, state="down"
+        )
 
     def _judge_overload(self, gw: Gateway, result: ProbeResult) -> bool:
         """Feed one good status to the gateway's overload judge; True when its state changed."""
@@ -392,16 +448,30 @@ class Pool:
         # event loop (busy, lag) is judged by that alone.
         own = result.busy is not None or result.lag_s is not None
         latency = 0.0 if own else max(result.latency_s, result.late_s)
-        if not gw.overload.observe(self._health_cfg.overload_thresholds, result.busy, result.lag_s, latency):
+        if not gw.overload.observe(
+            self._health_cfg.overload_thresholds, result.busy, result.lag_s, latency
+        ):
             return False
         self.overload_changes += 1
         if gw.overload.over:
-            log.warning("gateway %s is overloaded (%s): no new clients until it recovers",
-                        gw.id, gw.overload.reason)
+            log.warning(
+                "gateway %s is overloaded (%s): no new clients until it recovers",
+                gw.id,
+                gw.overload.reason,
+            )
         else:
-            log.info("gateway %s recovered from overload (%s): handing out again", gw.id, gw.overload.reason)
-        self.events.publish("overload", f"gateway {gw.id} {'is overloaded' if gw.overload.over else 'recovered'}"
-                            f" ({gw.overload.reason})", gateway=gw.id, overloaded=gw.overload.over)
+            log.info(
+                "gateway %s recovered from overload (%s): handing out again",
+                gw.id,
+                gw.overload.reason,
+            )
+        self.events.publish(
+            "overload",
+            f"gateway {gw.id} {'is overloaded' if gw.overload.over else 'recovered'}"
+            f" ({gw.overload.reason})",
+            gateway=gw.id,
+            overloaded=gw.overload.over,
+        )
         return True
 
     def _agent_load(self, gw: Gateway, result: ProbeResult) -> None:
@@ -469,9 +539,16 @@ class Pool:
             return
         if self._scheduled is None:
             cost = self._rebuild_cost
-            wait = self._rebuilt_at + cost / REBUILD_SHARE - loop.time() if cost >= PACE_ABOVE_S else 0.0
-            self._scheduled = (loop.call_soon(self._run_scheduled) if wait <= 0
-                               else loop.call_later(wait, self._run_scheduled))
+            wait = (
+                self._rebuilt_at + cost / REBUILD_SHARE - loop.time()
+                if cost >= PACE_ABOVE_S
+                else 0.0
+            )
+            self._scheduled = (
+                loop.call_soon(self._run_scheduled)
+                if wait <= 0
+                else loop.call_later(wait, self._run_scheduled)
+            )
 
     def _run_scheduled(self) -> None:
         self._scheduled = None
@@ -490,19 +567,34 @@ class Pool:
         if snap.panic != self.panic:
             self.panic_changes += 1
             if snap.panic:
-                # Before any probe has answered every gateway is down: that is start-up, not an alarm.
+                # Before any probe has answered every gateway
+                # is down: that is start-up, not an alarm.
                 known = any(g.ever_up or g.health.failures for g in self.gateways.values())
-                log.log(logging.WARNING if known else logging.INFO,
-                        "panic mode on: %d of %d non-draining gateways are healthy (below "
-                        "panic_threshold = %g)%s; handing out all %d", snap.healthy, snap.serving,
-                        self._settings.panic_threshold, "" if known else " before the first health checks",
-                        len(snap.candidates))
+                log.log(
+                    logging.WARNING if known else logging.INFO,
+                    "panic mode on: %d of %d non-draining gateways are healthy (below "
+                    "panic_threshold = %g)%s; handing out all %d",
+                    snap.healthy,
+                    snap.serving,
+                    self._settings.panic_threshold,
+                    "" if known else " before the first health checks",
+                    len(snap.candidates),
+                )
             else:
-                log.info("panic mode off: %d of %d non-draining gateways are healthy; handing out the "
-                         "healthy ones only", snap.healthy, snap.serving)
-            self.events.publish("panic", f"panic mode {'on' if snap.panic else 'off'}: {snap.healthy} of "
-                                f"{snap.serving} non-draining gateways are healthy",
-                                panic=snap.panic, healthy=snap.healthy, serving=snap.serving)
+                log.info(
+                    "panic mode off: %d of %d non-draining gateways are healthy; handing out the "
+                    "healthy ones only",
+                    snap.healthy,
+                    snap.serving,
+                )
+            self.events.publish(
+                "panic",
+                f"panic mode {'on' if snap.panic else 'off'}: {snap.healthy} of "
+                f"{snap.serving} non-draining gateways are healthy",
+                panic=snap.panic,
+                healthy=snap.healthy,
+                serving=snap.serving,
+            )
         self.panic = snap.panic
         self.in_rotation = frozenset(c.id for c in snap.candidates)
         self.overload_excluded = snap.overloaded
@@ -536,17 +628,25 @@ class Pool:
         known = any(g.ever_up or g.health.failures for g in self.gateways.values())
         for zone in sorted(panic ^ self.zone_panic):
             if zone in panic:
-                log.log(logging.WARNING if known else logging.INFO,"zone %s is in panic: too few of its gateways are healthy (below "
-                            "panic_threshold = %g); its clients go to other zones", zone,
-                            self._settings.panic_threshold)
+                log.log(
+                    logging.WARNING if known else logging.INFO,
+                    "zone %s is in panic: too few of its gateways are healthy (below "
+                    "panic_threshold = %g); its clients go to other zones",
+                    zone,
+                    self._settings.panic_threshold,
+                )
             else:
                 log.info("zone %s left panic: enough of its gateways are healthy again", zone)
         self.zone_panic = frozenset(panic)
         cfg = self._config
         return ZoneRouter(
-            pickers, zone_map=self._zone_map, declared=[z.name for z in cfg.zones],
-            spill_to={z.name: z.spill_to for z in cfg.zones}, spill_headroom=cfg.spill_headroom,
-            gateway_zone={g.id: g.config.zone for g in self.gateways.values()}, counters=self.zone_counters,
+            pickers,
+            zone_map=self._zone_map,
+            declared=[z.name for z in cfg.zones],
+            spill_to={z.name: z.spill_to for z in cfg.zones},
+            spill_headroom=cfg.spill_headroom,
+            gateway_zone={g.id: g.config.zone for g in self.gateways.values()},
+            counters=self.zone_counters,
         )
 
     def handed_out(self) -> list[Candidate]:
@@ -560,7 +660,9 @@ class Pool:
         return out
 
     def _new_picker(self, candidates: Iterable[Candidate]) -> Picker:
-        return self._factory(tuple(candidates), rng=self.rng, **policy_options(self._factory, self._settings))
+        return self._factory(
+            tuple(candidates), rng=self.rng, **policy_options(self._factory, self._settings)
+        )
 
     def _schedule_deadline(self, deadline: float | None, now: float) -> None:
         if self._deadline is not None:
@@ -587,10 +689,18 @@ class Pool:
         """JSON view of one gateway for ``GET /v1/gateways``."""
         cfg = gw.config
         return {
-            "id": gw.id, "address": cfg.address, "check": cfg.check, "weight": cfg.weight, "zone": cfg.zone,
-            "state": gw.state(), "healthy": gw.health.up, "draining": gw.admin_drain or gw.self_drain,
-            "admin_drain": gw.admin_drain, "source": gw.source,
-            "connections": gw.load.reported, "issued_since_report": gw.load.issued,
+            "id": gw.id,
+            "address": cfg.address,
+            "check": cfg.check,
+            "weight": cfg.weight,
+            "zone": cfg.zone,
+            "state": gw.state(),
+            "healthy": gw.health.up,
+            "draining": gw.admin_drain or gw.self_drain,
+            "admin_drain": gw.admin_drain,
+            "source": gw.source,
+            "connections": gw.load.reported,
+            "issued_since_report": gw.load.issued,
             "capacity": cfg.capacity if cfg.capacity is not None else gw.reported_capacity,
             "headroom": gw.load.headroom,
             "utilization": gw.load.utilization,

@@ -134,21 +134,40 @@ class Rebalancer:
         leader = s.mode != "off" and await self.store.lease(LEASE, self.holder, s.lease_ttl_s)
         if leader != self.leader:
             self.leader = leader
-            log.info("rebalance: this replica (%s) %s the leader", self.holder, "is now" if leader else "is no longer")
-            self.events.publish("leader", f"replica {self.holder} {'leads' if leader else 'no longer leads'} "
-                                "rebalancing", replica=self.holder, leader=leader)
+            log.info(
+                "rebalance: this replica (%s) %s the leader",
+                self.holder,
+                "is now" if leader else "is no longer",
+            )
+            self.events.publish(
+                "leader",
+                f"replica {self.holder} {'leads' if leader else 'no longer leads'} rebalancing",
+                replica=self.holder,
+                leader=leader,
+            )
             if leader:
                 self.leader_id = self.holder
                 with contextlib.suppress(StoreUnavailable):  # only for display on other replicas
                     await self.store.set_control("leader", self.holder)
         await self._read_switches()
-        dispatched, unavailable, placed = self.stats.dispatched, self.stats.unavailable, self.moves_placed
+        dispatched, unavailable, placed = (
+            self.stats.dispatched,
+            self.stats.unavailable,
+            self.moves_placed,
+        )
         d_ok, d_503 = dispatched - self._counts[0], unavailable - self._counts[1]
         arrivals = max(0, d_ok - (placed - self._counts[2]))
         self._counts = (dispatched, unavailable, placed)
         now = self.clock()
-        decision = self.planner.tick(now, self.loads(), leader=leader, panic=self.pool.panic,
-                                     dispatched=d_ok, unavailable=d_503, arrivals=arrivals)
+        decision = self.planner.tick(
+            now,
+            self.loads(),
+            leader=leader,
+            panic=self.pool.panic,
+            dispatched=d_ok,
+            unavailable=d_503,
+            arrivals=arrivals,
+        )
         for event in decision.events:
             log.info("rebalance: %s", event)
             self.events.publish("rebalance", event)
@@ -194,17 +213,28 @@ class Rebalancer:
             headers = {}
             if self.settings.gateway_admin_token:
                 headers["Authorization"] = f"Bearer {self.settings.gateway_admin_token}"
-            body = {"count": order.count, "window_s": order.window_s, "min_age_s": order.min_age_s,
-                    "reason": f"rebalance round {self.planner.round.id if self.planner.round else '-'}"}
+            body = {
+                "count": order.count,
+                "window_s": order.window_s,
+                "min_age_s": order.min_age_s,
+                "reason": f"rebalance round {self.planner.round.id if self.planner.round else '-'}",
+            }
             try:
                 async with self._http.post(url, json=body, headers=headers) as resp:
                     doc = await resp.json(content_type=None) if resp.status == 202 else None
-                    if resp.status == 202 and isinstance(doc, dict) and isinstance(doc.get("shedding"), int):
+                    if (
+                        resp.status == 202
+                        and isinstance(doc, dict)
+                        and isinstance(doc.get("shedding"), int)
+                    ):
                         accepted = doc["shedding"]
                     else:
                         detail = f"HTTP {resp.status}" + (
-                            " (set [rebalance] gateway_admin_token_file to the gateways' admin token)"
-                            if resp.status in (401, 403) else "")
+                            " (set [rebalance] gateway_admin_token_file "
+                            "to the gateways' admin token)"
+                            if resp.status in (401, 403)
+                            else ""
+                        )
             except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
                 detail = f"{type(exc).__name__}: {exc}"
         event = self.planner.shed_result(order, accepted, self.clock(), detail)
@@ -217,20 +247,35 @@ class Rebalancer:
             self.events.publish("rebalance", event, gateway=order.gateway)
         elif accepted:
             self._young.discard(order.gateway)
-            log.info("rebalance: round %s: %s sheds %d of %d asked over %.1fs (held %d, target %.0f)",
-                     self.planner.round.id if self.planner.round else "-", order.gateway, accepted,
-                     order.count, order.window_s, order.held, order.target)
-            self.events.publish("rebalance", f"{order.gateway} sheds {accepted} of {order.count} asked "
-                                f"(held {order.held}, target {order.target:.0f})", gateway=order.gateway)
+            log.info(
+                "rebalance: round %s: %s sheds %d of %d asked over %.1fs (held %d, target %.0f)",
+                self.planner.round.id if self.planner.round else "-",
+                order.gateway,
+                accepted,
+                order.count,
+                order.window_s,
+                order.held,
+                order.target,
+            )
+            self.events.publish(
+                "rebalance",
+                f"{order.gateway} sheds {accepted} of {order.count} asked "
+                f"(held {order.held}, target {order.target:.0f})",
+                gateway=order.gateway,
+            )
         elif order.gateway not in self._young:
             self._young.add(order.gateway)
-            log.info("rebalance: %s has no session older than %.0fs left to shed; waiting",
-                     order.gateway, order.min_age_s)
+            log.info(
+                "rebalance: %s has no session older than %.0fs left to shed; waiting",
+                order.gateway,
+                order.min_age_s,
+            )
 
     # ------------------------------------------------------------ placement (any replica)
 
     def place(self, candidates: Sequence[Candidate], leaving: str, k: int) -> list[Candidate]:
-        """Gateways for a client leaving ``leaving`` (see :mod:`.placement`); empty: use the picker."""
+        """Gateways for a client leaving ``leaving`` (see
+        :mod:`.placement`); empty: use the picker."""
         chosen = place(candidates, self.planner.goal, self.planner.donors, leaving, k, self.rng)
         if chosen:
             self.moves_placed += 1
@@ -247,8 +292,11 @@ class Rebalancer:
 
     def _paused_event(self, paused: bool) -> None:
         log.info("rebalance: %s by the operator", "paused" if paused else "resumed")
-        self.events.publish("rebalance", f"rebalancing {'paused' if paused else 'resumed'} by the operator",
-                            paused=paused)
+        self.events.publish(
+            "rebalance",
+            f"rebalancing {'paused' if paused else 'resumed'} by the operator",
+            paused=paused,
+        )
 
     async def trigger(self) -> None:
         """Start a round at the leader's next tick; raises StoreUnavailable."""
@@ -262,12 +310,31 @@ class Rebalancer:
     def describe(self) -> dict[str, Any]:
         """JSON for ``GET /v1/rebalance``."""
         doc = self.planner.describe(self.clock())
-        doc.update(leader=self.leader, leader_replica=self.leader_id, replica=self.holder, moves_placed_here=self.moves_placed,
-                   moves_accepted=self.moves_accepted, order_failures=self.order_failures,
-                   settings={k: getattr(self.settings, k) for k in (
-                       "interval_s", "rel_threshold", "abs_threshold", "stop_within", "moves_per_s",
-                       "per_donor_per_s", "min_session_age_s", "settle_s", "breaker_cooldown_s",
-                       "max_error_rate", "lost_ratio", "lease_ttl_s")})
+        doc.update(
+            leader=self.leader,
+            leader_replica=self.leader_id,
+            replica=self.holder,
+            moves_placed_here=self.moves_placed,
+            moves_accepted=self.moves_accepted,
+            order_failures=self.order_failures,
+            settings={
+                k: getattr(self.settings, k)
+                for k in (
+                    "interval_s",
+                    "rel_threshold",
+                    "abs_threshold",
+                    "stop_within",
+                    "moves_per_s",
+                    "per_donor_per_s",
+                    "min_session_age_s",
+                    "settle_s",
+                    "breaker_cooldown_s",
+                    "max_error_rate",
+                    "lost_ratio",
+                    "lease_ttl_s",
+                )
+            },
+        )
         return doc
 
     def imbalance(self) -> tuple[float, float]:
@@ -280,9 +347,17 @@ def _load(gw: Gateway, balancing: BalancerSettings, now: float) -> GatewayLoad:
     ramp = 1.0
     if gw.health.up and gw.up_since is not None:
         ramp = slow_start_factor(now - gw.up_since, balancing)
-    return GatewayLoad(gw.id, gw.load.reported, gw.config.weight, limit, gw.state(), ramp,
-                       shed_url(gw.config.check) is not None, leaving=min(gw.leaving, gw.load.reported),
-                       zone=gw.config.zone)
+    return GatewayLoad(
+        gw.id,
+        gw.load.reported,
+        gw.config.weight,
+        limit,
+        gw.state(),
+        ramp,
+        shed_url(gw.config.check) is not None,
+        leaving=min(gw.leaving, gw.load.reported),
+        zone=gw.config.zone,
+    )
 
 
 __all__ = ["LEASE", "Rebalancer", "shed_url"]

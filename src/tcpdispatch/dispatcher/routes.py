@@ -49,9 +49,13 @@ class HTTPError(TcpDispatchError):
         self.headers = headers or []
 
 
-ENABLE_ADMIN = ("set [dispatcher] admin_token_file (or the TCPDISPATCH_ADMIN_TOKEN environment variable) "
-                "then reload the dispatcher (SIGHUP) or restart it")
-ENABLE_PUSH = "set [dispatcher] push_token_file (or admin_token_file) and reload the dispatcher (SIGHUP)"
+ENABLE_ADMIN = (
+    "set [dispatcher] admin_token_file (or the TCPDISPATCH_ADMIN_TOKEN environment variable) "
+    "then reload the dispatcher (SIGHUP) or restart it"
+)
+ENABLE_PUSH = (
+    "set [dispatcher] push_token_file (or admin_token_file) and reload the dispatcher (SIGHUP)"
+)
 
 
 class Router:
@@ -103,7 +107,11 @@ class Router:
         self.ui = StaticFiles()
         self.overview = Overview(pool, service.stats, service.answer_times, lambda: rebalance)
         self.per_gateway: dict[str, dict[str, Handler]] = {
-            "": {"GET": self.get_gateway, "PATCH": self.patch_gateway, "DELETE": self.delete_gateway},
+            "": {
+                "GET": self.get_gateway,
+                "PATCH": self.patch_gateway,
+                "DELETE": self.delete_gateway,
+            },
             "drain": {"POST": self.drain},
             "undrain": {"POST": self.undrain},
         }
@@ -118,7 +126,7 @@ class Router:
         route = self.static.get(path)
         args: tuple[str, ...] = ()
         if route is None and path.startswith("/v1/gateways/"):
-            gid, _, action = path[len("/v1/gateways/"):].partition("/")
+            gid, _, action = path[len("/v1/gateways/") :].partition("/")
             route = self.per_gateway.get(action)
             args = (gid,)
         elif route is None and path.startswith("/ui/"):
@@ -128,14 +136,21 @@ class Router:
                 raise HTTPError(404, "not_found", f"no route for {path}")
             # HEAD on /v1/dispatch would issue a ticket and count a dispatch: only GET is allowed.
             handler = route.get(method) or (
-                route.get("GET") if method == "HEAD" and path != "/v1/dispatch" else None)
+                route.get("GET") if method == "HEAD" and path != "/v1/dispatch" else None
+            )
             if handler is None:
                 allow = ", ".join(sorted(route)).encode()
-                raise HTTPError(405, "method_not_allowed", f"{method} is not allowed on {path}",
-                                [(b"allow", allow)])
+                raise HTTPError(
+                    405,
+                    "method_not_allowed",
+                    f"{method} is not allowed on {path}",
+                    [(b"allow", allow)],
+                )
             response = await handler(req, *args)
         except HTTPError as exc:
-            response = Response(exc.status, [*JSON_HEADERS, *exc.headers], error_body(exc.error, exc.detail))
+            response = Response(
+                exc.status, [*JSON_HEADERS, *exc.headers], error_body(exc.error, exc.detail)
+            )
         if path != "/v1/dispatch":  # dispatches have their own counters
             route_key = "/ui/{file}" if path.startswith("/ui/") else "/v1/gateways/{id}"
             key = (path if not args else route_key, response.status)
@@ -146,8 +161,14 @@ class Router:
 
     async def dispatch(self, req: Request) -> Response:
         """GET /v1/dispatch when it reaches the router (e.g. an absolute-form request target)."""
-        status, retry_after, body = self.service.dispatch_bytes(req.query, req.client[0], req.headers)
-        headers = JSON_HEADERS if retry_after is None else [*JSON_HEADERS, (b"retry-after", retry_after.encode())]
+        status, retry_after, body = self.service.dispatch_bytes(
+            req.query, req.client[0], req.headers
+        )
+        headers = (
+            JSON_HEADERS
+            if retry_after is None
+            else [*JSON_HEADERS, (b"retry-after", retry_after.encode())]
+        )
         return Response(status, headers, body)
 
     # ------------------------------------------------------------ helpers
@@ -156,11 +177,18 @@ class Router:
         """Secure by default: no token configured refuses everyone (403, saying how to enable
         it); otherwise a missing or wrong ``Authorization: Bearer`` is 401."""
         if not token:
-            raise HTTPError(403, "forbidden", f"{what} is disabled because no token is configured; "
-                                              f"to enable it, {enable}")
+            raise HTTPError(
+                403,
+                "forbidden",
+                f"{what} is disabled because no token is configured; to enable it, {enable}",
+            )
         if not check_bearer(req.header(b"authorization") or b"", token):
-            raise HTTPError(401, "unauthorized", f"{what} requires 'Authorization: Bearer <token>'",
-                            [(b"www-authenticate", b'Bearer realm="tcpdispatch"')])
+            raise HTTPError(
+                401,
+                "unauthorized",
+                f"{what} requires 'Authorization: Bearer <token>'",
+                [(b"www-authenticate", b'Bearer realm="tcpdispatch"')],
+            )
 
     def _admin(self, req: Request) -> None:
         self._bearer(req, self.config.admin_token, "the admin API", ENABLE_ADMIN)
@@ -172,12 +200,17 @@ class Router:
         if cfg.read_token is None:
             return
         given = req.header(b"authorization") or b""
-        if check_bearer(given, cfg.read_token) or (cfg.admin_token and check_bearer(given, cfg.admin_token)):
+        if check_bearer(given, cfg.read_token) or (
+            cfg.admin_token and check_bearer(given, cfg.admin_token)
+        ):
             return
-        raise HTTPError(401, "unauthorized",
-                        "this endpoint requires 'Authorization: Bearer <token>' with the read token "
-                        "(read_token_file) or the admin token",
-                        [(b"www-authenticate", b'Bearer realm="tcpdispatch"')])
+        raise HTTPError(
+            401,
+            "unauthorized",
+            "this endpoint requires 'Authorization: Bearer <token>' with the read token "
+            "(read_token_file) or the admin token",
+            [(b"www-authenticate", b'Bearer realm="tcpdispatch"')],
+        )
 
     def _body(self, req: Request) -> Any:
         """Decode a JSON object body, enforcing the size limit and the content type."""
@@ -205,10 +238,13 @@ class Router:
         try:
             ok = await op
         except StoreUnavailable as exc:
-            raise HTTPError(503, "store_unavailable",
-                            f"{exc}; admin changes are refused until it returns "
-                            "(dispatching continues from the last known state)",
-                            [(b"retry-after", b"1")]) from None
+            raise HTTPError(
+                503,
+                "store_unavailable",
+                f"{exc}; admin changes are refused until it returns "
+                "(dispatching continues from the last known state)",
+                [(b"retry-after", b"1")],
+            ) from None
         if not ok:
             raise missing
 
@@ -227,8 +263,11 @@ class Router:
     async def list_gateways(self, req: Request) -> Response:
         self._reader(req)
         pool = self.pool
-        doc: dict[str, Any] = {"policy": pool.policy, "panic": pool.panic,
-                               "gateways": [pool.describe(g) for g in pool.gateways.values()]}
+        doc: dict[str, Any] = {
+            "policy": pool.policy,
+            "panic": pool.panic,
+            "gateways": [pool.describe(g) for g in pool.gateways.values()],
+        }
         if pool.zones is not None:
             doc["zones"] = zone_summary(pool)
         return json_response(200, doc)
@@ -257,14 +296,27 @@ class Router:
         self._admin(req)
         self._gateway(gid)
         doc = self._body(req)
-        unknown = sorted(set(doc) - {"weight", "zone"}) if isinstance(doc, dict) else ["(not an object)"]
+        unknown = (
+            sorted(set(doc) - {"weight", "zone"}) if isinstance(doc, dict) else ["(not an object)"]
+        )
         if unknown or not doc:
-            raise HTTPError(400, "bad_request", f"unknown field {unknown[0]!r}; only 'weight' and 'zone' can "
-                            "be changed" if unknown else "give 'weight' and/or 'zone'")
+            raise HTTPError(
+                400,
+                "bad_request",
+                f"unknown field {unknown[0]!r}; only 'weight' and 'zone' can be changed"
+                if unknown
+                else "give 'weight' and/or 'zone'",
+            )
         w = doc.get("weight")
-        if w is not None and (isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w)
-                              or not 0 <= w <= 1_000_000):
-            raise HTTPError(400, "bad_request", f"weight must be a number from 0 to 1000000, got {w!r}")
+        if w is not None and (
+            isinstance(w, bool)
+            or not isinstance(w, (int, float))
+            or not math.isfinite(w)
+            or not 0 <= w <= 1_000_000
+        ):
+            raise HTTPError(
+                400, "bad_request", f"weight must be a number from 0 to 1000000, got {w!r}"
+            )
         zone = doc.get("zone")
         if "zone" in doc and (why := zone_name_problem(zone)):
             raise HTTPError(400, "bad_request", f"zone {why}, got {zone!r}")
@@ -272,7 +324,9 @@ class Router:
             await self._write(self.store.set_weight(gid, float(w)), self._unknown(gid))
         if zone is not None:
             await self._write(self.store.set_zone(gid, zone), self._unknown(gid))
-        gw = self._gateway(gid)  # again: a store sync may have removed it while we awaited the write
+        gw = self._gateway(
+            gid
+        )  # again: a store sync may have removed it while we awaited the write
         if w is not None:
             gw = self.pool.set_weight(gid, float(w))
             log.info("admin: gateway %s weight -> %s", gid, w)
@@ -307,7 +361,9 @@ class Router:
     async def reload(self, req: Request) -> Response:
         self._admin(req)
         if self.reload_hook is None:
-            raise HTTPError(409, "no_config_file", "this dispatcher was not started from a config file")
+            raise HTTPError(
+                409, "no_config_file", "this dispatcher was not started from a config file"
+            )
         ok, detail = await self.reload_hook()
         if not ok:
             raise HTTPError(422, "reload_refused", detail)
@@ -348,14 +404,26 @@ class Router:
         gw = pool.get(gid)
         if gw is None:
             if not self.config.register_unknown:
-                raise HTTPError(404, "unknown_gateway",
-                                f"gateway {gid!r} is not in the pool and register_unknown is off")
+                raise HTTPError(
+                    404,
+                    "unknown_gateway",
+                    f"gateway {gid!r} is not in the pool and register_unknown is off",
+                )
             try:
-                gcfg = parse_gateway({"id": gid, "address": result.address or "", "check": "push",
-                                      "zone": zone or DEFAULT_ZONE},
-                                     file="heartbeat", prefix="heartbeat")
+                gcfg = parse_gateway(
+                    {
+                        "id": gid,
+                        "address": result.address or "",
+                        "check": "push",
+                        "zone": zone or DEFAULT_ZONE,
+                    },
+                    file="heartbeat",
+                    prefix="heartbeat",
+                )
             except ConfigError as exc:
-                raise HTTPError(400, "bad_status", f"cannot register {gid!r}: {exc.reason}") from None
+                raise HTTPError(
+                    400, "bad_status", f"cannot register {gid!r}: {exc.reason}"
+                ) from None
             try:  # registration is shared too, but a Redis outage must not refuse heartbeats
                 await self.store.add(SharedGateway(gcfg, "push"))
             except StoreUnavailable:
@@ -363,7 +431,9 @@ class Router:
             gw = pool.get(gid) or pool.add(gcfg, "push")
             log.info("push: registered gateway %s at %s", gid, gcfg.address)
         elif not gw.push:
-            raise HTTPError(409, "not_push", f"gateway {gid!r} is checked by {gw.config.check}, not push")
+            raise HTTPError(
+                409, "not_push", f"gateway {gid!r} is checked by {gw.config.check}, not push"
+            )
         elif zone is not None and gw.config.zone != zone:
             try:
                 await self.store.set_zone(gid, zone)
@@ -409,8 +479,12 @@ class Router:
             else:
                 await rb.set_paused(action == "pause")
         except StoreUnavailable as exc:
-            raise HTTPError(503, "store_unavailable", f"{exc}; the switch is shared through it",
-                            [(b"retry-after", b"1")]) from None
+            raise HTTPError(
+                503,
+                "store_unavailable",
+                f"{exc}; the switch is shared through it",
+                [(b"retry-after", b"1")],
+            ) from None
         log.info("admin: rebalance %s", action)
         return json_response(202 if action == "trigger" else 200, rb.describe())
 
@@ -432,8 +506,12 @@ class Router:
         self._reader(req)
         bus = self.pool.events
         if len(bus.subscribers) >= MAX_STREAMS:
-            raise HTTPError(503, "too_many_streams", f"{MAX_STREAMS} event streams are open already",
-                            [(b"retry-after", b"5")])
+            raise HTTPError(
+                503,
+                "too_many_streams",
+                f"{MAX_STREAMS} event streams are open already",
+                [(b"retry-after", b"5")],
+            )
         return Response(200, SSE_HEADERS, stream=sse_stream(bus, self.overview.snapshot))
 
     async def metrics(self, req: Request) -> Response:
@@ -443,8 +521,13 @@ class Router:
 
     async def healthz(self, req: Request) -> Response:
         pool = self.pool
-        doc = {"status": "ok", "policy": pool.policy, "gateways": pool.counts(), "panic": pool.panic,
-               "hot_path": self.service.hot_path}
+        doc = {
+            "status": "ok",
+            "policy": pool.policy,
+            "gateways": pool.counts(),
+            "panic": pool.panic,
+            "hot_path": self.service.hot_path,
+        }
         if self.store.shared:
             doc["store"] = self.store.describe()
         return json_response(200, doc)

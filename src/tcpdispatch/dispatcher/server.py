@@ -1,4 +1,5 @@
-"""Dispatcher process lifecycle: one asyncio loop runs the HTTP server, the health checker and signals.
+"""Dispatcher process lifecycle: one asyncio loop runs the HTTP server, the health checker
+and signals.
 
 The server is the composition root: it builds the pool, the store, the push
 tracker, the rebalancer, the :class:`DispatchService` and the :class:`Router`,
@@ -39,8 +40,13 @@ log = logging.getLogger("tcpdispatch.dispatcher")
 class DispatcherServer:
     """Owns the pool, service, router, health checker, push TTL loop and the HTTP server."""
 
-    def __init__(self, config: DispatcherConfig, *, config_path: Path | None = None,
-                 listen: tuple[str, int] | None = None) -> None:
+    def __init__(
+        self,
+        config: DispatcherConfig,
+        *,
+        config_path: Path | None = None,
+        listen: tuple[str, int] | None = None,
+    ) -> None:
         if listen is not None:
             config = replace(config, listen_host=listen[0], listen_port=listen[1])
         self.config = config
@@ -49,14 +55,27 @@ class DispatcherServer:
         self.checker: StatusMonitor | None = None
         self.events = EventBus()  # what the dashboard's /v1/events stream carries
         self.store = make_store(config.store)
-        self.pool = Pool(config, on_targets=self._set_targets, shared=self.store.shared, events=self.events)
+        self.pool = Pool(
+            config, on_targets=self._set_targets, shared=self.store.shared, events=self.events
+        )
         self.tracker = PushTracker(config.health.ttl)
         self.stats = Stats()
-        self.rebalancer = Rebalancer(config.rebalance, self.pool, self.stats, self.store, events=self.events)
-        self.service = DispatchService(config, self.pool, stats=self.stats, rebalance=self.rebalancer)
-        self.router = Router(config, self.pool, self.service, store=self.store, tracker=self.tracker,
-                             rebalance=self.rebalancer, reload=self.reload if config_path else None,
-                             on_passive=self._on_passive)
+        self.rebalancer = Rebalancer(
+            config.rebalance, self.pool, self.stats, self.store, events=self.events
+        )
+        self.service = DispatchService(
+            config, self.pool, stats=self.stats, rebalance=self.rebalancer
+        )
+        self.router = Router(
+            config,
+            self.pool,
+            self.service,
+            store=self.store,
+            tracker=self.tracker,
+            rebalance=self.rebalancer,
+            reload=self.reload if config_path else None,
+            on_passive=self._on_passive,
+        )
         self._stop = asyncio.Event()
         self._tasks: set[asyncio.Task[tuple[bool, str]]] = set()
         self._reload_lock = asyncio.Lock()  # SIGHUP and POST /v1/reload must not interleave
@@ -77,7 +96,8 @@ class DispatcherServer:
 
     def _store_hooks(self) -> StoreHooks:
         return StoreHooks(
-            snapshot=self.pool.shared_state, apply=self._apply_shared,
+            snapshot=self.pool.shared_state,
+            apply=self._apply_shared,
             heartbeat=self._relayed_heartbeat,
             push_ids=lambda: [g.id for g in self.pool.gateways.values() if g.push],
         )
@@ -142,10 +162,14 @@ class DispatcherServer:
             new = load_config(self.config_path)
         except ConfigError as exc:
             log.error("reload refused, still serving the previous config: %s", exc)
-            self.events.publish("reload", f"reload refused, still serving the previous config: {exc}", ok=False)
+            self.events.publish(
+                "reload", f"reload refused, still serving the previous config: {exc}", ok=False
+            )
             return False, str(exc)
         if (new.listen_host, new.listen_port) != self.listen:
-            log.warning("reload: listen address changes need a restart; keeping %s:%s", *self.listen)
+            log.warning(
+                "reload: listen address changes need a restart; keeping %s:%s", *self.listen
+            )
         new = replace(new, listen_host=self.listen[0], listen_port=self.listen[1])
         old = self.config
         if new.store != old.store:
@@ -160,9 +184,14 @@ class DispatcherServer:
             await self._start_checker()
             if new.health.ttl != old.health.ttl:
                 # grace: one full ttl under the new setting for every push gateway
-                self.tracker.restart(new.health.ttl, [gw.id for gw in self.pool.gateways.values() if gw.push])
+                self.tracker.restart(
+                    new.health.ttl, [gw.id for gw in self.pool.gateways.values() if gw.push]
+                )
         self.pool.rebuild()
-        detail = f"{len(new.gateways)} gateways in file, {len(self.pool.gateways)} in pool, policy {new.policy}"
+        detail = (
+            f"{len(new.gateways)} gateways in file, "
+            f"{len(self.pool.gateways)} in pool, policy {new.policy}"
+        )
         log.info("reloaded %s: %s", self.config_path, detail)
         self.events.publish("reload", f"reloaded {self.config_path.name}: {detail}", ok=True)
         return True, detail
@@ -177,8 +206,11 @@ class DispatcherServer:
     async def serve(self, *, ready: bool = True) -> None:
         """Serve until SIGTERM/SIGINT (or :meth:`stop`)."""
         loop = asyncio.get_running_loop()
-        for sig, fn in ((signal.SIGTERM, self.stop), (signal.SIGINT, self.stop),
-                        (signal.SIGHUP, self._on_sighup)):
+        for sig, fn in (
+            (signal.SIGTERM, self.stop),
+            (signal.SIGINT, self.stop),
+            (signal.SIGHUP, self._on_sighup),
+        ):
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.add_signal_handler(sig, fn)
         await self.store.start(self._store_hooks())
@@ -209,10 +241,18 @@ class DispatcherServer:
         """The built-in asyncio + httptools server: dispatches answered inline, the rest routed."""
         host, port = self.listen
         cfg = self.config
-        http = HTTPServer(self.service.dispatch_bytes, self.router.handle, host, port, max_body=cfg.max_body,
-                          header_timeout=cfg.header_timeout, body_timeout=cfg.body_timeout,
-                          reuse_port=cfg.reuse_port, raw=self.service.fast_request,
-                          on_date=self.service.set_date)
+        http = HTTPServer(
+            self.service.dispatch_bytes,
+            self.router.handle,
+            host,
+            port,
+            max_body=cfg.max_body,
+            header_timeout=cfg.header_timeout,
+            body_timeout=cfg.body_timeout,
+            reuse_port=cfg.reuse_port,
+            raw=self.service.fast_request,
+            on_date=self.service.set_date,
+        )
         try:
             await http.start()
         except OSError as exc:
@@ -239,9 +279,13 @@ def _descriptor_headroom(checked: int) -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
             soft = hard
     if checked > soft // 2:
-        log.warning("%d gateways are checked over long-lived connections, more than half of the %d "
-                    "file descriptors this process may open; the rest is left for clients "
-                    "(raise the limit or split the pool, see docs/health.md)", checked, soft)
+        log.warning(
+            "%d gateways are checked over long-lived connections, more than half of the %d "
+            "file descriptors this process may open; the rest is left for clients "
+            "(raise the limit or split the pool, see docs/health.md)",
+            checked,
+            soft,
+        )
 
 
 def main(config_path: Path, listen: tuple[str, int] | None) -> int:

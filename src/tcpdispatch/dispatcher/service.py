@@ -40,7 +40,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tcpdispatch.dispatcher")
 
-# For policies that never read the PickRequest: one shared instance spares a dataclass build per dispatch.
+# For policies that never read the PickRequest: one
+# shared instance spares a dataclass build per dispatch.
 _NO_KEY = PickRequest()
 # Answer templates kept per ordered gateway-id tuple (LRU: large pools see many distinct tuples).
 TEMPLATE_CACHE = 4096
@@ -49,7 +50,15 @@ TEMPLATE_CACHE = 4096
 class Stats:
     """Plain counters on the hot path; exported by the metrics collector at scrape time."""
 
-    __slots__ = ("bad_request", "dispatched", "latency", "other", "per_gateway", "probes", "unavailable")
+    __slots__ = (
+        "bad_request",
+        "dispatched",
+        "latency",
+        "other",
+        "per_gateway",
+        "probes",
+        "unavailable",
+    )
 
     def __init__(self) -> None:
         self.dispatched = 0
@@ -57,10 +66,14 @@ class Stats:
         self.bad_request = 0
         self.per_gateway: dict[str, int] = {}
         self.other: dict[tuple[str, int], int] = {}  # (route, status) -> count
-        # Answer times of dispatches answered through dispatch_core (the C recogniser keeps its own).
+        # Answer times of dispatches answered through
+        # dispatch_core (the C recogniser keeps its own).
         self.latency = LatencyHistogram(DISPATCH_BUCKETS)
         # Health probe durations by result ("ok" / "failed").
-        self.probes = {"ok": LatencyHistogram(PROBE_BUCKETS), "failed": LatencyHistogram(PROBE_BUCKETS)}
+        self.probes = {
+            "ok": LatencyHistogram(PROBE_BUCKETS),
+            "failed": LatencyHistogram(PROBE_BUCKETS),
+        }
 
     def observe_probe(self, ok: bool, seconds: float | None) -> None:
         if seconds is not None:
@@ -93,9 +106,15 @@ class DispatchService:
         self.draws = pool.rng  # picks, ticket nonces and the C path: one generator
         self.stats = stats if stats is not None else Stats()
         self.rebalance = rebalance
-        self._frags: dict[str, bytes] = {}  # gateway id -> JSON fragment of the current picker's candidates
-        self._packed_ids: dict[str, bytes] = {}  # gateway id -> the id as a ticket payload carries it
-        self._pieces: dict[tuple[str, str, int, str, str], tuple[bytes, bytes]] = {}  # id, host, port, key, zone
+        self._frags: dict[
+            str, bytes
+        ] = {}  # gateway id -> JSON fragment of the current picker's candidates
+        self._packed_ids: dict[
+            str, bytes
+        ] = {}  # gateway id -> the id as a ticket payload carries it
+        self._pieces: dict[
+            tuple[str, str, int, str, str], tuple[bytes, bytes]
+        ] = {}  # id, host, port, key, zone
         self._templates: OrderedDict[tuple[str, ...], list[bytes]] = OrderedDict()
         self._unavailable: tuple[str, list[bytes]] = ("", [])
         self.fast: Any = None  # the C hot path (fastpath.FastDispatch) when built and enabled
@@ -111,8 +130,9 @@ class DispatchService:
     def configure(self, config: DispatcherConfig) -> None:
         """Apply a (re)loaded config to the app (tokens, signer, hints, limits)."""
         self.config = config
-        self.signer = TicketSigner(config.secrets[0], config.ticket_lifetime, clock=self.clock,
-                                   rng=self.draws)
+        self.signer = TicketSigner(
+            config.secrets[0], config.ticket_lifetime, clock=self.clock, rng=self.draws
+        )
         self._issue = self.signer.issue
         self.k = 1 + config.alternates
         policy = get_policy(config.policy)
@@ -129,7 +149,9 @@ class DispatchService:
             if self.fast is None:
                 self.fast = fastpath.create(config, self.stats, self._tail, self.draws, self.clock)
             else:
-                fastpath.configure(self.fast, config, self.stats, self._tail, self.draws, self.clock)
+                fastpath.configure(
+                    self.fast, config, self.stats, self._tail, self.draws, self.clock
+                )
         self._install_fast()
 
     def _install_fast(self) -> None:
@@ -137,9 +159,13 @@ class DispatchService:
         if fast is None or any(c.id not in self._frags for c in self.pool.picker.candidates):
             return  # first configure(): fragments come with the first refresh
         picker = self.pool.picker
-        fastpath.install(fast, picker, self._frags, self._packed_ids,
-                         enabled=self.config.speedups and picker.rng is self.draws
-                         and not self.config.zones)
+        fastpath.install(
+            fast,
+            picker,
+            self._frags,
+            self._packed_ids,
+            enabled=self.config.speedups and picker.rng is self.draws and not self.config.zones,
+        )
         self._fast_body = fast.body if fast.active else None
         if self._announced is not None and self._announced != self.hot_path:
             self.announce_hot_path()
@@ -217,7 +243,9 @@ class DispatchService:
                     doc["zone"] = zone
                 hit = cache[key] = (json_body(doc)[:-1], pack_id(c.id))
             frags[c.id], ids[c.id] = hit
-        if len(cache) > 2 * len(frags) + 1024:  # gateways removed or moved: keep only the current ones
+        if (
+            len(cache) > 2 * len(frags) + 1024
+        ):  # gateways removed or moved: keep only the current ones
             self._pieces = {keys[gid]: (frags[gid], ids[gid]) for gid in frags}
         self._frags, self._packed_ids = frags, ids
         self._templates.clear()
@@ -225,7 +253,8 @@ class DispatchService:
         self._install_fast()
 
     def _refresh_unavailable(self) -> None:
-        """Precompute the 503 detail (an O(n) count) so a refusal costs no scan and no encoder call."""
+        """Precompute the 503 detail (an O(n) count) so
+        a refusal costs no scan and no encoder call."""
         counts = self.pool.counts()
         if not self.pool.gateways:
             detail = "no gateways are configured"
@@ -234,13 +263,17 @@ class DispatchService:
         else:
             detail = f"all {counts['up']} gateways that are up are at capacity"
         cfg = self.config
-        bodies = [error_body("no_gateway_available", detail, retry_after_s=after)
-                  for after in range(cfg.retry_after_min, cfg.retry_after_max + 1)]
+        bodies = [
+            error_body("no_gateway_available", detail, retry_after_s=after)
+            for after in range(cfg.retry_after_min, cfg.retry_after_max + 1)
+        ]
         self._unavailable = (detail, bodies)
 
     # ------------------------------------------------------------ hot path
 
-    def dispatch_bytes(self, qs: bytes, ip: str, headers: Headers | None) -> tuple[int, str | None, bytes]:
+    def dispatch_bytes(
+        self, qs: bytes, ip: str, headers: Headers | None
+    ) -> tuple[int, str | None, bytes]:
         """:meth:`dispatch_core` for a raw query string, as the HTTP server has it."""
         try:
             text = qs.decode("ascii")
@@ -248,11 +281,13 @@ class DispatchService:
             return self.bad_request("query string must be ASCII (percent-encode other bytes)")
         return self.dispatch_core(text, ip, headers)
 
-    def dispatch_core(self, qs: str, ip: str, headers: Headers | None) -> tuple[int, str | None, bytes]:
+    def dispatch_core(
+        self, qs: str, ip: str, headers: Headers | None
+    ) -> tuple[int, str | None, bytes]:
         """Validate, pick, sign: ``(status, retry_after or None, JSON body)``.
 
-        ``headers`` (lower-cased name/value byte pairs) are only read for X-Forwarded-For when the peer is a trusted proxy. The time it takes
-        goes to the answer-time histogram.
+        ``headers`` (lower-cased name/value byte pairs) are only read for X-Forwarded-For when
+        the peer is a trusted proxy. The time it takes goes to the answer-time histogram.
         """
         t0 = perf_counter()
         answer = self._dispatch(qs, ip, headers)
@@ -287,7 +322,9 @@ class DispatchService:
             return self.bad_request(f"client_id is longer than {self.max_client_id} bytes")
         if not client_id.isprintable():
             return self.bad_request("client_id must contain only printable characters")
-        if self._fast_body is not None and leaving is None:  # keyless policy in C: no client address
+        if (
+            self._fast_body is not None and leaving is None
+        ):  # keyless policy in C: no client address
             body = self._fast_body(client_id.encode())
             if body is not None:
                 return 200, None, body
@@ -295,14 +332,21 @@ class DispatchService:
             ip = self.client_ip(ip, headers)
         picker, zones = self.pool.picker, self.pool.zones
         zone: str | None = None
-        if zones is not None:  # zones configured: the client's zone by hint or network (docs/zones.md)
+        if (
+            zones is not None
+        ):  # zones configured: the client's zone by hint or network (docs/zones.md)
             zone, problem = zones.client_zone(zone_hint, ip)
             if problem:
                 return self.bad_request(problem)
         request = _NO_KEY if self._keyless else PickRequest(client_id, ip)
-        if leaving and self.rebalance is not None and (
-            moved := self.rebalance.place(zones.for_move(zone, leaving) if zones else picker.candidates,
-                                          leaving, self.k)
+        if (
+            leaving
+            and self.rebalance is not None
+            and (
+                moved := self.rebalance.place(
+                    zones.for_move(zone, leaving) if zones else picker.candidates, leaving, self.k
+                )
+            )
         ):
             chosen = moved  # a gateway below target, never a donor nor the one it leaves
         elif zones is not None and zone is not None:  # its zone, else where it spills to
@@ -346,7 +390,9 @@ class DispatchService:
             parts.append(alts + tail + self._tail)
         templates = self._templates
         templates[ids] = parts
-        if len(templates) > TEMPLATE_CACHE:  # large pools: many ordered sets; evict the least recent
+        if (
+            len(templates) > TEMPLATE_CACHE
+        ):  # large pools: many ordered sets; evict the least recent
             templates.popitem(last=False)
         return parts
 
@@ -438,11 +484,16 @@ def _slow_client_id(text: str) -> tuple[str, str | None]:
             return "", "client_id given more than once"
         if "%" in value:
             if _BAD_ESCAPE.search(value):
-                return "", "client_id has a malformed percent-escape ('%' must be followed by two hex digits)"
+                return (
+                    "",
+                    (
+                        "client_id has a malformed percent-escape "
+                        "('%' must be followed by two hex digits)"
+                    ),
+                )
             try:
                 value = unquote(value, errors="strict")
             except UnicodeDecodeError:
                 return "", "client_id is not valid UTF-8 after percent-decoding"
         found = value
     return found or "", None
-

@@ -15,8 +15,10 @@ from __future__ import annotations
 import hashlib
 from importlib import resources
 
-CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
-       "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'none'")
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+    "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'none'"
+)
 TYPES = {
     ".html": b"text/html; charset=utf-8",
     ".js": b"text/javascript; charset=utf-8",
@@ -48,13 +50,18 @@ class StaticFiles:
                 self.files[entry.name] = (TYPES[suffix], etag, body)
 
     def get(self, name: str, if_none_match: bytes = b"") -> Answer | None:
-        """The answer for ``/ui/<name>`` (``""``: index.html), or None when there is no such file."""
+        """The answer for ``/ui/<name>`` (``""``:
+        index.html), or None when there is no such file."""
         found = self.files.get(name or "index.html")
         if found is None:
             return None
         ctype, etag, body = found
-        headers = [(b"content-type", ctype), (b"etag", etag), (b"cache-control", b"no-cache"),
-                   *SECURITY_HEADERS]
+        headers = [
+            (b"content-type", ctype),
+            (b"etag", etag),
+            (b"cache-control", b"no-cache"),
+            *SECURITY_HEADERS,
+        ]
         if if_none_match and etag in [t.strip() for t in if_none_match.split(b",")]:
             return 304, headers, b""
         return 200, headers, body

@@ -26,9 +26,19 @@ def zone_summary(pool: Pool) -> dict[str, dict[str, object]]:
     live = router.describe()
     out: dict[str, dict[str, object]] = {}
     for name in sorted(set(counts) | set(live) | router.declared):
-        out[name] = {"gateways": counts.get(name, 0), "held": held.get(name, 0),
-                     **live.get(name, {"in_rotation": 0, "panic": False, "headroom": 0.0,
-                                       "spilling_to": router.counters.spilling.get(name)})}
+        out[name] = {
+            "gateways": counts.get(name, 0),
+            "held": held.get(name, 0),
+            **live.get(
+                name,
+                {
+                    "in_rotation": 0,
+                    "panic": False,
+                    "headroom": 0.0,
+                    "spilling_to": router.counters.spilling.get(name),
+                },
+            ),
+        }
     return out
 
 
@@ -38,20 +48,36 @@ def collect(pool: Pool) -> Iterator[Metric]:
     if pool.zones is None:
         return
     counters = pool.zone_counters
-    d = CounterMetricFamily("tcpdispatch_zone_dispatched", "Clients with a zone handed out, by the "
-                            "client's zone and the chosen gateway's zone (they differ while spilling)",
-                            labels=["client_zone", "gateway_zone"])
+    d = CounterMetricFamily(
+        "tcpdispatch_zone_dispatched",
+        "Clients with a zone handed out, by the "
+        "client's zone and the chosen gateway's zone (they differ while spilling)",
+        labels=["client_zone", "gateway_zone"],
+    )
     for (cz, gz), n in sorted(counters.dispatched.items()):
         d.add_metric([cz, gz], n)
     yield d
-    held = GaugeMetricFamily("tcpdispatch_zone_held_connections",
-                             "Connections the zone's gateways reported", labels=["zone"])
-    room = GaugeMetricFamily("tcpdispatch_zone_headroom", "Share of the zone's slots (capacity x "
-                             "high_water) still free; 1 when a gateway reports no capacity", labels=["zone"])
-    panic = GaugeMetricFamily("tcpdispatch_zone_panic", "1 while too few of the zone's gateways "
-                              "are healthy (its clients go to other zones)", labels=["zone"])
-    spill = GaugeMetricFamily("tcpdispatch_zone_spilling", "1 while the zone's clients are served "
-                              "from other zones", labels=["zone"])
+    held = GaugeMetricFamily(
+        "tcpdispatch_zone_held_connections",
+        "Connections the zone's gateways reported",
+        labels=["zone"],
+    )
+    room = GaugeMetricFamily(
+        "tcpdispatch_zone_headroom",
+        "Share of the zone's slots (capacity x "
+        "high_water) still free; 1 when a gateway reports no capacity",
+        labels=["zone"],
+    )
+    panic = GaugeMetricFamily(
+        "tcpdispatch_zone_panic",
+        "1 while too few of the zone's gateways are healthy (its clients go to other zones)",
+        labels=["zone"],
+    )
+    spill = GaugeMetricFamily(
+        "tcpdispatch_zone_spilling",
+        "1 while the zone's clients are served from other zones",
+        labels=["zone"],
+    )
     for name, z in zone_summary(pool).items():
         held.add_metric([name], float(z["held"]))  # type: ignore[arg-type]  # an int
         room.add_metric([name], float(z["headroom"]))  # type: ignore[arg-type]  # a float
@@ -61,5 +87,8 @@ def collect(pool: Pool) -> Iterator[Metric]:
     yield room
     yield panic
     yield spill
-    yield CounterMetricFamily("tcpdispatch_zone_spill_changes",
-                              "Times a zone started or stopped spilling over", value=counters.spill_changes)
+    yield CounterMetricFamily(
+        "tcpdispatch_zone_spill_changes",
+        "Times a zone started or stopped spilling over",
+        value=counters.spill_changes,
+    )

@@ -15,7 +15,9 @@ reconnect elsewhere, spread over --drain-window), SIGINT stops at once."""
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register the ``gateway`` subcommand."""
     p = subparsers.add_parser(
-        "gateway", help="run a gateway (holds long-lived client connections)", description=DESCRIPTION,
+        "gateway",
+        help="run a gateway (holds long-lived client connections)",
+        description=DESCRIPTION,
     )
     from tcpdispatch.gateway.config import add_flags
 

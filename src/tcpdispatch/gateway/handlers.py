@@ -84,7 +84,8 @@ def load_handler_class(spec: str) -> type[Handler]:
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
         raise ConfigError(
-            f"unknown handler {spec!r} (use {' or '.join(BUILTIN)} or module:Class)", key="--handler"
+            f"unknown handler {spec!r} (use {' or '.join(BUILTIN)} or module:Class)",
+            key="--handler",
         )
     try:
         module = importlib.import_module(module_name)
@@ -95,6 +96,7 @@ def load_handler_class(spec: str) -> type[Handler]:
         raise ConfigError(f"{module_name!r} has no class {attr!r}", key="--handler")
     for name in ("on_connect", "on_message", "on_close"):
         if not callable(getattr(cls, name, None)):
-            raise ConfigError(f"{spec} lacks {name}() (subclass tcpdispatch.gateway.Handler)",
-                              key="--handler")
+            raise ConfigError(
+                f"{spec} lacks {name}() (subclass tcpdispatch.gateway.Handler)", key="--handler"
+            )
     return cls

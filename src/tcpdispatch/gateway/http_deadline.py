@@ -67,8 +67,11 @@ class _Guarded(asyncio.Protocol):
             return
         if self._state == _HEAD:
             self._owner.timeouts += 1
-            log.debug("status port: request head from %s not complete within %gs; closing",
-                      t.get_extra_info("peername"), self._owner.head_timeout)
+            log.debug(
+                "status port: request head from %s not complete within %gs; closing",
+                t.get_extra_info("peername"),
+                self._owner.head_timeout,
+            )
         t.abort()
 
     # -- asyncio callbacks ----------------------------------------------------------

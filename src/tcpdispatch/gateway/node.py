@@ -40,7 +40,9 @@ log = logging.getLogger("tcpdispatch.gateway")
 
 
 def _ready_line(cfg: GatewayConfig) -> None:
-    print(f"READY {cfg.listen[0]}:{cfg.listen[1]} status={cfg.status[0]}:{cfg.status[1]}", flush=True)
+    print(
+        f"READY {cfg.listen[0]}:{cfg.listen[1]} status={cfg.status[0]}:{cfg.status[1]}", flush=True
+    )
 
 
 def _bind_error(exc: OSError, key: str, addr: tuple[str, int]) -> ConfigError:
@@ -55,8 +57,9 @@ def run_node(cfg: GatewayConfig) -> int:
 
 
 # -- one process -----------------------------------------------------------------
-async def _start_status(cfg: GatewayConfig, counters: NodeCounters, on_drain: Any, pids: Any,
-                        on_shed: Any = None) -> Any:
+async def _start_status(
+    cfg: GatewayConfig, counters: NodeCounters, on_drain: Any, pids: Any, on_shed: Any = None
+) -> Any:
     from tcpdispatch.gateway.status import StatusService
 
     service = StatusService(cfg, counters, on_drain=on_drain, pids=pids, on_shed=on_shed)
@@ -96,7 +99,9 @@ async def _single(cfg: GatewayConfig) -> int:
 # -- several processes -------------------------------------------------------------
 RESTART_BACKOFF_INITIAL = 0.5  # seconds before restarting a worker that died
 RESTART_BACKOFF_MAX = 30.0
-STABLE_AFTER = 30.0  # a worker that ran this long before dying restarts after the initial delay again
+STABLE_AFTER = (
+    30.0  # a worker that ran this long before dying restarts after the initial delay again
+)
 
 
 def _after_fork_in_restarted_worker() -> None:
@@ -119,8 +124,9 @@ def _after_fork_in_restarted_worker() -> None:
             pass
 
 
-def _worker_main(cfg: GatewayConfig, counters: NodeCounters, worker: int, ready_fd: int,
-                 restarted: bool = False) -> None:
+def _worker_main(
+    cfg: GatewayConfig, counters: NodeCounters, worker: int, ready_fd: int, restarted: bool = False
+) -> None:
     """Entry point of a forked worker process (``ready_fd`` < 0: nobody waits for it)."""
     if restarted:
         _after_fork_in_restarted_worker()
@@ -133,8 +139,11 @@ def _worker_main(cfg: GatewayConfig, counters: NodeCounters, worker: int, ready_
         try:
             await gw.start()
         except OSError as exc:
-            print(f"tcpdispatch gateway: worker {worker}: {_bind_error(exc, '--listen', cfg.listen)}",
-                  file=sys.stderr, flush=True)
+            print(
+                f"tcpdispatch gateway: worker {worker}: {_bind_error(exc, '--listen', cfg.listen)}",
+                file=sys.stderr,
+                flush=True,
+            )
             return 2
         # Only now (listening, before the loop runs a callback) is the worker counted as live.
         counters.bind_worker(worker)
@@ -203,8 +212,11 @@ class _Workers:
         self._restart_at: list[float | None] = [None] * cfg.workers
 
     def spawn(self, w: int, ready_fd: int, *, restarted: bool = False) -> Any:
-        p = self._ctx.Process(target=_worker_main, args=(self.cfg, self.counters, w, ready_fd, restarted),
-                              name=f"gateway-worker-{w}")
+        p = self._ctx.Process(
+            target=_worker_main,
+            args=(self.cfg, self.counters, w, ready_fd, restarted),
+            name=f"gateway-worker-{w}",
+        )
         p.start()
         self.procs[w] = p
         self._started[w] = time.monotonic()
@@ -231,8 +243,14 @@ class _Workers:
                 self._failures[w] = 1 if lived >= STABLE_AFTER else self._failures[w] + 1
                 delay = restart_delay(self._failures[w])
                 self._restart_at[w] = now + delay
-                log.error("worker %d (pid %s) %s after %.1fs; restarting it in %.1fs",
-                          w, p.pid, exit_reason(p.exitcode), lived, delay)
+                log.error(
+                    "worker %d (pid %s) %s after %.1fs; restarting it in %.1fs",
+                    w,
+                    p.pid,
+                    exit_reason(p.exitcode),
+                    lived,
+                    delay,
+                )
             elif p is None and restart and due is not None and now >= due:
                 self._restart_at[w] = None
                 new = self.spawn(w, -1, restarted=True)
@@ -254,8 +272,10 @@ def _multi(cfg: GatewayConfig) -> int:
     try:
         if not _wait_ready(list(workers.procs), read_fd):
             workers.kill(signal.SIGKILL)
-            raise ConfigError(f"workers failed to start listening on {cfg.listen[0]}:{cfg.listen[1]}",
-                              key="--listen")
+            raise ConfigError(
+                f"workers failed to start listening on {cfg.listen[0]}:{cfg.listen[1]}",
+                key="--listen",
+            )
     finally:
         os.close(read_fd)
     try:

@@ -1,4 +1,5 @@
-"""The asyncio adapter: one :class:`Gateway` per worker process, one small protocol object per connection.
+"""The asyncio adapter: one :class:`Gateway` per worker process, one small protocol object
+per connection.
 
 Memory per connection is the point of this module (the target is 100,000
 connections per node at <= 3 KiB each), so:
@@ -230,7 +231,8 @@ class GatewayConnection(asyncio.Protocol):
                         return data
                     raise RemoteProtocolError(
                         ErrorCode.ENCRYPTION_REQUIRED,
-                        "this gateway accepts encrypted connections only (docs/protocol.md §9)")
+                        "this gateway accepts encrypted connections only (docs/protocol.md §9)",
+                    )
                 assert security is not None  # _UNDECIDED only exists on encrypted gateways
                 sec = self._sec = ServerHandshake(security)
             done = sec.receive(data)
@@ -355,8 +357,11 @@ class Gateway:
         loop = asyncio.get_running_loop()
         host, port = self.cfg.listen
         self._server = await loop.create_server(
-            lambda: GatewayConnection(self), host, port,
-            reuse_port=self.cfg.workers > 1, backlog=self.cfg.backlog,
+            lambda: GatewayConnection(self),
+            host,
+            port,
+            reuse_port=self.cfg.workers > 1,
+            backlog=self.cfg.backlog,
         )
         self._tasks.append(loop.create_task(self._sweep_loop()))
 
@@ -364,15 +369,20 @@ class Gateway:
         await self._done.wait()
 
     def drain(self) -> None:
-        """Start draining (idempotent): stop accepting, RECONNECT everyone over the window, then stop."""
+        """Start draining (idempotent): stop accepting,
+        RECONNECT everyone over the window, then stop."""
         if self.draining or self._done.is_set():
             return
         self.draining = True
         self.counters.set_draining()
         if self._server is not None:
             self._server.close()
-        log.info("worker %d draining %d connections over %.1fs", self.worker, len(self.conns),
-                 self.cfg.drain_window)
+        log.info(
+            "worker %d draining %d connections over %.1fs",
+            self.worker,
+            len(self.conns),
+            self.cfg.drain_window,
+        )
         self._tasks.append(asyncio.get_running_loop().create_task(self._drain()))
 
     def stop(self) -> None:
@@ -451,7 +461,9 @@ class Gateway:
             if p._open:
                 p.fail(ErrorCode.IDLE_TIMEOUT, f"no frame for {self.cfg.idle_timeout:g}s")
             else:
-                p.fail(ErrorCode.HANDSHAKE_TIMEOUT, f"no HELLO within {self.cfg.handshake_timeout:g}s")
+                p.fail(
+                    ErrorCode.HANDSHAKE_TIMEOUT, f"no HELLO within {self.cfg.handshake_timeout:g}s"
+                )
         return len(late)
 
     def reload_keys(self) -> bool:
@@ -467,8 +479,12 @@ class Gateway:
         old = self.security
         self.security = security
         if old is None or [k.id for k in old.keys] != [k.id for k in security.keys]:
-            log.info("worker %d: keys reloaded: current %s, %d accepted", self.worker,
-                     security.current.public.text, len(security.keys))
+            log.info(
+                "worker %d: keys reloaded: current %s, %d accepted",
+                self.worker,
+                security.current.public.text,
+                len(security.keys),
+            )
         return True
 
     def shed(self, count: int, window_s: float, min_age_s: float) -> int:
@@ -478,8 +494,17 @@ class Gateway:
             return 0
         cutoff = self.ages.cutoff(min_age_s)
         queued = self._shed_queued
-        chosen = pick_oldest(self.conns, cutoff, count, lambda p: p._num not in queued and p._open
-                             and p._conn is not None and p._conn.state is State.OPEN)
+        chosen = pick_oldest(
+            self.conns,
+            cutoff,
+            count,
+            lambda p: (
+                p._num not in queued
+                and p._open
+                and p._conn is not None
+                and p._conn.state is State.OPEN
+            ),
+        )
         if not chosen:
             return 0
         nums = [p._num for p in chosen]
@@ -487,8 +512,14 @@ class Gateway:
         self._shed_leaving.update(nums)  # reported as "leaving" until they close
         self.counters.set_leaving(len(self._shed_leaving))
         self.shedding += len(chosen)
-        log.info("worker %d shedding %d sessions over %.1fs (asked %d, older than %.1fs)", self.worker,
-                 len(chosen), window_s, count, min_age_s)
+        log.info(
+            "worker %d shedding %d sessions over %.1fs (asked %d, older than %.1fs)",
+            self.worker,
+            len(chosen),
+            window_s,
+            count,
+            min_age_s,
+        )
 
         def sent(n: int) -> None:
             self.shedding -= n
@@ -496,8 +527,13 @@ class Gateway:
 
         async def run() -> None:
             try:
-                done = await send_spread(chosen, window_s, self._clock,
-                                         lambda: self._rng.randrange(0, MAX_DELAY_MS), sent)
+                done = await send_spread(
+                    chosen,
+                    window_s,
+                    self._clock,
+                    lambda: self._rng.randrange(0, MAX_DELAY_MS),
+                    sent,
+                )
                 self.shedding -= len(chosen) - done  # closed before their turn
             finally:
                 queued.difference_update(nums)

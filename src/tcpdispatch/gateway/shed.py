@@ -29,7 +29,9 @@ log = logging.getLogger("tcpdispatch.gateway.shed")
 
 REASON = "rebalance"
 MAX_DELAY_MS = 250  # each RECONNECT carries a random delay below this (as the drain's do)
-LEAVE_GRACE_S = 30.0  # a shed session still open this long after its RECONNECT no longer counts as leaving
+LEAVE_GRACE_S = (
+    30.0  # a shed session still open this long after its RECONNECT no longer counts as leaving
+)
 
 
 class AgeIndex:
@@ -65,9 +67,11 @@ class Sheddable(Protocol):
     def reconnect(self, delay_ms: int, reason: str) -> bool: ...
 
 
-def pick_oldest(conns: dict[int, Any], cutoff: int, count: int,
-                usable: Callable[[Any], bool]) -> list[Any]:
-    """Up to ``count`` connections numbered ``<= cutoff`` (oldest first) for which ``usable`` holds."""
+def pick_oldest(
+    conns: dict[int, Any], cutoff: int, count: int, usable: Callable[[Any], bool]
+) -> list[Any]:
+    """Up to ``count`` connections numbered ``<= cutoff``
+    (oldest first) for which ``usable`` holds."""
     out: list[Any] = []
     for num, p in conns.items():  # admission order: oldest first
         if num > cutoff or len(out) >= count:
@@ -77,8 +81,13 @@ def pick_oldest(conns: dict[int, Any], cutoff: int, count: int,
     return out
 
 
-async def send_spread(targets: list[Sheddable], window: float, clock: Callable[[], float],
-                      rand_ms: Callable[[], int], on_sent: Callable[[int], None]) -> int:
+async def send_spread(
+    targets: list[Sheddable],
+    window: float,
+    clock: Callable[[], float],
+    rand_ms: Callable[[], int],
+    on_sent: Callable[[int], None],
+) -> int:
     """RECONNECT ``targets`` evenly over ``window`` seconds; returns how many were still open."""
     n = len(targets)
     start = clock()
@@ -113,4 +122,12 @@ def split_by_worker(count: int, connections: Iterable[int]) -> list[int]:
     return out
 
 
-__all__ = ["LEAVE_GRACE_S", "MAX_DELAY_MS", "REASON", "AgeIndex", "pick_oldest", "send_spread", "split_by_worker"]
+__all__ = [
+    "LEAVE_GRACE_S",
+    "MAX_DELAY_MS",
+    "REASON",
+    "AgeIndex",
+    "pick_oldest",
+    "send_spread",
+    "split_by_worker",
+]

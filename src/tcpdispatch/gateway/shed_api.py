@@ -29,13 +29,22 @@ ShedFn = Callable[[int, float, float], int]
 
 
 def _error(status: int, error: str, detail: str, **headers: str) -> web.Response:
-    return web.Response(body=error_body(error, detail), status=status, content_type="application/json",
-                        headers=headers or None)
+    return web.Response(
+        body=error_body(error, detail),
+        status=status,
+        content_type="application/json",
+        headers=headers or None,
+    )
 
 
 def _number(doc: dict[str, Any], key: str, default: float, hi: float) -> float:
     v = doc.get(key, default)
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not 0 <= v <= hi:
+    if (
+        isinstance(v, bool)
+        or not isinstance(v, (int, float))
+        or not math.isfinite(v)
+        or not 0 <= v <= hi
+    ):
         raise ValueError(f"{key} must be a number from 0 to {hi:g}, got {v!r}")
     return float(v)
 
@@ -62,15 +71,24 @@ def parse_order(raw: bytes) -> tuple[int, float, float, str]:
     return count, window, min_age, reason
 
 
-async def post_shed(request: web.Request, *, gateway_id: str, admin_token: str | None, draining: bool,
-                    shed: ShedFn) -> web.Response:
+async def post_shed(
+    request: web.Request, *, gateway_id: str, admin_token: str | None, draining: bool, shed: ShedFn
+) -> web.Response:
     """Handle one ``POST /shed`` (see the module docstring)."""
     if admin_token is None:
-        return _error(403, "forbidden", "POST /shed is disabled: no admin token is configured; "
-                      "start the gateway with --admin-token-file to enable it")
+        return _error(
+            403,
+            "forbidden",
+            "POST /shed is disabled: no admin token is configured; "
+            "start the gateway with --admin-token-file to enable it",
+        )
     if not check_bearer(request.headers.get("Authorization"), admin_token):
-        return _error(401, "unauthorized", "POST /shed needs Authorization: Bearer <token>",
-                      **{"WWW-Authenticate": "Bearer"})
+        return _error(
+            401,
+            "unauthorized",
+            "POST /shed needs Authorization: Bearer <token>",
+            **{"WWW-Authenticate": "Bearer"},
+        )
     if request.content_length is not None and request.content_length > MAX_BODY:
         return _error(413, "body_too_large", f"request body exceeds {MAX_BODY} bytes")
     raw = b""
@@ -83,9 +101,19 @@ async def post_shed(request: web.Request, *, gateway_id: str, admin_token: str |
     except ValueError as exc:
         return _error(400, "bad_request", str(exc))
     if draining:
-        return _error(409, "draining", "the gateway is draining: every session is being moved already")
+        return _error(
+            409, "draining", "the gateway is draining: every session is being moved already"
+        )
     chosen = shed(count, window, min_age)
-    log.info("gateway %s: shed order for %d sessions over %.1fs (older than %.1fs%s): %d chosen",
-             gateway_id, count, window, min_age, f", {reason}" if reason else "", chosen)
-    return web.json_response({"shedding": chosen, "asked": count, "window_s": window, "min_age_s": min_age},
-                             status=202)
+    log.info(
+        "gateway %s: shed order for %d sessions over %.1fs (older than %.1fs%s): %d chosen",
+        gateway_id,
+        count,
+        window,
+        min_age,
+        f", {reason}" if reason else "",
+        chosen,
+    )
+    return web.json_response(
+        {"shedding": chosen, "asked": count, "window_s": window, "min_age_s": min_age}, status=202
+    )

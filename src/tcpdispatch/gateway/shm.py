@@ -95,7 +95,9 @@ def ip_cells(ip: str) -> tuple[int, ...]:
 class NodeCounters:
     """Shared counters for ``workers`` processes; create before forking."""
 
-    def __init__(self, workers: int, lock: Any | None = None, *, replay_slots: int = REPLAY_SLOTS) -> None:
+    def __init__(
+        self, workers: int, lock: Any | None = None, *, replay_slots: int = REPLAY_SLOTS
+    ) -> None:
         if workers < 1:
             raise ValueError("workers must be >= 1")
         self.workers = workers
@@ -109,7 +111,9 @@ class NodeCounters:
         self._replay[:] = bytes(len(self._replay))
         self._lock_arg = lock
         # A single process needs no cross-process lock.
-        self._lock: AbstractContextManager[Any] = lock if lock is not None else contextlib.nullcontext()
+        self._lock: AbstractContextManager[Any] = (
+            lock if lock is not None else contextlib.nullcontext()
+        )
         self._v[1] = int(time.time() * 1000)
         self.worker = 0
 
@@ -126,14 +130,21 @@ class NodeCounters:
         self.worker = worker
         self._v[self._slot(worker) + _F_PID] = os.getpid()
 
-    def nonce_cache(self, *, clock: Callable[[], float] = time.time, leeway: float = 5.0) -> NonceCache:
+    def nonce_cache(
+        self, *, clock: Callable[[], float] = time.time, leeway: float = 5.0
+    ) -> NonceCache:
         """The node-wide replay guard: every worker's cache is a view of one shared table.
 
         Admission checks and records a nonce under the node lock, so two workers
         racing with the same ticket admit it once.
         """
-        return NonceCache(clock=clock, leeway=leeway, slots=self.replay_slots, buffer=self._replay,
-                          lock=self._lock_arg)
+        return NonceCache(
+            clock=clock,
+            leeway=leeway,
+            slots=self.replay_slots,
+            buffer=self._replay,
+            lock=self._lock_arg,
+        )
 
     # -- state -------------------------------------------------------------
     @property
@@ -210,7 +221,8 @@ class NodeCounters:
 
     # -- shed orders (supervisor -> worker) ------------------------------------
     def post_shed(self, worker: int, count: int, window_s: float, min_age_s: float) -> None:
-        """Supervisor side: ask ``worker`` to shed ``count`` more sessions (added to any not yet taken)."""
+        """Supervisor side: ask ``worker`` to shed ``count``
+        more sessions (added to any not yet taken)."""
         base = self._slot(worker)
         with self._lock:
             self._v[base + _F_ORDER_WINDOW_MS] = int(window_s * 1000)
@@ -218,7 +230,8 @@ class NodeCounters:
             self._v[base + _F_ORDER_COUNT] += count
 
     def take_shed(self) -> tuple[int, float, float] | None:
-        """Worker side: the order posted for this worker, if any, as (count, window_s, min_age_s)."""
+        """Worker side: the order posted for this worker,
+        if any, as (count, window_s, min_age_s)."""
         base = self._slot(self.worker)
         v = self._v
         if v[base + _F_ORDER_COUNT] <= 0:

@@ -39,7 +39,9 @@ log = logging.getLogger("tcpdispatch.gateway.status")
 class CpuSampler:
     """CPU utilization of the gateway's processes, as a share (0..1) of all the node's cores."""
 
-    def __init__(self, pids: Callable[[], Iterable[int]], clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self, pids: Callable[[], Iterable[int]], clock: Callable[[], float] = time.monotonic
+    ):
         import psutil
 
         self._psutil = psutil
@@ -92,15 +94,24 @@ def admin_refusal(request: web.Request, token: str | None, action: str) -> web.R
         return web.Response(
             body=error_body(
                 "admin_token_not_configured",
-                f"{action} is disabled: start the gateway with --admin-token-file FILE "
-                "(create FILE with `tcpdispatch secret FILE`) and send 'Authorization: Bearer <token>'; "
-                "SIGTERM drains without a token"),
-            status=403, content_type="application/json")
+                f"{action} is disabled: start the gateway with --admin-token-file FILE (create "
+                "FILE with `tcpdispatch secret FILE`) and send 'Authorization: Bearer <token>'; "
+                "SIGTERM drains without a token",
+            ),
+            status=403,
+            content_type="application/json",
+        )
     if not check_bearer(request.headers.get("Authorization"), token):
         return web.Response(
-            body=error_body("unauthorized", f"{action} needs 'Authorization: Bearer <token>' "
-                                            "with the token of --admin-token-file"),
-            status=401, content_type="application/json", headers={"WWW-Authenticate": "Bearer"})
+            body=error_body(
+                "unauthorized",
+                f"{action} needs 'Authorization: Bearer <token>' "
+                "with the token of --admin-token-file",
+            ),
+            status=401,
+            content_type="application/json",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
     return None
 
 
@@ -129,47 +140,75 @@ class _Collector:
         yield gauge("draining", "1 while the node drains.", 1 if snap.draining else 0)
         yield gauge("workers", "Worker processes listening now.", snap.workers_live)
         yield gauge("workers_configured", "Worker processes asked for (--workers).", cfg.workers)
-        yield counter("worker_restarts", "Workers restarted after dying (signal or unexpected exit).",
-                      snap.worker_restarts)
-        yield gauge("cpu_utilization", "Gateway CPU use as a share of all cores (0..1).", s.cpu.value)
-        yield gauge("uptime_seconds", "Seconds since the node started.", time.time() - snap.started_at)
+        yield counter(
+            "worker_restarts",
+            "Workers restarted after dying (signal or unexpected exit).",
+            snap.worker_restarts,
+        )
+        yield gauge(
+            "cpu_utilization", "Gateway CPU use as a share of all cores (0..1).", s.cpu.value
+        )
+        yield gauge(
+            "uptime_seconds", "Seconds since the node started.", time.time() - snap.started_at
+        )
         yield counter("accepted", "Sessions opened (WELCOME sent).", snap.accepted)
         yield counter("messages_received", "DATA frames received.", snap.messages_in)
         yield counter("messages_sent", "DATA frames sent.", snap.messages_out)
-        yield counter("shed_sessions", "Sessions sent RECONNECT by shed orders (rebalancing).", snap.shed)
-        yield gauge("leaving_sessions", "Sessions chosen by shed orders that are still connected.",
-                    snap.leaving)
-        rej = CounterMetricFamily("tcpdispatch_gateway_rejected", "Connections refused before WELCOME, by reason.",
-                                  labels=["gateway", "reason"])
+        yield counter(
+            "shed_sessions", "Sessions sent RECONNECT by shed orders (rebalancing).", snap.shed
+        )
+        yield gauge(
+            "leaving_sessions",
+            "Sessions chosen by shed orders that are still connected.",
+            snap.leaving,
+        )
+        rej = CounterMetricFamily(
+            "tcpdispatch_gateway_rejected",
+            "Connections refused before WELCOME, by reason.",
+            labels=["gateway", "reason"],
+        )
         for slug, n in sorted(snap.rejected.items()):
             rej.add_metric([cfg.id, slug], n)
         yield rej
-        err = CounterMetricFamily("tcpdispatch_gateway_errors", "ERROR frames sent, by code.",
-                                  labels=["gateway", "code"])
+        err = CounterMetricFamily(
+            "tcpdispatch_gateway_errors", "ERROR frames sent, by code.", labels=["gateway", "code"]
+        )
         for slug, n in sorted(snap.errors.items()):
             err.add_metric([cfg.id, slug], n)
         yield err
-        yield counter("http_timeouts", "Status-port connections closed because a request head "
-                      "was not complete within --http-timeout.", s.deadlines.timeouts)
+        yield counter(
+            "http_timeouts",
+            "Status-port connections closed because a request head "
+            "was not complete within --http-timeout.",
+            s.deadlines.timeouts,
+        )
         hs = CounterMetricFamily(
             "tcpdispatch_gateway_handshakes",
             "Connections started on an encrypted gateway, by kind (plain, full, resumed).",
-            labels=["gateway", "kind"])
+            labels=["gateway", "kind"],
+        )
         for kind, n in sorted(snap.handshakes.items()):
             hs.add_metric([cfg.id, kind], n)
         yield hs
-        per = GaugeMetricFamily("tcpdispatch_gateway_worker_connections", "Open connections per worker.",
-                                labels=["gateway", "worker"])
+        per = GaugeMetricFamily(
+            "tcpdispatch_gateway_worker_connections",
+            "Open connections per worker.",
+            labels=["gateway", "worker"],
+        )
         for w, n in enumerate(snap.worker_connections):
             per.add_metric([cfg.id, str(w)], n)
         yield per
         yield build_info()
-        busy = GaugeMetricFamily("tcpdispatch_gateway_worker_busy",
-                                 "Share of the last window each worker's loop ran or waited to run (0..1 core).",
-                                 labels=["gateway", "worker"])
-        lag = GaugeMetricFamily("tcpdispatch_gateway_worker_loop_lag_seconds",
-                                "Longest timer lag of each worker's event loop in the last window.",
-                                labels=["gateway", "worker"])
+        busy = GaugeMetricFamily(
+            "tcpdispatch_gateway_worker_busy",
+            "Share of the last window each worker's loop ran or waited to run (0..1 core).",
+            labels=["gateway", "worker"],
+        )
+        lag = GaugeMetricFamily(
+            "tcpdispatch_gateway_worker_loop_lag_seconds",
+            "Longest timer lag of each worker's event loop in the last window.",
+            labels=["gateway", "worker"],
+        )
         for w, (b, x) in enumerate(zip(snap.worker_busy, snap.worker_lag)):
             busy.add_metric([cfg.id, str(w)], b)
             lag.add_metric([cfg.id, str(w)], x)
@@ -196,7 +235,9 @@ class StatusService:
         self.cpu = CpuSampler(pids)
         self._registry = CollectorRegistry(auto_describe=False)
         self._registry.register(_Collector(self))  # type: ignore[arg-type]
-        add_process_collector(self._registry)  # this (status-serving) process: the supervisor with --workers
+        add_process_collector(
+            self._registry
+        )  # this (status-serving) process: the supervisor with --workers
         self._runner: web.AppRunner | None = None
         self._http: asyncio.AbstractServer | None = None
         self.deadlines = HeadDeadlines(cfg.http_timeout)
@@ -241,7 +282,9 @@ class StatusService:
 
     async def _get_metrics(self, request: web.Request) -> web.Response:
         body = generate_latest(self._registry)  # type: ignore[arg-type]
-        return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+        return web.Response(
+            body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}
+        )
 
     async def _post_drain(self, request: web.Request) -> web.Response:
         refusal = admin_refusal(request, self.cfg.admin_token, "POST /drain")
@@ -249,17 +292,27 @@ class StatusService:
             return refusal
         log.info("drain requested through POST /drain from %s", request.remote)
         self._on_drain()
-        return web.json_response({"state": "draining", "drain_window_s": self.cfg.drain_window},
-                                 status=202)
+        return web.json_response(
+            {"state": "draining", "drain_window_s": self.cfg.drain_window}, status=202
+        )
 
     async def _post_shed(self, request: web.Request) -> web.Response:
         if self._on_shed is None:
-            return web.json_response({"error": "not_supported", "detail": "this node cannot shed"}, status=501)
-        return await post_shed(request, gateway_id=self.cfg.id, admin_token=self.cfg.admin_token,
-                               draining=self.counters.draining, shed=self._on_shed)
+            return web.json_response(
+                {"error": "not_supported", "detail": "this node cannot shed"}, status=501
+            )
+        return await post_shed(
+            request,
+            gateway_id=self.cfg.id,
+            admin_token=self.cfg.admin_token,
+            draining=self.counters.draining,
+            shed=self._on_shed,
+        )
 
     # -- agent ---------------------------------------------------------------
-    async def _agent_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _agent_client(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         try:
             writer.write(agent_line(self.counters.snapshot(), self.cfg.capacity))
             await asyncio.wait_for(writer.drain(), self.cfg.http_timeout)
@@ -283,13 +336,16 @@ class StatusService:
         # Our own listener (not web.TCPSite) so every connection gets the head deadline.
         server = self._runner.server
         assert server is not None  # set by setup()
-        self._http = await loop.create_server(self.deadlines.factory(server), host, port,
-                                              reuse_address=True)
+        self._http = await loop.create_server(
+            self.deadlines.factory(server), host, port, reuse_address=True
+        )
         if self.cfg.agent is not None:
             self._agent = await asyncio.start_server(self._agent_client, *self.cfg.agent)
         if self.cfg.admin_token is None:
-            log.info("POST /drain on the status port is disabled (answers 403): no --admin-token-file; "
-                     "SIGTERM drains")
+            log.info(
+                "POST /drain on the status port is disabled (answers 403): no --admin-token-file; "
+                "SIGTERM drains"
+            )
         self.cpu.sample()
         self._tasks.append(loop.create_task(self._sample_loop()))
         if self.cfg.report_to:
@@ -315,19 +371,26 @@ class StatusService:
     async def _report_loop(self) -> None:
         """Push /status to the dispatcher; a failure is logged once until it recovers."""
         url = f"{self.cfg.report_to}/v1/heartbeat"
-        headers = {"Authorization": f"Bearer {self.cfg.report_token}", "Content-Type": "application/json"}
+        headers = {
+            "Authorization": f"Bearer {self.cfg.report_token}",
+            "Content-Type": "application/json",
+        }
         failing = False
         timeout = ClientTimeout(total=max(0.5, min(5.0, self.cfg.report_interval * 2)))
         async with ClientSession(timeout=timeout) as http:
             while True:
                 try:
-                    async with http.post(url, data=json.dumps(self.status()), headers=headers) as resp:
+                    async with http.post(
+                        url, data=json.dumps(self.status()), headers=headers
+                    ) as resp:
                         ok = resp.status < 300
                         problem = f"HTTP {resp.status}"
                 except Exception as exc:  # noqa: BLE001 - never disturb serving
                     ok, problem = False, repr(exc)
                 if not ok and not failing:
-                    log.warning("heartbeat to %s failing: %s (logged once until it recovers)", url, problem)
+                    log.warning(
+                        "heartbeat to %s failing: %s (logged once until it recovers)", url, problem
+                    )
                 elif ok and failing:
                     log.info("heartbeat to %s recovered", url)
                 failing = not ok

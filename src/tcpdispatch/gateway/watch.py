@@ -56,8 +56,9 @@ def parse_watch_interval(text: str) -> float:
         value = math.nan
     if not math.isfinite(value) or not MIN_INTERVAL <= value <= MAX_INTERVAL:
         raise ValueError(
-            f"watch must be a tick interval in seconds between {MIN_INTERVAL:g} and {MAX_INTERVAL:g}, "
-            f"got {text!r}")
+            f"watch must be a tick interval in seconds between {MIN_INTERVAL:g} and "
+            f"{MAX_INTERVAL:g}, got {text!r}"
+        )
     return value
 
 
@@ -71,8 +72,11 @@ def watch_doc(status: Mapping[str, Any]) -> dict[str, Any]:
     for key, step in _STEPS.items():
         value = doc.get(key)
         if isinstance(value, int | float) and not isinstance(value, bool):
-            doc[key] = round(round(value / step) * step, 2) if isinstance(step, float) else \
-                int(round(value / step) * step)
+            doc[key] = (
+                round(round(value / step) * step, 2)
+                if isinstance(step, float)
+                else int(round(value / step) * step)
+            )
     return doc
 
 
@@ -144,10 +148,18 @@ class WatchStreams:
         try:
             interval = parse_watch_interval(request.query.get("watch", ""))
         except ValueError as exc:
-            return web.Response(body=error_body("bad_request", str(exc)), status=400,
-                                content_type="application/json")
-        resp = web.StreamResponse(headers={
-            "Content-Type": CONTENT_TYPE, "Cache-Control": "no-store", WATCH_HEADER: f"{interval:g}"})
+            return web.Response(
+                body=error_body("bad_request", str(exc)),
+                status=400,
+                content_type="application/json",
+            )
+        resp = web.StreamResponse(
+            headers={
+                "Content-Type": CONTENT_TYPE,
+                "Cache-Control": "no-store",
+                WATCH_HEADER: f"{interval:g}",
+            }
+        )
         await resp.prepare(request)
         feed = WatchFeed(interval)
         loop = asyncio.get_running_loop()
@@ -172,6 +184,12 @@ class WatchStreams:
 
 
 __all__ = [
-    "CONTENT_TYPE", "TICK", "WATCH_FIELDS", "WATCH_HEADER", "WatchFeed", "WatchStreams",
-    "parse_watch_interval", "watch_doc",
+    "CONTENT_TYPE",
+    "TICK",
+    "WATCH_FIELDS",
+    "WATCH_HEADER",
+    "WatchFeed",
+    "WatchStreams",
+    "parse_watch_interval",
+    "watch_doc",
 ]

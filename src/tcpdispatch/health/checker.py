@@ -111,7 +111,9 @@ class HealthChecker:
 
     def _launch(self, gid: str, spec: CheckSpec) -> None:
         wake = asyncio.Event()
-        task = asyncio.get_running_loop().create_task(self._run(gid, spec, wake), name=f"health:{gid}")
+        task = asyncio.get_running_loop().create_task(
+            self._run(gid, spec, wake), name=f"health:{gid}"
+        )
         self._tasks[gid] = task
         self._specs[gid] = spec
         self._wake[gid] = wake
@@ -139,7 +141,9 @@ class HealthChecker:
                 result = await self._prober(spec, s.timeout, None)
             except Exception as exc:
                 log.exception("health probe of %s (%s) crashed", gid, spec)
-                result = ProbeResult(ok=False, latency_s=loop.time() - started, detail=f"probe crashed: {exc!r}")
+                result = ProbeResult(
+                    ok=False, latency_s=loop.time() - started, detail=f"probe crashed: {exc!r}"
+                )
             try:
                 self._on_result(gid, result)
             except Exception:

@@ -52,7 +52,9 @@ class OverloadState:
         self.reason = ""
         self._hot = 0  # consecutive samples with a signal at or over its enter threshold
 
-    def observe(self, t: OverloadThresholds, busy: float | None, lag: float | None, latency: float) -> bool:
+    def observe(
+        self, t: OverloadThresholds, busy: float | None, lag: float | None, latency: float
+    ) -> bool:
         """Feed one status sample (None: the gateway does not report that signal)."""
         why = []
         if busy is not None and busy >= t.busy:
@@ -68,12 +70,17 @@ class OverloadState:
                 self.reason = f"{'; '.join(why)}, {self._hot} statuses in a row"
                 return True
             return False
-        cool = ((busy is None or busy <= t.busy_exit) and (lag is None or lag <= t.lag_exit)
-                and latency <= t.latency_exit)
+        cool = (
+            (busy is None or busy <= t.busy_exit)
+            and (lag is None or lag <= t.lag_exit)
+            and latency <= t.latency_exit
+        )
         if cool:
-            parts = [f"busy {busy:.2f}" if busy is not None else "",
-                     f"lag {lag * 1000:.0f} ms" if lag is not None else "",
-                     f"status latency {latency * 1000:.0f} ms"]
+            parts = [
+                f"busy {busy:.2f}" if busy is not None else "",
+                f"lag {lag * 1000:.0f} ms" if lag is not None else "",
+                f"status latency {latency * 1000:.0f} ms",
+            ]
             self.over, self.reason = False, ", ".join(p for p in parts if p)
             return True
         return False

@@ -96,12 +96,16 @@ def status_to_result(doc: Mapping[str, Any], latency_s: float = 0.0) -> ProbeRes
     )
 
 
-def status_reply_to_result(status: int, body: bytes, latency: float, url: str | None) -> ProbeResult:
+def status_reply_to_result(
+    status: int, body: bytes, latency: float, url: str | None
+) -> ProbeResult:
     """The verdict on one HTTP answer of a status page (any prober that fetched it)."""
     if status != 200:
         return ProbeResult(ok=False, latency_s=latency, detail=f"HTTP {status} from {url}")
     if len(body) > MAX_STATUS_BYTES:
-        return ProbeResult(ok=False, latency_s=latency, detail=f"status body over {MAX_STATUS_BYTES} bytes")
+        return ProbeResult(
+            ok=False, latency_s=latency, detail=f"status body over {MAX_STATUS_BYTES} bytes"
+        )
     try:
         doc = json.loads(body)
     except ValueError as exc:
@@ -116,7 +120,12 @@ def _optional_number(doc: Mapping[str, Any], name: str) -> float | None:
     value = doc.get(name)
     if value is None:
         return None
-    if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
+    if (
+        not isinstance(value, int | float)
+        or isinstance(value, bool)
+        or not math.isfinite(value)
+        or value < 0
+    ):
         raise ValueError(f"status field {name!r} must be a number >= 0, got {value!r}")
     return float(value)
 
@@ -159,7 +168,9 @@ def parse_agent_reply(line: str, latency_s: float = 0.0) -> ProbeResult:
         return ProbeResult(ok=False, latency_s=latency_s, detail=f"agent sent {what}")
     if ok is False:
         reason = description.strip() or line.strip()
-        return ProbeResult(ok=False, latency_s=latency_s, draining=draining, detail=f"agent says {reason}")
+        return ProbeResult(
+            ok=False, latency_s=latency_s, draining=draining, detail=f"agent says {reason}"
+        )
     return ProbeResult(
         ok=True,
         latency_s=latency_s,
@@ -193,7 +204,9 @@ async def probe(
                 return await _probe_agent(spec, start)
             return await _probe_tcp(spec, start)
     except TimeoutError:
-        return ProbeResult(ok=False, latency_s=time.monotonic() - start, detail=f"timeout after {timeout:g}s")
+        return ProbeResult(
+            ok=False, latency_s=time.monotonic() - start, detail=f"timeout after {timeout:g}s"
+        )
     except (OSError, aiohttp.ClientError, ValueError) as exc:
         # OSError covers refused/unreachable/reset; ValueError covers bad JSON/documents
         # and UnicodeDecodeError.

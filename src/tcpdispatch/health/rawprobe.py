@@ -80,7 +80,9 @@ class HTTPClientProtocol(asyncio.Protocol):
         try:
             self._parser.feed_data(data)
         except (httptools.HttpParserError, ResponseTooLarge) as exc:
-            self._fail(exc if isinstance(exc, ResponseTooLarge) else ValueError(f"bad HTTP answer: {exc}"))
+            self._fail(
+                exc if isinstance(exc, ResponseTooLarge) else ValueError(f"bad HTTP answer: {exc}")
+            )
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.reusable = False
@@ -113,7 +115,9 @@ class HTTPClientProtocol(asyncio.Protocol):
             self.transport.abort()
 
 
-def request_head(url: str, *, query: str = "", accept: str = "application/json") -> tuple[str, int, bytes]:
+def request_head(
+    url: str, *, query: str = "", accept: str = "application/json"
+) -> tuple[str, int, bytes]:
     """``(host, port, GET request bytes)`` for an ``http://`` status URL."""
     parts = urlsplit(url)
     if parts.scheme.lower() != "http":
@@ -126,8 +130,10 @@ def request_head(url: str, *, query: str = "", accept: str = "application/json")
     host_header = f"[{host}]" if ":" in host else host
     if parts.port is not None:
         host_header += f":{port}"
-    head = (f"GET {target} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: {USER_AGENT}\r\n"
-            f"Accept: {accept}\r\n\r\n").encode("latin-1")
+    head = (
+        f"GET {target} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: {USER_AGENT}\r\n"
+        f"Accept: {accept}\r\n\r\n"
+    ).encode("latin-1")
     return host, port, head
 
 
@@ -183,7 +189,9 @@ class RawProber:
                     return await self._tcp(spec, start)
         except TimeoutError:
             self._drop(spec)
-            return ProbeResult(ok=False, latency_s=time.monotonic() - start, detail=f"timeout after {timeout:g}s")
+            return ProbeResult(
+                ok=False, latency_s=time.monotonic() - start, detail=f"timeout after {timeout:g}s"
+            )
         except (OSError, ValueError) as exc:
             self._drop(spec)
             text = str(exc)
@@ -213,7 +221,9 @@ class RawProber:
         try:
             for attempt in (0, 1):
                 if conn is None or not conn.reusable:
-                    _, conn = await asyncio.get_running_loop().create_connection(HTTPClientProtocol, host, port)
+                    _, conn = await asyncio.get_running_loop().create_connection(
+                        HTTPClientProtocol, host, port
+                    )
                     if self._conns.get(url) is None or not self._conns[url].reusable:
                         self._conns[url] = conn
                     else:
@@ -248,7 +258,9 @@ class RawProber:
 
     async def _tcp(self, spec: CheckSpec, start: float) -> ProbeResult:
         assert spec.host is not None and spec.port is not None
-        transport, _ = await asyncio.get_running_loop().create_connection(asyncio.Protocol, spec.host, spec.port)
+        transport, _ = await asyncio.get_running_loop().create_connection(
+            asyncio.Protocol, spec.host, spec.port
+        )
         latency = time.monotonic() - start
         transport.abort()  # reset rather than FIN, as HAProxy does: no TIME_WAIT on our side
         return ProbeResult(ok=True, latency_s=latency)

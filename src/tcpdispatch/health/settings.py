@@ -148,11 +148,16 @@ def parse_check(spec: str) -> CheckSpec:
         raise ValueError(f"check must be a string, got {type(spec).__name__}")  # noqa: TRY004 (config errors are ValueError)
     text = spec.strip()
     if not text:
-        raise ValueError("check is empty; expected http://HOST:PORT/PATH, agent://HOST:PORT, tcp://HOST:PORT or push")
+        raise ValueError(
+            "check is empty; expected http://HOST:PORT/PATH, "
+            "agent://HOST:PORT, tcp://HOST:PORT or push"
+        )
     if text.lower() == "push":
         return CheckSpec(kind="push")
     if "://" not in text:
-        raise ValueError(f"check {spec!r} has no scheme; expected http://, agent://, tcp:// or push")
+        raise ValueError(
+            f"check {spec!r} has no scheme; expected http://, agent://, tcp:// or push"
+        )
     try:
         parts = urlsplit(text)
         port = parts.port  # raises ValueError on a non-numeric or out-of-range port
@@ -160,7 +165,10 @@ def parse_check(spec: str) -> CheckSpec:
         raise ValueError(f"check {spec!r}: {exc}") from None
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https", "agent", "tcp"):
-        raise ValueError(f"check {spec!r}: unknown scheme {parts.scheme!r}; expected http, https, agent, tcp or push")
+        raise ValueError(
+            f"check {spec!r}: unknown scheme {parts.scheme!r}; "
+            "expected http, https, agent, tcp or push"
+        )
     if not parts.hostname:
         raise ValueError(f"check {spec!r} has no host")
     if parts.username is not None or parts.password is not None:

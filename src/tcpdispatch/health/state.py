@@ -23,9 +23,19 @@ class HealthState:
     healthy. An explicit ``max_passive >= fall`` opts into letting them.
     """
 
-    __slots__ = ("_passive_since_probe", "failures", "fall", "max_passive", "rise", "successes", "up")
+    __slots__ = (
+        "_passive_since_probe",
+        "failures",
+        "fall",
+        "max_passive",
+        "rise",
+        "successes",
+        "up",
+    )
 
-    def __init__(self, rise: int, fall: int, *, up: bool = False, max_passive: int | None = None) -> None:
+    def __init__(
+        self, rise: int, fall: int, *, up: bool = False, max_passive: int | None = None
+    ) -> None:
         if rise < 1 or fall < 1:
             raise ValueError(f"rise and fall must be >= 1, got rise={rise} fall={fall}")
         if max_passive is not None and max_passive < 0:

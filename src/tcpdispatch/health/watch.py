@@ -64,15 +64,33 @@ class _Watch:
     """Bookkeeping of one gateway's watch (owned by :class:`StatusWatcher`)."""
 
     __slots__ = (
-        "buf", "doc", "force", "gid", "host", "last", "loaded", "misses", "phase", "port", "proto", "req",
-        "result", "retry_at", "spec", "started", "streak", "suspect", "task",
+        "buf",
+        "doc",
+        "force",
+        "gid",
+        "host",
+        "last",
+        "loaded",
+        "misses",
+        "phase",
+        "port",
+        "proto",
+        "req",
+        "result",
+        "retry_at",
+        "spec",
+        "started",
+        "streak",
+        "suspect",
+        "task",
     )
 
     def __init__(self, gid: str, spec: CheckSpec, interval: float) -> None:
         self.gid = gid
         self.spec = spec
-        self.host, self.port, self.req = request_head(str(spec.url), query=f"watch={interval:g}",
-                                                      accept=f"{NDJSON}, application/json")
+        self.host, self.port, self.req = request_head(
+            str(spec.url), query=f"watch={interval:g}", accept=f"{NDJSON}, application/json"
+        )
         self.phase = _IDLE
         self.proto: _WatchProtocol | None = None
         self.task: asyncio.Task[None] | None = None
@@ -125,7 +143,9 @@ class _WatchProtocol(asyncio.Protocol):
         if self.streaming:
             self._owner._on_lost(self._w, self, "status stream ended")
         else:
-            self._owner._on_plain(self._w, self, self._parser.get_status_code(), b"".join(self._body))
+            self._owner._on_plain(
+                self._w, self, self._parser.get_status_code(), b"".join(self._body)
+            )
         self.abort()
 
     def connection_made(self, transport: Any) -> None:
@@ -143,7 +163,9 @@ class _WatchProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.gone = True
-        self._owner._on_lost(self._w, self, "status stream closed" if exc is None else f"status stream lost: {exc}")
+        self._owner._on_lost(
+            self._w, self, "status stream closed" if exc is None else f"status stream lost: {exc}"
+        )
 
     def abort(self) -> None:
         if self.transport is not None and not self.gone:
@@ -201,7 +223,9 @@ class StatusWatcher:
         for gid, spec in self._targets.items():
             if gid not in self._watches:
                 w = _Watch(gid, spec, self.settings.interval)
-                w.retry_at = now + self._rng.uniform(0, self.settings.interval)  # spread the connects
+                w.retry_at = now + self._rng.uniform(
+                    0, self.settings.interval
+                )  # spread the connects
                 self._watches[gid] = w
 
     def check_now(self, gateway_id: str) -> None:
@@ -298,7 +322,9 @@ class StatusWatcher:
     async def _open(self, w: _Watch) -> None:
         assert self._loop is not None
         try:
-            _, proto = await self._loop.create_connection(lambda: _WatchProtocol(self, w), w.host, w.port)
+            _, proto = await self._loop.create_connection(
+                lambda: _WatchProtocol(self, w), w.host, w.port
+            )
         except OSError as exc:
             if w.phase == _CONNECTING:
                 w.phase = _IDLE
@@ -358,11 +384,13 @@ class StatusWatcher:
                     delta = json.loads(line)
                     if not isinstance(delta, dict):
                         raise ValueError(  # noqa: TRY004 - a bad document, reported like the others
-                            f"status line must be a JSON object, got {type(delta).__name__}")
+                            f"status line must be a JSON object, got {type(delta).__name__}"
+                        )
                     w.doc.update(delta)
                     w.result = r = status_to_result(w.doc)
-                    w.loaded = ((r.busy or 0.0) >= self.settings.overload_busy_exit
-                                or (r.lag_s or 0.0) >= self.settings.overload_lag_exit)
+                    w.loaded = (r.busy or 0.0) >= self.settings.overload_busy_exit or (
+                        r.lag_s or 0.0
+                    ) >= self.settings.overload_lag_exit
                 except ValueError as exc:
                     self._bad(w, f"bad status document: {exc}")
                     return
@@ -401,7 +429,9 @@ class StatusWatcher:
             self._in_flight.discard(w)
             self._fail(w, detail)
             if was_streaming and self._loop is not None and not self._closed:
-                self._connect(w, self._loop.time())  # confirm at once: a crashed gateway now refuses
+                self._connect(
+                    w, self._loop.time()
+                )  # confirm at once: a crashed gateway now refuses
 
     def _on_plain(self, w: _Watch, proto: _WatchProtocol, status: int, body: bytes) -> None:
         if w.phase != _CONNECTING:
@@ -416,8 +446,12 @@ class StatusWatcher:
                 result = status_to_result(json.loads(body))
             except ValueError as exc:
                 result = ProbeResult(ok=False, detail=f"bad status document: {exc}")
-        log.info("gateway %s: %s answers without a watch stream (not a tcpdispatch gateway, "
-                 "or an older one); polling it instead", w.gid, w.spec.url)
+        log.info(
+            "gateway %s: %s answers without a watch stream (not a tcpdispatch gateway, "
+            "or an older one); polling it instead",
+            w.gid,
+            w.spec.url,
+        )
         self._report(w.gid, result)
         if self._on_fallback is not None:
             self._on_fallback(w.gid)
@@ -453,8 +487,12 @@ class StatusMonitor:
         return self.watcher.targets | self.poller.probing
 
     def _watchable(self, gid: str, spec: CheckSpec) -> bool:
-        return (self.settings.watch and spec.kind == "http" and gid not in self._polled
-                and str(spec.url).lower().startswith("http://"))
+        return (
+            self.settings.watch
+            and spec.kind == "http"
+            and gid not in self._polled
+            and str(spec.url).lower().startswith("http://")
+        )
 
     def set_targets(self, targets: Mapping[str, CheckSpec]) -> None:
         if self._closed:
@@ -464,7 +502,9 @@ class StatusMonitor:
         # A changed check gets a fresh chance to stream.
         self._polled = {g for g in self._polled if old.get(g) == self._targets.get(g)}
         self.watcher.set_targets({g: s for g, s in self._targets.items() if self._watchable(g, s)})
-        self.poller.set_targets({g: s for g, s in self._targets.items() if not self._watchable(g, s)})
+        self.poller.set_targets(
+            {g: s for g, s in self._targets.items() if not self._watchable(g, s)}
+        )
 
     def _fallback(self, gid: str) -> None:
         self._polled.add(gid)

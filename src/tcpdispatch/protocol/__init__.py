@@ -20,7 +20,21 @@ from tcpdispatch.protocol.frames import (
 from tcpdispatch.protocol.states import Role, State
 
 __all__ = [
-    "DEFAULT_MAX_FRAME", "VERSION", "Bye", "Connection", "Data", "Error", "Frame",
-    "FrameDecoder", "Hello", "Opcode", "Ping", "Pong", "Reconnect", "Role", "State",
-    "Welcome", "encode",
+    "DEFAULT_MAX_FRAME",
+    "VERSION",
+    "Bye",
+    "Connection",
+    "Data",
+    "Error",
+    "Frame",
+    "FrameDecoder",
+    "Hello",
+    "Opcode",
+    "Ping",
+    "Pong",
+    "Reconnect",
+    "Role",
+    "State",
+    "Welcome",
+    "encode",
 ]

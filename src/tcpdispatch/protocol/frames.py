@@ -191,7 +191,9 @@ def _str16(p: bytes, pos: int, what: str, limit: int) -> tuple[str, int]:
 
 def _no_trailing(p: bytes, end: int, what: str) -> None:
     if end != len(p):
-        raise RemoteProtocolError(ErrorCode.MALFORMED_FRAME, f"{what} has {len(p) - end} trailing bytes")
+        raise RemoteProtocolError(
+            ErrorCode.MALFORMED_FRAME, f"{what} has {len(p) - end} trailing bytes"
+        )
 
 
 def decode_payload(opcode: int, p: bytes) -> Frame:

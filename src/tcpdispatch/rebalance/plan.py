@@ -37,8 +37,9 @@ ramp) and returns the shed orders to send now. The rules:
    still leaving (a client on its way is counted nowhere: the round's total stands in for
    it until it has arrived). A batch of moves is in flight until
    the donor is seen to have lost as many sessions as it agreed to shed, or until
-   ``interval_s + settle_s`` after the last order. ``manual``: a round starts only on :meth:`trigger`.
-   ``off``: nothing. Every state change is returned once as an event (a log line).
+   ``interval_s + settle_s`` after the last order. ``manual``: a round starts only on
+   :meth:`trigger`. ``off``: nothing. Every state change is returned once as an event (a log
+   line).
 6. **Zones** (docs/zones.md). Targets are computed per zone: each zone's held total is shared
    among that zone's gateways only, and donors shed only as much as the recipients *of their
    own zone* have room for, so a round never moves a client out of its zone. Without zones
@@ -206,7 +207,9 @@ def imbalance(gateways: Sequence[GatewayLoad], goal: dict[str, float]) -> tuple[
         return 1.0, 1.0
     ratios = [g.settled / goal[g.id] for g in live if goal.get(g.id, 0) > 0]
     mean = sum(g.settled for g in live) / len(live)
-    return (max(ratios) if ratios else 1.0), (max(g.settled for g in live) / mean if mean > 0 else 1.0)
+    return (max(ratios) if ratios else 1.0), (
+        max(g.settled for g in live) / mean if mean > 0 else 1.0
+    )
 
 
 def split_budget(budget: int, wants: dict[str, int], cap: int) -> dict[str, int]:
@@ -263,7 +266,10 @@ class Planner:
             return True
         values = [v for _, v, _ in self._totals]
         tolerance = max(self.settings.abs_threshold, 0.01 * max(values))
-        return max(values) - min(values) <= tolerance and sum(a for _, _, a in self._totals) <= tolerance
+        return (
+            max(values) - min(values) <= tolerance
+            and sum(a for _, _, a in self._totals) <= tolerance
+        )
 
     def _total(self, gateways: Sequence[GatewayLoad]) -> float:
         """The held total to share out. During a round, a client on its way is in no settled
@@ -285,8 +291,17 @@ class Planner:
 
     # ------------------------------------------------------------ the tick
 
-    def tick(self, now: float, gateways: Sequence[GatewayLoad], *, leader: bool = True,
-             panic: bool = False, dispatched: int = 0, unavailable: int = 0, arrivals: int = 0) -> Decision:
+    def tick(
+        self,
+        now: float,
+        gateways: Sequence[GatewayLoad],
+        *,
+        leader: bool = True,
+        panic: bool = False,
+        dispatched: int = 0,
+        unavailable: int = 0,
+        arrivals: int = 0,
+    ) -> Decision:
         """One decision step: update targets, watch for trouble, and order the next batch.
 
         ``dispatched``/``unavailable``: dispatch answers 200/503 since the last tick;
@@ -298,21 +313,28 @@ class Planner:
         self.goal, self.view = goal, tuple(gateways)
         by_id = {g.id: g for g in gateways}
         self._watch(now, gateways, panic, dispatched, unavailable, events)
-        for gid in [g for g, p in self._pending.items()
-                    if g not in by_id or now >= p.expires or p.outstanding(by_id[g].settled) == 0]:
+        for gid in [
+            g
+            for g, p in self._pending.items()
+            if g not in by_id or now >= p.expires or p.outstanding(by_id[g].settled) == 0
+        ]:
             del self._pending[gid]
         self._totals.append((now, _fleet(gateways), arrivals))
         while self._totals and self._totals[0][0] < now - s.settle_s:
             self._totals.popleft()
         if self.breaker.poll(now):
-            events.append(f"breaker closed: resuming ({self.breaker.reason} has cleared for "
-                          f"{s.breaker_cooldown_s:g}s)")
+            events.append(
+                f"breaker closed: resuming ({self.breaker.reason} has cleared for "
+                f"{s.breaker_cooldown_s:g}s)"
+            )
         self.donors = frozenset(self._donors(gateways, goal))
         if s.mode == "off" or not leader:
             self._pending.clear()
             if self.round is not None:
-                events.append(f"round {self.round.id} abandoned: "
-                              f"{'mode is off' if s.mode == 'off' else 'no longer the leader'}")
+                events.append(
+                    f"round {self.round.id} abandoned: "
+                    f"{'mode is off' if s.mode == 'off' else 'no longer the leader'}"
+                )
                 self.round = None
             self._triggered = False
             return Decision((), tuple(events))
@@ -324,7 +346,9 @@ class Planner:
             p = self._pending.get(o.gateway)
             if p is None:
                 settled = by_id[o.gateway].settled
-                self._pending[o.gateway] = _Pending(o.count, settled, now + s.interval_s + s.settle_s)
+                self._pending[o.gateway] = _Pending(
+                    o.count, settled, now + s.interval_s + s.settle_s
+                )
             else:
                 p.requested += o.count
                 p.expires = now + s.interval_s + s.settle_s
@@ -332,7 +356,9 @@ class Planner:
             self.round.requested += o.count
         return Decision(tuple(orders), tuple(events))
 
-    def shed_result(self, order: ShedOrder, accepted: int | None, now: float, detail: str = "") -> str | None:
+    def shed_result(
+        self, order: ShedOrder, accepted: int | None, now: float, detail: str = ""
+    ) -> str | None:
         """What the donor answered: how many sessions it will shed, or None when it failed.
 
         Returns an event to log, if any. A donor that has fewer sessions older than the
@@ -366,8 +392,15 @@ class Planner:
             return f"breaker open: {reason}; pausing for at least {self.breaker.cooldown:g}s"
         return None
 
-    def _watch(self, now: float, gateways: Sequence[GatewayLoad], panic: bool, dispatched: int,
-               unavailable: int, events: list[str]) -> None:
+    def _watch(
+        self,
+        now: float,
+        gateways: Sequence[GatewayLoad],
+        panic: bool,
+        dispatched: int,
+        unavailable: int,
+        events: list[str],
+    ) -> None:
         causes: list[str] = []
         for g in gateways:
             before = self._states.get(g.id)
@@ -387,8 +420,10 @@ class Planner:
             fleet = _fleet(gateways)
             allowed = max(self.settings.abs_threshold, self.settings.lost_ratio * self.in_flight())
             if fleet < r.total - allowed:
-                causes.append(f"moved clients did not reappear (held total {r.total} -> "
-                              f"{fleet} with {self.in_flight()} moves in flight)")
+                causes.append(
+                    f"moved clients did not reappear (held total {r.total} -> "
+                    f"{fleet} with {self.in_flight()} moves in flight)"
+                )
         for cause in causes:
             event = self._trip(now, cause)
             if event:
@@ -409,8 +444,9 @@ class Planner:
                 out.append(g.id)
         return out
 
-    def _round_state(self, now: float, gateways: Sequence[GatewayLoad], goal: dict[str, float],
-                     events: list[str]) -> None:
+    def _round_state(
+        self, now: float, gateways: Sequence[GatewayLoad], goal: dict[str, float], events: list[str]
+    ) -> None:
         s = self.settings
         triggered, self._triggered = self._triggered, False
         if self.round is None:
@@ -418,13 +454,17 @@ class Planner:
                 return
             if not self.donors:
                 if triggered:
-                    events.append("triggered round: nothing to do (every gateway is within the thresholds)")
+                    events.append(
+                        "triggered round: nothing to do (every gateway is within the thresholds)"
+                    )
                 return
             if not self.steady() or any(g.leaving for g in gateways if g.state != "down"):
                 self._triggered = triggered  # keep a trigger for when it settles
                 if not self._unsteady_logged:
                     self._unsteady_logged = True
-                    events.append("imbalance seen, waiting for the held total to settle before a round")
+                    events.append(
+                        "imbalance seen, waiting for the held total to settle before a round"
+                    )
                 return
             self._unsteady_logged = False
             self.rounds += 1
@@ -436,11 +476,15 @@ class Planner:
         moving = sum(g.leaving for g in gateways if g.state != "down")
         if not self.donors and not self._pending and not moving:
             r = self.round
-            events.append(f"round {r.id} done in {now - r.started:.1f}s: {r.requested} moves requested; "
-                          + _describe(gateways, goal, frozenset()))
+            events.append(
+                f"round {r.id} done in {now - r.started:.1f}s: {r.requested} moves requested; "
+                + _describe(gateways, goal, frozenset())
+            )
             self.round = None
 
-    def _orders(self, now: float, gateways: Sequence[GatewayLoad], goal: dict[str, float]) -> list[ShedOrder]:
+    def _orders(
+        self, now: float, gateways: Sequence[GatewayLoad], goal: dict[str, float]
+    ) -> list[ShedOrder]:
         s = self.settings
         by_id = {g.id: g for g in gateways}
         wants: dict[str, int] = {}
@@ -455,7 +499,12 @@ class Planner:
         deficit = ramped = 0.0
         zone_deficit: dict[str, float] = {}
         for g in gateways:
-            if g.state == "up" and g.weight > 0 and g.id not in self.donors and g.settled < goal[g.id]:
+            if (
+                g.state == "up"
+                and g.weight > 0
+                and g.id not in self.donors
+                and g.settled < goal[g.id]
+            ):
                 d = goal[g.id] - g.settled
                 deficit += d
                 ramped += d * min(1.0, max(0.0, g.ramp))
@@ -465,8 +514,11 @@ class Planner:
         # recipients' business too, so they shrink it.
         zone_room: dict[str, int] = {}
         for zone, d in zone_deficit.items():
-            in_flight = sum(p.outstanding(by_id[gid].settled) for gid, p in self._pending.items()
-                            if gid in by_id and by_id[gid].zone == zone)
+            in_flight = sum(
+                p.outstanding(by_id[gid].settled)
+                for gid, p in self._pending.items()
+                if gid in by_id and by_id[gid].zone == zone
+            )
             draining = sum(g.settled for g in gateways if g.state == "draining" and g.zone == zone)
             zone_room[zone] = math.floor(d - in_flight + 1e-9) - draining
         room = sum(max(0, r) for r in zone_room.values())
@@ -478,12 +530,18 @@ class Planner:
         by_zone: dict[str, dict[str, int]] = {}
         for gid, n in wants.items():
             by_zone.setdefault(by_id[gid].zone, {})[gid] = n
-        zone_wants = {z: min(max(0, zone_room.get(z, 0)), sum(w.values())) for z, w in by_zone.items()}
+        zone_wants = {
+            z: min(max(0, zone_room.get(z, 0)), sum(w.values())) for z, w in by_zone.items()
+        }
         split: dict[str, int] = {}
         for zone, n in split_budget(budget, zone_wants, budget).items():
             split.update(split_budget(n, by_zone[zone], cap))
-        return [ShedOrder(gid, n, s.interval_s, s.min_session_age_s, by_id[gid].settled, round(goal[gid], 1))
-                for gid, n in sorted(split.items())]
+        return [
+            ShedOrder(
+                gid, n, s.interval_s, s.min_session_age_s, by_id[gid].settled, round(goal[gid], 1)
+            )
+            for gid, n in sorted(split.items())
+        ]
 
     # ------------------------------------------------------------ reporting
 
@@ -495,20 +553,46 @@ class Planner:
         for g in self.view:
             t = self.goal.get(g.id, 0.0)
             p = self._pending.get(g.id)
-            role = ("donor" if g.id in self.donors else
-                    "recipient" if g.state == "up" and g.weight > 0 and g.settled < t else "-")
-            gateways.append({"id": g.id, "state": g.state, "held": g.held, "leaving": g.leaving,
-                             "target": round(t, 1), "weight": g.weight, "role": role,
-                             "in_flight": p.outstanding(g.settled) if p else 0})
+            role = (
+                "donor"
+                if g.id in self.donors
+                else "recipient"
+                if g.state == "up" and g.weight > 0 and g.settled < t
+                else "-"
+            )
+            gateways.append(
+                {
+                    "id": g.id,
+                    "state": g.state,
+                    "held": g.held,
+                    "leaving": g.leaving,
+                    "target": round(t, 1),
+                    "weight": g.weight,
+                    "role": role,
+                    "in_flight": p.outstanding(g.settled) if p else 0,
+                }
+            )
         r = self.round
         return {
-            "mode": self.settings.mode, "paused": self.paused,
-            "breaker": {"state": "open" if b.open else "closed", "reason": b.reason if b.open else "",
-                        "open_for_s": round(now - b.since, 3) if b.open and b.since is not None else None,
-                        "trips": b.trips},
-            "round": None if r is None else {"id": r.id, "running_s": round(now - r.started, 3),
-                                             "donors": sorted(r.donors), "requested": r.requested},
-            "rounds": self.rounds, "moves_requested": self.moves_requested, "in_flight": self.in_flight(),
+            "mode": self.settings.mode,
+            "paused": self.paused,
+            "breaker": {
+                "state": "open" if b.open else "closed",
+                "reason": b.reason if b.open else "",
+                "open_for_s": round(now - b.since, 3) if b.open and b.since is not None else None,
+                "trips": b.trips,
+            },
+            "round": None
+            if r is None
+            else {
+                "id": r.id,
+                "running_s": round(now - r.started, 3),
+                "donors": sorted(r.donors),
+                "requested": r.requested,
+            },
+            "rounds": self.rounds,
+            "moves_requested": self.moves_requested,
+            "in_flight": self.in_flight(),
             "imbalance": {"max_over_target": round(worst, 4), "max_over_mean": round(spread, 4)},
             "gateways": gateways,
         }
@@ -518,7 +602,9 @@ def _fleet(gateways: Iterable[GatewayLoad]) -> int:
     return sum(g.held for g in gateways if g.state != "down")
 
 
-def _describe(gateways: Sequence[GatewayLoad], goal: dict[str, float], donors: frozenset[str]) -> str:
+def _describe(
+    gateways: Sequence[GatewayLoad], goal: dict[str, float], donors: frozenset[str]
+) -> str:
     parts = []
     for g in gateways:
         if g.state == "down":
@@ -528,5 +614,14 @@ def _describe(gateways: Sequence[GatewayLoad], goal: dict[str, float], donors: f
     return "held/target " + ", ".join(parts)
 
 
-__all__ = ["Breaker", "Decision", "GatewayLoad", "Planner", "Round", "ShedOrder", "imbalance",
-           "split_budget", "targets"]
+__all__ = [
+    "Breaker",
+    "Decision",
+    "GatewayLoad",
+    "Planner",
+    "Round",
+    "ShedOrder",
+    "imbalance",
+    "split_budget",
+    "targets",
+]

@@ -26,7 +26,17 @@ from tcpdispatch.secure.resumption import ResumptionGrant, ResumptionStore
 from tcpdispatch.secure.transport import SecureTransport
 
 __all__ = [
-    "MODE_FULL", "MODE_RESUME", "ClientHandshake", "HandshakeDone", "PublicKey",
-    "ResumptionGrant", "ResumptionStore", "SecureTransport", "ServerHandshake",
-    "ServerSecurity", "StaticKey", "load_key_file", "parse_public_key",
+    "MODE_FULL",
+    "MODE_RESUME",
+    "ClientHandshake",
+    "HandshakeDone",
+    "PublicKey",
+    "ResumptionGrant",
+    "ResumptionStore",
+    "SecureTransport",
+    "ServerHandshake",
+    "ServerSecurity",
+    "StaticKey",
+    "load_key_file",
+    "parse_public_key",
 ]

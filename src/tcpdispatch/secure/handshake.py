@@ -87,8 +87,9 @@ class ServerSecurity:
         object.__setattr__(self, "by_id", {k.id: k for k in self.keys})
         # Loading a private key costs about as much as a DH: do it once, not per handshake.
         kp = backend.keypairs["25519"]
-        object.__setattr__(self, "_keypairs",
-                           {k.id: kp.from_private_bytes(k.private) for k in self.keys})
+        object.__setattr__(
+            self, "_keypairs", {k.id: kp.from_private_bytes(k.private) for k in self.keys}
+        )
 
     @property
     def current(self) -> StaticKey:
@@ -140,15 +141,19 @@ class ServerHandshake:
             return None
         self._buf = b""
         prologue = PROLOGUE + buf[:head]
-        message = buf[head + 2:end]
+        message = buf[head + 2 : end]
         if mode == MODE_FULL:
             done = self._full(buf[1:head], prologue, message)
         else:
             done = self._resume(buf[2:head], prologue, message)
         rest = buf[end:]
         if rest:  # the client may pipeline transport messages behind its handshake
-            done = HandshakeDone(done.transport, done.reply,
-                                 done.plaintext + done.transport.decrypt(rest), done.resumed)
+            done = HandshakeDone(
+                done.transport,
+                done.reply,
+                done.plaintext + done.transport.decrypt(rest),
+                done.resumed,
+            )
         return done
 
     def _full(self, kid: bytes, prologue: bytes, message: bytes) -> HandshakeDone:
@@ -158,7 +163,8 @@ class ServerHandshake:
             raise RemoteProtocolError(
                 ErrorCode.UNKNOWN_SERVER_KEY,
                 f"this gateway does not hold the key with id {kid.hex()}; its key is "
-                f"{sec.current.public.text}")
+                f"{sec.current.public.text}",
+            )
         conn = NoiseConnection.from_name(FULL_PROTOCOL, backend=backend)
         conn.set_as_responder()
         conn.noise_protocol.keypairs["s"] = sec.keypair(kid)
@@ -172,7 +178,9 @@ class ServerHandshake:
         conn.set_psks(psk)
         return self._run(conn, prologue, message, resumed=True)
 
-    def _run(self, conn: NoiseConnection, prologue: bytes, message: bytes, *, resumed: bool) -> HandshakeDone:
+    def _run(
+        self, conn: NoiseConnection, prologue: bytes, message: bytes, *, resumed: bool
+    ) -> HandshakeDone:
         sec = self._sec
         conn.set_prologue(prologue)
         conn.start_handshake()
@@ -184,8 +192,10 @@ class ServerHandshake:
                     ErrorCode.RESUME_REJECTED,
                     "resumption did not authenticate (forged grant, or not issued by this key)",
                 ) from None
-            raise _failed("handshake message did not decrypt (not encrypted to this "
-                          "gateway's key, or altered)") from None
+            raise _failed(
+                "handshake message did not decrypt (not encrypted to this "
+                "gateway's key, or altered)"
+            ) from None
         # The next grant is bound to the current key (so grants follow a rotation); it
         # travels encrypted under this handshake, which authenticated ``key``.
         grant = issue_grant(sec.current, sec.clock(), sec.resume_lifetime)
@@ -204,9 +214,14 @@ class ClientHandshake:
     gateway refuses (plain ERROR, unauthenticated) or fails to prove its key.
     """
 
-    def __init__(self, server_key: PublicKey, early: bytes = b"",
-                 grant: ResumptionGrant | None = None, *,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        server_key: PublicKey,
+        early: bytes = b"",
+        grant: ResumptionGrant | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.server_key = server_key
         self.grant = grant
         self._early = early
@@ -250,13 +265,16 @@ class ClientHandshake:
             raise SecureHandshakeError(
                 int(ErrorCode.HANDSHAKE_FAILED),
                 f"gateway answered with handshake mode 0x{buf[0]:02x}, expected "
-                f"0x{self._mode:02x} (not a tcpdispatch gateway, or a man-in-the-middle)")
+                f"0x{self._mode:02x} (not a tcpdispatch gateway, or a man-in-the-middle)",
+            )
         if len(buf) < 3:
             return None
         (n,) = _U16.unpack_from(buf, 1)
         if n > MAX_HANDSHAKE:
-            raise SecureHandshakeError(int(ErrorCode.HANDSHAKE_FAILED),
-                                       f"gateway handshake message of {n} bytes is too large")
+            raise SecureHandshakeError(
+                int(ErrorCode.HANDSHAKE_FAILED),
+                f"gateway handshake message of {n} bytes is too large",
+            )
         end = 3 + n
         if len(buf) < end:
             return None
@@ -264,12 +282,16 @@ class ClientHandshake:
         try:
             payload = bytes(conn.read_message(bytes(buf[3:end])))
         except Exception:  # noqa: BLE001 - the library raises several types for bad bytes
-            what = ("the resumption key" if self.resuming
-                    else f"the private key of {self.server_key.text}")
+            what = (
+                "the resumption key"
+                if self.resuming
+                else f"the private key of {self.server_key.text}"
+            )
             raise SecureHandshakeError(
                 int(ErrorCode.HANDSHAKE_FAILED),
                 f"gateway did not prove it holds {what}: its handshake answer failed "
-                f"authentication (a man-in-the-middle, or the wrong key pinned)") from None
+                f"authentication (a man-in-the-middle, or the wrong key pinned)",
+            ) from None
         try:
             grant = parse_grant(payload, self.server_key, self._clock())
         except ValueError as exc:
@@ -290,9 +312,10 @@ class ClientHandshake:
         try:
             frames = decoder.feed(buf)
         except RemoteProtocolError as exc:
-            raise SecureHandshakeError(int(ErrorCode.HANDSHAKE_FAILED),
-                                       f"gateway answered with a malformed frame: {exc.reason}"
-                                       ) from None
+            raise SecureHandshakeError(
+                int(ErrorCode.HANDSHAKE_FAILED),
+                f"gateway answered with a malformed frame: {exc.reason}",
+            ) from None
         if not frames:
             return None
         frame = frames[0]
@@ -301,4 +324,5 @@ class ClientHandshake:
         raise SecureHandshakeError(
             int(ErrorCode.HANDSHAKE_FAILED),
             f"gateway answered in clear with {frame.opcode.name} (it does not speak the "
-            f"encrypted protocol, or something in between strips it)")
+            f"encrypted protocol, or something in between strips it)",
+        )

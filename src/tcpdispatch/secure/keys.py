@@ -46,8 +46,10 @@ def _unb64(text: str, what: str) -> bytes:
     except (binascii.Error, ValueError):
         raise ValueError(f"{what} is not URL-safe base64") from None
     if len(raw) != KEY_SIZE or _b64(raw) != text:
-        raise ValueError(f"{what} must be {KEY_SIZE} bytes in URL-safe base64 without padding "
-                         f"(43 characters), got {len(text)} characters")
+        raise ValueError(
+            f"{what} must be {KEY_SIZE} bytes in URL-safe base64 without padding "
+            f"(43 characters), got {len(text)} characters"
+        )
     return raw
 
 
@@ -96,8 +98,9 @@ class StaticKey:
         object.__setattr__(self, "public", PublicKey(pub))
         # Bound to the static key: a grant verifies only where this private key is held,
         # and replacing the key invalidates every grant issued under it.
-        object.__setattr__(self, "resume_key",
-                           hmac.new(self.private, _RESUME_INFO + pub, hashlib.sha256).digest())
+        object.__setattr__(
+            self, "resume_key", hmac.new(self.private, _RESUME_INFO + pub, hashlib.sha256).digest()
+        )
 
     @classmethod
     def generate(cls) -> StaticKey:
@@ -135,8 +138,9 @@ def load_key_file(path: str | os.PathLike[str]) -> tuple[StaticKey, ...]:
             raise ConfigError(f"line {n}: {exc}", file=str(p)) from None
         keys.append(StaticKey(raw))
     if not keys:
-        raise ConfigError("key file holds no key (make one with `tcpdispatch keygen FILE`)",
-                          file=str(p))
+        raise ConfigError(
+            "key file holds no key (make one with `tcpdispatch keygen FILE`)", file=str(p)
+        )
     if len({k.id for k in keys}) != len(keys):
         raise ConfigError("key file lists the same key twice", file=str(p))
     return tuple(keys)

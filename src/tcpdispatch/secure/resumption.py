@@ -60,8 +60,10 @@ def check_grant_id(grant_id: bytes, keys: Mapping[bytes, StaticKey], now: float)
     kid, expires_at, _ = _ID.unpack(grant_id)
     key = keys.get(kid)
     if key is None:
-        raise RemoteProtocolError(ErrorCode.RESUME_REJECTED,
-                                  "resumption was granted under a key this gateway does not hold")
+        raise RemoteProtocolError(
+            ErrorCode.RESUME_REJECTED,
+            "resumption was granted under a key this gateway does not hold",
+        )
     if now > expires_at:
         raise RemoteProtocolError(ErrorCode.RESUME_REJECTED, "resumption grant has expired")
     return derive_psk(key, grant_id)
@@ -89,8 +91,9 @@ def parse_grant(payload: bytes, server_key: PublicKey, now: float) -> Resumption
         raise ValueError("resumption grant has the wrong length")
     # Expire a little early so a grant never arrives at the gateway just after its end.
     life = min(lifetime, MAX_LIFETIME) * 0.9
-    return ResumptionGrant(server_key, bytes(payload[_GRANT_HEAD.size:end]),
-                           bytes(payload[end:]), now + life)
+    return ResumptionGrant(
+        server_key, bytes(payload[_GRANT_HEAD.size : end]), bytes(payload[end:]), now + life
+    )
 
 
 class ResumptionStore:

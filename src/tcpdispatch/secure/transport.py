@@ -65,7 +65,7 @@ class SecureTransport:
         for start in range(0, len(plaintext), MAX_PLAINTEXT):
             if n >= _MAX_NONCE:
                 raise RemoteProtocolError(ErrorCode.DECRYPT_FAILED, "send nonce exhausted")
-            ct = aead.encrypt(_nonce(n), bytes(view[start:start + MAX_PLAINTEXT]), None)
+            ct = aead.encrypt(_nonce(n), bytes(view[start : start + MAX_PLAINTEXT]), None)
             n += 1
             out += _LEN.pack(len(ct))
             out += ct
@@ -92,8 +92,10 @@ class SecureTransport:
                 (length,) = _LEN.unpack_from(buf, pos)
                 if length < TAG_SIZE:
                     raise RemoteProtocolError(
-                        ErrorCode.DECRYPT_FAILED, f"transport message of {length} bytes is shorter "
-                        f"than its {TAG_SIZE}-byte tag")
+                        ErrorCode.DECRYPT_FAILED,
+                        f"transport message of {length} bytes is shorter "
+                        f"than its {TAG_SIZE}-byte tag",
+                    )
                 end = pos + 2 + length
                 if end > size:
                     break
@@ -102,11 +104,11 @@ class SecureTransport:
                 if n >= _MAX_NONCE:
                     raise RemoteProtocolError(ErrorCode.DECRYPT_FAILED, "receive nonce exhausted")
                 try:
-                    out.append(aead.decrypt(_nonce(n), bytes(buf[pos + 2:end]), None))
+                    out.append(aead.decrypt(_nonce(n), bytes(buf[pos + 2 : end]), None))
                 except InvalidTag:
                     raise RemoteProtocolError(
-                        ErrorCode.DECRYPT_FAILED,
-                        f"transport message {n} failed authentication") from None
+                        ErrorCode.DECRYPT_FAILED, f"transport message {n} failed authentication"
+                    ) from None
                 n += 1
                 pos = end
         except RemoteProtocolError:

@@ -87,7 +87,8 @@ class LeastConnTwin:
 
 
 class GoimDecider:
-    """goim's weighted top-5 over the pool's candidates (counts from its last 10 s report + picks)."""
+    """goim's weighted top-5 over the pool's candidates
+    (counts from its last 10 s report + picks)."""
 
     def __init__(self, candidates: Sequence[Candidate], rng: random.Random) -> None:
         self.rng = rng
@@ -113,9 +114,15 @@ class GoimDecider:
         scored: list[tuple[float, float, Candidate]] = []
         for w, heap in self.groups.items():
             for c in heap.smallest(GOIM_MAX_NODES, skip_full=False):
-                scored.append((-_goim_weight(w, c.load.current, self.total_weight, total), self.rng.random(), c))
+                scored.append(
+                    (
+                        -_goim_weight(w, c.load.current, self.total_weight, total),
+                        self.rng.random(),
+                        c,
+                    )
+                )
         scored.sort(key=lambda s: (s[0], s[1]))
-        out = [s[2] for s in scored[:max(k, 1)]]
+        out = [s[2] for s in scored[: max(k, 1)]]
         if out:
             out[0].load.issued += 1
             self.touch(out[0].id)

@@ -33,9 +33,11 @@ class Memory:
     failed: list[str] = field(default_factory=list)  # addresses with a strike
 
     def harmless(self, dispatcher: str) -> bool:
-        """Only single strikes left (forgetting them shortens a later repeat ban from 2 s to 1 s)."""
+        """Only single strikes left (forgetting them
+        shortens a later repeat ban from 2 s to 1 s)."""
         return self.dispatchers.failures(dispatcher) == 0 and all(
-            self.gateways.failures(a) <= 1 for a in self.failed)
+            self.gateways.failures(a) <= 1 for a in self.failed
+        )
 
 
 class Population:
@@ -52,7 +54,9 @@ class Population:
         self.moving = bytearray(n)  # 1: told to move, still on the old gateway (make-before-break)
         self.queued = bytearray(n)  # 1: waiting for its turn in the testbed queue
         self.round_at = array("d", [NAN]) * n  # time of the pending round, if any
-        self.cache: list[tuple[int, ...] | None] = [None] * n  # last dispatch answer (gateway indexes)
+        self.cache: list[tuple[int, ...] | None] = [
+            None
+        ] * n  # last dispatch answer (gateway indexes)
         self.memories: dict[int, Memory] = {}
         self.clock = clock
         self.backoff = Backoff(BackoffConfig(), backoff_rng)  # type: ignore[arg-type]

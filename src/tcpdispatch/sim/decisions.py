@@ -85,12 +85,19 @@ class RealZones:
             counters = self._router.counters if self._router is not None else None
             self._router = ZoneRouter(
                 {n: (p.picker, p.panic) for n, p in zip(self.names, pools, strict=True)},
-                zone_map=self._zone_map, declared=self.names, spill_to={},
-                spill_headroom=self.spill_headroom, gateway_zone={}, counters=counters)
+                zone_map=self._zone_map,
+                declared=self.names,
+                spill_to={},
+                spill_headroom=self.spill_headroom,
+                gateway_zone={},
+                counters=counters,
+            )
             self._built = built
         return self._router
 
-    def pick(self, client_zone: int, pools: Sequence[ZonePool], request: PickRequest, k: int) -> list[Candidate]:
+    def pick(
+        self, client_zone: int, pools: Sequence[ZonePool], request: PickRequest, k: int
+    ) -> list[Candidate]:
         """The gateways for a client of ``client_zone``; when no zone can take it, the real
         dispatcher's pool-wide picker would decide: here each zone's own picker (in panic it hands
         out every gateway of its zone), the client's zone first."""

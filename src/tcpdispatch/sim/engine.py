@@ -14,7 +14,8 @@ from typing import Any
 
 
 class Engine:
-    """Events are ``(time, sequence, callback, args)``; ties run in the order they were scheduled."""
+    """Events are ``(time, sequence, callback, args)``;
+    ties run in the order they were scheduled."""
 
     def __init__(self, seed: int) -> None:
         self.now = 0.0
@@ -40,7 +41,8 @@ class Engine:
         self.at(self.now + delay, fn, *args)
 
     def every(self, interval: float, start: float, until: float, fn: Callable[[], None]) -> None:
-        """Run ``fn()`` at ``start``, ``start + interval``, ... while the time is below ``until``."""
+        """Run ``fn()`` at ``start``, ``start + interval``,
+        ... while the time is below ``until``."""
 
         def tick() -> None:
             fn()
@@ -52,7 +54,8 @@ class Engine:
             self.at(start, tick)
 
     def run(self, until: float, progress: Callable[[float], None] | None = None) -> None:
-        """Process events up to and including ``until``; ``progress(now)`` every 65,536 events and at the end."""
+        """Process events up to and including ``until``;
+        ``progress(now)`` every 65,536 events and at the end."""
         heap = self._heap
         pop = heapq.heappop
         n = self.events

@@ -38,8 +38,14 @@ class SimGateway:
 
     def config(self) -> GatewayEntry:
         """As the dispatcher's config (or admin API) names it."""
-        return GatewayEntry(id=self.id, host=self.host, port=9000, check=f"http://{self.host}:9100/status",
-                             weight=self.weight, capacity=self.capacity)
+        return GatewayEntry(
+            id=self.id,
+            host=self.host,
+            port=9000,
+            check=f"http://{self.host}:9100/status",
+            weight=self.weight,
+            capacity=self.capacity,
+        )
 
     def admits(self) -> bool:
         return self.state == "up" and not self.draining and len(self.clients) < self.capacity
@@ -54,5 +60,7 @@ def make_gateways(count: int, zones: int, capacity: int, start: int = 0) -> list
     out = []
     for i in range(start, start + count):
         host = f"10.{i // 65536 % 256}.{i // 256 % 256}.{i % 256}"
-        out.append(SimGateway(index=i, id=f"g{i:04d}", host=host, zone=i % zones, capacity=capacity))
+        out.append(
+            SimGateway(index=i, id=f"g{i:04d}", host=host, zone=i % zones, capacity=capacity)
+        )
     return out

@@ -38,7 +38,9 @@ _TIMEOUT = ProbeResult(ok=False, detail="timed out")
 class SimPool(Pool):
     """The real pool; only *when* it rebuilds is left to the simulator (no event loop here)."""
 
-    def __init__(self, config: DispatcherConfig, *, clock: Callable[[], float], rng: random.Random) -> None:
+    def __init__(
+        self, config: DispatcherConfig, *, clock: Callable[[], float], rng: random.Random
+    ) -> None:
         self.sim_dirty = False
         self.rebuild_at: float | None = None
         super().__init__(config, clock=clock, rng=rng)
@@ -55,9 +57,21 @@ class Replica:
     """One dispatcher process behind nginx. ``decider``: ``pool`` (the real picker),
     ``least_conn`` (its heap twin) or ``goim``."""
 
-    def __init__(self, index: int, engine: Engine, gateways: Sequence[SimGateway], *, zones: int,
-                 policy: str, decider: str, alternates: int, report_every: int, service_s: float,
-                 health: HealthSettings, balancing: BalancerSettings) -> None:
+    def __init__(
+        self,
+        index: int,
+        engine: Engine,
+        gateways: Sequence[SimGateway],
+        *,
+        zones: int,
+        policy: str,
+        decider: str,
+        alternates: int,
+        report_every: int,
+        service_s: float,
+        health: HealthSettings,
+        balancing: BalancerSettings,
+    ) -> None:
         self.index = index
         self.engine = engine
         self.zones = zones
@@ -93,13 +107,25 @@ class Replica:
 
     def _config(self, gateways: Sequence[SimGateway], zone: int) -> DispatcherConfig:
         return DispatcherConfig(
-            path=None, listen_host="sim", listen_port=1, policy=self.policy, secrets=(b"sim" * 11,),
-            health=self.health, balancing=self.balancing,
-            gateways=tuple(g.config() for g in gateways if g.zone == zone and g.state != "absent"))
+            path=None,
+            listen_host="sim",
+            listen_port=1,
+            policy=self.policy,
+            secrets=(b"sim" * 11,),
+            health=self.health,
+            balancing=self.balancing,
+            gateways=tuple(g.config() for g in gateways if g.zone == zone and g.state != "absent"),
+        )
 
     def _new_pools(self, gateways: Sequence[SimGateway]) -> None:
-        self.pools = [SimPool(self._config(gateways, z), clock=self.engine.clock,
-                              rng=random.Random(self.rng.getrandbits(64))) for z in range(self.zones)]
+        self.pools = [
+            SimPool(
+                self._config(gateways, z),
+                clock=self.engine.clock,
+                rng=random.Random(self.rng.getrandbits(64)),
+            )
+            for z in range(self.zones)
+        ]
         self.deciders = [None] * self.zones
         self._built = [-1] * self.zones
         for z in range(self.zones):
@@ -135,8 +161,12 @@ class Replica:
     def start_probes(self, until: float) -> None:
         interval = self.health.interval
         for s in range(SLOTS):
-            self.engine.every(interval, (s + self.rng.random()) * interval / SLOTS, until,
-                              partial(self.probe_slot, s))
+            self.engine.every(
+                interval,
+                (s + self.rng.random()) * interval / SLOTS,
+                until,
+                partial(self.probe_slot, s),
+            )
 
     def probe_slot(self, slot: int) -> None:
         if not self.up:

@@ -10,9 +10,24 @@ from typing import Any
 from tcpdispatch.sim.scenarios import SCENARIOS
 from tcpdispatch.sim.world import SimConfig, World
 
-JSON_FIELDS = ("scenario", "clients", "gateways", "replicas", "zones", "policy", "baseline",
-               "rehomed_p50_s", "rehomed_p99_s", "rehomed_100_s", "lost", "peak_gateway_load_ratio",
-               "balance_max_over_mean_end", "moves", "dispatch_peak_rps_per_replica", "wall_s")
+JSON_FIELDS = (
+    "scenario",
+    "clients",
+    "gateways",
+    "replicas",
+    "zones",
+    "policy",
+    "baseline",
+    "rehomed_p50_s",
+    "rehomed_p99_s",
+    "rehomed_100_s",
+    "lost",
+    "peak_gateway_load_ratio",
+    "balance_max_over_mean_end",
+    "moves",
+    "dispatch_peak_rps_per_replica",
+    "wall_s",
+)
 
 
 @dataclass
@@ -41,7 +56,9 @@ def build(cfg: SimConfig) -> World:
     try:
         scenario = SCENARIOS[cfg.scenario]
     except KeyError:
-        raise ValueError(f"unknown scenario {cfg.scenario!r}; valid: {', '.join(SCENARIOS)}") from None
+        raise ValueError(
+            f"unknown scenario {cfg.scenario!r}; valid: {', '.join(SCENARIOS)}"
+        ) from None
     cfg.check()
     if cfg.zones < scenario.min_zones:
         raise ValueError(f"scenario {cfg.scenario} needs --zones >= {scenario.min_zones}")
@@ -51,8 +68,9 @@ def build(cfg: SimConfig) -> World:
     return world
 
 
-def simulate(cfg: SimConfig, progress: Callable[[float, float], None] | None = None,
-             keep_world: bool = False) -> Result:
+def simulate(
+    cfg: SimConfig, progress: Callable[[float, float], None] | None = None, keep_world: bool = False
+) -> Result:
     """Run ``cfg`` to the end of its scenario; ``progress(now, end)`` now and then."""
     world = build(cfg)
     world.run(None if progress is None else (lambda now: progress(now, world.end)))
@@ -65,20 +83,44 @@ def summarize(world: World, keep_world: bool = False) -> Result:
     live = [g for g in world.gateways if g.state == "up" and not g.draining]
     ratios = [g.held / g.weight for g in live]
     mean = sum(ratios) / len(ratios) if ratios else 0.0
-    lost = sum(1 for i in range(pop.n) if pop.online[i] and pop.gateway[i] < 0 and not isnan(pop.lost_at[i]))
+    lost = sum(
+        1
+        for i in range(pop.n)
+        if pop.online[i] and pop.gateway[i] < 0 and not isnan(pop.lost_at[i])
+    )
     summary: dict[str, Any] = {
-        "scenario": cfg.scenario, "clients": cfg.clients, "gateways": cfg.gateways, "replicas": cfg.replicas,
-        "zones": cfg.zones, "policy": cfg.policy, "baseline": cfg.baseline,
-        "rehomed_p50_s": quantile(times, 0.5), "rehomed_p99_s": quantile(times, 0.99),
-        "rehomed_100_s": quantile(times, 1.0), "lost": lost,
+        "scenario": cfg.scenario,
+        "clients": cfg.clients,
+        "gateways": cfg.gateways,
+        "replicas": cfg.replicas,
+        "zones": cfg.zones,
+        "policy": cfg.policy,
+        "baseline": cfg.baseline,
+        "rehomed_p50_s": quantile(times, 0.5),
+        "rehomed_p99_s": quantile(times, 0.99),
+        "rehomed_100_s": quantile(times, 1.0),
+        "lost": lost,
         "peak_gateway_load_ratio": round(max(g.peak / g.capacity for g in world.gateways), 4),
         "balance_max_over_mean_end": round(max(ratios) / mean, 4) if mean else None,
         "moves": world.moves,
         "dispatch_peak_rps_per_replica": max((r.peak_rps() for r in world.replicas), default=0),
         "wall_s": None,
     }
-    extra = {"connected_end": pop.connected(), "online_end": sum(pop.online), "failed_rounds": world.failed_rounds,
-             "fallback_rounds": world.fallbacks, "events": world.engine.events,
-             "refusals_503": sum(r.refusals for r in world.replicas), "modelled_s": world.end}
-    return Result(summary, world.series, world.per_gateway_series, [g.id for g in world.gateways],
-                  cfg.per_gateway_capacity, extra, world if keep_world else None)
+    extra = {
+        "connected_end": pop.connected(),
+        "online_end": sum(pop.online),
+        "failed_rounds": world.failed_rounds,
+        "fallback_rounds": world.fallbacks,
+        "events": world.engine.events,
+        "refusals_503": sum(r.refusals for r in world.replicas),
+        "modelled_s": world.end,
+    }
+    return Result(
+        summary,
+        world.series,
+        world.per_gateway_series,
+        [g.id for g in world.gateways],
+        cfg.per_gateway_capacity,
+        extra,
+        world if keep_world else None,
+    )

@@ -40,13 +40,15 @@ def _zone_outage(world: World) -> None:
         for g in world.gateways:
             if g.zone == 0 and g.state == "up":
                 world.go_dark(g)
+
     world.engine.at(T0, dark)
 
 
 def _scale_out(world: World) -> None:
     def add() -> None:
-        for g in world.gateways[world.cfg.gateways:]:
+        for g in world.gateways[world.cfg.gateways :]:
             world.add_gateway(g)
+
     world.engine.at(T0, add)
 
 
@@ -56,6 +58,7 @@ def _weight_change(world: World) -> None:
     def change() -> None:
         for g in world.gateways[:n]:
             world.set_weight(g, 2.0)
+
     world.engine.at(T0, change)
 
 
@@ -71,7 +74,7 @@ def _rolling(world: World) -> None:
     cfg = world.cfg
     size = wave_size(cfg)
     for w, first in enumerate(range(0, cfg.gateways, size)):
-        batch = world.gateways[first:first + size]
+        batch = world.gateways[first : first + size]
         world.engine.at(T0 + w * _wave_period(cfg), _drain_all, world, batch)
 
 
@@ -94,18 +97,50 @@ def _dispatcher_outage(world: World) -> None:
     world.engine.at(T0 + 60.0, up)
 
 
-SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
-    Scenario("steady", "churn only: sessions end and start (mean 30 min online, 1 min offline)",
-             lambda cfg: 120.0, lambda w: None),
-    Scenario("gateway-crash", "the busiest gateway is killed at t=10 s", lambda cfg: 70.0, _crash),
-    Scenario("zone-outage", "zone 0 goes dark (packets dropped) at t=10 s", lambda cfg: 100.0,
-             _zone_outage, min_zones=2),
-    Scenario("scale-out", "10 % more gateways join at t=10 s", lambda cfg: 130.0, _scale_out,
-             extra_gateways=lambda cfg: max(1, cfg.gateways // 10)),
-    Scenario("rolling-restart", "gateways drained (30 s window) and restarted, 20 % at a time",
-             lambda cfg: T0 + math.ceil(cfg.gateways / wave_size(cfg)) * _wave_period(cfg) + 30.0, _rolling),
-    Scenario("dispatcher-outage", "every replica down from t=10 s to t=70 s (restarted fresh); the busiest gateway crashes at t=15 s",
-             lambda cfg: 130.0, _dispatcher_outage),
-    Scenario("weight-change", "10 % of the gateways get weight 2 at t=10 s", lambda cfg: 130.0,
-             _weight_change),
-)}
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in (
+        Scenario(
+            "steady",
+            "churn only: sessions end and start (mean 30 min online, 1 min offline)",
+            lambda cfg: 120.0,
+            lambda w: None,
+        ),
+        Scenario(
+            "gateway-crash", "the busiest gateway is killed at t=10 s", lambda cfg: 70.0, _crash
+        ),
+        Scenario(
+            "zone-outage",
+            "zone 0 goes dark (packets dropped) at t=10 s",
+            lambda cfg: 100.0,
+            _zone_outage,
+            min_zones=2,
+        ),
+        Scenario(
+            "scale-out",
+            "10 % more gateways join at t=10 s",
+            lambda cfg: 130.0,
+            _scale_out,
+            extra_gateways=lambda cfg: max(1, cfg.gateways // 10),
+        ),
+        Scenario(
+            "rolling-restart",
+            "gateways drained (30 s window) and restarted, 20 % at a time",
+            lambda cfg: T0 + math.ceil(cfg.gateways / wave_size(cfg)) * _wave_period(cfg) + 30.0,
+            _rolling,
+        ),
+        Scenario(
+            "dispatcher-outage",
+            "every replica down from t=10 s to t=70 s (restarted "
+            "fresh); the busiest gateway crashes at t=15 s",
+            lambda cfg: 130.0,
+            _dispatcher_outage,
+        ),
+        Scenario(
+            "weight-change",
+            "10 % of the gateways get weight 2 at t=10 s",
+            lambda cfg: 130.0,
+            _weight_change,
+        ),
+    )
+}

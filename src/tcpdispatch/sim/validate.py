@@ -27,11 +27,27 @@ from tcpdispatch.sim.scenarios import SCENARIOS, T0
 from tcpdispatch.sim.world import SimConfig, World
 
 
-def failover_model(reconnect_s: float, *, clients: int = 10_000, capacity: int = 6000, rate: float = 1000.0,
-                   settle_s: float = 4.0, seed: int = 1) -> dict[str, Any]:
+def failover_model(
+    reconnect_s: float,
+    *,
+    clients: int = 10_000,
+    capacity: int = 6000,
+    rate: float = 1000.0,
+    settle_s: float = 4.0,
+    seed: int = 1,
+) -> dict[str, Any]:
     """Re-home times and shares the model predicts for bench/failover.py's run."""
-    cfg = SimConfig(scenario="gateway-crash", clients=clients, gateways=3, replicas=1, zones=1,
-                    capacity=capacity, net=testbed(reconnect_s), offline_mean_s=0.0, seed=seed)
+    cfg = SimConfig(
+        scenario="gateway-crash",
+        clients=clients,
+        gateways=3,
+        replicas=1,
+        zones=1,
+        capacity=capacity,
+        net=testbed(reconnect_s),
+        offline_mean_s=0.0,
+        seed=seed,
+    )
     scenario = SCENARIOS["gateway-crash"]
     world = World(cfg, 30.0)
     world.start()
@@ -50,22 +66,40 @@ def failover_model(reconnect_s: float, *, clients: int = 10_000, capacity: int =
     survivors = {g.id: g.held for g in world.gateways if g.state == "up"}
     return {
         "moved_clients": len(times),
-        "time_to_pct_s": {"50": quantile(times, 0.5), "99": quantile(times, 0.99), "100": quantile(times, 1.0)},
-        "before_kill": before, "survivors_end": survivors, "lost": s["lost"],
+        "time_to_pct_s": {
+            "50": quantile(times, 0.5),
+            "99": quantile(times, 0.99),
+            "100": quantile(times, 1.0),
+        },
+        "before_kill": before,
+        "survivors_end": survivors,
+        "lost": s["lost"],
         "survivor_peak": {g.id: g.peak for g in world.gateways if g.state == "up"},
     }
 
 
-def balance_model(weights: list[float], *, dispatches: int = 60_000, rate: float = 18_000.0,
-                  seed: int = 1) -> list[float]:
+def balance_model(
+    weights: list[float], *, dispatches: int = 60_000, rate: float = 18_000.0, seed: int = 1
+) -> list[float]:
     """Shares (%) of the primaries p2c answers over 3 gateways reporting 0 connections."""
     engine = Engine(seed)
     gateways = make_gateways(len(weights), 1, 10**9)
     for g, w in zip(gateways, weights):
         g.weight = w
     health = HealthSettings()
-    rep = Replica(0, engine, gateways, zones=1, policy="p2c", decider="pool", alternates=2, report_every=1,
-                  service_s=0.0, health=health, balancing=BalancerSettings())
+    rep = Replica(
+        0,
+        engine,
+        gateways,
+        zones=1,
+        policy="p2c",
+        decider="pool",
+        alternates=2,
+        report_every=1,
+        service_s=0.0,
+        health=health,
+        balancing=BalancerSettings(),
+    )
     rep.warm()
     end = dispatches / rate
     rep.start_probes(end + 1.0)

@@ -25,7 +25,9 @@ from tcpdispatch.sim.engine import Engine
 from tcpdispatch.sim.fleet import SimGateway, make_gateways
 from tcpdispatch.sim.replica import Replica, probes_per_report
 
-DISPATCHER = "https://dispatch.example"  # the one address clients know: nginx in front of the replicas
+DISPATCHER = (
+    "https://dispatch.example"  # the one address clients know: nginx in front of the replicas
+)
 BASELINES = ("none", "static-random", "goim", "least_conn", "recycle")
 STALE_REPORT_S = 10.0  # goim's comets report their counts every 10 s; least_conn gets the same
 
@@ -85,24 +87,33 @@ class World:
         self.rtt = net.client_rtt_s
         cap = cfg.per_gateway_capacity
         self.gateways = make_gateways(cfg.gateways + extra_gateways, cfg.zones, cap)
-        for g in self.gateways[cfg.gateways:]:
+        for g in self.gateways[cfg.gateways :]:
             g.state = "absent"
         self.by_address = {g.address: g for g in self.gateways}
         self.endpoints = [Endpoint(g.host, 9000, g.id, "", "dispatcher") for g in self.gateways]
         self.static_mode = cfg.baseline == "static-random"
-        initial = self.gateways[:cfg.gateways]
+        initial = self.gateways[: cfg.gateways]
         step = max(1, len(initial) // max(1, cfg.static_size))
-        self.static = initial if self.static_mode else initial[::step][:cfg.static_size]
+        self.static = initial if self.static_mode else initial[::step][: cfg.static_size]
         self.replicas: list[Replica] = []
         if not self.static_mode:
             decider = {"goim": "goim", "least_conn": "least_conn"}.get(cfg.baseline, "pool")
             policy = "least_conn" if decider == "least_conn" else cfg.policy
             report_s = STALE_REPORT_S if decider != "pool" else cfg.health.interval
             for r in range(cfg.replicas):
-                rep = Replica(r, e, initial, zones=cfg.zones, policy=policy, decider=decider,
-                              alternates=cfg.alternates, service_s=net.dispatch_service_s,
-                              report_every=probes_per_report(report_s, cfg.health.interval),
-                              health=cfg.health, balancing=cfg.balancing)
+                rep = Replica(
+                    r,
+                    e,
+                    initial,
+                    zones=cfg.zones,
+                    policy=policy,
+                    decider=decider,
+                    alternates=cfg.alternates,
+                    service_s=net.dispatch_service_s,
+                    report_every=probes_per_report(report_s, cfg.health.interval),
+                    health=cfg.health,
+                    balancing=cfg.balancing,
+                )
                 self.replicas.append(rep)
         self.rr = 0
         self.cpu = SharedCPU(e, net.testbed_reconnect_s, self._served)  # testbed only
@@ -125,7 +136,11 @@ class World:
 
     def _place(self) -> None:
         cfg, pop, rng = self.cfg, self.pop, self.crng
-        p_online = cfg.session_mean_s / (cfg.session_mean_s + cfg.offline_mean_s) if cfg.offline_mean_s else 1.0
+        p_online = (
+            cfg.session_mean_s / (cfg.session_mean_s + cfg.offline_mean_s)
+            if cfg.offline_mean_s
+            else 1.0
+        )
         live = [g for g in self.gateways if g.state == "up"]
         by_zone = [[g for g in live if g.zone == z] for z in range(cfg.zones)]
         cursor = [0] * cfg.zones
@@ -194,8 +209,14 @@ class World:
             self.gateways[g].clients.discard(i)
             self.pop.gateway[i] = -1
 
-    def lose(self, i: int, *, graceful: bool = False, hint: float | None = None,
-             since: float | None = None) -> None:
+    def lose(
+        self,
+        i: int,
+        *,
+        graceful: bool = False,
+        hint: float | None = None,
+        since: float | None = None,
+    ) -> None:
         """Client ``i``'s connection ended (or was asked to move when ``graceful``)."""
         pop, now = self.pop, self.engine.now
         g = self.gateways[pop.gateway[i]]
@@ -229,7 +250,9 @@ class World:
         g.state, g.dark_since = "dark", self.engine.now
         hb = self.net.heartbeat_s
         for i in sorted(g.clients):
-            self.engine.after(hb * self.net.missed_pongs + self.crng.uniform(0, hb), self._dark_noticed, i, g)
+            self.engine.after(
+                hb * self.net.missed_pongs + self.crng.uniform(0, hb), self._dark_noticed, i, g
+            )
 
     def _dark_noticed(self, i: int, g: SimGateway) -> None:
         if self.pop.gateway[i] == g.index and g.state == "dark" and not self.pop.moving[i]:
@@ -290,7 +313,11 @@ class World:
 
     def _round(self, i: int, due: float) -> None:
         pop, now = self.pop, self.engine.now
-        if pop.round_at[i] != due or not pop.online[i] or (pop.gateway[i] >= 0 and not pop.moving[i]):
+        if (
+            pop.round_at[i] != due
+            or not pop.online[i]
+            or (pop.gateway[i] >= 0 and not pop.moving[i])
+        ):
             return  # superseded (left, reconnected, or rescheduled)
         tb = self.net.testbed_reconnect_s
         if tb:
@@ -321,7 +348,9 @@ class World:
                     elapsed += done - now + 2 * rtt
                     if gws is None:  # 503: wait for Retry-After, do not fall back
                         self.failed_rounds += 1
-                        self._round_at(i, now + elapsed + pop.failure_delay(i, replica.retry_after()))
+                        self._round_at(
+                            i, now + elapsed + pop.failure_delay(i, replica.retry_after())
+                        )
                         return
                     if mem is not None:
                         mem.dispatchers.succeeded(DISPATCHER)
@@ -333,8 +362,12 @@ class World:
                 gws = [self.gateways[j] for j in cached] if cached else []
                 gws += self.static
         eps = self.endpoints
-        ordered = order_candidates([eps[g.index] for g in gws], mem.gateways if mem else pop.empty,
-                                   shuffle=shuffle, rng=self.crng)
+        ordered = order_candidates(
+            [eps[g.index] for g in gws],
+            mem.gateways if mem else pop.empty,
+            shuffle=shuffle,
+            rng=self.crng,
+        )
         timed_out = False
         for ep in ordered:
             g = self.by_address[ep.address]
@@ -366,7 +399,8 @@ class World:
         self._round_at(i, now + elapsed + pop.failure_delay(i))
 
     def _served(self, i: int) -> None:
-        """Testbed: the machine has done the work of client ``i``'s round; make its decisions now."""
+        """Testbed: the machine has done the work of
+        client ``i``'s round; make its decisions now."""
         self._round_at(i, self.engine.now)
 
     def _connected(self, i: int, g: SimGateway, at: float) -> None:
@@ -392,7 +426,8 @@ class World:
 
     # -- fleet changes -----------------------------------------------------------
     def add_gateway(self, g: SimGateway) -> None:
-        """A new gateway starts and is added through the admin API (seen by each replica in turn)."""
+        """A new gateway starts and is added through the
+        admin API (seen by each replica in turn)."""
         g.state = "up"
         for rep in self.replicas:
             self.engine.after(self.rng.uniform(0, 1.0), rep.add_gateway, g)
@@ -409,23 +444,34 @@ class World:
         live = sorted(g.held for g in self.gateways if g.state != "absent")
         sec = int(self.engine.now) - 1
         rps = sum(r.dispatches.get(sec, 0) for r in self.replicas)
-        row = {"t": self.engine.now, "min": live[0], "p50": _q(live, 0.5), "p99": _q(live, 0.99),
-               "max": live[-1], "dispatch_rps": rps}
+        row = {
+            "t": self.engine.now,
+            "min": live[0],
+            "p50": _q(live, 0.5),
+            "p99": _q(live, 0.99),
+            "max": live[-1],
+            "dispatch_rps": rps,
+        }
         self.series.append(row)
         if len(self.gateways) <= 12:
-            self.per_gateway_series.append([g.held if g.state != "down" else -1 for g in self.gateways])
+            self.per_gateway_series.append(
+                [g.held if g.state != "down" else -1 for g in self.gateways]
+            )
 
     def run(self, progress: Callable[[float], None] | None = None) -> None:
         self.engine.run(self.end, progress)
 
     def check_invariants(self) -> None:
-        """Every client is in exactly one place; no gateway over capacity (AssertionError otherwise)."""
+        """Every client is in exactly one place; no gateway
+        over capacity (AssertionError otherwise)."""
         pop = self.pop
         held = 0
         for g in self.gateways:
             assert g.peak <= g.capacity, f"{g.id} held {g.peak} > capacity {g.capacity}"
             for i in g.clients:
-                assert pop.gateway[i] == g.index, f"client {i} on {g.id} thinks it is on {pop.gateway[i]}"
+                assert pop.gateway[i] == g.index, (
+                    f"client {i} on {g.id} thinks it is on {pop.gateway[i]}"
+                )
             held += len(g.clients)
         connected = pop.connected()
         assert held == connected, f"gateways hold {held}, clients say {connected}"

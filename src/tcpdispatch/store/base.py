@@ -92,7 +92,8 @@ class Store(ABC):
 
     # -- leadership and shared switches (the rebalancer: docs/rebalancing.md) --------
     async def lease(self, name: str, holder: str, ttl: float) -> bool:
-        """Take or renew the lease ``name`` for ``holder`` for ``ttl`` seconds; True while it is ours.
+        """Take or renew the lease ``name`` for ``holder`` for ``ttl`` seconds; True while it is
+        ours.
 
         Without a shared store this dispatcher is alone, so it always holds it.
         """

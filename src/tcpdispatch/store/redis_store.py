@@ -72,7 +72,8 @@ redis.call('PUBLISH', ARGV[1], v)
 return v
 """
 
-# KEYS: seeded, gateways, weights, drain, version; ARGV: channel, n, then n x (id, json, weight, drain)
+# KEYS: seeded, gateways, weights, drain, version;
+# ARGV: channel, n, then n x (id, json, weight, drain)
 _SEED = """
 if redis.call('SETNX', KEYS[1], '1') == 0 then return 0 end
 redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
@@ -113,8 +114,13 @@ def _text(v: bytes | str) -> str:
 
 def _entry_doc(e: SharedGateway) -> str:
     c = e.config
-    doc = {"id": c.id, "address": c.address, "check": c.check, "capacity": c.capacity,
-           "source": e.source}
+    doc = {
+        "id": c.id,
+        "address": c.address,
+        "check": c.check,
+        "capacity": c.capacity,
+        "source": e.source,
+    }
     if c.key:
         doc["key"] = c.key
     if c.zone != DEFAULT_ZONE:
@@ -136,10 +142,14 @@ class RedisStore(Store):
         self.ch_events, self.ch_heartbeats = p + "events", p + "heartbeats"
         self.replica_id = replica_id or uuid.uuid4().hex[:12]
         parts = urlsplit(config.url)
-        self.where = f"{parts.hostname or parts.path}:{parts.port or 6379}" if parts.hostname else parts.path
+        self.where = (
+            f"{parts.hostname or parts.path}:{parts.port or 6379}" if parts.hostname else parts.path
+        )
         # No client-side retries: a failure must surface at once (503, last known state).
         self._redis = aioredis.Redis.from_url(
-            config.url, socket_timeout=config.timeout, socket_connect_timeout=config.timeout,
+            config.url,
+            socket_timeout=config.timeout,
+            socket_connect_timeout=config.timeout,
             retry=Retry(NoBackoff(), 0),
         )
         self._write = self._redis.register_script(_WRITE)
@@ -162,8 +172,13 @@ class RedisStore(Store):
         return self._up
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": self.kind, "available": self._up, "address": self.where,
-                "prefix": self.config.prefix, "version": self._version}
+        return {
+            "kind": self.kind,
+            "available": self._up,
+            "address": self.where,
+            "prefix": self.config.prefix,
+            "version": self._version,
+        }
 
     def _hb_key(self, gateway_id: str) -> str:
         return f"{self.config.prefix}hb:{gateway_id}"
@@ -178,8 +193,10 @@ class RedisStore(Store):
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._synced.wait(), timeout=max(1.0, 4 * self.config.timeout))
         if not self._synced.is_set():
-            log.warning("redis store %s: no state yet, serving the config file's pool until it answers",
-                        self.where)
+            log.warning(
+                "redis store %s: no state yet, serving the config file's pool until it answers",
+                self.where,
+            )
 
     async def close(self) -> None:
         tasks = [t for t in (self._task, *self._pending) if t is not None]
@@ -235,12 +252,18 @@ class RedisStore(Store):
         self._up = False
         if not self._outage_logged:
             self._outage_logged = True
-            log.warning("redis store %s unreachable (%s): serving from the last known state; "
-                        "admin writes are refused until it returns", self.where, exc or type(exc).__name__)
+            log.warning(
+                "redis store %s unreachable (%s): serving from the last known state; "
+                "admin writes are refused until it returns",
+                self.where,
+                exc or type(exc).__name__,
+            )
 
     def _set_up(self) -> None:
         if not self._up and self._outage_logged:
-            log.warning("redis store %s reachable again: resynced (version %s)", self.where, self._version)
+            log.warning(
+                "redis store %s reachable again: resynced (version %s)", self.where, self._version
+            )
         self._up = True
         self._outage_logged = False
 
@@ -289,7 +312,12 @@ class RedisStore(Store):
         version = await self._seed(keys=self._keys, args=args)
         if version:
             what = "the config file" if self._version is None else "this replica's last known state"
-            log.warning("redis store %s was empty: seeded %d gateways from %s", self.where, len(entries), what)
+            log.warning(
+                "redis store %s was empty: seeded %d gateways from %s",
+                self.where,
+                len(entries),
+                what,
+            )
 
     async def _load(self) -> None:
         assert self._hooks is not None
@@ -306,8 +334,12 @@ class RedisStore(Store):
             try:
                 doc = json.loads(raw)
                 weight = weights.get(raw_id)
-                spec = {"id": gid, "address": doc["address"], "check": doc["check"],
-                        "weight": float(weight) if weight is not None else 1.0}
+                spec = {
+                    "id": gid,
+                    "address": doc["address"],
+                    "check": doc["check"],
+                    "weight": float(weight) if weight is not None else 1.0,
+                }
                 if doc.get("capacity") is not None:
                     spec["capacity"] = doc["capacity"]
                 if doc.get("key"):
@@ -342,14 +374,20 @@ class RedisStore(Store):
         if not self._up:
             raise StoreUnavailable(f"shared state store (redis at {self.where}) is unreachable")
         try:
-            result = await self._write(keys=[*self._keys, self._hb_key(gateway_id)],
-                                       args=[self.ch_events, op, gateway_id, *args])
+            result = await self._write(
+                keys=[*self._keys, self._hb_key(gateway_id)],
+                args=[self.ch_events, op, gateway_id, *args],
+            )
         except _ERRORS as exc:
             self._set_down(exc)
-            raise StoreUnavailable(f"shared state store (redis at {self.where}) is unreachable") from None
+            raise StoreUnavailable(
+                f"shared state store (redis at {self.where}) is unreachable"
+            ) from None
         if result == -1:
-            raise StoreUnavailable(f"shared state store (redis at {self.where}) was emptied; "
-                                   "it is being reseeded, retry in a moment")
+            raise StoreUnavailable(
+                f"shared state store (redis at {self.where}) was emptied; "
+                "it is being reseeded, retry in a moment"
+            )
         return bool(result)
 
     async def add(self, entry: SharedGateway) -> bool:
@@ -368,10 +406,12 @@ class RedisStore(Store):
         return await self._op("drain" if draining else "undrain", gateway_id)
 
     async def lease(self, name: str, holder: str, ttl: float) -> bool:
-        """One script call: take the lease when free, renew it when ours. False while Redis is away."""
+        """One script call: take the lease when free,
+        renew it when ours. False while Redis is away."""
         try:
-            got = await self._lease(keys=[f"{self.config.prefix}lease:{name}"],
-                                    args=[holder, max(1, int(ttl * 1000))])
+            got = await self._lease(
+                keys=[f"{self.config.prefix}lease:{name}"], args=[holder, max(1, int(ttl * 1000))]
+            )
         except _ERRORS:
             return False
         return bool(got)
@@ -384,14 +424,18 @@ class RedisStore(Store):
         try:
             raw = await self._redis.hgetall(self.config.prefix + "control")
         except _ERRORS:
-            raise StoreUnavailable(f"shared state store (redis at {self.where}) is unreachable") from None
+            raise StoreUnavailable(
+                f"shared state store (redis at {self.where}) is unreachable"
+            ) from None
         return {_text(k): _text(v) for k, v in raw.items()}
 
     async def set_control(self, key: str, value: str) -> None:
         try:
             await self._redis.hset(self.config.prefix + "control", key, value)
         except _ERRORS:
-            raise StoreUnavailable(f"shared state store (redis at {self.where}) is unreachable") from None
+            raise StoreUnavailable(
+                f"shared state store (redis at {self.where}) is unreachable"
+            ) from None
 
     def heartbeat(self, gateway_id: str, doc: Mapping[str, Any], ttl: float) -> None:
         """Store the heartbeat with a TTL and publish it; dropped while Redis is away."""
@@ -399,8 +443,9 @@ class RedisStore(Store):
             return
         at = f"{time.time():.6f}/{self.replica_id}"
         self._hb_seen[gateway_id] = at
-        raw = json.dumps({"from": self.replica_id, "id": gateway_id, "at": at, "doc": doc},
-                         separators=(",", ":"))
+        raw = json.dumps(
+            {"from": self.replica_id, "id": gateway_id, "at": at, "doc": doc}, separators=(",", ":")
+        )
         task = asyncio.get_running_loop().create_task(self._relay(gateway_id, raw, ttl))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
