@@ -124,6 +124,20 @@ def test_every_answer_has_an_alternate_in_another_zone(zoned: Stack) -> None:
         assert any(a["zone"] != own for a in doc["alternates"]), doc
 
 
+def test_clients_without_a_zone_get_an_alternate_in_another_zone_too(make_app: Any) -> None:
+    gateways = [{"id": f"a{i}", "address": f"127.0.0.1:{9000 + i}", "zone": "a"} for i in range(6)]
+    gateways.append({"id": "b1", "address": "127.0.0.1:9100", "zone": "b"})
+    app = make_app(gateways, zones=ZONES, dispatcher={"alternates": 1})
+    primaries = Counter()
+    for i in range(300):  # 192.0.2.1 is in no zone: the pool-wide choice, spread over zones
+        status, doc = _dispatch(app, f"client_id=c{i}")
+        assert status == 200
+        zones = {doc["gateway"]["zone"], *(a["zone"] for a in doc["alternates"])}
+        assert zones == {"a", "b"}, doc
+        primaries[doc["gateway"]["zone"]] += 1
+    assert primaries["a"] > 200  # the primary is still the policy's choice over the whole pool
+
+
 def test_unknown_zone_hint_is_a_clear_400(zoned: Stack) -> None:
     status, doc = _dispatch(zoned, "client_id=x&zone=mars")
     assert status == 400 and doc["error"] == "bad_request"

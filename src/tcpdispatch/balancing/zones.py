@@ -123,12 +123,10 @@ class ZoneState:
     headroom: float = 0.0
     room: bool = False
     countdown: int = 0  # dispatches until the verdict is recomputed
-    served: dict[str, int] = field(
-        default_factory=dict
-    )  # client zone -> count (ZoneCounters.served)
-    others: tuple[
-        ZoneState, ...
-    ] = ()  # the other zones with gateways: spill_to first, then by name
+    # client zone -> count (ZoneCounters.served)
+    served: dict[str, int] = field(default_factory=dict)
+    # the other zones with gateways: spill_to first, then by name
+    others: tuple[ZoneState, ...] = ()
 
     def refresh(self, threshold: float) -> None:
         """Recompute headroom (share of free slots) and whether it is above ``threshold``."""
@@ -309,6 +307,24 @@ class ZoneRouter:
                 if chosen:
                     return chosen
         return []
+
+    def spread(self, chosen: list[Candidate], request: PickRequest) -> None:
+        """A pool-wide pick (a client without a zone): when the primary and every alternate
+        share one zone, the last alternate is replaced by a gateway of another zone that has
+        room, so the client survives the loss of that zone on its own too."""
+        if len(chosen) < 2:
+            return
+        zone_of = self.gateway_zone
+        home = zone_of.get(chosen[0].id)
+        state = self.zones.get(home) if home is not None else None
+        if state is None or any(zone_of.get(c.id) != home for c in chosen[1:]):
+            return
+        for other in state.others:
+            if not other.panic and other.picker.candidates:
+                alt = other.picker.choose(request)
+                if alt is not None:
+                    chosen[-1] = alt
+                    return
 
     @staticmethod
     def _pick_in(

@@ -360,6 +360,8 @@ class DispatchService:
                 chosen += [c for c in picker.candidates if c is not first_c and not c.full]
         else:
             chosen = picker.pick(request, self.k)
+            if zones is not None:  # a client without a zone: an alternate in another zone too
+                zones.spread(chosen, request)
         if not chosen:
             return self.unavailable()
         stats = self.stats
