@@ -88,12 +88,26 @@ def c_core_available() -> bool:
 
 
 # Every live generator, reseeded from the OS in a forked child.
-_LIVE: weakref.WeakSet[SplitMixRandom] = weakref.WeakSet()
+_LIVE: weakref.WeakSet[random.Random] = weakref.WeakSet()
 
 
 def _reseed_after_fork() -> None:
     for rng in list(_LIVE):
         rng.seed(None)
+
+
+def default_generator() -> random.Random:
+    """The hot path's generator in production, seeded from the OS and reseeded after fork.
+
+    With the C core built: a :class:`SplitMixRandom` that the C hot path shares. Without it
+    there is no C twin to agree with, and a Python splitmix64 draw costs about ten times a
+    Mersenne Twister one, so the pure-Python dispatcher keeps ``random.Random``.
+    """
+    if c_core_available():
+        return SplitMixRandom()
+    rng = random.Random()
+    _LIVE.add(rng)
+    return rng
 
 
 if hasattr(os, "register_at_fork"):

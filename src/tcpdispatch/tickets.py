@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from tcpdispatch.errors import ConfigError, ErrorCode, TicketError
-from tcpdispatch.rng import SplitMixRandom
+from tcpdispatch.rng import SplitMixRandom, default_generator
 
 PREFIX = b"v1."
 MAC_SIZE = 16
@@ -161,8 +161,9 @@ class TicketSigner:
         self._clock = clock
         if nonce is None:
             # Nonces must be unique, not secret (the MAC covers them): splitmix64 repeats no
-            # output within one stream, and forked children are reseeded (tcpdispatch.rng).
-            rng = self._rng = rng or SplitMixRandom()  # held: the fork hook reseeds live ones only
+            # output within one stream, and forked children are reseeded (tcpdispatch.rng). The
+            # generator is held: the fork hook reseeds live ones only.
+            rng = self._rng = rng or default_generator()
             nonce = rng.next64 if isinstance(rng, SplitMixRandom) else partial(rng.getrandbits, 64)
         self._nonce = nonce
         self._mac = _Mac(secret)

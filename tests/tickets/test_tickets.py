@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tcpdispatch.errors import ConfigError, ErrorCode, TicketError
-from tcpdispatch.rng import SplitMixRandom
+from tcpdispatch.rng import SplitMixRandom, c_core_available, default_generator
 from tcpdispatch.tickets import (
     MAX_TICKET,
     NonceCache,
@@ -126,7 +126,13 @@ def test_issue_rejects_bad_input() -> None:
         TicketVerifier([])
 
 
-def test_forked_child_gets_a_fresh_nonce_sequence() -> None:
+@pytest.mark.parametrize("speedups", ["1", "0"])
+def test_forked_child_gets_a_fresh_nonce_sequence(
+    speedups: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whichever default generator the signer holds (splitmix64 with the C core, else the
+    Mersenne Twister), a forked child draws other nonces than its parent."""
+    monkeypatch.setenv("TCPDISPATCH_SPEEDUPS", speedups)
     s = signer()
     r, w = os.pipe()
     pid = os.fork()
@@ -140,6 +146,19 @@ def test_forked_child_gets_a_fresh_nonce_sequence() -> None:
     os.waitpid(pid, 0)
     parent = verifier().verify(s.issue(["g1"], "c1"), "g1").nonce
     assert len(child) == 8 and child != parent
+
+
+def test_the_default_generator_is_the_c_splitmix_only_with_the_c_core(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TCPDISPATCH_SPEEDUPS", "0")  # no C twin to agree with: the faster MT
+    assert type(default_generator()) is random.Random
+    monkeypatch.setenv("TCPDISPATCH_SPEEDUPS", "1")
+    rng = default_generator()
+    if c_core_available():  # the generator the C hot path draws from
+        assert isinstance(rng, SplitMixRandom) and rng.in_c
+    else:
+        assert type(rng) is random.Random
 
 
 @pytest.mark.parametrize("pure", [True, False])

@@ -30,7 +30,7 @@ from tcpdispatch.config import DispatcherConfig, GatewayEntry
 from tcpdispatch.dispatcher.events import EventBus
 from tcpdispatch.health import CheckSpec, HealthState, ProbeResult, parse_check
 from tcpdispatch.health.overload import OverloadState
-from tcpdispatch.rng import SplitMixRandom
+from tcpdispatch.rng import default_generator
 from tcpdispatch.store.base import SharedGateway
 
 log = logging.getLogger("tcpdispatch.dispatcher.pool")
@@ -102,7 +102,7 @@ class Pool:
 
     ``clock`` is monotonic seconds (slow start and up_since use it); ``rng``
     is the pickers' generator, which the dispatcher's ticket signer and C hot path
-    share (default: a :class:`~tcpdispatch.rng.SplitMixRandom` seeded from the OS).
+    share (default: :func:`~tcpdispatch.rng.default_generator`, seeded from the OS).
     ``on_targets`` is called with the active-check targets whenever membership or checks
     change.
     Health, panic, drain and weight changes are published to ``events`` (the
@@ -122,7 +122,7 @@ class Pool:
         self.events = events if events is not None else EventBus()
         self.gateways: dict[str, Gateway] = {}
         self.clock = clock
-        self.rng = rng or SplitMixRandom()
+        self.rng = rng or default_generator()
         self.on_targets = on_targets
         self.panic = False
         self.panic_changes = 0
