@@ -22,7 +22,9 @@ NAME = "throughput"
 TARGETS = {"new connection per request": 0.9, "keep-alive": 0.5}
 
 
-def _run(args: list[str], timeout: float) -> str:
+def _run(args: list[str], timeout: float, verdict_ok: bool = False) -> str:
+    """Run ``python -m args`` and return its output. ``verdict_ok``: exit status 1 is the
+    script's own "target missed" verdict on output it still printed, not a failure."""
     p = subprocess.run(
         [sys.executable, "-m", *args],
         capture_output=True,
@@ -31,7 +33,7 @@ def _run(args: list[str], timeout: float) -> str:
         check=False,
         start_new_session=True,
     )
-    if p.returncode != 0:
+    if p.returncode != 0 and not (verdict_ok and p.returncode == 1 and p.stdout.strip()):
         raise RuntimeError(f"{args[0]} exited {p.returncode}: {p.stderr[-1500:]}{p.stdout[-1500:]}")
     return p.stdout
 
@@ -108,7 +110,11 @@ def run(quick: bool) -> dict[str, Any]:
 
         policies = "p2c,random,c:p2c" if fastpath.available() else "p2c,random"
         pick = json.loads(
-            _run(["bench.pick_cost", "--policies", policies, "--rounds", "7", "--json"], 300)
+            _run(
+                ["bench.pick_cost", "--policies", policies, "--rounds", "7", "--json"],
+                300,
+                verdict_ok=True,
+            )
         )
     text = ", ".join(
         f"{m}: {v['ratio']:.2f}x nginx (target {v['target']}x)" for m, v in modes.items()
