@@ -72,12 +72,11 @@ def in_process_cost(gateways: int, streams: int, ticks: int = 20) -> tuple[float
     processes on a shared machine do not inflate it."""
     import random
 
-    from tcpdispatch.dispatcher.app import DispatcherApp
-
     from tcpdispatch.config import parse_config
     from tcpdispatch.dispatcher.events import pool_update, sse
     from tcpdispatch.dispatcher.overview import Overview
     from tcpdispatch.dispatcher.pool import Pool
+    from tcpdispatch.dispatcher.service import DispatchService
 
     work = Path(tempfile.mkdtemp(prefix="bench-dashboard-cpu-"))
     (work / "s").write_text("bench-secret-0123456789abcdef\n")
@@ -90,12 +89,12 @@ def in_process_cost(gateways: int, streams: int, ticks: int = 20) -> tuple[float
     }
     cfg = parse_config(doc, file="bench.toml", base=work, env={})
     pool = Pool(cfg, rng=random.Random(1))
-    app = DispatcherApp(cfg, pool)
+    service = DispatchService(cfg, pool)
     clock = [0.0]
     overview = Overview(
         pool,
-        app.stats,
-        lambda: (list(app.stats.latency.counts), app.stats.latency.total),
+        service.stats,
+        service.answer_times,
         lambda: None,
         clock=lambda: clock[0],
     )

@@ -8,7 +8,7 @@ figure is the best of ``--rounds`` short rounds of this thread's CPU time
 - ``pick``: the pick alone with two alternates (``k = 3``, p2c): ``picker.pick(request, 3)``
   over the pool-wide picker, against ``ZoneRouter.pick(zone, request, 3)`` (the zone's verdict,
   its picker, the alternate from another zone, the per-zone dispatch counter).
-- ``dispatch``: a whole answer in Python (``DispatcherApp.dispatch_bytes``: parse, validate,
+- ``dispatch``: a whole answer in Python (``DispatchService.dispatch_bytes``: parse, validate,
   pick, ticket, JSON), plain ``client_id=...`` with no zones against ``client_id=...&zone=zN``
   (the hint's parsing included), and by client network (a CIDR lookup per zone, cache warm).
   ``speedups = false`` on both sides so both are the Python path; the C path (zones off) is
@@ -29,19 +29,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tcpdispatch.dispatcher.app import DispatcherApp
-
 from tcpdispatch.balancing.base import PickRequest
 from tcpdispatch.config import parse_config
 from tcpdispatch.dispatcher.pool import Pool
+from tcpdispatch.dispatcher.service import DispatchService
 from tcpdispatch.health import ProbeResult
+from tcpdispatch.rng import SplitMixRandom
 
 GATEWAYS, ZONES = 1000, 10
 MAX_RATIO = 1.5
 N = 1024  # distinct requests cycled through
 
 
-def build(tmp: Path, *, zones: bool, speedups: bool = False) -> DispatcherApp:
+def build(tmp: Path, *, zones: bool, speedups: bool = False) -> DispatchService:
     (tmp / "secret").write_text("bench-secret-0123456789abcdef\n")
     doc: dict[str, Any] = {
         "dispatcher": {"secret_file": "secret", "policy": "p2c", "speedups": speedups},
@@ -67,7 +67,7 @@ def build(tmp: Path, *, zones: bool, speedups: bool = False) -> DispatcherApp:
             for z in range(ZONES)
         ]
     cfg = parse_config(doc, file="bench.toml", base=tmp, env={})
-    pool = Pool(cfg, rng=random.Random(1))
+    pool = Pool(cfg, rng=SplitMixRandom(1))  # the generator the C path shares
     rng = random.Random(2)
     for gid in pool.gateways:
         for _ in range(2):
@@ -75,7 +75,7 @@ def build(tmp: Path, *, zones: bool, speedups: bool = False) -> DispatcherApp:
                 gid, ProbeResult(ok=True, connections=rng.randint(0, 100), capacity=1_000_000)
             )
     pool.rebuild()
-    return DispatcherApp(cfg, pool, rng=random.Random(3))
+    return DispatchService(cfg, pool, rng=random.Random(3))
 
 
 def timed(fn: Callable[[int], object], count: int) -> float:

@@ -23,9 +23,9 @@ from tcpdispatch.dispatcher.events import PoolView
 from tcpdispatch.metrics_common import DISPATCH_BUCKETS
 
 if TYPE_CHECKING:
-    from tcpdispatch.dispatcher.app import Stats
     from tcpdispatch.dispatcher.pool import Gateway, Pool
     from tcpdispatch.dispatcher.rebalancer import Rebalancer
+    from tcpdispatch.dispatcher.service import Stats
 
 _ENCODE = json.JSONEncoder(
     separators=(",", ":")
