@@ -113,6 +113,10 @@ def summarize(world: World, keep_world: bool = False) -> Result:
         "fallback_rounds": world.fallbacks,
         "events": world.engine.events,
         "refusals_503": sum(r.refusals for r in world.replicas),
+        "shed_sent": world.shed_sent,
+        "rebalance_rounds": sum(
+            r.rebalancer.planner.rounds for r in world.replicas if r.rebalancer is not None
+        ),
         "modelled_s": world.end,
     }
     return Result(
