@@ -8,6 +8,7 @@ import json
 from dataclasses import replace
 
 from tcpdispatch.rebalance.settings import RebalanceSettings
+from tcpdispatch.sim.cli import describe
 from tcpdispatch.sim.decisions import SimLease
 from tcpdispatch.sim.run import build, simulate, summarize
 from tcpdispatch.sim.scenarios import T0
@@ -37,6 +38,8 @@ def test_scale_out_converges_with_close_to_the_minimum_moves() -> None:
     # The moved clients said which gateway they left, and the replicas placed them.
     placed = sum(rep.rebalancer.moves_placed for rep in world.replicas if rep.rebalancer)
     assert placed >= 0.95 * r.extra["shed_sent"]
+    r.summary["wall_s"] = 0.1
+    assert f"rebalancing: {s['moves']:,} clients asked to move" in describe(r)
 
 
 def test_the_stand_in_leaves_the_scale_out_unbalanced() -> None:
