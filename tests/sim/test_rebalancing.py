@@ -22,6 +22,12 @@ def _minimum(world: World) -> float:
     return world.pop.connected() / len(world.gateways)
 
 
+def _run(cfg: SimConfig) -> World:
+    world = build(cfg)
+    world.run()
+    return world
+
+
 def test_scale_out_converges_with_close_to_the_minimum_moves() -> None:
     world = build(SCALE_OUT)
     world.engine.run(T0)
@@ -68,6 +74,10 @@ def test_invariants_hold_while_clients_move_across_zones_of_their_own() -> None:
             assert world.gateways[pop.gateway[i]].zone == pop.zone[i]
     r = summarize(world)
     assert r.summary["lost"] == 0 and r.extra["connected_end"] == r.extra["online_end"]
+    # Balanced within each zone (the fleet-wide max/mean also reflects the zones' sizes).
+    assert r.extra["balance_in_zone_end"] <= 1.10
+    off = summarize(_run(replace(cfg, rebalance=None)))
+    assert off.extra["balance_in_zone_end"] > 1.10
 
 
 def test_same_seed_same_json_with_rebalancing() -> None:

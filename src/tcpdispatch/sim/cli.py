@@ -222,6 +222,7 @@ def describe(r: Result) -> str:
     lines.append(
         f"  peak gateway load {s['peak_gateway_load_ratio']:.1%} of capacity; balance at the end "
         f"(max/mean per weight) {s['balance_max_over_mean_end']}"
+        + (f", within a zone {x['balance_in_zone_end']}" if s["zones"] > 1 else "")
     )
     if x.get("rebalance_rounds"):
         lines.append(
