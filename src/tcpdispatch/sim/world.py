@@ -142,7 +142,8 @@ class World:
 
     # -- setup -------------------------------------------------------------------
     def start(self) -> None:
-        """Warm replicas, place the initial clients, start probes, churn and sampling."""
+        """Place the initial clients, warm replicas, start probes, churn, sampling and the
+        rebalancing ticks."""
         self._place()  # first, so the warm-up probes report the held counts (as long up)
         for rep in self.replicas:
             rep.warm()
