@@ -200,7 +200,7 @@ class Rebalancer:
         """The pool as the planner sees it (``now`` on the pool's clock, for slow start)."""
         balancing = self.pool.balancing
         at = self.pool.clock() if now is None else now
-        return [_load(gw, balancing, at) for gw in self.pool.gateways.values()]
+        return [gateway_load(gw, balancing, at) for gw in self.pool.gateways.values()]
 
     async def _send(self, order: ShedOrder) -> None:
         gw = self.pool.get(order.gateway)
@@ -341,7 +341,8 @@ class Rebalancer:
         return imbalance(self.planner.view, self.planner.goal)
 
 
-def _load(gw: Gateway, balancing: BalancerSettings, now: float) -> GatewayLoad:
+def gateway_load(gw: Gateway, balancing: BalancerSettings, now: float) -> GatewayLoad:
+    """One pool gateway as the planner sees it (``now`` on the pool's clock, for slow start)."""
     cap = gw.config.capacity if gw.config.capacity is not None else gw.reported_capacity
     limit = None if cap is None else max(0, math.floor(cap * balancing.high_water + 1e-9))
     ramp = 1.0
@@ -360,4 +361,4 @@ def _load(gw: Gateway, balancing: BalancerSettings, now: float) -> GatewayLoad:
     )
 
 
-__all__ = ["LEASE", "Rebalancer", "shed_url"]
+__all__ = ["LEASE", "Rebalancer", "gateway_load", "shed_url"]

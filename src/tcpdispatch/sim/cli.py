@@ -222,7 +222,13 @@ def describe(r: Result) -> str:
     lines.append(
         f"  peak gateway load {s['peak_gateway_load_ratio']:.1%} of capacity; balance at the end "
         f"(max/mean per weight) {s['balance_max_over_mean_end']}"
+        + (f", within a zone {x['balance_in_zone_end']}" if s["zones"] > 1 else "")
     )
+    if x.get("rebalance_rounds"):
+        lines.append(
+            f"  rebalancing: {x['shed_sent']:,} clients asked to move (RECONNECT) in "
+            f"{x['rebalance_rounds']} round(s)"
+        )
     lines.append(
         f"  dispatch peak {s['dispatch_peak_rps_per_replica']:,}/s per replica; 503s "
         f"{x['refusals_503']:,}; failed rounds {x['failed_rounds']:,}; rounds without a "

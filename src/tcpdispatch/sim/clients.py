@@ -52,6 +52,7 @@ class Population:
         self.failures = array("I", [0]) * n  # Backoff.failures
         self.online = bytearray(n)  # 1: wants a connection (0: churned out, offline)
         self.moving = bytearray(n)  # 1: told to move, still on the old gateway (make-before-break)
+        self.leaving = array("i", [-1]) * n  # gateway that shed it (rebalance RECONNECT), or -1
         self.queued = bytearray(n)  # 1: waiting for its turn in the testbed queue
         self.round_at = array("d", [NAN]) * n  # time of the pending round, if any
         self.cache: list[tuple[int, ...] | None] = [

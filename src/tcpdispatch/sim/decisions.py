@@ -11,22 +11,33 @@ The simulator asks two questions that the product will answer with its own code:
   :class:`SimZones`, the simulator's own rule: the client's zone first; when that zone's
   pool is in panic or has nothing to give, the other zones (spill).
 * **Active rebalancing** (issue 13): which held connections should be asked to
-  move? :class:`NoRebalancer` moves none (what this branch ships);
-  ``--baseline recycle`` instead recycles connections by age (see
-  ``Recycler``). When the planner lands, an adapter turning the replica's view into
-  its ``GatewayLoad`` list and its ``ShedOrder``s into RECONNECTs plugs in here.
+  move? :class:`RealRebalancer` answers with the product's own code: each replica turns its
+  pools into :class:`~tcpdispatch.rebalance.plan.GatewayLoad` values the way the dispatcher's
+  loop does (``dispatcher.rebalancer.gateway_load``), ticks the real
+  :class:`~tcpdispatch.rebalance.plan.Planner` (targets, donors, pacing, minimum session age,
+  settle time, breaker), and only the replica holding the :class:`SimLease` sends its
+  ``ShedOrder``s; every replica places moved clients with the real
+  :func:`~tcpdispatch.rebalance.placement.place`. :class:`NoRebalancer` is the stand-in that
+  moves none (kept for comparison); ``--baseline recycle`` recycles connections by age instead
+  (see ``Recycler``).
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from tcpdispatch.balancing.base import Candidate, Picker, PickRequest
+from tcpdispatch.balancing.snapshot import BalancerSettings
 from tcpdispatch.balancing.zones import ZoneMap, ZoneRouter
 from tcpdispatch.config import DEFAULT_SPILL_HEADROOM
+from tcpdispatch.dispatcher.pool import Gateway
+from tcpdispatch.dispatcher.rebalancer import gateway_load
+from tcpdispatch.rebalance.placement import place
+from tcpdispatch.rebalance.plan import GatewayLoad, Planner, ShedOrder
+from tcpdispatch.rebalance.settings import RebalanceSettings
 
 
 class ZonePool(Protocol):
@@ -36,6 +47,16 @@ class ZonePool(Protocol):
     def picker(self) -> Picker: ...
 
     panic: bool
+
+
+class LoadPool(Protocol):
+    """What :class:`RealRebalancer` reads of one zone's pool (a ``Pool``)."""
+
+    gateways: dict[str, Gateway]
+    panic: bool
+
+    @property
+    def balancing(self) -> BalancerSettings: ...
 
 
 class ZoneChooser(Protocol):
@@ -119,10 +140,101 @@ class Rebalancer(Protocol):
 
 
 class NoRebalancer:
-    """This branch: held connections move only when their gateway fails or drains."""
+    """The stand-in: held connections move only when their gateway fails or drains."""
 
     def shed(self, now: float, held: Sequence[int], weights: Sequence[float]) -> dict[int, int]:
         return {}
+
+
+@dataclass(slots=True)
+class SimLease:
+    """The store's ``rebalance`` lease (``Store.lease``): held until it is not renewed for
+    ``ttl`` seconds, so a crashed leader's successor takes over within about ``ttl``."""
+
+    holder: int | None = None
+    expires: float = 0.0
+
+    def take(self, who: int, now: float, ttl: float) -> bool:
+        if self.holder == who or self.holder is None or now >= self.expires:
+            self.holder, self.expires = who, now + ttl
+            return True
+        return False
+
+
+class RealRebalancer:
+    """Issue 13's decision for one replica: the dispatcher loop's inputs and the real planner.
+
+    :meth:`tick` does what ``dispatcher.rebalancer.Rebalancer.step`` does minus the I/O: the
+    lease, the dispatch counts since the last tick, the pools as ``GatewayLoad`` values, the
+    planner's tick; it returns the orders to send (the leader's only). The world answers each
+    order with how many sessions the donor accepted (:meth:`shed_result`), as ``POST /shed``
+    does. :meth:`place` is the dispatch path for a client that says which gateway it leaves.
+    """
+
+    def __init__(
+        self,
+        who: int,
+        settings: RebalanceSettings,
+        lease: SimLease,
+        zone_names: Sequence[str],
+        rng: random.Random,
+    ) -> None:
+        self.who = who
+        self.settings = settings
+        self.lease = lease
+        self.zone_names = list(zone_names)
+        self.rng = rng
+        self.planner = Planner(settings)
+        self.leader = False
+        self.moves_placed = 0
+        self._counts = (0, 0, 0)  # dispatched, unavailable, moves placed at the last tick
+
+    def reset(self) -> None:
+        """A restarted replica: a fresh planner (no round, no breaker history)."""
+        self.planner = Planner(self.settings)
+        self.leader = False
+
+    def loads(self, pools: Sequence[LoadPool], now: float) -> list[GatewayLoad]:
+        """Every zone pool's gateways as the planner sees them, tagged with their zone."""
+        out: list[GatewayLoad] = []
+        multi = len(pools) > 1
+        for name, pool in zip(self.zone_names, pools, strict=True):
+            for gw in pool.gateways.values():
+                load = gateway_load(gw, pool.balancing, now)
+                out.append(replace(load, zone=name) if multi else load)
+        return out
+
+    def tick(
+        self, now: float, pools: Sequence[LoadPool], dispatched: int, unavailable: int
+    ) -> tuple[ShedOrder, ...]:
+        s = self.settings
+        leader = s.mode != "off" and self.lease.take(self.who, now, s.lease_ttl_s)
+        self.leader = leader
+        placed = self.moves_placed
+        d_ok, d_503 = dispatched - self._counts[0], unavailable - self._counts[1]
+        arrivals = max(0, d_ok - (placed - self._counts[2]))
+        self._counts = (dispatched, unavailable, placed)
+        decision = self.planner.tick(
+            now,
+            self.loads(pools, now),
+            leader=leader,
+            panic=any(p.panic for p in pools),
+            dispatched=d_ok,
+            unavailable=d_503,
+            arrivals=arrivals,
+        )
+        return decision.orders
+
+    def shed_result(self, order: ShedOrder, accepted: int | None, now: float) -> None:
+        self.planner.shed_result(order, accepted, now, "" if accepted is not None else "down")
+
+    def place(self, candidates: Sequence[Candidate], leaving: str, k: int) -> list[Candidate]:
+        """Gateways for a client leaving ``leaving``; empty: the picker decides."""
+        p = self.planner
+        chosen = place(candidates, p.goal, p.donors, leaving, k, self.rng)
+        if chosen:
+            self.moves_placed += 1
+        return chosen
 
 
 @dataclass(frozen=True, slots=True)

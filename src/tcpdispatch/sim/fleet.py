@@ -25,6 +25,7 @@ class SimGateway:
     draining: bool = False
     dark_since: float = 0.0
     clients: set[int] = field(default_factory=set)
+    leaving: set[int] = field(default_factory=set)  # of clients: shed (RECONNECT), still here
     peak: int = 0  # most connections ever held
     busy_until: float = 0.0  # accept queue (handshakes are served one after another)
 

@@ -24,8 +24,9 @@ from tcpdispatch.config import DispatcherConfig
 from tcpdispatch.dispatcher.pool import Pool
 from tcpdispatch.health.probes import ProbeResult
 from tcpdispatch.health.settings import HealthSettings
+from tcpdispatch.rebalance.plan import ShedOrder
 from tcpdispatch.sim.baselines import GoimDecider, LeastConnTwin
-from tcpdispatch.sim.decisions import RealZones, SimZones
+from tcpdispatch.sim.decisions import RealRebalancer, RealZones, SimZones
 from tcpdispatch.sim.engine import Engine
 from tcpdispatch.sim.fleet import SimGateway
 
@@ -71,6 +72,7 @@ class Replica:
         service_s: float,
         health: HealthSettings,
         balancing: BalancerSettings,
+        rebalancer: RealRebalancer | None = None,
     ) -> None:
         self.index = index
         self.engine = engine
@@ -89,6 +91,8 @@ class Replica:
         self.busy_until = 0.0
         self.dispatches: Counter[int] = Counter()  # per modelled second
         self.refusals = 0
+        self.answered = 0  # dispatches answered 200 (the breaker's error rate, with refusals)
+        self.rebalancer = rebalancer  # issue 13's planner and placement (decider "pool" only)
         self.gateways: dict[str, SimGateway] = {}
         self.slots: list[list[SimGateway]] = [[] for _ in range(SLOTS)]
         self.probe_count: dict[str, int] = {}
@@ -156,6 +160,15 @@ class Replica:
         """A fresh process: new pools from the config, health unknown until probes come."""
         self.up = True
         self._new_pools([g for g in self.gateways.values() if g.state != "absent"])
+        if self.rebalancer is not None:
+            self.rebalancer.reset()
+
+    # -- rebalancing -------------------------------------------------------------
+    def rebalance_tick(self) -> tuple[ShedOrder, ...]:
+        """One tick of the rebalancing loop on this replica's view: the leader's orders."""
+        if not self.up or self.rebalancer is None:
+            return ()
+        return self.rebalancer.tick(self.engine.now, self.pools, self.answered, self.refusals)
 
     # -- probes ----------------------------------------------------------------
     def start_probes(self, until: float) -> None:
@@ -184,7 +197,9 @@ class Replica:
         counts[g.id] = n
         if state == "up":
             if force_report or n % self.report_every == 0:
-                result = ProbeResult(True, 0.0, len(g.clients), g.capacity, g.draining)
+                result = ProbeResult(
+                    True, 0.0, len(g.clients), g.capacity, g.draining, leaving=len(g.leaving)
+                )
             else:
                 result = ProbeResult(True, 0.0, None, g.capacity, g.draining)
         elif state == "down":
@@ -225,15 +240,25 @@ class Replica:
         if self.up and self.pools[g.zone].passive_failure(g.id):
             self._rebuild_due()
 
-    def dispatch(self, client_zone: int) -> tuple[list[SimGateway] | None, float]:
-        """``GET /v1/dispatch``: the gateways answered (None = 503) and when the answer leaves."""
+    def dispatch(
+        self, client_zone: int, leaving: str | None = None
+    ) -> tuple[list[SimGateway] | None, float]:
+        """``GET /v1/dispatch``: the gateways answered (None = 503) and when the answer leaves.
+        ``leaving``: the gateway a client moved by the rebalancer leaves (placed below target
+        among its zone's gateways, as the service does with ``zones.for_move``)."""
         now = self.engine.now
         start = max(now, self.busy_until)
         self.busy_until = start + self.service_s
         self.dispatches[int(now)] += 1
         if self.decider_kind == "pool":
-            chosen = self.zone_router.pick(client_zone, self.pools, _REQUEST, self.k)
+            chosen = None
+            if leaving is not None and self.rebalancer is not None:
+                zone = client_zone % self.zones
+                chosen = self.rebalancer.place(self.pools[zone].picker.candidates, leaving, self.k)
+            if not chosen:
+                chosen = self.zone_router.pick(client_zone, self.pools, _REQUEST, self.k)
             if chosen:
+                self.answered += 1
                 return [self.gateways[c.id] for c in chosen], self.busy_until
             self.refusals += 1
             return None, self.busy_until
@@ -241,6 +266,7 @@ class Replica:
         for z in self.chooser.order(client_zone, panicked, self.rng):
             cands = self._pick(z)
             if cands:
+                self.answered += 1
                 return [self.gateways[c.id] for c in cands], self.busy_until
         self.refusals += 1
         return None, self.busy_until

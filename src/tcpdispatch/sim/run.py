@@ -106,13 +106,23 @@ def summarize(world: World, keep_world: bool = False) -> Result:
         "dispatch_peak_rps_per_replica": max((r.peak_rps() for r in world.replicas), default=0),
         "wall_s": None,
     }
+    by_zone: dict[int, list[float]] = {}
+    for g in live:
+        by_zone.setdefault(g.zone, []).append(g.held / g.weight)
+    # With zones, targets are per zone (clients stay in theirs): the worst zone's own max/mean.
+    in_zone = [max(v) * len(v) / sum(v) for v in by_zone.values() if sum(v) > 0]
     extra = {
+        "balance_in_zone_end": round(max(in_zone), 4) if in_zone else None,
         "connected_end": pop.connected(),
         "online_end": sum(pop.online),
         "failed_rounds": world.failed_rounds,
         "fallback_rounds": world.fallbacks,
         "events": world.engine.events,
         "refusals_503": sum(r.refusals for r in world.replicas),
+        "shed_sent": world.shed_sent,
+        "rebalance_rounds": sum(
+            r.rebalancer.planner.rounds for r in world.replicas if r.rebalancer is not None
+        ),
         "modelled_s": world.end,
     }
     return Result(

@@ -9,18 +9,22 @@ schedule fleet events on it.
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from math import isnan
 
 from tcpdispatch.balancing.snapshot import BalancerSettings
 from tcpdispatch.client.policy import Endpoint, order_candidates
+from tcpdispatch.gateway.shed import MAX_DELAY_MS
 from tcpdispatch.health.settings import HealthSettings
+from tcpdispatch.rebalance.settings import RebalanceSettings
 from tcpdispatch.sim.clients import NAN, Population
 from tcpdispatch.sim.constants import INTERNET, Network
-from tcpdispatch.sim.decisions import Recycler
+from tcpdispatch.sim.decisions import RealRebalancer, Recycler, SimLease
 from tcpdispatch.sim.engine import Engine
 from tcpdispatch.sim.fleet import SimGateway, make_gateways
 from tcpdispatch.sim.replica import Replica, probes_per_report
@@ -54,6 +58,9 @@ class SimConfig:
     alternates: int = 2
     drain_window_s: float = 30.0
     recycle: Recycler = field(default_factory=Recycler)
+    # Issue 13's rebalancing, for the tcpdispatch runs (baseline "none"); None: the stand-in
+    # that moves nothing (NoRebalancer). The baselines never rebalance.
+    rebalance: RebalanceSettings | None = field(default_factory=RebalanceSettings)
     initial: str = "balanced"  # balanced | random | none (all clients offline, arriving at t=0)
 
     def check(self) -> SimConfig:
@@ -96,6 +103,9 @@ class World:
         step = max(1, len(initial) // max(1, cfg.static_size))
         self.static = initial if self.static_mode else initial[::step][: cfg.static_size]
         self.replicas: list[Replica] = []
+        self.lease = SimLease()
+        rebalance = cfg.rebalance if cfg.baseline == "none" else None
+        zone_names = [f"z{z}" for z in range(cfg.zones)]
         if not self.static_mode:
             decider = {"goim": "goim", "least_conn": "least_conn"}.get(cfg.baseline, "pool")
             policy = "least_conn" if decider == "least_conn" else cfg.policy
@@ -113,6 +123,9 @@ class World:
                     report_every=probes_per_report(report_s, cfg.health.interval),
                     health=cfg.health,
                     balancing=cfg.balancing,
+                    rebalancer=None
+                    if rebalance is None
+                    else RealRebalancer(r, rebalance, self.lease, zone_names, e.rng(f"place{r}")),
                 )
                 self.replicas.append(rep)
         self.rr = 0
@@ -120,6 +133,8 @@ class World:
         self.pop = Population(cfg.clients, cfg.zones, e.clock, e.rng("backoff"))
         self.rehome: list[float] = []
         self.moves = 0
+        self.shed_sent = 0  # rebalancing RECONNECTs sent
+        self.by_id = {g.id: g for g in self.gateways}
         self.failed_rounds = 0
         self.fallbacks = 0
         self.series: list[dict[str, float]] = []
@@ -127,12 +142,19 @@ class World:
 
     # -- setup -------------------------------------------------------------------
     def start(self) -> None:
-        """Warm replicas, place the initial clients, start probes, churn and sampling."""
+        """Place the initial clients, warm replicas, start probes, churn, sampling and the
+        rebalancing ticks."""
+        self._place()  # first, so the warm-up probes report the held counts (as long up)
         for rep in self.replicas:
             rep.warm()
             rep.start_probes(self.end)
-        self._place()
         self.engine.every(1.0, 0.0, self.end + 1e-9, self._sample)
+        phase = self.engine.rng("rebalance")
+        for rep in self.replicas:
+            if rep.rebalancer is not None:
+                every = rep.rebalancer.settings.interval_s
+                start = phase.random() * every
+                self.engine.every(every, start, self.end, partial(self._rebalance_tick, rep))
 
     def _place(self) -> None:
         cfg, pop, rng = self.cfg, self.pop, self.crng
@@ -206,8 +228,11 @@ class World:
     def _detach(self, i: int) -> None:
         g = self.pop.gateway[i]
         if g >= 0:
-            self.gateways[g].clients.discard(i)
+            gw = self.gateways[g]
+            gw.clients.discard(i)
+            gw.leaving.discard(i)
             self.pop.gateway[i] = -1
+            self.pop.leaving[i] = -1
 
     def lose(
         self,
@@ -281,6 +306,44 @@ class World:
     def _restarted(self, g: SimGateway) -> None:
         g.state, g.draining = "up", False
 
+    # -- rebalancing ---------------------------------------------------------------
+    def _rebalance_tick(self, rep: Replica) -> None:
+        """The replica's rebalancing tick; the leader's orders are sent to the donors."""
+        rebalancer = rep.rebalancer
+        assert rebalancer is not None
+        for order in rep.rebalance_tick():
+            accepted = self.shed(
+                self.by_id[order.gateway], order.count, order.window_s, order.min_age_s
+            )
+            rebalancer.shed_result(order, accepted, self.engine.now)
+
+    def shed(self, g: SimGateway, count: int, window_s: float, min_age_s: float) -> int | None:
+        """``POST /shed``: RECONNECT (reason ``rebalance``) ``count`` of ``g``'s oldest sessions
+        at least ``min_age_s`` old, evenly over ``window_s`` (``send_spread``); returns how many
+        it accepted, None when the gateway does not answer."""
+        if g.state != "up":
+            return None
+        pop, now = self.pop, self.engine.now
+        cutoff = now - min_age_s
+        eligible = (
+            i
+            for i in g.clients
+            if pop.since[i] <= cutoff and not pop.moving[i] and i not in g.leaving
+        )
+        chosen = heapq.nsmallest(count, eligible, key=lambda i: (pop.since[i], i))
+        n = len(chosen)
+        for k, i in enumerate(chosen):
+            self.engine.after(window_s * k / n, self._shed_frame, i, g)
+        return n
+
+    def _shed_frame(self, i: int, g: SimGateway) -> None:
+        pop = self.pop
+        if pop.gateway[i] == g.index and not pop.moving[i] and g.state == "up":
+            g.leaving.add(i)
+            pop.leaving[i] = g.index
+            self.shed_sent += 1
+            self.lose(i, graceful=True, hint=self.crng.randrange(0, MAX_DELAY_MS) / 1000)
+
     def _schedule_recycle(self, i: int, since: float, age: float = 0.0) -> None:
         jitter = self.crng.uniform(0.9, 1.1)
         t = since + self.cfg.recycle.max_age_s * jitter
@@ -344,7 +407,10 @@ class World:
                     mem = pop.memory(i)
                     mem.dispatchers.failed(DISPATCHER)
                 else:
-                    gws, done = replica.dispatch(pop.zone[i])
+                    left = pop.leaving[i]
+                    gws, done = replica.dispatch(
+                        pop.zone[i], self.gateways[left].id if left >= 0 else None
+                    )
                     elapsed += done - now + 2 * rtt
                     if gws is None:  # 503: wait for Retry-After, do not fall back
                         self.failed_rounds += 1
