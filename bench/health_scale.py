@@ -281,7 +281,7 @@ def run(quick: bool, sizes: list[int] | None = None) -> dict[str, Any]:
 
 def table(r: dict[str, Any]) -> str:
     out = [
-        "### 8. Health at scale\n",
+        "### 9. Health at scale\n",
         (
             "One dispatcher (CPU 0) watching N gateways' status streams; health CPU sampled idle, "
             "dispatch throughput by wrk (keep-alive, 50 connections); HAProxy checking the same "

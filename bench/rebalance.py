@@ -329,7 +329,7 @@ def _draw(fig: Any, res: dict[str, Any]) -> None:
 
 def table(r: dict[str, Any]) -> str:
     lines = [
-        "### 8. Rebalance after scale-out\n",
+        "### 10. Rebalance after scale-out\n",
         (
             f"{r['clients']:,} clients on four gateways, a fifth joins; {r['window_s']:g} s "
             "observed from the join; recycling closes (here: RECONNECTs) sessions older than "
